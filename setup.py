@@ -1,0 +1,30 @@
+"""jepa_jax: functional JAX/Flax JEPA with a vector-quantized bottleneck."""
+from setuptools import find_packages, setup
+
+setup(
+    name="jepa_jax",
+    version="0.1.0",
+    description=("Functional JAX/Flax JEPA trainer with a vector-quantized "
+                 "bottleneck, built to diagnose and beat codebook collapse."),
+    packages=find_packages(include=["jepa_jax", "jepa_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        # On Python 3.11 the newest releases are jax 0.10.x and flax 0.12.8;
+        # the upper bounds only guard against the next major API break.
+        "jax>=0.4.35,<1.0",
+        "flax>=0.10.0,<1.0",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.10.0",
+        "chex>=0.1.87",
+        "ml-collections>=0.1.1",
+        "absl-py>=2.0",
+        "numpy>=1.26",
+        "scikit-learn>=1.3",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "cuda12": ["jax[cuda12]>=0.4.35"],
+        "tpu": ["jax[tpu]>=0.4.35"],
+        "test": ["pytest>=8.0"],
+    },
+)
