@@ -1,0 +1,112 @@
+"""Shared defaults for every jepa_jax variant.
+
+Values follow the reference system (`vq_diagnostic_assessment.md`): a 768-code
+codebook, the sixth-run VQ settings (commitment 0.3, EMA decay 0.99, refresh
+every 500 steps below 5% of the uniform share), temperature in [0.07, 0.15],
+relational weights 0.05 / 0.025. Model and schedule sizes are scaled to the
+embedded digits data so a run fits a laptop CPU.
+
+Variant strings (`--config=configs/gentle.py:tiny`):
+  tiny   a few steps of a very small model (tests, smoke runs).
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg=None):
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.variant = 'base'
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'digits'
+  c.data.val_fraction = 0.15      # fixed split: 1,527 train / 270 val digits
+  c.data.split_seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.patch_size = 2          # 8x8 digits -> 4x4 grid of 16 tokens
+  c.model.embed_dim = 64
+  c.model.depth = 4
+  c.model.num_heads = 4
+  c.model.mlp_ratio = 4.0
+  c.model.predictor_dim = 32
+  c.model.predictor_depth = 2
+  c.model.predictor_num_heads = 4
+
+  c.masking = ml_collections.ConfigDict()
+  c.masking.num_target_blocks = 2
+  c.masking.target_block_size = (2, 2)
+  c.masking.context_block_size = (3, 3)
+  c.masking.num_context_tokens = 8
+
+  c.vq = ml_collections.ConfigDict()
+  c.vq.enabled = True
+  c.vq.codebook_size = 768
+  c.vq.commitment_cost = 0.3
+  c.vq.ema_decay = config_dict.placeholder(float)   # None -> gradient updates
+  c.vq.ema_decay = 0.99
+  c.vq.epsilon = 1e-5
+  c.vq.init_scale = 1.0
+  c.vq.refresh_enabled = True
+  c.vq.refresh_interval = 500
+  c.vq.refresh_usage_threshold = 0.05
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.temperature_init = 0.1
+  c.loss.temperature_min = 0.07
+  c.loss.temperature_max = 0.15
+  c.loss.infonce_weight = 1.0
+  c.loss.sigreg_weight = 0.02
+  c.loss.sigreg_num_slices = 256
+  c.loss.sigreg_num_points = 17
+  c.loss.invariance_weight = 0.1
+  c.loss.relational_loss = ml_collections.ConfigDict()
+  c.loss.relational_loss.weight = 0.05
+  c.loss.relational_loss.context_self_weight = 0.025
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_epochs = 80
+  c.train.batch_size = 64
+  c.train.steps_per_epoch = config_dict.placeholder(int)  # None: full epochs
+  c.train.learning_rate = 1e-3
+  c.train.warmup_epochs = 2
+  c.train.min_learning_rate = 1e-5
+  c.train.weight_decay = 0.05
+  c.train.grad_clip_norm = 1.0
+  c.train.ema_momentum_start = 0.996
+  c.train.ema_momentum_end = 1.0
+  c.train.embedding_metrics_every_steps = 50
+  c.train.embedding_metrics_num_samples = 256
+  c.train.log_every_steps = 10
+  c.train.early_stopping_patience = 10
+  c.train.progress_bar = True
+  return apply_variant_arg(c, arg)
+
+
+def apply_variant_arg(c, arg):
+  """Applies the `:arg` variant string shared by every config file."""
+  for token in (arg or '').split(','):
+    token = token.strip()
+    if not token:
+      continue
+    if token == 'tiny':
+      c.model.embed_dim = 16
+      c.model.depth = 1
+      c.model.num_heads = 2
+      c.model.predictor_dim = 8
+      c.model.predictor_depth = 1
+      c.model.predictor_num_heads = 2
+      c.vq.codebook_size = 32
+      c.loss.sigreg_num_slices = 16
+      c.train.num_epochs = 2
+      c.train.batch_size = 16
+      c.train.steps_per_epoch = 3
+      c.train.warmup_epochs = 1
+      c.train.embedding_metrics_every_steps = 2
+      c.train.embedding_metrics_num_samples = 32
+      c.train.log_every_steps = 2
+      c.train.progress_bar = False
+      c.vq.refresh_interval = min(c.vq.refresh_interval, 2)
+    else:
+      raise ValueError(f'unknown config variant {token!r} (known: tiny)')
+  return c

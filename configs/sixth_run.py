@@ -1,0 +1,21 @@
+"""Sixth run: VQ + interval refresh (the reference run that collapsed, 80 epochs)."""
+import os
+
+from jepa_jax import config_lib
+
+base = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'base.py'))
+
+
+def get_config(arg=None):
+  c = base.get_config()
+  c.variant = 'sixth_run'
+  c.vq.commitment_cost = 0.3
+  c.vq.ema_decay = 0.99
+  c.vq.refresh_enabled = True
+  c.vq.refresh_interval = 500
+  c.vq.refresh_usage_threshold = 0.05
+  c.loss.temperature_min, c.loss.temperature_max = 0.07, 0.15
+  c.loss.relational_loss.weight = 0.05
+  c.loss.relational_loss.context_self_weight = 0.025
+  c.train.num_epochs = 80
+  return base.apply_variant_arg(c, arg)

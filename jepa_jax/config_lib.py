@@ -1,0 +1,146 @@
+"""Loading config files and validating configs before anything compiles."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+
+from jepa_jax import data
+
+
+class ConfigError(ValueError):
+  """A bad config value. `str(err)` is one line naming the key."""
+
+  def __init__(self, key: str, value, why: str):
+    self.key = key
+    super().__init__(f'config.{key}={value!r}: {why}')
+
+
+def load_module(path: str):
+  """Imports a config file by path (config files are not a package)."""
+  path = os.path.abspath(path)
+  name = 'jepa_jax_config_' + os.path.splitext(os.path.basename(path))[0]
+  if name in sys.modules and getattr(sys.modules[name], '__file__', None) == path:
+    return sys.modules[name]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(spec: str):
+  """'configs/gentle.py[:arg]' -> ConfigDict, as `--config=` would build it."""
+  path, _, arg = spec.partition(':')
+  return load_module(path).get_config(arg or None)
+
+
+def _get(cfg, key):
+  node = cfg
+  for part in key.split('.'):
+    node = node[part]
+  return node
+
+
+def validate(cfg) -> None:
+  """Raises ConfigError naming the first bad key; returns None if cfg is sane."""
+
+  def check(key, ok, why):
+    if not ok:
+      raise ConfigError(key, _get(cfg, key), why)
+
+  def number(key):
+    v = _get(cfg, key)
+    check(key, isinstance(v, (int, float)) and not isinstance(v, bool)
+          and math.isfinite(v), 'must be a finite number')
+    return v
+
+  def positive_int(key):
+    v = _get(cfg, key)
+    check(key, isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+          'must be an integer >= 1')
+    return v
+
+  check('data.name', cfg.data.name in data.available(),
+        f'unknown dataset (available: {", ".join(data.available())})')
+  check('data.val_fraction', 0.0 < number('data.val_fraction') < 1.0,
+        'must be in (0, 1)')
+  for key in ('model.patch_size', 'model.embed_dim', 'model.depth', 'model.num_heads',
+              'model.predictor_dim', 'model.predictor_depth',
+              'model.predictor_num_heads', 'masking.num_target_blocks',
+              'masking.num_context_tokens', 'vq.codebook_size', 'train.num_epochs',
+              'train.batch_size', 'train.embedding_metrics_every_steps',
+              'train.embedding_metrics_num_samples', 'train.log_every_steps',
+              'train.early_stopping_patience', 'loss.sigreg_num_slices',
+              'loss.sigreg_num_points'):
+    positive_int(key)
+  check('model.embed_dim', cfg.model.embed_dim % 4 == 0 and
+        cfg.model.embed_dim % cfg.model.num_heads == 0,
+        'must be divisible by 4 (2-D sin-cos) and by model.num_heads')
+  check('model.predictor_dim', cfg.model.predictor_dim % 4 == 0 and
+        cfg.model.predictor_dim % cfg.model.predictor_num_heads == 0,
+        'must be divisible by 4 and by model.predictor_num_heads')
+  if cfg.train.steps_per_epoch is not None:
+    positive_int('train.steps_per_epoch')
+
+  decay = cfg.vq.ema_decay
+  if decay is not None:
+    check('vq.ema_decay', 0.0 <= number('vq.ema_decay') < 1.0,
+          'must be in [0, 1), or None for gradient updates')
+  check('vq.commitment_cost', number('vq.commitment_cost') >= 0, 'must be >= 0')
+  check('vq.epsilon', number('vq.epsilon') > 0, 'must be > 0')
+  check('vq.init_scale', number('vq.init_scale') > 0, 'must be > 0')
+  if cfg.vq.refresh_enabled:
+    positive_int('vq.refresh_interval')
+    check('vq.refresh_usage_threshold',
+          0.0 <= number('vq.refresh_usage_threshold') <= 1.0, 'must be in [0, 1]')
+
+  lo, hi = number('loss.temperature_min'), number('loss.temperature_max')
+  check('loss.temperature_min', 0 < lo, 'must be > 0')
+  check('loss.temperature_min', lo <= hi,
+        f'must be <= loss.temperature_max ({hi})')
+  check('loss.temperature_init', lo <= number('loss.temperature_init') <= hi,
+        f'must lie in [temperature_min, temperature_max] = [{lo}, {hi}]')
+  for key in ('loss.infonce_weight', 'loss.sigreg_weight', 'loss.invariance_weight',
+              'loss.relational_loss.weight',
+              'loss.relational_loss.context_self_weight',
+              'train.weight_decay', 'train.min_learning_rate'):
+    check(key, number(key) >= 0, 'must be >= 0')
+  check('train.learning_rate', number('train.learning_rate') > 0, 'must be > 0')
+  check('train.grad_clip_norm', number('train.grad_clip_norm') > 0, 'must be > 0')
+  check('train.warmup_epochs', number('train.warmup_epochs') >= 0, 'must be >= 0')
+  for key in ('train.ema_momentum_start', 'train.ema_momentum_end'):
+    check(key, 0.0 <= number(key) <= 1.0, 'must be in [0, 1]')
+
+  m = cfg.masking
+  for key in ('masking.target_block_size', 'masking.context_block_size'):
+    size = _get(cfg, key)
+    check(key, len(size) == 2 and all(isinstance(s, int) and s >= 1 for s in size),
+          'must be a pair of positive integers (rows, cols)')
+  # Grid-dependent checks need the image size, known once data is loaded:
+  # see check_against_data.
+  del m
+
+
+def check_against_data(cfg, image_shape) -> tuple:
+  """Checks the config against the data's image shape; returns the token grid."""
+  h, w = image_shape[:2]
+  p = cfg.model.patch_size
+  if h % p or w % p:
+    raise ConfigError('model.patch_size', p,
+                      f'must divide the image size {h}x{w} of dataset {cfg.data.name!r}')
+  grid = (h // p, w // p)
+  m = cfg.masking
+  for key in ('target_block_size', 'context_block_size'):
+    bh, bw = m[key]
+    if bh > grid[0] or bw > grid[1]:
+      raise ConfigError(f'masking.{key}', tuple(m[key]),
+                        f'larger than the {grid[0]}x{grid[1]} token grid')
+  n = grid[0] * grid[1]
+  worst = n - m.num_target_blocks * m.target_block_size[0] * m.target_block_size[1]
+  if m.num_context_tokens > worst:
+    raise ConfigError('masking.num_context_tokens', m.num_context_tokens,
+                      f'must be <= {worst} (tokens left when the {m.num_target_blocks}'
+                      f' target blocks do not overlap on the {grid[0]}x{grid[1]} grid)')
+  return grid

@@ -1,0 +1,154 @@
+"""ViT context/target encoder and narrow JEPA predictor (flax.linen).
+
+Both are plain `nn.Module`s: parameters are explicit pytrees made by `init` and
+used by `apply`, so the target encoder is just a second copy of the encoder's
+params updated by EMA (`ema_params`), never a module with hidden state.
+
+Token layout. An image (H, W, C) is cut into non-overlapping `patch_size`
+patches on a (H/p) x (W/p) grid, numbered row-major 0..N-1. Positions are
+fixed 2-D sin-cos embeddings (MAE / I-JEPA). Encoders see a subset of tokens
+given by integer indices, so masking never changes shapes.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
+  """Fixed 2-D sin-cos positional embedding, shape (grid_h * grid_w, dim).
+
+  Half the channels encode the row, half the column; each half is
+  [sin(pos * w_k), cos(pos * w_k)] with w_k = 10000^(-k / (dim/4)),
+  k = 0..dim/4-1 (Vaswani et al. 2017, 2-D form of MAE, He et al. 2022).
+  """
+  if dim % 4:
+    raise ValueError(f'embed dim must be divisible by 4 for 2-D sin-cos, got {dim}')
+  quarter = dim // 4
+  omega = 1.0 / (10000 ** (np.arange(quarter, dtype=np.float64) / quarter))
+  rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing='ij')
+
+  def encode(pos):
+    angles = pos.reshape(-1)[:, None] * omega[None, :]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+  return np.concatenate([encode(rows), encode(cols)], axis=1).astype(np.float32)
+
+
+def gather_tokens(x: jax.Array, idx: jax.Array) -> jax.Array:
+  """x (B, N, D), idx (B, K) int -> (B, K, D)."""
+  return jnp.take_along_axis(x, idx[..., None], axis=1)
+
+
+class MlpBlock(nn.Module):
+  hidden: int
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    x = nn.Dense(self.hidden)(x)
+    x = nn.gelu(x)
+    return nn.Dense(d)(x)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block: x + MHA(LN(x)); x + MLP(LN(x))."""
+  num_heads: int
+  mlp_ratio: float = 4.0
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.LayerNorm()(x)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(y, y)
+    y = nn.LayerNorm()(x)
+    return x + MlpBlock(int(self.mlp_ratio * x.shape[-1]))(y)
+
+
+class ViTEncoder(nn.Module):
+  """Patch embedding + fixed 2-D positions + pre-norm blocks + final LayerNorm.
+
+  `__call__(images, token_idx=None)`: images (B, H, W, C); token_idx (B, K)
+  selects which patch tokens the encoder sees (None: all N). Returns (B, K, D).
+  """
+  patch_size: int
+  embed_dim: int
+  depth: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+
+  @nn.compact
+  def __call__(self, images, token_idx: Optional[jax.Array] = None):
+    b, h, w, _ = images.shape
+    p = self.patch_size
+    x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding='VALID',
+                name='patch_embed')(images)
+    gh, gw = h // p, w // p
+    x = x.reshape(b, gh * gw, self.embed_dim)
+    x = x + sincos_pos_embed_2d(self.embed_dim, gh, gw)[None]
+    if token_idx is not None:
+      x = gather_tokens(x, token_idx)
+    for i in range(self.depth):
+      x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}')(x)
+    return nn.LayerNorm(name='norm')(x)
+
+
+class Predictor(nn.Module):
+  """Narrow I-JEPA predictor.
+
+  `__call__(ctx, ctx_idx, tgt_idx, grid)`: ctx (B, K, D) context tokens
+  (possibly quantized), ctx_idx (B, K) their positions, tgt_idx (B, M, T) the
+  positions of M target blocks of T tokens. Each block is predicted in its own
+  sequence [context tokens + pos ; mask token + target pos] as in I-JEPA, so
+  blocks may overlap. Returns predictions (B, M, T, D).
+  """
+  embed_dim: int           # output dim = encoder dim
+  pred_dim: int
+  depth: int
+  num_heads: int
+  grid: tuple              # (grid_h, grid_w)
+  mlp_ratio: float = 4.0
+
+  @nn.compact
+  def __call__(self, ctx, ctx_idx, tgt_idx):
+    b, k, _ = ctx.shape
+    _, m, t = tgt_idx.shape
+    pos = jnp.asarray(sincos_pos_embed_2d(self.pred_dim, *self.grid))
+    x = nn.Dense(self.pred_dim, name='embed')(ctx) + pos[ctx_idx]
+    mask_token = self.param('mask_token', nn.initializers.normal(0.02),
+                            (self.pred_dim,))
+    queries = mask_token + pos[tgt_idx]                       # (B, M, T, P)
+    x = jnp.broadcast_to(x[:, None], (b, m, k, self.pred_dim))
+    x = jnp.concatenate([x, queries], axis=2).reshape(b * m, k + t, self.pred_dim)
+    for i in range(self.depth):
+      x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}')(x)
+    x = nn.LayerNorm(name='norm')(x)
+    x = nn.Dense(self.embed_dim, name='proj')(x[:, k:])
+    return x.reshape(b, m, t, self.embed_dim)
+
+
+def make_encoder(cfg) -> ViTEncoder:
+  return ViTEncoder(patch_size=cfg.model.patch_size, embed_dim=cfg.model.embed_dim,
+                    depth=cfg.model.depth, num_heads=cfg.model.num_heads,
+                    mlp_ratio=cfg.model.mlp_ratio)
+
+
+def make_predictor(cfg, grid) -> Predictor:
+  return Predictor(embed_dim=cfg.model.embed_dim, pred_dim=cfg.model.predictor_dim,
+                   depth=cfg.model.predictor_depth,
+                   num_heads=cfg.model.predictor_num_heads, grid=tuple(grid),
+                   mlp_ratio=cfg.model.mlp_ratio)
+
+
+def ema_params(target, online, momentum):
+  """Target-encoder update (BYOL / I-JEPA): θ_t <- m θ_t + (1 - m) θ_online."""
+  return jax.tree.map(lambda t, o: momentum * t + (1.0 - momentum) * o, target, online)
+
+
+def momentum_schedule(step, total_steps, start, end):
+  """Linear EMA momentum from `start` to `end` over the run (I-JEPA: 0.996 -> 1.0)."""
+  frac = jnp.clip(step / jnp.maximum(total_steps, 1), 0.0, 1.0)
+  return start + (end - start) * frac

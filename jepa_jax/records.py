@@ -1,0 +1,55 @@
+"""Run records: atomic JSON files and append-only JSON-lines logs."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def to_builtin(value: Any) -> Any:
+  """numpy / jax scalars and arrays -> JSON-serialisable Python values."""
+  if isinstance(value, Mapping):
+    return {str(k): to_builtin(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_builtin(v) for v in value]
+  if hasattr(value, 'tolist'):          # numpy / jax arrays and scalars
+    return to_builtin(np.asarray(value).tolist())
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)                    # JSON has no NaN/Inf: keep them visible
+  return value
+
+
+def write_json(path: str, obj: Mapping) -> None:
+  """Writes `obj` to `path` atomically (temp file + rename): never half-written."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(to_builtin(obj), f, indent=2, sort_keys=True)
+    f.write('\n')
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_jsonl(path: str) -> list:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class JsonlWriter:
+  """Appends one JSON object per line, flushed after each line."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._f = open(path, 'a')
+
+  def write(self, record: Mapping) -> None:
+    self._f.write(json.dumps(to_builtin(record), sort_keys=True) + '\n')
+    self._f.flush()
+
+  def close(self) -> None:
+    self._f.close()

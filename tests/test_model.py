@@ -1,0 +1,49 @@
+"""Encoder/predictor shapes, positions, token selection and the target EMA."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jepa_jax import model
+
+
+def test_sincos_positions_distinct_and_bounded():
+  pos = model.sincos_pos_embed_2d(16, 4, 4)
+  assert pos.shape == (16, 16)
+  assert np.abs(pos).max() <= 1.0
+  # Row 0 / col 0 token has sin(0)=0, cos(0)=1 in both halves.
+  np.testing.assert_allclose(pos[0], [0] * 4 + [1] * 4 + [0] * 4 + [1] * 4, atol=1e-7)
+  d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+  assert (d + np.eye(16)).min() > 0.1                    # every position distinct
+
+
+def test_encoder_token_subset_equals_full_when_all_tokens_given():
+  enc = model.ViTEncoder(patch_size=2, embed_dim=16, depth=2, num_heads=2)
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 1))
+  params = enc.init(jax.random.PRNGKey(1), x)
+  full = enc.apply(params, x)
+  assert full.shape == (3, 16, 16)
+  idx = jnp.tile(jnp.arange(16)[None], (3, 1))
+  np.testing.assert_allclose(enc.apply(params, x, idx), full, atol=1e-5)
+  sub = enc.apply(params, x, idx[:, :5])
+  assert sub.shape == (3, 5, 16)
+
+
+def test_predictor_output_shape_and_dependence_on_target_position():
+  pred = model.Predictor(embed_dim=16, pred_dim=8, depth=1, num_heads=2, grid=(4, 4))
+  ctx = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 16))
+  ctx_idx = jnp.tile(jnp.arange(6)[None], (2, 1))
+  tgt_idx = jnp.array([[[10, 11], [14, 15]]] * 2)
+  params = pred.init(jax.random.PRNGKey(1), ctx, ctx_idx, tgt_idx)
+  out = pred.apply(params, ctx, ctx_idx, tgt_idx)
+  assert out.shape == (2, 2, 2, 16)
+  # Same context, different target positions -> different predictions.
+  assert not np.allclose(out[:, 0], out[:, 1])
+
+
+def test_ema_params_and_momentum_schedule():
+  t = {'w': jnp.ones(3)}
+  o = {'w': jnp.zeros(3)}
+  np.testing.assert_allclose(model.ema_params(t, o, 0.75)['w'], 0.75)
+  assert float(model.momentum_schedule(0, 100, 0.996, 1.0)) == np.float32(0.996)
+  np.testing.assert_allclose(model.momentum_schedule(50, 100, 0.996, 1.0), 0.998, rtol=1e-6)
+  np.testing.assert_allclose(model.momentum_schedule(500, 100, 0.996, 1.0), 1.0)
