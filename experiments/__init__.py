@@ -1,0 +1,1 @@
+"""Studies and benchmarks built on jepa_jax (run as `python -m experiments.<name>`)."""

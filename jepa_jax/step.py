@@ -1,0 +1,292 @@
+"""Train state, the jitted step functions and their static setup.
+
+The train state is a plain dict pytree:
+
+  {'step':          int32 scalar, optimizer steps taken,
+   'params':        {'encoder', 'predictor', 'temperature'} (trainable),
+   'target_params': EMA copy of params['encoder'] (the target encoder),
+   'opt_state':     optax state of the trainables,
+   'vq':            vq.VQState (only when config.vq.enabled),
+   'rng':           PRNGKey; the step's key is fold_in(rng, step)}
+
+The trainables are {'params': params} in EMA mode and
+{'params': params, 'codebook': vq.codebook} in gradient mode
+(`config.vq.ema_decay=None`): EMA versus gradient VQ is only a question of
+which tree the optimizer sees and which VQ update function the step calls.
+
+Step-based randomness: key = fold_in(state['rng'], step) is split into the
+mask key (per-sample keys fold in the global sample index), the SIGReg slice
+key and the refresh key, so a step is a pure function of (state, batch).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jepa_jax import config_lib
+from jepa_jax import data as data_lib
+from jepa_jax import losses
+from jepa_jax import masking
+from jepa_jax import metrics as metrics_lib
+from jepa_jax import model as model_lib
+from jepa_jax import vq as vq_lib
+
+# Loss components logged per epoch as train_<name>_mean / val_<name>_mean.
+LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
+                   'relational_context', 'commitment', 'codebook')
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything static about a run: derived once from config and data."""
+  cfg: Any
+  grid: tuple
+  encoder: nn.Module
+  predictor: nn.Module
+  tx: optax.GradientTransformation
+  lr_schedule: Callable
+  steps_per_epoch: int
+  total_steps: int
+
+  @property
+  def vq_enabled(self) -> bool:
+    return bool(self.cfg.vq.enabled)
+
+  @property
+  def gradient_vq(self) -> bool:
+    return self.vq_enabled and self.cfg.vq.ema_decay is None
+
+
+def _weight_decay_mask(trainables):
+  """Decay only weight matrices/kernels; never biases, norms, the temperature,
+  the mask token or the codebook."""
+  def keep(path, leaf):
+    names = [getattr(p, 'key', '') for p in path]
+    return leaf.ndim >= 2 and 'codebook' not in names
+  return jax.tree_util.tree_map_with_path(keep, trainables)
+
+
+def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
+  grid = config_lib.check_against_data(cfg, dataset.image_shape)
+  n_train, n_val = len(dataset.train_images), len(dataset.val_images)
+  if cfg.train.batch_size > n_train:
+    raise config_lib.ConfigError(
+        'train.batch_size', cfg.train.batch_size,
+        f'larger than the {n_train} training samples of {cfg.data.name!r}')
+  if n_val < 2:
+    raise config_lib.ConfigError('data.val_fraction', cfg.data.val_fraction,
+                                 f'leaves {n_val} validation samples (need >= 2)')
+  spe = data_lib.steps_per_epoch(n_train, cfg.train.batch_size,
+                                 cfg.train.steps_per_epoch)
+  total = spe * cfg.train.num_epochs
+  warmup = min(int(round(cfg.train.warmup_epochs * spe)), max(total - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.train.learning_rate, warmup_steps=warmup,
+      decay_steps=max(total, warmup + 1), end_value=cfg.train.min_learning_rate)
+  tx = optax.chain(
+      optax.clip_by_global_norm(cfg.train.grad_clip_norm),
+      optax.adamw(schedule, weight_decay=cfg.train.weight_decay,
+                  mask=_weight_decay_mask))
+  return Setup(cfg=cfg, grid=grid, encoder=model_lib.make_encoder(cfg),
+               predictor=model_lib.make_predictor(cfg, grid), tx=tx,
+               lr_schedule=schedule, steps_per_epoch=spe, total_steps=total)
+
+
+def trainables_of(setup: Setup, state) -> Dict[str, Any]:
+  t = {'params': state['params']}
+  if setup.gradient_vq:
+    t['codebook'] = state['vq'].codebook
+  return t
+
+
+def init_state(setup: Setup, image_shape, seed: int):
+  """Fresh train state (jitted, so every leaf owns its buffer and can be donated)."""
+  cfg = setup.cfg
+
+  def init(rng):
+    k_enc, k_pred, k_vq, k_train = jax.random.split(rng, 4)
+    images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+    m, t = cfg.masking.num_target_blocks, int(np.prod(cfg.masking.target_block_size))
+    ctx_idx = jnp.zeros((1, cfg.masking.num_context_tokens), jnp.int32)
+    tgt_idx = jnp.zeros((1, m, t), jnp.int32)
+    enc = setup.encoder.init(k_enc, images, ctx_idx)
+    ctx = jnp.zeros((1, cfg.masking.num_context_tokens, cfg.model.embed_dim))
+    pred = setup.predictor.init(k_pred, ctx, ctx_idx, tgt_idx)
+    params = {'encoder': enc, 'predictor': pred,
+              'temperature': jnp.asarray(cfg.loss.temperature_init, jnp.float32)}
+    state = {'step': jnp.zeros((), jnp.int32), 'params': params,
+             'target_params': jax.tree.map(lambda x: x + 0.0, enc),
+             'rng': k_train}
+    if setup.vq_enabled:
+      state['vq'] = vq_lib.init_state(k_vq, cfg.vq.codebook_size,
+                                      cfg.model.embed_dim, cfg.vq.init_scale)
+    state['opt_state'] = setup.tx.init(trainables_of(setup, state))
+    return state
+
+  return jax.jit(init)(jax.random.PRNGKey(seed))
+
+
+def _step_keys(rng, step):
+  return jax.random.split(jax.random.fold_in(rng, step), 3)
+
+
+def make_loss_fn(setup: Setup):
+  """loss_fn(trainables, state, images, sample_ids, keys) -> (total, aux).
+
+  total = w_nce·InfoNCE(pred, tgt; τ) + w_sig·SIGReg(z) + w_inv·MSE(pred, tgt)
+        + w_rel·Rel(pool(pred), pool(tgt)) + w_ctx·Rel(pool(z), pool(t_full))
+        + β·commit(z, q) [+ codebook(z, q) in gradient mode]
+  where z are the context encoder's tokens, q their quantized codes (the
+  predictor sees the straight-through q when VQ is on), t_full the target
+  encoder's tokens of the whole image and tgt their target-block subset.
+  """
+  cfg = setup.cfg
+  lc = cfg.loss
+
+  def loss_fn(trainables, state, images, sample_ids, keys):
+    params = trainables['params']
+    mask_key, sig_key = keys[0], keys[1]
+    ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
+                                            cfg.masking)
+    z = setup.encoder.apply(params['encoder'], images, ctx_idx)       # (B, K, D)
+    t_full = jax.lax.stop_gradient(
+        setup.encoder.apply(state['target_params'], images))          # (B, N, D)
+    b, m, t = tgt_idx.shape
+    tgt = model_lib.gather_tokens(t_full, tgt_idx.reshape(b, m * t))
+    tgt = tgt.reshape(b, m, t, -1)                                     # (B, M, T, D)
+
+    parts = {}
+    pred_in, codes = z, None
+    if setup.vq_enabled:
+      vq_state = state['vq']
+      if setup.gradient_vq:
+        vq_state = vq_state.replace(codebook=trainables['codebook'])
+      pred_in, codes, vq_aux = vq_lib.quantize(vq_state, z)
+      parts['commitment'] = losses.commitment_loss(z, vq_aux['quantized'])
+      if setup.gradient_vq:
+        parts['codebook'] = losses.codebook_loss(z, vq_aux['quantized'])
+    pred = setup.predictor.apply(params['predictor'], pred_in, ctx_idx, tgt_idx)
+
+    d = z.shape[-1]
+    p_flat, t_flat = pred.reshape(-1, d), tgt.reshape(-1, d)
+    parts['infonce'] = losses.infonce_loss(p_flat, t_flat, params['temperature'])
+    parts['sigreg'] = losses.sigreg_loss(
+        z.reshape(-1, d), sig_key, num_slices=lc.sigreg_num_slices,
+        num_points=lc.sigreg_num_points)
+    parts['invariance'] = losses.invariance_loss(p_flat, t_flat)
+    parts['relational'] = losses.relational_loss(pred.mean((1, 2)), tgt.mean((1, 2)))
+    parts['relational_context'] = losses.relational_loss(z.mean(1), t_full.mean(1))
+
+    weights = {'infonce': lc.infonce_weight, 'sigreg': lc.sigreg_weight,
+               'invariance': lc.invariance_weight,
+               'relational': lc.relational_loss.weight,
+               'relational_context': lc.relational_loss.context_self_weight,
+               'commitment': cfg.vq.commitment_cost, 'codebook': 1.0}
+    total = sum(weights[k] * v for k, v in parts.items())
+    aux = {'parts': parts, 'z': jax.lax.stop_gradient(z), 'codes': codes}
+    return total, aux
+
+  return loss_fn
+
+
+def make_train_step(setup: Setup):
+  """train_step(state, images, sample_ids) -> (state, metrics); pure, jittable."""
+  cfg = setup.cfg
+  loss_fn = make_loss_fn(setup)
+
+  def train_step(state, images, sample_ids):
+    step = state['step']
+    keys = _step_keys(state['rng'], step)
+    trainables = trainables_of(setup, state)
+    (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        trainables, state, images, sample_ids, keys)
+    updates, opt_state = setup.tx.update(grads, state['opt_state'], trainables)
+    trainables = optax.apply_updates(trainables, updates)
+    params = dict(trainables['params'])
+    # Projection after the update keeps τ in bounds without killing its gradient.
+    params['temperature'] = jnp.clip(params['temperature'], cfg.loss.temperature_min,
+                                     cfg.loss.temperature_max)
+    momentum = model_lib.momentum_schedule(step, setup.total_steps,
+                                           cfg.train.ema_momentum_start,
+                                           cfg.train.ema_momentum_end)
+    new_state = dict(state, step=step + 1, params=params, opt_state=opt_state,
+                     target_params=model_lib.ema_params(
+                         state['target_params'], params['encoder'], momentum))
+    metrics = {k: aux['parts'].get(k, jnp.zeros(())) for k in LOSS_COMPONENTS[1:]}
+    metrics['loss'] = total
+    metrics['temperature'] = params['temperature']
+    metrics['learning_rate'] = setup.lr_schedule(step)
+    metrics['grad_norm'] = optax.tree.norm(grads)
+
+    if setup.vq_enabled:
+      vq_state = state['vq']
+      if setup.gradient_vq:
+        vq_state = vq_lib.count_usage(vq_state.replace(codebook=trainables['codebook']),
+                                      aux['codes'])
+      else:
+        vq_state = vq_lib.ema_update(vq_state, aux['z'], aux['codes'],
+                                     cfg.vq.ema_decay, cfg.vq.epsilon)
+      if cfg.vq.refresh_enabled:
+        do_refresh = (step + 1) % cfg.vq.refresh_interval == 0
+        vq_state = jax.lax.cond(
+            do_refresh,
+            lambda s: vq_lib.refresh(s, aux['z'], keys[2],
+                                     cfg.vq.refresh_usage_threshold),
+            lambda s: s, vq_state)
+      new_state['vq'] = vq_state
+      metrics['vq_batch_usage_ratio'] = vq_lib.usage_stats(
+          aux['codes'], cfg.vq.codebook_size)['vq_usage_ratio']
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(setup: Setup, seed: int):
+  """eval_step(state, images, sample_ids) -> loss components. Changes nothing.
+
+  Masks and SIGReg slices come from a fixed key, so every epoch's validation
+  loss is measured on the same masked views.
+  """
+  loss_fn = make_loss_fn(setup)
+  eval_keys = jax.random.split(jax.random.PRNGKey(seed + 1_000_003), 3)
+
+  def eval_step(state, images, sample_ids):
+    total, aux = loss_fn(trainables_of(setup, state), state, images, sample_ids,
+                         eval_keys)
+    out = {k: aux['parts'].get(k, jnp.zeros(())) for k in LOSS_COMPONENTS[1:]}
+    out['loss'] = total
+    return out
+
+  return eval_step
+
+
+def make_embedding_metrics_fn(setup: Setup):
+  """Embedding health on a fixed set of full (unmasked) images.
+
+  Ranks and isotropy use one embedding per image (mean over its tokens) of the
+  context and target encoders; VQ statistics quantize every token of the
+  context encoder's output with the current codebook (state untouched).
+  """
+  cfg = setup.cfg
+
+  def fn(state, images):
+    ctx = setup.encoder.apply(state['params']['encoder'], images)
+    tgt = setup.encoder.apply(state['target_params'], images)
+    out = {
+        'context_effective_rank': metrics_lib.effective_rank(ctx.mean(1)),
+        'target_effective_rank': metrics_lib.effective_rank(tgt.mean(1)),
+        'context_isotropy': metrics_lib.isotropy(ctx.mean(1)),
+        'target_isotropy': metrics_lib.isotropy(tgt.mean(1)),
+    }
+    if setup.vq_enabled:
+      codes, _ = vq_lib.nearest_codes(state['vq'].codebook, ctx)
+      out.update(vq_lib.usage_stats(codes, cfg.vq.codebook_size))
+    return out
+
+  return fn

@@ -1,0 +1,175 @@
+"""End to end: every variant trains a few steps and writes its logs; CLI; failures."""
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from jepa_jax import data as data_lib
+from jepa_jax import records
+from jepa_jax import step as step_lib
+from jepa_jax import train
+from jepa_jax import vq as vq_lib
+from conftest import ROOT, load
+
+VARIANTS = ('sixth_run', 'vq_no_refresh', 'no_vq', 'gentle', 'gradient')
+EPOCH_KEYS = {'epoch', 'step', 'train_loss_mean', 'val_loss_mean', 'temperature',
+              'learning_rate'} | {f'{s}_{c}_mean' for s in ('train', 'val')
+                                  for c in train.LOSS_COMPONENTS}
+EMB_KEYS = {'step', 'epoch', 'context_effective_rank', 'target_effective_rank',
+            'context_isotropy', 'target_isotropy'}
+VQ_KEYS = {'vq_usage_ratio', 'vq_codes_used', 'vq_perplexity'}
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_variant_trains_and_writes_logs(variant, tmp_path):
+  cfg = load(variant, 'tiny')
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  assert summary['status'] == 'completed'
+  assert summary['steps'] == 6 and summary['epochs_completed'] == 2
+  assert json.load(open(tmp_path / 'config.json'))['variant'] == variant
+  epochs = records.read_jsonl(tmp_path / 'epoch_metrics.jsonl')
+  assert [e['epoch'] for e in epochs] == [0, 1] and [e['step'] for e in epochs] == [3, 6]
+  for e in epochs:
+    assert EPOCH_KEYS <= set(e)
+    assert all(np.isfinite(e[k]) for k in EPOCH_KEYS)
+    assert (np.float32(cfg.loss.temperature_min) <= np.float32(e['temperature'])
+            <= np.float32(cfg.loss.temperature_max))
+  emb = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')
+  assert [r['step'] for r in emb] == [2, 4, 6]
+  want = EMB_KEYS | (VQ_KEYS if cfg.vq.enabled else set())
+  for r in emb:
+    assert want <= set(r)
+    assert 1.0 <= r['context_effective_rank'] <= cfg.model.embed_dim
+    if cfg.vq.enabled:
+      assert 0 < r['vq_usage_ratio'] <= 1
+      assert r['vq_codes_used'] == pytest.approx(r['vq_usage_ratio'] * cfg.vq.codebook_size)
+    else:
+      assert not VQ_KEYS & set(r)
+  stored = json.load(open(tmp_path / 'summary.json'))
+  assert stored['status'] == 'completed' and stored['best_epoch'] in (0, 1)
+  assert stored['final_metrics']['val_loss_mean'] == epochs[-1]['val_loss_mean']
+
+
+def _setup_and_state(variant, **overrides):
+  cfg = load(variant, 'tiny')
+  for key, value in overrides.items():
+    node = cfg
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  images, ids = next(data_lib.epoch_batches(ds.train_images, cfg.train.batch_size,
+                                            cfg.seed, 0, 1))
+  return cfg, ds, setup, state, images, ids
+
+
+def test_gradient_mode_codebook_changes_only_through_optimizer():
+  cfg, _, setup, state, images, ids = _setup_and_state(
+      'gradient', **{'train.warmup_epochs': 0})      # lr > 0 from the first step
+  step = jax.jit(step_lib.make_train_step(setup))
+  new, _ = step(state, images, ids)
+  old_vq, new_vq = state['vq'], new['vq']
+  assert not np.allclose(old_vq.codebook, new_vq.codebook)     # the optimizer moved it
+  chex.assert_trees_all_equal(old_vq.cluster_size, new_vq.cluster_size)
+  chex.assert_trees_all_equal(old_vq.embed_sum, new_vq.embed_sum)
+  assert float(new_vq.usage.sum()) == images.shape[0] * cfg.masking.num_context_tokens
+  # The codebook is part of the optimizer's tree only in gradient mode.
+  assert 'codebook' in step_lib.trainables_of(setup, state)
+  _, _, ema_setup, ema_state, _, _ = _setup_and_state('gentle')
+  assert 'codebook' not in step_lib.trainables_of(ema_setup, ema_state)
+
+
+def test_eval_and_embedding_metrics_leave_state_bit_identical():
+  cfg, ds, setup, state, images, ids = _setup_and_state('gentle')
+  before = jax.tree.map(np.array, state)
+  train.evaluate(jax.jit(step_lib.make_eval_step(setup, 0)), state, ds.val_images, 16)
+  jax.jit(step_lib.make_embedding_metrics_fn(setup))(state, ds.val_images[:32])
+  chex.assert_trees_all_equal(before, jax.tree.map(np.array, state))
+
+
+def test_temperature_stays_in_bounds_under_aggressive_updates():
+  cfg, _, setup, state, images, ids = _setup_and_state(
+      'gentle', **{'train.learning_rate': 5.0, 'train.warmup_epochs': 0,
+                   'train.grad_clip_norm': 1e6})
+  step = jax.jit(step_lib.make_train_step(setup), donate_argnums=0)
+  temps = []
+  for _ in range(25):
+    state, m = step(state, images, ids)
+    temps.append(float(state['params']['temperature']))
+  lo, hi = np.float32(cfg.loss.temperature_min), np.float32(cfg.loss.temperature_max)
+  assert all(lo <= np.float32(t) <= hi for t in temps)
+  assert hi in np.float32(temps) or lo in np.float32(temps)   # the bound was hit
+  assert temps[0] != np.float32(cfg.loss.temperature_init)   # it is learned, not frozen
+
+
+def test_sixth_run_refresh_fires_in_step():
+  cfg, _, setup, state, images, ids = _setup_and_state(
+      'sixth_run', **{'vq.refresh_interval': 2, 'vq.refresh_usage_threshold': 1.0})
+  step = jax.jit(step_lib.make_train_step(setup))
+  s1, _ = step(state, images, ids)
+  assert float(s1['vq'].usage.sum()) > 0
+  s2, _ = step(s1, images, ids)                 # step 2 -> refresh: window reset
+  assert float(s2['vq'].usage.sum()) == 0
+  dead = np.asarray(vq_lib.dead_codes(s1['vq'], 1.0))
+  assert dead.any()
+
+
+def test_nonfinite_loss_stops_run_with_clear_message(tmp_path, monkeypatch):
+  import jax.numpy as jnp
+  from jepa_jax import losses
+  monkeypatch.setattr(losses, 'infonce_loss', lambda p, t, tau: jnp.nan * tau)
+  with pytest.raises(train.TrainingError, match='non-finite loss'):
+    train.train_and_evaluate(load('gentle', 'tiny'), str(tmp_path))
+  summary = json.load(open(tmp_path / 'summary.json'))
+  assert summary['status'] == 'failed' and 'non-finite' in summary['reason']
+  assert records.read_jsonl(tmp_path / 'epoch_metrics.jsonl') == []
+
+
+def test_early_stopping(tmp_path, monkeypatch):
+  calls = iter(range(100))
+  monkeypatch.setattr(train, 'evaluate', lambda *a, **k: {
+      c: float(next(calls)) for c in train.LOSS_COMPONENTS})
+  cfg = load('no_vq', 'tiny')
+  cfg.train.num_epochs, cfg.train.early_stopping_patience = 10, 2
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  assert summary['status'] == 'early_stopped'
+  assert summary['epochs_completed'] == 3 and summary['best_epoch'] == 0
+
+
+def test_refuses_workdir_with_existing_run(tmp_path):
+  (tmp_path / 'summary.json').write_text('{}')
+  with pytest.raises(train.TrainingError, match='already holds a run'):
+    train.train_and_evaluate(load('gentle', 'tiny'), str(tmp_path))
+  assert (tmp_path / 'summary.json').read_text() == '{}'
+
+
+def _cli(*args, cwd=ROOT):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'jepa_jax.main', *args],
+                        capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_cli_runs_a_tiny_config(tmp_path):
+  out = _cli('--config=configs/gentle.py:tiny', f'--workdir={tmp_path}',
+             '--config.vq.commitment_cost=0.2')
+  assert out.returncode == 0, out.stderr
+  assert 'completed' in out.stdout
+  assert json.load(open(tmp_path / 'config.json'))['vq']['commitment_cost'] == 0.2
+
+
+def test_cli_bad_config_gives_one_line_error(tmp_path):
+  out = _cli('--config=configs/gentle.py:tiny', f'--workdir={tmp_path}',
+             '--config.vq.ema_decay=1.5')
+  assert out.returncode == 2
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert lines == ["config error: config.vq.ema_decay=1.5: must be in [0, 1), "
+                   "or None for gradient updates"]
+  assert not os.listdir(tmp_path)               # nothing written
