@@ -5,6 +5,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jepa_jax import vq
 
@@ -316,3 +317,63 @@ def test_usage_stats_hand_examples():
   np.testing.assert_allclose(skew['vq_codes_used'], 3.)
   np.testing.assert_allclose(skew['vq_usage_ratio'], .75)
   np.testing.assert_allclose(skew['vq_perplexity'], math.exp(1.5 * math.log(2.)), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Memory-bounded (tiled) nearest-code search
+# --------------------------------------------------------------------------
+
+
+TILINGS = [
+    (300, 77, 8, 64),        # codes and tokens tiled, ragged last tiles
+    (50, 1000, 4, 400),      # many code tiles, token chunks of 20
+    (129, 16, 8, 100),       # fewer codes than a tile: token chunks only
+    (10, 10, 3, 1),          # one element at a time
+]
+
+
+def _both_paths(codebook, z, max_elements):
+  full = jax.jit(vq.nearest_codes)(codebook, z)
+  tiled = jax.jit(lambda c, x: vq.nearest_codes(c, x, max_elements=max_elements))(
+      codebook, z)
+  return [tuple(np.asarray(a) for a in r) for r in (full, tiled)]
+
+
+@pytest.mark.parametrize('n,k,d,max_elements', TILINGS)
+def test_tiled_search_equals_untiled_on_random_inputs(n, k, d, max_elements):
+  kz, kc = jax.random.split(jax.random.PRNGKey(n + k))
+  codebook = jax.random.normal(kc, (k, d))
+  z = jax.random.normal(kz, (n, d))
+  (full_codes, full_sq), (codes, sq) = _both_paths(codebook, z, max_elements)
+  np.testing.assert_array_equal(codes, full_codes)
+  np.testing.assert_array_equal(sq, full_sq)
+
+
+@pytest.mark.parametrize('n,k,d,max_elements', TILINGS)
+def test_tiled_search_equals_untiled_with_exact_ties(n, k, d, max_elements):
+  # Small-integer coordinates make every distance exact in float32, so ties
+  # are real ties whatever the summation order: duplicated codes and tokens
+  # sitting exactly on them (or equidistant from two codes) must resolve to
+  # the lowest code index in both paths.
+  rng = np.random.default_rng(n + k)
+  codebook = rng.integers(-3, 4, size=(k, d)).astype(np.float32)
+  codebook[k // 2] = codebook[k - 1] = codebook[1]
+  z = rng.integers(-3, 4, size=(n, d)).astype(np.float32)
+  z[:5] = codebook[1]
+  (full_codes, full_sq), (codes, sq) = _both_paths(codebook, z, max_elements)
+  np.testing.assert_array_equal(codes, full_codes)
+  np.testing.assert_array_equal(sq, full_sq)
+  assert np.all(codes[:5] == 1) and np.all(sq[:5] == 0)
+  # Every chosen code is the lowest index among the exact minima.
+  dist = ((z[:, None, :] - codebook[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(codes, dist.argmin(-1))
+
+
+def test_tiled_search_keeps_leading_shape_and_quantize_passes_bound():
+  state = vq.init_state(jax.random.PRNGKey(0), 40, 6)
+  z = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 6))
+  codes, sq = vq.nearest_codes(state.codebook, z, max_elements=25)
+  assert codes.shape == (3, 7) and sq.shape == (3, 7)
+  z_st, codes_q, _ = vq.quantize(state, z, max_elements=25)
+  np.testing.assert_array_equal(np.asarray(codes_q), np.asarray(codes))
+  np.testing.assert_array_equal(np.asarray(z_st), np.asarray(state.codebook[codes]))
