@@ -26,5 +26,7 @@ setup(
         "cuda12": ["jax[cuda12]>=0.4.35"],
         "tpu": ["jax[tpu]>=0.4.35"],
         "test": ["pytest>=8.0"],
+        # PyTorch side of experiments/benchmarks only; the package never imports torch.
+        "bench": ["torch>=2.4", "vector-quantize-pytorch>=1.20"],
     },
 )

@@ -1,0 +1,199 @@
+"""`python -m experiments.benchmarks [--quick] [--out DIR]`.
+
+Runs every benchmark side by side in this process tree on this machine and
+writes RESULTS.md and results.json (into --out, default this folder):
+
+1. train step: jepa_jax's jitted step vs the same JEPA in PyTorch (eager and
+   torch.compile), sizes (dim, depth, heads, batch) on 16x16 images (64 tokens);
+2. roofline: XLA's FLOPs per step, achieved FLOP/s, fraction of the measured
+   dense-matmul peak;
+3. VQ layer: quantize + EMA update vs vector-quantize-pytorch's VectorQuantize;
+4. VQ scaling: nearest-code search time and peak memory up to 65,536 codes x
+   65,536 tokens at dim 256, memory-bounded by tiling;
+5. overheads: time outside the compiled step in a default run; compiles.
+
+--quick runs tiny sizes and few repetitions (a smoke test, not a measurement).
+The PyTorch side runs only when torch and vector-quantize-pytorch are
+installed (`pip install -e '.[bench]'`); otherwise it is reported as skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+from experiments.benchmarks import common
+from experiments.benchmarks import jax_bench
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+FULL = dict(
+    sizes=[(64, 2, 2, 256), (192, 6, 3, 128), (384, 6, 6, 64)],
+    warmup=3, reps=10, matmul_n=2048,
+    vq_layer=[(4096, 64, 512), (16384, 256, 8192)],
+    vq_scaling=[(tokens, codes) for codes in (512, 4096, 16384, 65536)
+                for tokens in (4096, 65536)],
+    vq_max_elements=2 ** 24, overhead_config='configs/gentle.py')
+QUICK = dict(
+    sizes=[(32, 1, 2, 16)], warmup=1, reps=2, matmul_n=256,
+    vq_layer=[(256, 16, 64)], vq_scaling=[(512, 1024)], vq_max_elements=2 ** 16,
+    overhead_config='configs/gentle.py:tiny')
+
+
+def _torch():
+  try:
+    import torch  # noqa: F401
+    import vector_quantize_pytorch  # noqa: F401
+    from experiments.benchmarks import torch_bench
+    return torch_bench
+  except ImportError as err:
+    print(f'PyTorch side skipped: {err}', file=sys.stderr)
+    return None
+
+
+def run(plan, quick: bool, skip_torch: bool = False):
+  tb = None if skip_torch else _torch()
+  res = {'machine': common.machine(), 'quick': quick,
+         'command': 'python -m experiments.benchmarks' + (' --quick' if quick else ''),
+         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+         'torch_side': tb is not None}
+  try:
+    res['commit'] = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=HERE,
+                                   capture_output=True, text=True).stdout.strip()
+  except OSError:
+    res['commit'] = None
+  w, r = plan['warmup'], plan['reps']
+
+  res['matmul_peak'] = {'jax': jax_bench.matmul_peak(plan['matmul_n'], r)}
+  if tb:
+    res['matmul_peak']['torch'] = tb.matmul_peak(plan['matmul_n'], r)
+
+  res['train_step'] = []
+  for dim, depth, heads, batch in plan['sizes']:
+    row = {'size': [dim, depth, heads, batch]}
+    print(f'train step {row["size"]} ...', file=sys.stderr, flush=True)
+    row['jax'] = jax_bench.train_step(dim, depth, heads, batch, w, r)
+    if tb:
+      cfg = jax_bench.bench_config(dim, depth, heads, batch)
+      row['torch_eager'] = tb.train_step(cfg, jax_bench.IMAGE, batch, w, r)
+      try:
+        row['torch_compile'] = tb.train_step(cfg, jax_bench.IMAGE, batch, w, r,
+                                             compile_model=True)
+      except Exception as err:  # noqa: BLE001  (report, do not hide)
+        row['torch_compile'] = {'error': f'{type(err).__name__}: {err}'[:300]}
+    res['train_step'].append(row)
+
+  res['vq_layer'] = []
+  for tokens, dim, codes in plan['vq_layer']:
+    print(f'vq layer {(tokens, dim, codes)} ...', file=sys.stderr, flush=True)
+    row = {'tokens': tokens, 'dim': dim, 'codes': codes,
+           'jax': jax_bench.vq_layer(tokens, dim, codes, 0.99, w, r)}
+    if tb:
+      row['torch'] = tb.vq_layer(tokens, dim, codes, 0.99, w, r)
+    res['vq_layer'].append(row)
+
+  res['vq_scaling'] = []
+  for tokens, codes in plan['vq_scaling']:
+    print(f'vq scaling {(tokens, codes)} ...', file=sys.stderr, flush=True)
+    res['vq_scaling'].append({'tokens': tokens, 'codes': codes, 'dim': 256,
+                              'max_elements': plan['vq_max_elements'],
+                              **jax_bench.vq_scaling(tokens, codes, 256,
+                                                     plan['vq_max_elements'],
+                                                     max(1, r // 3))})
+
+  print('overheads ...', file=sys.stderr, flush=True)
+  root = os.path.dirname(os.path.dirname(HERE))
+  res['overheads'] = jax_bench.overheads(os.path.join(root, plan['overhead_config']),
+                                         jax_bench.tmpdir())
+  return res
+
+
+def _ratio(a, b):
+  return f'{a / b:.2f}x' if a and b else 'n/a'
+
+
+def markdown(res) -> str:
+  m = res['machine']
+  lines = ['# jepa_jax benchmarks', '',
+           f"Command: `{res['command']}` at commit `{res['commit']}`, {res['date']}.", '',
+           f"Machine: {m.get('model_name', '?')}, {m['cpu_count']} cores "
+           f"({m.get('flags', '')}); {m['platform']}; Python {m['python']}; "
+           f"jax {m.get('jax')} on {m.get('jax_devices')}; torch {m.get('torch')}"
+           + (f" ({m.get('torch_threads')} threads)" if m.get('torch') else '') + '.', '',
+           'Times are min / median / max over the repetitions after warm-up.', '']
+  if res['quick']:
+    lines += ['**Quick mode: tiny sizes, 2 repetitions — a smoke test, not a measurement.**', '']
+  mp = res['matmul_peak']
+  lines += ['## Dense matmul peak', '', '| side | GFLOP/s (best) |', '|---|---|']
+  lines += [f"| {k} | {v['gflops']:.1f} |" for k, v in mp.items()]
+  peak = max(v['gflops'] for v in mp.values())
+  lines += ['', '## 1. Train step', '',
+            '| size (dim, depth, heads, batch) | side | min / median / max ms | samples/s '
+            '| compile / first call s | speed-up of jepa_jax |', '|---|---|---|---|---|---|']
+  for row in res['train_step']:
+    jx = row['jax']
+    for side in ('jax', 'torch_eager', 'torch_compile'):
+      if side not in row:
+        continue
+      s = row[side]
+      if 'error' in s:
+        lines.append(f"| {tuple(row['size'])} | {side} | failed: {s['error']} | | | |")
+        continue
+      first = s.get('compile_s', s.get('first_call_s'))
+      lines.append(f"| {tuple(row['size'])} | {side} | {s['min_ms']:.1f} / {s['median_ms']:.1f}"
+                   f" / {s['max_ms']:.1f} | {s['samples_per_s']:.0f} | {first:.1f} | "
+                   f"{_ratio(s['median_ms'], jx['median_ms']) if side != 'jax' else '–'} |")
+  lines += ['', '## 2. Roofline (jepa_jax step)', '',
+            '| size | GFLOP / step (XLA cost analysis) | achieved GFLOP/s | fraction of matmul peak |',
+            '|---|---|---|---|']
+  for row in res['train_step']:
+    jx = row['jax']
+    lines.append(f"| {tuple(row['size'])} | {jx['flops_per_step'] / 1e9:.2f} | "
+                 f"{jx['achieved_gflops']:.1f} | {jx['achieved_gflops'] / peak:.0%} |")
+  lines += ['', '## 3. VQ layer (nearest codes + EMA update)', '',
+            '| tokens, dim, codes | jepa_jax median ms | vector-quantize-pytorch median ms | speed-up |',
+            '|---|---|---|---|']
+  for row in res['vq_layer']:
+    t = row.get('torch', {}).get('median_ms')
+    lines.append(f"| {row['tokens']}, {row['dim']}, {row['codes']} | {row['jax']['median_ms']:.2f}"
+                 f" | {f'{t:.2f}' if t else 'skipped'} | {_ratio(t, row['jax']['median_ms'])} |")
+  lines += ['', f"## 4. VQ scaling (dim 256, distance blocks <= {res['vq_scaling'][0]['max_elements']:,} floats)", '',
+            '| tokens | codes | median ms | planned peak memory (XLA) |', '|---|---|---|---|']
+  for row in res['vq_scaling']:
+    pk = row['peak_bytes']
+    lines.append(f"| {row['tokens']:,} | {row['codes']:,} | {row['median_ms']:.1f} | "
+                 f"{pk / 2 ** 20:.1f} MiB |" if pk is not None else
+                 f"| {row['tokens']:,} | {row['codes']:,} | {row['median_ms']:.1f} | n/a |")
+  o = res['overheads']
+  lines += ['', '## 5. Overheads of a real run', '',
+            f"`{os.path.relpath(o['config'], os.path.dirname(os.path.dirname(HERE)))}`: "
+            f"{o['steps']} steps, wall {o['run_wall_s']:.1f} s (compile {o['run_compile_s']:.1f} s); "
+            f"compiled step alone {o['step_median_ms']:.2f} ms -> {o['time_in_step_s']:.1f} s in the step; "
+            f"**{o['overhead_fraction']:.1%}** of the post-compile wall time outside the step "
+            f"(data, validation, embedding metrics, logging). XLA compiles in the whole run: "
+            f"{o['xla_compiles_in_run']} (the train step is compiled ahead of time once; "
+            'the rest are initialisation, validation and metric functions).', '']
+  return '\n'.join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--quick', action='store_true')
+  parser.add_argument('--out', default=HERE)
+  parser.add_argument('--skip-torch', action='store_true',
+                      help='run only the jepa_jax side')
+  args = parser.parse_args(argv)
+  res = run(QUICK if args.quick else FULL, args.quick, args.skip_torch)
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, 'results.json'), 'w') as f:
+    json.dump(res, f, indent=2)
+  with open(os.path.join(args.out, 'RESULTS.md'), 'w') as f:
+    f.write(markdown(res))
+  print(markdown(res))
+
+
+if __name__ == '__main__':
+  main()

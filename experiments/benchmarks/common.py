@@ -1,0 +1,57 @@
+"""Timing and machine description shared by the benchmark sides."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from typing import Callable, Dict, List
+
+
+def time_calls(fn: Callable[[], object], warmup: int, reps: int) -> List[float]:
+  """Seconds per call of `fn` (which must block until its result is ready)."""
+  for _ in range(warmup):
+    fn()
+  out = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    fn()
+    out.append(time.perf_counter() - t0)
+  return out
+
+
+def summarize(times: List[float]) -> Dict[str, float]:
+  """min / median / max in milliseconds."""
+  ms = [t * 1e3 for t in times]
+  return {'min_ms': min(ms), 'median_ms': statistics.median(ms), 'max_ms': max(ms),
+          'reps': len(ms)}
+
+
+def machine() -> Dict[str, object]:
+  info = {'platform': platform.platform(), 'python': platform.python_version(),
+          'cpu_count': os.cpu_count()}
+  try:
+    lscpu = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
+    for line in lscpu.splitlines():
+      key, _, value = line.partition(':')
+      if key.strip() in ('Model name', 'Flags'):
+        value = value.strip()
+        if key.strip() == 'Flags':
+          value = ' '.join(f for f in value.split() if f.startswith(('avx', 'fma')))
+        info[key.strip().lower().replace(' ', '_')] = value
+  except (OSError, subprocess.SubprocessError):
+    pass
+  try:
+    import jax
+    info['jax'] = jax.__version__
+    info['jax_devices'] = [str(d) for d in jax.devices()]
+  except ImportError:
+    pass
+  try:
+    import torch
+    info['torch'] = torch.__version__
+    info['torch_threads'] = torch.get_num_threads()
+  except ImportError:
+    info['torch'] = None
+  return info
