@@ -39,7 +39,7 @@ FULL = dict(
     vq_max_elements=2 ** 24, overhead_config='configs/gentle.py')
 QUICK = dict(
     sizes=[(32, 1, 2, 16)], warmup=1, reps=2, matmul_n=256,
-    vq_layer=[(256, 16, 64)], vq_scaling=[(512, 1024)], vq_max_elements=2 ** 16,
+    vq_layer=[(256, 16, 64)], vq_scaling=[(4096, 4096)], vq_max_elements=2 ** 16,
     overhead_config='configs/gentle.py:tiny')
 
 
