@@ -136,7 +136,14 @@ def _step_keys(rng, step):
   return jax.random.split(jax.random.fold_in(rng, step), 3)
 
 
-def make_loss_fn(setup: Setup):
+def _gather_fn(axis_name):
+  """x (b, ...) -> the global batch (n_dev * b, ...) in device order, or x itself."""
+  if axis_name is None:
+    return lambda x: x
+  return lambda x: jax.lax.all_gather(x, axis_name, tiled=True)
+
+
+def make_loss_fn(setup: Setup, axis_name=None):
   """loss_fn(trainables, state, images, sample_ids, keys) -> (total, aux).
 
   total = w_nce·InfoNCE(pred, tgt; τ) + w_sig·SIGReg(z) + w_inv·MSE(pred, tgt)
@@ -145,21 +152,34 @@ def make_loss_fn(setup: Setup):
   where z are the context encoder's tokens, q their quantized codes (the
   predictor sees the straight-through q when VQ is on), t_full the target
   encoder's tokens of the whole image and tgt their target-block subset.
+
+  Global batch: with `axis_name` (inside shard_map / pmap over a data axis)
+  the forward pass runs on the device's rows, then z, q, pred, tgt and
+  pool(t_full) are all-gathered (tiled, device order = global batch order)
+  and every loss is computed on the gathered GLOBAL batch, so InfoNCE
+  negatives, SIGReg's empirical characteristic function and the relational
+  similarity matrices do not depend on the device count. Every replica then
+  holds the same total; the transpose of all_gather sums the replicas'
+  cotangents, so each replica's gradient is n_dev × its rows' share and the
+  caller's pmean over the axis gives exactly ∇total. With axis_name=None the
+  gathers are the identity (the single-device path).
+  aux: 'z' / 'codes' are the device's rows, 'z_global' the gathered z.
   """
   cfg = setup.cfg
   lc = cfg.loss
+  gather = _gather_fn(axis_name)
 
   def loss_fn(trainables, state, images, sample_ids, keys):
     params = trainables['params']
     mask_key, sig_key = keys[0], keys[1]
     ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
                                             cfg.masking)
-    z = setup.encoder.apply(params['encoder'], images, ctx_idx)       # (B, K, D)
+    z = setup.encoder.apply(params['encoder'], images, ctx_idx)       # (b, K, D)
     t_full = jax.lax.stop_gradient(
-        setup.encoder.apply(state['target_params'], images))          # (B, N, D)
+        setup.encoder.apply(state['target_params'], images))          # (b, N, D)
     b, m, t = tgt_idx.shape
     tgt = model_lib.gather_tokens(t_full, tgt_idx.reshape(b, m * t))
-    tgt = tgt.reshape(b, m, t, -1)                                     # (B, M, T, D)
+    tgt = tgt.reshape(b, m, t, -1)                                     # (b, M, T, D)
 
     parts = {}
     pred_in, codes = z, None
@@ -168,20 +188,27 @@ def make_loss_fn(setup: Setup):
       if setup.gradient_vq:
         vq_state = vq_state.replace(codebook=trainables['codebook'])
       pred_in, codes, vq_aux = vq_lib.quantize(vq_state, z)
-      parts['commitment'] = losses.commitment_loss(z, vq_aux['quantized'])
-      if setup.gradient_vq:
-        parts['codebook'] = losses.codebook_loss(z, vq_aux['quantized'])
     pred = setup.predictor.apply(params['predictor'], pred_in, ctx_idx, tgt_idx)
 
+    # Global batch (identity on one device): (B, ...) from here on.
+    z_g, pred_g, tgt_g = gather(z), gather(pred), gather(tgt)
+    t_pool_g = gather(t_full.mean(1))                                  # (B, D)
+    if setup.vq_enabled:
+      q_g = gather(vq_aux['quantized'])
+      parts['commitment'] = losses.commitment_loss(z_g, q_g)
+      if setup.gradient_vq:
+        parts['codebook'] = losses.codebook_loss(z_g, q_g)
+
     d = z.shape[-1]
-    p_flat, t_flat = pred.reshape(-1, d), tgt.reshape(-1, d)
+    p_flat, t_flat = pred_g.reshape(-1, d), tgt_g.reshape(-1, d)
     parts['infonce'] = losses.infonce_loss(p_flat, t_flat, params['temperature'])
     parts['sigreg'] = losses.sigreg_loss(
-        z.reshape(-1, d), sig_key, num_slices=lc.sigreg_num_slices,
+        z_g.reshape(-1, d), sig_key, num_slices=lc.sigreg_num_slices,
         num_points=lc.sigreg_num_points)
     parts['invariance'] = losses.invariance_loss(p_flat, t_flat)
-    parts['relational'] = losses.relational_loss(pred.mean((1, 2)), tgt.mean((1, 2)))
-    parts['relational_context'] = losses.relational_loss(z.mean(1), t_full.mean(1))
+    parts['relational'] = losses.relational_loss(pred_g.mean((1, 2)),
+                                                 tgt_g.mean((1, 2)))
+    parts['relational_context'] = losses.relational_loss(z_g.mean(1), t_pool_g)
 
     weights = {'infonce': lc.infonce_weight, 'sigreg': lc.sigreg_weight,
                'invariance': lc.invariance_weight,
@@ -189,16 +216,32 @@ def make_loss_fn(setup: Setup):
                'relational_context': lc.relational_loss.context_self_weight,
                'commitment': cfg.vq.commitment_cost, 'codebook': 1.0}
     total = sum(weights[k] * v for k, v in parts.items())
-    aux = {'parts': parts, 'z': jax.lax.stop_gradient(z), 'codes': codes}
+    aux = {'parts': parts, 'z': jax.lax.stop_gradient(z),
+           'z_global': jax.lax.stop_gradient(z_g), 'codes': codes}
     return total, aux
 
   return loss_fn
 
 
-def make_train_step(setup: Setup):
-  """train_step(state, images, sample_ids) -> (state, metrics); pure, jittable."""
+def make_train_step(setup: Setup, axis_name=None):
+  """train_step(state, images, sample_ids) -> (state, metrics); pure, jittable.
+
+  axis_name=None: one device holds the whole batch (plain jit). Otherwise the
+  function is the per-device body of a data-parallel step (wrapped by
+  `jepa_jax.parallel` in shard_map or pmap) and its explicit collectives over
+  `axis_name` keep every replica identical:
+    * losses on the all-gathered global batch (see `make_loss_fn`);
+    * gradients pmean-ed (= ∇ of the global loss);
+    * VQ EMA statistics n_k, s_k (or gradient-mode usage counts) psum-ed
+      before the update;
+    * refresh draws replacement rows of the gathered z with the shared step
+      key, so every replica picks the same vectors;
+    * SIGReg slices and masks come from the shared step key (masks fold in
+      the global sample index);
+    * metrics are global-batch values (usage from psum-ed counts).
+  """
   cfg = setup.cfg
-  loss_fn = make_loss_fn(setup)
+  loss_fn = make_loss_fn(setup, axis_name)
 
   def train_step(state, images, sample_ids):
     step = state['step']
@@ -206,6 +249,8 @@ def make_train_step(setup: Setup):
     trainables = trainables_of(setup, state)
     (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         trainables, state, images, sample_ids, keys)
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
     updates, opt_state = setup.tx.update(grads, state['opt_state'], trainables)
     trainables = optax.apply_updates(trainables, updates)
     params = dict(trainables['params'])
@@ -228,20 +273,21 @@ def make_train_step(setup: Setup):
       vq_state = state['vq']
       if setup.gradient_vq:
         vq_state = vq_lib.count_usage(vq_state.replace(codebook=trainables['codebook']),
-                                      aux['codes'])
+                                      aux['codes'], axis_name=axis_name)
       else:
         vq_state = vq_lib.ema_update(vq_state, aux['z'], aux['codes'],
-                                     cfg.vq.ema_decay, cfg.vq.epsilon)
+                                     cfg.vq.ema_decay, cfg.vq.epsilon,
+                                     axis_name=axis_name)
       if cfg.vq.refresh_enabled:
         do_refresh = (step + 1) % cfg.vq.refresh_interval == 0
         vq_state = jax.lax.cond(
             do_refresh,
-            lambda s: vq_lib.refresh(s, aux['z'], keys[2],
+            lambda s: vq_lib.refresh(s, aux['z_global'], keys[2],
                                      cfg.vq.refresh_usage_threshold),
             lambda s: s, vq_state)
       new_state['vq'] = vq_state
       metrics['vq_batch_usage_ratio'] = vq_lib.usage_stats(
-          aux['codes'], cfg.vq.codebook_size)['vq_usage_ratio']
+          aux['codes'], cfg.vq.codebook_size, axis_name=axis_name)['vq_usage_ratio']
     return new_state, metrics
 
   return train_step

@@ -312,16 +312,18 @@ def refresh(state: VQState, z, rng, usage_threshold) -> VQState:
       usage=jnp.zeros_like(state.usage))
 
 
-def usage_stats(codes, codebook_size: int) -> Dict[str, jax.Array]:
+def usage_stats(codes, codebook_size: int,
+                axis_name: Optional[Hashable] = None) -> Dict[str, jax.Array]:
   """Codebook usage of an array of code indices (any shape).
 
-    c_k = #{i: codes_i = k},  p_k = c_k / sum_j c_j
+    c_k = #{i: codes_i = k} (psum-ed over axis_name if given, so the stats
+          are those of the global batch),  p_k = c_k / sum_j c_j
     vq_codes_used  = #{k: c_k > 0}                       (float32)
     vq_usage_ratio = vq_codes_used / K
     vq_perplexity  = exp(-sum_k p_k ln p_k)   (0 ln 0 = 0; 1 = one code used,
                                                K = uniform use of all codes)
   """
-  counts = _batch_counts(codes, codebook_size, None)
+  counts = _batch_counts(codes, codebook_size, axis_name)
   used = jnp.sum((counts > 0).astype(jnp.float32))
   p = counts / jnp.maximum(jnp.sum(counts), 1.0)
   plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
