@@ -80,6 +80,14 @@ def get_config(arg=None):
   c.train.log_every_steps = 10
   c.train.early_stopping_patience = 10
   c.train.progress_bar = True
+
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.mode = 'auto'        # 'auto' ('jit' on > 1 device), 'jit', 'pmap'
+  c.parallel.num_devices = config_dict.placeholder(int)   # None: all devices
+  c.parallel.multihost = False    # True: jax.distributed.initialize() first
+  c.parallel.coordinator_address = config_dict.placeholder(str)  # 'host:port'
+  c.parallel.num_processes = config_dict.placeholder(int)
+  c.parallel.process_id = config_dict.placeholder(int)
   return apply_variant_arg(c, arg)
 
 

@@ -113,6 +113,26 @@ def validate(cfg) -> None:
   for key in ('train.ema_momentum_start', 'train.ema_momentum_end'):
     check(key, 0.0 <= number(key) <= 1.0, 'must be in [0, 1]')
 
+  pc = cfg.parallel
+  check('parallel.mode', pc.mode in ('auto', 'pmap', 'jit'),
+        "must be 'auto', 'pmap' or 'jit'")
+  if pc.num_devices is not None:
+    positive_int('parallel.num_devices')
+  check('parallel.multihost', isinstance(pc.multihost, bool), 'must be True or False')
+  if pc.coordinator_address is not None:
+    check('parallel.multihost', pc.multihost,
+          'must be True when parallel.coordinator_address is set')
+    positive_int('parallel.num_processes')
+    pid = _get(cfg, 'parallel.process_id')
+    check('parallel.process_id', isinstance(pid, int) and not isinstance(pid, bool)
+          and 0 <= pid < pc.num_processes,
+          f'must be an integer in [0, parallel.num_processes={pc.num_processes})')
+  else:
+    for key in ('parallel.num_processes', 'parallel.process_id'):
+      check(key, _get(cfg, key) is None,
+            'needs parallel.coordinator_address (leave all three unset to '
+            'auto-detect SLURM / Cloud TPU)')
+
   m = cfg.masking
   for key in ('masking.target_block_size', 'masking.context_block_size'):
     size = _get(cfg, key)

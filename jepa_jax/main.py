@@ -28,6 +28,8 @@ def main(argv):
   except train.TrainingError as err:
     print(f'error: {err}', file=sys.stderr)
     sys.exit(1)
+  if summary.get('parallel', {}).get('process_index', 0) != 0:
+    return                        # only process 0 reports
   print(f"{summary['status']}: {summary['epochs_completed']} epochs, "
         f"{summary['steps']} steps, best val loss {summary['best_val_loss']:.4f} "
         f"(epoch {summary['best_epoch']}), wall {summary['wall_time_s']:.1f} s, "

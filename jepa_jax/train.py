@@ -15,6 +15,7 @@ import numpy as np
 
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
+from jepa_jax import parallel
 from jepa_jax import records
 from jepa_jax import step as step_lib
 from jepa_jax.step import LOSS_COMPONENTS
@@ -60,6 +61,19 @@ def _prepare_workdir(workdir: str) -> None:
                         'choose a new --workdir so existing results are not overwritten')
 
 
+def _prepare_workdir_once(plan, workdir: str) -> None:
+  """Process 0 checks (and creates) the workdir; every process gets its verdict."""
+  message = None
+  if plan.is_writer:
+    try:
+      _prepare_workdir(workdir)
+    except TrainingError as err:
+      message = str(err)
+  message = parallel.broadcast_error(plan, message)
+  if message:
+    raise TrainingError(message)
+
+
 def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   """Runs training as configured, writing all outputs to `workdir`.
 
@@ -67,36 +81,42 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   """
   t_start = time.perf_counter()
   config_lib.validate(cfg)
+  parallel.initialize_distributed(cfg)
   dataset = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, dataset)
-  _prepare_workdir(workdir)
-  records.write_json(os.path.join(workdir, CONFIG), cfg.to_dict())
+  plan = parallel.make_plan(cfg)
+  _prepare_workdir_once(plan, workdir)
+  if plan.is_writer:
+    records.write_json(os.path.join(workdir, CONFIG), cfg.to_dict())
 
   tc = cfg.train
-  state = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
+  state = parallel.place_state(
+      plan, step_lib.init_state(setup, dataset.image_shape, cfg.seed))
+  rows = plan.process_rows          # this process's shard of every global batch
   batch0 = next(data_lib.epoch_batches(dataset.train_images, tc.batch_size,
-                                       cfg.seed, 0, 1))
-  t0 = time.perf_counter()
-  train_step = jax.jit(step_lib.make_train_step(setup), donate_argnums=0).lower(
-      state, *batch0).compile()
-  compile_time = time.perf_counter() - t0
+                                       cfg.seed, 0, 1, rows=rows))
+  train_step, compile_time = parallel.compile_train_step(plan, setup, state, *batch0)
   eval_batch = min(tc.batch_size, len(dataset.val_images))
   eval_step = jax.jit(step_lib.make_eval_step(setup, cfg.seed))
   emb_fn = jax.jit(step_lib.make_embedding_metrics_fn(setup))
   emb_images = dataset.val_images[:tc.embedding_metrics_num_samples]
 
-  epoch_log = records.JsonlWriter(os.path.join(workdir, EPOCH_METRICS))
-  emb_log = records.JsonlWriter(os.path.join(workdir, EMBEDDING_METRICS))
+  def log_file(name):               # other processes write to /dev/null
+    return records.JsonlWriter(os.path.join(workdir, name) if plan.is_writer
+                               else os.devnull)
+
+  epoch_log, emb_log = log_file(EPOCH_METRICS), log_file(EMBEDDING_METRICS)
   summary = {'status': 'running', 'variant': cfg.variant,
              'total_steps_planned': setup.total_steps,
-             'steps_per_epoch': setup.steps_per_epoch}
+             'steps_per_epoch': setup.steps_per_epoch,
+             'parallel': plan.describe()}
   best_val, best_epoch, bad_epochs = float('inf'), -1, 0
   last_epoch_line: Dict[str, Any] = {}
   last_emb: Dict[str, Any] = {}
   step, epochs_done = 0, 0
 
   from tqdm import tqdm  # noqa: PLC0415  (progress output only)
-  bar = tqdm(total=setup.total_steps, disable=not tc.progress_bar,
+  bar = tqdm(total=setup.total_steps, disable=not (tc.progress_bar and plan.is_writer),
              desc=cfg.variant, dynamic_ncols=True)
   try:
     status = 'completed'
@@ -104,7 +124,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
       epoch_metrics = []
       for images, ids in data_lib.epoch_batches(
           dataset.train_images, tc.batch_size, cfg.seed, epoch,
-          setup.steps_per_epoch):
+          setup.steps_per_epoch, rows=rows):
         state, m = train_step(state, images, ids)
         epoch_metrics.append(m)
         step += 1
@@ -117,14 +137,16 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
             post['vq_usage'] = f"{last_emb['vq_usage_ratio']:.1%}"
           bar.set_postfix(post)
         if step % tc.embedding_metrics_every_steps == 0:
-          emb = {k: float(v) for k, v in jax.device_get(emb_fn(state, emb_images)).items()}
+          emb = {k: float(v) for k, v in jax.device_get(
+              emb_fn(parallel.local_state(plan, state), emb_images)).items()}
           last_emb = {'step': step, 'epoch': epoch, **emb}
           emb_log.write(last_emb)
 
       stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *epoch_metrics))
       train_means = _mean_metrics(stacked, 'train')
       _check_finite(train_means, f'in epoch {epoch}')
-      val = evaluate(eval_step, state, dataset.val_images, eval_batch)
+      val = evaluate(eval_step, parallel.local_state(plan, state),
+                     dataset.val_images, eval_batch)
       val_means = {f'val_{k}_mean': v for k, v in val.items()}
       _check_finite(val_means, f'in validation after epoch {epoch}')
       last_epoch_line = {'epoch': epoch, 'step': step, **train_means, **val_means,
@@ -162,5 +184,6 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
         'steps_per_s': step / max(wall - compile_time, 1e-9),
         'devices': [str(d) for d in jax.devices()],
     })
-    records.write_json(os.path.join(workdir, SUMMARY), summary)
+    if plan.is_writer:
+      records.write_json(os.path.join(workdir, SUMMARY), summary)
   return summary

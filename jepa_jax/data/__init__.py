@@ -62,17 +62,21 @@ def steps_per_epoch(num_examples: int, batch_size: int,
 
 
 def epoch_batches(images: np.ndarray, batch_size: int, seed: int, epoch: int,
-                  num_steps: int, start_step: int = 0
+                  num_steps: int, start_step: int = 0,
+                  rows: Optional[Tuple[int, int]] = None
                   ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
   """Yields (images, sample_ids) for batches start_step..num_steps-1 of an epoch.
 
   Batches are full (the remainder of the permutation is dropped) so shapes are
   static. sample_ids are indices into `images`, used to derive per-sample
-  randomness independently of devices.
+  randomness independently of devices. `rows=(start, stop)` yields only those
+  rows of every global batch of `batch_size` (one process's shard in a
+  multi-host run); the order is still that of (seed, epoch).
   """
   perm = epoch_permutation(len(images), seed, epoch)
+  lo, hi = rows if rows is not None else (0, batch_size)
   for i in range(start_step, num_steps):
-    ids = perm[i * batch_size:(i + 1) * batch_size]
+    ids = perm[i * batch_size + lo:i * batch_size + hi]
     yield images[ids], ids.astype(np.int32)
 
 
