@@ -21,11 +21,14 @@ setup(
         "numpy>=1.26",
         "scikit-learn>=1.3",
         "tqdm>=4.66",
+        "tensorboardX>=2.6",
     ],
     extras_require={
         "cuda12": ["jax[cuda12]>=0.4.35"],
         "tpu": ["jax[tpu]>=0.4.35"],
-        "test": ["pytest>=8.0"],
+        # experiments/assess.py draws its plots with matplotlib; the tests run it.
+        "experiments": ["matplotlib>=3.7"],
+        "test": ["pytest>=8.0", "matplotlib>=3.7"],
         # PyTorch side of experiments/benchmarks only; the package never imports torch.
         "bench": ["torch>=2.4", "vector-quantize-pytorch>=1.20"],
     },

@@ -88,6 +88,20 @@ def get_config(arg=None):
   c.parallel.coordinator_address = config_dict.placeholder(str)  # 'host:port'
   c.parallel.num_processes = config_dict.placeholder(int)
   c.parallel.process_id = config_dict.placeholder(int)
+
+  # Collapse monitor (jepa_jax/monitor.py): alert and red-flag thresholds from
+  # the reference's Monitoring Checklist / Red Flags. abort=True ends a run at
+  # its first red flag with status 'aborted'.
+  c.monitor = ml_collections.ConfigDict()
+  c.monitor.abort = False
+  c.monitor.usage_alert = 0.15
+  c.monitor.usage_decline_checkpoints = 3
+  c.monitor.rank_alert = 3.0
+  c.monitor.val_increase_epochs = 2
+  c.monitor.usage_abort = 0.10
+  c.monitor.val_spike_factor = 1.5
+  c.monitor.rank_abort = 1.0
+  c.monitor.min_epochs = 60
   return apply_variant_arg(c, arg)
 
 

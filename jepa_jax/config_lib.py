@@ -133,6 +133,17 @@ def validate(cfg) -> None:
             'needs parallel.coordinator_address (leave all three unset to '
             'auto-detect SLURM / Cloud TPU)')
 
+  check('monitor.abort', isinstance(cfg.monitor.abort, bool), 'must be True or False')
+  for key in ('monitor.usage_decline_checkpoints', 'monitor.val_increase_epochs',
+              'monitor.min_epochs'):
+    positive_int(key)
+  for key in ('monitor.usage_alert', 'monitor.usage_abort'):
+    check(key, 0.0 <= number(key) <= 1.0, 'must be a usage ratio in [0, 1]')
+  for key in ('monitor.rank_alert', 'monitor.rank_abort'):
+    check(key, number(key) >= 0, 'must be >= 0')
+  check('monitor.val_spike_factor', number('monitor.val_spike_factor') >= 1.0,
+        'must be >= 1 (a multiple of the best val loss)')
+
   m = cfg.masking
   for key in ('masking.target_block_size', 'masking.context_block_size'):
     size = _get(cfg, key)

@@ -53,3 +53,37 @@ class JsonlWriter:
 
   def close(self) -> None:
     self._f.close()
+
+
+class TensorBoardWriter:
+  """Scalars to TensorBoard event files (tensorboardX: no TensorFlow needed).
+
+  `write(prefix, record, step)` logs every finite numeric value of `record`
+  except the 'step' / 'epoch' bookkeeping keys as `<prefix>/<key>` at `step`.
+  """
+
+  SKIP = ('step', 'epoch')
+
+  def __init__(self, logdir: str, purge_step=None):
+    from tensorboardX import SummaryWriter  # noqa: PLC0415  (protobuf import is slow)
+    self._w = SummaryWriter(logdir=logdir, purge_step=purge_step)
+
+  def write(self, prefix: str, record: Mapping, step: int) -> None:
+    for key, value in record.items():
+      if key in self.SKIP or isinstance(value, bool):
+        continue
+      if isinstance(value, (int, float, np.number)) and math.isfinite(float(value)):
+        self._w.add_scalar(f'{prefix}/{key}', float(value), int(step))
+
+  def close(self) -> None:
+    self._w.close()
+
+
+class NullWriter:
+  """Stands in for a writer on processes that write no files."""
+
+  def write(self, *args, **kwargs) -> None:
+    del args, kwargs
+
+  def close(self) -> None:
+    pass

@@ -6,6 +6,7 @@ The pure pieces (train state, jitted step, evaluation functions) live in
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any, Dict
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
+from jepa_jax import final_state
+from jepa_jax import monitor
 from jepa_jax import parallel
 from jepa_jax import records
 from jepa_jax import step as step_lib
@@ -24,6 +27,7 @@ EPOCH_METRICS = 'epoch_metrics.jsonl'
 EMBEDDING_METRICS = 'embedding_metrics.jsonl'
 SUMMARY = 'summary.json'
 CONFIG = 'config.json'
+ALERTS = 'alerts.jsonl'
 
 
 class TrainingError(RuntimeError):
@@ -54,7 +58,7 @@ def evaluate(eval_fn, state, images, batch_size) -> Dict[str, float]:
 
 def _prepare_workdir(workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
-  taken = [f for f in (EPOCH_METRICS, EMBEDDING_METRICS, SUMMARY)
+  taken = [f for f in (EPOCH_METRICS, EMBEDDING_METRICS, SUMMARY, ALERTS)
            if os.path.exists(os.path.join(workdir, f))]
   if taken:
     raise TrainingError(f'workdir {workdir!r} already holds a run ({", ".join(taken)}); '
@@ -106,11 +110,15 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
                                else os.devnull)
 
   epoch_log, emb_log = log_file(EPOCH_METRICS), log_file(EMBEDDING_METRICS)
+  alert_log = log_file(ALERTS)
+  tb = records.TensorBoardWriter(workdir) if plan.is_writer else records.NullWriter()
   summary = {'status': 'running', 'variant': cfg.variant,
              'total_steps_planned': setup.total_steps,
              'steps_per_epoch': setup.steps_per_epoch,
              'parallel': plan.describe()}
-  best_val, best_epoch, bad_epochs = float('inf'), -1, 0
+  # Every process folds the same (replicated) metrics, so all stop together.
+  rules = monitor.Rules.from_config(cfg)
+  mon = monitor.initial_state()
   last_epoch_line: Dict[str, Any] = {}
   last_emb: Dict[str, Any] = {}
   step, epochs_done = 0, 0
@@ -118,8 +126,15 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   from tqdm import tqdm  # noqa: PLC0415  (progress output only)
   bar = tqdm(total=setup.total_steps, disable=not (tc.progress_bar and plan.is_writer),
              desc=cfg.variant, dynamic_ncols=True)
+
+  def report(events):
+    for event in events:
+      alert_log.write(event)
+      if plan.is_writer:
+        tqdm.write(monitor.format_event(event), file=sys.stderr)
+
   try:
-    status = 'completed'
+    status, decision = 'completed', None
     for epoch in range(tc.num_epochs):
       epoch_metrics = []
       for images, ids in data_lib.epoch_batches(
@@ -132,15 +147,28 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
         if step % tc.log_every_steps == 0:           # logging point: host sync
           latest = jax.device_get(m)
           _check_finite({'loss': float(latest['loss'])}, f'at step {step}')
+          tb.write('train', latest, step)
           post = {'loss': f"{float(latest['loss']):.3f}"}
           if 'vq_usage_ratio' in last_emb:
             post['vq_usage'] = f"{last_emb['vq_usage_ratio']:.1%}"
+          if last_emb:
+            post['erank'] = f"{last_emb['context_effective_rank']:.1f}"
+          if mon.num_alerts or mon.red_flags:
+            post['alerts'] = f'{mon.num_alerts}+{len(mon.red_flags)}!'
           bar.set_postfix(post)
         if step % tc.embedding_metrics_every_steps == 0:
           emb = {k: float(v) for k, v in jax.device_get(
               emb_fn(parallel.local_state(plan, state), emb_images)).items()}
           last_emb = {'step': step, 'epoch': epoch, **emb}
           emb_log.write(last_emb)
+          tb.write('embedding', last_emb, step)
+          mon, events = monitor.observe_embedding(mon, last_emb, rules)
+          report(events)
+          decision = monitor.stop_decision(mon, rules)
+          if decision:
+            break
+      if decision:                                   # aborted inside the epoch
+        break
 
       stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *epoch_metrics))
       train_means = _mean_metrics(stacked, 'train')
@@ -156,28 +184,35 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
         last_epoch_line['train_vq_batch_usage_ratio_mean'] = float(
             np.mean(stacked['vq_batch_usage_ratio']))
       epoch_log.write(last_epoch_line)
+      tb.write('epoch', last_epoch_line, step)
       epochs_done = epoch + 1
 
-      if val['loss'] < best_val:
-        best_val, best_epoch, bad_epochs = val['loss'], epoch, 0
-      else:
-        bad_epochs += 1
-        if bad_epochs >= tc.early_stopping_patience:
-          status = 'early_stopped'
-          break
+      mon, events = monitor.observe_epoch(mon, last_epoch_line, rules)
+      report(events)
+      decision = monitor.stop_decision(mon, rules)
+      if decision:
+        break
+    if decision:
+      status, reason = decision
+      if reason:
+        summary['reason'] = reason
   except BaseException as err:
     status = 'failed'
     summary['reason'] = str(err) or type(err).__name__
     raise
   finally:
     bar.close()
-    epoch_log.close()
-    emb_log.close()
+    for log in (epoch_log, emb_log, alert_log, tb):
+      log.close()
+    if status != 'failed' and plan.is_writer:
+      final_state.save(workdir, parallel.local_state(plan, state))
     wall = time.perf_counter() - t_start
+    has_best = mon.best_epoch >= 0
     summary.update({
         'status': status, 'epochs_completed': epochs_done, 'steps': step,
-        'best_val_loss': best_val if best_epoch >= 0 else None,
-        'best_epoch': best_epoch if best_epoch >= 0 else None,
+        'best_val_loss': mon.best_val if has_best else None,
+        'best_epoch': mon.best_epoch if has_best else None,
+        'alerts': mon.num_alerts, 'red_flags': list(mon.red_flags),
         'final_metrics': {**last_epoch_line, **{f'embedding_{k}' if k in (
             'step', 'epoch') else k: v for k, v in last_emb.items()}},
         'wall_time_s': wall, 'compile_time_s': compile_time,

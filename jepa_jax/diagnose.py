@@ -1,0 +1,331 @@
+"""Success criteria of the reference assessment, checked on run folders.
+
+    python -m jepa_jax.diagnose RUN_DIR [RUN_DIR ...] [--json]
+        [--val_loss_bound X | --baseline NO_VQ_RUN_DIR[,...]] [--strict]
+
+Everything is computed from the files a run writes (config.json,
+summary.json, embedding_metrics.jsonl, epoch_metrics.jsonl); nothing is
+re-run. "Final" means the last record of a log. Criteria (thresholds in
+`Criteria`, defaults from the reference's "Success Criteria"):
+
+  must-have
+    usage_throughout    min vq_usage_ratio over every record > 15%
+    usage_trajectory    usage "flat or growing", defined below
+    context_rank        final context_effective_rank > 5
+    target_rank         final target_effective_rank > 10
+    val_loss            final val_loss_mean < the bound (see below)
+  nice-to-have
+    usage_end           final vq_usage_ratio > 25%
+    context_rank_nice   final context_effective_rank > 10
+    target_rank_nice    final target_effective_rank > 20
+    val_loss_nice       final val_loss_mean < the nice bound
+    stable_full_budget  status 'completed' after all config.train.num_epochs
+                        epochs, and no red flag (monitor rules replayed on the logs)
+
+Usage trajectory. Take the embedding records of the second half of the run
+(step >= final step / 2; at least 3 records, else 'n/a'), with mean usage u,
+least-squares line fitted to usage against step, fitted change D over that
+half (slope x step span), relative trend r = D / u and relative scatter
+s = std(residuals) / u. The trajectory is 'erratic' when s > 0.25
+(`trend_scatter`), else 'declining' when r < -0.10 (`trend_tolerance`),
+'growing' when r > 0.10, else 'flat'. The criterion passes for 'flat' and
+'growing'.
+
+Val-loss bound. The reference's bounds (8.5 must, 8.0 nice) are absolute
+numbers of its own loss scale and mean nothing on other data. Give an absolute
+`--val_loss_bound` / `--val_loss_nice_bound`, or `--baseline` no-VQ run
+folder(s): the bounds are then (1 + 0.10) and (1 + 0.03) x the baseline's
+mean final val loss (the reference's 8.5 and 8.0 are 9.7% and 3.2% above its
+no-VQ 7.75). Without either the two criteria are 'n/a'.
+
+Criteria that cannot apply (usage rules on a run without VQ) are 'n/a'.
+`--strict` exits with status 3 when a must-have criterion fails.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections import Counter
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from jepa_jax import monitor
+from jepa_jax import records
+
+PASS, FAIL, NA = 'pass', 'fail', 'n/a'
+
+
+@dataclasses.dataclass(frozen=True)
+class Criteria:
+  usage_min: float = 0.15
+  trend_tolerance: float = 0.10
+  trend_scatter: float = 0.25
+  context_rank_min: float = 5.0
+  target_rank_min: float = 10.0
+  val_loss_bound: Optional[float] = None
+  usage_end_nice: float = 0.25
+  context_rank_nice: float = 10.0
+  target_rank_nice: float = 20.0
+  val_loss_nice_bound: Optional[float] = None
+  val_loss_margin: float = 0.10
+  val_loss_nice_margin: float = 0.03
+
+  def with_baseline(self, baseline_val_loss: float) -> 'Criteria':
+    """Bounds relative to a baseline's final val loss (absolute bounds win)."""
+    return dataclasses.replace(
+        self,
+        val_loss_bound=(self.val_loss_bound if self.val_loss_bound is not None
+                        else (1 + self.val_loss_margin) * baseline_val_loss),
+        val_loss_nice_bound=(self.val_loss_nice_bound
+                             if self.val_loss_nice_bound is not None
+                             else (1 + self.val_loss_nice_margin) * baseline_val_loss))
+
+
+@dataclasses.dataclass
+class Run:
+  """The files of one run folder."""
+  path: str
+  config: Dict[str, Any]
+  summary: Optional[Dict[str, Any]]
+  embedding: List[Dict[str, Any]]
+  epochs: List[Dict[str, Any]]
+  eval: Optional[Dict[str, Any]] = None
+
+  @property
+  def variant(self) -> str:
+    return self.config.get('variant', os.path.basename(self.path))
+
+  @property
+  def vq_enabled(self) -> bool:
+    return any(monitor.USAGE in r for r in self.embedding)
+
+  @property
+  def num_epochs(self) -> Optional[int]:
+    return (self.config.get('train') or {}).get('num_epochs')
+
+  @property
+  def status(self) -> str:
+    return (self.summary or {}).get('status', 'no summary.json')
+
+
+def _read_json(path):
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_run(path: str) -> Run:
+  """Reads a run folder; raises ValueError naming it when it holds no run."""
+  config = _read_json(os.path.join(path, 'config.json'))
+  if config is None:
+    raise ValueError(f'{path}: not a run folder (no config.json)')
+  return Run(path=path, config=config,
+             summary=_read_json(os.path.join(path, 'summary.json')),
+             embedding=records.read_jsonl(os.path.join(path, 'embedding_metrics.jsonl')),
+             epochs=records.read_jsonl(os.path.join(path, 'epoch_metrics.jsonl')),
+             eval=_read_json(os.path.join(path, 'eval.json')))
+
+
+def usage_trajectory(embedding: Sequence[Dict[str, Any]], criteria: Criteria = Criteria()
+                     ) -> Dict[str, Any]:
+  """Classifies the usage over the second half of the run (module docstring)."""
+  recs = [r for r in embedding if monitor.USAGE in r]
+  if not recs:
+    return {'label': NA, 'detail': 'no VQ usage records'}
+  last = recs[-1]['step']
+  half = [r for r in recs if r['step'] >= last / 2]
+  if len(half) < 3:
+    return {'label': NA, 'detail': f'{len(half)} records in the second half (need 3)'}
+  t = np.array([r['step'] for r in half], float)
+  u = np.array([r[monitor.USAGE] for r in half], float)
+  slope, intercept = np.polyfit(t, u, 1)
+  mean = float(u.mean())
+  if mean <= 0:
+    return {'label': 'declining', 'relative_trend': -1.0, 'relative_scatter': 0.0,
+            'slope_per_step': 0.0, 'mean_usage': 0.0, 'detail': 'usage is zero'}
+  change = slope * (t[-1] - t[0])
+  rel, scatter = change / mean, float(np.std(u - (slope * t + intercept))) / mean
+  if scatter > criteria.trend_scatter:
+    label = 'erratic'
+  elif rel < -criteria.trend_tolerance:
+    label = 'declining'
+  elif rel > criteria.trend_tolerance:
+    label = 'growing'
+  else:
+    label = 'flat'
+  return {'label': label, 'relative_trend': float(rel), 'relative_scatter': scatter,
+          'slope_per_step': float(slope), 'mean_usage': mean,
+          'from_step': int(t[0]), 'to_step': int(t[-1]),
+          'detail': f'{label}: fitted change {rel:+.0%} of mean {mean:.1%}, scatter '
+                    f'{scatter:.0%} over steps {int(t[0])}-{int(t[-1])}'}
+
+
+def red_flags(run: Run) -> List[str]:
+  """Red flags of a run: the monitor's abort rules replayed on its logs, and a
+  failed status."""
+  rules = monitor.Rules.from_config(run.config)
+  _, events = monitor.replay(run.embedding, run.epochs, rules)
+  flags = [e['message'] for e in events if e['severity'] == 'abort']
+  if run.status == 'failed':
+    flags.append(f"run failed: {(run.summary or {}).get('reason', '?')}")
+  return flags
+
+
+def alert_counts(run: Run) -> Dict[str, int]:
+  rules = monitor.Rules.from_config(run.config)
+  _, events = monitor.replay(run.embedding, run.epochs, rules)
+  return dict(Counter(e['rule'] for e in events if e['severity'] == 'alert'))
+
+
+def _check(name, level, ok, value, threshold, detail):
+  return {'name': name, 'level': level, 'status': NA if ok is None else
+          (PASS if ok else FAIL), 'value': value, 'threshold': threshold,
+          'detail': detail}
+
+
+def check_run(run: Run, criteria: Criteria = Criteria()) -> Dict[str, Any]:
+  """All criteria for one run: {'run', 'variant', 'status', 'criteria': [...],
+  'red_flags', 'alerts', 'trajectory', 'must_have_passed'}."""
+  out = []
+  emb = run.embedding
+  usage = [r[monitor.USAGE] for r in emb if monitor.USAGE in r]
+  final = emb[-1] if emb else {}
+  final_val = run.epochs[-1]['val_loss_mean'] if run.epochs else None
+  traj = usage_trajectory(emb, criteria)
+
+  if usage:
+    i = int(np.argmin(usage))
+    step = [r for r in emb if monitor.USAGE in r][i]['step']
+    out.append(_check('usage_throughout', 'must', min(usage) > criteria.usage_min,
+                      min(usage), criteria.usage_min,
+                      f'min {min(usage):.1%} at step {step}'))
+  else:
+    out.append(_check('usage_throughout', 'must', None, None, criteria.usage_min, 'no VQ'))
+  out.append(_check('usage_trajectory', 'must',
+                    None if traj['label'] == NA else traj['label'] in ('flat', 'growing'),
+                    traj['label'], criteria.trend_tolerance, traj['detail']))
+
+  def final_rank(name, level, key, threshold):
+    if key not in final:
+      return _check(name, level, None, None, threshold, 'no embedding records')
+    v = final[key]
+    return _check(name, level, v > threshold, v, threshold,
+                  f'{v:.2f} at step {final["step"]}')
+
+  def val_check(name, level, bound):
+    if final_val is None:
+      return _check(name, level, None, None, bound, 'no epoch records')
+    if bound is None:
+      return _check(name, level, None, final_val, None, 'no bound given')
+    return _check(name, level, final_val < bound, final_val, bound,
+                  f'{final_val:.4g} vs bound {bound:.4g}')
+
+  out.append(final_rank('context_rank', 'must', 'context_effective_rank',
+                        criteria.context_rank_min))
+  out.append(final_rank('target_rank', 'must', 'target_effective_rank',
+                        criteria.target_rank_min))
+  out.append(val_check('val_loss', 'must', criteria.val_loss_bound))
+  if usage:
+    out.append(_check('usage_end', 'nice', usage[-1] > criteria.usage_end_nice, usage[-1],
+                      criteria.usage_end_nice, f'{usage[-1]:.1%} at the end'))
+  else:
+    out.append(_check('usage_end', 'nice', None, None, criteria.usage_end_nice, 'no VQ'))
+  out.append(final_rank('context_rank_nice', 'nice', 'context_effective_rank',
+                        criteria.context_rank_nice))
+  out.append(final_rank('target_rank_nice', 'nice', 'target_effective_rank',
+                        criteria.target_rank_nice))
+  out.append(val_check('val_loss_nice', 'nice', criteria.val_loss_nice_bound))
+
+  flags = red_flags(run)
+  done = len(run.epochs)
+  complete = run.status == 'completed' and done == run.num_epochs
+  out.append(_check('stable_full_budget', 'nice', complete and not flags, done,
+                    run.num_epochs, f'{run.status}, {done}/{run.num_epochs} epochs, '
+                    f'{len(flags)} red flag(s)'))
+  musts = [c for c in out if c['level'] == 'must']
+  return {'run': run.path, 'variant': run.variant, 'status': run.status,
+          'epochs_completed': done, 'num_epochs': run.num_epochs,
+          'criteria': out, 'red_flags': flags, 'alerts': alert_counts(run),
+          'trajectory': traj,
+          'must_have_passed': all(c['status'] != FAIL for c in musts)}
+
+
+TITLES = {
+    'usage_throughout': 'VQ usage > {t:.0%} throughout',
+    'usage_trajectory': 'VQ usage trajectory flat or growing',
+    'context_rank': 'context effective rank > {t:g}',
+    'target_rank': 'target effective rank > {t:g}',
+    'val_loss': 'final val loss < bound',
+    'usage_end': 'VQ usage > {t:.0%} at the end',
+    'context_rank_nice': 'context effective rank > {t:g}',
+    'target_rank_nice': 'target effective rank > {t:g}',
+    'val_loss_nice': 'final val loss < nice bound',
+    'stable_full_budget': 'stable for the full epoch budget',
+}
+
+
+def title(check: Dict[str, Any]) -> str:
+  t = check['threshold']
+  return TITLES[check['name']].format(t=t if isinstance(t, (int, float)) else 0)
+
+
+def format_result(result: Dict[str, Any]) -> str:
+  lines = [f"== {result['run']} ({result['variant']}: {result['status']}, "
+           f"{result['epochs_completed']}/{result['num_epochs']} epochs) =="]
+  for c in result['criteria']:
+    lines.append(f"  {c['level']:<4}  {c['status'].upper():<4}  {title(c):<40} {c['detail']}")
+  lines.append('  red flags: ' + ('none' if not result['red_flags'] else ''))
+  lines += [f'    - {f}' for f in result['red_flags']]
+  alerts = ', '.join(f'{k} x{v}' for k, v in sorted(result['alerts'].items()))
+  lines.append(f"  alerts: {alerts or 'none'}")
+  lines.append('  must-have: ' + ('PASS' if result['must_have_passed'] else 'FAIL'))
+  return '\n'.join(lines)
+
+
+def baseline_val_loss(paths: Sequence[str]) -> float:
+  vals = []
+  for p in paths:
+    run = load_run(p)
+    if not run.epochs:
+      raise ValueError(f'{p}: baseline run has no epoch records')
+    vals.append(run.epochs[-1]['val_loss_mean'])
+  return float(np.mean(vals))
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog='python -m jepa_jax.diagnose',
+                               description=__doc__.split('\n\n')[0])
+  ap.add_argument('runs', nargs='+', metavar='RUN_DIR')
+  ap.add_argument('--json', action='store_true', help='print JSON instead of text')
+  ap.add_argument('--val_loss_bound', type=float)
+  ap.add_argument('--val_loss_nice_bound', type=float)
+  ap.add_argument('--baseline', help='comma-separated no-VQ run folders for relative '
+                  'val-loss bounds')
+  ap.add_argument('--strict', action='store_true',
+                  help='exit 3 when a must-have criterion fails')
+  args = ap.parse_args(argv)
+  criteria = Criteria(val_loss_bound=args.val_loss_bound,
+                      val_loss_nice_bound=args.val_loss_nice_bound)
+  try:
+    if args.baseline:
+      criteria = criteria.with_baseline(baseline_val_loss(args.baseline.split(',')))
+    results = [check_run(load_run(p), criteria) for p in args.runs]
+  except (ValueError, OSError) as err:
+    print(f'error: {err}', file=sys.stderr)
+    return 2
+  if args.json:
+    print(json.dumps(records.to_builtin(results), indent=2))
+  else:
+    print('\n\n'.join(format_result(r) for r in results))
+  if args.strict and not all(r['must_have_passed'] for r in results):
+    return 3
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,54 @@
+"""The trained weights of a finished run: WORKDIR/final_state.msgpack.
+
+Interim until Orbax checkpoints (issue 3) are on main: at the end of a run
+(completed, early stopped or aborted) the trainer writes the final state's
+`params`, `target_params` and, with VQ, the `vq` codebook state as a flax
+msgpack state dict. `jepa_jax.evaluate` loads it into a freshly built state
+of the run's config, which checks every name and shape.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from flax import serialization
+
+FINAL_STATE = 'final_state.msgpack'
+KEYS = ('params', 'target_params', 'vq')
+
+
+def save(workdir: str, state) -> str:
+  """Writes the weights of `state` (a train-state dict) atomically; returns the path."""
+  tree = {k: state[k] for k in KEYS if k in state}
+  data = serialization.msgpack_serialize(
+      serialization.to_state_dict(jax.device_get(tree)))
+  path = os.path.join(workdir, FINAL_STATE)
+  with open(path + '.tmp', 'wb') as f:
+    f.write(data)
+  os.replace(path + '.tmp', path)
+  return path
+
+
+def load(workdir: str, target):
+  """Restores the saved weights into `target` (a train-state dict of the same
+  config); returns a new dict. Raises ValueError naming the file on a
+  mismatch of names or shapes."""
+  path = os.path.join(workdir, FINAL_STATE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no final weights (the run did not finish, '
+                            'or it predates final_state.msgpack)')
+  with open(path, 'rb') as f:
+    raw = serialization.msgpack_restore(f.read())
+  tree = {k: target[k] for k in KEYS if k in target}
+  try:
+    restored = serialization.from_state_dict(tree, raw)
+  except (ValueError, KeyError, TypeError) as err:
+    raise ValueError(f'{path} does not match the run config: {err}') from err
+  bad = [jax.tree_util.keystr(p) + f' {np.shape(a)} != {np.shape(b)}'
+         for (p, a), b in zip(jax.tree_util.tree_leaves_with_path(tree),
+                              jax.tree_util.tree_leaves(restored))
+         if np.shape(a) != np.shape(b)]
+  if bad:
+    raise ValueError(f'{path} does not match the run config: ' + '; '.join(bad))
+  return {**target, **restored}

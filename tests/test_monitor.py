@@ -1,0 +1,181 @@
+"""Monitor rules on synthetic metric sequences: each fires exactly when it should."""
+import dataclasses
+import json
+
+import pytest
+
+from jepa_jax import monitor
+
+RULES = monitor.Rules()
+
+
+def emb(step, usage=None, ctx=20.0, tgt=20.0):
+  r = {'step': step, 'epoch': 0, 'context_effective_rank': ctx,
+       'target_effective_rank': tgt}
+  if usage is not None:
+    r['vq_usage_ratio'] = usage
+  return r
+
+
+def epochs(vals, steps_per_epoch=10):
+  return [{'epoch': e, 'step': (e + 1) * steps_per_epoch, 'val_loss_mean': v}
+          for e, v in enumerate(vals)]
+
+
+def fired_at(events, rule, metric=None):
+  """Steps at which `rule` (for `metric`) fired."""
+  return [e['step'] for e in events
+          if e['rule'] == rule and (metric is None or e['metric'] == metric)]
+
+
+def run_emb(records, rules=RULES):
+  state = monitor.initial_state()
+  out = []
+  for r in records:
+    state, ev = monitor.observe_embedding(state, r, rules)
+    out += ev
+  return state, out
+
+
+def test_usage_low_fires_once_when_it_starts_and_rearms():
+  usages = [0.30, 0.20, 0.14, 0.12, 0.13, 0.16, 0.149, 0.14]
+  _, ev = run_emb([emb(50 * (i + 1), u) for i, u in enumerate(usages)])
+  assert fired_at(ev, 'usage_low') == [150, 350]      # starts at 150; back >= 15% at 300
+  e = next(e for e in ev if e['rule'] == 'usage_low')
+  assert e['severity'] == 'alert' and e['value'] == 0.14 and e['threshold'] == 0.15
+
+
+def test_usage_exactly_at_threshold_is_not_low():
+  _, ev = run_emb([emb(50, 0.15), emb(100, 0.10)])
+  assert fired_at(ev, 'usage_low') == [100]
+  assert fired_at(ev, 'usage_collapse') == []         # 0.10 is not < 0.10
+
+
+def test_usage_declining_needs_three_declines_in_a_row():
+  # 0.5 > 0.4 > 0.3 (two declines) then flat, then three declines from 0.3.
+  usages = [0.5, 0.4, 0.3, 0.3, 0.29, 0.28, 0.27, 0.26, 0.3, 0.2, 0.19, 0.18]
+  _, ev = run_emb([emb(i, u) for i, u in enumerate(usages)])
+  # declines: 0.3->.29 (step 4), ->.28 (5), ->.27 (6): fires at 6; holds at 7;
+  # rise at 8 re-arms; .3->.2 (9), ->.19 (10), ->.18 (11): fires at 11.
+  assert fired_at(ev, 'usage_declining') == [6, 11]
+
+
+def test_usage_decline_length_is_configurable():
+  rules = dataclasses.replace(RULES, usage_decline_checkpoints=1)
+  _, ev = run_emb([emb(i, u) for i, u in enumerate([0.5, 0.4, 0.45, 0.44])], rules)
+  assert fired_at(ev, 'usage_declining') == [1, 3]
+
+
+def test_usage_collapse_is_a_red_flag_with_reason():
+  state, ev = run_emb([emb(50, 0.2), emb(100, 0.11), emb(150, 0.099), emb(200, 0.05)])
+  assert fired_at(ev, 'usage_collapse') == [150]
+  assert [e['severity'] for e in ev if e['rule'] == 'usage_collapse'] == ['abort']
+  assert state.abort_reason == 'VQ usage 9.9% < 10% at step 150'
+  assert state.red_flags == (state.abort_reason,)
+  assert monitor.stop_decision(state, RULES) is None          # abort off by default
+  on = dataclasses.replace(RULES, abort=True)
+  assert monitor.stop_decision(state, on) == ('aborted', state.abort_reason)
+
+
+def test_rank_rules_per_metric():
+  recs = [emb(1, ctx=5.0, tgt=5.0), emb(2, ctx=2.9, tgt=5.0), emb(3, ctx=2.0, tgt=2.5),
+          emb(4, ctx=0.99, tgt=3.0), emb(5, ctx=0.5, tgt=3.1)]
+  state, ev = run_emb(recs)
+  assert fired_at(ev, 'rank_low', 'context_effective_rank') == [2]
+  assert fired_at(ev, 'rank_low', 'target_effective_rank') == [3]
+  assert fired_at(ev, 'rank_collapse', 'context_effective_rank') == [4]
+  assert fired_at(ev, 'rank_collapse', 'target_effective_rank') == []
+  assert state.num_alerts == 2 and len(state.red_flags) == 1
+
+
+def test_no_vq_records_never_raise_usage_rules():
+  _, ev = run_emb([emb(i) for i in range(10)])
+  assert ev == []
+
+
+def fold_epochs(vals, rules=RULES):
+  state = monitor.initial_state()
+  out = []
+  for r in epochs(vals):
+    state, ev = monitor.observe_epoch(state, r, rules)
+    out += ev
+  return state, out
+
+
+def test_val_rising_two_epochs_in_a_row():
+  vals = [5.0, 4.0, 4.1, 4.0, 4.1, 4.2, 4.3, 4.0, 4.1, 4.2]
+  _, ev = fold_epochs(vals)
+  assert [e['epoch'] for e in ev if e['rule'] == 'val_rising'] == [5, 9]
+
+
+def test_val_spike_is_relative_to_the_best_before():
+  vals = [4.0, 3.0, 4.4, 4.6, 2.0, 3.1]   # 4.5 = 1.5 x 3.0 ; 3.0 = 1.5 x 2.0
+  state, ev = fold_epochs(vals)
+  assert [e['epoch'] for e in ev if e['rule'] == 'val_spike'] == [3, 5]
+  assert state.abort_reason.startswith('val loss 4.6 > 1.5 x best 3 (epoch 1)')
+  assert (state.best_val, state.best_epoch) == (2.0, 4)
+
+
+def test_early_stopping_patience_and_min_epochs():
+  rules = dataclasses.replace(RULES, patience=3, min_epochs=6)
+  # best at epoch 1; epochs 2, 3, 4 bring no new best -> stop after epoch 4 (5 epochs).
+  vals = [5.0, 4.0, 4.0, 4.5, 4.2, 3.0]
+  state = monitor.initial_state()
+  stops = []
+  for r in epochs(vals):
+    state, ev = monitor.observe_epoch(state, r, rules)
+    stops.append(state.early_stop)
+  assert stops == [False, False, False, False, True, True]
+  assert state.red_flags[0].startswith('early stopping after 5 epochs < min_epochs 6')
+  assert monitor.stop_decision(state, rules) == ('early_stopped', None)
+  aborting = dataclasses.replace(rules, abort=True)
+  assert monitor.stop_decision(state, aborting)[0] == 'aborted'
+  # With min_epochs reached the same early stop is not a red flag.
+  late, _ = fold_epochs(vals, dataclasses.replace(rules, min_epochs=5))
+  assert late.early_stop and late.red_flags == ()
+
+
+def test_replay_equals_live_fold_and_resume_from_prefix():
+  emb_recs = [emb(5 * (i + 1), u, ctx=c) for i, (u, c) in enumerate(
+      [(0.3, 9), (0.2, 4), (0.14, 2.9), (0.12, 3.5), (0.11, 2.0), (0.09, 2.5),
+       (0.2, 4.0), (0.1, 2.0)])]
+  ep_recs = epochs([5.0, 5.1, 5.2, 4.0], steps_per_epoch=10)
+  # Live order: embedding records at a step come before the epoch record of that step.
+  live, live_ev = monitor.initial_state(), []
+  for step in range(1, 41):
+    for r in emb_recs:
+      if r['step'] == step:
+        live, ev = monitor.observe_embedding(live, r, RULES)
+        live_ev += ev
+    for r in ep_recs:
+      if r['step'] == step:
+        live, ev = monitor.observe_epoch(live, r, RULES)
+        live_ev += ev
+  state, ev = monitor.replay(emb_recs, ep_recs, RULES)
+  assert state == live and ev == live_ev
+  assert {e['rule'] for e in ev} >= {'usage_low', 'usage_declining', 'rank_low',
+                                     'usage_collapse', 'val_rising'}
+  # A resumed run rebuilds the state from the logs up to its checkpoint step,
+  # through a JSON round trip, and continues to the same end state.
+  mid = monitor.MonitorState.from_dict(json.loads(json.dumps(
+      monitor.replay([r for r in emb_recs if r['step'] <= 20],
+                     [r for r in ep_recs if r['step'] <= 20], RULES)[0].to_dict())))
+  rest, rest_ev = monitor.replay([r for r in emb_recs if r['step'] > 20],
+                                 [r for r in ep_recs if r['step'] > 20], RULES, mid)
+  assert rest == state
+  assert rest_ev == [e for e in ev if e['step'] > 20]
+
+
+def test_rules_from_config_dict_and_defaults():
+  assert monitor.Rules.from_config({}) == monitor.Rules()
+  r = monitor.Rules.from_config({'monitor': {'abort': True, 'usage_alert': 0.2},
+                                 'train': {'early_stopping_patience': 4}})
+  assert (r.abort, r.usage_alert, r.patience, r.usage_abort) == (True, 0.2, 4, 0.10)
+
+
+def test_monitor_config_is_validated(config_of):
+  from jepa_jax import config_lib
+  cfg = config_of('gentle')
+  cfg.monitor.usage_abort = 1.5
+  with pytest.raises(config_lib.ConfigError, match=r'monitor\.usage_abort=1\.5'):
+    config_lib.validate(cfg)
