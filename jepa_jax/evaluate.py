@@ -58,13 +58,15 @@ def load_trained_state(workdir: str):
   config_lib.validate(cfg)
   dataset = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, dataset)
-  state = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
-  return cfg, dataset, setup, final_state.load(workdir, state)
+  # Only the structure and shapes are needed: no initialisation is computed.
+  target = jax.eval_shape(lambda: step_lib.init_state(setup, dataset.image_shape,
+                                                      cfg.seed))
+  return cfg, dataset, setup, final_state.load(workdir, target)
 
 
-def _features(setup, params, images, batch=512):
-  fn = jax.jit(lambda p, x: setup.encoder.apply(p, x))
-  toks = [np.asarray(fn(params, images[i:i + batch])) for i in range(0, len(images), batch)]
+def _features(encode, params, images, batch=512):
+  toks = [np.asarray(encode(params, images[i:i + batch]))
+          for i in range(0, len(images), batch)]
   return np.concatenate(toks)                     # (N, tokens, D)
 
 
@@ -99,10 +101,11 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
       'pixels': probe_scores(ds.train_images, ds.train_labels, ds.val_images,
                              ds.val_labels, knn_k)}
   val_tokens = None
+  encode = jax.jit(setup.encoder.apply)          # one compile per batch shape
   for name, params in (('context_encoder', state['params']['encoder']),
                        ('target_encoder', state['target_params'])):
-    tr = _features(setup, params, ds.train_images)
-    va = _features(setup, params, ds.val_images)
+    tr = _features(encode, params, ds.train_images)
+    va = _features(encode, params, ds.val_images)
     out[name] = probe_scores(tr.mean(1), ds.train_labels, va.mean(1), ds.val_labels,
                              knn_k)
     if name == 'context_encoder':

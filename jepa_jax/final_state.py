@@ -32,8 +32,9 @@ def save(workdir: str, state) -> str:
 
 def load(workdir: str, target):
   """Restores the saved weights into `target` (a train-state dict of the same
-  config); returns a new dict. Raises ValueError naming the file on a
-  mismatch of names or shapes."""
+  config, arrays or `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape`);
+  returns a new dict. Raises ValueError naming the file on a mismatch of names
+  or shapes."""
   path = os.path.join(workdir, FINAL_STATE)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: no final weights (the run did not finish, '
@@ -45,10 +46,11 @@ def load(workdir: str, target):
     restored = serialization.from_state_dict(tree, raw)
   except (ValueError, KeyError, TypeError) as err:
     raise ValueError(f'{path} does not match the run config: {err}') from err
-  bad = [jax.tree_util.keystr(p) + f' {np.shape(a)} != {np.shape(b)}'
+  bad = [f'{jax.tree_util.keystr(p)}: {np.shape(b)} in the file, {tuple(a.shape)} '
+         'in the config'
          for (p, a), b in zip(jax.tree_util.tree_leaves_with_path(tree),
                               jax.tree_util.tree_leaves(restored))
-         if np.shape(a) != np.shape(b)]
+         if tuple(a.shape) != np.shape(b)]
   if bad:
     raise ValueError(f'{path} does not match the run config: ' + '; '.join(bad))
   return {**target, **restored}

@@ -70,10 +70,11 @@ class TensorBoardWriter:
 
   def write(self, prefix: str, record: Mapping, step: int) -> None:
     for key, value in record.items():
-      if key in self.SKIP or isinstance(value, bool):
+      if key in self.SKIP or isinstance(value, (bool, str)):
         continue
-      if isinstance(value, (int, float, np.number)) and math.isfinite(float(value)):
-        self._w.add_scalar(f'{prefix}/{key}', float(value), int(step))
+      arr = np.asarray(value)                   # Python, numpy and 0-d jax scalars
+      if arr.ndim == 0 and arr.dtype.kind in 'iuf' and math.isfinite(float(arr)):
+        self._w.add_scalar(f'{prefix}/{key}', float(arr), int(step))
 
   def close(self) -> None:
     self._w.close()

@@ -179,3 +179,66 @@ def test_monitor_config_is_validated(config_of):
   cfg.monitor.usage_abort = 1.5
   with pytest.raises(config_lib.ConfigError, match=r'monitor\.usage_abort=1\.5'):
     config_lib.validate(cfg)
+
+
+# ---------------------------------------------------------------- in the trainer
+
+def _tb_scalars(workdir):
+  """{tag: [(step, value)]} from the TensorBoard event files (TFRecord framing:
+  u64 length, u32 crc, payload, u32 crc)."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  out = {}
+  for f in sorted(workdir.glob('events.out.tfevents.*')):
+    data = f.read_bytes()
+    i = 0
+    while i < len(data):
+      (n,) = struct.unpack('<Q', data[i:i + 8])
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      for v in event.summary.value:
+        out.setdefault(v.tag, []).append((event.step, v.simple_value))
+  return out
+
+
+def test_abort_on_red_flag_ends_run_with_status_and_reason(tmp_path, capsys, config_of):
+  from jepa_jax import records, train
+  cfg = config_of('gentle', 'tiny')
+  cfg.monitor.abort = True
+  cfg.monitor.rank_abort = 1000.0       # forced: every effective rank is below it
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  assert summary['status'] == 'aborted'
+  assert summary['steps'] == cfg.train.embedding_metrics_every_steps == 2
+  assert summary['epochs_completed'] == 0
+  assert summary['reason'].startswith('context effective rank ')
+  assert summary['reason'].endswith('< 1000.0 at step 2')
+  stored = json.loads((tmp_path / 'summary.json').read_text())
+  assert stored['status'] == 'aborted' and stored['reason'] == summary['reason']
+  alerts = records.read_jsonl(tmp_path / 'alerts.jsonl')
+  assert [(a['rule'], a['metric'], a['step']) for a in alerts if a['severity'] == 'abort'] \
+      == [('rank_collapse', 'context_effective_rank', 2),
+          ('rank_collapse', 'target_effective_rank', 2)]
+  assert '[monitor RED FLAG] rank_collapse: context effective rank' in capsys.readouterr().err
+  # The final weights load into the run's config, and a different config is
+  # refused with the file and every mismatched shape named.
+  from jepa_jax import data as data_lib, final_state, step as step_lib
+  import jax
+
+  def shapes(c):
+    ds = data_lib.load_dataset(c)
+    setup = step_lib.make_setup(c, ds)
+    return jax.eval_shape(lambda: step_lib.init_state(setup, ds.image_shape, 0))
+  restored = final_state.load(str(tmp_path), shapes(cfg))
+  assert restored['params']['encoder'] is not None and 'vq' in restored
+  cfg.model.embed_dim = 32
+  with pytest.raises(ValueError, match=r'final_state\.msgpack does not match the run '
+                     r'config: .*codebook.*\(32, 16\) in the file, \(32, 32\) in the config'):
+    final_state.load(str(tmp_path), shapes(cfg))
+  # Every logged scalar is in the TensorBoard events, at its step.
+  tb = _tb_scalars(tmp_path)
+  emb = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')
+  assert len(emb) == 1
+  for key in ('context_effective_rank', 'vq_usage_ratio', 'vq_perplexity'):
+    assert tb[f'embedding/{key}'] == [(2, pytest.approx(emb[0][key]))]
+  assert [s for s, _ in tb['train/loss']] == [2]
+

@@ -1,0 +1,142 @@
+"""The success-criteria checker on hand-made run folders."""
+import json
+
+import numpy as np
+import pytest
+
+from jepa_jax import diagnose
+
+# The reference's VQ-no-refresh run: usage every 200 steps (17.7% -> 4.4%).
+REF_USAGE = [(200, .177), (400, .164), (600, .148), (800, .138), (1000, .113),
+             (1200, .095), (1400, .087), (1600, .073), (1800, .059), (2000, .061),
+             (2850, .044)]
+
+
+def make_run(path, usage, ctx, tgt, vals, status='completed', num_epochs=None,
+             vq=True, monitor=None):
+  """A run folder with the four files a run writes."""
+  path.mkdir(parents=True, exist_ok=True)
+  num_epochs = num_epochs or len(vals)
+  cfg = {'variant': path.name, 'train': {'num_epochs': num_epochs,
+                                         'early_stopping_patience': 10}}
+  if monitor:
+    cfg['monitor'] = monitor
+  (path / 'config.json').write_text(json.dumps(cfg))
+  (path / 'summary.json').write_text(json.dumps({'status': status}))
+  with open(path / 'embedding_metrics.jsonl', 'w') as f:
+    for (step, u), c, t in zip(usage, ctx, tgt):
+      rec = {'step': step, 'epoch': 0, 'context_effective_rank': c,
+             'target_effective_rank': t}
+      if vq:
+        rec.update(vq_usage_ratio=u, vq_codes_used=round(u * 768))
+      f.write(json.dumps(rec) + '\n')
+  with open(path / 'epoch_metrics.jsonl', 'w') as f:
+    for e, v in enumerate(vals):
+      f.write(json.dumps({'epoch': e, 'step': 100 * (e + 1), 'val_loss_mean': v,
+                          'train_loss_mean': v}) + '\n')
+  return str(path)
+
+
+def statuses(result):
+  return {c['name']: c['status'] for c in result['criteria']}
+
+
+@pytest.fixture
+def runs(tmp_path):
+  n = len(REF_USAGE)
+  steps = [s for s, _ in REF_USAGE]
+  healthy = make_run(tmp_path / 'healthy', [(s, 0.30 + 0.001 * (i % 2)) for i, s in
+                                            enumerate(steps)],
+                     [12.0] * n, [25.0] * n, list(np.linspace(8.5, 7.8, 30)))
+  collapsing = make_run(tmp_path / 'collapsing', REF_USAGE,
+                        list(np.linspace(3.29, 1.43, n)), list(np.linspace(5.65, 2.94, n)),
+                        [8.7, 8.68, 9.1, 9.24, 9.03, 8.99])
+  erratic = make_run(tmp_path / 'erratic',
+                     [(s, 0.40 if i % 3 == 2 else 0.004) for i, s in enumerate(steps)],
+                     [3.5] * n, [4.2] * n, [9.0, 8.5, 8.4], status='early_stopped',
+                     num_epochs=80)
+  no_vq = make_run(tmp_path / 'no_vq', [(s, 0) for s in steps], [12.7] * n, [24.7] * n,
+                   [7.9, 7.75], vq=False)
+  return {'healthy': healthy, 'collapsing': collapsing, 'erratic': erratic,
+          'no_vq': no_vq}
+
+
+def test_healthy_run_passes_everything(runs):
+  crit = diagnose.Criteria(val_loss_bound=8.5, val_loss_nice_bound=8.0)
+  r = diagnose.check_run(diagnose.load_run(runs['healthy']), crit)
+  assert set(statuses(r).values()) == {'pass'}
+  assert r['trajectory']['label'] == 'flat' and r['must_have_passed']
+  assert r['red_flags'] == []
+
+
+def test_reference_collapse_fails_the_must_haves(runs):
+  crit = diagnose.Criteria(val_loss_bound=8.5, val_loss_nice_bound=8.0)
+  r = diagnose.check_run(diagnose.load_run(runs['collapsing']), crit)
+  st = statuses(r)
+  assert st['usage_throughout'] == st['usage_trajectory'] == 'fail'
+  assert st['context_rank'] == st['target_rank'] == st['val_loss'] == 'fail'
+  assert st['stable_full_budget'] == 'fail'            # completed, but red flags
+  assert r['trajectory']['label'] == 'declining'
+  assert r['trajectory']['relative_trend'] < -0.1
+  usage_check = r['criteria'][0]
+  assert usage_check['value'] == pytest.approx(0.044) and 'step 2850' in usage_check['detail']
+  assert r['red_flags'][0] == 'VQ usage 9.5% < 10% at step 1200'
+  assert any('context effective rank' in f for f in r['red_flags']) is False  # 1.43 >= 1
+  assert r['alerts']['usage_low'] == 1 and r['alerts']['usage_declining'] == 1
+  assert not r['must_have_passed']
+
+
+def test_refresh_spikes_are_erratic_not_growing(runs):
+  r = diagnose.check_run(diagnose.load_run(runs['erratic']))
+  st = statuses(r)
+  assert r['trajectory']['label'] == 'erratic'
+  assert st['usage_trajectory'] == 'fail'
+  assert st['val_loss'] == 'n/a'                        # no bound given
+  assert st['stable_full_budget'] == 'fail'             # early stopped at 3/80
+
+
+def test_trajectory_definition():
+  def traj(us):
+    return diagnose.usage_trajectory(
+        [{'step': 10 * (i + 1), 'vq_usage_ratio': u} for i, u in enumerate(us)])
+  # Only the second half (step >= 100 / 2) counts: the early crash is ignored.
+  assert traj([0.9, 0.1, 0.1, 0.2, 0.2, 0.21, 0.2, 0.2, 0.21, 0.2])['label'] == 'flat'
+  assert traj([0.2] * 5 + [0.2, 0.22, 0.24, 0.26, 0.28])['label'] == 'growing'
+  # Fitted change over steps 50-100 relative to the mean: -5% flat, -11% declining.
+  assert traj([0.2] * 5 + [0.2, 0.1975, 0.195, 0.1925, 0.19])['label'] == 'flat'
+  assert traj([0.2] * 5 + [0.2, 0.195, 0.19, 0.185, 0.18])['label'] == 'declining'
+  assert traj([0.2] * 5 + [0.2, 0.19, 0.18, 0.17, 0.16])['label'] == 'declining'
+  assert traj([0.2, 0.2])['label'] == 'n/a'
+
+
+def test_no_vq_run_has_usage_criteria_not_applicable(runs):
+  r = diagnose.check_run(diagnose.load_run(runs['no_vq']))
+  st = statuses(r)
+  assert st['usage_throughout'] == st['usage_trajectory'] == st['usage_end'] == 'n/a'
+  assert st['context_rank'] == st['target_rank'] == 'pass'
+  assert r['must_have_passed']
+
+
+def test_cli_json_baseline_and_strict(runs, capsys):
+  rc = diagnose.main([runs['healthy'], runs['collapsing'], '--json',
+                      '--baseline', runs['no_vq']])
+  assert rc == 0
+  out = json.loads(capsys.readouterr().out)
+  assert [r['variant'] for r in out] == ['healthy', 'collapsing']
+  bound = next(c for c in out[0]['criteria'] if c['name'] == 'val_loss')
+  assert bound['threshold'] == pytest.approx(1.1 * 7.75)
+  assert bound['status'] == 'pass'            # 7.8 < 8.525
+  nice = next(c for c in out[0]['criteria'] if c['name'] == 'val_loss_nice')
+  assert nice['threshold'] == pytest.approx(1.03 * 7.75) and nice['status'] == 'pass'
+  worse = next(c for c in out[1]['criteria'] if c['name'] == 'val_loss')
+  assert worse['status'] == 'fail'            # 8.99 > 8.525
+  assert diagnose.main([runs['collapsing'], '--strict']) == 3
+  text = capsys.readouterr().out
+  assert 'must  FAIL  VQ usage > 15% throughout' in text
+  assert 'declining: fitted change' in text
+  assert diagnose.main([runs['healthy'], '--strict', '--val_loss_bound', '9']) == 0
+
+
+def test_cli_names_a_folder_that_is_not_a_run(tmp_path, capsys):
+  assert diagnose.main([str(tmp_path)]) == 2
+  assert f'{tmp_path}: not a run folder' in capsys.readouterr().err
