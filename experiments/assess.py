@@ -35,6 +35,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from experiments import report
+from jepa_jax import diagnose
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINISHED = ('completed', 'early_stopped', 'aborted', 'failed')
@@ -94,9 +95,11 @@ def train_and_evaluate(variant: str, seed: int, path: str, config_arg: str,
     _log(f'{variant}/seed_{seed}: {status or "no summary"} (exit {rc}) in '
          f'{time.perf_counter() - t0:.0f} s')
   did['status'] = status
+  # A two-stage run is evaluated on its last stage (the final encoder and codes).
+  eval_dir = (diagnose.stage_dirs(path) or [path])[-1]
   if (status in ('completed', 'early_stopped', 'aborted') and
-      not os.path.exists(os.path.join(path, 'eval.json'))):
-    rc = _run([sys.executable, '-m', 'jepa_jax.evaluate', f'--workdir={path}'],
+      not os.path.exists(os.path.join(eval_dir, 'eval.json'))):
+    rc = _run([sys.executable, '-m', 'jepa_jax.evaluate', f'--workdir={eval_dir}'],
               os.path.join(path, 'eval.log'))
     did['evaluated'] = rc == 0
     if rc:

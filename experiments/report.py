@@ -447,7 +447,8 @@ def write_report(workdir: str, variants: Sequence[str], seeds: Sequence[int],
     found = []
     for seed in seeds:
       path = run_dir(workdir, var, seed)
-      if os.path.exists(os.path.join(path, 'config.json')):
+      if (os.path.exists(os.path.join(path, 'config.json')) or
+          diagnose.stage_dirs(path)):
         found.append(diagnose.load_run(path))
     if found:
       runs[var] = found

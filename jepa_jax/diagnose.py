@@ -94,6 +94,7 @@ class Run:
   embedding: List[Dict[str, Any]]
   epochs: List[Dict[str, Any]]
   eval: Optional[Dict[str, Any]] = None
+  parts: List['Run'] = dataclasses.field(default_factory=list)   # two-stage stages
 
   @property
   def variant(self) -> str:
@@ -119,8 +120,47 @@ def _read_json(path):
     return json.load(f)
 
 
+STAGES = ('stage1', 'stage2')
+
+
+def stage_dirs(path: str) -> List[str]:
+  """The stage folders of a two-stage run folder (configs/two_stage.py), else []."""
+  if os.path.exists(os.path.join(path, 'config.json')):
+    return []
+  return [os.path.join(path, s) for s in STAGES
+          if os.path.exists(os.path.join(path, s, 'config.json'))]
+
+
+def _offset(recs, step, epoch):
+  return [{**r, 'step': r['step'] + step, 'epoch': r['epoch'] + epoch} for r in recs]
+
+
+def _two_stage(path: str, parts: List[Run]) -> Run:
+  """One run of a two-stage folder: logs of the stages end to end (stage 2's
+  steps and epochs offset by stage 1's), stage 2's config, eval and status,
+  `num_epochs` the sum of the stages'. Red flags are found per stage."""
+  config = json.loads(json.dumps(parts[-1].config))
+  variant = config.get('variant', 'two_stage')
+  config['variant'] = variant.rsplit('_stage', 1)[0]
+  config.setdefault('train', {})['num_epochs'] = sum(p.num_epochs or 0 for p in parts)
+  emb, epochs, step, epoch = [], [], 0, 0
+  for part in parts:
+    emb += _offset(part.embedding, step, epoch)
+    epochs += _offset(part.epochs, step, epoch)
+    step += ((part.summary or {}).get('steps') or
+             (part.epochs[-1]['step'] if part.epochs else 0))
+    epoch += len(part.epochs)
+  summary = _read_json(os.path.join(path, 'summary.json')) or parts[-1].summary
+  return Run(path=path, config=config, summary=summary, embedding=emb, epochs=epochs,
+             eval=parts[-1].eval, parts=parts)
+
+
 def load_run(path: str) -> Run:
-  """Reads a run folder; raises ValueError naming it when it holds no run."""
+  """Reads a run folder (or a two-stage folder); raises ValueError naming it
+  when it holds no run."""
+  stages = stage_dirs(path)
+  if stages:
+    return _two_stage(path, [load_run(s) for s in stages])
   config = _read_json(os.path.join(path, 'config.json'))
   if config is None:
     raise ValueError(f'{path}: not a run folder (no config.json)')
@@ -167,7 +207,10 @@ def usage_trajectory(embedding: Sequence[Dict[str, Any]], criteria: Criteria = C
 
 def red_flags(run: Run) -> List[str]:
   """Red flags of a run: the monitor's abort rules replayed on its logs, and a
-  failed status."""
+  failed status. A two-stage run: each stage's, prefixed with its name (the
+  loss changes between stages, so val losses are not compared across them)."""
+  if run.parts:
+    return [f'{os.path.basename(p.path)}: {f}' for p in run.parts for f in red_flags(p)]
   rules = monitor.Rules.from_config(run.config)
   _, events = monitor.replay(run.embedding, run.epochs, rules)
   flags = [e['message'] for e in events if e['severity'] == 'abort']
@@ -177,6 +220,11 @@ def red_flags(run: Run) -> List[str]:
 
 
 def alert_counts(run: Run) -> Dict[str, int]:
+  if run.parts:
+    total = Counter()
+    for p in run.parts:
+      total.update(alert_counts(p))
+    return dict(total)
   rules = monitor.Rules.from_config(run.config)
   _, events = monitor.replay(run.embedding, run.epochs, rules)
   return dict(Counter(e['rule'] for e in events if e['severity'] == 'alert'))

@@ -140,3 +140,23 @@ def test_cli_json_baseline_and_strict(runs, capsys):
 def test_cli_names_a_folder_that_is_not_a_run(tmp_path, capsys):
   assert diagnose.main([str(tmp_path)]) == 2
   assert f'{tmp_path}: not a run folder' in capsys.readouterr().err
+
+
+def test_two_stage_folder_is_one_run_with_stages_end_to_end(tmp_path):
+  top = tmp_path / 'two_stage'
+  make_run(top / 'stage1', [(100, 0), (200, 0), (300, 0)], [12.0] * 3, [25.0] * 3,
+           [8.0, 7.9, 7.8], vq=False)
+  make_run(top / 'stage2', [(100, 0.30), (200, 0.31)], [12.0] * 2, [25.0] * 2,
+           [9.0, 15.0])                       # 15 > 1.5 x 9: a stage-2 red flag
+  (top / 'summary.json').write_text(json.dumps({'status': 'completed'}))
+  run = diagnose.load_run(str(top))
+  assert run.variant == 'stage2' and run.num_epochs == 5 and run.status == 'completed'
+  assert [r['step'] for r in run.embedding] == [100, 200, 300, 400, 500]
+  assert [(e['epoch'], e['step']) for e in run.epochs] == [
+      (0, 100), (1, 200), (2, 300), (3, 400), (4, 500)]
+  # Red flags per stage: stage 2's higher loss (commitment term) against
+  # stage 1's best is no spike, its own 9 -> 15 is.
+  assert diagnose.red_flags(run) == [
+      'stage2: val loss 15 > 1.5 x best 9 (epoch 0) at epoch 1']
+  r = diagnose.check_run(run)
+  assert statuses(r)['usage_throughout'] == 'pass'
