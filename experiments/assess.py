@@ -74,8 +74,10 @@ def train_and_evaluate(variant: str, seed: int, path: str, config_arg: str,
   did = {'variant': variant, 'seed': seed, 'trained': False, 'evaluated': False}
   status = _status(path)
   if status not in FINISHED:
-    has_run = os.path.exists(os.path.join(path, 'config.json'))
-    if has_run and not os.path.isdir(os.path.join(path, 'checkpoints')):
+    folders = diagnose.stage_dirs(path) or [path]
+    has_run = any(os.path.exists(os.path.join(f, 'config.json')) for f in folders)
+    resumable = any(os.path.isdir(os.path.join(f, 'checkpoints')) for f in folders)
+    if has_run and not resumable:
       n = 0
       while os.path.exists(f'{path}.incomplete-{n}'):
         n += 1
