@@ -53,6 +53,9 @@ def load_trained_state(workdir: str):
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise ValueError(f'{workdir}: not a run folder (no config.json)')
+  weights = os.path.join(workdir, final_state.FINAL_STATE)
+  if not os.path.exists(weights):
+    raise ValueError(f'{weights}: no final weights (the run did not finish)')
   with open(path) as f:
     cfg = ConfigDict(json.load(f))
   config_lib.validate(cfg)
