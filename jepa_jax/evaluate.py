@@ -55,7 +55,8 @@ def load_trained_state(workdir: str):
     raise ValueError(f'{workdir}: not a run folder (no config.json)')
   weights = os.path.join(workdir, final_state.FINAL_STATE)
   if not os.path.exists(weights):
-    raise ValueError(f'{weights}: no final weights (a run writes them when it ends; this one did not end or predates them)')
+    raise ValueError(f'{weights}: no final weights (a run writes them when it ends; '
+                     'this one did not end or predates them)')
   with open(path) as f:
     cfg = ConfigDict(json.load(f))
   config_lib.validate(cfg)
