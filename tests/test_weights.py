@@ -23,18 +23,21 @@ def test_weighted_losses_equal_losses_of_valid_rows(rows):
   junk = np.where(keep[:, None], p, 1e3)            # invalid rows: any content
   tau = jnp.float32(0.1)
   key = jax.random.PRNGKey(0)
-  close = lambda a, b: np.testing.assert_allclose(float(a), float(b), rtol=2e-5)
-  close(losses.infonce_loss(junk, t, tau, w), losses.infonce_loss(p[keep], t[keep], tau))
-  close(losses.sigreg_loss(junk, key, 16, weights=w),
-        losses.sigreg_loss(p[keep], key, 16))
-  close(losses.invariance_loss(junk, t, w), losses.invariance_loss(p[keep], t[keep]))
-  close(losses.relational_loss(junk, t, w), losses.relational_loss(p[keep], t[keep]))
-  close(losses.commitment_loss(junk, t, w), losses.commitment_loss(p[keep], t[keep]))
-  close(losses.codebook_loss(junk, t, w), losses.codebook_loss(p[keep], t[keep]))
+
+  @jax.jit
+  def all_losses(x, y, w=None):
+    kw = {} if w is None else {'weights': w}
+    return {'infonce': losses.infonce_loss(x, y, tau, **kw),
+            'sigreg': losses.sigreg_loss(x, key, 16, **kw),
+            'invariance': losses.invariance_loss(x, y, **kw),
+            'relational': losses.relational_loss(x, y, **kw),
+            'commitment': losses.commitment_loss(x, y, **kw),
+            'codebook': losses.codebook_loss(x, y, **kw)}
+
+  chex.assert_trees_all_close(all_losses(junk, t, w), all_losses(p[keep], t[keep]),
+                              rtol=2e-5)
   # Gradients never reach invalid rows.
-  g = jax.grad(lambda x: losses.infonce_loss(x, t, tau, w)
-               + losses.sigreg_loss(x, key, 16, weights=w)
-               + losses.relational_loss(x, t, w))(junk)
+  g = jax.jit(jax.grad(lambda x: sum(all_losses(x, t, w).values())))(junk)
   assert np.all(np.asarray(g)[~keep] == 0) and np.any(np.asarray(g)[keep] != 0)
 
 
