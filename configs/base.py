@@ -6,7 +6,10 @@ every 500 steps below 5% of the uniform share), temperature in [0.07, 0.15],
 relational weights 0.05 / 0.025. Model and schedule sizes are scaled to the
 embedded digits data so a run fits a laptop CPU.
 
-Variant strings (`--config=configs/gentle.py:tiny`):
+Variant strings (`--config=configs/gentle.py:tiny`, comma-separated, applied
+in order):
+  arc    the same variant on ARC-AGI grids (`apply_arc`): colour embedding,
+         30x30 canvas of 3x3-cell patches, masking sized for it.
   tiny   a few steps of a very small model (tests, smoke runs).
 """
 import ml_collections
@@ -22,9 +25,17 @@ def get_config(arg=None):
   c.data.name = 'digits'
   c.data.val_fraction = 0.15      # fixed split: 1,527 train / 270 val digits
   c.data.split_seed = 0
+  c.data.path = config_dict.placeholder(str)  # npz: the .npz file; folder: the folder
+  c.data.arc_version = 'arc-agi-1'            # arc: 'arc-agi-1', 'kaggle2019', 'arc-agi-2'
+  c.data.canvas_size = 30                     # arc: grids padded to a 30x30 canvas
+  c.data.image_size = (32, 32)                # folder: images resized to (rows, cols)
+  c.data.channels = 1                         # folder: 1 grayscale, 3 RGB
 
   c.model = ml_collections.ConfigDict()
   c.model.patch_size = 2          # 8x8 digits -> 4x4 grid of 16 tokens
+  c.model.patch_embed = 'conv'    # 'conv': pixels; 'colour': learned colour table
+  c.model.num_colours = 10        # 'colour': colour ids 0..num_colours-1
+  c.model.colour_dim = 16         # 'colour': width of a cell's colour embedding
   c.model.embed_dim = 64
   c.model.depth = 4
   c.model.num_heads = 4
@@ -105,13 +116,37 @@ def get_config(arg=None):
   return apply_variant_arg(c, arg)
 
 
+def apply_arc(c):
+  """Switches a config to ARC-AGI-1 grids (data, patch embedding, masking).
+
+  Grids (1x1..30x30 colour ids) sit on a 30x30 canvas cut into 3x3-cell
+  patches: a 10x10 token grid of which a median grid covers 12 tokens.
+  Target blocks of 2x2 tokens (6x6 cells) and up to 16 context tokens; on
+  small grids the masks flag the slots they cannot fill (see masking.py).
+  """
+  c.data.name = 'arc'
+  c.data.arc_version = 'arc-agi-1'
+  c.data.canvas_size = 30
+  c.model.patch_embed = 'colour'
+  c.model.patch_size = 3
+  c.model.num_colours = 10
+  c.model.colour_dim = 16
+  c.masking.num_target_blocks = 2
+  c.masking.target_block_size = (2, 2)
+  c.masking.context_block_size = (4, 4)
+  c.masking.num_context_tokens = 16
+  return c
+
+
 def apply_variant_arg(c, arg):
   """Applies the `:arg` variant string shared by every config file."""
   for token in (arg or '').split(','):
     token = token.strip()
     if not token:
       continue
-    if token == 'tiny':
+    if token == 'arc':
+      apply_arc(c)
+    elif token == 'tiny':
       c.model.embed_dim = 16
       c.model.depth = 1
       c.model.num_heads = 2
@@ -130,5 +165,5 @@ def apply_variant_arg(c, arg):
       c.train.progress_bar = False
       c.vq.refresh_interval = min(c.vq.refresh_interval, 2)
     else:
-      raise ValueError(f'unknown config variant {token!r} (known: tiny)')
+      raise ValueError(f'unknown config variant {token!r} (known: arc, tiny)')
   return c

@@ -66,6 +66,25 @@ def validate(cfg) -> None:
         f'unknown dataset (available: {", ".join(data.available())})')
   check('data.val_fraction', 0.0 < number('data.val_fraction') < 1.0,
         'must be in (0, 1)')
+  if cfg.data.name == 'arc':
+    check('data.arc_version', cfg.data.arc_version in data.arc.VERSIONS,
+          f'unknown ARC version (known: {", ".join(sorted(data.arc.VERSIONS))})')
+    positive_int('data.canvas_size')
+  if cfg.data.name in ('npz', 'folder'):
+    check('data.path', isinstance(cfg.data.path, str) and bool(cfg.data.path),
+          f"data.name={cfg.data.name!r} needs the path of its "
+          f"{'.npz file' if cfg.data.name == 'npz' else 'image folder'}")
+  if cfg.data.name == 'folder':
+    size = cfg.data.image_size
+    check('data.image_size', len(size) == 2 and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size),
+          'must be a pair of positive integers (rows, cols)')
+    check('data.channels', cfg.data.channels in (1, 3), 'must be 1 (grayscale) or 3 (RGB)')
+  check('model.patch_embed', cfg.model.patch_embed in ('conv', 'colour'),
+        "must be 'conv' (pixel values) or 'colour' (colour ids, learned table)")
+  if cfg.model.patch_embed == 'colour':
+    positive_int('model.num_colours')
+    positive_int('model.colour_dim')
   for key in ('model.patch_size', 'model.embed_dim', 'model.depth', 'model.num_heads',
               'model.predictor_dim', 'model.predictor_depth',
               'model.predictor_num_heads', 'masking.num_target_blocks',
@@ -154,8 +173,27 @@ def validate(cfg) -> None:
   del m
 
 
-def check_against_data(cfg, image_shape) -> tuple:
-  """Checks the config against the data's image shape; returns the token grid."""
+def check_against_data(cfg, image_shape, num_colours=None) -> tuple:
+  """Checks the config against the data; returns the token grid.
+
+  image_shape is the data's (H, W, C); num_colours is `Dataset.num_colours`
+  (None for continuous images).
+  """
+  colour = cfg.model.patch_embed == 'colour'
+  if num_colours is not None and not colour:
+    raise ConfigError('model.patch_embed', cfg.model.patch_embed,
+                      f"dataset {cfg.data.name!r} holds colour ids: use 'colour'")
+  if num_colours is None and colour:
+    raise ConfigError('model.patch_embed', cfg.model.patch_embed,
+                      f"dataset {cfg.data.name!r} holds pixel values, not colour ids: "
+                      "use 'conv'")
+  if colour and num_colours > cfg.model.num_colours:
+    raise ConfigError('model.num_colours', cfg.model.num_colours,
+                      f'fewer than the {num_colours} colours of dataset {cfg.data.name!r}')
+  if colour and image_shape[2] != 1:
+    raise ConfigError('model.patch_embed', cfg.model.patch_embed,
+                      f'colour ids need one channel, dataset {cfg.data.name!r} has '
+                      f'{image_shape[2]}')
   h, w = image_shape[:2]
   p = cfg.model.patch_size
   if h % p or w % p:

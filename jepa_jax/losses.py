@@ -16,6 +16,14 @@ Contents (formula and source in each docstring):
 * `relational_loss`   - relational (pairwise cosine-similarity) matching.
 * `commitment_loss`,
   `codebook_loss`     - the two VQ-VAE bottleneck terms.
+
+Weights: every loss takes an optional `weights` argument, one non-negative
+weight per row (per sample for `relational_loss`), typically 0/1 validity
+flags for padded inputs (ARC grids on a fixed canvas). Rows with weight 0
+then contribute nothing, neither as a term nor as an InfoNCE negative nor to
+the SIGReg statistics: for 0/1 weights each loss equals the unweighted loss
+of the valid rows alone. Without weights the original computation runs
+unchanged.
 """
 from __future__ import annotations
 
@@ -31,6 +39,12 @@ def _f32(x):
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
+def _weighted_mean(values, weights):
+  """sum_i w_i v_i / sum_i w_i (0 when all weights are 0); values, weights (N,)."""
+  w = _f32(weights)
+  return jnp.sum(w * values) / jnp.maximum(jnp.sum(w), jnp.finfo(jnp.float32).tiny)
+
+
 def l2_normalize(x, axis=-1, eps=_NORM_EPS):
   """x / max(||x||, eps) along `axis`; finite value and gradient at x = 0."""
   sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
@@ -42,7 +56,7 @@ def l2_normalize(x, axis=-1, eps=_NORM_EPS):
 # --------------------------------------------------------------------------
 
 
-def infonce_loss(pred, target, temperature):
+def infonce_loss(pred, target, temperature, weights=None):
   """InfoNCE (CPC) loss with cosine-similarity logits, pred -> target.
 
   pred, target: (N, D); row i of `pred` and row i of `target` are a positive
@@ -56,6 +70,9 @@ def infonce_loss(pred, target, temperature):
   The loss is one-directional (pred -> target only: the softmax runs over
   targets for each prediction; there is no symmetric target -> pred term).
 
+  With weights w (N,): rows with w_j = 0 are dropped as negatives
+  (logits_ij = -1e30 for every i) and the loss is sum_i w_i CE_i / sum_i w_i.
+
   `temperature` is a scalar jax value and the gradient flows to it: it is a
   learnable parameter. It is NOT clipped here; clipping to
   [temperature_min, temperature_max] is applied to the parameter after the
@@ -68,8 +85,13 @@ def infonce_loss(pred, target, temperature):
   p = l2_normalize(_f32(pred))
   t = l2_normalize(_f32(target))
   logits = (p @ t.T) / _f32(temperature)
+  if weights is None:
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.diagonal(log_probs))
+  w = _f32(weights)
+  logits = jnp.where((w > 0)[None, :], logits, -1e30)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.mean(jnp.diagonal(log_probs))
+  return -_weighted_mean(jnp.diagonal(log_probs), w)
 
 
 # --------------------------------------------------------------------------
@@ -94,13 +116,24 @@ def _ep_nodes(num_points, t_max):
   return t, phi, quad * phi
 
 
-def _epps_pulley_columns(y, num_points, t_max):
-  """Epps-Pulley statistic of every column of y (N, M) -> (M,)."""
+def _epps_pulley_columns(y, num_points, t_max, row_weights=None):
+  """Epps-Pulley statistic of every column of y (N, M) -> (M,).
+
+  With row_weights w (N,) the empirical characteristic function is the
+  w-weighted mean over rows and N is replaced by sum_n w_n.
+  """
   n = y.shape[0]
   t, phi, weights = _ep_nodes(num_points, t_max)
   yt = y[..., None] * t                               # (N, M, P)
-  re = jnp.mean(jnp.cos(yt), axis=0)                  # Re phi_N(t), (M, P)
-  im = jnp.mean(jnp.sin(yt), axis=0)                  # Im phi_N(t), (M, P)
+  if row_weights is None:
+    re = jnp.mean(jnp.cos(yt), axis=0)                # Re phi_N(t), (M, P)
+    im = jnp.mean(jnp.sin(yt), axis=0)                # Im phi_N(t), (M, P)
+  else:
+    w = _f32(row_weights)
+    n = jnp.sum(w)
+    w_norm = (w / jnp.maximum(n, jnp.finfo(jnp.float32).tiny))[:, None, None]
+    re = jnp.sum(w_norm * jnp.cos(yt), axis=0)
+    im = jnp.sum(w_norm * jnp.sin(yt), axis=0)
   err = jnp.square(re - phi) + jnp.square(im)         # |phi_N(t) - phi(t)|^2
   return n * (err @ weights)
 
@@ -139,7 +172,7 @@ def sigreg_directions(rng, dim, num_slices):
   return a / jnp.linalg.norm(a, axis=0, keepdims=True)
 
 
-def sigreg_loss(x, rng, num_slices=256, num_points=17, t_max=3.0):
+def sigreg_loss(x, rng, num_slices=256, num_points=17, t_max=3.0, weights=None):
   """SIGReg: Sketched Isotropic Gaussian Regularisation (LeJEPA).
 
   x: (N, D) embeddings, rng: PRNG key for the slice directions.
@@ -153,6 +186,8 @@ def sigreg_loss(x, rng, num_slices=256, num_points=17, t_max=3.0):
   matches x to N(0, I): SIGReg is O(1) (about sqrt(2 pi) - sqrt(2 pi / 3)
   ~ 1.06 per slice in expectation) for N(0, I) samples and O(N) for collapsed
   ones. Gradients flow to x only; the directions are constants of rng.
+  With weights w (N,), EP uses the w-weighted empirical characteristic
+  function and sum_n w_n in place of N (0/1 weights: SIGReg of the valid rows).
 
   Source: Balestriero & LeCun 2025, "LeJEPA: Provable and Scalable
   Self-Supervised Learning Without the Heuristics" (arXiv:2511.08544).
@@ -175,7 +210,7 @@ def sigreg_loss(x, rng, num_slices=256, num_points=17, t_max=3.0):
   if x.ndim != 2:
     raise ValueError(f'sigreg_loss expects (N, D) embeddings, got shape {x.shape}')
   a = sigreg_directions(rng, x.shape[-1], num_slices)
-  return jnp.mean(_epps_pulley_columns(x @ a, num_points, t_max))
+  return jnp.mean(_epps_pulley_columns(x @ a, num_points, t_max, weights))
 
 
 # --------------------------------------------------------------------------
@@ -183,17 +218,21 @@ def sigreg_loss(x, rng, num_slices=256, num_points=17, t_max=3.0):
 # --------------------------------------------------------------------------
 
 
-def invariance_loss(pred, target):
+def invariance_loss(pred, target, weights=None):
   """VICReg's invariance term on the JEPA pair: mean squared error.
 
       loss = (1/(N D)) sum_{n,d} (pred_nd - target_nd)^2
 
-  i.e. the mean over rows and dimensions. The caller applies stop_gradient to
+  i.e. the mean over rows and dimensions (with weights w (N,):
+  sum_n w_n mean_d (pred_nd - target_nd)^2 / sum_n w_n). The caller applies stop_gradient to
   the target (EMA target encoder); nothing is stopped here.
 
   Source: Bardes, Ponce & LeCun 2022, "VICReg" (invariance term s(Z, Z')).
   """
-  return jnp.mean(jnp.square(_f32(pred) - _f32(target)))
+  sq = jnp.square(_f32(pred) - _f32(target))
+  if weights is None:
+    return jnp.mean(sq)
+  return _weighted_mean(jnp.mean(sq, axis=-1), weights)
 
 
 def _cosine_similarity_matrix(x):
@@ -201,7 +240,7 @@ def _cosine_similarity_matrix(x):
   return xn @ xn.T
 
 
-def relational_loss(a, b):
+def relational_loss(a, b, weights=None):
   """Relational matching of the pairwise cosine-similarity structure.
 
   a, b: (B, D), one embedding per sample (the same B samples, e.g. pooled
@@ -213,7 +252,9 @@ def relational_loss(a, b):
 
   The diagonal (always 1 in both) is excluded. The loss is invariant to a
   rotation or positive rescaling of either set. With B = 1 there are no
-  pairs and the loss is 0.
+  pairs and the loss is 0. With per-sample weights w (B,), pair (i, j)
+  weighs w_i w_j: loss = sum_{i != j} w_i w_j (S_a - S_b)_ij^2 /
+  sum_{i != j} w_i w_j (0 with fewer than two weighted samples).
 
   Source: Park, Kim, Lu & Cho 2019, "Relational Knowledge Distillation"
   (angle/distance-wise relational losses); this is the cosine-similarity
@@ -226,7 +267,12 @@ def relational_loss(a, b):
   n = a.shape[0]
   diff = _cosine_similarity_matrix(a) - _cosine_similarity_matrix(b)
   off_diag = 1.0 - jnp.eye(n, dtype=diff.dtype)
-  return jnp.sum(jnp.square(diff) * off_diag) / max(n * (n - 1), 1)
+  if weights is None:
+    return jnp.sum(jnp.square(diff) * off_diag) / max(n * (n - 1), 1)
+  w = _f32(weights)
+  pair = w[:, None] * w[None, :] * off_diag
+  return jnp.sum(jnp.square(diff) * pair) / jnp.maximum(
+      jnp.sum(pair), jnp.finfo(jnp.float32).tiny)
 
 
 # --------------------------------------------------------------------------
@@ -234,32 +280,37 @@ def relational_loss(a, b):
 # --------------------------------------------------------------------------
 
 
-def _row_sq_dist(u, v):
-  """mean over all leading dims of sum over the last dim of (u - v)^2."""
-  return jnp.mean(jnp.sum(jnp.square(_f32(u) - _f32(v)), axis=-1))
+def _row_sq_dist(u, v, weights=None):
+  """mean over all leading dims of sum over the last dim of (u - v)^2
+  (w-weighted mean with weights of the leading shape)."""
+  rows = jnp.sum(jnp.square(_f32(u) - _f32(v)), axis=-1)
+  if weights is None:
+    return jnp.mean(rows)
+  return _weighted_mean(rows.reshape(-1), jnp.reshape(weights, (-1,)))
 
 
-def commitment_loss(z, z_q):
+def commitment_loss(z, z_q, weights=None):
   """VQ-VAE commitment term (without its beta): mean_rows ||z - sg(z_q)||^2.
 
   z: encoder outputs (..., D); z_q: their quantized codes (same shape). The
   squared error is summed over D and averaged over all other axes. Gradient
   reaches z only (z_q is stop-gradiented), pulling the encoder towards its
-  codes; the caller multiplies by the commitment cost beta.
+  codes; the caller multiplies by the commitment cost beta. Optional weights
+  (z's leading shape) make the average over rows a weighted one.
 
   Source: van den Oord, Vinyals & Kavukcuoglu 2017, "Neural Discrete
   Representation Learning" (VQ-VAE), third term of Eq. 3.
   """
-  return _row_sq_dist(z, jax.lax.stop_gradient(z_q))
+  return _row_sq_dist(z, jax.lax.stop_gradient(z_q), weights)
 
 
-def codebook_loss(z, z_q):
+def codebook_loss(z, z_q, weights=None):
   """VQ-VAE codebook term: mean_rows ||sg(z) - z_q||^2.
 
-  Same reduction as `commitment_loss`; gradient reaches z_q (and through it
+  Same reduction (and weights) as `commitment_loss`; gradient reaches z_q (and through it
   the codebook) only. Used when the codebook is trained by gradient rather
   than by EMA updates.
 
   Source: van den Oord et al. 2017 (VQ-VAE), second term of Eq. 3.
   """
-  return _row_sq_dist(jax.lax.stop_gradient(z), z_q)
+  return _row_sq_dist(jax.lax.stop_gradient(z), z_q, weights)

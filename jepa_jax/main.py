@@ -10,6 +10,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jepa_jax import config_lib
+from jepa_jax import data
 from jepa_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:variant]).')
@@ -24,6 +25,9 @@ def main(argv):
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except config_lib.ConfigError as err:
     print(f'config error: {err}', file=sys.stderr)
+    sys.exit(2)
+  except data.DataError as err:
+    print(f'data error: {err}', file=sys.stderr)
     sys.exit(2)
   except train.TrainingError as err:
     print(f'error: {err}', file=sys.stderr)

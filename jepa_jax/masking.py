@@ -14,6 +14,12 @@ Because M, T and K are fixed by the config, every step has the same shapes and
 the train step compiles once. Randomness for sample i derives from
 `fold_in(rng, global_sample_index_i)`, so masks do not depend on how a global
 batch is split over devices.
+
+Padded grids (`sample_masks_valid`, e.g. ARC on a fixed canvas): only valid
+tokens (those covering real grid cells) may be context or target. Shapes stay
+the same; every slot carries a validity flag instead, False where it could
+not be filled (a 1x1 grid has one valid token: one context slot is valid and
+no target slot is). See `sample_one_valid`.
 """
 from __future__ import annotations
 
@@ -67,3 +73,84 @@ def sample_masks(rng, sample_ids, grid, mask_cfg):
       k, tuple(grid), mask_cfg.num_target_blocks,
       tuple(mask_cfg.target_block_size), tuple(mask_cfg.context_block_size),
       mask_cfg.num_context_tokens))(keys)
+
+
+def _valid_box(valid_grid):
+  """Bounding box (r0, r1, c0, c1), inclusive, of the True cells of (gh, gw).
+
+  All False gives the whole grid.
+  """
+  gh, gw = valid_grid.shape
+  rows, cols = valid_grid.any(axis=1), valid_grid.any(axis=0)
+  r0, c0 = jnp.argmax(rows), jnp.argmax(cols)
+  r1, c1 = gh - 1 - jnp.argmax(rows[::-1]), gw - 1 - jnp.argmax(cols[::-1])
+  return r0, r1, c0, c1
+
+
+def _block_in_box(rng, grid, block, box):
+  """A (bh, bw) block placed uniformly inside `box` where it fits, else at the
+  box's top-left corner (clipped to the grid) -> its row-major indices."""
+  gh, gw = grid
+  bh, bw = block
+  r0, r1, c0, c1 = box
+  kr, kc = jax.random.split(rng)
+  r = jax.random.randint(kr, (), r0, jnp.maximum(r0, r1 - bh + 1) + 1)
+  c = jax.random.randint(kc, (), c0, jnp.maximum(c0, c1 - bw + 1) + 1)
+  r, c = jnp.minimum(r, gh - bh), jnp.minimum(c, gw - bw)
+  rows = r + jnp.arange(bh)[:, None]
+  cols = c + jnp.arange(bw)[None, :]
+  return (rows * gw + cols).reshape(-1)
+
+
+def sample_one_valid(rng, valid, grid, num_target_blocks, target_block,
+                     context_block, num_context_tokens):
+  """Masks for one padded sample with token validity `valid` (N,) bool.
+
+  1. One valid token, uniformly drawn, is reserved for the context, so any
+     sample with a valid token has a valid context.
+  2. M target blocks of (th, tw) tokens, each placed uniformly inside the
+     bounding box of the valid tokens where it fits (else at the box's
+     corner). A target slot is valid iff its token is valid and is not the
+     reserved token.
+  3. K context tokens by priority: the reserved token first, then valid
+     non-target tokens of a random (ch, cw) context block (placed like the
+     targets), then the other valid non-target tokens. Slots left over (fewer
+     valid tokens than K) are invalid.
+
+  Returns ctx_idx (K,), tgt_idx (M, T) int32 and ctx_valid (K,),
+  tgt_valid (M, T) bool. Indices of invalid slots are arbitrary in-range
+  tokens and must be ignored through the flags.
+  """
+  n = grid[0] * grid[1]
+  k_res, k_tgt, k_ctx, k_prio = jax.random.split(rng, 4)
+  box = _valid_box(valid.reshape(grid))
+  tokens = jnp.arange(n)
+  reserved = jnp.argmax(jnp.where(valid, jax.random.uniform(k_res, (n,)), -1.0))
+  tgt_idx = jax.vmap(lambda k: _block_in_box(k, grid, target_block, box))(
+      jax.random.split(k_tgt, num_target_blocks))
+  tgt_valid = valid[tgt_idx] & (tgt_idx != reserved)
+  is_target = jnp.zeros((n,), bool).at[tgt_idx.reshape(-1)].set(True)
+  is_target = is_target & (tokens != reserved)
+  in_ctx_block = jnp.zeros((n,), bool).at[
+      _block_in_box(k_ctx, grid, context_block, box)].set(True)
+  priority = in_ctx_block.astype(jnp.float32) + jax.random.uniform(k_prio, (n,))
+  priority = jnp.where(tokens == reserved, 3.0, priority)
+  priority = jnp.where(is_target | ~valid, -jnp.inf, priority)
+  top, ctx_idx = jax.lax.top_k(priority, num_context_tokens)
+  order = jnp.argsort(ctx_idx)
+  return (ctx_idx[order].astype(jnp.int32), tgt_idx.astype(jnp.int32),
+          jnp.isfinite(top[order]), tgt_valid)
+
+
+def sample_masks_valid(rng, sample_ids, grid, mask_cfg, token_valid):
+  """Masks for a batch of padded samples; `sample_masks` with validity.
+
+  token_valid: (B, N) bool, the valid tokens of each sample.
+  Returns ctx_idx (B, K), tgt_idx (B, M, T), ctx_valid (B, K) and
+  tgt_valid (B, M, T); see `sample_one_valid`.
+  """
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(sample_ids)
+  return jax.vmap(lambda k, v: sample_one_valid(
+      k, v, tuple(grid), mask_cfg.num_target_blocks,
+      tuple(mask_cfg.target_block_size), tuple(mask_cfg.context_block_size),
+      mask_cfg.num_context_tokens))(keys, token_valid)

@@ -8,6 +8,16 @@ Token layout. An image (H, W, C) is cut into non-overlapping `patch_size`
 patches on a (H/p) x (W/p) grid, numbered row-major 0..N-1. Positions are
 fixed 2-D sin-cos embeddings (MAE / I-JEPA). Encoders see a subset of tokens
 given by integer indices, so masking never changes shapes.
+
+Categorical grids (`patch_embed='colour'`, e.g. ARC). Each cell holds a
+colour id; a cell < 0 is padding. Every cell gets a learned colour embedding
+(an `nn.Embed` table with one extra row shared by all padding cells, so the
+padding's values never matter) and a strided convolution over the cell
+embeddings makes the patch tokens. A token is valid if any of its cells is a
+real grid cell (`token_validity`). Given token validity flags, encoder and
+predictor attention ignore invalid keys, so the outputs at valid tokens do
+not depend on padding at all. Without flags (pixel images) every token is
+valid and attention is unmasked, exactly as before.
 """
 from __future__ import annotations
 
@@ -44,6 +54,22 @@ def gather_tokens(x: jax.Array, idx: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, idx[..., None], axis=1)
 
 
+def token_validity(images: jax.Array, patch_size: int) -> jax.Array:
+  """(B, H, W, 1) colour ids (padding < 0) -> (B, N) bool, row-major tokens.
+
+  A token is valid iff at least one cell of its patch is a grid cell (>= 0).
+  """
+  b, h, w = images.shape[:3]
+  p = patch_size
+  cells = images[..., 0] >= 0
+  return cells.reshape(b, h // p, p, w // p, p).any(axis=(2, 4)).reshape(b, -1)
+
+
+def key_mask(valid: Optional[jax.Array]):
+  """(B, K) bool validity -> (B, 1, 1, K) attention mask over keys, or None."""
+  return None if valid is None else valid[:, None, None, :]
+
+
 class MlpBlock(nn.Module):
   hidden: int
 
@@ -61,9 +87,9 @@ class Block(nn.Module):
   mlp_ratio: float = 4.0
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, mask=None):
     y = nn.LayerNorm()(x)
-    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(y, y)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(y, y, mask=mask)
     y = nn.LayerNorm()(x)
     return x + MlpBlock(int(self.mlp_ratio * x.shape[-1]))(y)
 
@@ -71,19 +97,35 @@ class Block(nn.Module):
 class ViTEncoder(nn.Module):
   """Patch embedding + fixed 2-D positions + pre-norm blocks + final LayerNorm.
 
-  `__call__(images, token_idx=None)`: images (B, H, W, C); token_idx (B, K)
-  selects which patch tokens the encoder sees (None: all N). Returns (B, K, D).
+  `__call__(images, token_idx=None, token_valid=None)`: images (B, H, W, C);
+  token_idx (B, K) selects which patch tokens the encoder sees (None: all N);
+  token_valid (B, K) (or (B, N) without token_idx) bool flags the tokens
+  attention may use as keys (None: all). Returns (B, K, D).
+
+  patch_embed='conv': a strided convolution of the pixel values.
+  patch_embed='colour': images hold colour ids (padding < 0); cell embedding
+  E[id] (E has num_colours + 1 rows, the last for padding) then the strided
+  convolution over the (B, H, W, colour_dim) cell embeddings.
   """
   patch_size: int
   embed_dim: int
   depth: int
   num_heads: int
   mlp_ratio: float = 4.0
+  patch_embed: str = 'conv'
+  num_colours: int = 10
+  colour_dim: int = 16
 
   @nn.compact
-  def __call__(self, images, token_idx: Optional[jax.Array] = None):
+  def __call__(self, images, token_idx: Optional[jax.Array] = None,
+               token_valid: Optional[jax.Array] = None):
     b, h, w, _ = images.shape
     p = self.patch_size
+    if self.patch_embed == 'colour':
+      ids = images[..., 0]
+      ids = jnp.where(ids >= 0, jnp.clip(jnp.round(ids), 0, self.num_colours - 1),
+                      self.num_colours).astype(jnp.int32)
+      images = nn.Embed(self.num_colours + 1, self.colour_dim, name='colour_embed')(ids)
     x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding='VALID',
                 name='patch_embed')(images)
     gh, gw = h // p, w // p
@@ -91,19 +133,23 @@ class ViTEncoder(nn.Module):
     x = x + sincos_pos_embed_2d(self.embed_dim, gh, gw)[None]
     if token_idx is not None:
       x = gather_tokens(x, token_idx)
+    mask = key_mask(token_valid)
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}')(x)
+      x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}')(x, mask)
     return nn.LayerNorm(name='norm')(x)
 
 
 class Predictor(nn.Module):
   """Narrow I-JEPA predictor.
 
-  `__call__(ctx, ctx_idx, tgt_idx, grid)`: ctx (B, K, D) context tokens
-  (possibly quantized), ctx_idx (B, K) their positions, tgt_idx (B, M, T) the
-  positions of M target blocks of T tokens. Each block is predicted in its own
-  sequence [context tokens + pos ; mask token + target pos] as in I-JEPA, so
-  blocks may overlap. Returns predictions (B, M, T, D).
+  `__call__(ctx, ctx_idx, tgt_idx, ctx_valid=None, tgt_valid=None)`: ctx
+  (B, K, D) context tokens (possibly quantized), ctx_idx (B, K) their
+  positions, tgt_idx (B, M, T) the positions of M target blocks of T tokens.
+  Each block is predicted in its own sequence [context tokens + pos ; mask
+  token + target pos] as in I-JEPA, so blocks may overlap. With validity
+  flags ctx_valid (B, K) and tgt_valid (B, M, T) (both or neither),
+  attention ignores invalid context slots and invalid target queries as
+  keys. Returns predictions (B, M, T, D).
   """
   embed_dim: int           # output dim = encoder dim
   pred_dim: int
@@ -113,7 +159,7 @@ class Predictor(nn.Module):
   mlp_ratio: float = 4.0
 
   @nn.compact
-  def __call__(self, ctx, ctx_idx, tgt_idx):
+  def __call__(self, ctx, ctx_idx, tgt_idx, ctx_valid=None, tgt_valid=None):
     b, k, _ = ctx.shape
     _, m, t = tgt_idx.shape
     pos = jnp.asarray(sincos_pos_embed_2d(self.pred_dim, *self.grid))
@@ -123,8 +169,13 @@ class Predictor(nn.Module):
     queries = mask_token + pos[tgt_idx]                       # (B, M, T, P)
     x = jnp.broadcast_to(x[:, None], (b, m, k, self.pred_dim))
     x = jnp.concatenate([x, queries], axis=2).reshape(b * m, k + t, self.pred_dim)
+    mask = None
+    if ctx_valid is not None:
+      valid = jnp.concatenate(
+          [jnp.broadcast_to(ctx_valid[:, None], (b, m, k)), tgt_valid], axis=2)
+      mask = key_mask(valid.reshape(b * m, k + t))
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}')(x)
+      x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}')(x, mask)
     x = nn.LayerNorm(name='norm')(x)
     x = nn.Dense(self.embed_dim, name='proj')(x[:, k:])
     return x.reshape(b, m, t, self.embed_dim)
@@ -133,7 +184,8 @@ class Predictor(nn.Module):
 def make_encoder(cfg) -> ViTEncoder:
   return ViTEncoder(patch_size=cfg.model.patch_size, embed_dim=cfg.model.embed_dim,
                     depth=cfg.model.depth, num_heads=cfg.model.num_heads,
-                    mlp_ratio=cfg.model.mlp_ratio)
+                    mlp_ratio=cfg.model.mlp_ratio, patch_embed=cfg.model.patch_embed,
+                    num_colours=cfg.model.num_colours, colour_dim=cfg.model.colour_dim)
 
 
 def make_predictor(cfg, grid) -> Predictor:

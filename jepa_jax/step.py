@@ -17,6 +17,13 @@ which tree the optimizer sees and which VQ update function the step calls.
 Step-based randomness: key = fold_in(state['rng'], step) is split into the
 mask key (per-sample keys fold in the global sample index), the SIGReg slice
 key and the refresh key, so a step is a pure function of (state, batch).
+
+Padded categorical data (`model.patch_embed='colour'`, e.g. ARC): token
+validity is derived from the images inside the step (`model.token_validity`,
+padding cells < 0), masks pick context and targets among valid tokens only
+(`masking.sample_masks_valid`) and every loss, VQ update and metric weighs
+its rows by their validity, so padding is never context, target, negative,
+or a VQ usage. Pixel data takes the unweighted path, unchanged.
 """
 from __future__ import annotations
 
@@ -62,6 +69,11 @@ class Setup:
   def gradient_vq(self) -> bool:
     return self.vq_enabled and self.cfg.vq.ema_decay is None
 
+  @property
+  def padded(self) -> bool:
+    """Colour-id data with padding: token validity comes from the images."""
+    return self.cfg.model.patch_embed == 'colour'
+
 
 def _weight_decay_mask(trainables):
   """Decay only weight matrices/kernels; never biases, norms, the temperature,
@@ -73,7 +85,7 @@ def _weight_decay_mask(trainables):
 
 
 def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
-  grid = config_lib.check_against_data(cfg, dataset.image_shape)
+  grid = config_lib.check_against_data(cfg, dataset.image_shape, dataset.num_colours)
   n_train, n_val = len(dataset.train_images), len(dataset.val_images)
   if cfg.train.batch_size > n_train:
     raise config_lib.ConfigError(
@@ -143,6 +155,24 @@ def _gather_fn(axis_name):
   return lambda x: jax.lax.all_gather(x, axis_name, tiled=True)
 
 
+def _pool(x, weights, axes):
+  """Mean of x over `axes`; with weights (x's shape without the last axis),
+  sum w x / max(sum w, tiny) (0 where every weight is 0)."""
+  if weights is None:
+    return x.mean(axes)
+  w = weights.astype(x.dtype)[..., None]
+  return (w * x).sum(axes) / jnp.maximum(w.sum(axes), jnp.finfo(x.dtype).tiny)
+
+
+def _flat(weights):
+  return None if weights is None else weights.reshape(-1).astype(jnp.float32)
+
+
+def _w(weights):
+  """Keyword arguments passing `weights` to a loss; none on the unweighted path."""
+  return {} if weights is None else {'weights': weights}
+
+
 def make_loss_fn(setup: Setup, axis_name=None):
   """loss_fn(trainables, state, images, sample_ids, keys) -> (total, aux).
 
@@ -164,6 +194,12 @@ def make_loss_fn(setup: Setup, axis_name=None):
   caller's pmean over the axis gives exactly ∇total. With axis_name=None the
   gathers are the identity (the single-device path).
   aux: 'z' / 'codes' are the device's rows, 'z_global' the gathered z.
+
+  Padded data: every term is restricted to valid rows through 0/1 weights
+  (context slots: ctx_valid, targets: tgt_valid, pooled samples: at least
+  one valid row; the flags are gathered with the rows). aux['ctx_weights']
+  / aux['ctx_weights_global'] carry the device's / gathered context flags to
+  the VQ update (None for pixel data).
   """
   cfg = setup.cfg
   lc = cfg.loss
@@ -172,11 +208,17 @@ def make_loss_fn(setup: Setup, axis_name=None):
   def loss_fn(trainables, state, images, sample_ids, keys):
     params = trainables['params']
     mask_key, sig_key = keys[0], keys[1]
-    ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
-                                            cfg.masking)
-    z = setup.encoder.apply(params['encoder'], images, ctx_idx)       # (b, K, D)
+    if setup.padded:
+      valid = model_lib.token_validity(images, cfg.model.patch_size)   # (b, N)
+      ctx_idx, tgt_idx, ctx_valid, tgt_valid = masking.sample_masks_valid(
+          mask_key, sample_ids, setup.grid, cfg.masking, valid)
+    else:
+      valid = ctx_valid = tgt_valid = None
+      ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
+                                              cfg.masking)
+    z = setup.encoder.apply(params['encoder'], images, ctx_idx, ctx_valid)  # (b, K, D)
     t_full = jax.lax.stop_gradient(
-        setup.encoder.apply(state['target_params'], images))          # (b, N, D)
+        setup.encoder.apply(state['target_params'], images, None, valid))  # (b, N, D)
     b, m, t = tgt_idx.shape
     tgt = model_lib.gather_tokens(t_full, tgt_idx.reshape(b, m * t))
     tgt = tgt.reshape(b, m, t, -1)                                     # (b, M, T, D)
@@ -188,27 +230,35 @@ def make_loss_fn(setup: Setup, axis_name=None):
       if setup.gradient_vq:
         vq_state = vq_state.replace(codebook=trainables['codebook'])
       pred_in, codes, vq_aux = vq_lib.quantize(vq_state, z)
-    pred = setup.predictor.apply(params['predictor'], pred_in, ctx_idx, tgt_idx)
+    pred = setup.predictor.apply(params['predictor'], pred_in, ctx_idx, tgt_idx,
+                                 ctx_valid, tgt_valid)
 
     # Global batch (identity on one device): (B, ...) from here on.
     z_g, pred_g, tgt_g = gather(z), gather(pred), gather(tgt)
-    t_pool_g = gather(t_full.mean(1))                                  # (B, D)
+    t_pool_g = gather(_pool(t_full, valid, 1))                         # (B, D)
+    cv_g = None if ctx_valid is None else gather(ctx_valid)            # (B, K)
+    tv_g = None if tgt_valid is None else gather(tgt_valid)            # (B, M, T)
+    w_ctx, w_tgt = _flat(cv_g), _flat(tv_g)
     if setup.vq_enabled:
       q_g = gather(vq_aux['quantized'])
-      parts['commitment'] = losses.commitment_loss(z_g, q_g)
+      parts['commitment'] = losses.commitment_loss(z_g, q_g, **_w(w_ctx))
       if setup.gradient_vq:
-        parts['codebook'] = losses.codebook_loss(z_g, q_g)
+        parts['codebook'] = losses.codebook_loss(z_g, q_g, **_w(w_ctx))
 
     d = z.shape[-1]
     p_flat, t_flat = pred_g.reshape(-1, d), tgt_g.reshape(-1, d)
-    parts['infonce'] = losses.infonce_loss(p_flat, t_flat, params['temperature'])
+    parts['infonce'] = losses.infonce_loss(p_flat, t_flat, params['temperature'],
+                                           **_w(w_tgt))
     parts['sigreg'] = losses.sigreg_loss(
         z_g.reshape(-1, d), sig_key, num_slices=lc.sigreg_num_slices,
-        num_points=lc.sigreg_num_points)
-    parts['invariance'] = losses.invariance_loss(p_flat, t_flat)
-    parts['relational'] = losses.relational_loss(pred_g.mean((1, 2)),
-                                                 tgt_g.mean((1, 2)))
-    parts['relational_context'] = losses.relational_loss(z_g.mean(1), t_pool_g)
+        num_points=lc.sigreg_num_points, **_w(w_ctx))
+    parts['invariance'] = losses.invariance_loss(p_flat, t_flat, **_w(w_tgt))
+    parts['relational'] = losses.relational_loss(
+        _pool(pred_g, tv_g, (1, 2)), _pool(tgt_g, tv_g, (1, 2)),
+        **_w(None if tv_g is None else _flat(tv_g.any((1, 2)))))
+    parts['relational_context'] = losses.relational_loss(
+        _pool(z_g, cv_g, 1), t_pool_g,
+        **_w(None if cv_g is None else _flat(cv_g.any(1))))
 
     weights = {'infonce': lc.infonce_weight, 'sigreg': lc.sigreg_weight,
                'invariance': lc.invariance_weight,
@@ -217,7 +267,8 @@ def make_loss_fn(setup: Setup, axis_name=None):
                'commitment': cfg.vq.commitment_cost, 'codebook': 1.0}
     total = sum(weights[k] * v for k, v in parts.items())
     aux = {'parts': parts, 'z': jax.lax.stop_gradient(z),
-           'z_global': jax.lax.stop_gradient(z_g), 'codes': codes}
+           'z_global': jax.lax.stop_gradient(z_g), 'codes': codes,
+           'ctx_weights': _flat(ctx_valid), 'ctx_weights_global': w_ctx}
     return total, aux
 
   return loss_fn
@@ -273,21 +324,24 @@ def make_train_step(setup: Setup, axis_name=None):
       vq_state = state['vq']
       if setup.gradient_vq:
         vq_state = vq_lib.count_usage(vq_state.replace(codebook=trainables['codebook']),
-                                      aux['codes'], axis_name=axis_name)
+                                      aux['codes'], axis_name=axis_name,
+                                      weights=aux['ctx_weights'])
       else:
         vq_state = vq_lib.ema_update(vq_state, aux['z'], aux['codes'],
                                      cfg.vq.ema_decay, cfg.vq.epsilon,
-                                     axis_name=axis_name)
+                                     axis_name=axis_name, weights=aux['ctx_weights'])
       if cfg.vq.refresh_enabled:
         do_refresh = (step + 1) % cfg.vq.refresh_interval == 0
         vq_state = jax.lax.cond(
             do_refresh,
             lambda s: vq_lib.refresh(s, aux['z_global'], keys[2],
-                                     cfg.vq.refresh_usage_threshold),
+                                     cfg.vq.refresh_usage_threshold,
+                                     weights=aux['ctx_weights_global']),
             lambda s: s, vq_state)
       new_state['vq'] = vq_state
       metrics['vq_batch_usage_ratio'] = vq_lib.usage_stats(
-          aux['codes'], cfg.vq.codebook_size, axis_name=axis_name)['vq_usage_ratio']
+          aux['codes'], cfg.vq.codebook_size, axis_name=axis_name,
+          weights=aux['ctx_weights'])['vq_usage_ratio']
     return new_state, metrics
 
   return train_step
@@ -318,21 +372,26 @@ def make_embedding_metrics_fn(setup: Setup):
   Ranks and isotropy use one embedding per image (mean over its tokens) of the
   context and target encoders; VQ statistics quantize every token of the
   context encoder's output with the current codebook (state untouched).
+  Padded data: means and VQ statistics cover valid tokens only.
   """
   cfg = setup.cfg
 
   def fn(state, images):
-    ctx = setup.encoder.apply(state['params']['encoder'], images)
-    tgt = setup.encoder.apply(state['target_params'], images)
+    valid = (model_lib.token_validity(images, cfg.model.patch_size)
+             if setup.padded else None)
+    ctx = setup.encoder.apply(state['params']['encoder'], images, None, valid)
+    tgt = setup.encoder.apply(state['target_params'], images, None, valid)
+    ctx_mean, tgt_mean = _pool(ctx, valid, 1), _pool(tgt, valid, 1)
     out = {
-        'context_effective_rank': metrics_lib.effective_rank(ctx.mean(1)),
-        'target_effective_rank': metrics_lib.effective_rank(tgt.mean(1)),
-        'context_isotropy': metrics_lib.isotropy(ctx.mean(1)),
-        'target_isotropy': metrics_lib.isotropy(tgt.mean(1)),
+        'context_effective_rank': metrics_lib.effective_rank(ctx_mean),
+        'target_effective_rank': metrics_lib.effective_rank(tgt_mean),
+        'context_isotropy': metrics_lib.isotropy(ctx_mean),
+        'target_isotropy': metrics_lib.isotropy(tgt_mean),
     }
     if setup.vq_enabled:
       codes, _ = vq_lib.nearest_codes(state['vq'].codebook, ctx)
-      out.update(vq_lib.usage_stats(codes, cfg.vq.codebook_size))
+      out.update(vq_lib.usage_stats(codes, cfg.vq.codebook_size,
+                                    weights=_flat(valid)))
     return out
 
   return fn

@@ -40,6 +40,13 @@ assignments is below usage_threshold times the uniform share 1/K). `refresh`
 re-initialises every dead code to a random encoder output of the current batch
 (N_k = 1, m_k = that vector) and starts a new window (usage = 0).
 
+Weights: `ema_update`, `count_usage`, `refresh` and `usage_stats` take an
+optional `weights` array (same shape as codes, >= 0; typically 0/1 validity
+flags for padded inputs). Vector i then counts w_i times (n_k = sum of w_i
+over i with codes_i = k, s_k = sum of w_i z_i), and refresh draws only from
+vectors with w_i > 0. Without weights every vector counts once; that path
+is exactly the unweighted computation.
+
 EMA vs gradient mode: the two modes differ only in which update the train step
 calls after `quantize`. EMA mode calls `ema_update` and the codebook is not a
 trainable. Gradient mode makes the codebook a trainable, adds the codebook
@@ -195,10 +202,23 @@ def quantize(state: VQState, z, max_elements: Optional[int] = None) -> Tuple[jax
   return z_st, codes, aux
 
 
-def _batch_counts(codes, codebook_size: int, axis_name: Optional[Hashable]):
-  """n_k = #{i: codes_i = k} over all entries of codes, psum-ed over axis_name."""
+def _flat_weights(weights, num: int):
+  """weights (any shape with `num` entries) -> (num,) float32, or None."""
+  if weights is None:
+    return None
+  w = jax.lax.stop_gradient(jnp.asarray(weights, jnp.float32)).reshape(-1)
+  if w.shape[0] != num:
+    raise ValueError(f'weights have {w.shape[0]} entries, codes {num}')
+  return w
+
+
+def _batch_counts(codes, codebook_size: int, axis_name: Optional[Hashable],
+                  weights=None):
+  """n_k = #{i: codes_i = k} (or sum of w_i over those i) over all entries of
+  codes, psum-ed over axis_name."""
   flat = jnp.asarray(codes).reshape(-1)
-  n = jnp.zeros((codebook_size,), jnp.float32).at[flat].add(1.0)
+  w = _flat_weights(weights, flat.shape[0])
+  n = jnp.zeros((codebook_size,), jnp.float32).at[flat].add(1.0 if w is None else w)
   if axis_name is not None:
     n = jax.lax.psum(n, axis_name)
   return n
@@ -218,10 +238,13 @@ def _laplace_smoothed_sizes(cluster_size, eps):
 
 
 def ema_update(state: VQState, z, codes, decay, eps=1e-5,
-               axis_name: Optional[Hashable] = None) -> VQState:
+               axis_name: Optional[Hashable] = None, weights=None) -> VQState:
   """One EMA codebook update from a batch z (..., D) and its codes (...,).
 
     n_k = #{i: codes_i = k},   s_k = sum_{i: codes_i = k} z_i
+    (with weights w (...,): n_k = sum_{i: codes_i = k} w_i,
+     s_k = sum_{i: codes_i = k} w_i z_i, so a vector with w_i = 0, e.g.
+     padding, changes nothing)
     (summed over all replicas with lax.psum when axis_name is given, so every
     replica applies the identical update)
     N_k  <- decay * N_k + (1 - decay) * n_k
@@ -243,8 +266,14 @@ def ema_update(state: VQState, z, codes, decay, eps=1e-5,
   z = sg(jnp.asarray(z, jnp.float32)).reshape(-1, d)               # (N, D)
   flat = sg(jnp.asarray(codes)).reshape(-1)                        # (N,)
   decay = sg(jnp.asarray(decay, jnp.float32))
-  n = jnp.zeros((k,), jnp.float32).at[flat].add(1.0)               # n_k
-  s = jnp.zeros((k, d), jnp.float32).at[flat].add(z)               # s_k
+  w = _flat_weights(weights, flat.shape[0])
+  if w is None:
+    n = jnp.zeros((k,), jnp.float32).at[flat].add(1.0)             # n_k
+    s = jnp.zeros((k, d), jnp.float32).at[flat].add(z)             # s_k
+  else:
+    n = jnp.zeros((k,), jnp.float32).at[flat].add(w)
+    s = jnp.zeros((k, d), jnp.float32).at[flat].add(
+        jnp.where(w[:, None] > 0, w[:, None] * z, 0.0))
   if axis_name is not None:
     n, s = jax.lax.psum((n, s), axis_name)
   cluster_size = decay * sg(state.cluster_size) + (1.0 - decay) * n
@@ -256,14 +285,17 @@ def ema_update(state: VQState, z, codes, decay, eps=1e-5,
                        step=state.step + 1)
 
 
-def count_usage(state: VQState, codes, axis_name: Optional[Hashable] = None) -> VQState:
+def count_usage(state: VQState, codes, axis_name: Optional[Hashable] = None,
+                weights=None) -> VQState:
   """Gradient-mode bookkeeping: usage_k += n_k, step += 1.
 
-  n_k = #{i: codes_i = k} (psum-ed over axis_name if given). The codebook,
-  cluster_size and embed_sum are left as they are: in gradient mode the
-  codebook changes only through the optimizer (VQ-VAE codebook loss).
+  n_k = #{i: codes_i = k} (sum of w_i with weights; psum-ed over axis_name
+  if given). The codebook, cluster_size and embed_sum are left as they are:
+  in gradient mode the codebook changes only through the optimizer (VQ-VAE
+  codebook loss).
   """
-  n = _batch_counts(jax.lax.stop_gradient(codes), state.codebook.shape[0], axis_name)
+  n = _batch_counts(jax.lax.stop_gradient(codes), state.codebook.shape[0], axis_name,
+                    weights)
   return state.replace(usage=state.usage + n, step=state.step + 1)
 
 
@@ -281,7 +313,7 @@ def dead_codes(state: VQState, usage_threshold) -> jax.Array:
   return (usage < usage_threshold * jnp.mean(usage)) & (jnp.sum(usage) > 0)
 
 
-def refresh(state: VQState, z, rng, usage_threshold) -> VQState:
+def refresh(state: VQState, z, rng, usage_threshold, weights=None) -> VQState:
   """Re-initialise dead codes to random batch vectors; start a new usage window.
 
   With dead = dead_codes(state, usage_threshold), z flattened to (N, D) and
@@ -290,7 +322,9 @@ def refresh(state: VQState, z, rng, usage_threshold) -> VQState:
     e_k = z_{r_k},  N_k = 1,  m_k = z_{r_k}      for dead k
     e_k, N_k, m_k unchanged                      for live k
     usage = 0 for all k;  step unchanged
-  N_k = 1 and m_k = e_k is the same no-debias start as `init_state`. Static
+  With weights w (same leading shape as z), r_k is drawn with probability
+  proportional to w instead, so vectors with w = 0 (padding) are never
+  chosen. N_k = 1 and m_k = e_k is the same no-debias start as `init_state`. Static
   shapes (jnp.where over the whole codebook), so it is jittable and usable
   as a lax.cond branch.
 
@@ -301,7 +335,12 @@ def refresh(state: VQState, z, rng, usage_threshold) -> VQState:
   k, d = state.codebook.shape
   dead = dead_codes(state, usage_threshold)
   zf = jax.lax.stop_gradient(jnp.asarray(z, jnp.float32)).reshape(-1, d)
-  rows = jax.random.randint(rng, (k,), 0, zf.shape[0])
+  w = _flat_weights(weights, zf.shape[0])
+  if w is None:
+    rows = jax.random.randint(rng, (k,), 0, zf.shape[0])
+  else:
+    logits = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
+    rows = jax.random.categorical(rng, logits, shape=(k,))
   candidates = jnp.take(zf, rows, axis=0)                          # (K, D)
   dead_col = dead[:, None]
   return state.replace(
@@ -312,18 +351,20 @@ def refresh(state: VQState, z, rng, usage_threshold) -> VQState:
       usage=jnp.zeros_like(state.usage))
 
 
-def usage_stats(codes, codebook_size: int,
-                axis_name: Optional[Hashable] = None) -> Dict[str, jax.Array]:
+def usage_stats(codes, codebook_size: int, axis_name: Optional[Hashable] = None,
+                weights=None) -> Dict[str, jax.Array]:
   """Codebook usage of an array of code indices (any shape).
 
     c_k = #{i: codes_i = k} (psum-ed over axis_name if given, so the stats
-          are those of the global batch),  p_k = c_k / sum_j c_j
+          are those of the global batch; the sum of w_i over those i with
+          weights: entries with w_i = 0, e.g. padding, are not a usage),
+    p_k = c_k / sum_j c_j
     vq_codes_used  = #{k: c_k > 0}                       (float32)
     vq_usage_ratio = vq_codes_used / K
     vq_perplexity  = exp(-sum_k p_k ln p_k)   (0 ln 0 = 0; 1 = one code used,
                                                K = uniform use of all codes)
   """
-  counts = _batch_counts(codes, codebook_size, axis_name)
+  counts = _batch_counts(codes, codebook_size, axis_name, weights)
   used = jnp.sum((counts > 0).astype(jnp.float32))
   p = counts / jnp.maximum(jnp.sum(counts), 1.0)
   plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)

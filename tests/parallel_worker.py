@@ -29,11 +29,11 @@ METRICS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
            'vq_batch_usage_ratio', 'temperature')
 
 
-def tiny_config(num_devices=None, mode='auto', **overrides):
-  """gentle:tiny at full learning rate from step 0 (warmup 0) and a refresh
-  threshold that marks codes dead every 2 steps; test_parallel.py's
-  two-process run uses the same overrides."""
-  cfg = load('gentle', 'tiny')
+def tiny_config(num_devices=None, mode='auto', config='gentle', **overrides):
+  """gentle:tiny (or `config`:tiny) at full learning rate from step 0 (warmup
+  0) and a refresh threshold that marks codes dead every 2 steps;
+  test_parallel.py's two-process run uses the same overrides."""
+  cfg = load(config, 'tiny')
   cfg.train.warmup_epochs = 0
   cfg.vq.refresh_usage_threshold = 0.5
   cfg.parallel.mode = mode
@@ -112,8 +112,11 @@ def main(out):
   except config_lib.ConfigError as err:
     record['bad_batch_error'] = str(err)
 
-  for variant, overrides in (('ema', {}), ('grad', {'vq.ema_decay': None})):
-    cfg = tiny_config(**overrides)
+  # 'arc': padded ARC grids, whose validity flags are gathered with the rows.
+  for variant, config, overrides in (('ema', 'gentle', {}),
+                                     ('grad', 'gentle', {'vq.ema_decay': None}),
+                                     ('arc', 'arc_gentle', {})):
+    cfg = tiny_config(config=config, **overrides)
     ds = data_lib.load_dataset(cfg)
     setup = step_lib.make_setup(cfg, ds)
     state0 = host(step_lib.init_state(setup, ds.image_shape, cfg.seed))
@@ -140,7 +143,7 @@ def main(out):
             arrays.setdefault(f'{name}/val/{k}', []).append(v)
 
       pcfg = tiny_config(num_devices=n, mode='auto' if mode == 'single' else mode,
-                         **overrides)
+                         config=config, **overrides)
       metrics, state, step_fn, plan = run(pcfg, setup, state0, data, on_step)
       fns[name] = step_fn
       record[f'{name}_mode'] = plan.mode

@@ -4,7 +4,8 @@ two processes on localhost give the single-device training.
 The device-count-dependent work runs in subprocesses, because JAX sees the
 simulated devices only when XLA_FLAGS is set before it starts:
 `tests/parallel_worker.py` (8 CPU devices) trains every layout from the same
-state on the same batches and records metrics and states; two `jepa_jax.main`
+state on the same batches (digits, and padded ARC grids for `arc_jit_8`) and
+records metrics and states; two `jepa_jax.main`
 processes (one CPU device each, gloo collectives) train the same config. All
 of them start together (module fixture) and the tests assert on their records.
 
@@ -44,7 +45,7 @@ from conftest import ROOT, load
 
 FAST_COMPILE = '--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0'
 LAYOUTS = ('ema_pmap_1', 'ema_pmap_2', 'ema_pmap_8', 'ema_jit_1', 'ema_jit_2',
-           'ema_jit_8', 'grad_jit_8')
+           'ema_jit_8', 'grad_jit_8', 'arc_jit_8')
 # The worker's tiny_config overrides, as command-line flags.
 TWO_PROCESS_FLAGS = ('--config=configs/gentle.py:tiny', '--config.train.warmup_epochs=0',
                      '--config.vq.refresh_usage_threshold=0.5',

