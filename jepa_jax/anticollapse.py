@@ -1,0 +1,172 @@
+"""Anti-collapse options for the VQ bottleneck, as pure functions.
+
+Each option is a function over arrays or the explicit `vq.VQState`, so it can
+be composed with the EMA or gradient updates and tested on its own:
+
+* `l2_normalize_state`   cosine codes: unit-norm codebook (use with unit-norm
+                         inputs); Yu et al. 2022 (ViT-VQGAN), §3.2.
+* `rotation_trick`       gradient estimator that rotates, instead of copies,
+                         the gradient from q to z; Fifty et al. 2024.
+* `reanchor`             CVQ-VAE's online clustered re-anchoring of under-used
+                         codes toward their nearest batch features;
+                         Zheng & Vedaldi 2023.
+* `assignment_entropy_loss`  per-sample confidence and batch diversity of soft
+                         code assignments; the entropy penalty of
+                         Yu et al. 2023 (MAGVIT-v2, LFQ).
+* `simvq_codebook`       SimVQ's reparameterised codebook: a frozen random
+                         basis times a learned linear map; Zhu et al. 2024.
+* `fsq_quantize`         finite scalar quantization, a codebook-free
+                         quantizer with the same (z_st, codes, aux) interface;
+                         Mentzer et al. 2023.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jepa_jax import vq as vq_lib
+
+_EPS = 1e-6
+
+
+def l2_normalize(x, eps: float = _EPS):
+  """x / max(||x||, eps) over the last axis."""
+  x = jnp.asarray(x, jnp.float32)
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), eps * eps))
+
+
+def l2_normalize_state(state: vq_lib.VQState) -> vq_lib.VQState:
+  """Cosine VQ: e_k <- e_k / ||e_k||, m_k <- e_k N_k (statistics kept consistent).
+
+  With unit-norm inputs, ||z - e||^2 = 2 - 2 cos(z, e): the nearest code is the
+  most similar direction and no code can drift away in norm (ViT-VQGAN §3.2).
+  Applied after every codebook update.
+  """
+  e = l2_normalize(state.codebook)
+  return state.replace(codebook=e, embed_sum=e * state.cluster_size[:, None])
+
+
+def rotation_trick(z, q):
+  """q̃ = sg(λR) z with R the rotation taking z/‖z‖ to q/‖q‖, λ = ‖q‖/‖z‖.
+
+  Forward value is q (λRz = q). Backward, the gradient at q̃ reaches z through
+  (λR)^T instead of being copied as by the straight-through estimator, so the
+  angle between a gradient and its vector is preserved (Fifty et al. 2024,
+  "Restructuring Vector Quantization with the Rotation Trick", Eq. 4):
+
+      R v = v − 2 r (r·v) + 2 q̂ (ẑ·v),   r = (ẑ + q̂)/‖ẑ + q̂‖.
+
+  z, q: (..., D). No gradient reaches q (use the codebook/commitment losses).
+  """
+  z = jnp.asarray(z, jnp.float32)
+  q = jax.lax.stop_gradient(jnp.asarray(q, jnp.float32))
+  zs = jax.lax.stop_gradient(z)
+  z_norm = jnp.sqrt(jnp.maximum(jnp.sum(zs * zs, -1, keepdims=True), _EPS ** 2))
+  q_norm = jnp.sqrt(jnp.maximum(jnp.sum(q * q, -1, keepdims=True), _EPS ** 2))
+  z_hat, q_hat = zs / z_norm, q / q_norm
+  r = l2_normalize(z_hat + q_hat)
+  lam = q_norm / z_norm
+  dot = lambda a, b: jnp.sum(a * b, -1, keepdims=True)  # noqa: E731
+  return lam * (z - 2.0 * r * dot(r, z) + 2.0 * q_hat * dot(z_hat, z))
+
+
+def reanchor(state: vq_lib.VQState, z, strength: float = 10.0,
+             eps: float = 1e-3) -> vq_lib.VQState:
+  """CVQ-style online re-anchoring of under-used codes (Zheng & Vedaldi 2023).
+
+  With s_k the code's share of the assignments in the current window
+  (usage_k / Σ usage; uniform share 1/K), each code moves toward its anchor,
+  the batch feature nearest to it:
+
+      α_k = exp(−s_k · K · strength − eps)
+      e_k ← (1 − α_k) e_k + α_k · argmin_{z_i} ‖z_i − e_k‖
+      m_k ← e_k N_k                           (EMA statistics stay consistent)
+
+  A code with no assignments moves (almost) fully onto a live feature; a code
+  at the uniform share moves by exp(−strength). Unlike interval refresh this is
+  continuous, every step. Before any assignment is counted nothing moves.
+  z: (..., D) current-batch encoder outputs (stop-gradient'ed).
+  """
+  zf = jax.lax.stop_gradient(jnp.asarray(z, jnp.float32)).reshape(-1, z.shape[-1])
+  k = state.codebook.shape[0]
+  total = jnp.sum(state.usage)
+  share = state.usage / jnp.maximum(total, 1.0)
+  alpha = jnp.where(total > 0, jnp.exp(-share * k * strength - eps), 0.0)[:, None]
+  # Nearest batch feature of every code: the same search with the roles swapped.
+  nearest, _ = vq_lib.nearest_codes(zf, state.codebook)             # (K,)
+  anchors = jnp.take(zf, nearest, axis=0)
+  e = (1.0 - alpha) * state.codebook + alpha * anchors
+  return state.replace(codebook=e, embed_sum=e * state.cluster_size[:, None])
+
+
+def assignment_entropy_loss(z, codebook, temperature: float = 1.0):
+  """mean_i H(p_i) − H(mean_i p_i), p_i = softmax_k(−‖z_i − e_k‖² / T).
+
+  The first term asks each vector for a confident assignment, the second
+  (subtracted) rewards spreading the batch over many codes: its minimum is
+  −log K when assignments are one-hot and uniform over the codebook (entropy
+  penalty of MAGVIT-v2's lookup-free quantizer, Yu et al. 2023, Eq. 5).
+  Natural logs. z: (..., D); codebook: (K, D).
+  """
+  zf = jnp.asarray(z, jnp.float32).reshape(-1, z.shape[-1])
+  cb = jnp.asarray(codebook, jnp.float32)
+  d = (jnp.sum(zf * zf, -1, keepdims=True) - 2.0 * zf @ cb.T
+       + jnp.sum(cb * cb, -1)[None])
+  logp = jax.nn.log_softmax(-d / temperature, axis=-1)
+  p = jnp.exp(logp)
+  per_sample = -jnp.mean(jnp.sum(p * logp, -1))
+  mean_p = jnp.mean(p, 0)
+  batch = -jnp.sum(mean_p * jnp.log(jnp.maximum(mean_p, 1e-12)))
+  return per_sample - batch
+
+
+def simvq_codebook(basis, linear):
+  """SimVQ (Zhu et al. 2024, "Addressing Representation Collapse in Vector
+  Quantized Models with One Linear Layer"): codes = C W, with C (K, d) a frozen
+  random basis and W (d, d) learned. Every gradient step on W moves the whole
+  codebook, so no code is left behind. `basis` is stop-gradient'ed.
+  """
+  return jax.lax.stop_gradient(jnp.asarray(basis, jnp.float32)) @ linear
+
+
+# --------------------------------------------------------------------------
+# Finite scalar quantization
+# --------------------------------------------------------------------------
+
+
+def fsq_codebook_size(levels: Sequence[int]) -> int:
+  """Number of implicit codes, Π_l L_l (e.g. (8, 8, 4, 3) -> 768)."""
+  return int(np.prod(levels))
+
+
+def fsq_quantize(z, levels: Sequence[int]) -> Tuple[jax.Array, jax.Array, Dict[str, Any]]:
+  """Finite scalar quantization (Mentzer et al. 2023, "Finite Scalar
+  Quantization: VQ-VAE Made Simple", §3):
+
+      half_l = (L_l − 1)/2,  offset_l = 0.5 if L_l even else 0,
+      shift_l = atanh(offset_l / half_l)
+      b = tanh(z + shift) · half − offset          (bounded to L_l values)
+      q = round_ste(b) / ⌊L_l / 2⌋                   (in [−1, 1])
+      code = Σ_l idx_l · Π_{m<l} L_m,   idx_l = round(b_l) + ⌊L_l/2⌋ ∈ [0, L_l)
+
+  z: (..., len(levels)). Returns (q (..., d) with a straight-through gradient,
+  codes (...,) int32 in [0, Π L), aux {'quantized': q}). There is no state:
+  the implicit codebook is the grid, so there is nothing to collapse.
+  """
+  levels_a = jnp.asarray(levels, jnp.float32)
+  z = jnp.asarray(z, jnp.float32)
+  half = (levels_a - 1.0) / 2.0
+  offset = jnp.where(jnp.asarray(levels) % 2 == 0, 0.5, 0.0)
+  shift = jnp.arctanh(offset / half)
+  bounded = jnp.tanh(z + shift) * half - offset
+  rounded = bounded + jax.lax.stop_gradient(jnp.round(bounded) - bounded)
+  half_width = jnp.floor(levels_a / 2.0)
+  q = rounded / half_width
+  # Integer level index in [0, L_l): round(b) lies in [−⌊L/2⌋, ⌈L/2⌉ − 1].
+  idx = jnp.round(jax.lax.stop_gradient(bounded)) + half_width
+  basis = jnp.asarray(np.concatenate([[1], np.cumprod(levels[:-1])]), jnp.float32)
+  codes = jnp.sum(idx * basis, -1).astype(jnp.int32)
+  return q, codes, {'quantized': q}

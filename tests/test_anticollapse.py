@@ -1,0 +1,111 @@
+"""State transitions and values of the anti-collapse options (chex)."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jepa_jax import anticollapse as ac
+from jepa_jax import vq
+
+
+def _state(codebook, usage=None, cluster=None):
+  cb = jnp.asarray(codebook, jnp.float32)
+  k = cb.shape[0]
+  return vq.VQState(codebook=cb,
+                    cluster_size=jnp.asarray(cluster if cluster is not None else np.ones(k),
+                                             jnp.float32),
+                    embed_sum=cb, usage=jnp.asarray(
+                        usage if usage is not None else np.zeros(k), jnp.float32),
+                    step=jnp.zeros((), jnp.int32))
+
+
+def test_l2_normalize_state_unit_codes_and_consistent_stats():
+  s = ac.l2_normalize_state(_state([[3.0, 4.0], [0.0, -2.0]], cluster=[2.0, 0.5]))
+  np.testing.assert_allclose(s.codebook, [[0.6, 0.8], [0.0, -1.0]], atol=1e-6)
+  np.testing.assert_allclose(s.embed_sum, [[1.2, 1.6], [0.0, -0.5]], atol=1e-6)
+
+
+def test_rotation_trick_forward_is_q_and_jacobian_is_scaled_rotation():
+  z = jnp.array([1.0, 2.0, -0.5])
+  q = jnp.array([-0.3, 0.4, 1.2])
+  np.testing.assert_allclose(ac.rotation_trick(z, q), q, atol=1e-5)
+  jac = jax.jacobian(ac.rotation_trick)(z, q)
+  lam = jnp.linalg.norm(q) / jnp.linalg.norm(z)
+  # (λR)^T (λR) = λ² I: gradients keep their angles, scaled by λ.
+  np.testing.assert_allclose(jac.T @ jac, lam ** 2 * np.eye(3), atol=1e-5)
+  np.testing.assert_allclose(jac @ (z / jnp.linalg.norm(z)), lam * q / jnp.linalg.norm(q),
+                             atol=1e-5)                 # R maps ẑ to q̂
+  # Straight-through would give the identity; the trick does not.
+  assert not np.allclose(jac, np.eye(3), atol=1e-2)
+  assert jnp.all(jax.grad(lambda qq: ac.rotation_trick(z, qq).sum())(q) == 0)
+
+
+def test_reanchor_moves_dead_codes_onto_nearest_features_only():
+  codebook = [[0.0, 0.0], [10.0, 10.0], [-5.0, 5.0]]
+  z = jnp.array([[0.1, 0.0], [9.0, 9.5], [1.0, 1.0], [-4.0, 4.0]])
+  # Code 0 holds all assignments, codes 1 and 2 none.
+  s = ac.reanchor(_state(codebook, usage=[30.0, 0.0, 0.0], cluster=[5.0, 0.5, 0.5]), z,
+                  strength=10.0, eps=1e-3)
+  a_dead = np.exp(-1e-3)
+  np.testing.assert_allclose(s.codebook[1], (1 - a_dead) * np.array([10.0, 10.0])
+                             + a_dead * np.array([9.0, 9.5]), rtol=1e-5)
+  np.testing.assert_allclose(s.codebook[2], (1 - a_dead) * np.array([-5.0, 5.0])
+                             + a_dead * np.array([-4.0, 4.0]), rtol=1e-5)
+  a_live = np.exp(-1.0 * 3 * 10.0 - 1e-3)               # share 1, K = 3
+  np.testing.assert_allclose(s.codebook[0], a_live * np.array([0.1, 0.0]), atol=1e-7)
+  np.testing.assert_allclose(s.embed_sum, s.codebook * np.array([5.0, 0.5, 0.5])[:, None],
+                             rtol=1e-6)
+  chex.assert_trees_all_equal(s.usage, jnp.array([30.0, 0.0, 0.0]))
+
+
+def test_reanchor_before_any_assignment_changes_nothing():
+  st = _state([[1.0, 2.0], [3.0, 4.0]])
+  s = jax.jit(ac.reanchor)(st, jnp.ones((4, 2)))
+  chex.assert_trees_all_equal(s, st)
+
+
+def test_assignment_entropy_loss_values():
+  cb = jnp.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0], [100.0, 100.0]])
+  # One-hot assignments spread uniformly over the 4 codes: 0 − log 4.
+  np.testing.assert_allclose(ac.assignment_entropy_loss(cb, cb), -np.log(4), atol=1e-5)
+  # All vectors on one code: 0 − 0.
+  np.testing.assert_allclose(ac.assignment_entropy_loss(jnp.zeros((6, 2)), cb), 0.0,
+                             atol=1e-5)
+  # Equidistant vectors (uniform soft assignment): log 4 − log 4.
+  mid = jnp.full((3, 2), 50.0)
+  np.testing.assert_allclose(ac.assignment_entropy_loss(mid, cb, 1e6), 0.0, atol=1e-4)
+
+
+def test_simvq_gradient_reaches_linear_map_only():
+  basis = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
+  w = jnp.eye(3) * 2.0
+  np.testing.assert_allclose(ac.simvq_codebook(basis, w), 2.0 * basis, rtol=1e-6)
+  gb, gw = jax.grad(lambda b, m: ac.simvq_codebook(b, m).sum(), argnums=(0, 1))(basis, w)
+  assert jnp.all(gb == 0) and jnp.any(gw != 0)
+
+
+def test_fsq_grid_codes_and_straight_through():
+  levels = (8, 8, 4, 3)
+  assert ac.fsq_codebook_size(levels) == 768
+  # Inputs that land on every grid point: b = round values, z = atanh((b+off)/half) - shift.
+  axes = []
+  for lv in levels:
+    half, off = (lv - 1) / 2, (0.5 if lv % 2 == 0 else 0.0)
+    b = np.arange(lv) - lv // 2                         # integer levels
+    axes.append(np.arctanh((b + off) / half * 0.999) - np.arctanh(off / half))
+  z = jnp.asarray(np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 4), jnp.float32)
+  q, codes, _ = ac.fsq_quantize(z, levels)
+  codes = np.asarray(codes)
+  np.testing.assert_array_equal(np.sort(codes), np.arange(768))   # a bijection onto [0, 768)
+  # Values on each axis lie on that axis's L-level grid in [-1, 1].
+  for axis, lv in enumerate(levels):
+    assert len(np.unique(np.round(np.asarray(q[:, axis]), 5))) == lv
+    assert np.abs(np.asarray(q[:, axis])).max() <= 1.0
+  # Distinct grid points <-> distinct codes.
+  assert len(np.unique(np.asarray(q), axis=0)) == len(np.unique(codes))
+  g = jax.grad(lambda x: ac.fsq_quantize(x, levels)[0].sum())(jnp.zeros((1, 4)))
+  assert jnp.all(g > 0)                                # tanh slope through round_ste
+  # Hand example: levels (3,): b = tanh(z) -> round -> {-1, 0, 1}, code = idx.
+  q1, c1, _ = ac.fsq_quantize(jnp.array([[-5.0], [0.1], [5.0]]), (3,))
+  np.testing.assert_array_equal(np.asarray(c1), [0, 1, 2])
+  np.testing.assert_allclose(q1[:, 0], [-1.0, 0.0, 1.0])
