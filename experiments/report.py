@@ -70,6 +70,13 @@ def run_values(run: diagnose.Run) -> Dict[str, Any]:
   v['nmi'] = ev.get('code_label_nmi')
   v['codes_used_val'] = ev.get('codes_used_val')
   v['chance'] = ev.get('chance')
+  # Unlabelled grids (ARC): one probe per grid property (jepa_jax.evaluate).
+  for prop, res in (ev.get('probes') or {}).items():
+    for enc, short in (('target_encoder', 'tgt'), ('context_encoder', 'ctx'),
+                       ('pixels', 'pix')):
+      v[f'{prop}_{short}_probe'] = res[enc]['linear_probe_acc']
+    v[f'{prop}_nmi'] = res.get('code_property_nmi')
+    v[f'{prop}_chance'] = res['chance']
   return v
 
 
@@ -262,6 +269,19 @@ DOWNSTREAM = [Row('Linear probe acc., target encoder', scalar('tgt_probe', '%'),
                   lambda vs: (f"{mean_std([v.get('pix_probe') for v in vs], '%')} / "
                               f"{mean_std([v.get('pix_knn') for v in vs], '%')}", None)),
               Row('Chance (majority class)', scalar('chance', '%'))]
+def property_rows(props: Sequence[str]) -> List[Row]:
+  """Rows of the grid-property probe table (ARC evaluations)."""
+  rows = []
+  for p in props:
+    rows += [Row(f'`{p}`: linear probe, target encoder', scalar(f'{p}_tgt_probe', '%'), 'max'),
+             Row(f'`{p}`: linear probe, context encoder', scalar(f'{p}_ctx_probe', '%'), 'max'),
+             Row(f'`{p}`: code–property NMI', scalar(f'{p}_nmi', '.3f'), 'max'),
+             Row(f'`{p}`: one-hot cells probe / chance (reference)',
+                 lambda vs, p=p: (f"{mean_std([v.get(f'{p}_pix_probe') for v in vs], '%')} / "
+                                  f"{mean_std([v.get(f'{p}_chance') for v in vs], '%')}", None))]
+  return rows
+
+
 SPEED = [Row('Wall time per run [s]', scalar('wall_time_s', '.0f'), 'min'),
          Row('Steps/s (excl. compile)', scalar('steps_per_s', '.2f'), 'max')]
 
@@ -495,7 +515,15 @@ def write_report(workdir: str, variants: Sequence[str], seeds: Sequence[int],
   L += ['## Downstream quality', '',
         'Frozen features (mean token embedding per image), trained on the train '
         'split, scored on the val split (`python -m jepa_jax.evaluate`).', '']
+  props = sorted({k[:-len('_chance')] for vs in values.values() for v in vs
+                  for k in v if k.endswith('_chance')})
+  if props:
+    L += ['No class labels: probes predict grid properties computed from each grid '
+          '(`jepa_jax/data/grid_properties.py`); the rows below are means over those '
+          'probes, the next table gives each one.', '']
   L += render_table('Downstream quality', DOWNSTREAM, shown, values)
+  if props:
+    L += render_table('Grid-property probes', property_rows(props), shown, values)
   L += render_table('Speed (this machine, shared)', SPEED, shown, values)
   L += ['## Plots', '']
   L += [f'![{os.path.splitext(os.path.basename(p))[0]}](plots/{os.path.basename(p)})'

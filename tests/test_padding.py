@@ -1,4 +1,6 @@
 """Padded categorical grids: padding never reaches masks, attention, losses or VQ."""
+import json
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -6,13 +8,16 @@ import ml_collections
 import numpy as np
 import pytest
 
+from experiments import report
 from jepa_jax import data as data_lib
+from jepa_jax import evaluate
 from jepa_jax import masking
 from jepa_jax import model as model_lib
 from jepa_jax import records
 from jepa_jax import step as step_lib
 from jepa_jax import train
 from jepa_jax.data import arc
+from jepa_jax.data import grid_properties as gp
 from conftest import load
 
 
@@ -202,15 +207,40 @@ def test_vq_usage_counts_valid_context_slots_only(arc_setup):
   assert float(new['vq'].usage.sum()) == n_valid
 
 
-def test_arc_training_end_to_end(tmp_path):
+def test_arc_training_evaluation_and_report_end_to_end(tmp_path):
+  run = tmp_path / 'arc_gentle' / 'seed_0'
   cfg = load('arc_gentle', 'tiny')
-  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  summary = train.train_and_evaluate(cfg, str(run))
   assert summary['status'] == 'completed' and summary['steps'] == 6
-  epochs = records.read_jsonl(tmp_path / 'epoch_metrics.jsonl')
+  epochs = records.read_jsonl(run / 'epoch_metrics.jsonl')
   assert len(epochs) == 2
   for e in epochs:
     assert all(np.isfinite(v) for v in e.values())
     assert e['train_infonce_mean'] > 0 and e['val_infonce_mean'] > 0
-  emb = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')
+  emb = records.read_jsonl(run / 'embedding_metrics.jsonl')
   assert [r['step'] for r in emb] == [2, 4, 6]
   assert all(0 < r['vq_usage_ratio'] <= 1 for r in emb)
+
+  # No class labels: eval.json probes grid properties.
+  ev = evaluate.evaluate_run(str(run))
+  assert json.loads((run / 'eval.json').read_text()) == ev
+  assert ev['labels'] == 'grid_properties' and set(ev['probes']) == set(gp.NAMES)
+  ds = data_lib.load_dataset(cfg)
+  val_props = gp.grid_properties(ds.val_images)
+  for name, res in ev['probes'].items():
+    counts = np.bincount(val_props[name])
+    assert res['chance'] == pytest.approx(counts.max() / counts.sum())
+    for enc in ('context_encoder', 'target_encoder', 'pixels'):
+      assert 0 <= res[enc]['linear_probe_acc'] <= 1 and 0 <= res[enc]['knn_acc'] <= 1
+    assert 0 <= res['code_property_nmi'] < 1
+  for enc in ('context_encoder', 'target_encoder', 'pixels'):
+    assert ev[enc]['linear_probe_acc'] == pytest.approx(
+        np.mean([r[enc]['linear_probe_acc'] for r in ev['probes'].values()]))
+  assert 1 <= ev['codes_used_val'] <= cfg.vq.codebook_size
+
+  # The assessment report shows every property's probe.
+  text = open(report.write_report(str(tmp_path), ['arc_gentle'], [0], {})).read()
+  assert '### Grid-property probes' in text
+  sym = ev['probes']['symmetric']
+  assert (f"| **`symmetric`: linear probe, target encoder** | "
+          f"{100 * sym['target_encoder']['linear_probe_acc']:.1f}% |") in text
