@@ -20,6 +20,10 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.variant = 'base'
+  # Start from another run's checkpoint (params and target encoder; fresh
+  # optimizer and VQ state): PATH (a workdir or its checkpoints/, latest step)
+  # or PATH/STEP. '' = from scratch. Ignored once the run has checkpoints.
+  c.init_from = ''
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'digits'
@@ -61,6 +65,9 @@ def get_config(arg=None):
   c.vq.refresh_enabled = True
   c.vq.refresh_interval = 500
   c.vq.refresh_usage_threshold = 0.05
+  c.vq.init = 'random'            # or 'kmeans': k-means++ on the encoder's tokens
+  c.vq.kmeans_iters = 10          # Lloyd iterations after k-means++ seeding
+  c.vq.kmeans_num_samples = 8192  # token embeddings of training images used
 
   c.loss = ml_collections.ConfigDict()
   c.loss.temperature_init = 0.1
@@ -113,6 +120,16 @@ def get_config(arg=None):
   c.monitor.val_spike_factor = 1.5
   c.monitor.rank_abort = 1.0
   c.monitor.min_epochs = 60
+
+  # Parameter groups kept fixed: any of 'encoder', 'target_encoder',
+  # 'predictor', 'temperature' (no gradient, no update, no weight decay).
+  c.train.frozen = ()
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = config_dict.placeholder(int)  # None: epoch ends only
+  c.checkpoint.every_steps = 500  # and at every epoch end
+  c.checkpoint.keep = 3           # latest N kept, plus the best by val loss
+  c.checkpoint.allow_config_change = False  # resume a workdir of another config
   return apply_variant_arg(c, arg)
 
 
@@ -164,6 +181,8 @@ def apply_variant_arg(c, arg):
       c.train.log_every_steps = 2
       c.train.progress_bar = False
       c.vq.refresh_interval = min(c.vq.refresh_interval, 2)
+      c.vq.kmeans_iters = 2
+      c.vq.kmeans_num_samples = 512
     else:
       raise ValueError(f'unknown config variant {token!r} (known: arc, tiny)')
   return c

@@ -162,6 +162,22 @@ def validate(cfg) -> None:
     check(key, number(key) >= 0, 'must be >= 0')
   check('monitor.val_spike_factor', number('monitor.val_spike_factor') >= 1.0,
         'must be >= 1 (a multiple of the best val loss)')
+  check('vq.init', cfg.vq.init in ('random', 'kmeans'), "must be 'random' or 'kmeans'")
+  for key in ('vq.kmeans_num_samples', 'checkpoint.keep'):
+    positive_int(key)
+  iters = cfg.vq.kmeans_iters
+  check('vq.kmeans_iters', isinstance(iters, int) and not isinstance(iters, bool)
+        and iters >= 0, 'must be an integer >= 0')
+  if cfg.checkpoint.every_steps is not None:
+    positive_int('checkpoint.every_steps')
+  check('checkpoint.allow_config_change',
+        isinstance(cfg.checkpoint.allow_config_change, bool), 'must be True or False')
+  check('init_from', isinstance(cfg.init_from, str), 'must be a path (str), or empty')
+  frozen = cfg.train.frozen
+  freezable = ('encoder', 'target_encoder', 'predictor', 'temperature')
+  check('train.frozen', isinstance(frozen, (tuple, list))
+        and all(g in freezable for g in frozen) and len(set(frozen)) == len(frozen),
+        f'must be a tuple of distinct names from {freezable}')
 
   m = cfg.masking
   for key in ('masking.target_block_size', 'masking.context_block_size'):

@@ -7,10 +7,13 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
+from jepa_jax import checkpoint
 from jepa_jax import config_lib
 from jepa_jax import data
+from jepa_jax import stages
 from jepa_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:variant]).')
@@ -21,23 +24,37 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)     # Orbax logs every save at INFO
+  cfg, workdir = _CONFIG.value, _WORKDIR.value
   try:
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if stages.is_two_stage(cfg):
+      summary = stages.run(cfg, workdir)
+    else:
+      summary = train.train_and_evaluate(cfg, workdir)
   except config_lib.ConfigError as err:
     print(f'config error: {err}', file=sys.stderr)
     sys.exit(2)
   except data.DataError as err:
     print(f'data error: {err}', file=sys.stderr)
     sys.exit(2)
-  except train.TrainingError as err:
+  except (train.TrainingError, checkpoint.CheckpointError) as err:
     print(f'error: {err}', file=sys.stderr)
     sys.exit(1)
   if summary.get('parallel', {}).get('process_index', 0) != 0:
     return                        # only process 0 reports
-  print(f"{summary['status']}: {summary['epochs_completed']} epochs, "
-        f"{summary['steps']} steps, best val loss {summary['best_val_loss']:.4f} "
-        f"(epoch {summary['best_epoch']}), wall {summary['wall_time_s']:.1f} s, "
-        f"compile {summary['compile_time_s']:.1f} s -> {_WORKDIR.value}")
+  for name, s in summary.get('stages', {'run': summary}).items():
+    prefix = '' if name == 'run' else f'{name}: '
+    print(prefix + _describe(s, workdir))
+
+
+def _describe(summary, workdir) -> str:
+  best = summary.get('best_val_loss')
+  best = 'none' if best is None else f"{best:.4f} (epoch {summary['best_epoch']})"
+  timing = (f", wall {summary['wall_time_s']:.1f} s, compile {summary['compile_time_s']:.1f} s"
+            if 'wall_time_s' in summary else '')
+  return (f"{summary['status']}: {summary['epochs_completed']} epochs, "
+          f"{summary['steps']} steps, best val loss {best}{timing} -> {workdir}")
 
 
 if __name__ == '__main__':

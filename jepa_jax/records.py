@@ -40,6 +40,34 @@ def read_jsonl(path: str) -> list:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def rewind_jsonl(path: str, max_step: int) -> int:
+  """Keeps only the lines of a JSONL log whose `step` is <= max_step.
+
+  Used on resume: lines written after the checkpoint being resumed from are
+  dropped, so the resumed run appends them again exactly once. A line that
+  does not parse (a write cut short by a kill) is dropped too. The file is
+  rewritten atomically. Returns the number of lines kept.
+  """
+  if not os.path.exists(path):
+    return 0
+  kept = []
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record.get('step', 0) <= max_step:
+        kept.append(line if line.endswith('\n') else line + '\n')
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.writelines(kept)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  return len(kept)
+
+
 class JsonlWriter:
   """Appends one JSON object per line, flushed after each line."""
 

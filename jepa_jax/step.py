@@ -14,6 +14,12 @@ The trainables are {'params': params} in EMA mode and
 (`config.vq.ema_decay=None`): EMA versus gradient VQ is only a question of
 which tree the optimizer sees and which VQ update function the step calls.
 
+Frozen groups (`config.train.frozen`, used by stage 2 of a two-stage run):
+'encoder', 'predictor' and 'temperature' name subtrees of params; frozen ones
+get no gradient (stop_gradient), no update and no weight decay (their optax
+label maps to `set_to_zero`) and are carried over bit for bit. 'target_encoder'
+frozen skips the EMA update of target_params.
+
 Step-based randomness: key = fold_in(state['rng'], step) is split into the
 mask key (per-sample keys fold in the global sample index), the SIGReg slice
 key and the refresh key, so a step is a pure function of (state, batch).
@@ -75,6 +81,28 @@ class Setup:
     return self.cfg.model.patch_embed == 'colour'
 
 
+FREEZABLE = ('encoder', 'target_encoder', 'predictor', 'temperature')
+
+
+def frozen_groups(cfg) -> tuple:
+  return tuple(cfg.train.get('frozen', ()) or ())
+
+
+def _frozen_params(cfg) -> tuple:
+  """The frozen subtrees of params (target_encoder is not in params)."""
+  return tuple(g for g in frozen_groups(cfg) if g != 'target_encoder')
+
+
+def _freeze_labels(frozen):
+  """optax labels: 'frozen' for trainables['params'][g], g in frozen; else 'train'."""
+  def labels(trainables):
+    def label(path, _):
+      names = [getattr(p, 'key', None) for p in path[:2]]
+      return 'frozen' if names[0] == 'params' and names[1] in frozen else 'train'
+    return jax.tree_util.tree_map_with_path(label, trainables)
+  return labels
+
+
 def _weight_decay_mask(trainables):
   """Decay only weight matrices/kernels; never biases, norms, the temperature,
   the mask token or the codebook."""
@@ -105,6 +133,10 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
       optax.clip_by_global_norm(cfg.train.grad_clip_norm),
       optax.adamw(schedule, weight_decay=cfg.train.weight_decay,
                   mask=_weight_decay_mask))
+  frozen = _frozen_params(cfg)
+  if frozen:
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
+                               _freeze_labels(frozen))
   return Setup(cfg=cfg, grid=grid, encoder=model_lib.make_encoder(cfg),
                predictor=model_lib.make_predictor(cfg, grid), tx=tx,
                lr_schedule=schedule, steps_per_epoch=spe, total_steps=total)
@@ -205,8 +237,11 @@ def make_loss_fn(setup: Setup, axis_name=None):
   lc = cfg.loss
   gather = _gather_fn(axis_name)
 
+  frozen = _frozen_params(cfg)
+
   def loss_fn(trainables, state, images, sample_ids, keys):
-    params = trainables['params']
+    params = {k: jax.lax.stop_gradient(v) if k in frozen else v
+              for k, v in trainables['params'].items()}
     mask_key, sig_key = keys[0], keys[1]
     if setup.padded:
       valid = model_lib.token_validity(images, cfg.model.patch_size)   # (b, N)
@@ -293,6 +328,8 @@ def make_train_step(setup: Setup, axis_name=None):
   """
   cfg = setup.cfg
   loss_fn = make_loss_fn(setup, axis_name)
+  frozen = _frozen_params(cfg)
+  freeze_target = 'target_encoder' in frozen_groups(cfg)
 
   def train_step(state, images, sample_ids):
     step = state['step']
@@ -308,12 +345,15 @@ def make_train_step(setup: Setup, axis_name=None):
     # Projection after the update keeps τ in bounds without killing its gradient.
     params['temperature'] = jnp.clip(params['temperature'], cfg.loss.temperature_min,
                                      cfg.loss.temperature_max)
+    for group in frozen:                     # bit-identical, whatever the update
+      params[group] = state['params'][group]
     momentum = model_lib.momentum_schedule(step, setup.total_steps,
                                            cfg.train.ema_momentum_start,
                                            cfg.train.ema_momentum_end)
+    target = state['target_params'] if freeze_target else model_lib.ema_params(
+        state['target_params'], params['encoder'], momentum)
     new_state = dict(state, step=step + 1, params=params, opt_state=opt_state,
-                     target_params=model_lib.ema_params(
-                         state['target_params'], params['encoder'], momentum))
+                     target_params=target)
     metrics = {k: aux['parts'].get(k, jnp.zeros(())) for k in LOSS_COMPONENTS[1:]}
     metrics['loss'] = total
     metrics['temperature'] = params['temperature']

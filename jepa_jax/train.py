@@ -1,33 +1,54 @@
-"""The training loop: data order, logging points, validation, run outputs.
+"""The training loop: data order, logging points, validation, checkpoints, run outputs.
 
 The pure pieces (train state, jitted step, evaluation functions) live in
-`jepa_jax.step`; this module drives them and writes the run's files.
+`jepa_jax.step`; checkpoint files in `jepa_jax.checkpoint`. This module drives
+them and writes the run's files.
+
+Resume: a workdir that holds this run (same config.json) continues from its
+latest complete checkpoint. Everything the loop carries between steps is in
+the checkpoint: the train state, the data position (epoch, batch within the
+epoch), the loop bookkeeping dict (`new_loop_state`: status, epochs done and
+the collapse monitor's state, which holds early stopping) and the per-step
+metrics of an unfinished epoch; the JSONL logs (metrics and alerts) are
+rewound to the checkpoint's step. With no host-side randomness and the data
+order a function of (seed, epoch), the resumed run computes exactly what the
+uninterrupted one would have.
 """
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
+import threading
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jepa_jax import checkpoint as ckpt_lib
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import final_state
+from jepa_jax import model as model_lib
 from jepa_jax import monitor
 from jepa_jax import parallel
 from jepa_jax import records
 from jepa_jax import step as step_lib
+from jepa_jax import vq as vq_lib
 from jepa_jax.step import LOSS_COMPONENTS
 
 EPOCH_METRICS = 'epoch_metrics.jsonl'
 EMBEDDING_METRICS = 'embedding_metrics.jsonl'
 SUMMARY = 'summary.json'
-CONFIG = 'config.json'
+CONFIG = ckpt_lib.CONFIG
 ALERTS = 'alerts.jsonl'
+# JSONL logs whose lines carry a `step`: rewound to the checkpoint on resume.
+STEP_LOGS = (EPOCH_METRICS, EMBEDDING_METRICS, ALERTS)
+RUN_FILES = (SUMMARY, final_state.FINAL_STATE) + STEP_LOGS
+FINISHED = ('completed', 'early_stopped', 'aborted')
 
 
 class TrainingError(RuntimeError):
@@ -56,30 +77,172 @@ def evaluate(eval_fn, state, images, batch_size) -> Dict[str, float]:
   return {k: float(np.mean(v)) for k, v in stacked.items()}
 
 
-def _prepare_workdir(workdir: str) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  taken = [f for f in (EPOCH_METRICS, EMBEDDING_METRICS, SUMMARY, ALERTS)
-           if os.path.exists(os.path.join(workdir, f))]
-  if taken:
-    raise TrainingError(f'workdir {workdir!r} already holds a run ({", ".join(taken)}); '
-                        'choose a new --workdir so existing results are not overwritten')
+def monitor_to_json(state: monitor.MonitorState) -> Dict[str, Any]:
+  """The monitor state as strict JSON (no best val loss yet: None, not inf)."""
+  d = state.to_dict()
+  d['best_val'] = None if d['best_epoch'] < 0 else d['best_val']
+  return d
 
 
-def _prepare_workdir_once(plan, workdir: str) -> None:
-  """Process 0 checks (and creates) the workdir; every process gets its verdict."""
-  message = None
-  if plan.is_writer:
-    try:
-      _prepare_workdir(workdir)
-    except TrainingError as err:
-      message = str(err)
+def monitor_from_json(d: Dict[str, Any]) -> monitor.MonitorState:
+  d = dict(d)
+  d['best_val'] = float('inf') if d['best_val'] is None else d['best_val']
+  return monitor.MonitorState.from_dict(d)
+
+
+def new_loop_state() -> Dict[str, Any]:
+  """The loop's bookkeeping: one JSON-able dict, saved in every checkpoint.
+
+  `monitor` is the collapse monitor's state (`jepa_jax.monitor`: alert
+  edges, tails, best val loss and epochs since, i.e. early stopping);
+  `reason` the red flag that aborted the run.
+  """
+  return {'status': 'running', 'epochs_completed': 0, 'reason': None,
+          'monitor': monitor_to_json(monitor.initial_state())}
+
+
+class EpochMetrics:
+  """Per-step train metrics of the current epoch.
+
+  Step outputs stay on the device until the epoch ends or a checkpoint needs
+  them (one host transfer each); a resumed epoch starts from the values its
+  checkpoint holds, so epoch means equal the uninterrupted run's bit for bit.
+  """
+
+  def __init__(self, saved: Optional[Dict[str, Any]] = None):
+    self._host = {k: np.asarray(v['values'], dtype=v['dtype'])
+                  for k, v in (saved or {}).items()}
+    self._pending = []
+
+  def add(self, metrics) -> None:
+    self._pending.append(metrics)
+
+  def fetch(self) -> Dict[str, np.ndarray]:
+    if self._pending:
+      new = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *self._pending))
+      self._pending = []
+      self._host = {k: np.concatenate([self._host[k], v]) if k in self._host else v
+                    for k, v in new.items()}
+    return self._host
+
+  def to_json(self) -> Dict[str, Any]:
+    return {k: {'dtype': str(v.dtype), 'values': v.tolist()}
+            for k, v in self.fetch().items()}
+
+
+class Preemption:
+  """SIGTERM -> save at the next step boundary and stop.
+
+  Single host: a SIGTERM handler sets a flag. Multi-host (jax.distributed
+  initialised): Orbax's preemption sync point, so all hosts stop at the same
+  step.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def install(self) -> None:
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def uninstall(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+    ckpt_lib.say('SIGTERM: saving a checkpoint at the next step boundary, then stopping')
+
+  def reached(self, ckpts: ckpt_lib.RunCheckpoints, step: int) -> bool:
+    if jax.process_count() > 1:
+      self.requested = self.requested or ckpts.reached_preemption(step)
+    return self.requested
+
+
+def _kmeans_vq(cfg, setup, dataset, encoder_params) -> vq_lib.VQState:
+  """Codebook from k-means++ (+ Lloyd) on the encoder's token embeddings of
+  the training images (whole images), a function of the config and seed.
+  Padded colour-id data: valid tokens only, encoded with padding masked out
+  of attention as in the step."""
+  patch = cfg.model.patch_size
+
+  @jax.jit
+  def encode(images):
+    valid = model_lib.token_validity(images, patch) if setup.padded else None
+    z = setup.encoder.apply(encoder_params, images, None, valid)
+    return z, valid
+
+  chunks = []
+  for i in range(0, len(dataset.train_images), 256):
+    z, valid = jax.device_get(encode(dataset.train_images[i:i + 256]))
+    chunks.append(z[valid] if setup.padded else z.reshape(-1, z.shape[-1]))
+  tokens = np.concatenate(chunks)
+  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x6b6d)
+  k_pick, k_fit = jax.random.split(key)
+  n = min(cfg.vq.kmeans_num_samples, len(tokens))
+  picked = tokens[np.asarray(jax.random.permutation(k_pick, len(tokens))[:n])]
+  fit = jax.jit(vq_lib.kmeans_init, static_argnums=(2, 3))
+  return vq_lib.state_from_codebook(
+      fit(k_fit, picked, cfg.vq.codebook_size, cfg.vq.kmeans_iters))
+
+
+def starting_state(cfg, setup, dataset, fresh):
+  """The state a run starts from: `fresh`, with params and target encoder
+  loaded from `config.init_from` if set and the codebook from k-means if
+  `config.vq.init == 'kmeans'`. Fails listing every name/shape mismatch."""
+  if not cfg.init_from and not (setup.vq_enabled and cfg.vq.init == 'kmeans'):
+    return fresh
+  state = dict(fresh)
+  if cfg.init_from:
+    subset = {'params': state['params'], 'target_params': state['target_params']}
+    loaded, source = ckpt_lib.load_params(cfg.init_from, ckpt_lib.abstract_of(subset))
+    state.update(params=loaded['params'], target_params=loaded['target_params'])
+    ckpt_lib.say(f'initialised params and target encoder from {source}')
+  if setup.vq_enabled and cfg.vq.init == 'kmeans':
+    state['vq'] = _kmeans_vq(cfg, setup, dataset, state['params']['encoder'])
+  state['opt_state'] = setup.tx.init(step_lib.trainables_of(setup, state))
+  return ckpt_lib.detached_copy(state)     # every leaf its own (donatable) buffer
+
+
+def _check_workdir_once(plan, workdir, cfg_json, allow_config_change) -> bool:
+  """Every process reads the workdir (checkpoints need a shared filesystem);
+  process 0's verdict is the one every process acts on."""
+  message, holds_run = None, False
+  try:
+    holds_run = ckpt_lib.check_workdir(workdir, cfg_json, RUN_FILES, allow_config_change)
+  except ckpt_lib.CheckpointError as err:
+    message = str(err)
   message = parallel.broadcast_error(plan, message)
   if message:
-    raise TrainingError(message)
+    raise ckpt_lib.CheckpointError(message)
+  return holds_run
+
+
+def _last_line(path: str) -> Dict[str, Any]:
+  lines = records.read_jsonl(path)
+  return lines[-1] if lines else {}
+
+
+def _summary(summary, loop, status, step, last_epoch_line, last_emb):
+  mon = monitor_from_json(loop['monitor'])
+  has_best = mon.best_epoch >= 0
+  summary.update({
+      'status': status, 'epochs_completed': loop['epochs_completed'], 'steps': step,
+      'best_val_loss': mon.best_val if has_best else None,
+      'best_epoch': mon.best_epoch if has_best else None,
+      'alerts': mon.num_alerts, 'red_flags': list(mon.red_flags),
+      'final_metrics': {**last_epoch_line, **{f'embedding_{k}' if k in (
+          'step', 'epoch') else k: v for k, v in last_emb.items()}},
+  })
+  if status == 'aborted' and loop.get('reason'):
+    summary['reason'] = loop['reason']
+  return summary
 
 
 def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
-  """Runs training as configured, writing all outputs to `workdir`.
+  """Runs (or resumes) training as configured, writing all outputs to `workdir`.
 
   Returns the summary dict (also written to summary.json).
   """
@@ -89,13 +252,65 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   dataset = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, dataset)
   plan = parallel.make_plan(cfg)
-  _prepare_workdir_once(plan, workdir)
-  if plan.is_writer:
-    records.write_json(os.path.join(workdir, CONFIG), cfg.to_dict())
+  tc, cc = cfg.train, cfg.checkpoint
+  cfg_json = ckpt_lib.config_to_json(cfg)
+  path = lambda name: os.path.join(workdir, name)
 
-  tc = cfg.train
-  state = parallel.place_state(
-      plan, step_lib.init_state(setup, dataset.image_shape, cfg.seed))
+  # Nothing is written before the workdir, a resumed checkpoint or init_from
+  # have been checked: a refused run leaves the workdir as it was.
+  holds_run = _check_workdir_once(plan, workdir, cfg_json, cc.allow_config_change)
+  fresh = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
+  placed = parallel.place_state(plan, fresh)     # replicated: same global shapes
+  ckpts = (ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
+           if holds_run else None)
+  try:
+    restored = ckpts.restore_latest(ckpt_lib.abstract_of(placed)) if ckpts else None
+  except BaseException:
+    ckpts.close()
+    raise
+  if restored:
+    state, meta = restored.state, restored.meta
+    if meta['loop']['status'] not in FINISHED:
+      ckpt_lib.say(f'resuming from checkpoint step {restored.step} (epoch '
+                   f'{meta["epoch"]}, batch {meta["step_in_epoch"]}) in {ckpts.directory}')
+  else:
+    start = starting_state(cfg, setup, dataset, fresh)
+    state = placed if start is fresh else parallel.place_state(plan, start)
+    meta = {'step': 0, 'epoch': 0, 'step_in_epoch': 0, 'loop': new_loop_state(),
+            'partial_epoch': {}}
+  del fresh, placed
+  if plan.is_writer:
+    os.makedirs(workdir, exist_ok=True)
+    records.write_json(path(CONFIG), cfg_json)
+    for name in STEP_LOGS:
+      records.rewind_jsonl(path(name), meta['step'])
+  ckpts = ckpts or ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
+
+  loop, step, start_step = meta['loop'], meta['step'], meta['step']
+  last_epoch_line = _last_line(path(EPOCH_METRICS))
+  last_emb = _last_line(path(EMBEDDING_METRICS))
+  summary = {'status': 'running', 'variant': cfg.variant,
+             'total_steps_planned': setup.total_steps,
+             'steps_per_epoch': setup.steps_per_epoch,
+             'resumed_from_step': restored.step if restored else None,
+             'parallel': plan.describe()}
+  if loop['status'] == 'completed' and meta['epoch'] < tc.num_epochs:
+    loop['status'] = 'running'           # more epochs asked (allow_config_change)
+  if loop['status'] in FINISHED:
+    ckpts.close()
+    ckpt_lib.say(f'run in {workdir} already finished ({loop["status"]}) at step {step}')
+    if plan.is_writer and not os.path.exists(path(final_state.FINAL_STATE)):
+      final_state.save(workdir, parallel.local_state(plan, state))  # killed before it
+    if os.path.exists(path(SUMMARY)):
+      with open(path(SUMMARY)) as f:
+        old = json.load(f)
+      if old.get('status') == loop['status'] and old.get('steps') == step:
+        return old
+    summary = _summary(summary, loop, loop['status'], step, last_epoch_line, last_emb)
+    if plan.is_writer:
+      records.write_json(path(SUMMARY), summary)
+    return summary
+
   rows = plan.process_rows          # this process's shard of every global batch
   batch0 = next(data_lib.epoch_batches(dataset.train_images, tc.batch_size,
                                        cfg.seed, 0, 1, rows=rows))
@@ -106,42 +321,57 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   emb_images = dataset.val_images[:tc.embedding_metrics_num_samples]
 
   def log_file(name):               # other processes write to /dev/null
-    return records.JsonlWriter(os.path.join(workdir, name) if plan.is_writer
-                               else os.devnull)
+    return records.JsonlWriter(path(name) if plan.is_writer else os.devnull)
 
   epoch_log, emb_log = log_file(EPOCH_METRICS), log_file(EMBEDDING_METRICS)
   alert_log = log_file(ALERTS)
-  tb = records.TensorBoardWriter(workdir) if plan.is_writer else records.NullWriter()
-  summary = {'status': 'running', 'variant': cfg.variant,
-             'total_steps_planned': setup.total_steps,
-             'steps_per_epoch': setup.steps_per_epoch,
-             'parallel': plan.describe()}
+  # TensorBoard discards the events a resumed run's earlier life logged after
+  # the checkpoint (purge_step); the event files themselves keep them.
+  tb = (records.TensorBoardWriter(workdir, purge_step=step + 1 if restored else None)
+        if plan.is_writer else records.NullWriter())
   # Every process folds the same (replicated) metrics, so all stop together.
   rules = monitor.Rules.from_config(cfg)
-  mon = monitor.initial_state()
-  last_epoch_line: Dict[str, Any] = {}
-  last_emb: Dict[str, Any] = {}
-  step, epochs_done = 0, 0
+  mon = monitor_from_json(loop['monitor'])
+  epoch_metrics = EpochMetrics(meta['partial_epoch'])
+  preemption = Preemption()
+  preemption.install()
+
+  def save(epoch, step_in_epoch, val_loss=None):
+    partial = epoch_metrics.to_json() if step_in_epoch else {}
+    if partial and not np.all(np.isfinite(partial['loss']['values'])):
+      _check_finite({'loss': float('nan')}, f'before the checkpoint at step {step}')
+    snapshot = {'step': step, 'epoch': epoch, 'step_in_epoch': step_in_epoch,
+                'loop': loop, 'partial_epoch': partial}
+    ckpts.save(state, json.loads(json.dumps(snapshot)), cfg_json, val_loss)
 
   from tqdm import tqdm  # noqa: PLC0415  (progress output only)
-  bar = tqdm(total=setup.total_steps, disable=not (tc.progress_bar and plan.is_writer),
+  bar = tqdm(total=setup.total_steps, initial=step,
+             disable=not (tc.progress_bar and plan.is_writer),
              desc=cfg.variant, dynamic_ncols=True)
 
-  def report(events):
+  def observe(fold, record):
+    """Folds a record into the monitor (kept in `loop` for the checkpoints),
+    logs its events; returns the monitor's (status, reason) to stop, or None."""
+    nonlocal mon
+    mon, events = fold(mon, record, rules)
+    loop['monitor'] = monitor_to_json(mon)
     for event in events:
       alert_log.write(event)
       if plan.is_writer:
         tqdm.write(monitor.format_event(event), file=sys.stderr)
+    return monitor.stop_decision(mon, rules)
 
+  status, decision = 'running', None
   try:
-    status, decision = 'completed', None
-    for epoch in range(tc.num_epochs):
-      epoch_metrics = []
-      for images, ids in data_lib.epoch_batches(
+    for epoch in range(meta['epoch'], tc.num_epochs):
+      first = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
+      if epoch != meta['epoch']:
+        epoch_metrics = EpochMetrics()
+      for i, (images, ids) in enumerate(data_lib.epoch_batches(
           dataset.train_images, tc.batch_size, cfg.seed, epoch,
-          setup.steps_per_epoch, rows=rows):
+          setup.steps_per_epoch, start_step=first, rows=rows), start=first):
         state, m = train_step(state, images, ids)
-        epoch_metrics.append(m)
+        epoch_metrics.add(m)
         step += 1
         bar.update(1)
         if step % tc.log_every_steps == 0:           # logging point: host sync
@@ -162,15 +392,22 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
           last_emb = {'step': step, 'epoch': epoch, **emb}
           emb_log.write(last_emb)
           tb.write('embedding', last_emb, step)
-          mon, events = monitor.observe_embedding(mon, last_emb, rules)
-          report(events)
-          decision = monitor.stop_decision(mon, rules)
-          if decision:
+          decision = observe(monitor.observe_embedding, last_emb)
+          if decision:                               # aborted inside the epoch
+            loop['status'], loop['reason'] = decision
+            save(epoch, i + 1)
             break
-      if decision:                                   # aborted inside the epoch
+        if i + 1 < setup.steps_per_epoch:            # the epoch end saves the last
+          preempted = preemption.reached(ckpts, step)
+          if preempted or (cc.every_steps and step % cc.every_steps == 0):
+            save(epoch, i + 1)
+          if preempted:
+            status = 'preempted'
+            break
+      if status == 'preempted' or decision:
         break
 
-      stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *epoch_metrics))
+      stacked = epoch_metrics.fetch()
       train_means = _mean_metrics(stacked, 'train')
       _check_finite(train_means, f'in epoch {epoch}')
       val = evaluate(eval_step, parallel.local_state(plan, state),
@@ -185,40 +422,41 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
             np.mean(stacked['vq_batch_usage_ratio']))
       epoch_log.write(last_epoch_line)
       tb.write('epoch', last_epoch_line, step)
-      epochs_done = epoch + 1
-
-      mon, events = monitor.observe_epoch(mon, last_epoch_line, rules)
-      report(events)
-      decision = monitor.stop_decision(mon, rules)
-      if decision:
+      loop['epochs_completed'] = epoch + 1
+      decision = observe(monitor.observe_epoch, last_epoch_line)
+      if decision:                                   # early stopped or aborted
+        loop['status'], loop['reason'] = decision
+      elif epoch + 1 == tc.num_epochs:
+        loop['status'] = 'completed'
+      save(epoch + 1, 0, val_loss=val['loss'])
+      if loop['status'] != 'running':
         break
-    if decision:
-      status, reason = decision
-      if reason:
-        summary['reason'] = reason
+      if preemption.reached(ckpts, step):
+        status = 'preempted'
+        break
+    if status == 'running':
+      status = loop['status'] if loop['status'] in FINISHED else 'completed'
   except BaseException as err:
     status = 'failed'
     summary['reason'] = str(err) or type(err).__name__
     raise
   finally:
+    preemption.uninstall()
     bar.close()
     for log in (epoch_log, emb_log, alert_log, tb):
       log.close()
-    if status != 'failed' and plan.is_writer:
-      final_state.save(workdir, parallel.local_state(plan, state))
-    wall = time.perf_counter() - t_start
-    has_best = mon.best_epoch >= 0
-    summary.update({
-        'status': status, 'epochs_completed': epochs_done, 'steps': step,
-        'best_val_loss': mon.best_val if has_best else None,
-        'best_epoch': mon.best_epoch if has_best else None,
-        'alerts': mon.num_alerts, 'red_flags': list(mon.red_flags),
-        'final_metrics': {**last_epoch_line, **{f'embedding_{k}' if k in (
-            'step', 'epoch') else k: v for k, v in last_emb.items()}},
-        'wall_time_s': wall, 'compile_time_s': compile_time,
-        'steps_per_s': step / max(wall - compile_time, 1e-9),
-        'devices': [str(d) for d in jax.devices()],
-    })
-    if plan.is_writer:
-      records.write_json(os.path.join(workdir, SUMMARY), summary)
+    try:
+      ckpts.close()                       # waits for the saves in flight
+      if status in FINISHED and plan.is_writer:
+        final_state.save(workdir, parallel.local_state(plan, state))
+    finally:
+      wall = time.perf_counter() - t_start
+      _summary(summary, loop, status, step, last_epoch_line, last_emb)
+      summary.update({
+          'wall_time_s': wall, 'compile_time_s': compile_time,
+          'steps_per_s': (step - start_step) / max(wall - compile_time, 1e-9),
+          'devices': [str(d) for d in jax.devices()],
+      })
+      if plan.is_writer:
+        records.write_json(path(SUMMARY), summary)
   return summary

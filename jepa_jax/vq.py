@@ -371,3 +371,60 @@ def usage_stats(codes, codebook_size: int, axis_name: Optional[Hashable] = None,
   return {'vq_codes_used': used,
           'vq_usage_ratio': used / codebook_size,
           'vq_perplexity': jnp.exp(-jnp.sum(plogp))}
+
+
+def state_from_codebook(codebook) -> VQState:
+  """A fresh state around a given codebook: N_k = 1, m_k = e_k, usage = 0, step = 0.
+
+  The same no-debias start as `init_state` (m / N = e from the first step), for
+  a codebook that comes from elsewhere (e.g. `kmeans_init`).
+  """
+  codebook = jnp.asarray(codebook, jnp.float32)
+  k = codebook.shape[0]
+  return VQState(codebook=codebook,
+                 cluster_size=jnp.ones((k,), jnp.float32),
+                 embed_sum=codebook + 0.0,      # its own buffer (donation-safe)
+                 usage=jnp.zeros((k,), jnp.float32),
+                 step=jnp.zeros((), jnp.int32))
+
+
+def kmeans_init(rng, z, num_codes: int, num_iters: int = 10) -> jax.Array:
+  """Codebook (num_codes, D) from vectors z (N, D): k-means++ seeding, then Lloyd.
+
+  Seeding (Arthur & Vassilvitskii 2007, "k-means++"): c_1 = z_r with r uniform;
+  then for j = 2..K, with d_i = min_{l<j} ||z_i - c_l||^2,
+    c_j = z_r,  P(r = i) = d_i / sum_n d_n
+  (uniform when every d_i = 0, i.e. fewer distinct vectors than codes).
+  Lloyd (k-means) iterations: assign k(z_i) = argmin_k ||z_i - c_k||^2, then
+    c_k <- mean_{i: k(z_i) = k} z_i      (c_k unchanged when no z_i chose it).
+  Pure and jittable with static shapes (num_codes and num_iters static); the
+  result is a function of (rng, z) alone.
+  """
+  z = jax.lax.stop_gradient(jnp.asarray(z, jnp.float32))
+  n, d = z.shape
+  k_first, k_rest = jax.random.split(rng)
+  first = z[jax.random.randint(k_first, (), 0, n)]
+  centers = jnp.zeros((num_codes, d), jnp.float32).at[0].set(first)
+  dist = jnp.sum((z - first) ** 2, axis=-1)                          # d_i
+
+  def seed_one(j, carry):
+    centers, dist = carry
+    total = jnp.sum(dist)
+    logits = jnp.where(total > 0,
+                       jnp.where(dist > 0, jnp.log(jnp.where(dist > 0, dist, 1.0)),
+                                 -jnp.inf),
+                       jnp.zeros_like(dist))
+    pick = z[jax.random.categorical(jax.random.fold_in(k_rest, j), logits)]
+    centers = centers.at[j].set(pick)
+    return centers, jnp.minimum(dist, jnp.sum((z - pick) ** 2, axis=-1))
+
+  centers, _ = jax.lax.fori_loop(1, num_codes, seed_one, (centers, dist))
+
+  def lloyd(_, centers):
+    codes, _ = nearest_codes(centers, z)
+    counts = jnp.zeros((num_codes,), jnp.float32).at[codes].add(1.0)
+    sums = jnp.zeros((num_codes, d), jnp.float32).at[codes].add(z)
+    means = sums / jnp.maximum(counts, 1.0)[:, None]
+    return jnp.where(counts[:, None] > 0, means, centers)
+
+  return jax.lax.fori_loop(0, num_iters, lloyd, centers)

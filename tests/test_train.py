@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from jepa_jax import checkpoint
 from jepa_jax import data as data_lib
 from jepa_jax import records
 from jepa_jax import step as step_lib
@@ -144,10 +145,11 @@ def test_early_stopping(tmp_path, monkeypatch):
   assert summary['epochs_completed'] == 3 and summary['best_epoch'] == 0
 
 
-def test_refuses_workdir_with_existing_run(tmp_path):
+def test_refuses_workdir_with_files_of_an_unknown_run(tmp_path):
   (tmp_path / 'summary.json').write_text('{}')
-  with pytest.raises(train.TrainingError, match='already holds a run'):
+  with pytest.raises(checkpoint.CheckpointError, match='holds files of a run without config.json'):
     train.train_and_evaluate(load('gentle', 'tiny'), str(tmp_path))
+  assert os.listdir(tmp_path) == ['summary.json']
   assert (tmp_path / 'summary.json').read_text() == '{}'
 
 

@@ -377,3 +377,39 @@ def test_tiled_search_keeps_leading_shape_and_quantize_passes_bound():
   z_st, codes_q, _ = vq.quantize(state, z, max_elements=25)
   np.testing.assert_array_equal(np.asarray(codes_q), np.asarray(codes))
   np.testing.assert_array_equal(np.asarray(z_st), np.asarray(state.codebook[codes]))
+
+class KmeansInitTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_finds_well_separated_clusters(self):
+    rng = np.random.default_rng(0)
+    centres = np.array([[5., 0.], [-5., 0.], [0., 5.], [0., -5.]], np.float32)
+    z = (centres[rng.integers(0, 4, 400)] + 0.1 * rng.standard_normal((400, 2))
+         ).astype(np.float32)
+    fit = self.variant(vq.kmeans_init, static_argnums=(2, 3))
+    book = np.asarray(fit(jax.random.PRNGKey(1), z, 4, 5))
+    chex.assert_shape(book, (4, 2))
+    # One code per cluster, each at its cluster's mean.
+    nearest = np.argmin(((book[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    assert sorted(nearest.tolist()) == [0, 1, 2, 3]
+    np.testing.assert_allclose(book, centres[nearest], atol=0.05)
+    np.testing.assert_array_equal(book, np.asarray(fit(jax.random.PRNGKey(1), z, 4, 5)))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_fewer_distinct_points_than_codes_stays_finite(self):
+    z = np.repeat(np.array([[1., 2.], [3., 4.]], np.float32), 10, axis=0)
+    book = np.asarray(self.variant(vq.kmeans_init, static_argnums=(2, 3))(
+        jax.random.PRNGKey(0), z, 5, 2))
+    assert np.isfinite(book).all()
+    assert {tuple(r) for r in book} == {(1., 2.), (3., 4.)}   # codes are data points
+
+  def test_state_from_codebook_statistics_are_consistent(self):
+    book = jnp.arange(6.0).reshape(3, 2)
+    state = vq.state_from_codebook(book)
+    np.testing.assert_array_equal(state.embed_sum, book)
+    np.testing.assert_array_equal(state.cluster_size, np.ones(3))
+    np.testing.assert_array_equal(state.usage, np.zeros(3))
+    assert int(state.step) == 0
+    # m / N = e: an EMA step with no assignments keeps every code.
+    kept = vq.ema_update(state, jnp.zeros((0, 2)), jnp.zeros((0,), jnp.int32), 0.9)
+    np.testing.assert_allclose(kept.codebook, book, rtol=1e-4)

@@ -1,0 +1,367 @@
+"""Orbax checkpoints of a run: save, resume, fallback, config checks, init-from.
+
+Layout of `WORKDIR/checkpoints/<step>/` (one `orbax.checkpoint.CheckpointManager`,
+v0 API with `args=`, asynchronous saving; a step folder exists only once its
+save is complete, unfinished saves live in temporary folders that are cleaned
+up on the next start):
+
+  state   the train-state pytree of `jepa_jax.step` (params, opt_state,
+          target_params, vq, rng, step), bit for bit
+  meta    JSON: `step`, `epoch`, `step_in_epoch` (the data position: the next
+          batch is batch `step_in_epoch` of epoch `epoch`), `loop` (the loop's
+          bookkeeping: status, best val loss, bad epochs, ...) and
+          `partial_epoch` (the per-step metrics of the unfinished epoch)
+  config  JSON: the config of the run that saved it
+
+Retention: the latest `checkpoint.keep` checkpoints and the one with the best
+(lowest) val loss; Orbax deletes old steps only after a newer save finished.
+
+Resume takes the latest checkpoint that reads back; an unreadable one is moved
+to `WORKDIR/corrupt_checkpoints/<step>` with a warning naming the step, and the
+previous one is tried. Restoring checks every name and shape against the run
+first and fails listing all mismatches, so nothing is ever loaded partially.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocp_managers
+
+from jepa_jax import records
+
+CHECKPOINTS = 'checkpoints'
+CORRUPT = 'corrupt_checkpoints'
+CONFIG = 'config.json'
+# Config keys that never change what a run computes: a resumed run may differ
+# in them without counting as a different config.
+RESULT_NEUTRAL_KEYS = ('train.progress_bar', 'checkpoint.')
+
+
+class _SkipExpectedOrbaxWarnings(logging.Filter):
+  """Orbax warns about each mid-epoch checkpoint (no val loss, by design) and
+  about every read-only manager (how init_from reads a checkpoint)."""
+
+  EXPECTED = ('did not provide metrics', 'read_only=True', 'is read only')
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not any(text in message for text in self.EXPECTED)
+
+
+logging.getLogger('absl').addFilter(_SkipExpectedOrbaxWarnings())
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint or workdir cannot be used as asked. One-line message."""
+
+
+def say(message: str) -> None:
+  """Status lines of the checkpoint machinery (stderr, flushed)."""
+  print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------- configs ----
+
+def config_to_json(cfg) -> Dict[str, Any]:
+  """The config as plain JSON values (tuples become lists), as config.json holds it."""
+  return json.loads(json.dumps(records.to_builtin(cfg.to_dict())))
+
+
+def _flatten(tree, prefix=''):
+  out = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      out.update(_flatten(value, name + '.'))
+    else:
+      out[name] = value
+  return out
+
+
+def config_diff(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+  """'key: old -> new' for every result-relevant key that differs."""
+  a, b = _flatten(old), _flatten(new)
+  missing = object()
+  lines = []
+  for key in sorted(set(a) | set(b)):
+    if key in RESULT_NEUTRAL_KEYS or any(
+        key.startswith(p) for p in RESULT_NEUTRAL_KEYS if p.endswith('.')):
+      continue
+    va, vb = a.get(key, missing), b.get(key, missing)
+    if va != vb:
+      show = lambda v: '(absent)' if v is missing else json.dumps(v)
+      lines.append(f'{key}: {show(va)} -> {show(vb)}')
+  return lines
+
+
+def check_workdir(workdir: str, config: Dict[str, Any], run_files,
+                  allow_config_change: bool) -> bool:
+  """Refuses a workdir holding another run; True when it holds this run.
+
+  A workdir is this run's when its config.json equals `config` up to
+  result-neutral keys (or differs and `allow_config_change` is set, which is
+  reported). Run files without a config.json are refused as an unknown run.
+  Writes nothing.
+  """
+  path = os.path.join(workdir, CONFIG)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    diff = config_diff(old, config)
+    if diff and not allow_config_change:
+      raise CheckpointError(
+          f'workdir {workdir!r} holds a run of a different config ('
+          + '; '.join(diff) + '); use a new --workdir, or pass '
+          '--config.checkpoint.allow_config_change=True to continue that run '
+          'with this config')
+    if diff:
+      say('warning: continuing with a changed config (allow_config_change): '
+          + '; '.join(diff))
+    return True
+  present = [f for f in run_files if os.path.exists(os.path.join(workdir, f))]
+  if os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
+    present.append(CHECKPOINTS)
+  if present:
+    raise CheckpointError(
+        f'workdir {workdir!r} holds files of a run without {CONFIG} '
+        f'({", ".join(present)}); choose a new --workdir so they are not '
+        'overwritten')
+  return False
+
+
+# ------------------------------------------------------------ tree specs ----
+
+def _path_name(path) -> str:
+  parts = []
+  for p in path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(p, attr):
+        parts.append(str(getattr(p, attr)))
+        break
+    else:
+      parts.append(str(p))
+  return '/'.join(parts)
+
+
+def tree_spec(tree) -> Dict[str, Tuple[tuple, str]]:
+  """{'params/encoder/...': (shape, dtype)} for arrays, ShapeDtypeStructs or
+  Orbax array metadata."""
+  leaves = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, 'shape') and hasattr(x, 'dtype'))[0]
+  return {_path_name(path): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+          for path, leaf in leaves}
+
+
+def spec_mismatches(found: Dict[str, Tuple], expected: Dict[str, Tuple]) -> List[str]:
+  """Every difference between a checkpoint's tree spec and the run's, one line each."""
+  out = []
+  for name in sorted(set(found) | set(expected)):
+    if name not in found:
+      out.append(f'{name}: missing from the checkpoint (run has {expected[name][0]} '
+                 f'{expected[name][1]})')
+    elif name not in expected:
+      out.append(f'{name}: in the checkpoint ({found[name][0]} {found[name][1]}) '
+                 'but not in this run')
+    elif found[name] != expected[name]:
+      out.append(f'{name}: checkpoint {found[name][0]} {found[name][1]} vs '
+                 f'run {expected[name][0]} {expected[name][1]}')
+  return out
+
+
+def abstract_of(tree):
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def detached_copy(tree):
+  """A copy of every array in its own new buffer.
+
+  The train step donates its state, so the buffers handed to an asynchronous
+  save are reused by the next step while the save may still be reading them.
+  Saving a copy that nothing donates removes that race.
+  """
+  return _copy_tree(tree)
+
+
+# One jitted copy per tree structure (outputs of a computation never alias its
+# non-donated inputs); compiled once for the run's state.
+_copy_tree = jax.jit(lambda tree: jax.tree.map(lambda x: x.copy(), tree))
+
+
+# ----------------------------------------------------------- the manager ----
+
+def _val_loss(metrics) -> float:
+  return float(metrics['val_loss'])
+
+
+@dataclasses.dataclass
+class Restored:
+  step: int
+  state: Any
+  meta: Dict[str, Any]
+
+
+class RunCheckpoints:
+  """The checkpoints of one run directory (see the module docstring)."""
+
+  def __init__(self, directory: str, keep: int = 3, read_only: bool = False):
+    self.directory = os.path.abspath(directory)
+    policy = ocp_managers.AnyPreservationPolicy([
+        ocp_managers.LatestN(n=keep),
+        ocp_managers.BestN(get_metric_fn=_val_loss, reverse=True, n=1,
+                           keep_checkpoints_without_metrics=False)])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy, best_fn=_val_loss, best_mode='min',
+        create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only, enable_async_checkpointing=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler(),
+                       'config': ocp.JsonCheckpointHandler()})
+
+  def steps(self) -> List[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, state, meta: Dict[str, Any], config: Dict[str, Any],
+           val_loss: Optional[float] = None) -> None:
+    """Starts an asynchronous save of `state` at step meta['step'].
+
+    Returns once the arrays are copied; the files are written in the
+    background and the step folder appears when they are complete.
+    """
+    step = int(meta['step'])
+    metrics = None if val_loss is None else {'val_loss': float(val_loss)}
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeSave(detached_copy(state)),
+        meta=ocp.args.JsonSave(meta), config=ocp.args.JsonSave(config)),
+        metrics=metrics, force=True)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+  def reached_preemption(self, step: int) -> bool:
+    """Orbax's multi-host preemption sync point (needs jax.distributed)."""
+    return self.manager.reached_preemption(step)
+
+  def _spec(self, step: int) -> Dict[str, Tuple]:
+    return tree_spec(self.manager.item_metadata(step)['state'])
+
+  def _restore_state(self, step: int, abstract, partial: bool):
+    return self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            item=abstract,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+            partial_restore=partial)))['state']
+
+  def restore(self, step: int, abstract_state) -> Restored:
+    """Restores checkpoint `step` into the structure of `abstract_state`.
+
+    Raises CheckpointError listing every name/shape mismatch; any other
+    exception means the checkpoint cannot be read.
+    """
+    found = self._spec(step)
+    bad = spec_mismatches(found, tree_spec(abstract_state))
+    if bad:
+      raise CheckpointError(
+          f'checkpoint step {step} in {self.directory} does not fit this run '
+          f'({len(bad)} mismatches): ' + '; '.join(bad))
+    state = self._restore_state(step, abstract_state, partial=False)
+    meta = self.manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta']
+    if int(meta['step']) != step or int(state['step']) != step:
+      raise ValueError(f'step mismatch: folder {step}, meta {meta["step"]}, '
+                       f'state {int(state["step"])}')
+    return Restored(step=step, state=state, meta=meta)
+
+  def restore_latest(self, abstract_state) -> Optional[Restored]:
+    """The latest checkpoint that reads back, or None when there is none.
+
+    An unreadable checkpoint (truncated, a file missing) is moved aside with a
+    warning naming its step, then the previous one is tried.
+    """
+    for step in sorted(self.steps(), reverse=True):
+      try:
+        return self.restore(step, abstract_state)
+      except CheckpointError:
+        raise
+      except Exception as err:  # pylint: disable=broad-except
+        self._quarantine(step, err)
+    return None
+
+  def _quarantine(self, step: int, err: Exception) -> None:
+    src = os.path.join(self.directory, str(step))
+    dest_root = os.path.join(os.path.dirname(self.directory), CORRUPT)
+    dest = os.path.join(dest_root, str(step))
+    n = 1
+    while os.path.exists(dest):
+      dest, n = os.path.join(dest_root, f'{step}.{n}'), n + 1
+    if jax.process_index() == 0:
+      os.makedirs(dest_root, exist_ok=True)
+      shutil.move(src, dest)
+    why = f'{type(err).__name__}: {err}'.splitlines()[0][:300]
+    say(f'warning: checkpoint step {step} in {self.directory} is unreadable '
+        f'({why}); moved it to {dest}; falling back to the previous checkpoint')
+    self.manager.reload()
+
+
+# ------------------------------------------------------------- init-from ----
+
+def resolve(path: str) -> Tuple[str, Optional[int]]:
+  """PATH[/STEP] -> (checkpoints directory, step or None for the latest).
+
+  PATH may be a run's workdir (holding checkpoints/), a checkpoints
+  directory, or one step folder inside it.
+  """
+  path = path.rstrip('/')
+  if os.path.isdir(os.path.join(path, CHECKPOINTS)):
+    return os.path.join(path, CHECKPOINTS), None
+  base = os.path.basename(path)
+  if base.isdigit() and os.path.isdir(path):
+    return os.path.dirname(path), int(base)
+  if os.path.isdir(path):
+    return path, None
+  raise CheckpointError(f'init_from={path!r}: no such checkpoint directory')
+
+
+def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
+  """Loads the subtrees in `abstract_subset` (e.g. params, target_params).
+
+  Checks every name and shape under those subtrees against the checkpoint and
+  fails listing all mismatches; only then restores (Orbax partial restore).
+  Returns (tree, 'DIR step N').
+  """
+  directory, step = resolve(path)
+  ckpts = RunCheckpoints(directory, read_only=True)
+  try:
+    steps = ckpts.steps()
+    if step is None:
+      if not steps:
+        raise CheckpointError(f'init_from={path!r}: no complete checkpoint in {directory}')
+      step = max(steps)
+    elif step not in steps:
+      raise CheckpointError(f'init_from={path!r}: no checkpoint step {step} in '
+                            f'{directory} (have {steps})')
+    groups = tuple(abstract_subset)
+    found = {k: v for k, v in ckpts._spec(step).items()
+             if k.split('/')[0] in groups}
+    bad = spec_mismatches(found, tree_spec(abstract_subset))
+    if bad:
+      raise CheckpointError(
+          f'init_from={path!r} (step {step}) does not fit this run '
+          f'({len(bad)} mismatches): ' + '; '.join(bad))
+    tree = ckpts._restore_state(step, abstract_subset, partial=True)
+  finally:
+    ckpts.close()
+  return tree, f'{directory} step {step}'

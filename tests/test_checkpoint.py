@@ -1,0 +1,210 @@
+"""Checkpoints: round trip, exact resume after SIGKILL, fallback, preemption, config checks."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from jepa_jax import checkpoint
+from jepa_jax import data as data_lib
+from jepa_jax import records
+from jepa_jax import step as step_lib
+from jepa_jax import train
+from jepa_jax import vq as vq_lib
+from conftest import ROOT, load
+
+# One small run shared by the resume tests: gentle VQ (EMA + refresh state),
+# 2 epochs of 3 steps (the program test_train compiles too), a checkpoint
+# every 2 steps and at each epoch end: steps 2 (mid-epoch), 3, 4 (mid), 6.
+OVERRIDES = {'checkpoint.every_steps': 2}
+
+
+def _config(**extra):
+  cfg = load('gentle', 'tiny')
+  for key, value in {**OVERRIDES, **extra}.items():
+    node = cfg
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+def _cli_args(workdir):
+  return [sys.executable, '-m', 'jepa_jax.main', '--config=configs/gentle.py:tiny',
+          f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+
+
+def _env():
+  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+
+
+def _final_state(workdir):
+  """The latest checkpoint's state and step, restored into the run's structure."""
+  cfg = _config()
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  abstract = checkpoint.abstract_of(step_lib.init_state(setup, ds.image_shape, cfg.seed))
+  ckpts = checkpoint.RunCheckpoints(os.path.join(workdir, 'checkpoints'), read_only=True)
+  try:
+    restored = ckpts.restore(max(ckpts.steps()), abstract)
+  finally:
+    ckpts.close()
+  return restored
+
+
+def _logs(workdir):
+  return [records.read_jsonl(os.path.join(workdir, name)) for name in train.STEP_LOGS]
+
+
+def _start_and_wait_for_checkpoint(workdir):
+  """Starts the CLI run and returns once its first checkpoint is complete."""
+  proc = subprocess.Popen(_cli_args(workdir), cwd=ROOT, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)):
+      return proc
+    time.sleep(0.01)
+  proc.kill()
+  out, err = proc.communicate()
+  pytest.fail(f'no checkpoint appeared while the run was going (rc={proc.returncode}): {err[-2000:]}')
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """The uninterrupted run."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  summary = train.train_and_evaluate(_config(), workdir)
+  assert summary['status'] == 'completed' and summary['steps'] == 6
+  return workdir
+
+
+def test_save_restore_round_trip_of_the_full_train_state(tmp_path):
+  cfg = _config()
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  fresh = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  # Every leaf gets distinct non-trivial values (opt moments, VQ stats, rng, step).
+  leaves, treedef = jax.tree.flatten(fresh)
+  rng = np.random.default_rng(0)
+  state = jax.tree.unflatten(treedef, [
+      (rng.standard_normal(x.shape) * 3).astype(x.dtype) if x.dtype.kind == 'f'
+      else (np.asarray(x) + 7).astype(x.dtype) for x in leaves])
+  state = checkpoint.detached_copy(jax.device_put(state))
+  meta = {'step': 7, 'epoch': 2, 'step_in_epoch': 1, 'loop': train.new_loop_state(),
+          'partial_epoch': {'loss': {'dtype': 'float32', 'values': [1.5, 0.1]}}}
+  state['step'] = jax.numpy.asarray(7, jax.numpy.int32)
+  ckpts = checkpoint.RunCheckpoints(str(tmp_path / 'checkpoints'), keep=2)
+  ckpts.save(state, meta, {'seed': 0})
+  ckpts.close()
+  again = checkpoint.RunCheckpoints(str(tmp_path / 'checkpoints'), keep=2)
+  restored = again.restore_latest(checkpoint.abstract_of(fresh))
+  again.close()
+  assert restored.step == 7 and restored.meta == meta
+  assert isinstance(restored.state['vq'], vq_lib.VQState)
+  chex.assert_trees_all_equal(restored.state, state)
+  chex.assert_trees_all_equal_dtypes(restored.state, state)
+
+
+def test_retention_keeps_latest_and_best(tmp_path):
+  state = {'w': jax.numpy.zeros((2,)), 'step': jax.numpy.zeros((), jax.numpy.int32)}
+  ckpts = checkpoint.RunCheckpoints(str(tmp_path), keep=2)
+  for step, val in [(1, 1.0), (2, None), (3, 5.0), (4, None), (5, 4.0)]:
+    ckpts.save(dict(state, step=jax.numpy.asarray(step)), {'step': step}, {}, val)
+  ckpts.close()
+  assert ckpts.steps() == [1, 4, 5]        # latest 2, plus step 1: best val loss
+
+
+def test_killed_run_resumes_to_identical_params_and_logs(reference, tmp_path, capfd):
+  workdir = str(tmp_path / 'run')
+  proc = _start_and_wait_for_checkpoint(workdir)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))   # killed mid-run
+  assert len(_logs(workdir)[0]) < 2
+
+  # Resume: the same run again (in this process, to skip a second start-up).
+  summary = train.train_and_evaluate(_config(), workdir)
+  assert 'resuming from checkpoint step' in capfd.readouterr().err
+  assert summary['status'] == 'completed' and summary['steps'] == 6
+  mine, ref = _final_state(workdir), _final_state(reference)
+  assert mine.step == ref.step == 6
+  chex.assert_trees_all_equal(mine.state, ref.state)      # bit for bit
+  assert _logs(workdir) == _logs(reference)                # no line lost or repeated
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_previous(reference, tmp_path, capfd):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  os.remove(os.path.join(workdir, 'summary.json'))
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  steps = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
+  latest, previous = steps[-1], steps[-2]
+  for root, _, files in os.walk(os.path.join(ckpt_dir, str(latest), 'state')):
+    for name in files:                                     # truncate the array data
+      if root != os.path.join(ckpt_dir, str(latest), 'state'):
+        open(os.path.join(root, name), 'w').close()
+  assert (latest, previous) == (6, 4)   # 4: mid-epoch (epoch 1, batch 1)
+  summary = train.train_and_evaluate(_config(), workdir)
+  err = capfd.readouterr().err
+  assert f'checkpoint step {latest} ' in err and 'unreadable' in err
+  assert 'resuming from checkpoint step 4 (epoch 1, batch 1)' in err
+  assert f'resuming from checkpoint step {previous} ' in err
+  assert summary['status'] == 'completed' and summary['resumed_from_step'] == previous
+  assert os.path.isdir(os.path.join(workdir, 'corrupt_checkpoints', str(latest)))
+  chex.assert_trees_all_equal(_final_state(workdir).state, _final_state(reference).state)
+  assert _logs(workdir) == _logs(reference)
+
+
+def test_sigterm_saves_a_checkpoint_and_reports_preempted(reference, tmp_path):
+  workdir = str(tmp_path / 'run')
+  proc = _start_and_wait_for_checkpoint(workdir)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  assert out.startswith('preempted:')
+  summary = json.load(open(os.path.join(workdir, 'summary.json')))
+  assert summary['status'] == 'preempted' and summary['steps'] < 6
+  saved = _final_state(workdir)
+  assert saved.step == summary['steps'] and int(saved.state['step']) == summary['steps']
+  # Running the same command again continues, says so, and ends where the
+  # uninterrupted run ended.
+  out = subprocess.run(_cli_args(workdir), cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f'resuming from checkpoint step {saved.step} ' in out.stderr
+  assert out.stdout.startswith('completed: 2 epochs, 6 steps')
+  chex.assert_trees_all_equal(_final_state(workdir).state, _final_state(reference).state)
+  assert _logs(workdir) == _logs(reference)
+
+
+def test_workdir_of_a_different_config_is_refused(reference, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns('checkpoints'))
+  before = {n: open(os.path.join(workdir, n)).read() for n in os.listdir(workdir)}
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r'different config \(vq.commitment_cost: 0.15 -> 0.2\).*'
+                           'allow_config_change=True'):
+    train.train_and_evaluate(_config(**{'vq.commitment_cost': 0.2}), workdir)
+  assert {n: open(os.path.join(workdir, n)).read() for n in os.listdir(workdir)} == before
+  # Result-neutral keys (progress bar, checkpoint settings) are not a different config.
+  assert checkpoint.check_workdir(
+      workdir, checkpoint.config_to_json(_config(**{'checkpoint.keep': 9})),
+      train.RUN_FILES, allow_config_change=False)
+
+
+def test_rewind_jsonl_keeps_lines_up_to_the_step_and_drops_a_torn_line(tmp_path):
+  path = str(tmp_path / 'log.jsonl')
+  with open(path, 'w') as f:
+    f.write('{"step": 2, "a": 1}\n{"step": 4, "a": 2}\n{"step": 6, "a": 3}\n{"step": 8, "a"')
+  assert records.rewind_jsonl(path, 4) == 2
+  assert records.read_jsonl(path) == [{'step': 2, 'a': 1}, {'step': 4, 'a': 2}]

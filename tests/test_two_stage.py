@@ -1,0 +1,92 @@
+"""Two-stage runs: stage 1 without VQ, stage 2 adds VQ on the frozen stage-1 encoder."""
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from jepa_jax import checkpoint
+from jepa_jax import data as data_lib
+from jepa_jax import stages
+from jepa_jax import step as step_lib
+from jepa_jax import train
+from conftest import load
+
+
+def _state_of(stage_cfg, workdir):
+  ds = data_lib.load_dataset(stage_cfg)
+  setup = step_lib.make_setup(stage_cfg, ds)
+  abstract = checkpoint.abstract_of(step_lib.init_state(setup, ds.image_shape,
+                                                        stage_cfg.seed))
+  ckpts = checkpoint.RunCheckpoints(os.path.join(workdir, 'checkpoints'), read_only=True)
+  try:
+    return ckpts.restore(max(ckpts.steps()), abstract).state
+  finally:
+    ckpts.close()
+
+
+@pytest.fixture(scope='module')
+def two_stage_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('two_stage'))
+  cfg = load('two_stage', 'tiny')
+  return cfg, workdir, stages.run(cfg, workdir)
+
+
+def test_two_stage_freezes_the_encoder_and_trains_the_codebook(two_stage_run):
+  cfg, workdir, summary = two_stage_run
+  assert summary['status'] == 'completed'
+  assert [summary['stages'][s]['steps'] for s in ('stage1', 'stage2')] == [6, 6]
+  cfg1, cfg2 = (stages.stage_config(cfg, s, init_from=os.path.join(workdir, 'stage1'))
+                for s in (1, 2))
+  stored = json.load(open(os.path.join(workdir, 'stage2', 'config.json')))
+  assert stored['vq']['enabled'] and stored['vq']['commitment_cost'] == 0.05
+  assert not json.load(open(os.path.join(workdir, 'stage1', 'config.json')))['vq']['enabled']
+  s1 = _state_of(cfg1, os.path.join(workdir, 'stage1'))
+  s2 = _state_of(cfg2, os.path.join(workdir, 'stage2'))
+  assert 'vq' not in s1 and int(s2['step']) == 6
+  # Frozen: bit-identical through stage 2. Trained: predictor and codebook.
+  chex.assert_trees_all_equal(s2['params']['encoder'], s1['params']['encoder'])
+  chex.assert_trees_all_equal(s2['target_params'], s1['target_params'])
+  assert not np.array_equal(s2['params']['predictor']['params']['proj']['kernel'],
+                            s1['params']['predictor']['params']['proj']['kernel'])
+  ds = data_lib.load_dataset(cfg2)
+  setup2 = step_lib.make_setup(cfg2, ds)
+  start = train.starting_state(cfg2, setup2, ds, step_lib.init_state(
+      setup2, ds.image_shape, cfg2.seed))
+  chex.assert_trees_all_equal(start['params']['encoder'], s1['params']['encoder'])
+  np.testing.assert_array_equal(start['vq'].embed_sum, start['vq'].codebook)
+  np.testing.assert_array_equal(start['vq'].cluster_size, 1.0)
+  assert not np.allclose(s2['vq'].codebook, start['vq'].codebook)   # EMA moved it
+  # Frozen params have no optimizer state (optax set_to_zero branch): no
+  # moments, so no update and no weight decay; the predictor has moments.
+  paths = [checkpoint._path_name(p) for p, _ in
+           jax.tree_util.tree_flatten_with_path(s2['opt_state'])[0]]
+  assert not [p for p in paths if '/encoder/' in p]
+  assert [p for p in paths if '/predictor/' in p]
+
+
+def test_stage2_from_a_checkpoint_of_another_shape_lists_every_mismatch(two_stage_run, tmp_path):
+  cfg, workdir, _ = two_stage_run
+  bad = load('two_stage', 'tiny')
+  bad.stage, bad.init_from = 2, os.path.join(workdir, 'stage1', 'checkpoints', '6')
+  bad.model.embed_dim = 32
+  with pytest.raises(checkpoint.CheckpointError) as err:
+    stages.run(bad, str(tmp_path / 'run'))
+  msg = str(err.value)
+  assert 'step 6' in msg and 'does not fit this run' in msg
+  for name in ('params/encoder/params/patch_embed/kernel: checkpoint (2, 2, 1, 16) '
+               'float32 vs run (2, 2, 1, 32) float32',
+               'target_params/params/norm/scale: checkpoint (16,) float32 vs run (32,)',
+               'params/predictor/params/embed/kernel: checkpoint (16, 8) float32 vs '
+               'run (32, 8)'):
+    assert name in msg
+  assert not os.path.exists(tmp_path / 'run')             # nothing written
+
+
+def test_stage2_alone_needs_init_from(tmp_path):
+  cfg = load('two_stage', 'tiny')
+  cfg.stage = 2
+  with pytest.raises(Exception, match='init_from'):
+    stages.run(cfg, str(tmp_path))
