@@ -35,6 +35,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_managers
+from orbax.checkpoint._src.multihost import multihost as ocp_multihost
 
 from jepa_jax import records
 
@@ -213,15 +214,22 @@ class RunCheckpoints:
   """The checkpoints of one run directory (see the module docstring)."""
 
   def __init__(self, directory: str, keep: int = 3, read_only: bool = False):
+    """Several processes (jax.distributed): process 0 alone writes, the others
+    open the directory read-only to resume (a shared filesystem)."""
+    read_only = read_only or jax.process_index() != 0
     self.directory = os.path.abspath(directory)
+    if not read_only:
+      os.makedirs(self.directory, exist_ok=True)
     policy = ocp_managers.AnyPreservationPolicy([
         ocp_managers.LatestN(n=keep),
         ocp_managers.BestN(get_metric_fn=_val_loss, reverse=True, n=1,
                            keep_checkpoints_without_metrics=False)])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, best_fn=_val_loss, best_mode='min',
-        create=not read_only, read_only=read_only,
-        cleanup_tmp_directories=not read_only, enable_async_checkpointing=True)
+        create=False, read_only=read_only,
+        cleanup_tmp_directories=not read_only, enable_async_checkpointing=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=0, active_processes={jax.process_index()}))
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={'state': ocp.PyTreeCheckpointHandler(),
@@ -238,10 +246,16 @@ class RunCheckpoints:
     Returns once the arrays are copied; the files are written in the
     background and the step folder appears when they are complete.
     """
+    if self.manager._options.read_only:  # pylint: disable=protected-access
+      return                               # not process 0: it writes for all
     step = int(meta['step'])
     metrics = None if val_loss is None else {'val_loss': float(val_loss)}
+    # Several processes: Orbax refuses process-local device arrays, so process
+    # 0 saves host copies of its (replicated) state.
+    snapshot = (jax.tree.map(np.array, state) if jax.process_count() > 1
+                else detached_copy(state))
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeSave(detached_copy(state)),
+        state=ocp.args.PyTreeSave(snapshot),
         meta=ocp.args.JsonSave(meta), config=ocp.args.JsonSave(config)),
         metrics=metrics, force=True)
 
@@ -253,12 +267,14 @@ class RunCheckpoints:
 
   def reached_preemption(self, step: int) -> bool:
     """Orbax's multi-host preemption sync point (needs jax.distributed)."""
-    return self.manager.reached_preemption(step)
+    return ocp_multihost.reached_preemption(step)
 
   def _spec(self, step: int) -> Dict[str, Tuple]:
     return tree_spec(self.manager.item_metadata(step)['state'])
 
   def _restore_state(self, step: int, abstract, partial: bool):
+    if jax.process_count() > 1:       # host arrays; the caller places them
+      abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
     return self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             item=abstract,

@@ -220,6 +220,19 @@ def _check_workdir_once(plan, workdir, cfg_json, allow_config_change) -> bool:
   return holds_run
 
 
+def _check_same_step_everywhere(plan, restored) -> None:
+  """Several processes resume only from one checkpoint all of them can read."""
+  if plan.process_count == 1:
+    return
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  steps = np.asarray(multihost_utils.process_allgather(
+      np.asarray(restored.step if restored else -1, np.int64))).reshape(-1)
+  if len(set(steps.tolist())) > 1:
+    raise ckpt_lib.CheckpointError(
+        f'processes found different latest checkpoints ({steps.tolist()}, -1 = none); '
+        'resuming on several hosts needs the workdir on a shared filesystem')
+
+
 def _last_line(path: str) -> Dict[str, Any]:
   lines = records.read_jsonl(path)
   return lines[-1] if lines else {}
@@ -260,16 +273,17 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   # have been checked: a refused run leaves the workdir as it was.
   holds_run = _check_workdir_once(plan, workdir, cfg_json, cc.allow_config_change)
   fresh = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
-  placed = parallel.place_state(plan, fresh)     # replicated: same global shapes
+  placed = parallel.place_state(plan, fresh)     # replicated on the devices
   ckpts = (ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
            if holds_run else None)
-  try:
-    restored = ckpts.restore_latest(ckpt_lib.abstract_of(placed)) if ckpts else None
+  try:   # checkpoints hold one copy of the state, whatever the device count
+    restored = ckpts.restore_latest(ckpt_lib.abstract_of(fresh)) if ckpts else None
   except BaseException:
     ckpts.close()
     raise
+  _check_same_step_everywhere(plan, restored)
   if restored:
-    state, meta = restored.state, restored.meta
+    state, meta = parallel.place_state(plan, restored.state), restored.meta
     if meta['loop']['status'] not in FINISHED:
       ckpt_lib.say(f'resuming from checkpoint step {restored.step} (epoch '
                    f'{meta["epoch"]}, batch {meta["step_in_epoch"]}) in {ckpts.directory}')
@@ -342,7 +356,8 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
       _check_finite({'loss': float('nan')}, f'before the checkpoint at step {step}')
     snapshot = {'step': step, 'epoch': epoch, 'step_in_epoch': step_in_epoch,
                 'loop': loop, 'partial_epoch': partial}
-    ckpts.save(state, json.loads(json.dumps(snapshot)), cfg_json, val_loss)
+    ckpts.save(parallel.local_state(plan, state), json.loads(json.dumps(snapshot)),
+               cfg_json, val_loss)
 
   from tqdm import tqdm  # noqa: PLC0415  (progress output only)
   bar = tqdm(total=setup.total_steps, initial=step,
