@@ -182,12 +182,14 @@ def test_two_processes_match_one_process_with_two_devices(runs):
   assert code0 == 0, err0[-3000:]
   assert code1 == 0, err1[-3000:]
   tmp, a = runs['tmp'], runs['arrays']
-  # Only process 0 writes logs, the summary, the report line and the progress bar.
+  # Only process 0 writes logs, checkpoints, the summary, the report line and
+  # the progress bar.
   files = sorted(os.listdir(tmp / 'process0'))
   assert [f for f in files if not f.startswith('events.out.tfevents.')] == [
-      'alerts.jsonl', 'config.json', 'embedding_metrics.jsonl', 'epoch_metrics.jsonl',
-      'final_state.msgpack', 'summary.json']
+      'alerts.jsonl', 'checkpoints', 'config.json', 'embedding_metrics.jsonl',
+      'epoch_metrics.jsonl', 'final_state.msgpack', 'summary.json']
   assert sum(f.startswith('events.out.tfevents.') for f in files) == 1   # TensorBoard
+  assert sorted(os.listdir(tmp / 'process0' / 'checkpoints')) == ['3', '6']
   assert not os.path.exists(tmp / 'process1')
   assert 'completed' in out0 and 'completed' not in out1   # (gloo prints a line)
   assert '6/6' in err0 and '6/6' not in err1
