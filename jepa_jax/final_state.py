@@ -1,6 +1,7 @@
 """The trained weights of a finished run: WORKDIR/final_state.msgpack.
 
-Interim until Orbax checkpoints (issue 3) are on main: at the end of a run
+Next to the Orbax checkpoints (`jepa_jax.checkpoint`, the full train state
+for resuming), a small file of the weights: at the end of a run
 (completed, early stopped or aborted) the trainer writes the final state's
 `params`, `target_params` and, with VQ, the `vq` codebook state as a flax
 msgpack state dict. `jepa_jax.evaluate` loads it into a freshly built state

@@ -75,7 +75,7 @@ def run(cfg, workdir: str) -> Dict[str, Any]:
   config_lib.validate(stage_config(cfg, 2, init_from=w1))   # fail before stage 1
   s1 = train.train_and_evaluate(stage_config(cfg, 1), w1)
   out = {'status': s1['status'], 'stages': {'stage1': s1}}
-  if s1['status'] in train.FINISHED:
+  if s1['status'] in ('completed', 'early_stopped'):   # not after an abort
     s2 = train.train_and_evaluate(stage_config(cfg, 2, init_from=w1), w2)
     out = {'status': s2['status'], 'stages': {'stage1': s1, 'stage2': s2}}
   records.write_json(os.path.join(workdir, train.SUMMARY), out)

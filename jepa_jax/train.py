@@ -81,7 +81,7 @@ def monitor_to_json(state: monitor.MonitorState) -> Dict[str, Any]:
   """The monitor state as strict JSON (no best val loss yet: None, not inf)."""
   d = state.to_dict()
   d['best_val'] = None if d['best_epoch'] < 0 else d['best_val']
-  return d
+  return json.loads(json.dumps(d, allow_nan=False))     # tuples -> lists
 
 
 def monitor_from_json(d: Dict[str, Any]) -> monitor.MonitorState:
