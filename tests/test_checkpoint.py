@@ -23,7 +23,13 @@ from conftest import ROOT, load
 # One small run shared by the resume tests: gentle VQ (EMA + refresh state),
 # 2 epochs of 3 steps (the program test_train compiles too), a checkpoint
 # every 2 steps and at each epoch end: steps 2 (mid-epoch), 3, 4 (mid), 6.
-OVERRIDES = {'checkpoint.every_steps': 2}
+# Monitor thresholds that make alerts fire from the first embedding-metrics
+# point on (rank_low holds throughout: a resumed run that forgot the monitor
+# state would log it again), so alerts.jsonl and the monitor state resume too.
+OVERRIDES = {'checkpoint.every_steps': 2, 'monitor.rank_alert': 100.0,
+             'monitor.usage_decline_checkpoints': 1, 'monitor.val_increase_epochs': 1}
+SUMMARY_KEYS = ('status', 'steps', 'epochs_completed', 'best_val_loss', 'best_epoch',
+                'alerts', 'red_flags', 'final_metrics')
 
 
 def _config(**extra):
@@ -85,7 +91,15 @@ def reference(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('reference'))
   summary = train.train_and_evaluate(_config(), workdir)
   assert summary['status'] == 'completed' and summary['steps'] == 6
+  alerts = records.read_jsonl(os.path.join(workdir, train.ALERTS))
+  assert summary['alerts'] >= 2 and [a['step'] for a in alerts[:2]] == [2, 2]
   return workdir
+
+
+def _summary(workdir):
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  return {k: summary[k] for k in SUMMARY_KEYS}
 
 
 def test_save_restore_round_trip_of_the_full_train_state(tmp_path):
@@ -140,6 +154,10 @@ def test_killed_run_resumes_to_identical_params_and_logs(reference, tmp_path, ca
   assert mine.step == ref.step == 6
   chex.assert_trees_all_equal(mine.state, ref.state)      # bit for bit
   assert _logs(workdir) == _logs(reference)                # no line lost or repeated
+  assert _summary(workdir) == _summary(reference)          # monitor state resumed
+  with open(os.path.join(workdir, 'final_state.msgpack'), 'rb') as f, \
+       open(os.path.join(reference, 'final_state.msgpack'), 'rb') as g:
+    assert f.read() == g.read()
 
 
 def test_unreadable_latest_checkpoint_falls_back_to_previous(reference, tmp_path, capfd):
@@ -190,12 +208,18 @@ def test_sigterm_saves_a_checkpoint_and_reports_preempted(reference, tmp_path):
 def test_workdir_of_a_different_config_is_refused(reference, tmp_path):
   workdir = str(tmp_path / 'run')
   shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns('checkpoints'))
-  before = {n: open(os.path.join(workdir, n)).read() for n in os.listdir(workdir)}
+  def contents():
+    out = {}
+    for n in os.listdir(workdir):
+      with open(os.path.join(workdir, n), 'rb') as f:
+        out[n] = f.read()
+    return out
+  before = contents()
   with pytest.raises(checkpoint.CheckpointError,
                      match=r'different config \(vq.commitment_cost: 0.15 -> 0.2\).*'
                            'allow_config_change=True'):
     train.train_and_evaluate(_config(**{'vq.commitment_cost': 0.2}), workdir)
-  assert {n: open(os.path.join(workdir, n)).read() for n in os.listdir(workdir)} == before
+  assert contents() == before
   # Result-neutral keys (progress bar, checkpoint settings) are not a different config.
   assert checkpoint.check_workdir(
       workdir, checkpoint.config_to_json(_config(**{'checkpoint.keep': 9})),
@@ -208,3 +232,25 @@ def test_rewind_jsonl_keeps_lines_up_to_the_step_and_drops_a_torn_line(tmp_path)
     f.write('{"step": 2, "a": 1}\n{"step": 4, "a": 2}\n{"step": 6, "a": 3}\n{"step": 8, "a"')
   assert records.rewind_jsonl(path, 4) == 2
   assert records.read_jsonl(path) == [{'step': 2, 'a': 1}, {'step': 4, 'a': 2}]
+
+
+def test_arc_run_resumes_from_a_mid_epoch_checkpoint_exactly(tmp_path):
+  """Padded colour-id data: the run as it was when its mid-epoch checkpoint 4
+  was the latest (later checkpoint, summary and final weights lost, logs
+  written past it) continues to the uninterrupted run's weights and logs."""
+  cfg = load('arc_gentle', 'tiny')
+  cfg.checkpoint.every_steps = 2
+  cfg.monitor.rank_alert = 100.0
+  ref, run = tmp_path / 'ref', tmp_path / 'run'
+  assert train.train_and_evaluate(cfg, str(ref))['steps'] == 6
+  shutil.copytree(ref, run)
+  shutil.rmtree(run / 'checkpoints' / '6')
+  for name in ('summary.json', 'final_state.msgpack'):
+    os.remove(run / name)
+  assert len(records.read_jsonl(run / train.EPOCH_METRICS)) == 2
+  summary = train.train_and_evaluate(cfg, str(run))
+  assert summary['resumed_from_step'] == 4 and summary['status'] == 'completed'
+  assert (run / 'final_state.msgpack').read_bytes() == (ref / 'final_state.msgpack').read_bytes()
+  assert _logs(str(run)) == _logs(str(ref))
+  assert _summary(str(run)) == _summary(str(ref))
+  assert records.read_jsonl(run / train.ALERTS)          # alerts fired and resumed

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 
 from jepa_jax import checkpoint
+from jepa_jax import config_lib
 from jepa_jax import data as data_lib
+from jepa_jax import diagnose
+from jepa_jax import evaluate
+from jepa_jax import model as model_lib
 from jepa_jax import stages
 from jepa_jax import step as step_lib
 from jepa_jax import train
+from jepa_jax import vq as vq_lib
 from conftest import load
 
 
@@ -90,3 +95,44 @@ def test_stage2_alone_needs_init_from(tmp_path):
   cfg.stage = 2
   with pytest.raises(Exception, match='init_from'):
     stages.run(cfg, str(tmp_path))
+
+
+def test_two_stage_folder_is_read_as_one_run_and_evaluated_on_stage2(two_stage_run):
+  """What experiments.assess does with WORKDIR/two_stage/seed_S: diagnose
+  finds the stage folders stages.py wrote, evaluation runs on the last."""
+  _, workdir, _ = two_stage_run
+  folders = diagnose.stage_dirs(workdir)
+  assert folders == [os.path.join(workdir, stages.STAGE_DIRS[s]) for s in (1, 2)]
+  ev = evaluate.evaluate_run(folders[-1])
+  assert 'vq' in json.load(open(os.path.join(folders[-1], 'config.json')))
+  run = diagnose.load_run(workdir)
+  assert run.variant == 'two_stage' and run.status == 'completed'
+  assert run.num_epochs == 4 and len(run.parts) == 2 and run.eval == ev
+  assert [r['step'] for r in run.embedding] == [2, 4, 6, 8, 10, 12]
+  assert 'vq_usage_ratio' not in run.embedding[2] and 'vq_usage_ratio' in run.embedding[3]
+  assert diagnose.check_run(run)['status'] == 'completed'
+
+
+def test_arc_two_stage_config_and_kmeans_on_valid_tokens_only(monkeypatch):
+  """`configs/two_stage.py:arc`: both stages on ARC grids; the stage-2
+  codebook is fitted to the embeddings of valid (non-padding) tokens only."""
+  cfg = load('two_stage', 'arc,tiny')
+  cfg1, cfg2 = stages.stage_config(cfg, 1), stages.stage_config(cfg, 2, init_from='x')
+  for c in (cfg1, cfg2):
+    config_lib.validate(c)
+    assert c.data.name == 'arc' and c.model.patch_embed == 'colour'
+  assert not cfg1.vq.enabled and cfg2.vq.enabled and cfg2.vq.init == 'kmeans'
+  cfg2.vq.kmeans_num_samples = 10 ** 7                      # every valid token
+  ds = data_lib.load_dataset(cfg2)
+  setup = step_lib.make_setup(cfg2, ds)
+  fresh = step_lib.init_state(setup, ds.image_shape, cfg2.seed)
+  seen, real = [], vq_lib.kmeans_init
+  monkeypatch.setattr(vq_lib, 'kmeans_init',
+                      lambda rng, z, k, iters: seen.append(z.shape) or real(rng, z, k, iters))
+  vq = train._kmeans_vq(cfg2, setup, ds, fresh['params']['encoder'])
+  n_valid = int(np.asarray(model_lib.token_validity(
+      ds.train_images, cfg2.model.patch_size)).sum())
+  n_tokens = len(ds.train_images) * setup.grid[0] * setup.grid[1]
+  assert seen == [(n_valid, cfg2.model.embed_dim)] and n_valid < n_tokens / 2
+  assert vq.codebook.shape == (cfg2.vq.codebook_size, cfg2.model.embed_dim)
+  assert np.all(np.isfinite(vq.codebook))
