@@ -70,6 +70,70 @@ def key_mask(valid: Optional[jax.Array]):
   return None if valid is None else valid[:, None, None, :]
 
 
+class _DenseParams(nn.Module):
+  """The kernel and bias of a flax `nn.DenseGeneral`, created but not applied.
+
+  Same names, shapes and initialisation as DenseGeneral (lecun-normal on the
+  flattened (fan_in, fan_out) kernel, zero bias), so a module built from
+  these has the parameter tree and initial values of the flax layer.
+  """
+  kernel_shape: tuple
+  bias_shape: tuple
+  fan_in_dims: int          # leading kernel dims that are inputs
+
+  @nn.compact
+  def __call__(self):
+    shape, n_in = self.kernel_shape, self.fan_in_dims
+
+    def kernel_init(rng, shape, dtype=jnp.float32):
+      flat = (int(np.prod(shape[:n_in])), int(np.prod(shape[n_in:])))
+      return nn.initializers.lecun_normal()(rng, flat, dtype).reshape(shape)
+
+    kernel = self.param('kernel', kernel_init, shape)
+    bias = self.param('bias', nn.initializers.zeros_init(), self.bias_shape)
+    return kernel, bias
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with the parameters of flax's MHA.
+
+  The parameter tree is that of `nn.MultiHeadDotProductAttention` (query /
+  key / value kernels (D, H, Dh) with biases (H, Dh), out kernel (H, Dh, D)
+  with bias (D,)), with the same initial values, so checkpoints and the
+  other modules are unchanged. The computation is the same formula,
+
+      softmax(mask(q k^T / sqrt(Dh))) v W_o + b_o,  q, k, v = x W_{q,k,v} + b,
+
+  with masked logits set to finfo(float32).min before the softmax (as flax),
+  but written for the CPU: one (D, 3·H·Dh) matmul for q, k and v on the
+  (B·L, D) rows, and one (H·Dh, D) output matmul.
+  `mask`: None or bool broadcastable to (B, 1, 1, L) (True: key may be used).
+  """
+  num_heads: int
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    b, l, d = x.shape
+    h = self.num_heads
+    if d % h:
+      raise ValueError(f'embed dim {d} not divisible by {h} heads')
+    dh = d // h
+    qkv = [_DenseParams((d, h, dh), (h, dh), 1, name=n)() for n in ('query', 'key', 'value')]
+    w_out, b_out = _DenseParams((h, dh, d), (d,), 2, name='out')()
+    w = jnp.concatenate([k.reshape(d, h * dh) for k, _ in qkv], axis=1)
+    bias = jnp.concatenate([bb.reshape(h * dh) for _, bb in qkv])
+    y = (x.reshape(b * l, d) @ w + bias).reshape(b, l, 3, h, dh)
+    q, k, v = y[:, :, 0], y[:, :, 1], y[:, :, 2]           # (B, L, H, Dh)
+    q = q / jnp.sqrt(dh).astype(q.dtype)
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    attn = jax.nn.softmax(logits.astype(jnp.float32)).astype(x.dtype)
+    o = jnp.einsum('bhqk,bkhd->bqhd', attn, v)
+    out = o.reshape(b * l, h * dh) @ w_out.reshape(h * dh, d) + b_out
+    return out.reshape(b, l, d)
+
+
 class MlpBlock(nn.Module):
   hidden: int
 
@@ -89,7 +153,7 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None):
     y = nn.LayerNorm()(x)
-    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(y, y, mask=mask)
+    x = x + SelfAttention(self.num_heads, name='MultiHeadDotProductAttention_0')(y, mask)
     y = nn.LayerNorm()(x)
     return x + MlpBlock(int(self.mlp_ratio * x.shape[-1]))(y)
 
