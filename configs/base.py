@@ -44,6 +44,7 @@ def get_config(arg=None):
   c.model.depth = 4
   c.model.num_heads = 4
   c.model.mlp_ratio = 4.0
+  c.model.attention = 'flax'       # 'flax' MHA, or 'fused' (one qkv matmul, same params)
   c.model.predictor_dim = 32
   c.model.predictor_depth = 2
   c.model.predictor_num_heads = 4

@@ -82,6 +82,8 @@ def validate(cfg) -> None:
     check('data.channels', cfg.data.channels in (1, 3), 'must be 1 (grayscale) or 3 (RGB)')
   check('model.patch_embed', cfg.model.patch_embed in ('conv', 'colour'),
         "must be 'conv' (pixel values) or 'colour' (colour ids, learned table)")
+  check('model.attention', cfg.model.get('attention', 'flax') in ('flax', 'fused'),
+        "must be 'flax' (flax MultiHeadDotProductAttention) or 'fused' (one qkv matmul)")
   if cfg.model.patch_embed == 'colour':
     positive_int('model.num_colours')
     positive_int('model.colour_dim')

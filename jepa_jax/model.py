@@ -146,14 +146,27 @@ class MlpBlock(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm transformer block: x + MHA(LN(x)); x + MLP(LN(x))."""
+  """Pre-norm transformer block: x + MHA(LN(x)); x + MLP(LN(x)).
+
+  `attention`: 'flax' (flax's MultiHeadDotProductAttention, the default) or
+  'fused' (`SelfAttention`: same parameters, one fused qkv matmul; equal to
+  float32 rounding, so a run's numbers differ from 'flax' in the last bits).
+  """
   num_heads: int
   mlp_ratio: float = 4.0
+  attention: str = 'flax'
 
   @nn.compact
   def __call__(self, x, mask=None):
     y = nn.LayerNorm()(x)
-    x = x + SelfAttention(self.num_heads, name='MultiHeadDotProductAttention_0')(y, mask)
+    name = 'MultiHeadDotProductAttention_0'
+    if self.attention == 'fused':
+      x = x + SelfAttention(self.num_heads, name=name)(y, mask)
+    elif self.attention == 'flax':
+      x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, name=name)(
+          y, y, mask=mask)
+    else:
+      raise ValueError(f"attention must be 'flax' or 'fused', got {self.attention!r}")
     y = nn.LayerNorm()(x)
     return x + MlpBlock(int(self.mlp_ratio * x.shape[-1]))(y)
 
@@ -179,6 +192,7 @@ class ViTEncoder(nn.Module):
   patch_embed: str = 'conv'
   num_colours: int = 10
   colour_dim: int = 16
+  attention: str = 'flax'
 
   @nn.compact
   def __call__(self, images, token_idx: Optional[jax.Array] = None,
@@ -199,7 +213,7 @@ class ViTEncoder(nn.Module):
       x = gather_tokens(x, token_idx)
     mask = key_mask(token_valid)
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}')(x, mask)
+      x = Block(self.num_heads, self.mlp_ratio, self.attention, name=f'block_{i}')(x, mask)
     return nn.LayerNorm(name='norm')(x)
 
 
@@ -221,6 +235,7 @@ class Predictor(nn.Module):
   num_heads: int
   grid: tuple              # (grid_h, grid_w)
   mlp_ratio: float = 4.0
+  attention: str = 'flax'
 
   @nn.compact
   def __call__(self, ctx, ctx_idx, tgt_idx, ctx_valid=None, tgt_valid=None):
@@ -239,7 +254,7 @@ class Predictor(nn.Module):
           [jnp.broadcast_to(ctx_valid[:, None], (b, m, k)), tgt_valid], axis=2)
       mask = key_mask(valid.reshape(b * m, k + t))
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}')(x, mask)
+      x = Block(self.num_heads, self.mlp_ratio, self.attention, name=f'block_{i}')(x, mask)
     x = nn.LayerNorm(name='norm')(x)
     x = nn.Dense(self.embed_dim, name='proj')(x[:, k:])
     return x.reshape(b, m, t, self.embed_dim)
@@ -249,14 +264,16 @@ def make_encoder(cfg) -> ViTEncoder:
   return ViTEncoder(patch_size=cfg.model.patch_size, embed_dim=cfg.model.embed_dim,
                     depth=cfg.model.depth, num_heads=cfg.model.num_heads,
                     mlp_ratio=cfg.model.mlp_ratio, patch_embed=cfg.model.patch_embed,
-                    num_colours=cfg.model.num_colours, colour_dim=cfg.model.colour_dim)
+                    num_colours=cfg.model.num_colours, colour_dim=cfg.model.colour_dim,
+                    attention=cfg.model.get('attention', 'flax'))
 
 
 def make_predictor(cfg, grid) -> Predictor:
   return Predictor(embed_dim=cfg.model.embed_dim, pred_dim=cfg.model.predictor_dim,
                    depth=cfg.model.predictor_depth,
                    num_heads=cfg.model.predictor_num_heads, grid=tuple(grid),
-                   mlp_ratio=cfg.model.mlp_ratio)
+                   mlp_ratio=cfg.model.mlp_ratio,
+                   attention=cfg.model.get('attention', 'flax'))
 
 
 def ema_params(target, online, momentum):

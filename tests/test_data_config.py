@@ -64,6 +64,7 @@ def test_variant_values_from_the_reference():
     ('loss.temperature_min', 0.5, 'loss.temperature_min'),
     ('vq.codebook_size', 0, 'vq.codebook_size'),
     ('data.name', 'imagenet', 'data.name'),
+    ('model.attention', 'flash', 'model.attention'),
 ])
 def test_bad_values_name_the_key(key, value, fragment):
   cfg = cfg_of('gentle')

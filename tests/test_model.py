@@ -1,7 +1,9 @@
 """Encoder/predictor shapes, positions, token selection and the target EMA."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jepa_jax import model
 
@@ -93,3 +95,20 @@ def test_self_attention_equals_flax_multi_head_attention():
   out_x, out_y = new.apply(params, x, mask), new.apply(params, y, mask)
   keep = np.asarray(valid[0])
   np.testing.assert_allclose(out_y[0, keep], out_x[0, keep], rtol=1e-5, atol=1e-5)
+
+
+def test_attention_option_selects_the_block_and_keeps_the_parameter_tree():
+  """model.attention='fused' gives the same params and (to rounding) outputs as 'flax'."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 1))
+  outs, trees = {}, {}
+  for attention in ('flax', 'fused'):
+    enc = model.ViTEncoder(patch_size=4, embed_dim=16, depth=1, num_heads=2,
+                           attention=attention)
+    params = enc.init(jax.random.PRNGKey(1), x)
+    trees[attention] = params
+    outs[attention] = enc.apply(params, x)
+  chex.assert_trees_all_equal(trees['flax'], trees['fused'])
+  chex.assert_trees_all_close(outs['flax'], outs['fused'], atol=1e-5)
+  with pytest.raises(ValueError, match='attention'):
+    model.ViTEncoder(patch_size=4, embed_dim=16, depth=1, num_heads=2,
+                     attention='nope').init(jax.random.PRNGKey(1), x)

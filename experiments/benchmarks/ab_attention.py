@@ -1,4 +1,4 @@
-"""Interleaved A/B of the train step: flax MHA blocks (old) vs SelfAttention (new).
+"""Interleaved A/B of the train step: model.attention='flax' (old) vs 'fused' (new).
 
     PYTHONPATH=$PWD python -m experiments.benchmarks.ab_attention DIM DEPTH HEADS BATCH REPS
 
@@ -10,26 +10,11 @@ import statistics
 import sys
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from experiments.benchmarks import jax_bench
-from jepa_jax import model as model_lib
 from jepa_jax import step as step_lib
-
-
-class OldBlock(nn.Module):
-  """model.Block before the change: flax's MultiHeadDotProductAttention."""
-  num_heads: int
-  mlp_ratio: float = 4.0
-
-  @nn.compact
-  def __call__(self, x, mask=None):
-    y = nn.LayerNorm()(x)
-    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(y, y, mask=mask)
-    y = nn.LayerNorm()(x)
-    return x + model_lib.MlpBlock(int(self.mlp_ratio * x.shape[-1]))(y)
 
 
 def main(argv):
@@ -37,20 +22,17 @@ def main(argv):
   cfg = jax_bench.bench_config(dim, depth, heads, batch)
   ds = jax_bench._random_dataset(batch)
   images, ids = jnp.asarray(ds.train_images), jnp.arange(batch, dtype=jnp.int32)
-  new_block, runs = model_lib.Block, {}
-  try:
-    for name, block in (('old', OldBlock), ('new', new_block)):
-      model_lib.Block = block                  # looked up when the step is traced
-      setup = step_lib.make_setup(cfg, ds)
-      state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
-      compiled = jax.jit(step_lib.make_train_step(setup), donate_argnums=0).lower(
-          state, images, ids).compile()
-      cost = compiled.cost_analysis()
-      cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-      runs[name] = {'fn': compiled, 'state': state, 'wall': [], 'cpu': [],
-                    'flops': cost['flops']}
-  finally:
-    model_lib.Block = new_block
+  runs = {}
+  for name, attention in (('old', 'flax'), ('new', 'fused')):
+    cfg.model.attention = attention
+    setup = step_lib.make_setup(cfg, ds)
+    state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+    compiled = jax.jit(step_lib.make_train_step(setup), donate_argnums=0).lower(
+        state, images, ids).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    runs[name] = {'fn': compiled, 'state': state, 'wall': [], 'cpu': [],
+                  'flops': cost['flops']}
   for r in runs.values():                      # warm-up; first-step loss
     for i in range(2):
       r['state'], m = r['fn'](r['state'], images, ids)
