@@ -69,6 +69,18 @@ def get_config(arg=None):
   c.vq.init = 'random'            # or 'kmeans': k-means++ on the encoder's tokens
   c.vq.kmeans_iters = 10          # Lloyd iterations after k-means++ seeding
   c.vq.kmeans_num_samples = 8192  # token embeddings of training images used
+  # Anti-collapse options (jepa_jax/quantizer.py, anticollapse.py); all off by
+  # default. See README "Anti-collapse options" for formulas and sources.
+  c.vq.quantizer = 'vq'                 # 'vq' (codebook) or 'fsq' (no codebook)
+  c.vq.fsq_levels = (8, 8, 4, 3)        # fsq: levels per dim; product = codebook_size
+  c.vq.l2_normalize = False             # cosine codes and inputs
+  c.vq.codebook_dim = config_dict.placeholder(int)  # None: embed_dim; else project
+  c.vq.simvq = False                    # frozen random basis x learned linear map
+  c.vq.estimator = 'straight_through'   # or 'rotation' (rotation trick)
+  c.vq.reanchor = False                 # CVQ online re-anchoring, every step
+  c.vq.reanchor_strength = 10.0         # alpha_k = exp(-strength * K * share_k - 1e-3)
+  c.vq.reanchor_threshold = 1.0         # codes at >= this x uniform share never move
+  c.vq.reanchor_decay = 0.99            # running average of the usage shares
 
   c.loss = ml_collections.ConfigDict()
   c.loss.temperature_init = 0.1
@@ -82,6 +94,8 @@ def get_config(arg=None):
   c.loss.relational_loss = ml_collections.ConfigDict()
   c.loss.relational_loss.weight = 0.05
   c.loss.relational_loss.context_self_weight = 0.025
+  c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
+  c.loss.entropy_temperature = 1.0      # T of its soft assignments softmax(-d / T)
 
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 80
@@ -172,6 +186,9 @@ def apply_variant_arg(c, arg):
       c.model.predictor_depth = 1
       c.model.predictor_num_heads = 2
       c.vq.codebook_size = 32
+      c.vq.fsq_levels = (4, 4, 2)       # 32 implicit codes
+      if c.vq.codebook_dim is not None:
+        c.vq.codebook_dim = min(c.vq.codebook_dim, 8)
       c.loss.sigreg_num_slices = 16
       c.train.num_epochs = 2
       c.train.batch_size = 16

@@ -1,13 +1,15 @@
 """Anti-collapse options for the VQ bottleneck, as pure functions.
 
 Each option is a function over arrays or the explicit `vq.VQState`, so it can
-be composed with the EMA or gradient updates and tested on its own:
+be composed with the EMA or gradient updates and tested on its own;
+`jepa_jax.quantizer` wires them into the train step as `config.vq` selects:
 
 * `l2_normalize_state`   cosine codes: unit-norm codebook (use with unit-norm
                          inputs); Yu et al. 2022 (ViT-VQGAN), §3.2.
 * `rotation_trick`       gradient estimator that rotates, instead of copies,
                          the gradient from q to z; Fifty et al. 2024.
-* `reanchor`             CVQ-VAE's online clustered re-anchoring of under-used
+* `update_usage_ema`,
+  `reanchor`             CVQ-VAE's online clustered re-anchoring of under-used
                          codes toward their nearest batch features;
                          Zheng & Vedaldi 2023.
 * `assignment_entropy_loss`  per-sample confidence and batch diversity of soft
@@ -21,7 +23,7 @@ be composed with the EMA or gradient updates and tested on its own:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Hashable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -73,43 +75,86 @@ def rotation_trick(z, q):
   return lam * (z - 2.0 * r * dot(r, z) + 2.0 * q_hat * dot(z_hat, z))
 
 
+def update_usage_ema(state: vq_lib.VQState, codes, decay: float,
+                     axis_name: Optional[Hashable] = None, weights=None
+                     ) -> vq_lib.VQState:
+  """Running average of the codes' assignment shares, the usage measure of
+  CVQ-VAE's re-anchoring (Zheng & Vedaldi 2023, Eq. 8):
+
+      p_k = n_k / Σ_j n_j                 (this batch's share of code k)
+      ū_k ← decay · ū_k + (1 − decay) · p_k
+
+  n_k counts the batch's assignments to code k (Σ of w_i with weights, psum-ed
+  over axis_name, so every replica holds the same ū). `state.usage_ema` must
+  be an array (K,) (`quantizer.init_state` starts it at 0, as CVQ does).
+  """
+  n = vq_lib._batch_counts(jax.lax.stop_gradient(codes),  # noqa: SLF001
+                           state.codebook.shape[0], axis_name, weights)
+  p = n / jnp.maximum(jnp.sum(n), 1.0)
+  return state.replace(usage_ema=decay * state.usage_ema + (1.0 - decay) * p)
+
+
 def reanchor(state: vq_lib.VQState, z, strength: float = 10.0,
-             eps: float = 1e-3) -> vq_lib.VQState:
+             eps: float = 1e-3, share=None, threshold: Optional[float] = None,
+             weights=None) -> vq_lib.VQState:
   """CVQ-style online re-anchoring of under-used codes (Zheng & Vedaldi 2023).
 
-  With s_k the code's share of the assignments in the current window
-  (usage_k / Σ usage; uniform share 1/K), each code moves toward its anchor,
-  the batch feature nearest to it:
+  With s_k the code's usage share (`share`, e.g. the running average
+  `state.usage_ema`; by default usage_k / Σ usage over the current window;
+  uniform share 1/K), each code moves toward its anchor, the batch feature
+  nearest to it:
 
-      α_k = exp(−s_k · K · strength − eps)
+      α_k = exp(−s_k · K · strength − eps)     (0 when K s_k >= threshold)
       e_k ← (1 − α_k) e_k + α_k · argmin_{z_i} ‖z_i − e_k‖
       m_k ← e_k N_k                           (EMA statistics stay consistent)
 
   A code with no assignments moves (almost) fully onto a live feature; a code
-  at the uniform share moves by exp(−strength). Unlike interval refresh this is
-  continuous, every step. Before any assignment is counted nothing moves.
-  z: (..., D) current-batch encoder outputs (stop-gradient'ed).
+  at the uniform share moves by exp(−strength), and not at all when
+  `threshold` (a multiple of the uniform share) is given and reached. CVQ-VAE
+  uses the running share with decay γ = 0.99 and strength 10 / (1 − γ).
+  Unlike interval refresh this is continuous, every step. With the default
+  window share, nothing moves before any assignment is counted.
+  z: (..., D) current-batch encoder outputs (stop-gradient'ed); weights
+  (z's leading shape): features with w_i = 0 (padding) are never anchors.
   """
   zf = jax.lax.stop_gradient(jnp.asarray(z, jnp.float32)).reshape(-1, z.shape[-1])
   k = state.codebook.shape[0]
-  total = jnp.sum(state.usage)
-  share = state.usage / jnp.maximum(total, 1.0)
-  alpha = jnp.where(total > 0, jnp.exp(-share * k * strength - eps), 0.0)[:, None]
+  if share is None:
+    total = jnp.sum(state.usage)
+    share = state.usage / jnp.maximum(total, 1.0)
+    active = total > 0
+  else:
+    share = jax.lax.stop_gradient(jnp.asarray(share, jnp.float32))
+    active = True
+  alpha = jnp.where(active, jnp.exp(-share * k * strength - eps), 0.0)
+  if threshold is not None:
+    alpha = jnp.where(share * k < threshold, alpha, 0.0)
+  alpha = alpha[:, None]
   # Nearest batch feature of every code: the same search with the roles swapped.
-  nearest, _ = vq_lib.nearest_codes(zf, state.codebook)             # (K,)
+  if weights is None:
+    nearest, _ = vq_lib.nearest_codes(zf, state.codebook)           # (K,)
+  else:
+    w = jax.lax.stop_gradient(jnp.asarray(weights, jnp.float32)).reshape(-1)
+    cb = state.codebook
+    d = (jnp.sum(cb * cb, -1, keepdims=True)
+         - 2.0 * jnp.matmul(cb, zf.T, precision=jax.lax.Precision.HIGHEST)
+         + jnp.sum(zf * zf, -1)[None])
+    nearest = jnp.argmin(jnp.where(w[None] > 0, d, jnp.inf), axis=-1)
   anchors = jnp.take(zf, nearest, axis=0)
   e = (1.0 - alpha) * state.codebook + alpha * anchors
   return state.replace(codebook=e, embed_sum=e * state.cluster_size[:, None])
 
 
-def assignment_entropy_loss(z, codebook, temperature: float = 1.0):
+def assignment_entropy_loss(z, codebook, temperature: float = 1.0, weights=None):
   """mean_i H(p_i) − H(mean_i p_i), p_i = softmax_k(−‖z_i − e_k‖² / T).
 
   The first term asks each vector for a confident assignment, the second
   (subtracted) rewards spreading the batch over many codes: its minimum is
   −log K when assignments are one-hot and uniform over the codebook (entropy
   penalty of MAGVIT-v2's lookup-free quantizer, Yu et al. 2023, Eq. 5).
-  Natural logs. z: (..., D); codebook: (K, D).
+  Natural logs. z: (..., D); codebook: (K, D). Gradient reaches z and the
+  codebook. With weights w (z's leading shape, >= 0) both means are
+  w-weighted, so rows with w_i = 0 (padding) count for nothing.
   """
   zf = jnp.asarray(z, jnp.float32).reshape(-1, z.shape[-1])
   cb = jnp.asarray(codebook, jnp.float32)
@@ -117,8 +162,13 @@ def assignment_entropy_loss(z, codebook, temperature: float = 1.0):
        + jnp.sum(cb * cb, -1)[None])
   logp = jax.nn.log_softmax(-d / temperature, axis=-1)
   p = jnp.exp(logp)
-  per_sample = -jnp.mean(jnp.sum(p * logp, -1))
-  mean_p = jnp.mean(p, 0)
+  h = -jnp.sum(p * logp, -1)                                        # (N,)
+  if weights is None:
+    per_sample, mean_p = jnp.mean(h), jnp.mean(p, 0)
+  else:
+    w = jax.lax.stop_gradient(jnp.asarray(weights, jnp.float32)).reshape(-1)
+    w = w / jnp.maximum(jnp.sum(w), jnp.finfo(jnp.float32).tiny)
+    per_sample, mean_p = jnp.sum(w * h), jnp.sum(w[:, None] * p, 0)
   batch = -jnp.sum(mean_p * jnp.log(jnp.maximum(mean_p, 1e-12)))
   return per_sample - batch
 

@@ -117,6 +117,8 @@ def validate(cfg) -> None:
     check('vq.refresh_usage_threshold',
           0.0 <= number('vq.refresh_usage_threshold') <= 1.0, 'must be in [0, 1]')
 
+  _validate_quantizer(cfg, check, number, positive_int)
+
   lo, hi = number('loss.temperature_min'), number('loss.temperature_max')
   check('loss.temperature_min', 0 < lo, 'must be > 0')
   check('loss.temperature_min', lo <= hi,
@@ -189,6 +191,64 @@ def validate(cfg) -> None:
   # Grid-dependent checks need the image size, known once data is loaded:
   # see check_against_data.
   del m
+
+
+def _validate_quantizer(cfg, check, number, positive_int) -> None:
+  """The anti-collapse keys of config.vq / config.loss (see jepa_jax/quantizer.py)."""
+  v = cfg.vq
+  check('vq.quantizer', v.quantizer in ('vq', 'fsq'), "must be 'vq' or 'fsq'")
+  check('vq.estimator', v.estimator in ('straight_through', 'rotation'),
+        "must be 'straight_through' or 'rotation'")
+  for key in ('vq.l2_normalize', 'vq.simvq', 'vq.reanchor'):
+    check(key, isinstance(_get(cfg, key), bool), 'must be True or False')
+  levels = v.fsq_levels
+  check('vq.fsq_levels', isinstance(levels, (tuple, list)) and len(levels) >= 1 and all(
+      isinstance(x, int) and not isinstance(x, bool) and x >= 2 for x in levels),
+        'must be a tuple of integers >= 2 (levels per dimension)')
+  if v.codebook_dim is not None:
+    positive_int('vq.codebook_dim')
+    check('vq.codebook_dim', v.codebook_dim <= cfg.model.embed_dim,
+          f'must be <= model.embed_dim ({cfg.model.embed_dim}): the codebook space '
+          'is a projection of the embedding')
+  if v.reanchor:
+    check('vq.reanchor_strength', number('vq.reanchor_strength') > 0, 'must be > 0')
+    check('vq.reanchor_threshold', number('vq.reanchor_threshold') > 0, 'must be > 0')
+    check('vq.reanchor_decay', 0.0 <= number('vq.reanchor_decay') < 1.0,
+          'must be in [0, 1)')
+  check('loss.entropy_weight', number('loss.entropy_weight') >= 0, 'must be >= 0')
+  check('loss.entropy_temperature', number('loss.entropy_temperature') > 0, 'must be > 0')
+  if not v.enabled:
+    check('loss.entropy_weight', cfg.loss.entropy_weight == 0,
+          'the assignment-entropy loss needs the quantizer (vq.enabled=True)')
+    return
+  if v.quantizer == 'fsq':
+    product = int(math.prod(levels))
+    check('vq.fsq_levels', product == v.codebook_size,
+          f'their product ({product}) must equal vq.codebook_size ({v.codebook_size}), '
+          'the number of implicit FSQ codes usage is counted over')
+    check('vq.codebook_dim', v.codebook_dim in (None, len(levels)),
+          f'FSQ quantizes len(vq.fsq_levels) = {len(levels)} dimensions: leave it '
+          'None or set it to that')
+    why = 'does not apply to vq.quantizer=\'fsq\' (no codebook): '
+    for key, ok, fix in (
+        ('vq.refresh_enabled', not v.refresh_enabled, 'set it to False'),
+        ('vq.reanchor', not v.reanchor, 'set it to False'),
+        ('vq.simvq', not v.simvq, 'set it to False'),
+        ('vq.l2_normalize', not v.l2_normalize, 'FSQ bounds its inputs; set it to False'),
+        ('vq.estimator', v.estimator == 'straight_through',
+         "FSQ rounds straight-through; use 'straight_through'"),
+        ('vq.commitment_cost', v.commitment_cost == 0, 'set it to 0'),
+        ('loss.entropy_weight', cfg.loss.entropy_weight == 0, 'set it to 0'),
+        ('vq.init', v.get('init', 'random') == 'random', "use 'random'")):
+      check(key, ok, why + fix)
+    return
+  if v.simvq:
+    check('vq.ema_decay', v.ema_decay is None,
+          'SimVQ trains its codebook (the learned map) by gradient: set it to None')
+    check('vq.refresh_enabled', not v.refresh_enabled,
+          'refresh would overwrite the frozen SimVQ basis: set it to False')
+    check('vq.reanchor', not v.reanchor,
+          're-anchoring would move the frozen SimVQ basis: set it to False')
 
 
 def check_against_data(cfg, image_shape, num_colours=None) -> tuple:

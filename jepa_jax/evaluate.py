@@ -17,8 +17,10 @@ and, with VQ, how well the discrete codes ground the classes:
 
   code_label_nmi    normalized mutual information (arithmetic mean
                     normalisation, scikit-learn) between the code of every
-                    context-encoder token of the val images (nearest code of
-                    the final codebook) and the label of its image; 0 when
+                    context-encoder token of the val images (the code the
+                    final quantizer assigns it, `quantizer.assign`: the
+                    nearest code of the final codebook, or its FSQ grid
+                    point) and the label of its image; 0 when
                     codes say nothing about the class, 1 when they determine it
   codes_used_val    distinct codes among those tokens
 
@@ -58,9 +60,9 @@ from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import final_state
 from jepa_jax import model as model_lib
+from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
 from jepa_jax import step as step_lib
-from jepa_jax import vq as vq_lib
 
 EVAL = 'eval.json'
 
@@ -195,8 +197,9 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
     if name == 'context_encoder':
       val_tokens = va
   val_codes = None
-  if 'vq' in state:
-    val_codes = np.asarray(vq_lib.nearest_codes(state['vq'].codebook, val_tokens)[0])
+  if setup.vq_enabled:          # the codes the step would choose (any quantizer)
+    val_codes = np.asarray(quantizer_lib.assign(
+        setup.quantizer, state.get('vq'), state.get('vq_params'), val_tokens))
   out: Dict[str, Any] = {
       'weights': final_state.FINAL_STATE, 'dataset': cfg.data.name,
       'num_train': int(len(ds.train_images)), 'num_val': int(len(ds.val_images)),

@@ -3,8 +3,9 @@
 Next to the Orbax checkpoints (`jepa_jax.checkpoint`, the full train state
 for resuming), a small file of the weights: at the end of a run
 (completed, early stopped or aborted) the trainer writes the final state's
-`params`, `target_params` and, with VQ, the `vq` codebook state as a flax
-msgpack state dict. `jepa_jax.evaluate` loads it into a freshly built state
+`params`, `target_params` and, with VQ, the `vq` codebook state and the
+quantizer's own trainables `vq_params` (projections, SimVQ map; only when the
+config has them) as a flax msgpack state dict. `jepa_jax.evaluate` loads it into a freshly built state
 of the run's config, which checks every name and shape.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from flax import serialization
 
 FINAL_STATE = 'final_state.msgpack'
-KEYS = ('params', 'target_params', 'vq')
+KEYS = ('params', 'target_params', 'vq', 'vq_params')
 
 
 def save(workdir: str, state) -> str:
@@ -43,6 +44,8 @@ def load(workdir: str, target):
   with open(path, 'rb') as f:
     raw = serialization.msgpack_restore(f.read())
   tree = {k: target[k] for k in KEYS if k in target}
+  if isinstance(raw.get('vq'), dict):
+    raw['vq'].setdefault('usage_ema', None)    # files written before the field
   try:
     restored = serialization.from_state_dict(tree, raw)
   except (ValueError, KeyError, TypeError) as err:

@@ -6,13 +6,19 @@ The train state is a plain dict pytree:
    'params':        {'encoder', 'predictor', 'temperature'} (trainable),
    'target_params': EMA copy of params['encoder'] (the target encoder),
    'opt_state':     optax state of the trainables,
-   'vq':            vq.VQState (only when config.vq.enabled),
+   'vq':            vq.VQState (only when config.vq.enabled and the
+                    quantizer has a codebook, i.e. not FSQ),
+   'vq_params':     the quantizer's own trainables (projections, SimVQ map;
+                    only when the config asks for them, see `quantizer`),
    'rng':           PRNGKey; the step's key is fold_in(rng, step)}
 
 The trainables are {'params': params} in EMA mode and
 {'params': params, 'codebook': vq.codebook} in gradient mode
-(`config.vq.ema_decay=None`): EMA versus gradient VQ is only a question of
-which tree the optimizer sees and which VQ update function the step calls.
+(`config.vq.ema_decay=None`), plus 'vq_params' when present: EMA versus
+gradient VQ is only a question of which tree the optimizer sees and which VQ
+update function the step calls. The quantizer layer (`jepa_jax.quantizer`)
+does the rest of what `config.vq` selects; with its options off it is
+exactly `vq.quantize`.
 
 Frozen groups (`config.train.frozen`, used by stage 2 of a two-stage run):
 'encoder', 'predictor' and 'temperature' name subtrees of params; frozen ones
@@ -42,17 +48,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jepa_jax import anticollapse as ac
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import losses
 from jepa_jax import masking
 from jepa_jax import metrics as metrics_lib
 from jepa_jax import model as model_lib
+from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import vq as vq_lib
 
 # Loss components logged per epoch as train_<name>_mean / val_<name>_mean.
 LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
-                   'relational_context', 'commitment', 'codebook')
+                   'relational_context', 'commitment', 'codebook', 'entropy')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +74,7 @@ class Setup:
   lr_schedule: Callable
   steps_per_epoch: int
   total_steps: int
+  quantizer: Any = None     # quantizer.Spec, None without VQ
 
   @property
   def vq_enabled(self) -> bool:
@@ -73,7 +82,8 @@ class Setup:
 
   @property
   def gradient_vq(self) -> bool:
-    return self.vq_enabled and self.cfg.vq.ema_decay is None
+    """The codebook rows are trainables (gradient mode, not SimVQ)."""
+    return self.vq_enabled and self.quantizer.codebook_trainable
 
   @property
   def padded(self) -> bool:
@@ -105,10 +115,10 @@ def _freeze_labels(frozen):
 
 def _weight_decay_mask(trainables):
   """Decay only weight matrices/kernels; never biases, norms, the temperature,
-  the mask token or the codebook."""
+  the mask token, the codebook or the SimVQ map (the codebook's factor)."""
   def keep(path, leaf):
     names = [getattr(p, 'key', '') for p in path]
-    return leaf.ndim >= 2 and 'codebook' not in names
+    return leaf.ndim >= 2 and 'codebook' not in names and 'simvq_map' not in names
   return jax.tree_util.tree_map_with_path(keep, trainables)
 
 
@@ -139,13 +149,16 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
                                _freeze_labels(frozen))
   return Setup(cfg=cfg, grid=grid, encoder=model_lib.make_encoder(cfg),
                predictor=model_lib.make_predictor(cfg, grid), tx=tx,
-               lr_schedule=schedule, steps_per_epoch=spe, total_steps=total)
+               lr_schedule=schedule, steps_per_epoch=spe, total_steps=total,
+               quantizer=quantizer_lib.make_spec(cfg))
 
 
 def trainables_of(setup: Setup, state) -> Dict[str, Any]:
   t = {'params': state['params']}
   if setup.gradient_vq:
     t['codebook'] = state['vq'].codebook
+  if 'vq_params' in state:
+    t['vq_params'] = state['vq_params']
   return t
 
 
@@ -168,8 +181,12 @@ def init_state(setup: Setup, image_shape, seed: int):
              'target_params': jax.tree.map(lambda x: x + 0.0, enc),
              'rng': k_train}
     if setup.vq_enabled:
-      state['vq'] = vq_lib.init_state(k_vq, cfg.vq.codebook_size,
-                                      cfg.model.embed_dim, cfg.vq.init_scale)
+      spec = setup.quantizer
+      if spec.has_state:
+        state['vq'] = quantizer_lib.init_state(spec, k_vq, cfg.vq.get('reanchor', False))
+      vq_params = quantizer_lib.init_params(spec, jax.random.fold_in(k_vq, 1))
+      if vq_params:
+        state['vq_params'] = vq_params
     state['opt_state'] = setup.tx.init(trainables_of(setup, state))
     return state
 
@@ -210,10 +227,13 @@ def make_loss_fn(setup: Setup, axis_name=None):
 
   total = w_nce·InfoNCE(pred, tgt; τ) + w_sig·SIGReg(z) + w_inv·MSE(pred, tgt)
         + w_rel·Rel(pool(pred), pool(tgt)) + w_ctx·Rel(pool(z), pool(t_full))
-        + β·commit(z, q) [+ codebook(z, q) in gradient mode]
-  where z are the context encoder's tokens, q their quantized codes (the
-  predictor sees the straight-through q when VQ is on), t_full the target
-  encoder's tokens of the whole image and tgt their target-block subset.
+        + β·commit(u, q) [+ codebook(u, q) in gradient mode / SimVQ]
+        [+ w_ent·entropy(u, E)]
+  where z are the context encoder's tokens, u = z in the quantizer space
+  (u = z unless the config projects or normalises, see `quantizer`), q their
+  quantized codes, E the codebook (the predictor sees the layer's output when
+  VQ is on), t_full the target encoder's tokens of the whole image and tgt
+  their target-block subset.
 
   Global batch: with `axis_name` (inside shard_map / pmap over a data axis)
   the forward pass runs on the device's rows, then z, q, pred, tgt and
@@ -225,7 +245,8 @@ def make_loss_fn(setup: Setup, axis_name=None):
   cotangents, so each replica's gradient is n_dev × its rows' share and the
   caller's pmean over the axis gives exactly ∇total. With axis_name=None the
   gathers are the identity (the single-device path).
-  aux: 'z' / 'codes' are the device's rows, 'z_global' the gathered z.
+  aux: 'u' / 'codes' are the device's rows, 'u_global' the gathered u
+  (quantizer space; None without VQ).
 
   Padded data: every term is restricted to valid rows through 0/1 weights
   (context slots: ctx_valid, targets: tgt_valid, pooled samples: at least
@@ -260,11 +281,13 @@ def make_loss_fn(setup: Setup, axis_name=None):
 
     parts = {}
     pred_in, codes = z, None
+    spec = setup.quantizer
     if setup.vq_enabled:
-      vq_state = state['vq']
-      if setup.gradient_vq:
-        vq_state = vq_state.replace(codebook=trainables['codebook'])
-      pred_in, codes, vq_aux = vq_lib.quantize(vq_state, z)
+      raw = None
+      if spec.has_state:
+        raw = trainables['codebook'] if setup.gradient_vq else state['vq'].codebook
+      pred_in, codes, vq_aux = quantizer_lib.quantize(
+          spec, raw, trainables.get('vq_params'), z)
     pred = setup.predictor.apply(params['predictor'], pred_in, ctx_idx, tgt_idx,
                                  ctx_valid, tgt_valid)
 
@@ -274,11 +297,17 @@ def make_loss_fn(setup: Setup, axis_name=None):
     cv_g = None if ctx_valid is None else gather(ctx_valid)            # (B, K)
     tv_g = None if tgt_valid is None else gather(tgt_valid)            # (B, M, T)
     w_ctx, w_tgt = _flat(cv_g), _flat(tv_g)
+    u_g = None
     if setup.vq_enabled:
+      u_g = gather(vq_aux['u'])
       q_g = gather(vq_aux['quantized'])
-      parts['commitment'] = losses.commitment_loss(z_g, q_g, **_w(w_ctx))
-      if setup.gradient_vq:
-        parts['codebook'] = losses.codebook_loss(z_g, q_g, **_w(w_ctx))
+      if spec.kind == 'vq':       # FSQ has no codebook to commit to
+        parts['commitment'] = losses.commitment_loss(u_g, q_g, **_w(w_ctx))
+      if spec.codebook_loss:
+        parts['codebook'] = losses.codebook_loss(u_g, q_g, **_w(w_ctx))
+      if lc.get('entropy_weight', 0.0) > 0:
+        parts['entropy'] = ac.assignment_entropy_loss(
+            u_g, vq_aux['codebook'], lc.entropy_temperature, **_w(w_ctx))
 
     d = z.shape[-1]
     p_flat, t_flat = pred_g.reshape(-1, d), tgt_g.reshape(-1, d)
@@ -299,10 +328,13 @@ def make_loss_fn(setup: Setup, axis_name=None):
                'invariance': lc.invariance_weight,
                'relational': lc.relational_loss.weight,
                'relational_context': lc.relational_loss.context_self_weight,
-               'commitment': cfg.vq.commitment_cost, 'codebook': 1.0}
+               'commitment': cfg.vq.commitment_cost, 'codebook': 1.0,
+               'entropy': lc.get('entropy_weight', 0.0)}
     total = sum(weights[k] * v for k, v in parts.items())
-    aux = {'parts': parts, 'z': jax.lax.stop_gradient(z),
-           'z_global': jax.lax.stop_gradient(z_g), 'codes': codes,
+    sg = jax.lax.stop_gradient
+    aux = {'parts': parts, 'codes': codes,
+           'u': sg(vq_aux['u']) if setup.vq_enabled else None,
+           'u_global': None if u_g is None else sg(u_g),
            'ctx_weights': _flat(ctx_valid), 'ctx_weights_global': w_ctx}
     return total, aux
 
@@ -360,27 +392,20 @@ def make_train_step(setup: Setup, axis_name=None):
     metrics['learning_rate'] = setup.lr_schedule(step)
     metrics['grad_norm'] = optax.tree.norm(grads)
 
-    if setup.vq_enabled:
+    if 'vq_params' in state:
+      new_state['vq_params'] = trainables['vq_params']
+    if setup.vq_enabled and setup.quantizer.has_state:
       vq_state = state['vq']
       if setup.gradient_vq:
-        vq_state = vq_lib.count_usage(vq_state.replace(codebook=trainables['codebook']),
-                                      aux['codes'], axis_name=axis_name,
-                                      weights=aux['ctx_weights'])
-      else:
-        vq_state = vq_lib.ema_update(vq_state, aux['z'], aux['codes'],
-                                     cfg.vq.ema_decay, cfg.vq.epsilon,
-                                     axis_name=axis_name, weights=aux['ctx_weights'])
-      if cfg.vq.refresh_enabled:
-        do_refresh = (step + 1) % cfg.vq.refresh_interval == 0
-        vq_state = jax.lax.cond(
-            do_refresh,
-            lambda s: vq_lib.refresh(s, aux['z_global'], keys[2],
-                                     cfg.vq.refresh_usage_threshold,
-                                     weights=aux['ctx_weights_global']),
-            lambda s: s, vq_state)
-      new_state['vq'] = vq_state
+        vq_state = vq_state.replace(codebook=trainables['codebook'])
+      new_state['vq'] = quantizer_lib.update_state(
+          setup.quantizer, cfg.vq, vq_state, u=aux['u'], codes=aux['codes'],
+          u_global=aux['u_global'], step=step, refresh_key=keys[2],
+          axis_name=axis_name, weights=aux['ctx_weights'],
+          weights_global=aux['ctx_weights_global'])
+    if setup.vq_enabled:
       metrics['vq_batch_usage_ratio'] = vq_lib.usage_stats(
-          aux['codes'], cfg.vq.codebook_size, axis_name=axis_name,
+          aux['codes'], setup.quantizer.num_codes, axis_name=axis_name,
           weights=aux['ctx_weights'])['vq_usage_ratio']
     return new_state, metrics
 
@@ -429,8 +454,9 @@ def make_embedding_metrics_fn(setup: Setup):
         'target_isotropy': metrics_lib.isotropy(tgt_mean),
     }
     if setup.vq_enabled:
-      codes, _ = vq_lib.nearest_codes(state['vq'].codebook, ctx)
-      out.update(vq_lib.usage_stats(codes, cfg.vq.codebook_size,
+      codes = quantizer_lib.assign(setup.quantizer, state.get('vq'),
+                                   state.get('vq_params'), ctx)
+      out.update(vq_lib.usage_stats(codes, setup.quantizer.num_codes,
                                     weights=_flat(valid)))
     return out
 

@@ -11,6 +11,8 @@ jittable (static shapes throughout, so `refresh` can sit inside `lax.cond`):
   embed_sum     (K, D)  m_k, EMA of the sum of the vectors assigned to code k
   usage         (K,)    assignments to code k counted since the last refresh
   step          ()      number of updates applied (`ema_update`/`count_usage`)
+  usage_ema     (K,)    running average of code k's assignment share (CVQ
+                        re-anchoring only; None, i.e. no leaf, otherwise)
 
 Quantisation (van den Oord et al. 2017, "Neural Discrete Representation
 Learning", VQ-VAE): k(z) = argmin_k ||z - e_k||^2, z_q = e_{k(z)}, and the
@@ -73,6 +75,9 @@ class VQState:
   embed_sum: jax.Array     # (K, D) EMA embedding sums m_k
   usage: jax.Array         # (K,) float32 assignment counts in the refresh window
   step: jax.Array          # () int32, number of updates applied
+  # (K,) running average of the assignment shares, only when CVQ re-anchoring
+  # is on (`anticollapse.update_usage_ema`); None (no leaves) otherwise.
+  usage_ema: Optional[jax.Array] = None
 
 
 def init_state(rng, codebook_size: int, dim: int, scale: float = 1.0) -> VQState:
