@@ -78,7 +78,7 @@ def get_config(arg=None):
   c.vq.simvq = False                    # frozen random basis x learned linear map
   c.vq.estimator = 'straight_through'   # or 'rotation' (rotation trick)
   c.vq.reanchor = False                 # CVQ online re-anchoring, every step
-  c.vq.reanchor_strength = 10.0         # alpha_k = exp(-strength * K * share_k - 1e-3)
+  c.vq.reanchor_strength = 1000.0       # alpha_k = exp(-strength K share_k - 1e-3); CVQ: 10/(1-0.99)
   c.vq.reanchor_threshold = 1.0         # codes at >= this x uniform share never move
   c.vq.reanchor_decay = 0.99            # running average of the usage shares
 

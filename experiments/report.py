@@ -40,8 +40,10 @@ def run_values(run: diagnose.Run) -> Dict[str, Any]:
     v['final_train_loss'], v['final_val_loss'] = last['train_loss_mean'], last['val_loss_mean']
     v['final_val_infonce'] = last.get('val_infonce_mean')
     beta = (run.config.get('vq') or {}).get('commitment_cost', 0.0)
+    ent = (run.config.get('loss') or {}).get('entropy_weight', 0.0)
     v['final_val_jepa'] = (last['val_loss_mean'] - beta * last.get('val_commitment_mean', 0.0)
-                           - last.get('val_codebook_mean', 0.0))
+                           - last.get('val_codebook_mean', 0.0)
+                           - ent * last.get('val_entropy_mean', 0.0))
     i = int(np.argmin(vals))
     v['best_val_loss'], v['best_val_epoch'] = vals[i], run.epochs[i]['epoch']
   emb = run.embedding
@@ -506,7 +508,8 @@ def write_report(workdir: str, variants: Sequence[str], seeds: Sequence[int],
   L += render_table('Run completion & stability', STABILITY, shown, values)
   L += render_table('Final losses', LOSSES, shown, values)
   L += ['The losses are the weighted totals each run optimises, as in the reference, so '
-        'VQ runs include the commitment (and, in gradient mode, codebook) terms; the '
+        'VQ runs include the commitment (and, in gradient mode, codebook; with '
+        '`loss.entropy_weight`, assignment-entropy) terms; the '
         'row without the VQ terms compares the JEPA objective alone.', '']
   L += render_table('Embedding quality', EMBEDDING, shown, values)
   L += render_table('VQ codebook health', CODEBOOK, shown, values)

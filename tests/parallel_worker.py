@@ -25,7 +25,7 @@ from jepa_jax import train  # noqa: E402
 LONG_STEPS = 100       # replica identity, refresh firing every 2 steps
 LAYOUTS = (('pmap', 1), ('pmap', 2), ('pmap', 8), ('jit', 1), ('jit', 2), ('jit', 8))
 METRICS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
-           'relational_context', 'commitment', 'codebook', 'grad_norm',
+           'relational_context', 'commitment', 'codebook', 'entropy', 'grad_norm',
            'vq_batch_usage_ratio', 'temperature')
 
 
@@ -113,9 +113,11 @@ def main(out):
     record['bad_batch_error'] = str(err)
 
   # 'arc': padded ARC grids, whose validity flags are gathered with the rows.
+  # 'ac': the recommended anti-collapse quantizer (configs/anticollapse.py) on 2.
   for variant, config, overrides in (('ema', 'gentle', {}),
                                      ('grad', 'gentle', {'vq.ema_decay': None}),
-                                     ('arc', 'arc_gentle', {})):
+                                     ('arc', 'arc_gentle', {}),
+                                     ('ac', 'anticollapse', {})):
     cfg = tiny_config(config=config, **overrides)
     ds = data_lib.load_dataset(cfg)
     setup = step_lib.make_setup(cfg, ds)
@@ -125,6 +127,8 @@ def main(out):
       layouts = (('single', 1),) + LAYOUTS
       eval_fn = jax.jit(step_lib.make_eval_step(setup, cfg.seed))
       eval_batch = min(cfg.train.batch_size, len(ds.val_images))
+    elif variant == 'ac':
+      layouts, data = (('single', 1), ('jit', 2)), data[:3]
     else:
       layouts, data = (('single', 1), ('jit', 8)), data[:3]
     fns = {}

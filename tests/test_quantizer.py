@@ -1,0 +1,313 @@
+"""The anti-collapse options wired into config and train step (jepa_jax/quantizer.py).
+
+Step-level checks run the :tiny model (one compile per test, several options
+per compile where they do not interfere); the state transitions of the options
+themselves are tested in test_anticollapse.py.
+"""
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jepa_jax import anticollapse as ac
+from jepa_jax import config_lib
+from jepa_jax import data as data_lib
+from jepa_jax import evaluate
+from jepa_jax import final_state
+from jepa_jax import quantizer as qz
+from jepa_jax import records
+from jepa_jax import step as step_lib
+from jepa_jax import vq as vq_lib
+from conftest import load
+
+AC_CONFIGS = ('ac_cosine', 'ac_lowdim', 'ac_simvq', 'ac_rotation', 'ac_reanchor',
+              'ac_entropy', 'ac_fsq')
+
+
+def _set(cfg, overrides):
+  for key, value in overrides.items():
+    node = cfg
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+def _tiny(name='gentle', **overrides):
+  """name:tiny at full learning rate from step 0, validated."""
+  cfg = _set(load(name, 'tiny'), {'train.warmup_epochs': 0, **overrides})
+  config_lib.validate(cfg)
+  return cfg
+
+
+# XLA CPU options that cut the tiny step's compile time ~4x (14.5 s -> 3.7 s
+# CPU); they change no semantics (test_parallel.py's FAST_COMPILE flags).
+FAST = {'xla_cpu_use_fusion_emitters': False, 'xla_backend_optimization_level': 0}
+
+
+def _compile(fn, *args):
+  return jax.jit(fn).lower(*args).compile(compiler_options=FAST)
+
+
+def _run(cfg, num_steps=2):
+  """(setup, state0, [states after each step], [metrics], dataset, batches)."""
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  state0 = jax.tree.map(np.asarray, step_lib.init_state(setup, ds.image_shape, cfg.seed))
+  batches = list(data_lib.epoch_batches(ds.train_images, cfg.train.batch_size,
+                                        cfg.seed, 0, num_steps))
+  step = _compile(step_lib.make_train_step(setup), state0, *batches[0])
+  states, metrics, state = [], [], state0
+  for images, ids in batches:
+    state, m = step(state, images, ids)
+    states.append(jax.tree.map(np.asarray, state))
+    metrics.append(jax.device_get(m))
+  return setup, state0, states, metrics, ds, batches
+
+
+# --------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('name', AC_CONFIGS)
+@pytest.mark.parametrize('arg', [None, 'tiny', 'arc', 'arc,tiny'])
+def test_ac_configs_are_gentle_plus_their_option_and_take_variant_tokens(name, arg):
+  cfg = load(name, arg)
+  config_lib.validate(cfg)
+  assert cfg.variant == name
+  gentle = load('gentle', arg).to_dict()
+  flat = lambda d, p='': {f'{p}{k}': v for kk, vv in d.items() for k, v in (  # noqa: E731
+      flat(vv, f'{kk}.').items() if isinstance(vv, dict) else [(kk, vv)])}
+  changed = {k for k, v in flat(cfg.to_dict()).items() if flat(gentle)[k] != v}
+  assert changed - {'variant'} and changed <= {
+      'variant', 'vq.l2_normalize', 'vq.codebook_dim', 'vq.simvq', 'vq.ema_decay',
+      'vq.refresh_enabled', 'vq.estimator', 'vq.reanchor', 'loss.entropy_weight',
+      'loss.entropy_temperature', 'vq.quantizer', 'vq.fsq_levels',
+      'vq.commitment_cost'}
+
+
+BAD = [
+    ({'vq.quantizer': 'lfq'}, 'vq.quantizer'),
+    ({'vq.estimator': 'gumbel'}, 'vq.estimator'),
+    ({'vq.codebook_dim': 17}, 'vq.codebook_dim'),          # tiny embed_dim is 16
+    ({'vq.codebook_dim': 0}, 'vq.codebook_dim'),
+    ({'vq.fsq_levels': (4, 1, 8)}, 'vq.fsq_levels'),
+    ({'vq.reanchor': True, 'vq.reanchor_decay': 1.0}, 'vq.reanchor_decay'),
+    ({'vq.reanchor': True, 'vq.reanchor_strength': 0.0}, 'vq.reanchor_strength'),
+    ({'loss.entropy_weight': -0.1}, 'loss.entropy_weight'),
+    ({'loss.entropy_temperature': 0.0}, 'loss.entropy_temperature'),
+    ({'vq.enabled': False, 'loss.entropy_weight': 0.1}, 'loss.entropy_weight'),
+    ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0,
+      'vq.codebook_size': 64}, 'vq.fsq_levels'),            # (4, 4, 2): 32 codes
+    ({'vq.quantizer': 'fsq', 'vq.commitment_cost': 0.0}, 'vq.refresh_enabled'),
+    ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False}, 'vq.commitment_cost'),
+    ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0,
+      'vq.l2_normalize': True}, 'vq.l2_normalize'),
+    ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0,
+      'vq.estimator': 'rotation'}, 'vq.estimator'),
+    ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0,
+      'vq.reanchor': True}, 'vq.reanchor'),
+    ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0,
+      'vq.codebook_dim': 8}, 'vq.codebook_dim'),
+    ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0,
+      'loss.entropy_weight': 0.1}, 'loss.entropy_weight'),
+    ({'vq.simvq': True}, 'vq.ema_decay'),
+    ({'vq.simvq': True, 'vq.ema_decay': None}, 'vq.refresh_enabled'),
+    ({'vq.simvq': True, 'vq.ema_decay': None, 'vq.refresh_enabled': False,
+      'vq.reanchor': True}, 'vq.reanchor'),
+]
+
+
+@pytest.mark.parametrize('overrides,key', BAD)
+def test_bad_values_and_combinations_name_the_key(overrides, key):
+  cfg = _set(load('gentle', 'tiny'), overrides)
+  with pytest.raises(config_lib.ConfigError) as err:
+    config_lib.validate(cfg)
+  assert err.value.key == key
+  assert str(err.value).startswith(f'config.{key}=') and '\n' not in str(err.value)
+
+
+def test_default_layer_is_exactly_vq_quantize():
+  spec = qz.make_spec(load('gentle', 'tiny'))
+  assert not (spec.project or spec.l2 or spec.simvq or spec.rotation) and spec.ema
+  assert qz.init_params(spec, jax.random.PRNGKey(0)) == {}
+  state = qz.init_state(spec, jax.random.PRNGKey(1))
+  chex.assert_trees_all_equal(state, vq_lib.init_state(jax.random.PRNGKey(1), 32, 16))
+  z = jax.random.normal(jax.random.PRNGKey(2), (3, 5, 16))
+  f = lambda z: qz.quantize(spec, state.codebook, {}, z)        # noqa: E731
+  g = lambda z: vq_lib.quantize(state, z)                       # noqa: E731
+  (out, codes, aux), (want, want_codes, want_aux) = f(z), g(z)
+  chex.assert_trees_all_equal((out, codes, aux['quantized']),
+                              (want, want_codes, want_aux['quantized']))
+  chex.assert_trees_all_equal(jax.grad(lambda z: f(z)[0].sum())(z),
+                              jax.grad(lambda z: g(z)[0].sum())(z))
+
+
+# --------------------------------------------------------------------------
+# The step with each option
+# --------------------------------------------------------------------------
+
+
+def test_fsq_step_has_no_codebook_state_and_counts_grid_codes():
+  cfg = _tiny('ac_fsq')
+  setup, s0, states, metrics, ds, _ = _run(cfg)
+  assert 'vq' not in s0 and 'vq' not in states[-1]            # nothing to collapse
+  assert setup.quantizer.num_codes == 32 == cfg.vq.codebook_size
+  assert s0['vq_params']['proj_in']['kernel'].shape == (16, 3)   # len((4, 4, 2))
+  assert not np.allclose(s0['vq_params']['proj_in']['kernel'],
+                         states[-1]['vq_params']['proj_in']['kernel'])   # trained
+  for m in metrics:
+    assert m['commitment'] == 0 and m['codebook'] == 0 and m['entropy'] == 0
+  # Embedding metrics count FSQ's grid codes over its 32 implicit codes, the
+  # same way as codebook codes: usage_stats of `quantizer.assign`.
+  images = ds.val_images[:32]
+  emb = _compile(step_lib.make_embedding_metrics_fn(setup), states[-1], images)(
+      states[-1], images)
+  tokens = setup.encoder.apply(states[-1]['params']['encoder'], images, None)
+  codes = qz.assign(setup.quantizer, None, states[-1]['vq_params'], tokens)
+  u = qz.encode(setup.quantizer, states[-1]['vq_params'], tokens)
+  chex.assert_trees_all_equal(codes, ac.fsq_quantize(u, (4, 4, 2))[1])
+  want = vq_lib.usage_stats(codes, 32)
+  np.testing.assert_allclose(emb['vq_codes_used'], want['vq_codes_used'])
+  np.testing.assert_allclose(emb['vq_perplexity'], want['vq_perplexity'], rtol=1e-6)
+  assert 0 <= int(codes.min()) and int(codes.max()) < 32
+
+
+def test_cosine_lowdim_reanchor_entropy_together():
+  cfg = _tiny('ac_lowdim', **{'vq.l2_normalize': True, 'vq.reanchor': True,
+                              'vq.refresh_enabled': False, 'loss.entropy_weight': 0.5,
+                              'loss.entropy_temperature': 0.1})
+  assert cfg.vq.codebook_dim == 8                  # tiny caps ac_lowdim's 8 at 8
+  setup, s0, states, metrics, _, _ = _run(cfg, num_steps=3)
+  spec = setup.quantizer
+  assert spec.dim == 8 and spec.l2 and spec.ema
+  for s in [s0, *states]:
+    vq = s['vq']
+    assert vq.codebook.shape == (32, 8)
+    np.testing.assert_allclose(np.linalg.norm(vq.codebook, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(vq.embed_sum, vq.codebook * vq.cluster_size[:, None],
+                               rtol=1e-5, atol=1e-6)
+  # Projections are trainables, in the optimizer's tree.
+  assert set(s0['vq_params']) == {'proj_in', 'proj_out'}
+  assert 'vq_params' in step_lib.trainables_of(setup, states[-1])
+  assert not np.allclose(s0['vq_params']['proj_out']['kernel'],
+                         states[-1]['vq_params']['proj_out']['kernel'])
+  # Running usage share: starts at 0 and each step adds (1 - decay) x shares summing to 1.
+  np.testing.assert_allclose(s0['vq'].usage_ema, 0.0)
+  for t, s in enumerate(states, start=1):
+    np.testing.assert_allclose(s['vq'].usage_ema.sum(), 1 - 0.99 ** t, rtol=1e-5)
+  # The entropy term is logged, bounded by ±log K, and part of the total.
+  for m in metrics:
+    assert -np.log(32) - 1e-5 <= m['entropy'] <= np.log(32) + 1e-5 and m['entropy'] != 0
+    others = sum(w * m[k] for k, w in (
+        ('infonce', 1.0), ('sigreg', cfg.loss.sigreg_weight),
+        ('invariance', cfg.loss.invariance_weight),
+        ('relational', cfg.loss.relational_loss.weight),
+        ('relational_context', cfg.loss.relational_loss.context_self_weight),
+        ('commitment', cfg.vq.commitment_cost)))
+    np.testing.assert_allclose(m['loss'] - others, 0.5 * m['entropy'], rtol=1e-4, atol=1e-5)
+
+
+def test_simvq_trains_the_map_and_never_the_basis():
+  cfg = _tiny('ac_simvq')
+  setup, s0, states, metrics, _, _ = _run(cfg)
+  trainables = step_lib.trainables_of(setup, states[-1])
+  assert 'codebook' not in trainables and 'simvq_map' in trainables['vq_params']
+  np.testing.assert_array_equal(s0['vq_params']['simvq_map'], np.eye(16))
+  assert not np.allclose(states[-1]['vq_params']['simvq_map'], np.eye(16))
+  for s in states:                                  # the basis is frozen state
+    np.testing.assert_array_equal(s['vq'].codebook, s0['vq'].codebook)
+    np.testing.assert_array_equal(s['vq'].embed_sum, s0['vq'].embed_sum)
+  assert all(m['codebook'] > 0 for m in metrics)
+  assert float(states[-1]['vq'].usage.sum()) == 2 * 16 * cfg.masking.num_context_tokens
+  # The codes looked up are basis @ map.
+  e = qz.codebook(setup.quantizer, s0['vq'].codebook, states[-1]['vq_params'])
+  np.testing.assert_allclose(e, s0['vq'].codebook @ states[-1]['vq_params']['simvq_map'],
+                             rtol=1e-6)
+
+
+def test_rotation_estimator_same_forward_other_gradient():
+  """`vq.estimator='rotation'` reaches the layer: the same codes and forward
+  value as straight-through, a gradient through sg(lambda R) instead of the
+  identity (Jacobian values in test_anticollapse.py)."""
+  specs = {est: qz.make_spec(_tiny('gentle', **{'vq.estimator': est}))
+           for est in ('straight_through', 'rotation')}
+  assert specs['rotation'].rotation and not specs['straight_through'].rotation
+  state = qz.init_state(specs['rotation'], jax.random.PRNGKey(0))
+  z = jax.random.normal(jax.random.PRNGKey(1), (4, 6, 16))
+  w = jax.random.normal(jax.random.PRNGKey(2), (4, 6, 16))
+  outs, grads = {}, {}
+  for est, spec in specs.items():
+    f = lambda z, spec=spec: qz.quantize(spec, state.codebook, {}, z)   # noqa: E731
+    outs[est] = f(z)
+    grads[est] = jax.grad(lambda z, f=f: jnp.sum(w * f(z)[0]))(z)
+  chex.assert_trees_all_equal(outs['rotation'][1], outs['straight_through'][1])
+  np.testing.assert_allclose(outs['rotation'][0], outs['straight_through'][0], atol=1e-4)
+  np.testing.assert_array_equal(grads['straight_through'], w)        # identity
+  assert np.abs(grads['rotation'] - w).max() > 0.1
+  # lambda R is a scaled rotation: the gradient of each token keeps its norm
+  # up to lambda = ||q|| / ||u||.
+  q = outs['rotation'][2]['quantized']
+  lam = np.linalg.norm(q, axis=-1) / np.linalg.norm(z, axis=-1)
+  np.testing.assert_allclose(np.linalg.norm(grads['rotation'], axis=-1),
+                             lam * np.linalg.norm(w, axis=-1), rtol=1e-4)
+
+
+def test_reanchor_in_the_step_moves_only_under_used_codes():
+  """quantizer.update_state in gradient mode (no EMA): codes whose running share
+  is >= threshold x uniform stay bit for bit; the others move toward their
+  nearest batch vector by exp(-strength K share - 1e-3)."""
+  cfg = _tiny('gradient', **{'vq.reanchor': True, 'vq.refresh_enabled': False,
+                             'vq.reanchor_strength': 2.0,
+                             'vq.reanchor_threshold': 1.0, 'vq.reanchor_decay': 0.5})
+  spec = qz.make_spec(cfg)
+  k = 4
+  state = vq_lib.VQState(
+      codebook=jnp.array([[0., 0.], [4., 0.], [0., 4.], [-4., -4.]]),
+      cluster_size=jnp.ones(k), embed_sum=jnp.zeros((k, 2)), usage=jnp.zeros(k),
+      step=jnp.zeros((), jnp.int32), usage_ema=jnp.array([0.5, 0.3, 0.1, 0.1]))
+  u = jnp.array([[0.1, 0.], [0.2, 0.1], [3., 1.], [0.5, 3.]])
+  codes = jnp.array([0, 0, 1, 2])
+  new = qz.update_state(spec, cfg.vq, state, u=u, codes=codes, u_global=u, step=0,
+                        refresh_key=jax.random.PRNGKey(0))
+  share = 0.5 * state.usage_ema + 0.5 * np.array([0.5, 0.25, 0.25, 0.0])
+  np.testing.assert_allclose(new.usage_ema, share, rtol=1e-6)
+  # K share = [2.0, 1.1, 0.7, 0.2]: codes 0 and 1 are at >= the uniform share.
+  np.testing.assert_array_equal(new.codebook[:2], state.codebook[:2])
+  for c, anchor in ((2, [0.5, 3.]), (3, [0.1, 0.])):
+    a = np.exp(-2.0 * k * share[c] - 1e-3)
+    np.testing.assert_allclose(new.codebook[c], (1 - a) * np.asarray(state.codebook[c])
+                               + a * np.asarray(anchor), rtol=1e-5)
+  np.testing.assert_array_equal(new.usage, [2., 1., 1., 0.])
+
+
+# --------------------------------------------------------------------------
+# End to end: logs, final weights, evaluation
+# --------------------------------------------------------------------------
+
+
+def test_recommended_config_saves_loads_and_evaluates(tmp_path):
+  """A few steps of configs/anticollapse.py:tiny, written as a run folder:
+  the final weights hold the quantizer's trainables and state and load back
+  into the config's state; evaluate scores the codes the layer assigns."""
+  cfg = _tiny('anticollapse')
+  setup, s0, states, _, ds, _ = _run(cfg)
+  records.write_json(str(tmp_path / 'config.json'), cfg.to_dict())
+  final_state.save(str(tmp_path), states[-1])
+  _, _, _, loaded = evaluate.load_trained_state(str(tmp_path))
+  for key in final_state.KEYS:
+    assert (key in s0) == (key in loaded)
+    if key in s0:
+      chex.assert_trees_all_equal(jax.tree.map(np.asarray, loaded[key]), states[-1][key])
+  out = evaluate.evaluate_run(str(tmp_path))
+  tokens = setup.encoder.apply(states[-1]['params']['encoder'], ds.val_images, None)
+  codes = np.asarray(qz.assign(setup.quantizer, states[-1].get('vq'),
+                               states[-1].get('vq_params'), tokens))
+  assert out['codes_used_val'] == len(np.unique(codes))
+  assert 0 <= out['code_label_nmi'] <= 1
+  assert json.load(open(tmp_path / 'eval.json'))['code_label_nmi'] == out['code_label_nmi']
