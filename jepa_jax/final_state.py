@@ -5,8 +5,9 @@ for resuming), a small file of the weights: at the end of a run
 (completed, early stopped or aborted) the trainer writes the final state's
 `params`, `target_params` and, with VQ, the `vq` codebook state and the
 quantizer's own trainables `vq_params` (projections, SimVQ map; only when the
-config has them) as a flax msgpack state dict. `jepa_jax.evaluate` loads it into a freshly built state
-of the run's config, which checks every name and shape.
+config has them) as a flax msgpack state dict. `jepa_jax.evaluate` loads it
+into a freshly built state of the run's config, which checks every name and
+shape; files written before `vq.VQState.usage_ema` existed load as before.
 """
 from __future__ import annotations
 

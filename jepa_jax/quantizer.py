@@ -151,6 +151,31 @@ def init_state(spec: Spec, rng, reanchor: bool = False) -> Optional[vq_lib.VQSta
   return state
 
 
+def kmeans_state(spec: Spec, rng, tokens, params, num_iters: int,
+                 reanchor: bool = False) -> vq_lib.VQState:
+  """Codebook state from k-means++ (+ Lloyd, `vq.kmeans_init`) on encoder
+  tokens (N, D), fitted where the codes live: u = encode(tokens), so projected
+  and / or l2-normalised inputs when the config asks for them.
+
+    centres = kmeans_init(rng, u, K, num_iters)
+    state   = state_from_codebook(centres)    (unit codes for cosine EMA
+                                               codebooks; N = 1, m = e)
+    SimVQ:    the basis C = centres; the map W starts at the identity, so the
+              looked-up codes C W are the centres.
+
+  With the options off this is `vq.state_from_codebook(kmeans_init(...))` on
+  the tokens themselves. Sources: Arthur & Vassilvitskii 2007 (k-means++);
+  codebooks initialised from encoder features: Zeghidour et al. 2021
+  (SoundStream), Zhu et al. 2024 (VQGAN-LC).
+  """
+  u = jax.jit(encode, static_argnums=0)(spec, params, tokens)
+  fit = jax.jit(vq_lib.kmeans_init, static_argnums=(2, 3))
+  state = state_from_codebook(spec, fit(rng, u, spec.num_codes, num_iters))
+  if reanchor:
+    state = state.replace(usage_ema=jnp.zeros((spec.num_codes,), jnp.float32))
+  return state
+
+
 def encode(spec: Spec, params, z):
   """u = n(z W_in + b_in): tokens (..., D) -> the quantizer space (..., d)."""
   z = jnp.asarray(z, jnp.float32)

@@ -35,6 +35,7 @@ from jepa_jax import final_state
 from jepa_jax import model as model_lib
 from jepa_jax import monitor
 from jepa_jax import parallel
+from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
 from jepa_jax import step as step_lib
 from jepa_jax import vq as vq_lib
@@ -161,9 +162,10 @@ class Preemption:
     return self.requested
 
 
-def _kmeans_vq(cfg, setup, dataset, encoder_params) -> vq_lib.VQState:
+def _kmeans_vq(cfg, setup, dataset, encoder_params, vq_params) -> vq_lib.VQState:
   """Codebook from k-means++ (+ Lloyd) on the encoder's token embeddings of
-  the training images (whole images), a function of the config and seed.
+  the training images (whole images), a function of the config and seed;
+  fitted in the quantizer's space (`quantizer.kmeans_state`).
   Padded colour-id data: valid tokens only, encoded with padding masked out
   of attention as in the step."""
   patch = cfg.model.patch_size
@@ -183,9 +185,8 @@ def _kmeans_vq(cfg, setup, dataset, encoder_params) -> vq_lib.VQState:
   k_pick, k_fit = jax.random.split(key)
   n = min(cfg.vq.kmeans_num_samples, len(tokens))
   picked = tokens[np.asarray(jax.random.permutation(k_pick, len(tokens))[:n])]
-  fit = jax.jit(vq_lib.kmeans_init, static_argnums=(2, 3))
-  return vq_lib.state_from_codebook(
-      fit(k_fit, picked, cfg.vq.codebook_size, cfg.vq.kmeans_iters))
+  return quantizer_lib.kmeans_state(setup.quantizer, k_fit, picked, vq_params,
+                                    cfg.vq.kmeans_iters, cfg.vq.reanchor)
 
 
 def starting_state(cfg, setup, dataset, fresh):
@@ -201,7 +202,8 @@ def starting_state(cfg, setup, dataset, fresh):
     state.update(params=loaded['params'], target_params=loaded['target_params'])
     ckpt_lib.say(f'initialised params and target encoder from {source}')
   if setup.vq_enabled and cfg.vq.init == 'kmeans':
-    state['vq'] = _kmeans_vq(cfg, setup, dataset, state['params']['encoder'])
+    state['vq'] = _kmeans_vq(cfg, setup, dataset, state['params']['encoder'],
+                             state.get('vq_params'))
   state['opt_state'] = setup.tx.init(step_lib.trainables_of(setup, state))
   return ckpt_lib.detached_copy(state)     # every leaf its own (donatable) buffer
 

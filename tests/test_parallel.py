@@ -4,7 +4,9 @@ two processes on localhost give the single-device training.
 The device-count-dependent work runs in subprocesses, because JAX sees the
 simulated devices only when XLA_FLAGS is set before it starts:
 `tests/parallel_worker.py` (8 CPU devices) trains every layout from the same
-state on the same batches (digits, and padded ARC grids for `arc_jit_8`) and
+state on the same batches (digits, padded ARC grids for `arc_jit_8`, and the
+recommended anti-collapse quantizer of configs/anticollapse.py on 2 devices
+for `ac_jit_2`) and
 records metrics and states; two `jepa_jax.main`
 processes (one CPU device each, gloo collectives) train the same config. All
 of them start together (module fixture) and the tests assert on their records.

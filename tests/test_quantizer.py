@@ -20,6 +20,7 @@ from jepa_jax import final_state
 from jepa_jax import quantizer as qz
 from jepa_jax import records
 from jepa_jax import step as step_lib
+from jepa_jax import train
 from jepa_jax import vq as vq_lib
 from conftest import load
 
@@ -91,6 +92,21 @@ def test_ac_configs_are_gentle_plus_their_option_and_take_variant_tokens(name, a
       'vq.commitment_cost'}
 
 
+@pytest.mark.parametrize('arg', [None, 'tiny', 'arc', 'arc,tiny'])
+def test_recommended_configs_take_variant_tokens(arg):
+  from jepa_jax import stages  # noqa: PLC0415
+  cfg = load('anticollapse', arg)
+  config_lib.validate(cfg)
+  assert (cfg.vq.codebook_dim, cfg.vq.l2_normalize, cfg.vq.refresh_enabled) == (8, True, True)
+  two = load('anticollapse_two_stage', arg)
+  for stage in (1, 2):
+    config_lib.validate(stages.stage_config(two, stage, init_from='runs/x'))
+  s2 = stages.stage_config(two, 2, init_from='runs/x')
+  assert (s2.vq.enabled, s2.vq.codebook_dim, s2.vq.l2_normalize, s2.vq.init) == (
+      True, 8, True, 'kmeans')
+  assert not stages.stage_config(two, 1).vq.enabled
+
+
 BAD = [
     ({'vq.quantizer': 'lfq'}, 'vq.quantizer'),
     ({'vq.estimator': 'gumbel'}, 'vq.estimator'),
@@ -116,6 +132,8 @@ BAD = [
       'vq.codebook_dim': 8}, 'vq.codebook_dim'),
     ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0,
       'loss.entropy_weight': 0.1}, 'loss.entropy_weight'),
+    ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0,
+      'vq.init': 'kmeans'}, 'vq.init'),
     ({'vq.simvq': True}, 'vq.ema_decay'),
     ({'vq.simvq': True, 'vq.ema_decay': None}, 'vq.refresh_enabled'),
     ({'vq.simvq': True, 'vq.ema_decay': None, 'vq.refresh_enabled': False,
@@ -286,9 +304,74 @@ def test_reanchor_in_the_step_moves_only_under_used_codes():
   np.testing.assert_array_equal(new.usage, [2., 1., 1., 0.])
 
 
+def test_kmeans_state_is_fitted_in_the_quantizer_space():
+  tokens = jax.random.normal(jax.random.PRNGKey(0), (200, 16))
+  key = jax.random.PRNGKey(1)
+  fit = lambda u: vq_lib.kmeans_init(key, u, 32, 2)                 # noqa: E731
+  # Options off: exactly vq.state_from_codebook(kmeans_init(tokens)).
+  spec = qz.make_spec(_tiny('gentle', **{'vq.init': 'kmeans'}))
+  chex.assert_trees_all_equal(qz.kmeans_state(spec, key, tokens, {}, 2),
+                              vq_lib.state_from_codebook(fit(tokens)))
+  # Projected, cosine, re-anchoring: centres of the unit 8-d inputs, unit codes.
+  spec = qz.make_spec(_tiny('ac_lowdim', **{'vq.l2_normalize': True, 'vq.reanchor': True,
+                                            'vq.refresh_enabled': False}))
+  params = qz.init_params(spec, jax.random.PRNGKey(2))
+  state = qz.kmeans_state(spec, key, tokens, params, 2, reanchor=True)
+  want = ac.l2_normalize(fit(qz.encode(spec, params, tokens)))
+  np.testing.assert_allclose(state.codebook, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(state.embed_sum, state.codebook, rtol=1e-6)
+  np.testing.assert_array_equal(state.cluster_size, np.ones(32))
+  np.testing.assert_array_equal(state.usage_ema, np.zeros(32))
+  # SimVQ: the basis is the centres and the map the identity, so the codes too.
+  spec = qz.make_spec(_tiny('ac_simvq'))
+  params = qz.init_params(spec, jax.random.PRNGKey(2))
+  state = qz.kmeans_state(spec, key, tokens, params, 2)
+  np.testing.assert_allclose(state.codebook, fit(tokens), rtol=1e-6)
+  np.testing.assert_allclose(qz.codebook(spec, state.codebook, params), fit(tokens),
+                             rtol=1e-6)
+
+
+def test_run_start_fits_kmeans_codes_through_the_projection():
+  cfg = _tiny('ac_lowdim', **{'vq.l2_normalize': True, 'vq.init': 'kmeans'})
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  fresh = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  state = train.starting_state(cfg, setup, ds, fresh)
+  book = np.asarray(state['vq'].codebook)
+  assert book.shape == (32, 8) and not np.allclose(book, fresh['vq'].codebook)
+  np.testing.assert_allclose(np.linalg.norm(book, axis=1), 1.0, rtol=1e-5)
+  chex.assert_trees_all_equal(state['vq_params'], fresh['vq_params'])
+  # The codes sit where the projected tokens are: every code is some tokens' nearest.
+  tokens = setup.encoder.apply(state['params']['encoder'], ds.train_images[:256], None)
+  codes = qz.assign(setup.quantizer, state['vq'], state['vq_params'], tokens)
+  assert len(np.unique(np.asarray(codes))) >= 24
+
+
 # --------------------------------------------------------------------------
 # End to end: logs, final weights, evaluation
 # --------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_keeps_projections_and_running_usage(tmp_path):
+  from jepa_jax import checkpoint  # noqa: PLC0415
+  cfg = _tiny('anticollapse', **{'vq.reanchor': True, 'vq.refresh_enabled': False})
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  fresh = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  assert set(fresh['vq_params']) == {'proj_in', 'proj_out'}
+  assert fresh['vq'].usage_ema.shape == (32,)
+  leaves, treedef = jax.tree.flatten(fresh)
+  rng = np.random.default_rng(0)
+  state = checkpoint.detached_copy(jax.device_put(jax.tree.unflatten(treedef, [
+      rng.standard_normal(x.shape).astype(x.dtype) if x.dtype.kind == 'f'
+      else (np.asarray(x) + 3).astype(x.dtype) for x in leaves])))
+  ckpts = checkpoint.RunCheckpoints(str(tmp_path / 'checkpoints'), keep=1)
+  ckpts.save(state, {'step': 3}, {'seed': 0})
+  ckpts.close()
+  again = checkpoint.RunCheckpoints(str(tmp_path / 'checkpoints'), keep=1)
+  restored = again.restore_latest(checkpoint.abstract_of(fresh))
+  again.close()
+  chex.assert_trees_all_equal(restored.state, state)
 
 
 def test_recommended_config_saves_loads_and_evaluates(tmp_path):
