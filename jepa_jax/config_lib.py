@@ -36,6 +36,39 @@ def load_config(spec: str):
   return load_module(path).get_config(arg or None)
 
 
+# Keys added after run folders were first written, with the values that give
+# the behaviour of the runs that predate them (every option off). A config.json
+# written before a key existed reads as if it had this value
+# (`fill_added_keys`), so older run folders still evaluate.
+ADDED_KEYS = {
+    'init_from': '', 'train.frozen': (),
+    'checkpoint.every_steps': 500, 'checkpoint.keep': 3,
+    'checkpoint.allow_config_change': False,
+    'vq.init': 'random', 'vq.kmeans_iters': 10, 'vq.kmeans_num_samples': 8192,
+    'vq.quantizer': 'vq', 'vq.fsq_levels': (8, 8, 4, 3), 'vq.l2_normalize': False,
+    'vq.codebook_dim': None, 'vq.simvq': False, 'vq.estimator': 'straight_through',
+    'vq.reanchor': False, 'vq.reanchor_strength': 1000.0, 'vq.reanchor_threshold': 1.0,
+    'vq.reanchor_decay': 0.99, 'loss.entropy_weight': 0.0,
+    'loss.entropy_temperature': 1.0,
+}
+
+
+def fill_added_keys(cfg):
+  """`cfg` (e.g. a run's config.json as a ConfigDict) with every key of
+  ADDED_KEYS it lacks set to that value; keys it has are left alone."""
+  import ml_collections  # noqa: PLC0415
+  for key, value in ADDED_KEYS.items():
+    node = cfg
+    *parents, leaf = key.split('.')
+    for part in parents:
+      if part not in node:
+        node[part] = ml_collections.ConfigDict()
+      node = node[part]
+    if leaf not in node:
+      node[leaf] = value
+  return cfg
+
+
 def _get(cfg, key):
   node = cfg
   for part in key.split('.'):

@@ -78,7 +78,7 @@ def load_trained_state(workdir: str):
     raise ValueError(f'{weights}: no final weights (a run writes them when it ends; '
                      'this one did not end or predates them)')
   with open(path) as f:
-    cfg = ConfigDict(json.load(f))
+    cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
   config_lib.validate(cfg)
   dataset = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, dataset)

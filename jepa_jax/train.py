@@ -162,7 +162,7 @@ class Preemption:
     return self.requested
 
 
-def _kmeans_vq(cfg, setup, dataset, encoder_params, vq_params) -> vq_lib.VQState:
+def _kmeans_vq(cfg, setup, dataset, encoder_params, vq_params=None) -> vq_lib.VQState:
   """Codebook from k-means++ (+ Lloyd) on the encoder's token embeddings of
   the training images (whole images), a function of the config and seed;
   fitted in the quantizer's space (`quantizer.kmeans_state`).

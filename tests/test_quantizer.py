@@ -150,6 +150,27 @@ def test_bad_values_and_combinations_name_the_key(overrides, key):
   assert str(err.value).startswith(f'config.{key}=') and '\n' not in str(err.value)
 
 
+def test_config_json_of_older_runs_reads_with_every_option_off():
+  from ml_collections import ConfigDict  # noqa: PLC0415
+  cfg = load('gentle')
+  old = json.loads(json.dumps(cfg.to_dict()))
+  for key in config_lib.ADDED_KEYS:             # as written before the keys existed
+    node = old
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    del node[leaf]
+  del old['checkpoint']
+  filled = config_lib.fill_added_keys(ConfigDict(old))
+  config_lib.validate(filled)
+  assert qz.make_spec(filled) == qz.make_spec(cfg)
+  for key, value in config_lib.ADDED_KEYS.items():   # the values base.py has
+    node = cfg
+    for part in key.split('.'):
+      node = node[part]
+    assert node == value, key
+
+
 def test_default_layer_is_exactly_vq_quantize():
   spec = qz.make_spec(load('gentle', 'tiny'))
   assert not (spec.project or spec.l2 or spec.simvq or spec.rotation) and spec.ema
