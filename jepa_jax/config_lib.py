@@ -41,7 +41,7 @@ def load_config(spec: str):
 # written before a key existed reads as if it had this value
 # (`fill_added_keys`), so older run folders still evaluate.
 ADDED_KEYS = {
-    'init_from': '', 'train.frozen': (),
+    'init_from': '', 'train.frozen': (), 'model.attention': 'flax',
     'checkpoint.every_steps': 500, 'checkpoint.keep': 3,
     'checkpoint.allow_config_change': False,
     'vq.init': 'random', 'vq.kmeans_iters': 10, 'vq.kmeans_num_samples': 8192,
