@@ -109,3 +109,41 @@ def test_fsq_grid_codes_and_straight_through():
   q1, c1, _ = ac.fsq_quantize(jnp.array([[-5.0], [0.1], [5.0]]), (3,))
   np.testing.assert_array_equal(np.asarray(c1), [0, 1, 2])
   np.testing.assert_allclose(q1[:, 0], [-1.0, 0.0, 1.0])
+
+
+def test_update_usage_ema_hand_example_and_weights():
+  st = _state(np.zeros((3, 2))).replace(usage_ema=jnp.array([0.2, 0.0, 0.4]))
+  s = ac.update_usage_ema(st, jnp.array([0, 0, 2, 1]), decay=0.5)
+  np.testing.assert_allclose(s.usage_ema, [0.1 + 0.25, 0.125, 0.2 + 0.125], rtol=1e-6)
+  # Weight-0 rows (padding) are no assignment.
+  s = ac.update_usage_ema(st, jnp.array([0, 0, 2, 1]), decay=0.5,
+                          weights=jnp.array([1.0, 1.0, 0.0, 0.0]))
+  np.testing.assert_allclose(s.usage_ema, [0.1 + 0.5, 0.0, 0.2], rtol=1e-6)
+
+
+def test_reanchor_threshold_and_weights():
+  codebook = [[0.0, 0.0], [10.0, 10.0], [-5.0, 5.0]]
+  z = jnp.array([[0.1, 0.0], [9.0, 9.5], [1.0, 1.0], [-4.0, 4.0]])
+  st = _state(codebook)
+  share = jnp.array([0.5, 0.0, 0.2])               # K share = 1.5, 0, 0.6
+  s = ac.reanchor(st, z, strength=1.0, share=share, threshold=1.0,
+                  weights=jnp.array([1.0, 0.0, 1.0, 1.0]))
+  np.testing.assert_array_equal(s.codebook[0], st.codebook[0])   # above the threshold
+  # Code 1's nearest vector (9, 9.5) is padding: its anchor is (1, 1) instead.
+  a1 = np.exp(-1e-3)
+  np.testing.assert_allclose(s.codebook[1], (1 - a1) * np.array([10.0, 10.0]) + a1 * 1.0,
+                             rtol=1e-5)
+  a2 = np.exp(-0.6 - 1e-3)
+  np.testing.assert_allclose(s.codebook[2], (1 - a2) * np.array([-5.0, 5.0])
+                             + a2 * np.array([-4.0, 4.0]), rtol=1e-5)
+
+
+def test_assignment_entropy_weights_drop_padding_rows():
+  cb = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
+  z = jax.random.normal(jax.random.PRNGKey(1), (6, 3))
+  w = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+  keep = np.asarray(w) > 0
+  np.testing.assert_allclose(ac.assignment_entropy_loss(z, cb, 2.0, weights=w),
+                             ac.assignment_entropy_loss(z[keep], cb, 2.0), rtol=1e-5)
+  np.testing.assert_allclose(ac.assignment_entropy_loss(z, cb, 2.0, weights=jnp.ones(6)),
+                             ac.assignment_entropy_loss(z, cb, 2.0), rtol=1e-6)
