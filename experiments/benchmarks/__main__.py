@@ -13,6 +13,10 @@ writes RESULTS.md and results.json (into --out, default this folder):
 5. overheads: time outside the compiled step in a default run; compiles.
 
 --quick runs tiny sizes and few repetitions (a smoke test, not a measurement).
+On a GPU (JAX's default backend 'gpu' and torch.cuda available) both sides run
+on it, the PyTorch side synchronised after each timed call, with TF32 allowed
+for float32 matmuls on both sides (JAX's default precision; PyTorch's
+`set_float32_matmul_precision('high')`), and the matmul peak at n=8192.
 The PyTorch side runs only when torch and vector-quantize-pytorch are
 installed (`pip install -e '.[bench]'`); otherwise it is reported as skipped.
 """
@@ -43,23 +47,41 @@ QUICK = dict(
     overhead_config='configs/gentle.py:tiny')
 
 
+def _on_gpu() -> bool:
+  import jax
+  return jax.default_backend() == 'gpu'
+
+
 def _torch():
   try:
-    import torch  # noqa: F401
+    import torch
     import vector_quantize_pytorch  # noqa: F401
     from experiments.benchmarks import torch_bench
+    if _on_gpu():
+      if not torch.cuda.is_available():
+        print('PyTorch side skipped: JAX runs on a GPU but torch.cuda is not available',
+              file=sys.stderr)
+        return None
+      torch.set_float32_matmul_precision('high')      # TF32, as JAX's default on GPU
+      torch_bench.set_device('cuda')
     return torch_bench
   except ImportError as err:
     print(f'PyTorch side skipped: {err}', file=sys.stderr)
     return None
 
 
-def run(plan, quick: bool, skip_torch: bool = False):
+def run(plan, quick: bool, skip_torch: bool = False, skip_overheads: bool = False,
+        skip_torch_compile: bool = False):
   tb = None if skip_torch else _torch()
+  if _on_gpu() and not quick:
+    plan = dict(plan, matmul_n=8192, reps=20)
   res = {'machine': common.machine(), 'quick': quick,
-         'command': 'python -m experiments.benchmarks' + (' --quick' if quick else ''),
+         'command': 'python -m experiments.benchmarks' + (' --quick' if quick else '')
+                    + (' --skip-overheads' if skip_overheads else '')
+                    + (' --skip-torch' if skip_torch else '')
+                    + (' --skip-torch-compile' if skip_torch_compile else ''),
          'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-         'torch_side': tb is not None}
+         'torch_side': tb is not None, 'gpu': _on_gpu()}
   try:
     res['commit'] = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=HERE,
                                    capture_output=True, text=True).stdout.strip()
@@ -79,11 +101,12 @@ def run(plan, quick: bool, skip_torch: bool = False):
     if tb:
       cfg = jax_bench.bench_config(dim, depth, heads, batch)
       row['torch_eager'] = tb.train_step(cfg, jax_bench.IMAGE, batch, w, r)
-      try:
-        row['torch_compile'] = tb.train_step(cfg, jax_bench.IMAGE, batch, w, r,
-                                             compile_model=True)
-      except Exception as err:  # noqa: BLE001  (report, do not hide)
-        row['torch_compile'] = {'error': f'{type(err).__name__}: {err}'[:300]}
+      if not skip_torch_compile:
+        try:
+          row['torch_compile'] = tb.train_step(cfg, jax_bench.IMAGE, batch, w, r,
+                                               compile_model=True)
+        except Exception as err:  # noqa: BLE001  (report, do not hide)
+          row['torch_compile'] = {'error': f'{type(err).__name__}: {err}'[:300]}
     res['train_step'].append(row)
 
   res['vq_layer'] = []
@@ -104,6 +127,9 @@ def run(plan, quick: bool, skip_torch: bool = False):
                                                      plan['vq_max_elements'],
                                                      max(1, r // 3))})
 
+  if skip_overheads:
+    res['overheads'] = None
+    return res
   print('overheads ...', file=sys.stderr, flush=True)
   root = os.path.dirname(os.path.dirname(HERE))
   res['overheads'] = jax_bench.overheads(os.path.join(root, plan['overhead_config']),
@@ -121,9 +147,16 @@ def markdown(res) -> str:
            f"Command: `{res['command']}` at commit `{res['commit']}`, {res['date']}.", '',
            f"Machine: {m.get('model_name', '?')}, {m['cpu_count']} cores "
            f"({m.get('flags', '')}); {m['platform']}; Python {m['python']}; "
-           f"jax {m.get('jax')} on {m.get('jax_devices')}; torch {m.get('torch')}"
-           + (f" ({m.get('torch_threads')} threads)" if m.get('torch') else '') + '.', '',
+           f"jax {m.get('jax')} on {m.get('jax_devices')}"
+           + (f" ({m['jax_device_kind']})" if m.get('jax_device_kind') else '')
+           + f"; torch {m.get('torch')}"
+           + (f" ({m.get('torch_threads')} threads)" if m.get('torch') else '')
+           + (f" on {m['torch_cuda_device']}" if m.get('torch_cuda_device') else '') + '.', '',
            'Times are min / median / max over the repetitions after warm-up.', '']
+  if res.get('gpu'):
+    lines += ['On the GPU: both sides on the same card, PyTorch synchronised after each timed '
+              "call; float32 matmuls may use TF32 on both sides (JAX's default precision, "
+              "PyTorch's `set_float32_matmul_precision('high')`).", '']
   if res['quick']:
     lines += ['**Quick mode: tiny sizes, 2 repetitions — a smoke test, not a measurement.**', '']
   mp = res['matmul_peak']
@@ -168,6 +201,9 @@ def markdown(res) -> str:
                  f"{pk / 2 ** 20:.1f} MiB |" if pk is not None else
                  f"| {row['tokens']:,} | {row['codes']:,} | {row['median_ms']:.1f} | n/a |")
   o = res['overheads']
+  if o is None:
+    lines += ['', '## 5. Overheads of a real run', '', 'Not run (`--skip-overheads`).', '']
+    return '\n'.join(lines)
   lines += ['', '## 5. Overheads of a real run', '',
             f"`{os.path.relpath(o['config'], os.path.dirname(os.path.dirname(HERE)))}`: "
             f"{o['steps']} steps, wall {o['run_wall_s']:.1f} s (compile {o['run_compile_s']:.1f} s); "
@@ -185,8 +221,13 @@ def main(argv=None):
   parser.add_argument('--out', default=HERE)
   parser.add_argument('--skip-torch', action='store_true',
                       help='run only the jepa_jax side')
+  parser.add_argument('--skip-overheads', action='store_true',
+                      help='skip section 5 (the default training run)')
+  parser.add_argument('--skip-torch-compile', action='store_true',
+                      help='time PyTorch eager only (torch.compile takes minutes per size)')
   args = parser.parse_args(argv)
-  res = run(QUICK if args.quick else FULL, args.quick, args.skip_torch)
+  res = run(QUICK if args.quick else FULL, args.quick, args.skip_torch, args.skip_overheads,
+            args.skip_torch_compile)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'results.json'), 'w') as f:
     json.dump(res, f, indent=2)

@@ -46,12 +46,15 @@ def machine() -> Dict[str, object]:
     import jax
     info['jax'] = jax.__version__
     info['jax_devices'] = [str(d) for d in jax.devices()]
+    info['jax_device_kind'] = jax.devices()[0].device_kind
   except ImportError:
     pass
   try:
     import torch
     info['torch'] = torch.__version__
     info['torch_threads'] = torch.get_num_threads()
+    if torch.cuda.is_available():
+      info['torch_cuda_device'] = torch.cuda.get_device_name(0)
   except ImportError:
     info['torch'] = None
   return info

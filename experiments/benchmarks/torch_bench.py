@@ -23,6 +23,19 @@ from torch import nn
 from experiments.benchmarks import common
 from jepa_jax.model import sincos_pos_embed_2d
 
+DEVICE = torch.device('cpu')
+
+
+def set_device(name: str) -> None:
+  """Run the PyTorch side on `name` ('cpu' or 'cuda'); timings synchronize it."""
+  global DEVICE
+  DEVICE = torch.device(name)
+
+
+def _sync() -> None:
+  if DEVICE.type == 'cuda':
+    torch.cuda.synchronize()
+
 
 class Block(nn.Module):
 
@@ -88,14 +101,14 @@ class Predictor(nn.Module):
 
 def infonce(p, t, tau):
   logits = F.normalize(p, dim=-1) @ F.normalize(t, dim=-1).T / tau
-  return F.cross_entropy(logits, torch.arange(len(p)))
+  return F.cross_entropy(logits, torch.arange(len(p), device=p.device))
 
 
 def sigreg(x, num_slices=256, num_points=17, t_max=3.0):
-  a = F.normalize(torch.randn(x.shape[1], num_slices), dim=0)
+  a = F.normalize(torch.randn(x.shape[1], num_slices, device=x.device), dim=0)
   y = x @ a                                                      # (N, S)
-  t = torch.linspace(0, t_max, num_points)
-  w = torch.full((num_points,), 2 * t_max / (num_points - 1))
+  t = torch.linspace(0, t_max, num_points, device=x.device)
+  w = torch.full((num_points,), 2 * t_max / (num_points - 1), device=x.device)
   w[0] = w[-1] = t_max / (num_points - 1)
   phi = torch.exp(-t ** 2 / 2)
   yt = y[..., None] * t                                          # (N, S, P)
@@ -113,13 +126,15 @@ def relational(a, b):
 def masks(batch, grid, m, th, tw, k):
   """Random target blocks and a K-token context without targets (torch ops)."""
   n = grid * grid
-  r = torch.randint(0, grid - th + 1, (batch, m))
-  c = torch.randint(0, grid - tw + 1, (batch, m))
-  rows = r[..., None, None] + torch.arange(th)[:, None]
-  cols = c[..., None, None] + torch.arange(tw)[None, :]
+  d = DEVICE
+  r = torch.randint(0, grid - th + 1, (batch, m), device=d)
+  c = torch.randint(0, grid - tw + 1, (batch, m), device=d)
+  rows = r[..., None, None] + torch.arange(th, device=d)[:, None]
+  cols = c[..., None, None] + torch.arange(tw, device=d)[None, :]
   tgt = (rows * grid + cols).reshape(batch, m, th * tw)
-  is_tgt = torch.zeros(batch, n, dtype=torch.bool).scatter_(1, tgt.reshape(batch, -1), True)
-  prio = torch.rand(batch, n).masked_fill(is_tgt, -math.inf)
+  is_tgt = torch.zeros(batch, n, dtype=torch.bool, device=d).scatter_(
+      1, tgt.reshape(batch, -1), True)
+  prio = torch.rand(batch, n, device=d).masked_fill(is_tgt, -math.inf)
   return prio.topk(k, dim=1).indices.sort(1).values, tgt
 
 
@@ -140,7 +155,9 @@ class JepaStep:
     self.vq = VectorQuantize(dim=mc.embed_dim, codebook_size=cfg.vq.codebook_size,
                              decay=cfg.vq.ema_decay,
                              commitment_weight=cfg.vq.commitment_cost)
-    self.tau = nn.Parameter(torch.tensor(cfg.loss.temperature_init))
+    for module in (self.encoder, self.target, self.predictor, self.vq):
+      module.to(DEVICE)
+    self.tau = nn.Parameter(torch.tensor(cfg.loss.temperature_init, device=DEVICE))
     params = list(self.encoder.parameters()) + list(self.predictor.parameters()) + [self.tau]
     self.params = params
     self.opt = torch.optim.AdamW(params, lr=cfg.train.learning_rate,
@@ -188,7 +205,8 @@ def train_step(cfg, image, batch, warmup, reps, compile_model=False) -> Dict[str
   torch.manual_seed(0)
   step = JepaStep(cfg, image, compile_model)
   images = torch.from_numpy(
-      np.random.default_rng(0).standard_normal((batch, 1, image, image)).astype(np.float32))
+      np.random.default_rng(0).standard_normal((batch, 1, image, image)).astype(np.float32)
+  ).to(DEVICE)
   import time
   t0 = time.perf_counter()
   step(images)                      # first call: includes torch.compile's compile
@@ -203,18 +221,24 @@ def vq_layer(tokens, dim, codes, decay, warmup, reps) -> Dict[str, float]:
   from vector_quantize_pytorch import VectorQuantize
   torch.manual_seed(0)
   layer = VectorQuantize(dim=dim, codebook_size=codes, decay=decay, commitment_weight=0.0)
-  layer.train()
-  z = torch.randn(1, tokens, dim)
+  layer.to(DEVICE).train()
+  z = torch.randn(1, tokens, dim, device=DEVICE)
 
   def run():
     with torch.no_grad():
       layer(z)
+    _sync()
 
   return common.summarize(common.time_calls(run, warmup, reps))
 
 
 def matmul_peak(n: int, reps: int) -> Dict[str, float]:
-  a, b = torch.randn(n, n), torch.randn(n, n)
-  stats = common.summarize(common.time_calls(lambda: a @ b, 2, reps))
+  a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
+
+  def run():
+    a @ b
+    _sync()
+
+  stats = common.summarize(common.time_calls(run, 2, reps))
   stats['gflops'] = 2 * n ** 3 / (stats['min_ms'] / 1e3) / 1e9
   return stats
