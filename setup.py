@@ -11,10 +11,13 @@ setup(
     install_requires=[
         # On Python 3.11 the newest releases are jax 0.10.x and flax 0.12.8;
         # the upper bounds only guard against the next major API break.
-        "jax>=0.4.35,<1.0",
+        # Lower bounds are the first releases with the APIs used here:
+        # jax.shard_map(check_vma=...) (jax 0.6.1); orbax's LatestN / BestN
+        # preservation policies and PyTreeRestore(partial_restore=...) (0.11.14).
+        "jax>=0.6.1,<1.0",
         "flax>=0.10.0,<1.0",
         "optax>=0.2.3",
-        "orbax-checkpoint>=0.10.0",
+        "orbax-checkpoint>=0.11.14",
         "chex>=0.1.87",
         "ml-collections>=0.1.1",
         "absl-py>=2.0",
@@ -27,8 +30,8 @@ setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "cuda12": ["jax[cuda12]>=0.4.35"],
-        "tpu": ["jax[tpu]>=0.4.35"],
+        "cuda12": ["jax[cuda12]>=0.6.1"],
+        "tpu": ["jax[tpu]>=0.6.1"],
         # experiments/assess.py draws its plots with matplotlib; the tests run it.
         "experiments": ["matplotlib>=3.7"],
         "test": ["pytest>=8.0", "matplotlib>=3.7"],
