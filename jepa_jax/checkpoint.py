@@ -178,6 +178,14 @@ def spec_mismatches(found: Dict[str, Tuple], expected: Dict[str, Tuple]) -> List
   return out
 
 
+def raise_if_mismatched(found: Dict[str, Tuple], abstract, what: str) -> None:
+  """CheckpointError listing every name/shape mismatch of `found` vs `abstract`."""
+  bad = spec_mismatches(found, tree_spec(abstract))
+  if bad:
+    raise CheckpointError(f'{what} does not fit this run ({len(bad)} mismatches): '
+                          + '; '.join(bad))
+
+
 def abstract_of(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
@@ -287,12 +295,8 @@ class RunCheckpoints:
     Raises CheckpointError listing every name/shape mismatch; any other
     exception means the checkpoint cannot be read.
     """
-    found = self._spec(step)
-    bad = spec_mismatches(found, tree_spec(abstract_state))
-    if bad:
-      raise CheckpointError(
-          f'checkpoint step {step} in {self.directory} does not fit this run '
-          f'({len(bad)} mismatches): ' + '; '.join(bad))
+    raise_if_mismatched(self._spec(step), abstract_state,
+                        f'checkpoint step {step} in {self.directory}')
     state = self._restore_state(step, abstract_state, partial=False)
     meta = self.manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))['meta']
@@ -372,11 +376,7 @@ def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
     groups = tuple(abstract_subset)
     found = {k: v for k, v in ckpts._spec(step).items()
              if k.split('/')[0] in groups}
-    bad = spec_mismatches(found, tree_spec(abstract_subset))
-    if bad:
-      raise CheckpointError(
-          f'init_from={path!r} (step {step}) does not fit this run '
-          f'({len(bad)} mismatches): ' + '; '.join(bad))
+    raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})')
     tree = ckpts._restore_state(step, abstract_subset, partial=True)
   finally:
     ckpts.close()

@@ -254,3 +254,25 @@ def test_arc_run_resumes_from_a_mid_epoch_checkpoint_exactly(tmp_path):
   assert _logs(str(run)) == _logs(str(ref))
   assert _summary(str(run)) == _summary(str(ref))
   assert records.read_jsonl(run / train.ALERTS)          # alerts fired and resumed
+
+
+def test_restore_into_another_shape_lists_every_mismatch(tmp_path):
+  """RunCheckpoints.restore refuses a state whose names or shapes differ, naming each."""
+  state = jax.tree.map(jax.numpy.asarray, {
+      'step': np.int32(4), 'params': {'w': np.ones((3, 2), np.float32),
+                                      'b': np.zeros((2,), np.float32)}})
+  ckpts = checkpoint.RunCheckpoints(str(tmp_path / 'checkpoints'))
+  ckpts.save(state, {'step': 4}, {'seed': 0})
+  ckpts.wait()
+  wrong = jax.tree.map(jax.numpy.asarray, {
+      'step': np.int32(0), 'params': {'w': np.ones((3, 5), np.float32),
+                                      'c': np.zeros((2,), np.float32)}})
+  with pytest.raises(checkpoint.CheckpointError) as err:
+    ckpts.restore(4, checkpoint.abstract_of(wrong))
+  msg = str(err.value)
+  assert 'checkpoint step 4' in msg and '(3 mismatches)' in msg
+  assert 'params/w: checkpoint (3, 2)' in msg and 'run (3, 5)' in msg
+  assert 'params/b: in the checkpoint' in msg and 'params/c: missing from the checkpoint' in msg
+  restored = ckpts.restore(4, checkpoint.abstract_of(state))
+  chex.assert_trees_all_equal(restored.state, state)
+  ckpts.close()
