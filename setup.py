@@ -31,6 +31,7 @@ setup(
     ],
     extras_require={
         "cuda12": ["jax[cuda12]>=0.6.1"],
+        "cuda13": ["jax[cuda13]>=0.7.0"],
         "tpu": ["jax[tpu]>=0.6.1"],
         # experiments/assess.py draws its plots with matplotlib; the tests run it.
         "experiments": ["matplotlib>=3.7"],
