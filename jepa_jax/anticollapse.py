@@ -12,6 +12,12 @@ be composed with the EMA or gradient updates and tested on its own;
   `reanchor`             CVQ-VAE's online clustered re-anchoring of under-used
                          codes toward their nearest batch features;
                          Zheng & Vedaldi 2023.
+* `refresh_due`          warm-up schedule of dead-code refresh: a short
+                         interval for the first steps, then the normal one.
+* `refresh_far`          dead-code restarts on distinct batch vectors drawn
+                         in proportion to their squared distance from the
+                         live codes (k-means++ D² sampling without
+                         replacement).
 * `assignment_entropy_loss`  per-sample confidence and batch diversity of soft
                          code assignments; the entropy penalty of
                          Yu et al. 2023 (MAGVIT-v2, LFQ).
@@ -143,6 +149,72 @@ def reanchor(state: vq_lib.VQState, z, strength: float = 10.0,
   anchors = jnp.take(zf, nearest, axis=0)
   e = (1.0 - alpha) * state.codebook + alpha * anchors
   return state.replace(codebook=e, embed_sum=e * state.cluster_size[:, None])
+
+
+def refresh_due(step, interval: int, warmup_steps: int = 0,
+                warmup_interval: int = 1):
+  """Whether dead-code refresh fires after train step `step` (0-based, traced):
+
+      due(t) = (t + 1) mod warmup_interval == 0     if t < warmup_steps
+               (t + 1) mod interval == 0            otherwise
+
+  With warmup_steps = 0 this is the plain interval schedule. Early in a run
+  the encoder moves fast and codes restarted on its outputs go stale within an
+  epoch; restarting the codes unused in a short window during the first steps
+  (the usage window then spans `warmup_interval` steps) keeps the codebook on
+  the moving data, and the normal interval takes over after. A pure function
+  of the step (a scalar bool for `lax.cond`), so the run compiles once.
+  Dead-code restarts: Dhariwal et al. 2020 (Jukebox), Zeghidour et al. 2021
+  (SoundStream); the schedule is ours.
+  """
+  plain = (step + 1) % interval == 0
+  if not warmup_steps:
+    return plain
+  warm = (step + 1) % warmup_interval == 0
+  return jnp.where(step < warmup_steps, warm, plain)
+
+
+def refresh_far(state: vq_lib.VQState, z, rng, usage_threshold,
+                weights=None) -> vq_lib.VQState:
+  """Dead-code refresh onto distinct batch vectors far from the live codes.
+
+  dead = `vq.dead_codes`(state, usage_threshold); for the batch vectors z_i
+  (z flattened to (N, D)) the squared distance to the nearest live code,
+      d_i = min_{k live} ||z_i − e_k||²     (d_i = 1 when no code is live),
+  and a sample without replacement with P ∝ d_i by Gumbel-top-k
+  (Kool et al. 2019, "Stochastic Beams and Where to Find Them"):
+      s_i = log max(d_i, 1e-12) + g_i,  g_i ~ Gumbel(0, 1)  (−inf for w_i = 0)
+      order = argsort(−s);   the r-th dead code (r = 0, 1, ... by index)
+      restarts on z_{order[r mod M]},  M = #{i: w_i > 0}
+  (distinct vectors as long as there are no more dead codes than vectors),
+  then e_k = z, N_k = 1, m_k = z for dead k and usage = 0, exactly as
+  `vq.refresh` (`vq.restart_codes`). Vectors the live codes already cover
+  (d_i ≈ 0) are rarely chosen, and no two dead codes share a vector, unlike
+  `vq.refresh`'s uniform draw with replacement. The D² weighting is
+  k-means++ seeding (Arthur & Vassilvitskii 2007) with the live codes as the
+  centres already chosen.
+  """
+  k, d = state.codebook.shape
+  dead = vq_lib.dead_codes(state, usage_threshold)
+  zf = jax.lax.stop_gradient(jnp.asarray(z, jnp.float32)).reshape(-1, d)
+  cb = jax.lax.stop_gradient(state.codebook)
+  dist = (jnp.sum(zf * zf, -1, keepdims=True)
+          - 2.0 * jnp.matmul(zf, cb.T, precision=jax.lax.Precision.HIGHEST)
+          + jnp.sum(cb * cb, -1)[None])                             # (N, K)
+  dist = jnp.maximum(jnp.where(dead[None, :], jnp.inf, dist), 0.0)
+  nearest_live = jnp.where(jnp.all(dead), 1.0, jnp.min(dist, axis=-1))   # (N,)
+  score = jnp.log(jnp.maximum(nearest_live, 1e-12)) + jax.random.gumbel(
+      rng, nearest_live.shape, jnp.float32)
+  if weights is None:
+    valid = zf.shape[0]
+  else:
+    w = vq_lib._flat_weights(weights, zf.shape[0])  # noqa: SLF001
+    score = jnp.where(w > 0, score, -jnp.inf)
+    valid = jnp.maximum(jnp.sum(w > 0), 1)
+  order = jnp.argsort(-score)                                       # (N,)
+  rank = jnp.cumsum(dead.astype(jnp.int32)) - 1                     # (K,)
+  rows = jnp.take(order, jnp.maximum(rank, 0) % valid)
+  return vq_lib.restart_codes(state, dead, jnp.take(zf, rows, axis=0))
 
 
 def assignment_entropy_loss(z, codebook, temperature: float = 1.0, weights=None):

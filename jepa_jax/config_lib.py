@@ -48,7 +48,9 @@ ADDED_KEYS = {
     'vq.quantizer': 'vq', 'vq.fsq_levels': (8, 8, 4, 3), 'vq.l2_normalize': False,
     'vq.codebook_dim': None, 'vq.simvq': False, 'vq.estimator': 'straight_through',
     'vq.reanchor': False, 'vq.reanchor_strength': 1000.0, 'vq.reanchor_threshold': 1.0,
-    'vq.reanchor_decay': 0.99, 'loss.entropy_weight': 0.0,
+    'vq.reanchor_decay': 0.99, 'vq.refresh_warmup_steps': 0,
+    'vq.refresh_warmup_interval': 1, 'vq.refresh_sampling': 'uniform',
+    'loss.entropy_weight': 0.0,
     'loss.entropy_temperature': 1.0,
 }
 
@@ -149,6 +151,15 @@ def validate(cfg) -> None:
     positive_int('vq.refresh_interval')
     check('vq.refresh_usage_threshold',
           0.0 <= number('vq.refresh_usage_threshold') <= 1.0, 'must be in [0, 1]')
+  warmup = cfg.vq.refresh_warmup_steps
+  check('vq.refresh_warmup_steps', isinstance(warmup, int) and not isinstance(warmup, bool)
+        and warmup >= 0, 'must be an integer >= 0 (0: no warm-up)')
+  if warmup:
+    check('vq.refresh_warmup_steps', cfg.vq.refresh_enabled,
+          'a refresh warm-up needs vq.refresh_enabled=True')
+    positive_int('vq.refresh_warmup_interval')
+  check('vq.refresh_sampling', cfg.vq.refresh_sampling in ('uniform', 'far'),
+        "must be 'uniform' or 'far'")
 
   _validate_quantizer(cfg, check, number, positive_int)
 

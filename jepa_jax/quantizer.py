@@ -28,7 +28,8 @@ its codebook is the frozen basis C.
 
 After each step `update_state` applies, in this order: the EMA update
 (`vq.ema_update`) or the gradient-mode bookkeeping (`vq.count_usage`);
-interval refresh (`vq.refresh`); CVQ re-anchoring (`anticollapse.update_usage_ema`,
+interval refresh (`vq.refresh`, or `anticollapse.refresh_far`; on the
+`anticollapse.refresh_due` schedule with a warm-up); CVQ re-anchoring (`anticollapse.update_usage_ema`,
 `anticollapse.reanchor`); l2 normalisation of an EMA codebook
 (`anticollapse.l2_normalize_state`).
 """
@@ -257,10 +258,16 @@ def update_state(spec: Spec, vq_cfg, state: vq_lib.VQState, *, u, codes, u_globa
   else:
     state = vq_lib.count_usage(state, codes, axis_name=axis_name, weights=weights)
   if vq_cfg.refresh_enabled:
+    warmup = vq_cfg.get('refresh_warmup_steps', 0)
+    due = ((step + 1) % vq_cfg.refresh_interval == 0 if not warmup else
+           ac.refresh_due(step, vq_cfg.refresh_interval, warmup,
+                          vq_cfg.refresh_warmup_interval))
+    restart = (ac.refresh_far if vq_cfg.get('refresh_sampling', 'uniform') == 'far'
+               else vq_lib.refresh)
     state = jax.lax.cond(
-        (step + 1) % vq_cfg.refresh_interval == 0,
-        lambda s: vq_lib.refresh(s, u_global, refresh_key,
-                                 vq_cfg.refresh_usage_threshold, weights=weights_global),
+        due,
+        lambda s: restart(s, u_global, refresh_key,
+                          vq_cfg.refresh_usage_threshold, weights=weights_global),
         lambda s: s, state)
   if vq_cfg.get('reanchor', False):
     state = ac.update_usage_ema(state, codes, vq_cfg.reanchor_decay,

@@ -346,7 +346,17 @@ def refresh(state: VQState, z, rng, usage_threshold, weights=None) -> VQState:
   else:
     logits = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
     rows = jax.random.categorical(rng, logits, shape=(k,))
-  candidates = jnp.take(zf, rows, axis=0)                          # (K, D)
+  return restart_codes(state, dead, jnp.take(zf, rows, axis=0))
+
+
+def restart_codes(state: VQState, dead, candidates) -> VQState:
+  """e_k = c_k, N_k = 1, m_k = c_k for dead k (mask (K,)); others unchanged;
+  usage = 0 (a new window); step unchanged. candidates c: (K, D).
+
+  The replacement shared by `refresh` and other restart rules
+  (`anticollapse.refresh_far`); jnp.where over the whole codebook, so static
+  shapes.
+  """
   dead_col = dead[:, None]
   return state.replace(
       codebook=jnp.where(dead_col, candidates, state.codebook),
