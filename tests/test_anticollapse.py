@@ -147,3 +147,40 @@ def test_assignment_entropy_weights_drop_padding_rows():
                              ac.assignment_entropy_loss(z[keep], cb, 2.0), rtol=1e-5)
   np.testing.assert_allclose(ac.assignment_entropy_loss(z, cb, 2.0, weights=jnp.ones(6)),
                              ac.assignment_entropy_loss(z, cb, 2.0), rtol=1e-6)
+
+
+def test_refresh_due_warmup_schedule():
+  due = lambda t, w, wi: bool(ac.refresh_due(jnp.int32(t), 23, w, wi))  # noqa: E731
+  fired = [t for t in range(100) if due(t, 30, 5)]
+  # Every 5 steps before step 30, then the plain 23-step interval.
+  assert fired == [4, 9, 14, 19, 24, 29, 45, 68, 91]
+  assert [t for t in range(100) if due(t, 0, 5)] == [22, 45, 68, 91]     # off
+  jitted = jax.jit(ac.refresh_due, static_argnums=(1, 2, 3))
+  assert [t for t in range(50) if jitted(jnp.int32(t), 23, 30, 5)] == fired[:7]
+
+
+def test_refresh_far_restarts_dead_codes_on_distinct_far_vectors():
+  # Codes 0 (live) at the origin; 1, 2 dead. z: two vectors at the live code,
+  # two far ones; the far ones carry almost all the D^2 mass (32 and 25 vs 0.01).
+  cb = [[0.0, 0.0], [5.0, 5.0], [9.0, 9.0]]
+  z = jnp.array([[0.0, 0.1], [0.1, 0.0], [4.0, -4.0], [-4.0, 3.0]])
+  s = _state(cb, usage=[10.0, 0.0, 0.0], cluster=[3.0, 0.2, 0.2])
+  far = {(4.0, -4.0), (-4.0, 3.0)}
+  refresh_far = jax.jit(ac.refresh_far)
+  for seed in range(5):
+    new = refresh_far(s, z, jax.random.PRNGKey(seed), 0.01)
+    picked = {tuple(np.asarray(new.codebook[i]).tolist()) for i in (1, 2)}
+    assert picked == far                        # distinct, and the far ones
+    chex.assert_trees_all_equal(new.codebook[0], s.codebook[0])
+    chex.assert_trees_all_equal(new.embed_sum[1:], new.codebook[1:])
+    chex.assert_trees_all_equal(new.cluster_size, jnp.array([3.0, 1.0, 1.0]))
+    chex.assert_trees_all_equal(new.usage, jnp.zeros(3))
+  # Weights: a zero-weight vector is never chosen, however far.
+  w = jnp.array([1.0, 1.0, 0.0, 1.0])
+  new = refresh_far(s, z, jax.random.PRNGKey(0), 0.01, weights=w)
+  rows = {tuple(np.asarray(new.codebook[i]).tolist()) for i in (1, 2)}
+  assert (4.0, -4.0) not in rows and (-4.0, 3.0) in rows and len(rows) == 2
+  # No assignment counted yet: nothing is dead, the state only starts a window.
+  fresh = _state(cb, usage=[0.0, 0.0, 0.0])
+  chex.assert_trees_all_equal(refresh_far(fresh, z, jax.random.PRNGKey(0), 0.01),
+                              fresh)

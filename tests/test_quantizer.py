@@ -134,6 +134,12 @@ BAD = [
       'loss.entropy_weight': 0.1}, 'loss.entropy_weight'),
     ({'vq.quantizer': 'fsq', 'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0,
       'vq.init': 'kmeans'}, 'vq.init'),
+    ({'vq.refresh_warmup_steps': -1}, 'vq.refresh_warmup_steps'),
+    ({'vq.refresh_warmup_steps': 50, 'vq.refresh_warmup_interval': 0},
+     'vq.refresh_warmup_interval'),
+    ({'vq.refresh_warmup_steps': 50, 'vq.refresh_enabled': False},
+     'vq.refresh_warmup_steps'),
+    ({'vq.refresh_sampling': 'random'}, 'vq.refresh_sampling'),
     ({'vq.simvq': True}, 'vq.ema_decay'),
     ({'vq.simvq': True, 'vq.ema_decay': None}, 'vq.refresh_enabled'),
     ({'vq.simvq': True, 'vq.ema_decay': None, 'vq.refresh_enabled': False,
@@ -323,6 +329,34 @@ def test_reanchor_in_the_step_moves_only_under_used_codes():
     np.testing.assert_allclose(new.codebook[c], (1 - a) * np.asarray(state.codebook[c])
                                + a * np.asarray(anchor), rtol=1e-5)
   np.testing.assert_array_equal(new.usage, [2., 1., 1., 0.])
+
+
+def test_refresh_warmup_and_far_sampling_in_update_state():
+  """quantizer.update_state follows the warm-up schedule (refresh after steps
+  1, 3 with interval 2 before step 4, then every 5 steps) and restarts dead
+  codes with refresh_far when refresh_sampling='far'."""
+  cfg = _tiny('gradient', **{'vq.refresh_interval': 5, 'vq.refresh_warmup_steps': 4,
+                             'vq.refresh_warmup_interval': 2,
+                             'vq.refresh_usage_threshold': 0.5,
+                             'vq.refresh_sampling': 'far'})
+  spec = qz.make_spec(cfg)
+  cb = jnp.array([[0., 0.], [4., 0.], [0., 4.], [-4., -4.]])
+  state = vq_lib.VQState(codebook=cb, cluster_size=jnp.ones(4), embed_sum=cb,
+                         usage=jnp.zeros(4), step=jnp.zeros((), jnp.int32))
+  u = jnp.array([[0.1, 0.], [0.2, 0.1], [4., 0.5], [-6., 6.]])
+  codes = jnp.array([0, 0, 1, 2])
+  key = jax.random.PRNGKey(3)
+  update = jax.jit(lambda s, t: qz.update_state(spec, cfg.vq, s, u=u, codes=codes,
+                                                u_global=u, step=t, refresh_key=key))
+  fired = []
+  for t in range(10):
+    new = update(state, jnp.int32(t))
+    if not np.any(np.asarray(new.usage)):     # a refresh starts a new window
+      fired.append(t)
+      # Code 3 (unused) restarts on the farthest-from-live vector, the others stay.
+      np.testing.assert_array_equal(new.codebook[3], [-6., 6.])
+      np.testing.assert_array_equal(new.codebook[:3], cb[:3])
+  assert fired == [1, 3, 4, 9]
 
 
 def test_kmeans_state_is_fitted_in_the_quantizer_space():
