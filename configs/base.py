@@ -69,6 +69,7 @@ def get_config(arg=None):
   c.vq.refresh_warmup_steps = 0         # > 0: refresh every refresh_warmup_interval steps before
   c.vq.refresh_warmup_interval = 1      #      this step, then every refresh_interval
   c.vq.refresh_sampling = 'uniform'     # or 'far': distinct vectors, P ~ dist^2 to live codes
+  c.vq.refresh_source = 'context'       # or 'full': refresh draws whole-image tokens (1 device)
   c.vq.init = 'random'            # or 'kmeans': k-means++ on the encoder's tokens
   c.vq.kmeans_iters = 10          # Lloyd iterations after k-means++ seeding
   c.vq.kmeans_num_samples = 8192  # token embeddings of training images used

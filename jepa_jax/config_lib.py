@@ -50,6 +50,7 @@ ADDED_KEYS = {
     'vq.reanchor': False, 'vq.reanchor_strength': 1000.0, 'vq.reanchor_threshold': 1.0,
     'vq.reanchor_decay': 0.99, 'vq.refresh_warmup_steps': 0,
     'vq.refresh_warmup_interval': 1, 'vq.refresh_sampling': 'uniform',
+    'vq.refresh_source': 'context',
     'loss.entropy_weight': 0.0,
     'loss.entropy_temperature': 1.0,
 }
@@ -160,6 +161,8 @@ def validate(cfg) -> None:
     positive_int('vq.refresh_warmup_interval')
   check('vq.refresh_sampling', cfg.vq.refresh_sampling in ('uniform', 'far'),
         "must be 'uniform' or 'far'")
+  check('vq.refresh_source', cfg.vq.refresh_source in ('context', 'full'),
+        "must be 'context' or 'full'")
 
   _validate_quantizer(cfg, check, number, positive_int)
 

@@ -243,14 +243,19 @@ def assign(spec: Spec, state, params, z) -> jax.Array:
 
 def update_state(spec: Spec, vq_cfg, state: vq_lib.VQState, *, u, codes, u_global,
                  step, refresh_key, axis_name: Optional[Hashable] = None,
-                 weights=None, weights_global=None) -> vq_lib.VQState:
+                 weights=None, weights_global=None,
+                 refresh_tokens=None) -> vq_lib.VQState:
   """The codebook state after one train step (see the module docstring).
 
   u / codes / weights: this device's quantizer-space inputs, codes and row
   weights; u_global / weights_global: the all-gathered ones (refresh and
   re-anchoring draw from the global batch, so every replica agrees). `state`
   carries the updated trainable codebook in gradient mode. Counts and EMA
-  statistics are psum-ed over axis_name inside `vq`.
+  statistics are psum-ed over axis_name inside `vq`. refresh_tokens: None
+  (refresh draws from u_global / weights_global), or a function () ->
+  (tokens (..., d), weights or None) in the quantizer space that refresh draws
+  from instead (`vq.refresh_source='full'`); it is called inside the refresh
+  branch of the `lax.cond`, so its work is done on refresh steps only.
   """
   if spec.ema:
     state = vq_lib.ema_update(state, u, codes, vq_cfg.ema_decay, vq_cfg.epsilon,
@@ -264,11 +269,12 @@ def update_state(spec: Spec, vq_cfg, state: vq_lib.VQState, *, u, codes, u_globa
                           vq_cfg.refresh_warmup_interval))
     restart = (ac.refresh_far if vq_cfg.get('refresh_sampling', 'uniform') == 'far'
                else vq_lib.refresh)
-    state = jax.lax.cond(
-        due,
-        lambda s: restart(s, u_global, refresh_key,
-                          vq_cfg.refresh_usage_threshold, weights=weights_global),
-        lambda s: s, state)
+
+    def do_refresh(s):
+      z, w = (u_global, weights_global) if refresh_tokens is None else refresh_tokens()
+      return restart(s, z, refresh_key, vq_cfg.refresh_usage_threshold, weights=w)
+
+    state = jax.lax.cond(due, do_refresh, lambda s: s, state)
   if vq_cfg.get('reanchor', False):
     state = ac.update_usage_ema(state, codes, vq_cfg.reanchor_decay,
                                 axis_name=axis_name, weights=weights)

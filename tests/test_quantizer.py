@@ -449,3 +449,24 @@ def test_recommended_config_saves_loads_and_evaluates(tmp_path):
   assert out['codes_used_val'] == len(np.unique(codes))
   assert 0 <= out['code_label_nmi'] <= 1
   assert json.load(open(tmp_path / 'eval.json'))['code_label_nmi'] == out['code_label_nmi']
+
+
+def test_refresh_source_full_restarts_codes_on_whole_image_tokens():
+  """vq.refresh_source='full': the step's refresh draws the updated context
+  encoder's whole-image tokens (in the quantizer space), not the context tokens;
+  a data-parallel step refuses it with a config error."""
+  cfg = _tiny('anticollapse', **{'vq.refresh_source': 'full', 'vq.refresh_interval': 1,
+                                 'vq.refresh_usage_threshold': 1.0})
+  setup, s0, states, _, _, batches = _run(cfg, num_steps=1)
+  s1 = states[0]
+  full = qz.encode(setup.quantizer, s1['vq_params'], setup.encoder.apply(
+      s1['params']['encoder'], batches[0][0], None)).reshape(-1, setup.quantizer.dim)
+  restarted = np.asarray(s1['vq'].cluster_size) == 1.0        # N_k = 1 after a restart
+  assert 0 < restarted.sum() < setup.quantizer.num_codes
+  # Each restarted code is (up to the l2 renormalisation) a whole-image token.
+  dist = np.min(np.linalg.norm(np.asarray(s1['vq'].codebook)[restarted][:, None]
+                               - np.asarray(full)[None], axis=-1), axis=-1)
+  np.testing.assert_allclose(dist, 0.0, atol=1e-5)
+  assert float(np.max(np.asarray(s1['vq'].usage))) == 0.0     # a new window
+  with pytest.raises(config_lib.ConfigError, match='vq.refresh_source'):
+    step_lib.make_train_step(setup, axis_name='data')
