@@ -1,12 +1,21 @@
-"""The recommended anti-collapse quantizer: gentle + an 8-d cosine codebook + refresh every epoch.
+"""The recommended anti-collapse quantizer: gentle + an 8-d cosine codebook +
+dead-code refresh with a warm-up on whole-image tokens.
 
-Chosen by a seed-0 exploration on the digits data (README, "Anti-collapse
-options"): the encoder's tokens are projected to 8 dims and l2-normalised,
-quantized against 768 unit codes (EMA updates, decay 0.95), and projected
-back (ViT-VQGAN's factorized, l2-normalised codes, Yu et al. 2022); codes
-unused for a whole epoch (23 steps on digits) are restarted on random batch
-vectors (Jukebox / SoundStream dead-code restarts; gentle's refresh, which at
-3000 steps never fires in a 690-step run, at a 23-step interval).
+The encoder's tokens are projected to 8 dims and l2-normalised, quantized
+against 768 unit codes (EMA updates, decay 0.95), and projected back
+(ViT-VQGAN's factorized, l2-normalised codes, Yu et al. 2022). Dead-code
+refresh (Jukebox / SoundStream restarts) with:
+  * a warm-up: every 5 steps for the first 230 steps (10 digits epochs), then
+    every 23 steps (one epoch) (`vq.refresh_warmup_*`);
+  * codes below the uniform usage share of their window restarted
+    (`vq.refresh_usage_threshold=1.0`);
+  * replacements drawn from the whole-image tokens of the batch images
+    (`vq.refresh_source='full'`, the tokens the embedding metrics and
+    `evaluate` assign codes to), distinct and in proportion to their squared
+    distance from the live codes (`vq.refresh_sampling='far'`).
+The previous recommendation, refresh every epoch of unused codes only, is
+configs/anticollapse_epoch_refresh.py. Chosen by a seed-0 exploration on the
+digits data and measured at 3 seeds (README, "Anti-collapse options").
 """
 import os
 
@@ -22,5 +31,9 @@ def get_config(arg=None):
   c.vq.l2_normalize = True
   c.vq.refresh_enabled = True
   c.vq.refresh_interval = 23             # one epoch of the digits data
-  c.vq.refresh_usage_threshold = 0.01    # unused in the window (< 1% of uniform)
+  c.vq.refresh_usage_threshold = 1.0     # below the uniform share of the window
+  c.vq.refresh_warmup_steps = 230        # 10 digits epochs ...
+  c.vq.refresh_warmup_interval = 5       # ... refreshing every 5 steps
+  c.vq.refresh_sampling = 'far'          # distinct tokens far from live codes
+  c.vq.refresh_source = 'full'           # whole-image tokens
   return gentle.base.apply_variant_arg(c, arg)

@@ -203,6 +203,7 @@ def apply_variant_arg(c, arg):
       c.train.log_every_steps = 2
       c.train.progress_bar = False
       c.vq.refresh_interval = min(c.vq.refresh_interval, 2)
+      c.vq.refresh_warmup_interval = min(c.vq.refresh_warmup_interval, 2)
       c.vq.kmeans_iters = 2
       c.vq.kmeans_num_samples = 512
     else:

@@ -359,11 +359,6 @@ def make_train_step(setup: Setup, axis_name=None):
     * metrics are global-batch values (usage from psum-ed counts).
   """
   cfg = setup.cfg
-  if axis_name is not None and cfg.vq.get('refresh_source', 'context') == 'full':
-    raise config_lib.ConfigError(
-        'vq.refresh_source', 'full',
-        'refresh from whole-image tokens runs on one device only: use '
-        "'context' with data parallelism")
   loss_fn = make_loss_fn(setup, axis_name)
   frozen = _frozen_params(cfg)
   freeze_target = 'target_encoder' in frozen_groups(cfg)
@@ -406,13 +401,16 @@ def make_train_step(setup: Setup, axis_name=None):
       refresh_tokens = None
       if cfg.vq.get('refresh_source', 'context') == 'full':
         def refresh_tokens():
-          """The updated context encoder's tokens of the whole batch images,
-          in the quantizer space (valid tokens weighted 1, padding 0)."""
+          """The updated context encoder's tokens of the whole images of the
+          global batch (all-gathered, as u_global), in the quantizer space;
+          valid tokens weighted 1, padding 0."""
+          gather = _gather_fn(axis_name)
           valid = (model_lib.token_validity(images, cfg.model.patch_size)
                    if setup.padded else None)
           toks = setup.encoder.apply(params['encoder'], images, None, valid)
           u = quantizer_lib.encode(setup.quantizer, new_state.get('vq_params'), toks)
-          return jax.lax.stop_gradient(u), _flat(valid)
+          return (gather(jax.lax.stop_gradient(u)),
+                  None if valid is None else _flat(gather(valid)))
       new_state['vq'] = quantizer_lib.update_state(
           setup.quantizer, cfg.vq, vq_state, u=aux['u'], codes=aux['codes'],
           u_global=aux['u_global'], step=step, refresh_key=keys[2],
