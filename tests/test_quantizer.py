@@ -99,7 +99,8 @@ def test_recommended_configs_take_variant_tokens(arg):
   config_lib.validate(cfg)
   assert (cfg.vq.codebook_dim, cfg.vq.l2_normalize, cfg.vq.refresh_enabled) == (8, True, True)
   assert (cfg.vq.refresh_warmup_steps, cfg.vq.refresh_warmup_interval,
-          cfg.vq.refresh_sampling, cfg.vq.refresh_source) == (230, 5, 'far', 'full')
+          cfg.vq.refresh_sampling, cfg.vq.refresh_source) == (
+              230, 2 if 'tiny' in (arg or '') else 5, 'far', 'full')
   old = load('anticollapse_epoch_refresh', arg)
   config_lib.validate(old)
   assert (old.vq.refresh_warmup_steps, old.vq.refresh_usage_threshold) == (0, 0.01)
@@ -414,7 +415,8 @@ def test_run_start_fits_kmeans_codes_through_the_projection():
 
 def test_checkpoint_round_trip_keeps_projections_and_running_usage(tmp_path):
   from jepa_jax import checkpoint  # noqa: PLC0415
-  cfg = _tiny('anticollapse', **{'vq.reanchor': True, 'vq.refresh_enabled': False})
+  cfg = _tiny('anticollapse', **{'vq.reanchor': True, 'vq.refresh_enabled': False,
+                                 'vq.refresh_warmup_steps': 0})
   ds = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, ds)
   fresh = step_lib.init_state(setup, ds.image_shape, cfg.seed)
@@ -457,12 +459,13 @@ def test_recommended_config_saves_loads_and_evaluates(tmp_path):
 
 
 def test_refresh_source_full_restarts_codes_on_whole_image_tokens():
-  """vq.refresh_source='full': the step's refresh draws the updated context
-  encoder's whole-image tokens (in the quantizer space), not the context tokens
-  (data parallelism: test_parallel.py runs the recommended config, which uses
-  it, on 2 devices)."""
-  cfg = _tiny('anticollapse', **{'vq.refresh_source': 'full', 'vq.refresh_interval': 1,
-                                 'vq.refresh_usage_threshold': 1.0})
+  """configs/anticollapse.py's refresh (vq.refresh_source='full', 'far'
+  sampling, in the warm-up, here every step): the step's refresh draws the
+  updated context encoder's whole-image tokens (in the quantizer space), not
+  the context tokens (data parallelism: test_parallel.py runs the recommended
+  config on 2 devices)."""
+  cfg = _tiny('anticollapse', **{'vq.refresh_warmup_interval': 1})
+  assert (cfg.vq.refresh_source, cfg.vq.refresh_sampling) == ('full', 'far')
   setup, s0, states, _, _, batches = _run(cfg, num_steps=1)
   s1 = states[0]
   full = qz.encode(setup.quantizer, s1['vq_params'], setup.encoder.apply(
