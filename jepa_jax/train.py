@@ -38,6 +38,7 @@ from jepa_jax import parallel
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
 from jepa_jax import step as step_lib
+from jepa_jax import timing
 from jepa_jax import vq as vq_lib
 from jepa_jax.step import LOSS_COMPONENTS
 
@@ -262,6 +263,15 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   Returns the summary dict (also written to summary.json).
   """
   t_start = time.perf_counter()
+  timer = timing.Sections().start()
+  try:
+    return _train_and_evaluate(cfg, workdir, t_start, timer)
+  finally:
+    timer.stop()
+
+
+def _train_and_evaluate(cfg, workdir, t_start, timer):
+  timer.switch('startup')
   config_lib.validate(cfg)
   parallel.initialize_distributed(cfg)
   dataset = data_lib.load_dataset(cfg)
@@ -330,7 +340,9 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   rows = plan.process_rows          # this process's shard of every global batch
   batch0 = next(data_lib.epoch_batches(dataset.train_images, tc.batch_size,
                                        cfg.seed, 0, 1, rows=rows))
-  train_step, compile_time = parallel.compile_train_step(plan, setup, state, *batch0)
+  with timer('compile_step'):
+    train_step, compile_time = parallel.compile_train_step(plan, setup, state, *batch0)
+  timer.switch('loop_setup')
   eval_batch = min(tc.batch_size, len(dataset.val_images))
   eval_step = jax.jit(step_lib.make_eval_step(setup, cfg.seed))
   emb_fn = jax.jit(step_lib.make_embedding_metrics_fn(setup))
@@ -353,6 +365,10 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   preemption.install()
 
   def save(epoch, step_in_epoch, val_loss=None):
+    with timer('checkpoint'):
+      _save(epoch, step_in_epoch, val_loss)
+
+  def _save(epoch, step_in_epoch, val_loss):
     partial = epoch_metrics.to_json() if step_in_epoch else {}
     if partial and not np.all(np.isfinite(partial['loss']['values'])):
       _check_finite({'loss': float('nan')}, f'before the checkpoint at step {step}')
@@ -379,19 +395,22 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     return monitor.stop_decision(mon, rules)
 
   status, decision = 'running', None
+  timer.switch('loop_other')
   try:
     for epoch in range(meta['epoch'], tc.num_epochs):
       first = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
       if epoch != meta['epoch']:
         epoch_metrics = EpochMetrics()
-      for i, (images, ids) in enumerate(data_lib.epoch_batches(
+      for i, (images, ids) in enumerate(timer.iterate('data', data_lib.epoch_batches(
           dataset.train_images, tc.batch_size, cfg.seed, epoch,
-          setup.steps_per_epoch, start_step=first, rows=rows), start=first):
-        state, m = train_step(state, images, ids)
+          setup.steps_per_epoch, start_step=first, rows=rows)), start=first):
+        with timer('step'):
+          state, m = train_step(state, images, ids)
         epoch_metrics.add(m)
         step += 1
         bar.update(1)
         if step % tc.log_every_steps == 0:           # logging point: host sync
+          timer.switch('logging')
           latest = jax.device_get(m)
           _check_finite({'loss': float(latest['loss'])}, f'at step {step}')
           tb.write('train', latest, step)
@@ -403,7 +422,9 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
           if mon.num_alerts or mon.red_flags:
             post['alerts'] = f'{mon.num_alerts}+{len(mon.red_flags)}!'
           bar.set_postfix(post)
+        timer.switch('loop_other')
         if step % tc.embedding_metrics_every_steps == 0:
+          timer.switch('embedding_metrics')
           emb = {k: float(v) for k, v in jax.device_get(
               emb_fn(parallel.local_state(plan, state), emb_images)).items()}
           last_emb = {'step': step, 'epoch': epoch, **emb}
@@ -414,6 +435,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
             loop['status'], loop['reason'] = decision
             save(epoch, i + 1)
             break
+        timer.switch('loop_other')
         if i + 1 < setup.steps_per_epoch:            # the epoch end saves the last
           preempted = preemption.reached(ckpts, step)
           if preempted or (cc.every_steps and step % cc.every_steps == 0):
@@ -424,11 +446,13 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
       if status == 'preempted' or decision:
         break
 
+      timer.switch('epoch_end')
       stacked = epoch_metrics.fetch()
       train_means = _mean_metrics(stacked, 'train')
       _check_finite(train_means, f'in epoch {epoch}')
-      val = evaluate(eval_step, parallel.local_state(plan, state),
-                     dataset.val_images, eval_batch)
+      with timer('validation'):
+        val = evaluate(eval_step, parallel.local_state(plan, state),
+                       dataset.val_images, eval_batch)
       val_means = {f'val_{k}_mean': v for k, v in val.items()}
       _check_finite(val_means, f'in validation after epoch {epoch}')
       last_epoch_line = {'epoch': epoch, 'step': step, **train_means, **val_means,
@@ -448,6 +472,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
       save(epoch + 1, 0, val_loss=val['loss'])
       if loop['status'] != 'running':
         break
+      timer.switch('loop_other')
       if preemption.reached(ckpts, step):
         status = 'preempted'
         break
@@ -458,6 +483,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     summary['reason'] = str(err) or type(err).__name__
     raise
   finally:
+    timer.switch('finish')
     preemption.uninstall()
     bar.close()
     for log in (epoch_log, emb_log, alert_log, tb):
@@ -467,12 +493,14 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
       if status in FINISHED and plan.is_writer:
         final_state.save(workdir, parallel.local_state(plan, state))
     finally:
+      timer.stop()
       wall = time.perf_counter() - t_start
       _summary(summary, loop, status, step, last_epoch_line, last_emb)
       summary.update({
           'wall_time_s': wall, 'compile_time_s': compile_time,
           'steps_per_s': (step - start_step) / max(wall - compile_time, 1e-9),
           'devices': [str(d) for d in jax.devices()],
+          'time_breakdown': timer.report(),
       })
       if plan.is_writer:
         records.write_json(path(SUMMARY), summary)
