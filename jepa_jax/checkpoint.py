@@ -3,7 +3,10 @@
 Layout of `WORKDIR/checkpoints/<step>/` (one `orbax.checkpoint.CheckpointManager`,
 v0 API with `args=`, asynchronous saving; a step folder exists only once its
 save is complete, unfinished saves live in temporary folders that are cleaned
-up on the next start):
+up on the next start). The train loop only pays for a device copy of the
+state: the Orbax save call itself (host transfer of ~400 leaves, metadata)
+runs on one background thread, in order, at most one call queued; its errors
+surface at the next save, `wait` or `close`:
 
   state   the train-state pytree of `jepa_jax.step` (params, opt_state,
           target_params, vq, rng, step), bit for bit
@@ -23,6 +26,7 @@ first and fails listing all mismatches, so nothing is ever loaded partially.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -243,9 +247,18 @@ class RunCheckpoints:
         item_handlers={'state': ocp.PyTreeCheckpointHandler(),
                        'meta': ocp.JsonCheckpointHandler(),
                        'config': ocp.JsonCheckpointHandler()})
+    self._saver = None            # the background thread, made at the first save
+    self._queued = None           # its latest save call (a Future)
 
   def steps(self) -> List[int]:
+    self._drain()
     return list(self.manager.all_steps())
+
+  def _drain(self) -> None:
+    """Waits for the queued save call (re-raising its error), if any."""
+    queued, self._queued = self._queued, None
+    if queued is not None:
+      queued.result()
 
   def save(self, state, meta: Dict[str, Any], config: Dict[str, Any],
            val_loss: Optional[float] = None) -> None:
@@ -262,25 +275,41 @@ class RunCheckpoints:
     # 0 saves host copies of its (replicated) state.
     snapshot = (jax.tree.map(np.array, state) if jax.process_count() > 1
                 else detached_copy(state))
-    self.manager.save(step, args=ocp.args.Composite(
+    args = ocp.args.Composite(
         state=ocp.args.PyTreeSave(snapshot),
-        meta=ocp.args.JsonSave(meta), config=ocp.args.JsonSave(config)),
-        metrics=metrics, force=True)
+        meta=ocp.args.JsonSave(meta), config=ocp.args.JsonSave(config))
+    self._drain()                 # back-pressure: one save call queued at most
+    if self._saver is None:
+      self._saver = concurrent.futures.ThreadPoolExecutor(
+          max_workers=1, thread_name_prefix='checkpoint-save')
+    self._queued = self._saver.submit(self.manager.save, step, args=args,
+                                      metrics=metrics, force=True)
 
   def wait(self) -> None:
+    """Returns once every save started so far is complete on disk."""
+    self._drain()
     self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.close()
+    """Finishes the saves in flight (re-raising a failed one), then closes."""
+    try:
+      self._drain()
+    finally:
+      if self._saver is not None:
+        self._saver.shutdown(wait=True)
+        self._saver = None
+      self.manager.close()
 
   def reached_preemption(self, step: int) -> bool:
     """Orbax's multi-host preemption sync point (needs jax.distributed)."""
     return ocp_multihost.reached_preemption(step)
 
   def _spec(self, step: int) -> Dict[str, Tuple]:
+    self._drain()
     return tree_spec(self.manager.item_metadata(step)['state'])
 
   def _restore_state(self, step: int, abstract, partial: bool):
+    self._drain()
     if jax.process_count() > 1:       # host arrays; the caller places them
       abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
     return self.manager.restore(step, args=ocp.args.Composite(
