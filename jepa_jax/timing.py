@@ -105,6 +105,10 @@ class Sections:
       if event == BACKEND_COMPILE:
         self.compiles[self._stack[-1]] += 1
 
+  def total_compile_seconds(self) -> float:
+    """Tracing, lowering and XLA compiling of every function, all sections."""
+    return float(sum(self.compile_seconds.values()))
+
   def report(self) -> Dict[str, Any]:
     """Seconds, entries, compile seconds (trace + lower + XLA, included in the
     seconds) and XLA compiles per section; plain JSON values."""
