@@ -6,6 +6,8 @@ no double counting) and, through `jax.monitoring`, the tracing, lowering and
 XLA compiles that happen inside each section. The trainer writes the result
 to `summary.json` as `time_breakdown`.
 
+CPU seconds (`time.process_time`, every thread of the process) next to the
+wall seconds: on a loaded machine they say how much work a section did.
 Host time, not device time: JAX dispatches the train step asynchronously, so
 a section that waits for a result (a logging point fetching metrics, the
 epoch end fetching its per-step metrics) also holds the device time of the
@@ -42,14 +44,15 @@ class Sections:
 
   def __init__(self):
     self.seconds = collections.defaultdict(float)
+    self.cpu_seconds = collections.defaultdict(float)
     self.calls = collections.defaultdict(int)
     self.compile_seconds = collections.defaultdict(float)
     self.compiles = collections.defaultdict(int)
     self._stack = ['other']
-    self._since = None
+    self._since = self._cpu_since = None
 
   def start(self) -> 'Sections':
-    self._since = time.perf_counter()
+    self._since, self._cpu_since = time.perf_counter(), time.process_time()
     jax.monitoring.register_event_duration_secs_listener(self._on_event)
     return self
 
@@ -66,9 +69,10 @@ class Sections:
     self.stop()
 
   def _charge(self) -> None:
-    now = time.perf_counter()
+    now, cpu = time.perf_counter(), time.process_time()
     self.seconds[self._stack[-1]] += now - self._since
-    self._since = now
+    self.cpu_seconds[self._stack[-1]] += cpu - self._cpu_since
+    self._since, self._cpu_since = now, cpu
 
   def switch(self, name: str) -> None:
     """From now on, time outside any `self(...)` block goes to `name`."""
@@ -110,9 +114,11 @@ class Sections:
     return float(sum(self.compile_seconds.values()))
 
   def report(self) -> Dict[str, Any]:
-    """Seconds, entries, compile seconds (trace + lower + XLA, included in the
+    """Wall seconds, process CPU seconds (all threads: XLA's, background
+    saves'), entries, compile seconds (trace + lower + XLA, included in the
     seconds) and XLA compiles per section; plain JSON values."""
     return {'seconds': {k: round(v, 4) for k, v in sorted(self.seconds.items())},
+            'cpu_seconds': {k: round(v, 4) for k, v in sorted(self.cpu_seconds.items())},
             'calls': dict(sorted(self.calls.items())),
             'compile_seconds': {k: round(v, 4)
                                 for k, v in sorted(self.compile_seconds.items())},

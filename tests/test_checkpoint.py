@@ -138,6 +138,20 @@ def test_retention_keeps_latest_and_best(tmp_path):
   assert ckpts.steps() == [1, 4, 5]        # latest 2, plus step 1: best val loss
 
 
+def test_a_save_failing_in_the_background_is_raised_at_close(tmp_path, monkeypatch):
+  state = {'w': jax.numpy.zeros((2,)), 'step': jax.numpy.ones((), jax.numpy.int32)}
+  ckpts = checkpoint.RunCheckpoints(str(tmp_path), keep=2)
+
+  def disk_full(*args, **kwargs):
+    raise OSError('disk full')
+
+  monkeypatch.setattr(ckpts.manager, 'save', disk_full)
+  ckpts.save(state, {'step': 1}, {})      # returns: the save call runs on its thread
+  with pytest.raises(OSError, match='disk full'):
+    ckpts.close()
+  assert ckpts.steps() == []
+
+
 def test_killed_run_resumes_to_identical_params_and_logs(reference, tmp_path, capfd):
   workdir = str(tmp_path / 'run')
   proc = _start_and_wait_for_checkpoint(workdir)

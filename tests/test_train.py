@@ -54,6 +54,13 @@ def test_variant_trains_and_writes_logs(variant, tmp_path):
   stored = json.load(open(tmp_path / 'summary.json'))
   assert stored['status'] == 'completed' and stored['best_epoch'] in (0, 1)
   assert stored['final_metrics']['val_loss_mean'] == epochs[-1]['val_loss_mean']
+  # Each function compiles once, ahead of the loop; nothing compiles in it.
+  compiles = stored['time_breakdown']['compiles']
+  assert compiles['compile_step'] == 1 and compiles['compile_eval'] == 2
+  loop = ('data', 'step', 'logging', 'embedding_metrics', 'validation', 'epoch_end',
+          'loop_other')
+  assert not set(compiles) & set(loop), compiles
+  assert stored['compile_time_s'] >= stored['step_compile_time_s'] > 0
 
 
 def _setup_and_state(variant, **overrides):
