@@ -56,7 +56,9 @@ def test_variant_trains_and_writes_logs(variant, tmp_path):
   assert stored['final_metrics']['val_loss_mean'] == epochs[-1]['val_loss_mean']
   # Each function compiles once, ahead of the loop; nothing compiles in it.
   compiles = stored['time_breakdown']['compiles']
-  assert compiles['compile_step'] == 1 and compiles['compile_eval'] == 2
+  # compile_eval: eval step and embedding metrics (+ the eval keys' PRNG split
+  # when this process has not compiled it yet).
+  assert compiles['compile_step'] == 1 and compiles['compile_eval'] in (2, 3)
   loop = ('data', 'step', 'logging', 'embedding_metrics', 'validation', 'epoch_end',
           'loop_other')
   assert not set(compiles) & set(loop), compiles
