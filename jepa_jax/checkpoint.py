@@ -264,8 +264,10 @@ class RunCheckpoints:
            val_loss: Optional[float] = None) -> None:
     """Starts an asynchronous save of `state` at step meta['step'].
 
-    Returns once the arrays are copied; the files are written in the
-    background and the step folder appears when they are complete.
+    Returns once a device copy of the state is dispatched (and the previous
+    save call has returned); the Orbax save runs on the background thread,
+    the files are written after it, and the step folder appears when they
+    are complete. A failed save is raised by the next save, `wait` or `close`.
     """
     if self.manager._options.read_only:  # pylint: disable=protected-access
       return                               # not process 0: it writes for all
