@@ -30,6 +30,7 @@ import numpy as np
 from jepa_jax import checkpoint as ckpt_lib
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
+from jepa_jax.evaluate import EVAL as EVAL_FILE
 from jepa_jax import final_state
 from jepa_jax import model as model_lib
 from jepa_jax import monitor
@@ -256,6 +257,22 @@ def _summary(summary, loop, status, step, last_epoch_line, last_emb):
   return summary
 
 
+def _set_aside_stale_eval(workdir: str) -> None:
+  """Training is about to change the weights: an existing eval.json (from a
+  finished run whose checkpoints were deleted, or from a checkpoint that
+  was not the latest) no longer describes them. It is renamed to
+  eval.stale-<n>.json, never deleted, and `jepa_jax.evaluate` writes a new one."""
+  old = os.path.join(workdir, EVAL_FILE)
+  if not os.path.exists(old):
+    return
+  n = 0
+  while os.path.exists(os.path.join(workdir, f'eval.stale-{n}.json')):
+    n += 1
+  new = os.path.join(workdir, f'eval.stale-{n}.json')
+  os.replace(old, new)
+  ckpt_lib.say(f'{old} described weights this run is about to change: moved to {new}')
+
+
 def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   """Runs (or resumes) training as configured, writing all outputs to `workdir`.
 
@@ -336,6 +353,8 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
       records.write_json(path(SUMMARY), summary)
     return summary
 
+  if plan.is_writer:
+    _set_aside_stale_eval(workdir)
   rows = plan.process_rows          # this process's shard of every global batch
   batch0 = next(data_lib.epoch_batches(dataset.train_images, tc.batch_size,
                                        cfg.seed, 0, 1, rows=rows))

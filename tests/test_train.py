@@ -1,6 +1,7 @@
 """End to end: every variant trains a few steps and writes its logs; CLI; failures."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -152,6 +153,21 @@ def test_early_stopping(tmp_path, monkeypatch):
   summary = train.train_and_evaluate(cfg, str(tmp_path))
   assert summary['status'] == 'early_stopped'
   assert summary['epochs_completed'] == 3 and summary['best_epoch'] == 0
+
+
+def test_stale_eval_json_is_set_aside_when_training_runs_again(tmp_path):
+  cfg = load('no_vq', 'tiny')
+  cfg.train.num_epochs = 1
+  workdir = str(tmp_path)
+  train.train_and_evaluate(cfg, workdir)
+  (tmp_path / 'eval.json').write_text('{"probe": 1}')
+  train.train_and_evaluate(cfg, workdir)          # finished: nothing trains, eval stays
+  assert (tmp_path / 'eval.json').read_text() == '{"probe": 1}'
+  shutil.rmtree(tmp_path / 'checkpoints')         # trains again from step 0
+  summary = train.train_and_evaluate(cfg, workdir)
+  assert summary['status'] == 'completed'
+  assert not (tmp_path / 'eval.json').exists()
+  assert (tmp_path / 'eval.stale-0.json').read_text() == '{"probe": 1}'
 
 
 def test_refuses_workdir_with_files_of_an_unknown_run(tmp_path):
