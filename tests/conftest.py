@@ -38,6 +38,17 @@ def load(name, arg=None):
   return config_lib.load_config(spec)
 
 
+def set_overrides(cfg, overrides):
+  """Sets dotted keys ('vq.commitment_cost': 0.2, ...) in cfg; returns cfg."""
+  for key, value in overrides.items():
+    node = cfg
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
 @pytest.fixture
 def config_of():
   return load

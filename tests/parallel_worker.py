@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import load  # noqa: E402
+from conftest import load, set_overrides  # noqa: E402
 
 from jepa_jax import config_lib  # noqa: E402
 from jepa_jax import data as data_lib  # noqa: E402
@@ -38,13 +38,7 @@ def tiny_config(num_devices=None, mode='auto', config='gentle', **overrides):
   cfg.vq.refresh_usage_threshold = 0.5
   cfg.parallel.mode = mode
   cfg.parallel.num_devices = num_devices
-  for key, value in overrides.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return cfg
+  return set_overrides(cfg, overrides)
 
 
 def train_order_batches(ds, cfg, num_epochs):

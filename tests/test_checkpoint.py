@@ -18,7 +18,7 @@ from jepa_jax import records
 from jepa_jax import step as step_lib
 from jepa_jax import train
 from jepa_jax import vq as vq_lib
-from conftest import ROOT, load
+from conftest import ROOT, load, set_overrides
 
 # One small run shared by the resume tests: gentle VQ (EMA + refresh state),
 # 2 epochs of 3 steps (the program test_train compiles too), a checkpoint
@@ -33,14 +33,7 @@ SUMMARY_KEYS = ('status', 'steps', 'epochs_completed', 'best_val_loss', 'best_ep
 
 
 def _config(**extra):
-  cfg = load('gentle', 'tiny')
-  for key, value in {**OVERRIDES, **extra}.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return cfg
+  return set_overrides(load('gentle', 'tiny'), {**OVERRIDES, **extra})
 
 
 def _cli_args(workdir):

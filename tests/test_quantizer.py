@@ -22,25 +22,15 @@ from jepa_jax import records
 from jepa_jax import step as step_lib
 from jepa_jax import train
 from jepa_jax import vq as vq_lib
-from conftest import load
+from conftest import load, set_overrides
 
 AC_CONFIGS = ('ac_cosine', 'ac_lowdim', 'ac_simvq', 'ac_rotation', 'ac_reanchor',
               'ac_entropy', 'ac_fsq')
 
 
-def _set(cfg, overrides):
-  for key, value in overrides.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return cfg
-
-
 def _tiny(name='gentle', **overrides):
   """name:tiny at full learning rate from step 0, validated."""
-  cfg = _set(load(name, 'tiny'), {'train.warmup_epochs': 0, **overrides})
+  cfg = set_overrides(load(name, 'tiny'), {'train.warmup_epochs': 0, **overrides})
   config_lib.validate(cfg)
   return cfg
 
@@ -155,7 +145,7 @@ BAD = [
 
 @pytest.mark.parametrize('overrides,key', BAD)
 def test_bad_values_and_combinations_name_the_key(overrides, key):
-  cfg = _set(load('gentle', 'tiny'), overrides)
+  cfg = set_overrides(load('gentle', 'tiny'), overrides)
   with pytest.raises(config_lib.ConfigError) as err:
     config_lib.validate(cfg)
   assert err.value.key == key
