@@ -146,7 +146,8 @@ def get_config(arg=None):
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = config_dict.placeholder(int)  # None: epoch ends only
-  c.checkpoint.every_steps = 500  # and at every epoch end
+  c.checkpoint.every_steps = 500  # and at the epoch ends below
+  c.checkpoint.every_epochs = 1   # epoch ends saved: every N-th, the last, and on a stop
   c.checkpoint.keep = 3           # latest N kept, plus the best by val loss
   c.checkpoint.allow_config_change = False  # resume a workdir of another config
   return apply_variant_arg(c, arg)

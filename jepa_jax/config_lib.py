@@ -42,7 +42,7 @@ def load_config(spec: str):
 # (`fill_added_keys`), so older run folders still evaluate.
 ADDED_KEYS = {
     'init_from': '', 'train.frozen': (), 'model.attention': 'flax',
-    'checkpoint.every_steps': 500, 'checkpoint.keep': 3,
+    'checkpoint.every_steps': 500, 'checkpoint.every_epochs': 1, 'checkpoint.keep': 3,
     'checkpoint.allow_config_change': False,
     'vq.init': 'random', 'vq.kmeans_iters': 10, 'vq.kmeans_num_samples': 8192,
     'vq.quantizer': 'vq', 'vq.fsq_levels': (8, 8, 4, 3), 'vq.l2_normalize': False,
@@ -214,7 +214,7 @@ def validate(cfg) -> None:
   check('monitor.val_spike_factor', number('monitor.val_spike_factor') >= 1.0,
         'must be >= 1 (a multiple of the best val loss)')
   check('vq.init', cfg.vq.init in ('random', 'kmeans'), "must be 'random' or 'kmeans'")
-  for key in ('vq.kmeans_num_samples', 'checkpoint.keep'):
+  for key in ('vq.kmeans_num_samples', 'checkpoint.keep', 'checkpoint.every_epochs'):
     positive_int(key)
   iters = cfg.vq.kmeans_iters
   check('vq.kmeans_iters', isinstance(iters, int) and not isinstance(iters, bool)

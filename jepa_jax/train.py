@@ -493,11 +493,14 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
         loop['status'], loop['reason'] = decision
       elif epoch + 1 == tc.num_epochs:
         loop['status'] = 'completed'
-      save(epoch + 1, 0, val_loss=val['loss'])
+      timer.switch('loop_other')
+      preempted = loop['status'] == 'running' and preemption.reached(ckpts, step)
+      if (loop['status'] != 'running' or preempted
+          or (epoch + 1) % cc.every_epochs == 0):
+        save(epoch + 1, 0, val_loss=val['loss'])
       if loop['status'] != 'running':
         break
-      timer.switch('loop_other')
-      if preemption.reached(ckpts, step):
+      if preempted:
         status = 'preempted'
         break
     if status == 'running':

@@ -283,3 +283,18 @@ def test_restore_into_another_shape_lists_every_mismatch(tmp_path):
   restored = ckpts.restore(4, checkpoint.abstract_of(state))
   chex.assert_trees_all_equal(restored.state, state)
   ckpts.close()
+
+
+def test_every_epochs_saves_every_nth_epoch_end_and_the_last(tmp_path):
+  cfg = _config(**{'checkpoint.every_steps': None, 'checkpoint.every_epochs': 2,
+                   'checkpoint.keep': 10, 'train.num_epochs': 3})
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  spe = summary['steps_per_epoch']
+  ckpts = checkpoint.RunCheckpoints(str(tmp_path / 'checkpoints'), read_only=True)
+  try:
+    assert ckpts.steps() == [2 * spe, 3 * spe]      # epoch 1's end skipped, the last kept
+  finally:
+    ckpts.close()
+  # A finished run restarted finds its last checkpoint and does not train again.
+  again = train.train_and_evaluate(cfg, str(tmp_path))
+  assert again['status'] == 'completed' and again['steps'] == 3 * spe

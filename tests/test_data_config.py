@@ -65,6 +65,7 @@ def test_variant_values_from_the_reference():
     ('vq.codebook_size', 0, 'vq.codebook_size'),
     ('data.name', 'imagenet', 'data.name'),
     ('model.attention', 'flash', 'model.attention'),
+    ('checkpoint.every_epochs', 0, 'checkpoint.every_epochs'),
 ])
 def test_bad_values_name_the_key(key, value, fragment):
   cfg = cfg_of('gentle')
