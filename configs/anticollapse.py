@@ -21,16 +21,14 @@ import os
 
 from jepa_jax import config_lib
 
-gentle = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'gentle.py'))
+epoch_refresh = config_lib.load_module(
+    os.path.join(os.path.dirname(__file__), 'anticollapse_epoch_refresh.py'))
+gentle = epoch_refresh.gentle
 
 
 def get_config(arg=None):
-  c = gentle.get_config()
+  c = epoch_refresh.get_config()         # 8-d cosine codes, refresh every 23 steps
   c.variant = 'anticollapse'
-  c.vq.codebook_dim = 8
-  c.vq.l2_normalize = True
-  c.vq.refresh_enabled = True
-  c.vq.refresh_interval = 23             # one epoch of the digits data
   c.vq.refresh_usage_threshold = 1.0     # below the uniform share of the window
   c.vq.refresh_warmup_steps = 230        # 10 digits epochs ...
   c.vq.refresh_warmup_interval = 5       # ... refreshing every 5 steps
