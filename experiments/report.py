@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -387,18 +387,34 @@ def _series(runs: List[diagnose.Run], source: str, key: str):
           np.array([np.std(by_x[x], ddof=1) if len(by_x[x]) > 1 else 0.0 for x in xs]))
 
 
+LINE_STYLES = ('-', '--', '-.', ':')
+
+
+def line_styles(variants: Sequence[str]) -> Dict[str, Tuple[int, str]]:
+  """variant -> (tab10 colour index, line style), distinct for up to 40 variants.
+
+  The i-th variant gets colour i mod 10 and the (i div 10)-th line style, so
+  the 11th variant does not reuse the first one's solid line (beyond 40 the
+  pairs repeat).
+  """
+  return {v: (i % 10, LINE_STYLES[(i // 10) % len(LINE_STYLES)])
+          for i, v in enumerate(variants)}
+
+
 def write_plots(plot_dir: str, variants, runs: Dict[str, List[diagnose.Run]]) -> List[str]:
   import matplotlib  # noqa: PLC0415
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # noqa: PLC0415
   os.makedirs(plot_dir, exist_ok=True)
-  colors = {v: plt.get_cmap('tab10')(i % 10) for i, v in enumerate(variants)}
+  styles = line_styles(list(variants))
+  cmap = plt.get_cmap('tab10')
 
-  def draw(ax, var, source, key, scale=1.0, style='-', label=None):
+  def draw(ax, var, source, key, scale=1.0):
     x, m, s = _series(runs[var], source, key)
+    color, style = cmap(styles[var][0]), styles[var][1]
     if len(x):
-      ax.plot(x, scale * m, style, color=colors[var], label=label or var, lw=1.5)
-      ax.fill_between(x, scale * (m - s), scale * (m + s), color=colors[var], alpha=0.2)
+      ax.plot(x, scale * m, style, color=color, label=var, lw=1.5)
+      ax.fill_between(x, scale * (m - s), scale * (m + s), color=color, alpha=0.2)
 
   shown = [v for v in variants if runs.get(v)]
   fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -102,3 +102,13 @@ def test_seeds_aggregate_to_mean_and_std(assessment, tmp_path):
   mean, std = 100 * (u0 - 0.05), 100 * 0.1 / 2 ** 0.5
   assert f'{mean:.1f} ± {std:.1f}%' in text
   assert 'completed 2/2' in text
+
+
+def test_plot_styles_tell_thirteen_variants_apart():
+  # The ARC ablation plots 13 variants; tab10 alone gave the 11th-13th the
+  # first three variants' colour and line.
+  names = [f'v{i}' for i in range(13)]
+  styles = report.line_styles(names)
+  assert len(set(styles.values())) == 13
+  assert styles['v0'] == (0, '-') and styles['v10'] == (0, '--')
+  assert len(set(report.line_styles([f'v{i}' for i in range(40)]).values())) == 40
