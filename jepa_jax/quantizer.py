@@ -263,10 +263,9 @@ def update_state(spec: Spec, vq_cfg, state: vq_lib.VQState, *, u, codes, u_globa
   else:
     state = vq_lib.count_usage(state, codes, axis_name=axis_name, weights=weights)
   if vq_cfg.refresh_enabled:
-    warmup = vq_cfg.get('refresh_warmup_steps', 0)
-    due = ((step + 1) % vq_cfg.refresh_interval == 0 if not warmup else
-           ac.refresh_due(step, vq_cfg.refresh_interval, warmup,
-                          vq_cfg.refresh_warmup_interval))
+    due = ac.refresh_due(step, vq_cfg.refresh_interval,
+                         vq_cfg.get('refresh_warmup_steps', 0),
+                         vq_cfg.get('refresh_warmup_interval', 1))
     restart = (ac.refresh_far if vq_cfg.get('refresh_sampling', 'uniform') == 'far'
                else vq_lib.refresh)
 
