@@ -63,6 +63,10 @@ def get_config(arg=None):
   c.vq.ema_decay = 0.99
   c.vq.epsilon = 1e-5
   c.vq.init_scale = 1.0
+  # Commitment / codebook losses: 'mean' over elements (the field's convention:
+  # PyTorch F.mse_loss in VQ-VAE code, Sonnet, Haiku) or 'sum' over the D dims
+  # of a token (D x 'mean'; this project's convention before the measurement).
+  c.vq.loss_reduction = 'sum'
   c.vq.refresh_enabled = True
   c.vq.refresh_interval = 500
   c.vq.refresh_usage_threshold = 0.05
@@ -112,8 +116,12 @@ def get_config(arg=None):
   c.train.grad_clip_norm = 1.0
   c.train.ema_momentum_start = 0.996
   c.train.ema_momentum_end = 1.0
+  # Embedding metrics (jepa_jax/measure.py) over the whole val split, every N
+  # steps (1: the dense audit mode); points right after a refresh move one step
+  # earlier. usage_window_steps: the window of vq_window_usage_ratio (codes the
+  # train step assigned in its last N steps).
   c.train.embedding_metrics_every_steps = 50
-  c.train.embedding_metrics_num_samples = 256
+  c.train.usage_window_steps = 200
   c.train.log_every_steps = 10
   c.train.early_stopping_patience = 10
   c.train.progress_bar = True
@@ -200,7 +208,7 @@ def apply_variant_arg(c, arg):
       c.train.steps_per_epoch = 3
       c.train.warmup_epochs = 1
       c.train.embedding_metrics_every_steps = 2
-      c.train.embedding_metrics_num_samples = 32
+      c.train.usage_window_steps = 2
       c.train.log_every_steps = 2
       c.train.progress_bar = False
       c.vq.refresh_interval = min(c.vq.refresh_interval, 2)

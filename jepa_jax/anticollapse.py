@@ -174,6 +174,14 @@ def refresh_due(step, interval: int, warmup_steps: int = 0,
   return jnp.where(step < warmup_steps, warm, plain)
 
 
+def refresh_due_host(step: int, interval: int, warmup_steps: int = 0,
+                     warmup_interval: int = 1) -> bool:
+  """`refresh_due` for a Python int step, on the host (no device work, so the
+  loop can plan its measurement points without a sync)."""
+  every = warmup_interval if step < warmup_steps else interval
+  return (step + 1) % every == 0
+
+
 def refresh_far(state: vq_lib.VQState, z, rng, usage_threshold,
                 weights=None) -> vq_lib.VQState:
   """Dead-code refresh onto distinct batch vectors far from the live codes.

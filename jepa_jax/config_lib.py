@@ -50,7 +50,7 @@ ADDED_KEYS = {
     'vq.reanchor': False, 'vq.reanchor_strength': 1000.0, 'vq.reanchor_threshold': 1.0,
     'vq.reanchor_decay': 0.99, 'vq.refresh_warmup_steps': 0,
     'vq.refresh_warmup_interval': 1, 'vq.refresh_sampling': 'uniform',
-    'vq.refresh_source': 'context',
+    'vq.refresh_source': 'context', 'vq.loss_reduction': 'sum',
     'loss.entropy_weight': 0.0,
     'loss.entropy_temperature': 1.0,
 }
@@ -128,7 +128,7 @@ def validate(cfg) -> None:
               'model.predictor_num_heads', 'masking.num_target_blocks',
               'masking.num_context_tokens', 'vq.codebook_size', 'train.num_epochs',
               'train.batch_size', 'train.embedding_metrics_every_steps',
-              'train.embedding_metrics_num_samples', 'train.log_every_steps',
+              'train.usage_window_steps', 'train.log_every_steps',
               'train.early_stopping_patience', 'loss.sigreg_num_slices',
               'loss.sigreg_num_points'):
     positive_int(key)
@@ -163,6 +163,8 @@ def validate(cfg) -> None:
         "must be 'uniform' or 'far'")
   check('vq.refresh_source', cfg.vq.refresh_source in ('context', 'full'),
         "must be 'context' or 'full'")
+  check('vq.loss_reduction', cfg.vq.loss_reduction in ('sum', 'mean'),
+        "must be 'mean' (element mean, as PyTorch F.mse_loss / Sonnet) or 'sum' (over D)")
 
   _validate_quantizer(cfg, check, number, positive_int)
 

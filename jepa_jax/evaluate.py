@@ -13,16 +13,35 @@ training on the train split and scoring on the val split:
                     on standardised features
   knn_acc           k-nearest-neighbour majority vote, cosine distance, k=20
 
-and, with VQ, how well the discrete codes ground the classes:
+Probes are scored by 5-fold cross-validation over every labelled image
+(train and val splits together, folds shuffled with seed 0): each image is
+predicted once by a probe fitted on the other folds, so the accuracy rests
+on all N images, reported with its 95% interval `*_ci95` = 1.96 sqrt(p (1 -
+p) / N) (normal approximation; ~ +/-2 points on the 1,797 digits).
+
+With VQ, how well the discrete codes ground the classes, from the code of
+every context-encoder token of the val images (the code the final
+quantizer assigns it, `quantizer.assign`) and the label of its image:
 
   code_label_nmi    normalized mutual information (arithmetic mean
-                    normalisation, scikit-learn) between the code of every
-                    context-encoder token of the val images (the code the
-                    final quantizer assigns it, `quantizer.assign`: the
-                    nearest code of the final codebook, or its FSQ grid
-                    point) and the label of its image; 0 when
-                    codes say nothing about the class, 1 when they determine it
-  codes_used_val    distinct codes among those tokens
+                    normalisation, scikit-learn); 0 when codes say nothing
+                    about the class, 1 when they determine it
+  code_label_nmi_shuffled
+                    the same with the images' labels permuted (mean of 10
+                    permutations): what NMI reads by chance with this many
+                    codes and tokens
+  code_label_ami    adjusted mutual information (scikit-learn's
+                    `adjusted_mutual_info_score`): 0 at chance, 1 at a
+                    perfect match; the number to compare across variants
+  codes_used_val    distinct codes among those tokens, and `codebook` the
+                    usage summary of `jepa_jax.codebook_health` with
+                    `sorted_counts`, the usage histogram (largest first)
+
+Without VQ, the same code metrics of a k-means baseline (`kmeans`):
+K = `vq.codebook_size` centres fitted on the context encoder's tokens of the
+train images (at most 20,000, k-means++ init, seed 0), val tokens assigned
+to the nearest centre. A VQ variant's codes are compared with the k-means
+codes of the no-VQ run that shares its loss settings.
 
 For scale, the same linear probe and k-NN on the raw pixels are reported as
 `pixels`, and `chance` is the accuracy of always answering the most frequent
@@ -56,6 +75,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from jepa_jax import codebook_health as health
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import final_state
@@ -125,7 +145,6 @@ def _chance(y):
 
 def _evaluate_properties(ds, setup, feats, val_valid, val_codes, knn_k):
   """Grid-property probes of unlabelled colour-id data (see module docstring)."""
-  from sklearn.metrics import normalized_mutual_info_score  # noqa: PLC0415
   from jepa_jax.data import grid_properties  # noqa: PLC0415
   train_y = grid_properties.grid_properties(ds.train_images)
   val_y = grid_properties.grid_properties(ds.val_images)
@@ -134,44 +153,109 @@ def _evaluate_properties(ds, setup, feats, val_valid, val_codes, knn_k):
   for name in grid_properties.NAMES:
     ytr, yva = train_y[name], val_y[name]
     res = {'num_classes': int(len(np.unique(np.concatenate([ytr, yva])))),
-           'chance': _chance(yva)}
+           'chance': _chance(np.concatenate([ytr, yva]))}
     for enc, (tr, va) in (*feats.items(), ('pixels', pixels)):
       res[enc] = probe_scores(tr, ytr, va, yva, knn_k)
     if val_codes is not None:
-      labels = np.broadcast_to(yva[:, None], val_codes.shape)[val_valid]
-      res['code_property_nmi'] = float(normalized_mutual_info_score(
-          labels, val_codes[val_valid]))
+      res.update({f'code_property_{k}': v for k, v in code_metrics(
+          val_codes, yva, val_valid).items()})
     probes[name] = res
   mean = lambda f: float(np.mean([f(r) for r in probes.values()]))  # noqa: E731
   out = {'labels': 'grid_properties', 'probes': probes,
          'chance': mean(lambda r: r['chance'])}
   for enc in (*feats, 'pixels'):
     out[enc] = {k: mean(lambda r, k=k, enc=enc: r[enc][k])
-                for k in ('linear_probe_acc', 'knn_acc')}
-  if val_codes is not None:
-    out['code_label_nmi'] = mean(lambda r: r['code_property_nmi'])
+                for k in ('linear_probe_acc', 'linear_probe_ci95', 'knn_acc', 'knn_ci95')}
   return out
 
 
-def probe_scores(train_x, train_y, val_x, val_y, k: int) -> Dict[str, float]:
-  """Linear-probe and k-NN accuracy of features (train split -> val split)."""
+CODE_METRICS = ('nmi', 'nmi_shuffled', 'ami')
+NUM_FOLDS = 5
+NUM_SHUFFLES = 10
+
+
+def code_metrics(codes, labels, valid=None, num_shuffles: int = NUM_SHUFFLES,
+                 seed: int = 0) -> Dict[str, float]:
+  """NMI, its label-shuffle baseline and AMI of token codes (N, T) against
+  per-image labels (N,) (valid (N, T): the tokens counted). The shuffle
+  permutes the images' labels (each image keeps its tokens together)."""
+  from sklearn.metrics import adjusted_mutual_info_score  # noqa: PLC0415
+  from sklearn.metrics import normalized_mutual_info_score  # noqa: PLC0415
+  codes = np.asarray(codes)
+  keep = np.ones(codes.shape, bool) if valid is None else np.asarray(valid, bool)
+  flat = codes[keep]
+  tok = lambda y: np.broadcast_to(np.asarray(y)[:, None], codes.shape)[keep]  # noqa: E731
+  rng = np.random.default_rng(seed)
+  shuffled = [normalized_mutual_info_score(tok(rng.permutation(labels)), flat)
+              for _ in range(num_shuffles)]
+  return {'nmi': float(normalized_mutual_info_score(tok(labels), flat)),
+          'nmi_shuffled': float(np.mean(shuffled)),
+          'ami': float(adjusted_mutual_info_score(tok(labels), flat))}
+
+
+def _ci95(p: float, n: int) -> float:
+  return float(1.96 * np.sqrt(p * (1 - p) / max(n, 1)))
+
+
+def probe_scores(train_x, train_y, val_x, val_y, k: int,
+                 folds: int = NUM_FOLDS) -> Dict[str, float]:
+  """Linear-probe and k-NN accuracy of features, cross-validated over train
+  and val together (module docstring), each with its 95% interval."""
   from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+  from sklearn.model_selection import KFold, cross_val_predict  # noqa: PLC0415
   from sklearn.neighbors import KNeighborsClassifier  # noqa: PLC0415
   from sklearn.pipeline import make_pipeline  # noqa: PLC0415
   from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
-  train_x = train_x.reshape(len(train_x), -1).astype(np.float64)
-  val_x = val_x.reshape(len(val_x), -1).astype(np.float64)
-  probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-  probe.fit(train_x, train_y)
-  knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), metric='cosine')
-  knn.fit(train_x, train_y)
-  return {'linear_probe_acc': float(probe.score(val_x, val_y)),
-          'knn_acc': float(knn.score(val_x, val_y))}
+  x = np.concatenate([train_x.reshape(len(train_x), -1),
+                      val_x.reshape(len(val_x), -1)]).astype(np.float64)
+  y = np.concatenate([train_y, val_y])
+  cv = KFold(folds, shuffle=True, random_state=0)
+  n_fit = len(x) * (folds - 1) // folds
+  out = {}
+  for name, model in (
+      ('linear_probe', make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))),
+      ('knn', KNeighborsClassifier(n_neighbors=min(k, n_fit), metric='cosine'))):
+    acc = float(np.mean(cross_val_predict(model, x, y, cv=cv) == y))
+    out[f'{name}_acc'], out[f'{name}_ci95'] = acc, _ci95(acc, len(y))
+  return out
+
+
+def kmeans_codes(train_tokens, val_tokens, num_codes: int, max_fit: int = 20_000):
+  """Codes of val tokens (N, T, D) under k-means with `num_codes` centres
+  fitted on train tokens (M, D) (at most max_fit of them, seed 0)."""
+  from sklearn.cluster import KMeans  # noqa: PLC0415
+  rng = np.random.default_rng(0)
+  fit = train_tokens[rng.permutation(len(train_tokens))[:max_fit]].astype(np.float64)
+  km = KMeans(n_clusters=min(num_codes, len(fit)), n_init=1, max_iter=100,
+              random_state=0).fit(fit)
+  shape = val_tokens.shape[:-1]
+  return km.predict(val_tokens.reshape(-1, val_tokens.shape[-1]).astype(np.float64)
+                    ).reshape(shape)
+
+
+def _label_sets(ds, labelled):
+  """{name: (train labels, val labels)}: the classes, or ARC's grid properties."""
+  if labelled:
+    return {'label': (ds.train_labels, ds.val_labels)}
+  from jepa_jax.data import grid_properties  # noqa: PLC0415
+  tr = grid_properties.grid_properties(ds.train_images)
+  va = grid_properties.grid_properties(ds.val_images)
+  return {name: (tr[name], va[name]) for name in grid_properties.NAMES}
+
+
+def _codes_section(codes, valid, label_sets, num_codes) -> Dict[str, Any]:
+  """Code metrics of val codes (means over the label sets), usage summary."""
+  per = [code_metrics(codes, va, valid) for _, va in label_sets.values()]
+  out = {f'code_label_{k}': float(np.mean([p[k] for p in per])) for k in CODE_METRICS}
+  counts = health.code_counts(codes, num_codes, valid)
+  out['codes_used_val'] = int((counts > 0).sum())
+  out['codebook'] = {**health.usage_summary(counts, 'vq'),
+                     'sorted_counts': health.sorted_counts(counts)}
+  return out
 
 
 def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
   """Computes the downstream metrics of a run and writes eval.json."""
-  from sklearn.metrics import normalized_mutual_info_score  # noqa: PLC0415
   cfg, ds, setup, state = load_trained_state(workdir)
   labelled = ds.train_labels is not None and ds.val_labels is not None
   if not labelled and ds.num_colours is None:
@@ -188,22 +272,22 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
 
   train_valid, val_valid = validity(ds.train_images), validity(ds.val_images)
   encode = jax.jit(encode_fn)                    # one compile per batch shape
-  feats, val_tokens = {}, None
+  feats, tokens = {}, None
   for name, params in (('context_encoder', state['params']['encoder']),
                        ('target_encoder', state['target_params'])):
     tr = _features(encode, params, ds.train_images)
     va = _features(encode, params, ds.val_images)
     feats[name] = (_pool(tr, train_valid), _pool(va, val_valid))
     if name == 'context_encoder':
-      val_tokens = va
-  val_codes = None
-  if setup.vq_enabled:          # the codes the step would choose (any quantizer)
-    val_codes = np.asarray(quantizer_lib.assign(
-        setup.quantizer, state.get('vq'), state.get('vq_params'), val_tokens))
+      tokens = (tr, va)
   out: Dict[str, Any] = {
       'weights': final_state.FINAL_STATE, 'dataset': cfg.data.name,
       'num_train': int(len(ds.train_images)), 'num_val': int(len(ds.val_images)),
-      'knn_k': knn_k}
+      'knn_k': knn_k, 'probe_protocol': f'{NUM_FOLDS}-fold CV over train + val'}
+  val_codes = None
+  if setup.vq_enabled:          # the codes the step would choose (any quantizer)
+    val_codes = np.asarray(quantizer_lib.assign(
+        setup.quantizer, state.get('vq'), state.get('vq_params'), tokens[1]))
   if not labelled:
     out.update(_evaluate_properties(ds, setup, feats, val_valid, val_codes, knn_k))
   else:
@@ -211,19 +295,19 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
               else (ds.train_images, ds.val_images))
     out.update({
         'num_classes': int(len(np.unique(ds.train_labels))),
-        'chance': _chance(ds.val_labels),
+        'chance': _chance(np.concatenate([ds.train_labels, ds.val_labels])),
         'pixels': probe_scores(pixels[0], ds.train_labels, pixels[1], ds.val_labels,
                                knn_k)})
     for name, (tr, va) in feats.items():
       out[name] = probe_scores(tr, ds.train_labels, va, ds.val_labels, knn_k)
-    if val_codes is not None:
-      keep = np.ones(val_codes.shape, bool) if val_valid is None else val_valid
-      labels = np.broadcast_to(ds.val_labels[:, None], val_codes.shape)
-      out['code_label_nmi'] = float(normalized_mutual_info_score(labels[keep],
-                                                                 val_codes[keep]))
+  label_sets = _label_sets(ds, labelled)
   if val_codes is not None:
-    used = val_codes if val_valid is None else val_codes[val_valid]
-    out['codes_used_val'] = int(len(np.unique(used)))
+    out.update(_codes_section(val_codes, val_valid, label_sets, setup.quantizer.num_codes))
+  else:                         # no VQ: the k-means baseline of these tokens
+    k = int(cfg.vq.codebook_size)
+    tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
+    km = kmeans_codes(tr, tokens[1], k)
+    out['kmeans'] = {'num_codes': k, **_codes_section(km, val_valid, label_sets, k)}
   records.write_json(os.path.join(workdir, EVAL), out)
   return out
 
@@ -242,7 +326,8 @@ def main(argv=None) -> int:
     return 2
   line = ', '.join(f"{n} probe {out[n]['linear_probe_acc']:.1%} / kNN {out[n]['knn_acc']:.1%}"
                    for n in ('target_encoder', 'context_encoder', 'pixels'))
-  nmi = f", code-label NMI {out['code_label_nmi']:.3f}" if 'code_label_nmi' in out else ''
+  nmi = (f", code-label AMI {out['code_label_ami']:.3f} (NMI {out['code_label_nmi']:.3f}, "
+         f"shuffled {out['code_label_nmi_shuffled']:.3f})" if 'code_label_ami' in out else '')
   what = ' (means over the grid-property probes)' if 'probes' in out else ''
   print(f'{line}{nmi}{what} -> {os.path.join(args.workdir, EVAL)}')
   return 0

@@ -280,37 +280,53 @@ def relational_loss(a, b, weights=None):
 # --------------------------------------------------------------------------
 
 
-def _row_sq_dist(u, v, weights=None):
-  """mean over all leading dims of sum over the last dim of (u - v)^2
-  (w-weighted mean with weights of the leading shape)."""
-  rows = jnp.sum(jnp.square(_f32(u) - _f32(v)), axis=-1)
+REDUCTIONS = ('sum', 'mean')
+
+
+def _row_sq_dist(u, v, weights=None, reduction='sum'):
+  """Squared error of u and v (..., D), reduced over D by `reduction`
+  ('sum': sum over D; 'mean': mean over D) and then averaged over all leading
+  dims (a w-weighted mean with weights of the leading shape)."""
+  if reduction not in REDUCTIONS:
+    raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
+  sq = jnp.square(_f32(u) - _f32(v))
+  rows = jnp.sum(sq, axis=-1) if reduction == 'sum' else jnp.mean(sq, axis=-1)
   if weights is None:
     return jnp.mean(rows)
   return _weighted_mean(rows.reshape(-1), jnp.reshape(weights, (-1,)))
 
 
-def commitment_loss(z, z_q, weights=None):
-  """VQ-VAE commitment term (without its beta): mean_rows ||z - sg(z_q)||^2.
+def commitment_loss(z, z_q, weights=None, reduction='sum'):
+  """VQ-VAE commitment term (without its beta): ||z - sg(z_q)||^2 per row.
 
-  z: encoder outputs (..., D); z_q: their quantized codes (same shape). The
-  squared error is summed over D and averaged over all other axes. Gradient
-  reaches z only (z_q is stop-gradiented), pulling the encoder towards its
-  codes; the caller multiplies by the commitment cost beta. Optional weights
-  (z's leading shape) make the average over rows a weighted one.
+  z: encoder outputs (..., D); z_q: their quantized codes (same shape).
+
+      'mean':  mean over all elements of (z - sg(z_q))^2
+               = (1/D) mean_rows ||z - sg(z_q)||^2
+      'sum':   mean_rows ||z - sg(z_q)||^2  (summed over D: D times 'mean')
+
+  'mean' is the field's convention: PyTorch `F.mse_loss(z, z_q.detach())`
+  in the VQ-VAE reference code, Sonnet's and Haiku's `VectorQuantizer(EMA)`
+  (`mean((sg(q) - z)**2)`). 'sum' is this project's earlier convention, kept
+  so runs that used it stay reproducible (`vq.loss_reduction`). Gradient
+  reaches z only (z_q is stop-gradiented); the caller multiplies by the
+  commitment cost beta. Optional weights (z's leading shape) make the average
+  over rows a weighted one.
 
   Source: van den Oord, Vinyals & Kavukcuoglu 2017, "Neural Discrete
   Representation Learning" (VQ-VAE), third term of Eq. 3.
   """
-  return _row_sq_dist(z, jax.lax.stop_gradient(z_q), weights)
+  return _row_sq_dist(z, jax.lax.stop_gradient(z_q), weights, reduction)
 
 
-def codebook_loss(z, z_q, weights=None):
-  """VQ-VAE codebook term: mean_rows ||sg(z) - z_q||^2.
+def codebook_loss(z, z_q, weights=None, reduction='sum'):
+  """VQ-VAE codebook term: ||sg(z) - z_q||^2 per row.
 
-  Same reduction (and weights) as `commitment_loss`; gradient reaches z_q (and through it
+  Same reductions ('mean' = element mean, the field's convention; 'sum' over
+  D) and weights as `commitment_loss`; gradient reaches z_q (and through it
   the codebook) only. Used when the codebook is trained by gradient rather
   than by EMA updates.
 
   Source: van den Oord et al. 2017 (VQ-VAE), second term of Eq. 3.
   """
-  return _row_sq_dist(jax.lax.stop_gradient(z), z_q, weights)
+  return _row_sq_dist(jax.lax.stop_gradient(z), z_q, weights, reduction)

@@ -1,11 +1,14 @@
-"""Embedding-quality metrics (jittable, jnp): effective rank and isotropy.
+"""Embedding-quality metrics: effective rank, isotropy and spread.
 
-Both take a (N, D) matrix of embeddings, one row per sample, and return a
-float32 scalar. They are diagnostics, computed without gradients in mind.
+Each takes a (N, D) matrix of embeddings, one row per sample. The jnp
+functions (`effective_rank`, `isotropy`) are jittable float32 scalars; the
+host functions (`*_f64`, `centred_effective_rank`, `covariance_spectrum`)
+compute in float64 with NumPy and are what the embedding metrics log.
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def _as_matrix(x, name):
@@ -69,3 +72,83 @@ def isotropy(x, eps=1e-12):
   lam = jnp.linalg.eigvalsh(cov)                 # ascending
   ratio = lam[0] / jnp.maximum(lam[-1], eps)
   return jnp.clip(ratio, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------
+# Host-side spectra in float64 (what the embedding metrics log)
+# --------------------------------------------------------------------------
+# A float32 covariance cannot resolve eigenvalue ratios below ~1e-7, so the
+# logged values are computed on the host in float64, from the singular values
+# of the data matrix (not the eigenvalues of its covariance: squaring doubles
+# the condition number, and float64 eigvalsh would lose ratios below ~1e-10).
+
+
+def _f64(x, name):
+  x = np.asarray(x, np.float64)
+  if x.ndim != 2:
+    raise ValueError(f'{name} expects (N, D) embeddings, got shape {x.shape}')
+  return x
+
+
+def _finite(x) -> bool:
+  return bool(np.all(np.isfinite(x)))
+
+
+def covariance_spectrum(x) -> np.ndarray:
+  """Eigenvalues of the sample covariance of x (N, D), descending, float64:
+
+      xc = x - mean_n(x),  lambda_k = sigma_k(xc)^2 / (N - 1)
+
+  with sigma the singular values of the centred data (min(N, D) of them; the
+  D - min(N, D) missing eigenvalues are 0 and appended)."""
+  x = _f64(x, 'covariance_spectrum')
+  n, d = x.shape
+  xc = x - x.mean(0, keepdims=True)
+  s = np.linalg.svd(xc, compute_uv=False)
+  lam = s * s / max(n - 1, 1)
+  return np.concatenate([lam, np.zeros(d - len(lam))])
+
+
+def isotropy_f64(x) -> float:
+  """lambda_min / lambda_max of the covariance of x (N, D), in float64 (see
+  `isotropy` for the meaning; 0 when the cloud has lost a direction). From
+  singular values, so ratios down to ~1e-20 are resolved (relative error
+  ~1e-16 sigma_max / sigma_min in sigma, doubled in the ratio)."""
+  if not _finite(x):
+    return float('nan')
+  lam = covariance_spectrum(x)
+  return float(np.clip(lam[-1] / lam[0], 0.0, 1.0)) if lam[0] > 0 else 0.0
+
+
+def centred_effective_rank(x) -> float:
+  """Spread of the embedding cloud x (N, D): the entropy effective rank of its
+  covariance spectrum, in [1, D] (float64):
+
+      p_k = lambda_k / sum_j lambda_j,   erank_c = exp(-sum_k p_k log p_k)
+
+  (0 log 0 = 0). Unlike `isotropy` it is well conditioned: one collapsed
+  direction out of D lowers it by about one, instead of sending it to 0; unlike
+  `effective_rank` (RankMe, uncentred singular values) the mean is removed,
+  so a cloud far from the origin does not read as rank 1. Source: Roy &
+  Vetterli 2007 (effective rank) applied to the covariance eigenvalues, as in
+  e.g. the "alpha-ReQ" / covariance-spectrum analyses of SSL features.
+  Returns 1.0 for a cloud with no variance, NaN for non-finite input.
+  """
+  if not _finite(x):
+    return float('nan')
+  lam = covariance_spectrum(x)
+  total = lam.sum()
+  if total <= 0:
+    return 1.0
+  p = lam[lam > 0] / total
+  return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def effective_rank_f64(x, eps=1e-7) -> float:
+  """`effective_rank` (RankMe, uncentred, same eps) in float64 on the host
+  (NaN for non-finite input)."""
+  if not _finite(x):
+    return float('nan')
+  s = np.linalg.svd(_f64(x, 'effective_rank_f64'), compute_uv=False)
+  p = s / max(s.sum(), np.finfo(np.float64).tiny) + eps
+  return float(np.exp(-np.sum(p * np.log(p))))

@@ -125,6 +125,38 @@ def init_params(spec: Spec, rng) -> Dict[str, Any]:
   return params
 
 
+def with_health(state: vq_lib.VQState) -> vq_lib.VQState:
+  """`state` with zeroed codebook-health bookkeeping (last_used, born,
+  restarts: (K,) int32, see `vq.VQState`), kept up to date by `update_state`."""
+  zeros = lambda: jnp.zeros(state.codebook.shape[:1], jnp.int32)  # noqa: E731
+  return state.replace(last_used=zeros(), born=zeros(), restarts=zeros())
+
+
+def track_health(before: vq_lib.VQState, after: vq_lib.VQState, step,
+                 restarted=None) -> vq_lib.VQState:
+  """Codebook-health bookkeeping after train step `step` (0-based):
+
+      used_k      = usage_k(after) > usage_k(before)   (assigned this step)
+      last_used_k = step + 1 where used_k, else unchanged
+      born_k      = step + 1 where restarted_k, else unchanged
+      restarts_k += restarted_k
+
+  `before` / `after` bracket the EMA update or usage count (no refresh in
+  between, which zeroes usage); `restarted` (K,) bool marks the codes a
+  refresh re-initialised this step (None: none). States without the
+  bookkeeping (None leaves) come back unchanged.
+  """
+  if after.last_used is None:
+    return after
+  t = jnp.asarray(step, jnp.int32) + 1
+  used = after.usage > before.usage
+  after = after.replace(last_used=jnp.where(used, t, after.last_used))
+  if restarted is None:
+    return after
+  return after.replace(born=jnp.where(restarted, t, after.born),
+                       restarts=after.restarts + restarted.astype(jnp.int32))
+
+
 def state_from_codebook(spec: Spec, codebook) -> vq_lib.VQState:
   """A fresh codebook state around `codebook` (K, d): N = 1, m = e, usage 0;
   unit codes for cosine EMA codebooks; usage_ema = 0 with re-anchoring."""
@@ -132,9 +164,10 @@ def state_from_codebook(spec: Spec, codebook) -> vq_lib.VQState:
   if spec.l2 and spec.ema:
     codebook = ac.l2_normalize(codebook)
   k = codebook.shape[0]
-  return vq_lib.VQState(codebook=codebook, cluster_size=jnp.ones((k,), jnp.float32),
-                        embed_sum=codebook + 0.0, usage=jnp.zeros((k,), jnp.float32),
-                        step=jnp.zeros((), jnp.int32))
+  return with_health(vq_lib.VQState(
+      codebook=codebook, cluster_size=jnp.ones((k,), jnp.float32),
+      embed_sum=codebook + 0.0, usage=jnp.zeros((k,), jnp.float32),
+      step=jnp.zeros((), jnp.int32)))
 
 
 def init_state(spec: Spec, rng, reanchor: bool = False) -> Optional[vq_lib.VQState]:
@@ -143,7 +176,8 @@ def init_state(spec: Spec, rng, reanchor: bool = False) -> Optional[vq_lib.VQSta
   if not spec.has_state:
     return None
   if not (spec.l2 and spec.ema):
-    state = vq_lib.init_state(rng, spec.num_codes, spec.dim, spec.init_scale)
+    state = with_health(vq_lib.init_state(rng, spec.num_codes, spec.dim,
+                                          spec.init_scale))
   else:
     state = state_from_codebook(spec, spec.init_scale * jax.random.normal(
         rng, (spec.num_codes, spec.dim), jnp.float32))
@@ -257,11 +291,13 @@ def update_state(spec: Spec, vq_cfg, state: vq_lib.VQState, *, u, codes, u_globa
   from instead (`vq.refresh_source='full'`); it is called inside the refresh
   branch of the `lax.cond`, so its work is done on refresh steps only.
   """
+  before = state
   if spec.ema:
     state = vq_lib.ema_update(state, u, codes, vq_cfg.ema_decay, vq_cfg.epsilon,
                               axis_name=axis_name, weights=weights)
   else:
     state = vq_lib.count_usage(state, codes, axis_name=axis_name, weights=weights)
+  state = track_health(before, state, step)
   if vq_cfg.refresh_enabled:
     due = ac.refresh_due(step, vq_cfg.refresh_interval,
                          vq_cfg.get('refresh_warmup_steps', 0),
@@ -271,7 +307,9 @@ def update_state(spec: Spec, vq_cfg, state: vq_lib.VQState, *, u, codes, u_globa
 
     def do_refresh(s):
       z, w = (u_global, weights_global) if refresh_tokens is None else refresh_tokens()
-      return restart(s, z, refresh_key, vq_cfg.refresh_usage_threshold, weights=w)
+      dead = vq_lib.dead_codes(s, vq_cfg.refresh_usage_threshold)   # the codes restarted
+      new = restart(s, z, refresh_key, vq_cfg.refresh_usage_threshold, weights=w)
+      return track_health(new, new, step, restarted=dead)
 
     state = jax.lax.cond(due, do_refresh, lambda s: s, state)
   if vq_cfg.get('reanchor', False):

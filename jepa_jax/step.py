@@ -302,9 +302,11 @@ def make_loss_fn(setup: Setup, axis_name=None):
       u_g = gather(vq_aux['u'])
       q_g = gather(vq_aux['quantized'])
       if spec.kind == 'vq':       # FSQ has no codebook to commit to
-        parts['commitment'] = losses.commitment_loss(u_g, q_g, **_w(w_ctx))
+        parts['commitment'] = losses.commitment_loss(
+            u_g, q_g, reduction=cfg.vq.loss_reduction, **_w(w_ctx))
       if spec.codebook_loss:
-        parts['codebook'] = losses.codebook_loss(u_g, q_g, **_w(w_ctx))
+        parts['codebook'] = losses.codebook_loss(
+            u_g, q_g, reduction=cfg.vq.loss_reduction, **_w(w_ctx))
       if lc.get('entropy_weight', 0.0) > 0:
         parts['entropy'] = ac.assignment_entropy_loss(
             u_g, vq_aux['codebook'], lc.entropy_temperature, **_w(w_ctx))
@@ -442,35 +444,3 @@ def make_eval_step(setup: Setup, seed: int):
     return out
 
   return eval_step
-
-
-def make_embedding_metrics_fn(setup: Setup):
-  """Embedding health on a fixed set of full (unmasked) images.
-
-  Ranks and isotropy use one embedding per image (mean over its tokens) of the
-  context and target encoders; VQ statistics quantize every token of the
-  context encoder's output with the current codebook (state untouched).
-  Padded data: means and VQ statistics cover valid tokens only.
-  """
-  cfg = setup.cfg
-
-  def fn(state, images):
-    valid = (model_lib.token_validity(images, cfg.model.patch_size)
-             if setup.padded else None)
-    ctx = setup.encoder.apply(state['params']['encoder'], images, None, valid)
-    tgt = setup.encoder.apply(state['target_params'], images, None, valid)
-    ctx_mean, tgt_mean = _pool(ctx, valid, 1), _pool(tgt, valid, 1)
-    out = {
-        'context_effective_rank': metrics_lib.effective_rank(ctx_mean),
-        'target_effective_rank': metrics_lib.effective_rank(tgt_mean),
-        'context_isotropy': metrics_lib.isotropy(ctx_mean),
-        'target_isotropy': metrics_lib.isotropy(tgt_mean),
-    }
-    if setup.vq_enabled:
-      codes = quantizer_lib.assign(setup.quantizer, state.get('vq'),
-                                   state.get('vq_params'), ctx)
-      out.update(vq_lib.usage_stats(codes, setup.quantizer.num_codes,
-                                    weights=_flat(valid)))
-    return out
-
-  return fn

@@ -32,6 +32,7 @@ from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax.evaluate import EVAL as EVAL_FILE
 from jepa_jax import final_state
+from jepa_jax import measure
 from jepa_jax import model as model_lib
 from jepa_jax import monitor
 from jepa_jax import parallel
@@ -362,13 +363,13 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
     train_step, compile_time = parallel.compile_train_step(plan, setup, state, *batch0)
   timer.switch('loop_setup')
   eval_batch = min(tc.batch_size, len(dataset.val_images))
-  emb_images = dataset.val_images[:tc.embedding_metrics_num_samples]
+  emb_images = dataset.val_images               # the whole val split
   with timer('compile_eval'):       # ahead of time: one compile each per run
     local = parallel.local_state(plan, state)
     eval_step = jax.jit(step_lib.make_eval_step(setup, cfg.seed)).lower(
         local, dataset.val_images[:eval_batch],
         np.arange(eval_batch, dtype=np.int32)).compile()
-    emb_fn = jax.jit(step_lib.make_embedding_metrics_fn(setup)).lower(
+    emb_fn = jax.jit(measure.make_device_fn(setup, cfg.seed)).lower(
         local, emb_images).compile()
     del local
 
@@ -385,6 +386,8 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
   rules = monitor.Rules.from_config(cfg)
   mon = monitor_from_json(loop['monitor'])
   epoch_metrics = EpochMetrics(meta['partial_epoch'])
+  schedule = measure.Schedule.from_config(cfg, setup.total_steps)
+  tracker = measure.Tracker(meta.get('measure'))
   preemption = Preemption()
   preemption.install()
 
@@ -397,7 +400,7 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
     if partial and not np.all(np.isfinite(partial['loss']['values'])):
       _check_finite({'loss': float('nan')}, f'before the checkpoint at step {step}')
     snapshot = {'step': step, 'epoch': epoch, 'step_in_epoch': step_in_epoch,
-                'loop': loop, 'partial_epoch': partial}
+                'loop': loop, 'partial_epoch': partial, 'measure': tracker.to_json()}
     ckpts.save(parallel.local_state(plan, state), json.loads(json.dumps(snapshot)),
                cfg_json, val_loss)
 
@@ -417,6 +420,14 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
       if plan.is_writer:
         tqdm.write(monitor.format_event(event), file=sys.stderr)
     return monitor.stop_decision(mon, rules)
+
+  def take_point(epoch):
+    local = parallel.local_state(plan, state)
+    out, vq_host = jax.device_get((emb_fn(local, emb_images), local.get('vq')))
+    return measure.record(
+        out, vq_host, tracker, step=step, epoch=epoch,
+        num_codes=setup.quantizer.num_codes if setup.vq_enabled else 0,
+        steps_per_epoch=setup.steps_per_epoch, window=tc.usage_window_steps)
 
   status, decision = 'running', None
   timer.switch('loop_other')
@@ -447,11 +458,9 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
             post['alerts'] = f'{mon.num_alerts}+{len(mon.red_flags)}!'
           bar.set_postfix(post)
         timer.switch('loop_other')
-        if step % tc.embedding_metrics_every_steps == 0:
+        if schedule.measures(step):                  # phase-free (measure.py)
           timer.switch('embedding_metrics')
-          emb = {k: float(v) for k, v in jax.device_get(
-              emb_fn(parallel.local_state(plan, state), emb_images)).items()}
-          last_emb = {'step': step, 'epoch': epoch, **emb}
+          last_emb = take_point(epoch)
           emb_log.write(last_emb)
           tb.write('embedding', last_emb, step)
           decision = observe(monitor.observe_embedding, last_emb)

@@ -13,6 +13,13 @@ jittable (static shapes throughout, so `refresh` can sit inside `lax.cond`):
   step          ()      number of updates applied (`ema_update`/`count_usage`)
   usage_ema     (K,)    running average of code k's assignment share (CVQ
                         re-anchoring only; None, i.e. no leaf, otherwise)
+  last_used     (K,)    int32: train steps taken when code k was last assigned
+                        (0: never)   } codebook-health bookkeeping, kept by
+  born          (K,)    int32: train steps taken when code k was last
+                        (re)initialised (0: at the start)
+  restarts      (K,)    int32: times code k was restarted by a refresh
+                        } `quantizer.update_state`; None where a state is made
+                        by the functions here (they carry them unchanged)
 
 Quantisation (van den Oord et al. 2017, "Neural Discrete Representation
 Learning", VQ-VAE): k(z) = argmin_k ||z - e_k||^2, z_q = e_{k(z)}, and the
@@ -78,6 +85,11 @@ class VQState:
   # (K,) running average of the assignment shares, only when CVQ re-anchoring
   # is on (`anticollapse.update_usage_ema`); None (no leaves) otherwise.
   usage_ema: Optional[jax.Array] = None
+  # (K,) int32 codebook-health bookkeeping (see the module docstring); None
+  # (no leaves) unless the quantizer layer made the state.
+  last_used: Optional[jax.Array] = None
+  born: Optional[jax.Array] = None
+  restarts: Optional[jax.Array] = None
 
 
 def init_state(rng, codebook_size: int, dim: int, scale: float = 1.0) -> VQState:

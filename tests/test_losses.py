@@ -249,6 +249,18 @@ def test_vq_loss_values():
   np.testing.assert_allclose(float(losses.commitment_loss(z3, q3)), 1.25)
 
 
+def test_vq_loss_element_mean_reduction():
+  # Element mean (F.mse_loss): (1 + 0 + 0 + 4) / 4 elements = 1.25 = sum / D.
+  for fn in (losses.commitment_loss, losses.codebook_loss):
+    np.testing.assert_allclose(float(fn(_Z, _ZQ, reduction='mean')), 1.25)
+    np.testing.assert_allclose(float(fn(_Z, _ZQ, reduction='mean')),
+                               float(jnp.mean((_Z - _ZQ) ** 2)))
+  w = jnp.array([0.0, 1.0])          # only the second row (squared error 4 over 2 dims)
+  np.testing.assert_allclose(float(losses.commitment_loss(_Z, _ZQ, w, 'mean')), 2.0)
+  with pytest.raises(ValueError, match='reduction'):
+    losses.commitment_loss(_Z, _ZQ, reduction='max')
+
+
 def test_commitment_gradient_reaches_z_only():
   gz, gq = jax.grad(losses.commitment_loss, argnums=(0, 1))(_Z, _ZQ)
   np.testing.assert_allclose(gz, 2 * (_Z - _ZQ) / 2)     # d/dz mean_rows ||z - q||^2

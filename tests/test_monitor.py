@@ -206,6 +206,7 @@ def test_abort_on_red_flag_ends_run_with_status_and_reason(tmp_path, capsys, con
   cfg = config_of('gentle', 'tiny')
   cfg.monitor.abort = True
   cfg.monitor.rank_abort = 1000.0       # forced: every effective rank is below it
+  cfg.vq.refresh_enabled = False        # points at the nominal steps (no move before a refresh)
   summary = train.train_and_evaluate(cfg, str(tmp_path))
   assert summary['status'] == 'aborted'
   assert summary['steps'] == cfg.train.embedding_metrics_every_steps == 2

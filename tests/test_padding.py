@@ -12,6 +12,7 @@ from experiments import report
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
 from jepa_jax import masking
+from jepa_jax import measure
 from jepa_jax import model as model_lib
 from jepa_jax import records
 from jepa_jax import step as step_lib
@@ -73,7 +74,7 @@ def arc_setup():
   setup = step_lib.make_setup(cfg, ds)
   state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
   step = jax.jit(step_lib.make_train_step(setup))
-  emb = jax.jit(step_lib.make_embedding_metrics_fn(setup))
+  emb = jax.jit(measure.make_device_fn(setup, cfg.seed))
   return cfg, ds, setup, state, step, emb
 
 
@@ -218,7 +219,7 @@ def test_arc_training_evaluation_and_report_end_to_end(tmp_path):
     assert all(np.isfinite(v) for v in e.values())
     assert e['train_infonce_mean'] > 0 and e['val_infonce_mean'] > 0
   emb = records.read_jsonl(run / 'embedding_metrics.jsonl')
-  assert [r['step'] for r in emb] == [2, 4, 6]
+  assert [r['step'] for r in emb] == [1, 3, 5]      # before the refreshing steps 1, 3, 5
   assert all(0 < r['vq_usage_ratio'] <= 1 for r in emb)
 
   # No class labels: eval.json probes grid properties.
@@ -226,13 +227,15 @@ def test_arc_training_evaluation_and_report_end_to_end(tmp_path):
   assert json.loads((run / 'eval.json').read_text()) == ev
   assert ev['labels'] == 'grid_properties' and set(ev['probes']) == set(gp.NAMES)
   ds = data_lib.load_dataset(cfg)
-  val_props = gp.grid_properties(ds.val_images)
+  props = {k: np.concatenate([v, gp.grid_properties(ds.val_images)[k]])
+           for k, v in gp.grid_properties(ds.train_images).items()}
   for name, res in ev['probes'].items():
-    counts = np.bincount(val_props[name])
+    counts = np.bincount(props[name])             # probes: CV over train + val
     assert res['chance'] == pytest.approx(counts.max() / counts.sum())
     for enc in ('context_encoder', 'target_encoder', 'pixels'):
       assert 0 <= res[enc]['linear_probe_acc'] <= 1 and 0 <= res[enc]['knn_acc'] <= 1
     assert 0 <= res['code_property_nmi'] < 1
+    assert res['code_property_ami'] <= res['code_property_nmi']
   for enc in ('context_encoder', 'target_encoder', 'pixels'):
     assert ev[enc]['linear_probe_acc'] == pytest.approx(
         np.mean([r[enc]['linear_probe_acc'] for r in ev['probes'].values()]))

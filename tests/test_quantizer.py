@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from jepa_jax import anticollapse as ac
+from jepa_jax import codebook_health as health
 from jepa_jax import config_lib
+from jepa_jax import measure
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
 from jepa_jax import final_state
@@ -178,7 +180,8 @@ def test_default_layer_is_exactly_vq_quantize():
   assert not (spec.project or spec.l2 or spec.simvq or spec.rotation) and spec.ema
   assert qz.init_params(spec, jax.random.PRNGKey(0)) == {}
   state = qz.init_state(spec, jax.random.PRNGKey(1))
-  chex.assert_trees_all_equal(state, vq_lib.init_state(jax.random.PRNGKey(1), 32, 16))
+  chex.assert_trees_all_equal(state, qz.with_health(
+      vq_lib.init_state(jax.random.PRNGKey(1), 32, 16)))
   z = jax.random.normal(jax.random.PRNGKey(2), (3, 5, 16))
   f = lambda z: qz.quantize(spec, state.codebook, {}, z)        # noqa: E731
   g = lambda z: vq_lib.quantize(state, z)                       # noqa: E731
@@ -207,15 +210,17 @@ def test_fsq_step_has_no_codebook_state_and_counts_grid_codes():
   # Embedding metrics count FSQ's grid codes over its 32 implicit codes, the
   # same way as codebook codes: usage_stats of `quantizer.assign`.
   images = ds.val_images[:32]
-  emb = _compile(step_lib.make_embedding_metrics_fn(setup), states[-1], images)(
+  emb = _compile(measure.make_device_fn(setup, cfg.seed), states[-1], images)(
       states[-1], images)
   tokens = setup.encoder.apply(states[-1]['params']['encoder'], images, None)
   codes = qz.assign(setup.quantizer, None, states[-1]['vq_params'], tokens)
   u = qz.encode(setup.quantizer, states[-1]['vq_params'], tokens)
   chex.assert_trees_all_equal(codes, ac.fsq_quantize(u, (4, 4, 2))[1])
+  chex.assert_trees_all_equal(emb['codes'], codes)
   want = vq_lib.usage_stats(codes, 32)
-  np.testing.assert_allclose(emb['vq_codes_used'], want['vq_codes_used'])
-  np.testing.assert_allclose(emb['vq_perplexity'], want['vq_perplexity'], rtol=1e-6)
+  got = health.usage_summary(health.code_counts(emb['codes'], 32))
+  np.testing.assert_allclose(got['vq_codes_used'], want['vq_codes_used'])
+  np.testing.assert_allclose(got['vq_perplexity'], want['vq_perplexity'], rtol=1e-6)
   assert 0 <= int(codes.min()) and int(codes.max()) < 32
 
 
@@ -362,7 +367,7 @@ def test_kmeans_state_is_fitted_in_the_quantizer_space():
   # Options off: exactly vq.state_from_codebook(kmeans_init(tokens)).
   spec = qz.make_spec(_tiny('gentle', **{'vq.init': 'kmeans'}))
   chex.assert_trees_all_equal(qz.kmeans_state(spec, key, tokens, {}, 2),
-                              vq_lib.state_from_codebook(fit(tokens)))
+                              qz.with_health(vq_lib.state_from_codebook(fit(tokens))))
   # Projected, cosine, re-anchoring: centres of the unit 8-d inputs, unit codes.
   spec = qz.make_spec(_tiny('ac_lowdim', **{'vq.l2_normalize': True, 'vq.reanchor': True,
                                             'vq.refresh_enabled': False}))

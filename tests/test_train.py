@@ -12,6 +12,7 @@ import pytest
 
 from jepa_jax import checkpoint
 from jepa_jax import data as data_lib
+from jepa_jax import measure
 from jepa_jax import records
 from jepa_jax import step as step_lib
 from jepa_jax import train
@@ -42,7 +43,11 @@ def test_variant_trains_and_writes_logs(variant, tmp_path):
     assert (np.float32(cfg.loss.temperature_min) <= np.float32(e['temperature'])
             <= np.float32(cfg.loss.temperature_max))
   emb = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')
-  assert [r['step'] for r in emb] == [2, 4, 6]
+  # tiny: points every 2 steps; with refresh every 2 steps (steps 1, 3, 5
+  # refresh, 0-based) each point moves one step earlier, before the refresh.
+  refresh = cfg.vq.enabled and cfg.vq.refresh_enabled and cfg.vq.quantizer == 'vq'
+  assert cfg.vq.refresh_interval == 2 or not refresh
+  assert [r['step'] for r in emb] == ([1, 3, 5] if refresh else [2, 4, 6])
   want = EMB_KEYS | (VQ_KEYS if cfg.vq.enabled else set())
   for r in emb:
     assert want <= set(r)
@@ -102,7 +107,7 @@ def test_eval_and_embedding_metrics_leave_state_bit_identical():
   cfg, ds, setup, state, images, ids = _setup_and_state('gentle')
   before = jax.tree.map(np.array, state)
   train.evaluate(jax.jit(step_lib.make_eval_step(setup, 0)), state, ds.val_images, 16)
-  jax.jit(step_lib.make_embedding_metrics_fn(setup))(state, ds.val_images[:32])
+  jax.jit(measure.make_device_fn(setup, 0))(state, ds.val_images[:32])
   chex.assert_trees_all_equal(before, jax.tree.map(np.array, state))
 
 

@@ -1,0 +1,107 @@
+"""Codebook health from code assignments and the codebook's bookkeeping (host, NumPy).
+
+Plain functions of arrays, used at every measurement point
+(`jepa_jax.measure`) and by `jepa_jax.evaluate`. Definitions:
+
+  counts c_k       tokens assigned to code k (sum of weights with weights)
+  usage ratio      #{k: c_k > 0} / K
+  perplexity       exp(-sum_k p_k ln p_k),  p_k = c_k / sum_j c_j
+                   (1: one code; K: all codes equally)
+  dead codes       #{k: c_k = 0}
+  codes >= 5       #{k: c_k >= 5}: codes that hold a handful of tokens, not
+                   a stray one
+  churn            share of a fixed token set whose code differs from the
+                   previous measurement point's (weighted: padding ignored)
+  window usage     #{k: last_used_k > t - W} / K: codes the train step
+                   assigned in the last W steps (from the step's own counts)
+  restarts         refresh restarts since the previous point (events), and
+                   the share of codes restarted at least once since then
+  code age         t - born_k in steps (born: last (re)initialisation);
+                   median, and share younger than one epoch
+"""
+from __future__ import annotations
+
+import base64
+import zlib
+from typing import Dict, Optional
+
+import numpy as np
+
+
+def code_counts(codes, num_codes: int, weights=None) -> np.ndarray:
+  """c_k (K,) float64 over every entry of codes (weights: same shape);
+  negative codes (no code: padding) are not counted."""
+  flat = np.asarray(codes).reshape(-1)
+  w = None if weights is None else np.asarray(weights, np.float64).reshape(-1)
+  keep = flat >= 0
+  return np.bincount(flat[keep], weights=None if w is None else w[keep],
+                     minlength=num_codes).astype(np.float64)
+
+
+def usage_summary(counts, prefix: str = 'vq') -> Dict[str, float]:
+  """Usage ratio, codes used, perplexity, dead codes and codes holding >= 5
+  tokens of the counts c (K,) (module docstring)."""
+  c = np.asarray(counts, np.float64)
+  k = len(c)
+  total = c.sum()
+  p = c[c > 0] / total if total > 0 else np.zeros(0)
+  used = int((c > 0).sum())
+  return {f'{prefix}_usage_ratio': used / k, f'{prefix}_codes_used': used,
+          f'{prefix}_perplexity': float(np.exp(-np.sum(p * np.log(p)))) if used else 0.0,
+          f'{prefix}_dead_codes': k - used,
+          f'{prefix}_codes_ge5': int((c >= 5).sum())}
+
+
+def churn(previous, codes, weights=None) -> float:
+  """Share of tokens whose code changed: sum_i w_i [prev_i != code_i] / sum_i w_i."""
+  prev, cur = np.asarray(previous).reshape(-1), np.asarray(codes).reshape(-1)
+  if prev.shape != cur.shape:
+    raise ValueError(f'churn: {prev.shape} previous codes, {cur.shape} now')
+  w = np.ones(cur.shape) if weights is None else np.asarray(weights, np.float64).reshape(-1)
+  return float(np.sum(w * (prev != cur)) / max(w.sum(), 1e-300))
+
+
+def window_usage(last_used, step: int, window: int) -> float:
+  """Share of codes the train step assigned in its last `window` steps:
+  #{k: last_used_k > step - window, last_used_k > 0} / K."""
+  last = np.asarray(last_used)
+  return float(np.mean((last > step - window) & (last > 0)))
+
+
+def age_summary(born, step: int, steps_per_epoch: int) -> Dict[str, float]:
+  """Median code age (steps since the last (re)initialisation) and the share
+  of codes younger than one epoch."""
+  age = step - np.asarray(born, np.int64)
+  return {'vq_code_age_median': float(np.median(age)),
+          'vq_young_share': float(np.mean(age < steps_per_epoch))}
+
+
+def restarts_since(restarts, born, previous_total: int, previous_step: int
+                   ) -> Dict[str, float]:
+  """Restart events since the previous point and the share of codes restarted
+  at least once since then (born after previous_step)."""
+  total = int(np.sum(restarts))
+  return {'vq_restarts': total - previous_total, 'vq_restarts_total': total,
+          'vq_restarted_share': float(np.mean(np.asarray(born) > previous_step))}
+
+
+def sorted_counts(counts) -> list:
+  """The usage histogram: token counts per code, largest first (ints)."""
+  return [int(x) for x in np.sort(np.asarray(counts))[::-1]]
+
+
+def pack_codes(codes) -> Optional[str]:
+  """int codes -> a short JSON-able string (zlib + base64 of int32), for the
+  checkpoints (churn needs the previous point's codes after a resume)."""
+  if codes is None:
+    return None
+  raw = np.ascontiguousarray(np.asarray(codes, np.int32)).tobytes()
+  return base64.b64encode(zlib.compress(raw, 6)).decode('ascii')
+
+
+def unpack_codes(text: Optional[str], shape) -> Optional[np.ndarray]:
+  """Inverse of `pack_codes` (None stays None)."""
+  if text is None:
+    return None
+  raw = zlib.decompress(base64.b64decode(text.encode('ascii')))
+  return np.frombuffer(raw, np.int32).reshape(shape).copy()

@@ -1,0 +1,170 @@
+"""Codebook-health metrics, float64 spectra and phase-free measurement points,
+each against hand-worked values or an independent float64 construction."""
+import math
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jepa_jax import anticollapse as ac
+from jepa_jax import codebook_health as health
+from jepa_jax import measure
+from jepa_jax import metrics
+from jepa_jax import quantizer as qz
+from jepa_jax import vq as vq_lib
+
+
+def test_usage_summary_hand_worked():
+  # K = 6; tokens on codes 0 (x5), 1 (x2), 3 (x1): used 3, dead 3, >= 5: one.
+  codes = np.array([[0, 0, 0, 1], [0, 0, 1, 3]])
+  c = health.code_counts(codes, 6)
+  np.testing.assert_array_equal(c, [5, 2, 0, 1, 0, 0])
+  s = health.usage_summary(c, 'vq')
+  p = np.array([5, 2, 1]) / 8
+  assert s == {'vq_usage_ratio': 0.5, 'vq_codes_used': 3,
+               'vq_perplexity': pytest.approx(math.exp(-np.sum(p * np.log(p)))),
+               'vq_dead_codes': 3, 'vq_codes_ge5': 1}
+  # Weights: padding (w = 0) is not a usage.
+  w = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
+  assert health.usage_summary(health.code_counts(codes, 6, w))['vq_codes_used'] == 2
+
+
+def test_churn_hand_worked_and_weighted():
+  prev = np.array([[1, 2, 3], [4, 5, 6]])
+  cur = np.array([[1, 9, 3], [4, 5, 0]])
+  assert health.churn(prev, cur) == pytest.approx(2 / 6)
+  w = np.array([[1, 1, 1], [1, 1, 0]])          # the changed padding token ignored
+  assert health.churn(prev, cur, w) == pytest.approx(1 / 5)
+  with pytest.raises(ValueError, match='churn'):
+    health.churn(prev, cur[:1])
+
+
+def test_window_age_restarts_hand_worked():
+  last_used = np.array([0, 10, 95, 100, 101])    # code 0 never assigned
+  assert health.window_usage(last_used, 101, 10) == pytest.approx(3 / 5)  # > 91
+  born = np.array([0, 0, 50, 90, 100])
+  a = health.age_summary(born, 101, steps_per_epoch=20)   # ages 101 101 51 11 1
+  assert a == {'vq_code_age_median': 51.0, 'vq_young_share': 0.4}
+  r = health.restarts_since(np.array([0, 0, 1, 2, 3]), born, previous_total=4,
+                            previous_step=60)
+  assert r == {'vq_restarts': 2, 'vq_restarts_total': 6, 'vq_restarted_share': 0.4}
+  assert health.sorted_counts(np.array([1., 5., 0., 2.])) == [5, 2, 1, 0]
+
+
+def test_pack_codes_round_trip():
+  codes = np.random.default_rng(0).integers(0, 8192, (270, 16))
+  back = health.unpack_codes(health.pack_codes(codes), codes.shape)
+  np.testing.assert_array_equal(back, codes)
+  assert health.pack_codes(None) is None and health.unpack_codes(None, (1,)) is None
+
+
+def _cloud(sigma, n=300, seed=0):
+  """Centred data xc = U diag(sigma) V^T with U orthonormal and orthogonal to
+  the ones vector: its covariance eigenvalues are exactly sigma^2 / (n - 1)."""
+  rng = np.random.default_rng(seed)
+  d = len(sigma)
+  a = rng.standard_normal((n, d + 1))
+  a[:, 0] = 1.0
+  q, _ = np.linalg.qr(a)
+  u = q[:, 1:]                                   # orthonormal, each column sums to 0
+  v, _ = np.linalg.qr(rng.standard_normal((d, d)))
+  return u @ np.diag(sigma) @ v.T + 3.0          # an offset the centring removes
+
+
+@pytest.mark.parametrize('ratio', [1e-2, 1e-6, 1e-9, 1e-12])
+def test_isotropy_float64_matches_exact_down_to_1e12(ratio):
+  sigma = np.geomspace(1.0, math.sqrt(ratio), 16)
+  got = metrics.isotropy_f64(_cloud(sigma))
+  assert got == pytest.approx(ratio, rel=1e-6)
+  lam = metrics.covariance_spectrum(_cloud(sigma))
+  np.testing.assert_allclose(lam, sigma ** 2 / 299, rtol=1e-6)
+
+
+def test_float32_isotropy_cannot_resolve_what_float64_does():
+  x = _cloud(np.geomspace(1.0, 1e-6, 16))        # true ratio 1e-12
+  f32 = float(metrics.isotropy(jnp.asarray(x, jnp.float32)))
+  assert abs(f32 - 1e-12) > 1e-9 or f32 == 0.0  # noise at float32 resolution
+  assert metrics.isotropy_f64(x) == pytest.approx(1e-12, rel=1e-6)
+
+
+def test_centred_effective_rank_values():
+  assert metrics.centred_effective_rank(_cloud(np.ones(8))) == pytest.approx(8.0)
+  # One direction collapsed out of 8 lowers it by about one (isotropy -> 0).
+  sigma = np.array([1.0] * 7 + [1e-9])
+  assert metrics.centred_effective_rank(_cloud(sigma)) == pytest.approx(7.0, rel=1e-6)
+  # Eigenvalues (4, 1): p = (.8, .2).
+  want = math.exp(-(0.8 * math.log(0.8) + 0.2 * math.log(0.2)))
+  assert metrics.centred_effective_rank(_cloud(np.array([2.0, 1.0]))) == pytest.approx(want)
+  assert metrics.centred_effective_rank(np.ones((5, 3))) == 1.0
+
+
+def test_effective_rank_f64_matches_float32_version():
+  x = np.random.default_rng(1).standard_normal((64, 16))
+  assert metrics.effective_rank_f64(x) == pytest.approx(
+      float(metrics.effective_rank(jnp.asarray(x, jnp.float32))), rel=1e-5)
+
+
+def test_refresh_due_host_matches_traced():
+  for args in ((5, 0, 1), (23, 230, 5), (2, 3, 2)):
+    host = [ac.refresh_due_host(t, *args) for t in range(300)]
+    dev = [bool(ac.refresh_due(jnp.int32(t), *args)) for t in range(300)]
+    assert host == dev
+
+
+def test_schedule_never_measures_right_after_a_refresh():
+  s = measure.Schedule(every=50, total_steps=690, refresh_interval=23,
+                       refresh_warmup_steps=230, refresh_warmup_interval=5)
+  points = [t for t in range(1, 691) if s.measures(t)]
+  assert not any(s.refreshes(t - 1) for t in points)
+  # Step 50 is preceded by a refresh (step 49 refreshes): measured at 49 instead.
+  assert 49 in points and 50 not in points and 100 not in points and 99 in points
+  assert 250 in points                         # after the warm-up 250 % 23 != 0: not moved
+  assert 690 not in points and 689 in points   # the last step refreshes (690 = 30 x 23)
+  assert len(points) == len([t for t in range(1, 691) if t % 50 == 0]) + 1
+  # Dense mode measures every state, right after refreshes too.
+  dense = measure.Schedule(every=1, total_steps=40, refresh_interval=5)
+  assert all(dense.measures(t) for t in range(1, 41))
+  # Without refresh: the nominal points and the last step.
+  plain = measure.Schedule(every=200, total_steps=690)
+  assert [t for t in range(1, 691) if plain.measures(t)] == [200, 400, 600, 690]
+
+
+def test_track_health_marks_use_and_restarts():
+  spec = qz.Spec(kind='vq', embed_dim=2, dim=2, num_codes=3, project=False, l2=False,
+                 simvq=False, rotation=False, levels=(), ema=True)
+  s0 = qz.state_from_codebook(spec, jnp.array([[0., 0.], [5., 5.], [-5., 5.]]))
+  z = jnp.array([[0.1, 0.], [4.9, 5.]])
+  codes = jnp.array([0, 1])
+  s1 = vq_lib.ema_update(s0, z, codes, 0.9)
+  s1 = qz.track_health(s0, s1, step=6)
+  np.testing.assert_array_equal(s1.last_used, [7, 7, 0])
+  np.testing.assert_array_equal(s1.born, [0, 0, 0])
+  s2 = qz.track_health(s1, s1, step=9, restarted=jnp.array([False, False, True]))
+  np.testing.assert_array_equal(s2.born, [0, 0, 10])
+  np.testing.assert_array_equal(s2.restarts, [0, 0, 1])
+  # A state without the bookkeeping is passed through.
+  plain = vq_lib.init_state(np.asarray([0, 1], np.uint32), 3, 2)
+  chex.assert_trees_all_equal(qz.track_health(plain, plain, 3), plain)
+
+
+def test_update_state_counts_exactly_the_dead_codes_restarted():
+  import ml_collections
+  spec = qz.Spec(kind='vq', embed_dim=2, dim=2, num_codes=4, project=False, l2=False,
+                 simvq=False, rotation=False, levels=(), ema=True)
+  cfg = ml_collections.ConfigDict({
+      'ema_decay': 0.9, 'epsilon': 1e-5, 'refresh_enabled': True, 'refresh_interval': 2,
+      'refresh_usage_threshold': 0.5, 'refresh_warmup_steps': 0,
+      'refresh_warmup_interval': 1, 'refresh_sampling': 'uniform', 'reanchor': False})
+  s = qz.state_from_codebook(spec, jnp.array([[0., 0.], [9., 9.], [-9., 9.], [9., -9.]]))
+  z = jnp.array([[0.1, 0.], [0., 0.1], [8.9, 9.]])
+  codes = jnp.array([0, 0, 1])
+  key = np.asarray([0, 7], np.uint32)
+  s = qz.update_state(spec, cfg, s, u=z, codes=codes, u_global=z, step=0, refresh_key=key)
+  np.testing.assert_array_equal(s.restarts, [0, 0, 0, 0])     # step 0: no refresh
+  np.testing.assert_array_equal(s.last_used, [1, 1, 0, 0])
+  s = qz.update_state(spec, cfg, s, u=z, codes=codes, u_global=z, step=1, refresh_key=key)
+  # Window usage (4, 2, 0, 0), mean 1.5: codes 2 and 3 (< 0.75) restarted at step 2.
+  np.testing.assert_array_equal(s.restarts, [0, 0, 1, 1])
+  np.testing.assert_array_equal(s.born, [0, 0, 2, 2])
+  np.testing.assert_array_equal(s.last_used, [2, 2, 0, 0])
