@@ -147,6 +147,7 @@ def get_config(arg=None):
   c.monitor.val_spike_factor = 1.5
   c.monitor.rank_abort = 1.0
   c.monitor.min_epochs = 60
+  c.monitor.usage_from_epoch = 1    # usage rules from this (0-based) epoch on; 0: any point
 
   # Parameter groups kept fixed: any of 'encoder', 'target_encoder',
   # 'predictor', 'temperature' (no gradient, no update, no weight decay).

@@ -51,6 +51,7 @@ ADDED_KEYS = {
     'vq.reanchor_decay': 0.99, 'vq.refresh_warmup_steps': 0,
     'vq.refresh_warmup_interval': 1, 'vq.refresh_sampling': 'uniform',
     'vq.refresh_source': 'context', 'vq.loss_reduction': 'sum',
+    'monitor.usage_from_epoch': 0, 'train.usage_window_steps': 200,
     'loss.entropy_weight': 0.0,
     'loss.entropy_temperature': 1.0,
 }
@@ -209,6 +210,9 @@ def validate(cfg) -> None:
   for key in ('monitor.usage_decline_checkpoints', 'monitor.val_increase_epochs',
               'monitor.min_epochs'):
     positive_int(key)
+  start = cfg.monitor.usage_from_epoch
+  check('monitor.usage_from_epoch', isinstance(start, int) and not isinstance(start, bool)
+        and start >= 0, 'must be an integer >= 0 (0: every record)')
   for key in ('monitor.usage_alert', 'monitor.usage_abort'):
     check(key, 0.0 <= number(key) <= 1.0, 'must be a usage ratio in [0, 1]')
   for key in ('monitor.rank_alert', 'monitor.rank_abort'):

@@ -9,7 +9,9 @@ re-run. "Final" means the last record of a log. Criteria (thresholds in
 `Criteria`, defaults from the reference's "Success Criteria"):
 
   must-have
-    usage_throughout    min vq_usage_ratio over every record > 15%
+    usage_throughout    min vq_usage_ratio over the records from epoch
+                      `monitor.usage_from_epoch` on (default 1: after the
+                      first epoch) > 15%
     usage_trajectory    usage "flat or growing", defined below
     context_rank        final context_effective_rank > 5
     target_rank         final target_effective_rank > 10
@@ -205,6 +207,14 @@ def usage_trajectory(embedding: Sequence[Dict[str, Any]], criteria: Criteria = C
                     f'{scatter:.0%} over steps {int(t[0])}-{int(t[-1])}'}
 
 
+def usage_records(run: Run) -> List[Dict[str, Any]]:
+  """The embedding records whose usage is judged: from epoch
+  `monitor.usage_from_epoch` on (the monitor's rule; default 1)."""
+  start = monitor.Rules.from_config(run.config).usage_from_epoch
+  return [r for r in run.embedding
+          if monitor.USAGE in r and int(r.get('epoch', 0)) >= start]
+
+
 def red_flags(run: Run) -> List[str]:
   """Red flags of a run: the monitor's abort rules replayed on its logs, and a
   failed status. A two-stage run: each stage's, prefixed with its name (the
@@ -241,14 +251,15 @@ def check_run(run: Run, criteria: Criteria = Criteria()) -> Dict[str, Any]:
   'red_flags', 'alerts', 'trajectory', 'must_have_passed'}."""
   out = []
   emb = run.embedding
-  usage = [r[monitor.USAGE] for r in emb if monitor.USAGE in r]
+  judged = usage_records(run)
+  usage = [r[monitor.USAGE] for r in judged]
   final = emb[-1] if emb else {}
   final_val = run.epochs[-1]['val_loss_mean'] if run.epochs else None
   traj = usage_trajectory(emb, criteria)
 
   if usage:
     i = int(np.argmin(usage))
-    step = [r for r in emb if monitor.USAGE in r][i]['step']
+    step = judged[i]['step']
     out.append(_check('usage_throughout', 'must', min(usage) > criteria.usage_min,
                       min(usage), criteria.usage_min,
                       f'min {min(usage):.1%} at step {step}'))

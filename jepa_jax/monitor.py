@@ -30,6 +30,11 @@ assessment's "Monitoring Checklist" and "Red Flags"):
                      early stopping triggered after fewer than min_epochs (60)
                      completed epochs
 
+Usage rules read only the records of epoch >= `usage_from_epoch` (1: after
+the first epoch, when a codebook has had one pass over the data; 0: every
+record, the reference's "at any point"): usage is judged by its values, and
+its minimum, after epoch 1.
+
 Firing: a rule is edge-triggered. Each (rule, metric) pair has a condition
 that is re-evaluated on every record carrying its metric; the event fires on
 the record where the condition becomes true after being false (or unknown,
@@ -65,6 +70,7 @@ DEFAULTS = {
     'val_spike_factor': 1.5,
     'rank_abort': 1.0,
     'min_epochs': 60,
+    'usage_from_epoch': 1,
 }
 DEFAULT_PATIENCE = 10
 
@@ -81,6 +87,7 @@ class Rules:
   val_spike_factor: float = DEFAULTS['val_spike_factor']
   rank_abort: float = DEFAULTS['rank_abort']
   min_epochs: int = DEFAULTS['min_epochs']
+  usage_from_epoch: int = DEFAULTS['usage_from_epoch']
   patience: int = DEFAULT_PATIENCE
 
   @classmethod
@@ -172,7 +179,7 @@ def observe_embedding(state: MonitorState, record: Mapping[str, Any],
   """Folds one embedding-metrics record (keys as in embedding_metrics.jsonl)."""
   checks = []
   step = record.get('step')
-  if USAGE in record:
+  if USAGE in record and int(record.get('epoch', 0)) >= rules.usage_from_epoch:
     u = float(record[USAGE])
     tail = (state.usage_tail + (u,))[-(rules.usage_decline_checkpoints + 1):]
     state = dataclasses.replace(state, usage_tail=tail)

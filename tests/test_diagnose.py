@@ -25,7 +25,7 @@ def make_run(path, usage, ctx, tgt, vals, status='completed', num_epochs=None,
   (path / 'summary.json').write_text(json.dumps({'status': status}))
   with open(path / 'embedding_metrics.jsonl', 'w') as f:
     for (step, u), c, t in zip(usage, ctx, tgt):
-      rec = {'step': step, 'epoch': 0, 'context_effective_rank': c,
+      rec = {'step': step, 'epoch': step // 100, 'context_effective_rank': c,
              'target_effective_rank': t}
       if vq:
         rec.update(vq_usage_ratio=u, vq_codes_used=round(u * 768))

@@ -9,8 +9,8 @@ from jepa_jax import monitor
 RULES = monitor.Rules()
 
 
-def emb(step, usage=None, ctx=20.0, tgt=20.0):
-  r = {'step': step, 'epoch': 0, 'context_effective_rank': ctx,
+def emb(step, usage=None, ctx=20.0, tgt=20.0, epoch=1):
+  r = {'step': step, 'epoch': epoch, 'context_effective_rank': ctx,
        'target_effective_rank': tgt}
   if usage is not None:
     r['vq_usage_ratio'] = usage
@@ -35,6 +35,14 @@ def run_emb(records, rules=RULES):
     state, ev = monitor.observe_embedding(state, r, rules)
     out += ev
   return state, out
+
+
+def test_usage_rules_start_after_the_first_epoch_by_default():
+  records = [emb(50, 0.05, epoch=0), emb(100, 0.05, epoch=1)]
+  _, ev = run_emb(records)
+  assert fired_at(ev, 'usage_collapse') == [100]     # epoch 0 is not judged
+  _, ev = run_emb(records, dataclasses.replace(RULES, usage_from_epoch=0))
+  assert fired_at(ev, 'usage_collapse') == [50]      # the reference's "at any point"
 
 
 def test_usage_low_fires_once_when_it_starts_and_rearms():

@@ -1,0 +1,58 @@
+"""Chance-corrected code metrics, k-means baseline and cross-validated probes
+of jepa_jax.evaluate, against scikit-learn and hand-worked values."""
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+from jepa_jax import evaluate
+
+
+def test_code_metrics_match_sklearn_on_tokens():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 4, 60)                       # one label per image
+  codes = (labels[:, None] * 3 + rng.integers(0, 3, (60, 5))) % 10   # 5 tokens each
+  codes[rng.random((60, 5)) < 0.3] = rng.integers(0, 10)             # some noise
+  valid = rng.random((60, 5)) > 0.2
+  got = evaluate.code_metrics(codes, labels, valid)
+  tok = np.broadcast_to(labels[:, None], codes.shape)[valid]
+  assert got['ami'] == pytest.approx(adjusted_mutual_info_score(tok, codes[valid]))
+  assert got['nmi'] == pytest.approx(normalized_mutual_info_score(tok, codes[valid]))
+  assert got['nmi_shuffled'] < got['nmi']
+  assert got['ami'] < got['nmi']                        # chance removed
+
+
+def test_code_metrics_chance_levels():
+  rng = np.random.default_rng(1)
+  labels = np.repeat(np.arange(10), 20)                 # 200 images, 10 classes
+  codes = rng.integers(0, 500, (200, 16))               # many codes, no information
+  got = evaluate.code_metrics(codes, labels)
+  assert got['nmi'] > 0.1                               # NMI reads information by chance
+  assert got['nmi_shuffled'] == pytest.approx(got['nmi'], abs=0.02)
+  assert abs(got['ami']) < 0.02                         # AMI does not
+  perfect = evaluate.code_metrics(np.repeat(labels[:, None], 4, 1), labels)
+  assert perfect['nmi'] == pytest.approx(1.0) and perfect['ami'] == pytest.approx(1.0)
+
+
+def test_kmeans_codes_recover_separated_clusters():
+  rng = np.random.default_rng(2)
+  centres = rng.normal(0, 10, (4, 3))
+  train = np.concatenate([c + rng.normal(0, 0.1, (50, 3)) for c in centres])
+  truth = rng.integers(0, 4, (20, 6))
+  val = centres[truth] + rng.normal(0, 0.1, (20, 6, 3))
+  codes = evaluate.kmeans_codes(train, val, 4)
+  assert codes.shape == (20, 6)
+  assert adjusted_mutual_info_score(truth.ravel(), codes.ravel()) == pytest.approx(1.0)
+
+
+def test_probe_scores_cross_validate_with_interval():
+  rng = np.random.default_rng(3)
+  y = rng.integers(0, 2, 200)
+  x = np.stack([y * 4.0 + rng.normal(0, 1, 200), rng.normal(0, 1, 200)], 1)
+  out = evaluate.probe_scores(x[:150], y[:150], x[150:], y[150:], k=5)
+  for name in ('linear_probe', 'knn'):
+    p = out[f'{name}_acc']
+    assert 0.8 < p <= 1.0                               # chance 0.5
+    assert out[f'{name}_ci95'] == pytest.approx(1.96 * np.sqrt(p * (1 - p) / 200))
+  noise = evaluate.probe_scores(rng.normal(size=(150, 3)), y[:150],
+                                rng.normal(size=(50, 3)), y[150:], k=5)
+  assert abs(noise['linear_probe_acc'] - 0.5) < 3 * noise['linear_probe_ci95']
