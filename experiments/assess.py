@@ -35,6 +35,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from experiments import report
+from experiments import report_health
 from jepa_jax import diagnose
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,7 +190,7 @@ def main(argv=None) -> int:
   if args.publish:
     os.makedirs(os.path.join(args.publish, 'plots'), exist_ok=True)
     shutil.copy(path, os.path.join(args.publish, 'report.md'))
-    for p in report.PLOTS:
+    for p in report.PLOTS + report_health.HEALTH_PLOTS:
       src = os.path.join(workdir, 'plots', p)
       if os.path.exists(src):
         shutil.copy(src, os.path.join(args.publish, 'plots', p))

@@ -7,7 +7,11 @@ as the train step sees them. One record of `embedding_metrics.jsonl` then holds:
 
   context_/target_effective_rank   RankMe of the per-image mean tokens (float64)
   context_/target_isotropy         lambda_min / lambda_max of their covariance
-                                   (float64, from singular values)
+                                   (float64, from singular values): ~1e-16
+                                   for LayerNorm-ed features by construction
+  context_/target_isotropy_ln      the same without the smallest eigenvalue
+                                   (the LayerNorm's null direction, see
+                                   `metrics.isotropy_f64`)
   context_/target_spread           entropy effective rank of that covariance
                                    (`metrics.centred_effective_rank`): the
                                    well-conditioned spread measure
@@ -152,6 +156,7 @@ def _spectra(out) -> Dict[str, float]:
     x = out[key]
     rec[f'{name}_effective_rank'] = metrics_lib.effective_rank_f64(x)
     rec[f'{name}_isotropy'] = metrics_lib.isotropy_f64(x)
+    rec[f'{name}_isotropy_ln'] = metrics_lib.isotropy_f64(x, skip=1)
     rec[f'{name}_spread'] = metrics_lib.centred_effective_rank(x)
   return rec
 

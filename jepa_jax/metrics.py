@@ -109,15 +109,25 @@ def covariance_spectrum(x) -> np.ndarray:
   return np.concatenate([lam, np.zeros(d - len(lam))])
 
 
-def isotropy_f64(x) -> float:
-  """lambda_min / lambda_max of the covariance of x (N, D), in float64 (see
-  `isotropy` for the meaning; 0 when the cloud has lost a direction). From
-  singular values, so ratios down to ~1e-20 are resolved (relative error
-  ~1e-16 sigma_max / sigma_min in sigma, doubled in the ratio)."""
+def isotropy_f64(x, skip: int = 0) -> float:
+  """lambda_(D - skip) / lambda_max of the covariance of x (N, D), in float64
+  (eigenvalues descending, lambda_D the smallest): with skip = 0 the
+  isotropy of `isotropy` (0 when the cloud has lost a direction); skip = 1
+  ignores the smallest eigenvalue. From singular values, so ratios down to
+  ~1e-20 are resolved (relative error ~1e-16 sigma_max / sigma_min in sigma,
+  doubled in the ratio).
+
+  Why skip = 1 exists: tokens that leave a LayerNorm with gain g and bias b
+  satisfy sum_d (t_d - b_d) / g_d = 0 exactly, and so does any mean of them;
+  the covariance of such features is singular in the direction 1/g by
+  construction and lambda_D / lambda_max reads ~1e-16 whatever the encoder
+  learned. The encoders here end in a LayerNorm, so skip = 1 is the
+  isotropy of what they can vary.
+  """
   if not _finite(x):
     return float('nan')
   lam = covariance_spectrum(x)
-  return float(np.clip(lam[-1] / lam[0], 0.0, 1.0)) if lam[0] > 0 else 0.0
+  return float(np.clip(lam[-1 - skip] / lam[0], 0.0, 1.0)) if lam[0] > 0 else 0.0
 
 
 def centred_effective_rank(x) -> float:

@@ -88,6 +88,18 @@ def test_float32_isotropy_cannot_resolve_what_float64_does():
   assert metrics.isotropy_f64(x) == pytest.approx(1e-12, rel=1e-6)
 
 
+def test_isotropy_ln_skips_the_layernorm_null_direction():
+  rng = np.random.default_rng(4)
+  g, b = rng.uniform(0.5, 2.0, 8), rng.normal(size=8)
+  t = rng.normal(size=(500, 5, 8))
+  t = (t - t.mean(-1, keepdims=True)) / t.std(-1, keepdims=True) * g + b   # LayerNorm
+  x = t.mean(1)                                   # per-image mean tokens
+  assert metrics.isotropy_f64(x) < 1e-12           # singular by construction
+  lam = metrics.covariance_spectrum(x)
+  assert metrics.isotropy_f64(x, skip=1) == pytest.approx(lam[-2] / lam[0])
+  assert metrics.isotropy_f64(x, skip=1) > 0.05
+
+
 def test_centred_effective_rank_values():
   assert metrics.centred_effective_rank(_cloud(np.ones(8))) == pytest.approx(8.0)
   # One direction collapsed out of 8 lowers it by about one (isotropy -> 0).
@@ -168,3 +180,30 @@ def test_update_state_counts_exactly_the_dead_codes_restarted():
   np.testing.assert_array_equal(s.restarts, [0, 0, 1, 1])
   np.testing.assert_array_equal(s.born, [0, 0, 2, 2])
   np.testing.assert_array_equal(s.last_used, [2, 2, 0, 0])
+
+
+def test_codebook_at_step_0_next_to_the_encoder_tokens(config_of):
+  """What a fresh codebook looks like next to the tokens it quantizes (the
+  init-scale question): the encoder's tokens leave a LayerNorm (unit gain,
+  zero bias at init), so every token has norm sqrt(D) = 8 exactly; codes
+  e ~ N(0, I) have norm ~ sqrt(D) too, the same scale. But the tokens of the
+  val images occupy a small cap (mean distance to their mean ~5 against ~8 for
+  the codes), so each token's nearest code is much closer than a typical code
+  (d^2 ~ 76 vs ~128) and only a few percent of the codes are anyone's nearest
+  at step 0: usage starts low because of where the tokens are, not because the
+  codes are at the wrong scale."""
+  from jepa_jax import data as data_lib, step as step_lib
+  cfg = config_of('vq_no_refresh')
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  st = step_lib.init_state(setup, ds.image_shape, 0)
+  tok = np.asarray(setup.encoder.apply(st['params']['encoder'], ds.val_images, None))
+  u = tok.reshape(-1, tok.shape[-1]).astype(np.float64)
+  cb = np.asarray(st['vq'].codebook, np.float64)
+  d = cfg.model.embed_dim
+  np.testing.assert_allclose(np.linalg.norm(u, axis=1), np.sqrt(d), rtol=1e-4)
+  assert np.linalg.norm(cb, axis=1).mean() == pytest.approx(np.sqrt(d), rel=0.05)
+  spread = np.linalg.norm(u - u.mean(0), axis=1).mean()
+  assert spread < 0.8 * np.sqrt(d)
+  codes = np.asarray(qz.assign(setup.quantizer, st['vq'], None, tok))
+  assert len(np.unique(codes)) < 0.1 * cfg.vq.codebook_size
