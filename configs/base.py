@@ -1,8 +1,9 @@
 """Shared defaults for every jepa_jax variant.
 
-Values follow the reference system (`vq_diagnostic_assessment.md`): a 768-code
-codebook, the sixth-run VQ settings (commitment 0.3, EMA decay 0.99, refresh
-every 500 steps below 5% of the uniform share), temperature in [0.07, 0.15],
+Values follow the reference system: a 768-code codebook, the sixth-run VQ
+settings (commitment 0.3, EMA decay 0.99, refresh every 500 steps below 5% of
+the uniform share; sixth_run.py scales the interval to digits' epoch), VQ
+losses as element means (the field's convention), temperature in [0.07, 0.15],
 relational weights 0.05 / 0.025. Model and schedule sizes are scaled to the
 embedded digits data so a run fits a laptop CPU.
 
@@ -65,8 +66,9 @@ def get_config(arg=None):
   c.vq.init_scale = 1.0
   # Commitment / codebook losses: 'mean' over elements (the field's convention:
   # PyTorch F.mse_loss in VQ-VAE code, Sonnet, Haiku) or 'sum' over the D dims
-  # of a token (D x 'mean'; this project's convention before the measurement).
-  c.vq.loss_reduction = 'sum'
+  # of a token (D x 'mean'). The reference variants (sixth_run, gentle and the
+  # configs built on them) set 'sum', which reproduces the reference's collapse.
+  c.vq.loss_reduction = 'mean'
   c.vq.refresh_enabled = True
   c.vq.refresh_interval = 500
   c.vq.refresh_usage_threshold = 0.05

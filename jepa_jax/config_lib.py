@@ -40,6 +40,9 @@ def load_config(spec: str):
 # the behaviour of the runs that predate them (every option off). A config.json
 # written before a key existed reads as if it had this value
 # (`fill_added_keys`), so older run folders still evaluate.
+# NEW_DEFAULTS: keys of ADDED_KEYS whose default for new configs (base.py)
+# differs from the value that reproduces older runs.
+NEW_DEFAULTS = ('vq.loss_reduction', 'monitor.usage_from_epoch')
 ADDED_KEYS = {
     'init_from': '', 'train.frozen': (), 'model.attention': 'flax',
     'checkpoint.every_steps': 500, 'checkpoint.every_epochs': 1, 'checkpoint.keep': 3,
