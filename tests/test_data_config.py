@@ -43,9 +43,16 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
 def test_variant_values_from_the_reference():
   six, gentle = cfg_of('sixth_run'), cfg_of('gentle')
   assert (six.vq.commitment_cost, six.vq.ema_decay, six.vq.refresh_interval,
-          six.vq.refresh_usage_threshold, six.train.num_epochs) == (0.3, 0.99, 500, 0.05, 80)
+          six.vq.refresh_usage_threshold, six.train.num_epochs) == (0.3, 0.99, 121, 0.05, 80)
   assert (gentle.vq.commitment_cost, gentle.vq.ema_decay, gentle.vq.refresh_interval,
-          gentle.vq.refresh_usage_threshold) == (0.15, 0.95, 3000, 0.01)
+          gentle.vq.refresh_usage_threshold) == (0.15, 0.95, 726, 0.01)
+  # Refresh as often per epoch as the reference (500 / 3000 of its ~95 steps).
+  spe = 1527 // six.train.batch_size
+  assert spe == 23
+  assert six.vq.refresh_interval / spe == pytest.approx(500 / 95, rel=0.01)
+  assert gentle.vq.refresh_interval / spe == pytest.approx(3000 / 95, rel=0.01)
+  assert six.vq.loss_reduction == gentle.vq.loss_reduction == 'sum'
+  assert cfg_of('no_vq_gentle').loss == gentle.loss and not cfg_of('no_vq_gentle').vq.enabled
   assert (gentle.loss.temperature_min, gentle.loss.temperature_max) == (0.05, 0.20)
   assert (gentle.loss.relational_loss.weight,
           gentle.loss.relational_loss.context_self_weight) == (0.025, 0.01)
