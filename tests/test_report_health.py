@@ -1,0 +1,57 @@
+"""Matched baselines, health values and the reference table of the report."""
+import json
+
+import pytest
+
+from experiments import conventions
+from experiments import report_health
+from jepa_jax import diagnose
+
+
+def _run(path, variant, vq=True, temp_max=0.2, emb=(), summary=None, ev=None):
+  path.mkdir(parents=True)
+  cfg = {'variant': variant, 'vq': {'enabled': vq, 'codebook_size': 100},
+         'loss': {'temperature_max': temp_max, 'entropy_weight': 0.5 if vq else 0.0},
+         'model': {'embed_dim': 8}, 'masking': {}, 'data': {'name': 'digits'},
+         'train': {'batch_size': 64, 'num_epochs': 10, 'embedding_metrics_every_steps': 10}}
+  (path / 'config.json').write_text(json.dumps(cfg))
+  (path / 'summary.json').write_text(json.dumps(summary or {'status': 'completed'}))
+  (path / 'embedding_metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in emb))
+  (path / 'epoch_metrics.jsonl').write_text('')
+  if ev:
+    (path / 'eval.json').write_text(json.dumps(ev))
+  return diagnose.load_run(str(path))
+
+
+def test_matched_baseline_shares_loss_settings(tmp_path):
+  runs = {'vq_a': [_run(tmp_path / 'a', 'vq_a')],
+          'vq_b': [_run(tmp_path / 'b', 'vq_b', temp_max=0.15)],
+          'base_a': [_run(tmp_path / 'c', 'base_a', vq=False)],
+          'base_b': [_run(tmp_path / 'd', 'base_b', vq=False, temp_max=0.15)]}
+  m = report_health.matched_baselines(runs)
+  # The entropy weight is a VQ option: it does not prevent the match.
+  assert m == {'vq_a': 'base_a', 'vq_b': 'base_b', 'base_a': None, 'base_b': None}
+  del runs['base_b']
+  assert report_health.matched_baselines(runs)['vq_b'] is None
+
+
+def test_restarts_per_epoch_after_the_first_tenth(tmp_path):
+  emb = [{'step': s, 'epoch': s // 10, 'vq_usage_ratio': 0.5, 'vq_restarts_total': t}
+         for s, t in ((10, 50), (20, 80), (60, 90), (100, 100))]
+  run = _run(tmp_path / 'r', 'vq_a', emb=emb,
+             summary={'status': 'completed', 'total_steps_planned': 100,
+                      'steps_per_epoch': 10})
+  v = report_health.health_values(run)
+  # After step 10 (10% of 100): 100 - 50 restarts over 9 epochs, K = 100.
+  assert v['restarts_per_epoch'] == pytest.approx(50 / 100 / 9)
+  assert v['usage_min_judged'] == 0.5 and v['dense'] is False
+
+
+def test_conventions_row_reads_step_200_and_the_end(tmp_path):
+  emb = [{'step': s, 'epoch': s // 95, 'vq_usage_ratio': u, 'vq_window_usage_ratio': w,
+          'context_effective_rank': c, 'target_effective_rank': c + 1}
+         for s, u, w, c in ((100, .01, .02, 5.), (200, .02, .07, 6.), (400, .03, .03, 7.),
+                            (2850, .085, .083, 25.))]
+  line = conventions.row('vq_no_refresh', 'mean', _run(tmp_path / 'v', 'vq', emb=emb))
+  assert '2.0% / 7.0% -> 8.5% / 8.3%' in line and '6.00 -> 25.00' in line
+  assert '7.00 -> 26.00' in line
