@@ -81,17 +81,22 @@ def table(runs: List[Dict[str, Any]]) -> str:
 
 
 def plot(runs: List[Dict[str, Any]], path: str) -> None:
-  """Val usage over training steps (mean over seeds), a panel per (R, K)."""
+  """Val usage over training steps (mean over seeds), a panel per (R, K);
+  one colour and line style per method, the same in every panel."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   panels = sorted({(r['reduction'], r['K']) for r in runs}, key=lambda p: (p[0], -p[1]))
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+  methods = list(OrderedDict.fromkeys(r['method'] for r in runs))
+  cols = min(2, len(panels))
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
   styles = ['-', '--', ':', '-.']
-  for ax, (red, k) in zip(axes[0], panels):
-    for i, ((m, r2, k2), rs) in enumerate(group(runs).items()):
+  for ax, (red, k) in zip(axes.flat, panels):
+    for (m, r2, k2), rs in group(runs).items():
       if (r2, k2) != (red, k):
         continue
+      i = methods.index(m)
       steps = np.array([c[0] for c in rs[0]['curve']])
       usage = np.mean([[c[1] for c in r['curve']] for r in rs], axis=0)
       ax.plot(steps, usage, styles[(i // 10) % 4], label=m, color=f'C{i % 10}')
@@ -100,7 +105,9 @@ def plot(runs: List[Dict[str, Any]], path: str) -> None:
     ax.set_ylabel('val usage (distinct codes / K)')
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-  axes[0][-1].legend(fontsize=7, loc='best')
+  for ax in list(axes.flat)[len(panels):]:
+    ax.axis('off')
+  axes.flat[0].legend(fontsize=7, loc='best', ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
@@ -124,3 +131,12 @@ def write(out_dir: str, meta: Dict[str, Any], runs: List[Dict[str, Any]]) -> Non
           'end.', '', table(runs), '', '![usage](usage.png)', '']
   with open(os.path.join(out_dir, 'README.md'), 'w') as f:
     f.write('\n'.join(text))
+
+
+if __name__ == '__main__':
+  # Rewrites README.md and usage.png of a results folder from its results.json.
+  import json
+  for folder in sys.argv[1:]:
+    with open(os.path.join(folder, 'results.json')) as f:
+      saved = json.load(f)
+    write(folder, saved['meta'], saved['runs'])
