@@ -123,6 +123,9 @@ def write(out_dir: str, meta: Dict[str, Any], runs: List[Dict[str, Any]]) -> Non
           f"{meta['jax']} on {meta['backend']}",
           f"* **Wall time**: {meta['wall_s']} s for {len(runs)} runs",
           f"* **Overrides**: {meta['overrides'] or 'none'}", '',
+          *(['Findings and the follow-up runs: [FINDINGS.md](FINDINGS.md), '
+             '[investigate/](investigate/README.md).', '']
+            if os.path.exists(os.path.join(out_dir, 'FINDINGS.md')) else []),
           'Mean ± half-range over seeds. Val usage: distinct codes among the 4,320 '
           'val tokens (270 images x 16) / K; train usage: among the 24,432 train '
           'tokens. R: reduction of the commitment (and codebook) term, `mean` over '
@@ -133,7 +136,37 @@ def write(out_dir: str, meta: Dict[str, Any], runs: List[Dict[str, Any]]) -> Non
     f.write('\n'.join(text))
 
 
+def combine(parent: str) -> str:
+  """README.md of `parent`: one table over every subfolder's results.json,
+  each row tagged with its folder and the overrides it ran with."""
+  import json
+  parts = ['# VQ-AE investigations (generated from the subfolders\' results.json)', '',
+           'Each subfolder is one `python -m experiments.vqae` command (in its '
+           'README.md, with commit, machine and wall time); its overrides apply to '
+           'every run in it. Mean ± half-range over seeds.', '',
+           '| folder | overrides | method | R | K | seeds | val usage | val perplexity | '
+           'val MSE | train usage | code rms / token rms |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for name in sorted(os.listdir(parent)):
+    path = os.path.join(parent, name, 'results.json')
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      saved = json.load(f)
+    over = '; '.join(f'{k}={v}' for k, v in saved['meta']['overrides'].items()) or '–'
+    for row in table(saved['runs']).splitlines()[2:]:
+      parts.append(f'| [{name}]({name}/README.md) | {over} ' + row)
+  text = '\n'.join(parts) + '\n'
+  with open(os.path.join(parent, 'README.md'), 'w') as f:
+    f.write(text)
+  return text
+
+
 if __name__ == '__main__':
+  if sys.argv[1:2] == ['--combine']:
+    for folder in sys.argv[2:]:
+      combine(folder)
+    sys.exit(0)
   # Rewrites README.md and usage.png of a results folder from its results.json.
   import json
   for folder in sys.argv[1:]:
