@@ -36,13 +36,11 @@ CLI: python -m experiments.vqae --methods plain_ema,simvq --seeds 0,1
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import time
 from typing import Any, Dict, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -53,6 +51,8 @@ from jepa_jax import anticollapse as ac
 from jepa_jax import data as data_lib
 from jepa_jax import quantizer as qz
 from jepa_jax import vq as vq_lib
+from experiments.vqae_model import (Decoder, Encoder, init_model,  # noqa: F401
+                                    patchify, unpatchify)
 
 # Every method is a set of dotted overrides of `base_config`. Base: EMA
 # codebook, decay 0.99 (VQ-VAE), N(0, 1) codes, no refresh.
@@ -125,51 +125,6 @@ def make_config(method: str, codebook_size: int, reduction: str, seed: int,
   return c
 
 
-def patchify(x, p: int = 2):
-  """(B, H, W, 1) -> (B, H/p, W/p, p*p): each token's p x p pixels."""
-  b, h, w, _ = x.shape
-  x = x.reshape(b, h // p, p, w // p, p)
-  return x.transpose(0, 1, 3, 2, 4).reshape(b, h // p, w // p, p * p)
-
-
-def unpatchify(t, p: int = 2):
-  """Inverse of `patchify`: (B, h, w, p*p) -> (B, h*p, w*p, 1)."""
-  b, h, w, _ = t.shape
-  t = t.reshape(b, h, w, p, p).transpose(0, 1, 3, 2, 4)
-  return t.reshape(b, h * p, w * p, 1)
-
-
-class Encoder(nn.Module):
-  """(B, 8, 8, 1) -> (B, 16, D): 2x2 patches, dense, conv 3x3 over the 4x4
-  token grid (a token sees 6x6 pixels), dense to D [, LayerNorm]."""
-  dim: int
-  width: int
-  token_norm: bool
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu(nn.Dense(self.width)(patchify(x)))
-    x = nn.relu(nn.Conv(self.width, (3, 3))(x))
-    x = nn.Dense(self.dim)(x)
-    if self.token_norm:
-      x = nn.LayerNorm()(x)
-    return x.reshape(x.shape[0], -1, self.dim)
-
-
-class Decoder(nn.Module):
-  """(B, 16, D) -> (B, 8, 8, 1): dense, conv 3x3 over the token grid, dense
-  to each token's 2x2 pixels."""
-  width: int
-
-  @nn.compact
-  def __call__(self, t):
-    b, n, d = t.shape
-    side = int(round(n ** 0.5))
-    x = nn.relu(nn.Dense(self.width)(t.reshape(b, side, side, d)))
-    x = nn.relu(nn.Conv(self.width, (3, 3))(x))
-    return unpatchify(nn.Dense(4)(x))
-
-
 def vq_term(a, b, reduction: str):
   """The squared error of a commitment / codebook term.
 
@@ -198,15 +153,6 @@ def load_digits():
   from jepa_jax.data import digits  # noqa: F401  (registers the source)
   ds = digits.load_digits(cfg)
   return ds.train_images, ds.val_images
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _init_model(dim: int, width: int, token_norm: bool, key):
-  """Encoder and decoder params; jitted once per shape, shared by every config."""
-  k_enc, k_dec = jax.random.split(key)
-  enc = Encoder(dim, width, token_norm).init(k_enc, jnp.zeros((1, 8, 8, 1), jnp.float32))
-  dec = Decoder(width).init(k_dec, jnp.zeros((1, 16, dim), jnp.float32))
-  return enc, dec
 
 
 class AE:
@@ -264,7 +210,7 @@ class AE:
     """(encoder, decoder, layer params, codebook state) of PRNG key `key`."""
     k_model, k_vq, k_par = jax.random.split(key, 3)
     m = self.cfg.model
-    enc, dec = _init_model(m.embed_dim, m.width, self.cfg.ae.token_norm, k_model)
+    enc, dec = init_model(m.embed_dim, m.width, self.cfg.ae.token_norm, k_model)
     return (enc, dec, qz.init_params(self.spec, k_par),
             qz.init_state(self.spec, k_vq, self.cfg.vq.reanchor))
 
