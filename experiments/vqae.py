@@ -122,6 +122,10 @@ def make_config(method: str, codebook_size: int, reduction: str, seed: int,
     for p in path[:-1]:
       target = target[p]
     target[path[-1]] = value
+  if c.vq.quantizer == 'fsq' and int(np.prod(c.vq.fsq_levels)) != c.vq.codebook_size:
+    raise ValueError(f'FSQ levels {tuple(c.vq.fsq_levels)} give '
+                     f'{int(np.prod(c.vq.fsq_levels))} codes, not K = {c.vq.codebook_size}; '
+                     f'known sizes: {sorted(FSQ_LEVELS)} (or set vq.fsq_levels)')
   return c
 
 

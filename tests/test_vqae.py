@@ -33,6 +33,8 @@ def test_make_config_applies_method_and_overrides():
   assert c.vq.simvq and c.vq.ema_decay is None
   assert (c.vq.codebook_size, c.ae.reduction, c.seed, c.ae.codebook_lr) == (64, 'sum', 3, 0.01)
   assert vqae.make_config('fsq', 64, 'mean', 0).vq.fsq_levels == (4, 4, 4)
+  with pytest.raises(ValueError, match='FSQ levels'):
+    vqae.make_config('fsq', 100, 'mean', 0)
 
 
 def test_patchify_roundtrip():
