@@ -17,6 +17,23 @@ class ConfigError(ValueError):
     super().__init__(f'config.{key}={value!r}: {why}')
 
 
+class InputError(ValueError):
+  """A bad input other than a config key (workdir, a command-line option, a
+  config file). `str(err)` is one line naming it."""
+
+
+def check_workdir_path(workdir) -> None:
+  """Refuses a workdir that is empty or names something other than a folder.
+  Reads only."""
+  if not isinstance(workdir, str) or not workdir.strip():
+    raise InputError(f'workdir={workdir!r}: pass a folder, --workdir=FOLDER')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise InputError(f'workdir={workdir!r}: exists and is not a folder')
+  parent = os.path.dirname(os.path.abspath(workdir))
+  if os.path.exists(parent) and not os.path.isdir(parent):
+    raise InputError(f'workdir={workdir!r}: {parent!r} is not a folder')
+
+
 def load_module(path: str):
   """Imports a config file by path (config files are not a package)."""
   path = os.path.abspath(path)

@@ -15,6 +15,7 @@ from jepa_jax import config_lib
 from jepa_jax import data
 from jepa_jax import stages
 from jepa_jax import train
+from jepa_jax import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:variant]).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the run outputs.')
@@ -37,6 +38,9 @@ def main(argv):
     sys.exit(2)
   except data.DataError as err:
     print(f'data error: {err}', file=sys.stderr)
+    sys.exit(2)
+  except (config_lib.InputError, workdir_lock.WorkdirLocked) as err:
+    print(f'error: {err}', file=sys.stderr)
     sys.exit(2)
   except (train.TrainingError, checkpoint.CheckpointError) as err:
     print(f'error: {err}', file=sys.stderr)

@@ -40,6 +40,7 @@ from jepa_jax import records
 from jepa_jax import step as step_lib
 from jepa_jax import timing
 from jepa_jax import vq as vq_lib
+from jepa_jax import workdir_lock
 from jepa_jax.step import LOSS_COMPONENTS
 
 EPOCH_METRICS = 'epoch_metrics.jsonl'
@@ -281,25 +282,29 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   t_start = time.perf_counter()
   timer = timing.Sections().start()
   try:
-    return _train_and_evaluate(cfg, workdir, t_start, timer)
+    config_lib.validate(cfg)
+    config_lib.check_workdir_path(workdir)
+    parallel.initialize_distributed(cfg)
+    # One process per workdir (process 0 of a multi-process run speaks for all).
+    with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
+      return _train_and_evaluate(cfg, workdir, t_start, timer)
   finally:
     timer.stop()
 
 
 def _train_and_evaluate(cfg, workdir, t_start, timer):
   timer.switch('startup')
-  config_lib.validate(cfg)
-  parallel.initialize_distributed(cfg)
-  dataset = data_lib.load_dataset(cfg)
-  setup = step_lib.make_setup(cfg, dataset)
   plan = parallel.make_plan(cfg)
   tc, cc = cfg.train, cfg.checkpoint
   cfg_json = ckpt_lib.config_to_json(cfg)
   path = lambda name: os.path.join(workdir, name)
 
   # Nothing is written before the workdir, a resumed checkpoint or init_from
-  # have been checked: a refused run leaves the workdir as it was.
+  # have been checked: a refused run leaves the workdir as it was. The
+  # workdir is checked before the data is loaded.
   holds_run = _check_workdir_once(plan, workdir, cfg_json, cc.allow_config_change)
+  dataset = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, dataset)
   fresh = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
   placed = parallel.place_state(plan, fresh)     # replicated on the devices
   ckpts = (ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
