@@ -173,6 +173,9 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
   """Computes the downstream metrics of a run and writes eval.json."""
   from sklearn.metrics import normalized_mutual_info_score  # noqa: PLC0415
   cfg, ds, setup, state = load_trained_state(workdir)
+  if not 1 <= knn_k <= len(ds.train_images):     # refused, not clamped
+    raise ValueError(f'--knn_k={knn_k}: must be in [1, {len(ds.train_images)}] '
+                     f'(the training examples of dataset {cfg.data.name!r})')
   labelled = ds.train_labels is not None and ds.val_labels is not None
   if not labelled and ds.num_colours is None:
     raise ValueError(f'dataset {cfg.data.name!r} has no labels: nothing to probe')
@@ -235,6 +238,9 @@ def main(argv=None) -> int:
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--knn_k', type=int, default=20)
   args = ap.parse_args(argv)
+  if args.knn_k < 1:
+    print(f'error: --knn_k={args.knn_k}: must be >= 1 (neighbours of k-NN)', file=sys.stderr)
+    return 2
   try:
     out = evaluate_run(args.workdir, args.knn_k)
   except (ValueError, OSError, config_lib.ConfigError) as err:

@@ -22,6 +22,38 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the run outputs.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _config_spec_and_keys(argv):
+  """The `--config=` spec and the `--config.KEY` override keys of `argv`."""
+  spec, keys, args = None, [], list(argv[1:])
+  for i, arg in enumerate(args):
+    if arg == '--':
+      break
+    name, eq, value = arg.partition('=')
+    if name in ('--config', '-config'):
+      spec = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+    elif name.startswith(('--config.', '-config.')):
+      keys.append(name.split('config.', 1)[1])
+  return spec, keys
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with every bad input (config file, unknown key,
+  value, flag) as one line on stderr and exit status 2, before anything runs."""
+  spec, keys = _config_spec_and_keys(argv)
+  try:
+    if spec:
+      config_lib.check_override_keys(config_lib.load_config_checked(spec), keys)
+    return flags.FLAGS(argv)
+  except config_lib.InputError as err:
+    message = f'config error: {err}'
+  except flags.Error as err:
+    message = f'error: {str(err).splitlines()[0]}'
+  except Exception as err:  # pylint: disable=broad-except
+    message = f'error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
+  print(message, file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -62,4 +94,4 @@ def _describe(summary, workdir) -> str:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -303,6 +303,8 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
   # have been checked: a refused run leaves the workdir as it was. The
   # workdir is checked before the data is loaded.
   holds_run = _check_workdir_once(plan, workdir, cfg_json, cc.allow_config_change)
+  if cfg.init_from and not holds_run:
+    ckpt_lib.resolve(cfg.init_from)           # a wrong path fails before the data loads
   dataset = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, dataset)
   fresh = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
