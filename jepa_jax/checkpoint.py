@@ -19,10 +19,12 @@ surface at the next save, `wait` or `close`:
 Retention: the latest `checkpoint.keep` checkpoints and the one with the best
 (lowest) val loss; Orbax deletes old steps only after a newer save finished.
 
-Resume takes the latest checkpoint that reads back; an unreadable one is moved
-to `WORKDIR/corrupt_checkpoints/<step>` with a warning naming the step, and the
+Resume takes the latest checkpoint that reads back; an unreadable one (a file
+truncated, missing or unreadable, its metadata included) is moved to
+`WORKDIR/corrupt_checkpoints/<step>` with a warning naming the step, and the
 previous one is tried. Restoring checks every name and shape against the run
-first and fails listing all mismatches, so nothing is ever loaded partially.
+first and fails naming the first few mismatches and their count (all of them
+in `WORKDIR/checkpoint_mismatches.txt`), so nothing is ever loaded partially.
 """
 from __future__ import annotations
 
@@ -182,12 +184,60 @@ def spec_mismatches(found: Dict[str, Tuple], expected: Dict[str, Tuple]) -> List
   return out
 
 
-def raise_if_mismatched(found: Dict[str, Tuple], abstract, what: str) -> None:
-  """CheckpointError listing every name/shape mismatch of `found` vs `abstract`."""
+MISMATCHES = 'checkpoint_mismatches.txt'
+SHOWN_MISMATCHES = 5
+
+
+def raise_if_mismatched(found: Dict[str, Tuple], abstract, what: str,
+                        full_list: Optional[str] = None) -> None:
+  """CheckpointError naming the first SHOWN_MISMATCHES name/shape mismatches
+  of `found` vs `abstract` and their count; every one of them, a line each,
+  goes to the file `full_list` when given (process 0 writes it)."""
   bad = spec_mismatches(found, tree_spec(abstract))
-  if bad:
-    raise CheckpointError(f'{what} does not fit this run ({len(bad)} mismatches): '
-                          + '; '.join(bad))
+  if not bad:
+    return
+  shown = '; '.join(bad[:SHOWN_MISMATCHES])
+  more = len(bad) - SHOWN_MISMATCHES
+  if more > 0:
+    shown += f'; ... and {more} more'
+    if full_list and jax.process_index() == 0:
+      try:
+        with open(full_list, 'w') as f:
+          f.write(f'{what}: {len(bad)} mismatches\n' + '\n'.join(bad) + '\n')
+        shown += f' (all of them in {full_list})'
+      except OSError as err:
+        shown += f' (could not write the full list to {full_list}: {err.strerror})'
+  raise CheckpointError(f'{what} does not fit this run ({len(bad)} mismatches): {shown}')
+
+
+class DamagedCheckpoint(ValueError):
+  """A checkpoint whose files are missing or unreadable (not a config mismatch)."""
+
+
+# Files a complete checkpoint step folder holds whatever its tree: the tree
+# metadata of the state and the meta item. Without them Orbax reads an empty
+# tree, which would look like a checkpoint of another model.
+REQUIRED_FILES = ('state/_METADATA', 'meta/metadata')
+
+
+def damaged_files(step_dir: str) -> List[str]:
+  """'NAME: why' for each required file missing and each file that cannot be
+  opened and read, in the step folder `step_dir`; [] when it looks whole."""
+  out = [f'{name}: missing' for name in REQUIRED_FILES
+         if not os.path.isfile(os.path.join(step_dir, name))]
+
+  def unreadable(err):
+    out.append(f'{os.path.relpath(err.filename, step_dir)}: {err.strerror}')
+
+  for root, _, files in os.walk(step_dir, onerror=unreadable):
+    for name in files:
+      path = os.path.join(root, name)
+      try:
+        with open(path, 'rb') as f:
+          f.read(1)
+      except OSError as err:
+        out.append(f'{os.path.relpath(path, step_dir)}: {err.strerror}')
+  return out
 
 
 def abstract_of(tree):
@@ -307,8 +357,16 @@ class RunCheckpoints:
     return ocp_multihost.reached_preemption(step)
 
   def _spec(self, step: int) -> Dict[str, Tuple]:
+    """The tree spec of checkpoint `step`; DamagedCheckpoint when its files
+    are missing or unreadable, or it describes no array at all."""
     self._drain()
-    return tree_spec(self.manager.item_metadata(step)['state'])
+    damage = damaged_files(os.path.join(self.directory, str(step)))
+    if damage:
+      raise DamagedCheckpoint('; '.join(damage[:SHOWN_MISMATCHES]))
+    spec = tree_spec(self.manager.item_metadata(step)['state'])
+    if not spec:
+      raise DamagedCheckpoint('its state metadata describes no array')
+    return spec
 
   def _restore_state(self, step: int, abstract, partial: bool):
     self._drain()
@@ -327,7 +385,8 @@ class RunCheckpoints:
     exception means the checkpoint cannot be read.
     """
     raise_if_mismatched(self._spec(step), abstract_state,
-                        f'checkpoint step {step} in {self.directory}')
+                        f'checkpoint step {step} in {self.directory}',
+                        os.path.join(os.path.dirname(self.directory), MISMATCHES))
     state = self._restore_state(step, abstract_state, partial=False)
     meta = self.manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))['meta']
@@ -405,8 +464,12 @@ def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
       raise CheckpointError(f'init_from={path!r}: no checkpoint step {step} in '
                             f'{directory} (have {steps})')
     groups = tuple(abstract_subset)
-    found = {k: v for k, v in ckpts._spec(step).items()
-             if k.split('/')[0] in groups}
+    try:
+      spec = ckpts._spec(step)
+    except DamagedCheckpoint as err:
+      raise CheckpointError(f'init_from={path!r}: checkpoint step {step} in '
+                            f'{directory} is damaged ({err})') from None
+    found = {k: v for k, v in spec.items() if k.split('/')[0] in groups}
     raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})')
     tree = ckpts._restore_state(step, abstract_subset, partial=True)
   finally:
