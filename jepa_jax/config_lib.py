@@ -123,7 +123,7 @@ def check_override_keys(cfg, keys) -> None:
 ADDED_KEYS = {
     'init_from': '', 'train.frozen': (), 'model.attention': 'flax',
     'checkpoint.every_steps': 500, 'checkpoint.every_epochs': 1, 'checkpoint.keep': 3,
-    'checkpoint.allow_config_change': False,
+    'checkpoint.allow_config_change': False, 'checkpoint.restart': False,
     'vq.init': 'random', 'vq.kmeans_iters': 10, 'vq.kmeans_num_samples': 8192,
     'vq.quantizer': 'vq', 'vq.fsq_levels': (8, 8, 4, 3), 'vq.l2_normalize': False,
     'vq.codebook_dim': None, 'vq.simvq': False, 'vq.estimator': 'straight_through',
@@ -303,6 +303,8 @@ def validate(cfg) -> None:
     positive_int('checkpoint.every_steps')
   check('checkpoint.allow_config_change',
         isinstance(cfg.checkpoint.allow_config_change, bool), 'must be True or False')
+  check('checkpoint.restart', isinstance(cfg.checkpoint.get('restart', False), bool),
+        'must be True or False')
   check('init_from', isinstance(cfg.init_from, str), 'must be a path (str), or empty')
   frozen = cfg.train.frozen
   freezable = ('encoder', 'target_encoder', 'predictor', 'temperature')

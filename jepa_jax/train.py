@@ -37,6 +37,7 @@ from jepa_jax import monitor
 from jepa_jax import parallel
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
+from jepa_jax import restart as restart_lib
 from jepa_jax import step as step_lib
 from jepa_jax import timing
 from jepa_jax import vq as vq_lib
@@ -274,6 +275,24 @@ def _set_aside_stale_eval(workdir: str) -> None:
   ckpt_lib.say(f'{old} described weights this run is about to change: moved to {new}')
 
 
+def _refuse_or_restart(workdir: str, restart: bool, is_writer: bool) -> None:
+  """No usable checkpoint in a workdir of this run: refuses to train from step
+  0 over its final weights or logs unless `restart`, which moves them aside."""
+  found = restart_lib.outputs_worth_keeping(workdir, final_state.FINAL_STATE, STEP_LOGS)
+  if not found:
+    return
+  if not restart:
+    raise ckpt_lib.CheckpointError(
+        f'workdir {workdir!r} holds the outputs of a run ({", ".join(found)}) but no '
+        'usable checkpoint to continue it; pass --config.checkpoint.restart=True to '
+        'train again from step 0 (the old outputs are moved to previous-<n>/), '
+        'or use a new --workdir')
+  if is_writer:
+    dest = restart_lib.move_aside(workdir)
+    ckpt_lib.say(f'checkpoint.restart: training again from step 0; the old outputs '
+                 f'of {workdir} moved to {dest}')
+
+
 def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   """Runs (or resumes) training as configured, writing all outputs to `workdir`.
 
@@ -310,13 +329,15 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
   fresh = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
   placed = parallel.place_state(plan, fresh)     # replicated on the devices
   ckpts = (ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
-           if holds_run else None)
+           if holds_run and os.path.isdir(path(ckpt_lib.CHECKPOINTS)) else None)
   try:   # checkpoints hold one copy of the state, whatever the device count
     restored = ckpts.restore_latest(ckpt_lib.abstract_of(fresh)) if ckpts else None
   except BaseException:
     ckpts.close()
     raise
   _check_same_step_everywhere(plan, restored)
+  if holds_run and not restored:
+    _refuse_or_restart(workdir, cc.get('restart', False), plan.is_writer)
   if restored:
     state, meta = parallel.place_state(plan, restored.state), restored.meta
     if meta['loop']['status'] not in FINISHED:

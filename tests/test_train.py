@@ -163,11 +163,38 @@ def test_stale_eval_json_is_set_aside_when_training_runs_again(tmp_path):
   (tmp_path / 'eval.json').write_text('{"probe": 1}')
   train.train_and_evaluate(cfg, workdir)          # finished: nothing trains, eval stays
   assert (tmp_path / 'eval.json').read_text() == '{"probe": 1}'
-  shutil.rmtree(tmp_path / 'checkpoints')         # trains again from step 0
+  cfg.train.num_epochs = 2                        # more epochs: trains again
+  cfg.checkpoint.allow_config_change = True
   summary = train.train_and_evaluate(cfg, workdir)
-  assert summary['status'] == 'completed'
+  assert summary['status'] == 'completed' and summary['epochs_completed'] == 2
   assert not (tmp_path / 'eval.json').exists()
   assert (tmp_path / 'eval.stale-0.json').read_text() == '{"probe": 1}'
+
+
+def test_outputs_without_a_checkpoint_are_refused_unless_restart(tmp_path):
+  """A finished workdir whose checkpoints/ was deleted: no silent retraining
+  over its logs and final weights; checkpoint.restart=True moves them aside."""
+  cfg = load('no_vq', 'tiny')
+  cfg.train.num_epochs = 1
+  workdir = str(tmp_path)
+  train.train_and_evaluate(cfg, workdir)
+  (tmp_path / 'eval.json').write_text('{"probe": 1}')
+  shutil.rmtree(tmp_path / 'checkpoints')
+  before = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
+  with pytest.raises(checkpoint.CheckpointError, match=(
+      r'holds the outputs of a run \(final_state.msgpack, epoch_metrics.jsonl up to '
+      r'step 3, embedding_metrics.jsonl up to step 2\) but no usable checkpoint.*'
+      'checkpoint.restart=True')):
+    train.train_and_evaluate(cfg, workdir)
+  assert {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)} == before
+  cfg.checkpoint.restart = True
+  summary = train.train_and_evaluate(cfg, workdir)
+  assert summary['status'] == 'completed' and summary['resumed_from_step'] is None
+  old = tmp_path / 'previous-0'
+  assert {n: (old / n).read_bytes() for n in os.listdir(old)} == before   # all kept
+  assert records.read_jsonl(tmp_path / 'epoch_metrics.jsonl') == records.read_jsonl(
+      old / 'epoch_metrics.jsonl')                   # the same run again, from step 0
+  assert not (tmp_path / 'eval.json').exists()
 
 
 def test_refuses_workdir_with_files_of_an_unknown_run(tmp_path):
