@@ -5,7 +5,12 @@ the file name: `--config=configs/gentle.py:tiny`.
 """
 import sys
 
-from absl import app
+from jepa_jax import interrupts   # stdlib only: signal handlers from the start
+
+if __name__ == '__main__':
+  interrupts.install()
+
+from absl import app  # noqa: E402
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -74,6 +79,9 @@ def main(argv):
   except (config_lib.InputError, workdir_lock.WorkdirLocked) as err:
     print(f'error: {err}', file=sys.stderr)
     sys.exit(2)
+  except interrupts.Stopped as stop:
+    print(f'{stop.status}: {stop} of the run; nothing written', file=sys.stderr)
+    sys.exit(128 + stop.signum)
   except (train.TrainingError, checkpoint.CheckpointError) as err:
     print(f'error: {err}', file=sys.stderr)
     sys.exit(1)
@@ -82,6 +90,8 @@ def main(argv):
   for name, s in summary.get('stages', {'run': summary}).items():
     prefix = '' if name == 'run' else f'{name}: '
     print(prefix + _describe(s, workdir))
+  if summary.get('status') == 'interrupted':
+    sys.exit(130)                 # Ctrl-C: saved, but not finished
 
 
 def _describe(summary, workdir) -> str:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Any, Dict, Optional
 
@@ -32,6 +30,7 @@ from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax.evaluate import EVAL as EVAL_FILE
 from jepa_jax import final_state
+from jepa_jax import interrupts
 from jepa_jax import model as model_lib
 from jepa_jax import monitor
 from jepa_jax import parallel
@@ -135,31 +134,28 @@ class EpochMetrics:
 
 
 class Preemption:
-  """SIGTERM -> save at the next step boundary and stop.
+  """SIGTERM or SIGINT -> save at the next step boundary and stop
+  (`jepa_jax.interrupts` records the request; `status` names it).
 
-  Single host: a SIGTERM handler sets a flag. Multi-host (jax.distributed
-  initialised): Orbax's preemption sync point, so all hosts stop at the same
-  step.
+  Multi-host (jax.distributed initialised): Orbax's preemption sync point
+  too, so all hosts stop at the same step.
   """
 
   def __init__(self):
     self.requested = False
-    self._previous = None
 
   def install(self) -> None:
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    interrupts.set_phase('loop')
 
   def uninstall(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    interrupts.set_phase('finish')
 
-  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
-    self.requested = True
-    ckpt_lib.say('SIGTERM: saving a checkpoint at the next step boundary, then stopping')
+  @property
+  def status(self) -> str:
+    return interrupts.requested() or 'preempted'
 
   def reached(self, ckpts: ckpt_lib.RunCheckpoints, step: int) -> bool:
+    self.requested = self.requested or interrupts.requested() is not None
     if jax.process_count() > 1:
       self.requested = self.requested or ckpts.reached_preemption(step)
     return self.requested
@@ -300,18 +296,49 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   """
   t_start = time.perf_counter()
   timer = timing.Sections().start()
+  installed = interrupts.install()          # the CLI installed them at its start
+  interrupts.set_phase('setup')
+  progress = {}                             # set once the workdir is this run's
   try:
     config_lib.validate(cfg)
     config_lib.check_workdir_path(workdir)
     parallel.initialize_distributed(cfg)
     # One process per workdir (process 0 of a multi-process run speaks for all).
     with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
-      return _train_and_evaluate(cfg, workdir, t_start, timer)
+      try:
+        return _train_and_evaluate(cfg, workdir, t_start, timer, progress)
+      except interrupts.Stopped as stop:
+        if not progress:
+          raise                             # nothing of this run written yet
+        return _stopped_in_setup(workdir, stop, progress, t_start)
   finally:
     timer.stop()
+    if installed:
+      interrupts.uninstall()
+    else:
+      interrupts.set_phase('startup')
 
 
-def _train_and_evaluate(cfg, workdir, t_start, timer):
+def _stopped_in_setup(workdir, stop, progress, t_start) -> Dict[str, Any]:
+  """A signal before the first step: summary.json says so (steps: where the
+  run stood, nothing trained); the checkpoints are closed first."""
+  if progress.get('ckpts') is not None:
+    try:
+      progress['ckpts'].close()
+    except Exception as err:  # pylint: disable=broad-except
+      ckpt_lib.say(f'warning: closing the checkpoints: {err}')
+  summary = {'status': stop.status, 'steps': progress['step'],
+             'epochs_completed': progress['epochs_completed'],
+             'best_val_loss': None, 'best_epoch': None,
+             'resumed_from_step': progress['resumed_from_step'],
+             'reason': f'{stop} (before the first step of this start)',
+             'wall_time_s': time.perf_counter() - t_start, 'compile_time_s': 0.0}
+  if progress['is_writer']:
+    records.write_json(os.path.join(workdir, SUMMARY), summary)
+  return summary
+
+
+def _train_and_evaluate(cfg, workdir, t_start, timer, progress):
   timer.switch('startup')
   plan = parallel.make_plan(cfg)
   tc, cc = cfg.train, cfg.checkpoint
@@ -355,6 +382,9 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
     for name in STEP_LOGS:
       records.rewind_jsonl(path(name), meta['step'])
   ckpts = ckpts or ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
+  progress.update(step=meta['step'], epochs_completed=meta['loop']['epochs_completed'],
+                  resumed_from_step=restored.step if restored else None,
+                  is_writer=plan.is_writer, ckpts=ckpts)
 
   loop, step, start_step = meta['loop'], meta['step'], meta['step']
   last_epoch_line = _last_line(path(EPOCH_METRICS))
@@ -367,6 +397,7 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
   if loop['status'] == 'completed' and meta['epoch'] < tc.num_epochs:
     loop['status'] = 'running'           # more epochs asked (allow_config_change)
   if loop['status'] in FINISHED:
+    interrupts.set_phase('finish')        # a signal now must not mark it stopped
     ckpts.close()
     ckpt_lib.say(f'run in {workdir} already finished ({loop["status"]}) at step {step}')
     if plan.is_writer and not os.path.exists(path(final_state.FINAL_STATE)):
@@ -493,9 +524,9 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
           if preempted or (cc.every_steps and step % cc.every_steps == 0):
             save(epoch, i + 1)
           if preempted:
-            status = 'preempted'
+            status = preemption.status
             break
-      if status == 'preempted' or decision:
+      if status != 'running' or decision:
         break
 
       timer.switch('epoch_end')
@@ -529,7 +560,7 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
       if loop['status'] != 'running':
         break
       if preempted:
-        status = 'preempted'
+        status = preemption.status
         break
     if status == 'running':
       status = loop['status'] if loop['status'] in FINISHED else 'completed'
