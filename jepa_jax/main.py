@@ -18,6 +18,7 @@ from ml_collections import config_flags
 from jepa_jax import checkpoint
 from jepa_jax import config_lib
 from jepa_jax import data
+from jepa_jax import records
 from jepa_jax import stages
 from jepa_jax import train
 from jepa_jax import workdir_lock
@@ -79,6 +80,11 @@ def main(argv):
   except (config_lib.InputError, workdir_lock.WorkdirLocked) as err:
     print(f'error: {err}', file=sys.stderr)
     sys.exit(2)
+  except Exception as err:  # pylint: disable=broad-except
+    if records.os_error_of(err) is None:
+      raise                       # a bug: keep its traceback
+    print(f'error: {records.one_line_error(err)}', file=sys.stderr)
+    sys.exit(1)
   except interrupts.Stopped as stop:
     print(f'{stop.status}: {stop} of the run; nothing written', file=sys.stderr)
     sys.exit(128 + stop.signum)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -31,6 +31,39 @@ def write_json(path: str, obj: Mapping) -> None:
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def os_error_of(err: BaseException) -> Optional[OSError]:
+  """`err` if it is an OSError, else the first OSError it was raised from."""
+  seen = set()
+  while err is not None and not isinstance(err, OSError) and id(err) not in seen:
+    seen.add(id(err))
+    err = err.__cause__ or err.__context__
+  return err if isinstance(err, OSError) else None
+
+
+def one_line_error(err: BaseException) -> str:
+  """An error as one line: an OSError (or one it was raised from) as
+  'STRERROR: PATH', anything else as 'Type: first line'."""
+  cause = os_error_of(err)
+  if cause is not None and cause.strerror:
+    where = f': {cause.filename}' if cause.filename else ''
+    return f'{cause.strerror}{where}'
+  text = str(err).strip().splitlines()
+  return f'{type(err).__name__}: {text[0]}' if text else type(err).__name__
+
+
+def run_each(steps, say) -> Optional[BaseException]:
+  """Runs every (what, fn) of `steps` in order, whatever the others raise;
+  `say`s a line for each that fails and returns the first error (or None)."""
+  first = None
+  for what, fn in steps:
+    try:
+      fn()
+    except Exception as err:  # pylint: disable=broad-except
+      say(f'warning: {what} failed: {one_line_error(err)}')
+      first = first or err
+  return first
 
 
 def read_jsonl(path: str) -> list:

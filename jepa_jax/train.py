@@ -566,30 +566,39 @@ def _train_and_evaluate(cfg, workdir, t_start, timer, progress):
       status = loop['status'] if loop['status'] in FINISHED else 'completed'
   except BaseException as err:
     status = 'failed'
-    summary['reason'] = str(err) or type(err).__name__
+    summary['reason'] = records.one_line_error(err)
     raise
   finally:
     timer.switch('finish')
     preemption.uninstall()
-    bar.close()
-    for log in (epoch_log, emb_log, alert_log, tb):
-      log.close()
-    try:
-      ckpts.close()                       # waits for the saves in flight
-      if status in FINISHED and plan.is_writer:
-        final_state.save(workdir, parallel.local_state(plan, state))
-    finally:
-      timer.stop()
-      wall = time.perf_counter() - t_start
-      _summary(summary, loop, status, step, last_epoch_line, last_emb)
-      compile_all = max(timer.total_compile_seconds(), compile_time)
-      summary.update({
-          'wall_time_s': wall, 'compile_time_s': compile_all,
-          'step_compile_time_s': compile_time,
-          'steps_per_s': (step - start_step) / max(wall - compile_all, 1e-9),
-          'devices': [str(d) for d in jax.devices()],
-          'time_breakdown': timer.report(),
-      })
-      if plan.is_writer:
-        records.write_json(path(SUMMARY), summary)
+    # Each closer runs whatever the others do (a full disk fails them all).
+    cleanup_error = records.run_each(
+        [('closing the progress bar', bar.close)]
+        + [(f'closing {log.path}', log.close) for log in (epoch_log, emb_log, alert_log)]
+        + [('closing the TensorBoard writer', tb.close),
+           ('finishing the checkpoints', ckpts.close)]      # waits for saves in flight
+        + ([('writing the final weights', lambda: final_state.save(
+            workdir, parallel.local_state(plan, state)))]
+           if status in FINISHED and plan.is_writer else []), ckpt_lib.say)
+    if cleanup_error is not None and status != 'failed':
+      status = 'failed'
+      summary['reason'] = records.one_line_error(cleanup_error)
+    timer.stop()
+    wall = time.perf_counter() - t_start
+    _summary(summary, loop, status, step, last_epoch_line, last_emb)
+    compile_all = max(timer.total_compile_seconds(), compile_time)
+    summary.update({
+        'wall_time_s': wall, 'compile_time_s': compile_all,
+        'step_compile_time_s': compile_time,
+        'steps_per_s': (step - start_step) / max(wall - compile_all, 1e-9),
+        'devices': [str(d) for d in jax.devices()],
+        'time_breakdown': timer.report(),
+    })
+    if plan.is_writer:
+      summary_error = records.run_each(
+          [('writing ' + path(SUMMARY), lambda: records.write_json(path(SUMMARY), summary))],
+          ckpt_lib.say)
+      cleanup_error = cleanup_error or summary_error
+  if cleanup_error is not None:
+    raise cleanup_error
   return summary

@@ -227,3 +227,54 @@ def test_cli_bad_config_gives_one_line_error(tmp_path):
   assert lines == ["config error: config.vq.ema_decay=1.5: must be in [0, 1), "
                    "or None for gradient updates"]
   assert not os.listdir(tmp_path)               # nothing written
+
+
+def _disk_full(path):
+  def fail(*args, **kwargs):
+    raise OSError(28, 'No space left on device', path)
+  return fail
+
+
+def test_a_failing_close_skips_no_other_cleanup_and_the_summary_says_failed(
+    tmp_path, monkeypatch, capfd):
+  """Every closer runs in its own try: a TensorBoard writer that cannot
+  flush still leaves the logs closed, the last checkpoint and the final
+  weights written, and summary.json saying failed with the path and error;
+  with the space back the same command finishes the run."""
+  events = str(tmp_path / 'events.out.tfevents.x')
+  monkeypatch.setattr(records.TensorBoardWriter, 'close', _disk_full(events))
+  cfg = load('no_vq', 'tiny')
+  with pytest.raises(OSError, match='No space left'):
+    train.train_and_evaluate(cfg, str(tmp_path))
+  assert (f'warning: closing the TensorBoard writer failed: No space left on device: '
+          f'{events}') in capfd.readouterr().err
+  summary = json.load(open(tmp_path / 'summary.json'))
+  assert summary['status'] == 'failed'
+  assert summary['reason'] == f'No space left on device: {events}'
+  assert (tmp_path / 'final_state.msgpack').exists()
+  assert '6' in os.listdir(tmp_path / 'checkpoints')             # the last checkpoint saved
+  monkeypatch.undo()
+  again = train.train_and_evaluate(cfg, str(tmp_path))
+  assert again['status'] == 'completed' and again['steps'] == 6
+
+
+def test_failing_final_weights_and_summary_writes_are_each_reported(tmp_path, monkeypatch,
+                                                                    capfd):
+  from jepa_jax import final_state
+  weights, summary_path = str(tmp_path / 'final_state.msgpack'), str(tmp_path / 'summary.json')
+  monkeypatch.setattr(final_state, 'save', _disk_full(weights))
+  write_json = records.write_json
+  def no_summary(path, obj):
+    if path.endswith('summary.json'):
+      raise OSError(28, 'No space left on device', path + '.tmp')
+    write_json(path, obj)
+  monkeypatch.setattr(records, 'write_json', no_summary)
+  cfg = load('no_vq', 'tiny')
+  cfg.train.num_epochs = 1
+  with pytest.raises(OSError) as err:
+    train.train_and_evaluate(cfg, str(tmp_path))
+  assert records.one_line_error(err.value) == f'No space left on device: {weights}'
+  out = capfd.readouterr().err
+  assert f'warning: writing the final weights failed: No space left on device: {weights}' in out
+  assert f'warning: writing {summary_path} failed: No space left on device: {summary_path}.tmp' in out
+  assert not os.path.exists(tmp_path / '.lock')          # the lock released all the same
