@@ -164,10 +164,13 @@ def load_run(path: str) -> Run:
   config = _read_json(os.path.join(path, 'config.json'))
   if config is None:
     raise ValueError(f'{path}: not a run folder (no config.json)')
+  def log(name):                 # a torn line (a killed run): named, skipped
+    return records.read_jsonl(os.path.join(path, name), on_damaged=lambda message: print(
+        f'warning: {message}; skipped, the intact lines are used', file=sys.stderr))
+
   return Run(path=path, config=config,
              summary=_read_json(os.path.join(path, 'summary.json')),
-             embedding=records.read_jsonl(os.path.join(path, 'embedding_metrics.jsonl')),
-             epochs=records.read_jsonl(os.path.join(path, 'epoch_metrics.jsonl')),
+             embedding=log('embedding_metrics.jsonl'), epochs=log('epoch_metrics.jsonl'),
              eval=_read_json(os.path.join(path, 'eval.json')))
 
 

@@ -66,11 +66,25 @@ def run_each(steps, say) -> Optional[BaseException]:
   return first
 
 
-def read_jsonl(path: str) -> list:
+def read_jsonl(path: str, on_damaged=None) -> list:
+  """The records of a JSONL log ([] if there is no file). A line that does not
+  parse raises ValueError naming the file and line, or, with `on_damaged`,
+  is skipped after `on_damaged(message)` (the intact lines are used)."""
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  out = []
+  with open(path, errors='replace') as f:
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError as err:
+        message = f'{path} line {number}: damaged JSON line ({err.msg})'
+        if on_damaged is None:
+          raise ValueError(message) from None
+        on_damaged(message)
+  return out
 
 
 def rewind_jsonl(path: str, max_step: int) -> int:
