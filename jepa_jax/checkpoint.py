@@ -35,6 +35,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
@@ -65,6 +66,38 @@ class _SkipExpectedOrbaxWarnings(logging.Filter):
 
 
 logging.getLogger('absl').addFilter(_SkipExpectedOrbaxWarnings())
+
+
+def is_event_loop_closed(exc) -> bool:
+  """Orbax's asyncio shutdown: `RuntimeError('Event loop is closed')` raised in
+  a destructor, callback or thread after its event loop closed (harmless)."""
+  return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
+
+
+def _quiet_event_loop_closed() -> None:
+  """Drops that noise from the three places it is printed (unraisable
+  exceptions, thread exceptions, asyncio's logger); everything else is
+  reported as before."""
+  unraisable, thread_hook = sys.unraisablehook, threading.excepthook
+
+  def on_unraisable(u):
+    if not is_event_loop_closed(u.exc_value):
+      unraisable(u)
+
+  def on_thread_exception(args):
+    if not is_event_loop_closed(args.exc_value):
+      thread_hook(args)
+
+  class _Filter(logging.Filter):
+    def filter(self, record):
+      exc = record.exc_info[1] if record.exc_info else None
+      return not (is_event_loop_closed(exc) or 'Event loop is closed' in record.getMessage())
+
+  sys.unraisablehook, threading.excepthook = on_unraisable, on_thread_exception
+  logging.getLogger('asyncio').addFilter(_Filter())
+
+
+_quiet_event_loop_closed()
 
 
 class CheckpointError(RuntimeError):

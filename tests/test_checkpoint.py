@@ -350,3 +350,32 @@ def test_a_real_mismatch_is_capped_with_the_full_list_in_a_file(tmp_path):
     lines = f.read().splitlines()
   assert lines[0].endswith(': 9 mismatches') and len(lines) == 10
   assert sorted(os.listdir(directory)) == ['2', '4']       # nothing quarantined
+
+
+def test_orbax_event_loop_closed_noise_is_dropped_and_other_errors_kept(monkeypatch, capfd):
+  import logging
+  import threading
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook', lambda u: seen.append(str(u.exc_value)))
+  monkeypatch.setattr(threading, 'excepthook', lambda a: seen.append(str(a.exc_value)))
+  checkpoint._quiet_event_loop_closed()       # as at import, over these hooks
+
+  class Closing:
+    def __init__(self, message):
+      self.message = message
+
+    def __del__(self):
+      raise RuntimeError(self.message)
+
+  def raising(message):
+    raise RuntimeError(message)
+
+  for message in ('Event loop is closed', 'a real error'):
+    Closing(message)                          # an exception in a destructor
+    t = threading.Thread(target=raising, args=(message,))
+    t.start()
+    t.join()
+  assert seen == ['a real error', 'a real error']
+  logging.getLogger('asyncio').error('Task exception was never retrieved', exc_info=(
+      RuntimeError, RuntimeError('Event loop is closed'), None))
+  assert 'Event loop is closed' not in capfd.readouterr().err
