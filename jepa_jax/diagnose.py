@@ -43,7 +43,6 @@ Criteria that cannot apply (usage rules on a run without VQ) are 'n/a'.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -53,6 +52,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from jepa_jax import cli
 from jepa_jax import monitor
 from jepa_jax import records
 
@@ -349,12 +349,12 @@ def baseline_val_loss(paths: Sequence[str]) -> float:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m jepa_jax.diagnose',
+  ap = cli.ArgumentParser(prog='python -m jepa_jax.diagnose',
                                description=__doc__.split('\n\n')[0])
   ap.add_argument('runs', nargs='+', metavar='RUN_DIR')
   ap.add_argument('--json', action='store_true', help='print JSON instead of text')
-  ap.add_argument('--val_loss_bound', type=float)
-  ap.add_argument('--val_loss_nice_bound', type=float)
+  ap.add_argument('--val_loss_bound', type=cli.finite_float)
+  ap.add_argument('--val_loss_nice_bound', type=cli.finite_float)
   ap.add_argument('--baseline', help='comma-separated no-VQ run folders for relative '
                   'val-loss bounds')
   ap.add_argument('--strict', action='store_true',

@@ -47,7 +47,6 @@ like class probes.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Any, Dict
@@ -56,6 +55,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from jepa_jax import cli
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import final_state
@@ -232,15 +232,12 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m jepa_jax.evaluate',
+  ap = cli.ArgumentParser(prog='python -m jepa_jax.evaluate',
                                description='Linear-probe / k-NN accuracy and '
                                'code-label NMI of a trained run -> eval.json')
   ap.add_argument('--workdir', required=True)
-  ap.add_argument('--knn_k', type=int, default=20)
+  ap.add_argument('--knn_k', type=cli.positive_int, default=20)
   args = ap.parse_args(argv)
-  if args.knn_k < 1:
-    print(f'error: --knn_k={args.knn_k}: must be >= 1 (neighbours of k-NN)', file=sys.stderr)
-    return 2
   try:
     out = evaluate_run(args.workdir, args.knn_k)
   except (ValueError, OSError, config_lib.ConfigError) as err:

@@ -89,8 +89,11 @@ def test_validate_accepts_the_edges_of_the_ranges():
 
 
 def test_evaluate_knn_k_out_of_range_is_refused_not_clamped(tmp_path, capsys):
-  assert evaluate.main(['--workdir', str(tmp_path / 'none'), '--knn_k', '0']) == 2
-  assert capsys.readouterr().err == 'error: --knn_k=0: must be >= 1 (neighbours of k-NN)\n'
+  with pytest.raises(SystemExit) as exit_:
+    evaluate.main(['--workdir', str(tmp_path / 'none'), '--knn_k', '0'])
+  assert exit_.value.code == 2
+  assert capsys.readouterr().err == ('error: python -m jepa_jax.evaluate: argument '
+                                     '--knn_k: 0 must be >= 1\n')
   # A run folder (untrained weights suffice): more neighbours than examples.
   cfg = load('no_vq', 'tiny')
   records.write_json(str(tmp_path / 'config.json'), cfg.to_dict())
@@ -116,3 +119,36 @@ def test_missing_init_from_is_refused_before_the_data_loads(tmp_path, monkeypatc
   with pytest.raises(checkpoint.CheckpointError, match='no such checkpoint directory'):
     train.train_and_evaluate(cfg, str(tmp_path / 'run'))
   assert os.listdir(tmp_path) == []          # the lock's folder removed again
+
+
+@pytest.mark.parametrize('module, argv, expected', [
+    ('jepa_jax.diagnose', ['RUN', '--val_loss_bound', 'nan'],
+     "argument --val_loss_bound: 'nan' is not a finite number"),
+    ('jepa_jax.diagnose', ['RUN', '--strict=x'],
+     'argument --strict: ignored explicit argument'),
+    ('experiments.assess', ['--workdir', 'W', '--seeds', '-1'],
+     "argument --seeds: '-1': give one or more seeds >= 0"),
+    ('experiments.assess', ['--workdir', 'W', '--seeds', 'a,b'],
+     "argument --seeds: 'a,b': seeds are integers, e.g. 0,1,2"),
+    ('experiments.assess', ['--workdir', 'W', '--jobs', '0'],
+     'argument --jobs: 0 must be >= 1'),
+    ('experiments.assess', ['--seeds', '0'], 'the following arguments are required: --workdir'),
+])
+def test_cli_options_of_diagnose_and_assess_are_one_line(module, argv, expected, capsys):
+  import importlib
+  main = importlib.import_module(module).main
+  with pytest.raises(SystemExit) as exit_:
+    main(argv)
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and err.startswith(f'error: python -m {module}: {expected}'), err
+
+
+def test_assess_refuses_a_workdir_that_is_a_file(tmp_path, capsys):
+  from experiments import assess
+  afile = tmp_path / 'afile'
+  afile.write_text('x')
+  with pytest.raises(SystemExit):
+    assess.main(['--workdir', str(afile), '--variants', 'no_vq'])
+  assert capsys.readouterr().err == (f'error: python -m experiments.assess: --workdir '
+                                     f'{afile}: exists and is not a folder\n')
