@@ -24,7 +24,8 @@ truncated, missing or unreadable, its metadata included) is moved to
 `WORKDIR/corrupt_checkpoints/<step>` with a warning naming the step, and the
 previous one is tried. Restoring checks every name and shape against the run
 first and fails naming the first few mismatches and their count (all of them
-in `WORKDIR/checkpoint_mismatches.txt`), so nothing is ever loaded partially.
+in `WORKDIR/checkpoint_mismatches.txt`; for init-from, in a file in the
+system's temporary folder), so nothing is ever loaded partially.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -503,7 +505,11 @@ def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
       raise CheckpointError(f'init_from={path!r}: checkpoint step {step} in '
                             f'{directory} is damaged ({err})') from None
     found = {k: v for k, v in spec.items() if k.split('/')[0] in groups}
-    raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})')
+    # The full list of mismatches goes to a temporary file: a refused run
+    # writes nothing into its workdir.
+    raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})',
+                        os.path.join(tempfile.gettempdir(),
+                                     f'jepa_jax_init_from_mismatches_{os.getpid()}.txt'))
     tree = ckpts._restore_state(step, abstract_subset, partial=True)
   finally:
     ckpts.close()

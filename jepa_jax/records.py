@@ -44,13 +44,13 @@ def os_error_of(err: BaseException) -> Optional[OSError]:
 
 def one_line_error(err: BaseException) -> str:
   """An error as one line: an OSError (or one it was raised from) as
-  'STRERROR: PATH', anything else as 'Type: first line'."""
+  'STRERROR: PATH', anything else as its message's first line (or its type)."""
   cause = os_error_of(err)
   if cause is not None and cause.strerror:
     where = f': {cause.filename}' if cause.filename else ''
     return f'{cause.strerror}{where}'
   text = str(err).strip().splitlines()
-  return f'{type(err).__name__}: {text[0]}' if text else type(err).__name__
+  return text[0] if text else type(err).__name__
 
 
 def run_each(steps, say) -> Optional[BaseException]:
