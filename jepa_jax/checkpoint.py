@@ -296,6 +296,20 @@ _copy_tree = jax.jit(lambda tree: jax.tree.map(lambda x: x.copy(), tree))
 
 # ----------------------------------------------------------- the manager ----
 
+def probe_writable(directory: str) -> None:
+  """Creates and removes a small file in `directory`; raises its OSError
+  (naming the path) at once when the folder does not take writes, rather
+  than letting a first save fail or stall in the background."""
+  probe = os.path.join(directory, f'.write_probe_{os.getpid()}')
+  fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+  try:
+    os.write(fd, b'x')
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+    os.remove(probe)
+
+
 def _val_loss(metrics) -> float:
   return float(metrics['val_loss'])
 
@@ -317,6 +331,7 @@ class RunCheckpoints:
     self.directory = os.path.abspath(directory)
     if not read_only:
       os.makedirs(self.directory, exist_ok=True)
+      probe_writable(self.directory)
     policy = ocp_managers.AnyPreservationPolicy([
         ocp_managers.LatestN(n=keep),
         ocp_managers.BestN(get_metric_fn=_val_loss, reverse=True, n=1,

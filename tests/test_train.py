@@ -278,3 +278,20 @@ def test_failing_final_weights_and_summary_writes_are_each_reported(tmp_path, mo
   assert f'warning: writing the final weights failed: No space left on device: {weights}' in out
   assert f'warning: writing {summary_path} failed: No space left on device: {summary_path}.tmp' in out
   assert not os.path.exists(tmp_path / '.lock')          # the lock released all the same
+
+
+def test_a_checkpoint_folder_that_takes_no_writes_fails_at_once_with_its_path(
+    tmp_path, monkeypatch):
+  """(Root ignores permissions: the read-only folder is an injected EROFS.)"""
+  real_open = os.open
+  def read_only(path, *args, **kwargs):
+    if '.write_probe' in str(path):
+      raise OSError(30, 'Read-only file system', path)
+    return real_open(path, *args, **kwargs)
+  monkeypatch.setattr(checkpoint.os, 'open', read_only)
+  cfg = load('no_vq', 'tiny')
+  with pytest.raises(OSError) as err:
+    train.train_and_evaluate(cfg, str(tmp_path))
+  line = records.one_line_error(err.value)
+  assert line.startswith(f'Read-only file system: {tmp_path}/checkpoints/.write_probe_')
+  assert not (tmp_path / 'summary.json').exists() and not (tmp_path / '.lock').exists()
