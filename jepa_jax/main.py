@@ -86,7 +86,8 @@ def main(argv):
     print(f'error: {records.one_line_error(err)}', file=sys.stderr)
     sys.exit(1)
   except interrupts.Stopped as stop:
-    print(f'{stop.status}: {stop} of the run; nothing written', file=sys.stderr)
+    print(f'{stop.status}: {stop} of the run, before it wrote anything; no summary',
+          file=sys.stderr)
     sys.exit(128 + stop.signum)
   except (train.TrainingError, checkpoint.CheckpointError) as err:
     print(f'error: {err}', file=sys.stderr)

@@ -298,7 +298,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   timer = timing.Sections().start()
   installed = interrupts.install()          # the CLI installed them at its start
   interrupts.set_phase('setup')
-  progress = {}                             # set once the workdir is this run's
+  progress = {}                             # set once the run may write the workdir
   try:
     config_lib.validate(cfg)
     config_lib.check_workdir_path(workdir)
@@ -376,15 +376,16 @@ def _train_and_evaluate(cfg, workdir, t_start, timer, progress):
     meta = {'step': 0, 'epoch': 0, 'step_in_epoch': 0, 'loop': new_loop_state(),
             'partial_epoch': {}}
   del fresh, placed
+  progress.update(step=meta['step'], epochs_completed=meta['loop']['epochs_completed'],
+                  resumed_from_step=restored.step if restored else None,
+                  is_writer=plan.is_writer, ckpts=ckpts)
   if plan.is_writer:
     os.makedirs(workdir, exist_ok=True)
     records.write_json(path(CONFIG), cfg_json)
     for name in STEP_LOGS:
       records.rewind_jsonl(path(name), meta['step'])
-  ckpts = ckpts or ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
-  progress.update(step=meta['step'], epochs_completed=meta['loop']['epochs_completed'],
-                  resumed_from_step=restored.step if restored else None,
-                  is_writer=plan.is_writer, ckpts=ckpts)
+  ckpts = progress['ckpts'] = ckpts or ckpt_lib.RunCheckpoints(
+      path(ckpt_lib.CHECKPOINTS), cc.keep)
 
   loop, step, start_step = meta['loop'], meta['step'], meta['step']
   last_epoch_line = _last_line(path(EPOCH_METRICS))

@@ -90,3 +90,24 @@ def test_cli_ctrl_c_at_start_up_is_one_line_without_traceback(tmp_path):
   assert proc.returncode == 130, (proc.returncode, err[-3000:])
   lines = [l for l in err.splitlines() if l.strip()]
   assert len(lines) == 1 and 'SIGINT' in lines[0], err
+
+
+def test_cli_sigterm_once_the_workdir_is_set_up_leaves_a_preempted_summary(tmp_path):
+  """SIGTERM as soon as config.json exists (the train step is compiling next):
+  exit 0, summary.json `preempted`, no traceback."""
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  proc = subprocess.Popen([sys.executable, '-m', 'jepa_jax.main',
+                           '--config=configs/gentle.py:tiny', f'--workdir={workdir}'],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while not (workdir / 'config.json').exists() and time.time() < deadline:
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0 and 'Traceback' not in err, err[-3000:]
+  assert out.startswith('preempted:')
+  summary = json.load(open(workdir / 'summary.json'))
+  assert summary['status'] == 'preempted' and summary['steps'] < 6
