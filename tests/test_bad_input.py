@@ -51,6 +51,8 @@ def test_cli_broken_config_file_and_workdir_that_is_a_file(tmp_path):
   broken.write_text('def get_config(arg=None:\n  pass\n')
   line = _one_line(_cli(f'--config={broken}', f'--workdir={tmp_path / "run"}'))
   assert line == f'config error: --config={broken}: {broken} line 1: invalid syntax'
+  line = _one_line(_cli('--config=configs/gentle.py:tiny', '--workdir='))
+  assert line == "error: workdir='': pass a folder, --workdir=FOLDER"
   afile = tmp_path / 'afile'
   afile.write_text('x')
   line = _one_line(_cli('--config=configs/gentle.py:tiny', f'--workdir={afile}'))
