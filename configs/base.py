@@ -161,6 +161,9 @@ def get_config(arg=None):
   c.checkpoint.every_epochs = 1   # epoch ends saved: every N-th, the last, and on a stop
   c.checkpoint.keep = 3           # latest N kept, plus the best by val loss
   c.checkpoint.allow_config_change = False  # resume a workdir of another config
+  # Train again from step 0 in a workdir whose outputs (final weights, logs)
+  # have no usable checkpoint; they are moved to WORKDIR/previous-<n>/ first.
+  c.checkpoint.restart = False
   return apply_variant_arg(c, arg)
 
 

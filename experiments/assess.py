@@ -22,7 +22,6 @@ WORKDIR/plots/; `--publish DIR` copies them to DIR as well.
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import datetime
 import json
@@ -36,6 +35,7 @@ from typing import Dict, List, Optional, Sequence
 
 from experiments import report
 from experiments import report_health
+from jepa_jax import cli
 from jepa_jax import diagnose
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,12 +130,13 @@ def machine() -> str:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m experiments.assess',
+  ap = cli.ArgumentParser(prog='python -m experiments.assess',
                                description=__doc__.split('\n\n')[0])
   ap.add_argument('--variants', default=DEFAULT_VARIANTS)
   ap.add_argument('--workdir', required=True)
-  ap.add_argument('--seeds', default='0', help='comma-separated, e.g. 0,1,2')
-  ap.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
+  ap.add_argument('--seeds', type=cli.seed_list, default='0',
+                  help='comma-separated, e.g. 0,1,2')
+  ap.add_argument('--jobs', type=cli.positive_int, default=min(2, os.cpu_count() or 1),
                   help='runs trained at the same time (processes)')
   ap.add_argument('--config_arg', default='',
                   help="variant string for every config, e.g. 'tiny'")
@@ -146,9 +147,11 @@ def main(argv=None) -> int:
   t0 = time.perf_counter()
   load_start = os.getloadavg()
   variants = [v.strip() for v in args.variants.split(',') if v.strip()]
-  seeds = [int(s) for s in args.seeds.split(',') if s.strip()]
+  seeds = args.seeds
   if not variants or not seeds:
     ap.error('need at least one variant and one seed')
+  if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+    ap.error(f'--workdir {args.workdir}: exists and is not a folder')
   overrides = [o if o.startswith('--config.') else f'--config.{o}' for o in args.override]
   missing = {v: f'no config file configs/{v}.py' for v in variants
              if not os.path.exists(config_path(v))}

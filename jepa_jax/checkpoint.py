@@ -19,10 +19,13 @@ surface at the next save, `wait` or `close`:
 Retention: the latest `checkpoint.keep` checkpoints and the one with the best
 (lowest) val loss; Orbax deletes old steps only after a newer save finished.
 
-Resume takes the latest checkpoint that reads back; an unreadable one is moved
-to `WORKDIR/corrupt_checkpoints/<step>` with a warning naming the step, and the
+Resume takes the latest checkpoint that reads back; an unreadable one (a file
+truncated, missing or unreadable, its metadata included) is moved to
+`WORKDIR/corrupt_checkpoints/<step>` with a warning naming the step, and the
 previous one is tried. Restoring checks every name and shape against the run
-first and fails listing all mismatches, so nothing is ever loaded partially.
+first and fails naming the first few mismatches and their count (all of them
+in `WORKDIR/checkpoint_mismatches.txt`; for init-from, in a file in the
+system's temporary folder), so nothing is ever loaded partially.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
+import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
@@ -63,6 +68,38 @@ class _SkipExpectedOrbaxWarnings(logging.Filter):
 
 
 logging.getLogger('absl').addFilter(_SkipExpectedOrbaxWarnings())
+
+
+def is_event_loop_closed(exc) -> bool:
+  """Orbax's asyncio shutdown: `RuntimeError('Event loop is closed')` raised in
+  a destructor, callback or thread after its event loop closed (harmless)."""
+  return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
+
+
+def _quiet_event_loop_closed() -> None:
+  """Drops that noise from the three places it is printed (unraisable
+  exceptions, thread exceptions, asyncio's logger); everything else is
+  reported as before."""
+  unraisable, thread_hook = sys.unraisablehook, threading.excepthook
+
+  def on_unraisable(u):
+    if not is_event_loop_closed(u.exc_value):
+      unraisable(u)
+
+  def on_thread_exception(args):
+    if not is_event_loop_closed(args.exc_value):
+      thread_hook(args)
+
+  class _Filter(logging.Filter):
+    def filter(self, record):
+      exc = record.exc_info[1] if record.exc_info else None
+      return not (is_event_loop_closed(exc) or 'Event loop is closed' in record.getMessage())
+
+  sys.unraisablehook, threading.excepthook = on_unraisable, on_thread_exception
+  logging.getLogger('asyncio').addFilter(_Filter())
+
+
+_quiet_event_loop_closed()
 
 
 class CheckpointError(RuntimeError):
@@ -182,12 +219,60 @@ def spec_mismatches(found: Dict[str, Tuple], expected: Dict[str, Tuple]) -> List
   return out
 
 
-def raise_if_mismatched(found: Dict[str, Tuple], abstract, what: str) -> None:
-  """CheckpointError listing every name/shape mismatch of `found` vs `abstract`."""
+MISMATCHES = 'checkpoint_mismatches.txt'
+SHOWN_MISMATCHES = 5
+
+
+def raise_if_mismatched(found: Dict[str, Tuple], abstract, what: str,
+                        full_list: Optional[str] = None) -> None:
+  """CheckpointError naming the first SHOWN_MISMATCHES name/shape mismatches
+  of `found` vs `abstract` and their count; every one of them, a line each,
+  goes to the file `full_list` when given (process 0 writes it)."""
   bad = spec_mismatches(found, tree_spec(abstract))
-  if bad:
-    raise CheckpointError(f'{what} does not fit this run ({len(bad)} mismatches): '
-                          + '; '.join(bad))
+  if not bad:
+    return
+  shown = '; '.join(bad[:SHOWN_MISMATCHES])
+  more = len(bad) - SHOWN_MISMATCHES
+  if more > 0:
+    shown += f'; ... and {more} more'
+    if full_list and jax.process_index() == 0:
+      try:
+        with open(full_list, 'w') as f:
+          f.write(f'{what}: {len(bad)} mismatches\n' + '\n'.join(bad) + '\n')
+        shown += f' (all of them in {full_list})'
+      except OSError as err:
+        shown += f' (could not write the full list to {full_list}: {err.strerror})'
+  raise CheckpointError(f'{what} does not fit this run ({len(bad)} mismatches): {shown}')
+
+
+class DamagedCheckpoint(ValueError):
+  """A checkpoint whose files are missing or unreadable (not a config mismatch)."""
+
+
+# Files a complete checkpoint step folder holds whatever its tree: the tree
+# metadata of the state and the meta item. Without them Orbax reads an empty
+# tree, which would look like a checkpoint of another model.
+REQUIRED_FILES = ('state/_METADATA', 'meta/metadata')
+
+
+def damaged_files(step_dir: str) -> List[str]:
+  """'NAME: why' for each required file missing and each file that cannot be
+  opened and read, in the step folder `step_dir`; [] when it looks whole."""
+  out = [f'{name}: missing' for name in REQUIRED_FILES
+         if not os.path.isfile(os.path.join(step_dir, name))]
+
+  def unreadable(err):
+    out.append(f'{os.path.relpath(err.filename, step_dir)}: {err.strerror}')
+
+  for root, _, files in os.walk(step_dir, onerror=unreadable):
+    for name in files:
+      path = os.path.join(root, name)
+      try:
+        with open(path, 'rb') as f:
+          f.read(1)
+      except OSError as err:
+        out.append(f'{os.path.relpath(path, step_dir)}: {err.strerror}')
+  return out
 
 
 def abstract_of(tree):
@@ -211,6 +296,20 @@ _copy_tree = jax.jit(lambda tree: jax.tree.map(lambda x: x.copy(), tree))
 
 # ----------------------------------------------------------- the manager ----
 
+def probe_writable(directory: str) -> None:
+  """Creates and removes a small file in `directory`; raises its OSError
+  (naming the path) at once when the folder does not take writes, rather
+  than letting a first save fail or stall in the background."""
+  probe = os.path.join(directory, f'.write_probe_{os.getpid()}')
+  fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+  try:
+    os.write(fd, b'x')
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+    os.remove(probe)
+
+
 def _val_loss(metrics) -> float:
   return float(metrics['val_loss'])
 
@@ -232,6 +331,7 @@ class RunCheckpoints:
     self.directory = os.path.abspath(directory)
     if not read_only:
       os.makedirs(self.directory, exist_ok=True)
+      probe_writable(self.directory)
     policy = ocp_managers.AnyPreservationPolicy([
         ocp_managers.LatestN(n=keep),
         ocp_managers.BestN(get_metric_fn=_val_loss, reverse=True, n=1,
@@ -307,8 +407,16 @@ class RunCheckpoints:
     return ocp_multihost.reached_preemption(step)
 
   def _spec(self, step: int) -> Dict[str, Tuple]:
+    """The tree spec of checkpoint `step`; DamagedCheckpoint when its files
+    are missing or unreadable, or it describes no array at all."""
     self._drain()
-    return tree_spec(self.manager.item_metadata(step)['state'])
+    damage = damaged_files(os.path.join(self.directory, str(step)))
+    if damage:
+      raise DamagedCheckpoint('; '.join(damage[:SHOWN_MISMATCHES]))
+    spec = tree_spec(self.manager.item_metadata(step)['state'])
+    if not spec:
+      raise DamagedCheckpoint('its state metadata describes no array')
+    return spec
 
   def _restore_state(self, step: int, abstract, partial: bool):
     self._drain()
@@ -327,7 +435,8 @@ class RunCheckpoints:
     exception means the checkpoint cannot be read.
     """
     raise_if_mismatched(self._spec(step), abstract_state,
-                        f'checkpoint step {step} in {self.directory}')
+                        f'checkpoint step {step} in {self.directory}',
+                        os.path.join(os.path.dirname(self.directory), MISMATCHES))
     state = self._restore_state(step, abstract_state, partial=False)
     meta = self.manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))['meta']
@@ -405,9 +514,17 @@ def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
       raise CheckpointError(f'init_from={path!r}: no checkpoint step {step} in '
                             f'{directory} (have {steps})')
     groups = tuple(abstract_subset)
-    found = {k: v for k, v in ckpts._spec(step).items()
-             if k.split('/')[0] in groups}
-    raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})')
+    try:
+      spec = ckpts._spec(step)
+    except DamagedCheckpoint as err:
+      raise CheckpointError(f'init_from={path!r}: checkpoint step {step} in '
+                            f'{directory} is damaged ({err})') from None
+    found = {k: v for k, v in spec.items() if k.split('/')[0] in groups}
+    # The full list of mismatches goes to a temporary file: a refused run
+    # writes nothing into its workdir.
+    raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})',
+                        os.path.join(tempfile.gettempdir(),
+                                     f'jepa_jax_init_from_mismatches_{os.getpid()}.txt'))
     tree = ckpts._restore_state(step, abstract_subset, partial=True)
   finally:
     ckpts.close()

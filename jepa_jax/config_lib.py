@@ -1,10 +1,13 @@
 """Loading config files and validating configs before anything compiles."""
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 import os
 import sys
+
+import numpy as np
 
 from jepa_jax import data
 
@@ -15,6 +18,23 @@ class ConfigError(ValueError):
   def __init__(self, key: str, value, why: str):
     self.key = key
     super().__init__(f'config.{key}={value!r}: {why}')
+
+
+class InputError(ValueError):
+  """A bad input other than a config key (workdir, a command-line option, a
+  config file). `str(err)` is one line naming it."""
+
+
+def check_workdir_path(workdir) -> None:
+  """Refuses a workdir that is empty or names something other than a folder.
+  Reads only."""
+  if not isinstance(workdir, str) or not workdir.strip():
+    raise InputError(f'workdir={workdir!r}: pass a folder, --workdir=FOLDER')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise InputError(f'workdir={workdir!r}: exists and is not a folder')
+  parent = os.path.dirname(os.path.abspath(workdir))
+  if os.path.exists(parent) and not os.path.isdir(parent):
+    raise InputError(f'workdir={workdir!r}: {parent!r} is not a folder')
 
 
 def load_module(path: str):
@@ -36,6 +56,66 @@ def load_config(spec: str):
   return load_module(path).get_config(arg or None)
 
 
+def load_config_checked(spec: str):
+  """`load_config`, with every way a config file can fail (missing, not
+  Python, raising in get_config, an unknown variant) as InputError, one
+  line naming the file."""
+  path = spec.partition(':')[0]
+  if not os.path.isfile(path):
+    raise InputError(f'--config={spec}: no such file' if not os.path.exists(path)
+                     else f'--config={spec}: not a file')
+  try:
+    cfg = load_config(spec)
+  except SyntaxError as err:
+    raise InputError(f'--config={spec}: {path} line {err.lineno}: {err.msg}') from None
+  except Exception as err:  # pylint: disable=broad-except
+    where = _innermost_line(err, path)
+    raise InputError(f'--config={spec}: {type(err).__name__}: {err}{where}') from None
+  if not hasattr(cfg, 'to_dict'):
+    raise InputError(f'--config={spec}: get_config returned {type(cfg).__name__}, '
+                     'not a ConfigDict')
+  return cfg
+
+
+def _innermost_line(err: BaseException, path: str) -> str:
+  """' (FILE line N)' of the deepest traceback frame in `path`, or ''."""
+  tb, where = err.__traceback__, ''
+  while tb is not None:
+    if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(path):
+      where = f' ({path} line {tb.tb_lineno})'
+    tb = tb.tb_next
+  return where
+
+
+def config_keys(cfg, prefix: str = '') -> list:
+  """Every dotted key of `cfg`, nested ConfigDicts included (as 'train', ...)."""
+  keys = []
+  for key, value in cfg.items():
+    name = prefix + key
+    keys.append(name)
+    if hasattr(value, 'items') and hasattr(value, 'to_dict'):
+      keys.extend(config_keys(value, name + '.'))
+  return keys
+
+
+def check_override_keys(cfg, keys) -> None:
+  """Refuses an override key (`--config.KEY=`) that `cfg` does not have, naming
+  the nearest valid keys (difflib)."""
+  known = config_keys(cfg)
+  for key in keys:
+    if key in known:
+      continue
+    near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if not near:      # the same last name in another section, or a close one
+      leaf = key.rsplit('.', 1)[-1]
+      near = [k for k in known if k.rsplit('.', 1)[-1] == leaf][:3] or [
+          k for k in known if k.rsplit('.', 1)[-1] in difflib.get_close_matches(
+              leaf, [n.rsplit('.', 1)[-1] for n in known], n=3, cutoff=0.6)][:3]
+    hint = (f'nearest: {", ".join(near)}' if near else
+            'no similar key; see configs/base.py for every key')
+    raise InputError(f'--config.{key}: unknown config key ({hint})')
+
+
 # Keys added after run folders were first written, with the values that give
 # the behaviour of the runs that predate them (every option off). A config.json
 # written before a key existed reads as if it had this value
@@ -46,7 +126,7 @@ NEW_DEFAULTS = ('vq.loss_reduction', 'monitor.usage_from_epoch')
 ADDED_KEYS = {
     'init_from': '', 'train.frozen': (), 'model.attention': 'flax',
     'checkpoint.every_steps': 500, 'checkpoint.every_epochs': 1, 'checkpoint.keep': 3,
-    'checkpoint.allow_config_change': False,
+    'checkpoint.allow_config_change': False, 'checkpoint.restart': False,
     'vq.init': 'random', 'vq.kmeans_iters': 10, 'vq.kmeans_num_samples': 8192,
     'vq.quantizer': 'vq', 'vq.fsq_levels': (8, 8, 4, 3), 'vq.l2_normalize': False,
     'vq.codebook_dim': None, 'vq.simvq': False, 'vq.estimator': 'straight_through',
@@ -232,6 +312,8 @@ def validate(cfg) -> None:
     positive_int('checkpoint.every_steps')
   check('checkpoint.allow_config_change',
         isinstance(cfg.checkpoint.allow_config_change, bool), 'must be True or False')
+  check('checkpoint.restart', isinstance(cfg.checkpoint.get('restart', False), bool),
+        'must be True or False')
   check('init_from', isinstance(cfg.init_from, str), 'must be a path (str), or empty')
   frozen = cfg.train.frozen
   freezable = ('encoder', 'target_encoder', 'predictor', 'temperature')
@@ -239,6 +321,7 @@ def validate(cfg) -> None:
         and all(g in freezable for g in frozen) and len(set(frozen)) == len(frozen),
         f'must be a tuple of distinct names from {freezable}')
 
+  _validate_seeds_and_ranges(cfg, check, number)
   m = cfg.masking
   for key in ('masking.target_block_size', 'masking.context_block_size'):
     size = _get(cfg, key)
@@ -247,6 +330,36 @@ def validate(cfg) -> None:
   # Grid-dependent checks need the image size, known once data is loaded:
   # see check_against_data.
   del m
+
+
+_FLOAT32_TINY, _FLOAT32_MAX = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+
+
+def _validate_seeds_and_ranges(cfg, check, number) -> None:
+  """Seeds, and the ranges and orderings between keys that the checks of
+  single keys miss (each would otherwise be accepted and clamped, or fail
+  late)."""
+  for key in ('seed', 'data.split_seed'):
+    v = _get(cfg, key)
+    check(key, isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**62,
+          'must be an integer in [0, 2**62]')
+  ratio = number('model.mlp_ratio')
+  width = min(cfg.model.embed_dim, cfg.model.predictor_dim)
+  check('model.mlp_ratio', ratio > 0 and int(ratio * width) >= 1,
+        f'must be > 0 and leave an MLP of >= 1 unit (ratio * {width} >= 1)')
+  lr, min_lr = number('train.learning_rate'), number('train.min_learning_rate')
+  check('train.min_learning_rate', min_lr <= lr,
+        f'must be <= train.learning_rate ({lr}): the schedule decays to it')
+  start, end = number('train.ema_momentum_start'), number('train.ema_momentum_end')
+  check('train.ema_momentum_start', start <= end,
+        f'must be <= train.ema_momentum_end ({end}): the momentum rises to it')
+  check('train.warmup_epochs', number('train.warmup_epochs') <= number('train.num_epochs'),
+        f'longer than the run (train.num_epochs={cfg.train.num_epochs})')
+  for key in ('loss.temperature_min', 'loss.temperature_max', 'loss.temperature_init',
+              'loss.entropy_temperature'):
+    v = number(key)
+    check(key, v <= 0 or _FLOAT32_TINY <= v <= _FLOAT32_MAX,
+          f'outside float32 range: must be in [{_FLOAT32_TINY:.3g}, {_FLOAT32_MAX:.3g}]')
 
 
 def _validate_quantizer(cfg, check, number, positive_int) -> None:

@@ -45,7 +45,6 @@ Criteria that cannot apply (usage rules on a run without VQ) are 'n/a'.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -55,6 +54,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from jepa_jax import cli
 from jepa_jax import monitor
 from jepa_jax import records
 
@@ -166,10 +166,13 @@ def load_run(path: str) -> Run:
   config = _read_json(os.path.join(path, 'config.json'))
   if config is None:
     raise ValueError(f'{path}: not a run folder (no config.json)')
+  def log(name):                 # a torn line (a killed run): named, skipped
+    return records.read_jsonl(os.path.join(path, name), on_damaged=lambda message: print(
+        f'warning: {message}; skipped, the intact lines are used', file=sys.stderr))
+
   return Run(path=path, config=config,
              summary=_read_json(os.path.join(path, 'summary.json')),
-             embedding=records.read_jsonl(os.path.join(path, 'embedding_metrics.jsonl')),
-             epochs=records.read_jsonl(os.path.join(path, 'epoch_metrics.jsonl')),
+             embedding=log('embedding_metrics.jsonl'), epochs=log('epoch_metrics.jsonl'),
              eval=_read_json(os.path.join(path, 'eval.json')))
 
 
@@ -357,12 +360,12 @@ def baseline_val_loss(paths: Sequence[str]) -> float:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m jepa_jax.diagnose',
+  ap = cli.ArgumentParser(prog='python -m jepa_jax.diagnose',
                                description=__doc__.split('\n\n')[0])
   ap.add_argument('runs', nargs='+', metavar='RUN_DIR')
   ap.add_argument('--json', action='store_true', help='print JSON instead of text')
-  ap.add_argument('--val_loss_bound', type=float)
-  ap.add_argument('--val_loss_nice_bound', type=float)
+  ap.add_argument('--val_loss_bound', type=cli.finite_float)
+  ap.add_argument('--val_loss_nice_bound', type=cli.finite_float)
   ap.add_argument('--baseline', help='comma-separated no-VQ run folders for relative '
                   'val-loss bounds')
   ap.add_argument('--strict', action='store_true',

@@ -66,7 +66,6 @@ like class probes.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Any, Dict
@@ -75,6 +74,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from jepa_jax import cli
 from jepa_jax import codebook_health as health
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
@@ -257,6 +257,10 @@ def _codes_section(codes, valid, label_sets, num_codes) -> Dict[str, Any]:
 def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
   """Computes the downstream metrics of a run and writes eval.json."""
   cfg, ds, setup, state = load_trained_state(workdir)
+  n_fit = (len(ds.train_images) + len(ds.val_images)) * (NUM_FOLDS - 1) // NUM_FOLDS
+  if not 1 <= knn_k <= n_fit:                    # refused, not clamped
+    raise ValueError(f'--knn_k={knn_k}: must be in [1, {n_fit}] (the images a '
+                     f'cross-validation fold fits on, dataset {cfg.data.name!r})')
   labelled = ds.train_labels is not None and ds.val_labels is not None
   if not labelled and ds.num_colours is None:
     raise ValueError(f'dataset {cfg.data.name!r} has no labels: nothing to probe')
@@ -313,11 +317,11 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m jepa_jax.evaluate',
+  ap = cli.ArgumentParser(prog='python -m jepa_jax.evaluate',
                                description='Linear-probe / k-NN accuracy and '
                                'code-label NMI of a trained run -> eval.json')
   ap.add_argument('--workdir', required=True)
-  ap.add_argument('--knn_k', type=int, default=20)
+  ap.add_argument('--knn_k', type=cli.positive_int, default=20)
   args = ap.parse_args(argv)
   try:
     out = evaluate_run(args.workdir, args.knn_k)

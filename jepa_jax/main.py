@@ -5,7 +5,12 @@ the file name: `--config=configs/gentle.py:tiny`.
 """
 import sys
 
-from absl import app
+from jepa_jax import interrupts   # stdlib only: signal handlers from the start
+
+if __name__ == '__main__':
+  interrupts.install()
+
+from absl import app  # noqa: E402
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -13,12 +18,46 @@ from ml_collections import config_flags
 from jepa_jax import checkpoint
 from jepa_jax import config_lib
 from jepa_jax import data
+from jepa_jax import records
 from jepa_jax import stages
 from jepa_jax import train
+from jepa_jax import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:variant]).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the run outputs.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _config_spec_and_keys(argv):
+  """The `--config=` spec and the `--config.KEY` override keys of `argv`."""
+  spec, keys, args = None, [], list(argv[1:])
+  for i, arg in enumerate(args):
+    if arg == '--':
+      break
+    name, eq, value = arg.partition('=')
+    if name in ('--config', '-config'):
+      spec = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+    elif name.startswith(('--config.', '-config.')):
+      keys.append(name.split('config.', 1)[1])
+  return spec, keys
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with every bad input (config file, unknown key,
+  value, flag) as one line on stderr and exit status 2, before anything runs."""
+  spec, keys = _config_spec_and_keys(argv)
+  try:
+    if spec:
+      config_lib.check_override_keys(config_lib.load_config_checked(spec), keys)
+    return flags.FLAGS(argv)
+  except config_lib.InputError as err:
+    message = f'config error: {err}'
+  except flags.Error as err:
+    message = f'error: {str(err).splitlines()[0]}'
+  except Exception as err:  # pylint: disable=broad-except
+    message = f'error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
+  print(message, file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv):
@@ -38,6 +77,18 @@ def main(argv):
   except data.DataError as err:
     print(f'data error: {err}', file=sys.stderr)
     sys.exit(2)
+  except (config_lib.InputError, workdir_lock.WorkdirLocked) as err:
+    print(f'error: {err}', file=sys.stderr)
+    sys.exit(2)
+  except Exception as err:  # pylint: disable=broad-except
+    if records.os_error_of(err) is None:
+      raise                       # a bug: keep its traceback
+    print(f'error: {records.one_line_error(err)}', file=sys.stderr)
+    sys.exit(1)
+  except interrupts.Stopped as stop:
+    print(f'{stop.status}: {stop} of the run, before it wrote anything; no summary',
+          file=sys.stderr)
+    sys.exit(128 + stop.signum)
   except (train.TrainingError, checkpoint.CheckpointError) as err:
     print(f'error: {err}', file=sys.stderr)
     sys.exit(1)
@@ -46,6 +97,8 @@ def main(argv):
   for name, s in summary.get('stages', {'run': summary}).items():
     prefix = '' if name == 'run' else f'{name}: '
     print(prefix + _describe(s, workdir))
+  if summary.get('status') == 'interrupted':
+    sys.exit(130)                 # Ctrl-C: saved, but not finished
 
 
 def _describe(summary, workdir) -> str:
@@ -58,4 +111,4 @@ def _describe(summary, workdir) -> str:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

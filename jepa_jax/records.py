@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -33,11 +33,58 @@ def write_json(path: str, obj: Mapping) -> None:
   os.replace(tmp, path)
 
 
-def read_jsonl(path: str) -> list:
+def os_error_of(err: BaseException) -> Optional[OSError]:
+  """`err` if it is an OSError, else the first OSError it was raised from."""
+  seen = set()
+  while err is not None and not isinstance(err, OSError) and id(err) not in seen:
+    seen.add(id(err))
+    err = err.__cause__ or err.__context__
+  return err if isinstance(err, OSError) else None
+
+
+def one_line_error(err: BaseException) -> str:
+  """An error as one line: an OSError (or one it was raised from) as
+  'STRERROR: PATH', anything else as its message's first line (or its type)."""
+  cause = os_error_of(err)
+  if cause is not None and cause.strerror:
+    where = f': {cause.filename}' if cause.filename else ''
+    return f'{cause.strerror}{where}'
+  text = str(err).strip().splitlines()
+  return text[0] if text else type(err).__name__
+
+
+def run_each(steps, say) -> Optional[BaseException]:
+  """Runs every (what, fn) of `steps` in order, whatever the others raise;
+  `say`s a line for each that fails and returns the first error (or None)."""
+  first = None
+  for what, fn in steps:
+    try:
+      fn()
+    except Exception as err:  # pylint: disable=broad-except
+      say(f'warning: {what} failed: {one_line_error(err)}')
+      first = first or err
+  return first
+
+
+def read_jsonl(path: str, on_damaged=None) -> list:
+  """The records of a JSONL log ([] if there is no file). A line that does not
+  parse raises ValueError naming the file and line, or, with `on_damaged`,
+  is skipped after `on_damaged(message)` (the intact lines are used)."""
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  out = []
+  with open(path, errors='replace') as f:
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError as err:
+        message = f'{path} line {number}: damaged JSON line ({err.msg})'
+        if on_damaged is None:
+          raise ValueError(message) from None
+        on_damaged(message)
+  return out
 
 
 def rewind_jsonl(path: str, max_step: int) -> int:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Any, Dict, Optional
 
@@ -32,15 +30,18 @@ from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax.evaluate import EVAL as EVAL_FILE
 from jepa_jax import final_state
+from jepa_jax import interrupts
 from jepa_jax import measure
 from jepa_jax import model as model_lib
 from jepa_jax import monitor
 from jepa_jax import parallel
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
+from jepa_jax import restart as restart_lib
 from jepa_jax import step as step_lib
 from jepa_jax import timing
 from jepa_jax import vq as vq_lib
+from jepa_jax import workdir_lock
 from jepa_jax.step import LOSS_COMPONENTS
 
 EPOCH_METRICS = 'epoch_metrics.jsonl'
@@ -134,31 +135,28 @@ class EpochMetrics:
 
 
 class Preemption:
-  """SIGTERM -> save at the next step boundary and stop.
+  """SIGTERM or SIGINT -> save at the next step boundary and stop
+  (`jepa_jax.interrupts` records the request; `status` names it).
 
-  Single host: a SIGTERM handler sets a flag. Multi-host (jax.distributed
-  initialised): Orbax's preemption sync point, so all hosts stop at the same
-  step.
+  Multi-host (jax.distributed initialised): Orbax's preemption sync point
+  too, so all hosts stop at the same step.
   """
 
   def __init__(self):
     self.requested = False
-    self._previous = None
 
   def install(self) -> None:
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    interrupts.set_phase('loop')
 
   def uninstall(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    interrupts.set_phase('finish')
 
-  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
-    self.requested = True
-    ckpt_lib.say('SIGTERM: saving a checkpoint at the next step boundary, then stopping')
+  @property
+  def status(self) -> str:
+    return interrupts.requested() or 'preempted'
 
   def reached(self, ckpts: ckpt_lib.RunCheckpoints, step: int) -> bool:
+    self.requested = self.requested or interrupts.requested() is not None
     if jax.process_count() > 1:
       self.requested = self.requested or ckpts.reached_preemption(step)
     return self.requested
@@ -274,6 +272,24 @@ def _set_aside_stale_eval(workdir: str) -> None:
   ckpt_lib.say(f'{old} described weights this run is about to change: moved to {new}')
 
 
+def _refuse_or_restart(workdir: str, restart: bool, is_writer: bool) -> None:
+  """No usable checkpoint in a workdir of this run: refuses to train from step
+  0 over its final weights or logs unless `restart`, which moves them aside."""
+  found = restart_lib.outputs_worth_keeping(workdir, final_state.FINAL_STATE, STEP_LOGS)
+  if not found:
+    return
+  if not restart:
+    raise ckpt_lib.CheckpointError(
+        f'workdir {workdir!r} holds the outputs of a run ({", ".join(found)}) but no '
+        'usable checkpoint to continue it; pass --config.checkpoint.restart=True to '
+        'train again from step 0 (the old outputs are moved to previous-<n>/), '
+        'or use a new --workdir')
+  if is_writer:
+    dest = restart_lib.move_aside(workdir)
+    ckpt_lib.say(f'checkpoint.restart: training again from step 0; the old outputs '
+                 f'of {workdir} moved to {dest}')
+
+
 def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   """Runs (or resumes) training as configured, writing all outputs to `workdir`.
 
@@ -281,36 +297,75 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   """
   t_start = time.perf_counter()
   timer = timing.Sections().start()
+  installed = interrupts.install()          # the CLI installed them at its start
+  interrupts.set_phase('setup')
+  progress = {}                             # set once the run may write the workdir
   try:
-    return _train_and_evaluate(cfg, workdir, t_start, timer)
+    config_lib.validate(cfg)
+    config_lib.check_workdir_path(workdir)
+    parallel.initialize_distributed(cfg)
+    # One process per workdir (process 0 of a multi-process run speaks for all).
+    with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
+      try:
+        return _train_and_evaluate(cfg, workdir, t_start, timer, progress)
+      except interrupts.Stopped as stop:
+        if not progress:
+          raise                             # nothing of this run written yet
+        return _stopped_in_setup(workdir, stop, progress, t_start)
   finally:
     timer.stop()
+    if installed:
+      interrupts.uninstall()
+    else:
+      interrupts.set_phase('startup')
 
 
-def _train_and_evaluate(cfg, workdir, t_start, timer):
+def _stopped_in_setup(workdir, stop, progress, t_start) -> Dict[str, Any]:
+  """A signal before the first step: summary.json says so (steps: where the
+  run stood, nothing trained); the checkpoints are closed first."""
+  if progress.get('ckpts') is not None:
+    try:
+      progress['ckpts'].close()
+    except Exception as err:  # pylint: disable=broad-except
+      ckpt_lib.say(f'warning: closing the checkpoints: {err}')
+  summary = {'status': stop.status, 'steps': progress['step'],
+             'epochs_completed': progress['epochs_completed'],
+             'best_val_loss': None, 'best_epoch': None,
+             'resumed_from_step': progress['resumed_from_step'],
+             'reason': f'{stop} (before the first step of this start)',
+             'wall_time_s': time.perf_counter() - t_start, 'compile_time_s': 0.0}
+  if progress['is_writer']:
+    records.write_json(os.path.join(workdir, SUMMARY), summary)
+  return summary
+
+
+def _train_and_evaluate(cfg, workdir, t_start, timer, progress):
   timer.switch('startup')
-  config_lib.validate(cfg)
-  parallel.initialize_distributed(cfg)
-  dataset = data_lib.load_dataset(cfg)
-  setup = step_lib.make_setup(cfg, dataset)
   plan = parallel.make_plan(cfg)
   tc, cc = cfg.train, cfg.checkpoint
   cfg_json = ckpt_lib.config_to_json(cfg)
   path = lambda name: os.path.join(workdir, name)
 
   # Nothing is written before the workdir, a resumed checkpoint or init_from
-  # have been checked: a refused run leaves the workdir as it was.
+  # have been checked: a refused run leaves the workdir as it was. The
+  # workdir is checked before the data is loaded.
   holds_run = _check_workdir_once(plan, workdir, cfg_json, cc.allow_config_change)
+  if cfg.init_from and not holds_run:
+    ckpt_lib.resolve(cfg.init_from)           # a wrong path fails before the data loads
+  dataset = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, dataset)
   fresh = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
   placed = parallel.place_state(plan, fresh)     # replicated on the devices
   ckpts = (ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
-           if holds_run else None)
+           if holds_run and os.path.isdir(path(ckpt_lib.CHECKPOINTS)) else None)
   try:   # checkpoints hold one copy of the state, whatever the device count
     restored = ckpts.restore_latest(ckpt_lib.abstract_of(fresh)) if ckpts else None
   except BaseException:
     ckpts.close()
     raise
   _check_same_step_everywhere(plan, restored)
+  if holds_run and not restored:
+    _refuse_or_restart(workdir, cc.get('restart', False), plan.is_writer)
   if restored:
     state, meta = parallel.place_state(plan, restored.state), restored.meta
     if meta['loop']['status'] not in FINISHED:
@@ -322,12 +377,16 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
     meta = {'step': 0, 'epoch': 0, 'step_in_epoch': 0, 'loop': new_loop_state(),
             'partial_epoch': {}}
   del fresh, placed
+  progress.update(step=meta['step'], epochs_completed=meta['loop']['epochs_completed'],
+                  resumed_from_step=restored.step if restored else None,
+                  is_writer=plan.is_writer, ckpts=ckpts)
   if plan.is_writer:
     os.makedirs(workdir, exist_ok=True)
     records.write_json(path(CONFIG), cfg_json)
     for name in STEP_LOGS:
       records.rewind_jsonl(path(name), meta['step'])
-  ckpts = ckpts or ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
+  ckpts = progress['ckpts'] = ckpts or ckpt_lib.RunCheckpoints(
+      path(ckpt_lib.CHECKPOINTS), cc.keep)
 
   loop, step, start_step = meta['loop'], meta['step'], meta['step']
   last_epoch_line = _last_line(path(EPOCH_METRICS))
@@ -340,6 +399,7 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
   if loop['status'] == 'completed' and meta['epoch'] < tc.num_epochs:
     loop['status'] = 'running'           # more epochs asked (allow_config_change)
   if loop['status'] in FINISHED:
+    interrupts.set_phase('finish')        # a signal now must not mark it stopped
     ckpts.close()
     ckpt_lib.say(f'run in {workdir} already finished ({loop["status"]}) at step {step}')
     if plan.is_writer and not os.path.exists(path(final_state.FINAL_STATE)):
@@ -474,9 +534,9 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
           if preempted or (cc.every_steps and step % cc.every_steps == 0):
             save(epoch, i + 1)
           if preempted:
-            status = 'preempted'
+            status = preemption.status
             break
-      if status == 'preempted' or decision:
+      if status != 'running' or decision:
         break
 
       timer.switch('epoch_end')
@@ -510,36 +570,45 @@ def _train_and_evaluate(cfg, workdir, t_start, timer):
       if loop['status'] != 'running':
         break
       if preempted:
-        status = 'preempted'
+        status = preemption.status
         break
     if status == 'running':
       status = loop['status'] if loop['status'] in FINISHED else 'completed'
   except BaseException as err:
     status = 'failed'
-    summary['reason'] = str(err) or type(err).__name__
+    summary['reason'] = records.one_line_error(err)
     raise
   finally:
     timer.switch('finish')
     preemption.uninstall()
-    bar.close()
-    for log in (epoch_log, emb_log, alert_log, tb):
-      log.close()
-    try:
-      ckpts.close()                       # waits for the saves in flight
-      if status in FINISHED and plan.is_writer:
-        final_state.save(workdir, parallel.local_state(plan, state))
-    finally:
-      timer.stop()
-      wall = time.perf_counter() - t_start
-      _summary(summary, loop, status, step, last_epoch_line, last_emb)
-      compile_all = max(timer.total_compile_seconds(), compile_time)
-      summary.update({
-          'wall_time_s': wall, 'compile_time_s': compile_all,
-          'step_compile_time_s': compile_time,
-          'steps_per_s': (step - start_step) / max(wall - compile_all, 1e-9),
-          'devices': [str(d) for d in jax.devices()],
-          'time_breakdown': timer.report(),
-      })
-      if plan.is_writer:
-        records.write_json(path(SUMMARY), summary)
+    # Each closer runs whatever the others do (a full disk fails them all).
+    cleanup_error = records.run_each(
+        [('closing the progress bar', bar.close)]
+        + [(f'closing {log.path}', log.close) for log in (epoch_log, emb_log, alert_log)]
+        + [('closing the TensorBoard writer', tb.close),
+           ('finishing the checkpoints', ckpts.close)]      # waits for saves in flight
+        + ([('writing the final weights', lambda: final_state.save(
+            workdir, parallel.local_state(plan, state)))]
+           if status in FINISHED and plan.is_writer else []), ckpt_lib.say)
+    if cleanup_error is not None and status != 'failed':
+      status = 'failed'
+      summary['reason'] = records.one_line_error(cleanup_error)
+    timer.stop()
+    wall = time.perf_counter() - t_start
+    _summary(summary, loop, status, step, last_epoch_line, last_emb)
+    compile_all = max(timer.total_compile_seconds(), compile_time)
+    summary.update({
+        'wall_time_s': wall, 'compile_time_s': compile_all,
+        'step_compile_time_s': compile_time,
+        'steps_per_s': (step - start_step) / max(wall - compile_all, 1e-9),
+        'devices': [str(d) for d in jax.devices()],
+        'time_breakdown': timer.report(),
+    })
+    if plan.is_writer:
+      summary_error = records.run_each(
+          [('writing ' + path(SUMMARY), lambda: records.write_json(path(SUMMARY), summary))],
+          ckpt_lib.say)
+      cleanup_error = cleanup_error or summary_error
+  if cleanup_error is not None:
+    raise cleanup_error
   return summary

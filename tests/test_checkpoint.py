@@ -298,3 +298,84 @@ def test_every_epochs_saves_every_nth_epoch_end_and_the_last(tmp_path):
   # A finished run restarted finds its last checkpoint and does not train again.
   again = train.train_and_evaluate(cfg, str(tmp_path))
   assert again['status'] == 'completed' and again['steps'] == 3 * spe
+
+
+def _two_small_checkpoints(directory):
+  """Checkpoints 2 and 4 of a small state; returns (state, RunCheckpoints)."""
+  state = jax.tree.map(jax.numpy.asarray, {
+      'step': np.int32(2), 'params': {'w': np.ones((3, 2), np.float32)}})
+  ckpts = checkpoint.RunCheckpoints(directory)
+  for step in (2, 4):
+    state = {**state, 'step': jax.numpy.asarray(np.int32(step))}
+    ckpts.save(state, {'step': step}, {'seed': 0})
+    ckpts.wait()
+  ckpts.close()
+  return state
+
+
+@pytest.mark.parametrize('damage', ['state/_METADATA', 'meta/metadata'])
+def test_a_missing_metadata_file_is_a_damaged_checkpoint(tmp_path, capfd, damage):
+  """Deleting a metadata file of the latest checkpoint quarantines it (it was
+  read as a checkpoint of another model, a refusal for good) and the previous
+  one is used."""
+  directory = str(tmp_path / 'checkpoints')
+  state = _two_small_checkpoints(directory)
+  os.remove(os.path.join(directory, '4', damage))
+  ckpts = checkpoint.RunCheckpoints(directory)
+  try:
+    restored = ckpts.restore_latest(checkpoint.abstract_of(state))
+  finally:
+    ckpts.close()
+  assert restored.step == 2
+  err = capfd.readouterr().err
+  assert 'checkpoint step 4' in err and f'{damage}: missing' in err
+  assert os.path.isdir(tmp_path / 'corrupt_checkpoints' / '4')
+  assert not (tmp_path / checkpoint.MISMATCHES).exists()
+
+
+def test_a_real_mismatch_is_capped_with_the_full_list_in_a_file(tmp_path):
+  directory = str(tmp_path / 'checkpoints')
+  state = _two_small_checkpoints(directory)
+  wrong = {**state, 'params': {f'p{i}': np.zeros((i + 1,), np.float32) for i in range(8)}}
+  ckpts = checkpoint.RunCheckpoints(directory)
+  try:
+    with pytest.raises(checkpoint.CheckpointError) as err:
+      ckpts.restore_latest(checkpoint.abstract_of(wrong))
+  finally:
+    ckpts.close()
+  msg, listing = str(err.value), str(tmp_path / checkpoint.MISMATCHES)
+  assert '(9 mismatches)' in msg and msg.count(': missing from the checkpoint') == 5
+  assert msg.endswith(f'; ... and 4 more (all of them in {listing})')
+  with open(listing) as f:
+    lines = f.read().splitlines()
+  assert lines[0].endswith(': 9 mismatches') and len(lines) == 10
+  assert sorted(os.listdir(directory)) == ['2', '4']       # nothing quarantined
+
+
+def test_orbax_event_loop_closed_noise_is_dropped_and_other_errors_kept(monkeypatch, capfd):
+  import logging
+  import threading
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook', lambda u: seen.append(str(u.exc_value)))
+  monkeypatch.setattr(threading, 'excepthook', lambda a: seen.append(str(a.exc_value)))
+  checkpoint._quiet_event_loop_closed()       # as at import, over these hooks
+
+  class Closing:
+    def __init__(self, message):
+      self.message = message
+
+    def __del__(self):
+      raise RuntimeError(self.message)
+
+  def raising(message):
+    raise RuntimeError(message)
+
+  for message in ('Event loop is closed', 'a real error'):
+    Closing(message)                          # an exception in a destructor
+    t = threading.Thread(target=raising, args=(message,))
+    t.start()
+    t.join()
+  assert seen == ['a real error', 'a real error']
+  logging.getLogger('asyncio').error('Task exception was never retrieved', exc_info=(
+      RuntimeError, RuntimeError('Event loop is closed'), None))
+  assert 'Event loop is closed' not in capfd.readouterr().err

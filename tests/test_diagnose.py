@@ -160,3 +160,19 @@ def test_two_stage_folder_is_one_run_with_stages_end_to_end(tmp_path):
       'stage2: val loss 15 > 1.5 x best 9 (epoch 0) at epoch 1']
   r = diagnose.check_run(run)
   assert statuses(r)['usage_throughout'] == 'pass'
+
+
+def test_a_damaged_jsonl_line_is_named_and_the_intact_lines_are_used(runs, capsys):
+  path = runs['healthy']
+  whole = diagnose.check_run(diagnose.load_run(path), diagnose.Criteria())
+  log = f'{path}/embedding_metrics.jsonl'
+  lines = open(log).read().splitlines()
+  with open(log, 'w') as f:       # line 3 torn by a kill, the rest intact
+    f.write('\n'.join(lines[:2] + [lines[2][:17]] + lines[3:]) + '\n')
+  run = diagnose.load_run(path)
+  assert len(run.embedding) == len(lines) - 1
+  err = capsys.readouterr().err
+  assert err.startswith(f'warning: {log} line 3: damaged JSON line (')
+  assert err.rstrip().endswith('skipped, the intact lines are used')
+  assert diagnose.main([path]) == 0
+  assert diagnose.check_run(run, diagnose.Criteria())['trajectory'] == whole['trajectory']

@@ -168,11 +168,38 @@ def test_stale_eval_json_is_set_aside_when_training_runs_again(tmp_path):
   (tmp_path / 'eval.json').write_text('{"probe": 1}')
   train.train_and_evaluate(cfg, workdir)          # finished: nothing trains, eval stays
   assert (tmp_path / 'eval.json').read_text() == '{"probe": 1}'
-  shutil.rmtree(tmp_path / 'checkpoints')         # trains again from step 0
+  cfg.train.num_epochs = 2                        # more epochs: trains again
+  cfg.checkpoint.allow_config_change = True
   summary = train.train_and_evaluate(cfg, workdir)
-  assert summary['status'] == 'completed'
+  assert summary['status'] == 'completed' and summary['epochs_completed'] == 2
   assert not (tmp_path / 'eval.json').exists()
   assert (tmp_path / 'eval.stale-0.json').read_text() == '{"probe": 1}'
+
+
+def test_outputs_without_a_checkpoint_are_refused_unless_restart(tmp_path):
+  """A finished workdir whose checkpoints/ was deleted: no silent retraining
+  over its logs and final weights; checkpoint.restart=True moves them aside."""
+  cfg = load('no_vq', 'tiny')
+  cfg.train.num_epochs = 1
+  workdir = str(tmp_path)
+  train.train_and_evaluate(cfg, workdir)
+  (tmp_path / 'eval.json').write_text('{"probe": 1}')
+  shutil.rmtree(tmp_path / 'checkpoints')
+  before = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
+  with pytest.raises(checkpoint.CheckpointError, match=(
+      r'holds the outputs of a run \(final_state.msgpack, epoch_metrics.jsonl up to '
+      r'step 3, embedding_metrics.jsonl up to step 2\) but no usable checkpoint.*'
+      'checkpoint.restart=True')):
+    train.train_and_evaluate(cfg, workdir)
+  assert {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)} == before
+  cfg.checkpoint.restart = True
+  summary = train.train_and_evaluate(cfg, workdir)
+  assert summary['status'] == 'completed' and summary['resumed_from_step'] is None
+  old = tmp_path / 'previous-0'
+  assert {n: (old / n).read_bytes() for n in os.listdir(old)} == before   # all kept
+  assert records.read_jsonl(tmp_path / 'epoch_metrics.jsonl') == records.read_jsonl(
+      old / 'epoch_metrics.jsonl')                   # the same run again, from step 0
+  assert not (tmp_path / 'eval.json').exists()
 
 
 def test_refuses_workdir_with_files_of_an_unknown_run(tmp_path):
@@ -205,3 +232,71 @@ def test_cli_bad_config_gives_one_line_error(tmp_path):
   assert lines == ["config error: config.vq.ema_decay=1.5: must be in [0, 1), "
                    "or None for gradient updates"]
   assert not os.listdir(tmp_path)               # nothing written
+
+
+def _disk_full(path):
+  def fail(*args, **kwargs):
+    raise OSError(28, 'No space left on device', path)
+  return fail
+
+
+def test_a_failing_close_skips_no_other_cleanup_and_the_summary_says_failed(
+    tmp_path, monkeypatch, capfd):
+  """Every closer runs in its own try: a TensorBoard writer that cannot
+  flush still leaves the logs closed, the last checkpoint and the final
+  weights written, and summary.json saying failed with the path and error;
+  with the space back the same command finishes the run."""
+  events = str(tmp_path / 'events.out.tfevents.x')
+  monkeypatch.setattr(records.TensorBoardWriter, 'close', _disk_full(events))
+  cfg = load('no_vq', 'tiny')
+  with pytest.raises(OSError, match='No space left'):
+    train.train_and_evaluate(cfg, str(tmp_path))
+  assert (f'warning: closing the TensorBoard writer failed: No space left on device: '
+          f'{events}') in capfd.readouterr().err
+  summary = json.load(open(tmp_path / 'summary.json'))
+  assert summary['status'] == 'failed'
+  assert summary['reason'] == f'No space left on device: {events}'
+  assert (tmp_path / 'final_state.msgpack').exists()
+  assert '6' in os.listdir(tmp_path / 'checkpoints')             # the last checkpoint saved
+  monkeypatch.undo()
+  again = train.train_and_evaluate(cfg, str(tmp_path))
+  assert again['status'] == 'completed' and again['steps'] == 6
+
+
+def test_failing_final_weights_and_summary_writes_are_each_reported(tmp_path, monkeypatch,
+                                                                    capfd):
+  from jepa_jax import final_state
+  weights, summary_path = str(tmp_path / 'final_state.msgpack'), str(tmp_path / 'summary.json')
+  monkeypatch.setattr(final_state, 'save', _disk_full(weights))
+  write_json = records.write_json
+  def no_summary(path, obj):
+    if path.endswith('summary.json'):
+      raise OSError(28, 'No space left on device', path + '.tmp')
+    write_json(path, obj)
+  monkeypatch.setattr(records, 'write_json', no_summary)
+  cfg = load('no_vq', 'tiny')
+  cfg.train.num_epochs = 1
+  with pytest.raises(OSError) as err:
+    train.train_and_evaluate(cfg, str(tmp_path))
+  assert records.one_line_error(err.value) == f'No space left on device: {weights}'
+  out = capfd.readouterr().err
+  assert f'warning: writing the final weights failed: No space left on device: {weights}' in out
+  assert f'warning: writing {summary_path} failed: No space left on device: {summary_path}.tmp' in out
+  assert not os.path.exists(tmp_path / '.lock')          # the lock released all the same
+
+
+def test_a_checkpoint_folder_that_takes_no_writes_fails_at_once_with_its_path(
+    tmp_path, monkeypatch):
+  """(Root ignores permissions: the read-only folder is an injected EROFS.)"""
+  real_open = os.open
+  def read_only(path, *args, **kwargs):
+    if '.write_probe' in str(path):
+      raise OSError(30, 'Read-only file system', path)
+    return real_open(path, *args, **kwargs)
+  monkeypatch.setattr(checkpoint.os, 'open', read_only)
+  cfg = load('no_vq', 'tiny')
+  with pytest.raises(OSError) as err:
+    train.train_and_evaluate(cfg, str(tmp_path))
+  line = records.one_line_error(err.value)
+  assert line.startswith(f'Read-only file system: {tmp_path}/checkpoints/.write_probe_')
+  assert not (tmp_path / 'summary.json').exists() and not (tmp_path / '.lock').exists()

@@ -1,6 +1,7 @@
 """Two-stage runs: stage 1 without VQ, stage 2 adds VQ on the frozen stage-1 encoder."""
 import json
 import os
+import re
 
 import chex
 import jax
@@ -81,12 +82,20 @@ def test_stage2_from_a_checkpoint_of_another_shape_lists_every_mismatch(two_stag
     stages.run(bad, str(tmp_path / 'run'))
   msg = str(err.value)
   assert 'step 6' in msg and 'does not fit this run' in msg
+  # One line of the first 5 and the count; every one of them in the file it names.
+  match = re.search(r'\((\d+) mismatches\).*; \.\.\. and (\d+) more \(all of them in (.*)\)$',
+                    msg)
+  total, more, listing = int(match[1]), int(match[2]), match[3]
+  assert total == more + 5 and not listing.startswith(str(tmp_path))
+  with open(listing) as f:
+    full = f.read()
+  assert len(full.splitlines()) == total + 1
   for name in ('params/encoder/params/patch_embed/kernel: checkpoint (2, 2, 1, 16) '
                'float32 vs run (2, 2, 1, 32) float32',
                'target_params/params/norm/scale: checkpoint (16,) float32 vs run (32,)',
                'params/predictor/params/embed/kernel: checkpoint (16, 8) float32 vs '
                'run (32, 8)'):
-    assert name in msg
+    assert name in full
   assert not os.path.exists(tmp_path / 'run')             # nothing written
 
 

@@ -1,0 +1,106 @@
+"""SIGTERM and SIGINT (Ctrl-C), from process start to exit, without tracebacks.
+
+What a signal does depends on where the run is (`phase`):
+
+  'startup'  before or after a run (imports, flag parsing): one line, then
+             exit at once with status 128 + the signal number; nothing was
+             written.
+  'setup'    a run is being set up (data, model, restore, compile): no step
+             boundary to wait for, so the handler raises `Stopped`;
+             `jepa_jax.train` writes summary.json (`preempted` for SIGTERM,
+             `interrupted` for SIGINT) once the workdir is its own.
+  'loop'     training: the request is recorded; the loop saves a checkpoint
+             at the next step boundary and stops with that status.
+  'finish'   the run is writing its last files: the request is recorded only.
+
+A second SIGINT after a request (Ctrl-C twice) exits at once with status 130,
+without saving: the last complete checkpoint is kept, a save in flight is
+left in Orbax's temporary folder and cleaned up on the next start.
+Handlers are installed from the main thread only; elsewhere this is inert.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Optional
+
+STATUS = {signal.SIGTERM: 'preempted', signal.SIGINT: 'interrupted'}
+NAME = {signal.SIGTERM: 'SIGTERM', signal.SIGINT: 'SIGINT'}
+
+
+class Stopped(BaseException):
+  """A signal arrived while a run was being set up. `status`: 'preempted'
+  (SIGTERM) or 'interrupted' (SIGINT)."""
+
+  def __init__(self, status: str, signum: int):
+    self.status, self.signum = status, signum
+    super().__init__(f'{NAME[signum]} during set-up')
+
+
+_state = {'phase': 'startup', 'requested': None, 'previous': None, 'hook': None}
+
+
+def _say(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def _handler(signum, frame):  # pylint: disable=unused-argument
+  status, phase = STATUS[signum], _state['phase']
+  if signum == signal.SIGINT and _state['requested']:
+    _say('second Ctrl-C: exiting now, without saving (the last complete checkpoint is kept)')
+    os._exit(130)  # pylint: disable=protected-access
+  if phase == 'startup':     # nothing to clean up; an exception could be swallowed
+    _say(f'{NAME[signum]}: stopped before a run started; nothing written')
+    sys.stdout.flush()
+    os._exit(128 + signum)  # pylint: disable=protected-access
+  _state['requested'] = status
+  if phase == 'setup':
+    raise Stopped(status, signum)
+  if phase == 'loop':
+    _say(f'{NAME[signum]}: saving a checkpoint at the next step boundary, then '
+         'stopping' + (' (Ctrl-C again: exit at once)' if signum == signal.SIGINT else ''))
+  else:
+    _say(f'{NAME[signum]}: the run is writing its last files; stopping after that')
+
+
+def _unraisable_hook(unraisable):
+  """A handler that runs inside a callback whose exceptions Python ignores (a
+  gc or weakref callback) cannot stop the set-up: its `Stopped` is dropped
+  without a traceback, and the recorded request stops the run at its first
+  step boundary instead."""
+  if not isinstance(unraisable.exc_value, Stopped):
+    _state['hook'](unraisable)
+
+
+def install() -> bool:
+  """Installs the handlers (main thread only); True if this call did."""
+  if _state['previous'] is not None or threading.current_thread() is not threading.main_thread():
+    return False
+  _state['previous'] = {s: signal.signal(s, _handler) for s in STATUS}
+  _state['hook'], sys.unraisablehook = sys.unraisablehook, _unraisable_hook
+  return True
+
+
+def uninstall() -> None:
+  """Puts back the handlers `install` replaced."""
+  previous, _state['previous'] = _state['previous'], None
+  for signum, handler in (previous or {}).items():
+    signal.signal(signum, handler)
+  if previous is not None:
+    sys.unraisablehook = _state['hook']
+  set_phase('startup')
+
+
+def set_phase(phase: str) -> None:
+  """Enters `phase` (see the module docstring); 'setup' forgets old requests."""
+  assert phase in ('startup', 'setup', 'loop', 'finish'), phase
+  if phase == 'setup':
+    _state['requested'] = None
+  _state['phase'] = phase
+
+
+def requested() -> Optional[str]:
+  """'preempted' / 'interrupted' once a signal asked the run to stop, else None."""
+  return _state['requested']

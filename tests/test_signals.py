@@ -1,0 +1,113 @@
+"""SIGTERM / SIGINT: a clean stop with a summary in set-up and in training; Ctrl-C twice."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jepa_jax import checkpoint
+from jepa_jax import data as data_lib
+from jepa_jax import interrupts
+from jepa_jax import parallel
+from jepa_jax import train
+from conftest import ROOT, load
+
+
+def _steps(workdir):
+  ckpts = checkpoint.RunCheckpoints(os.path.join(workdir, 'checkpoints'), read_only=True)
+  try:
+    return ckpts.steps()
+  finally:
+    ckpts.close()
+
+
+def test_sigterm_while_compiling_writes_a_preempted_summary(tmp_path, monkeypatch):
+  compile_step = parallel.compile_train_step
+  def compile_then_sigterm(*args):
+    out = compile_step(*args)
+    os.kill(os.getpid(), signal.SIGTERM)       # arrives before the first step
+    return out
+  monkeypatch.setattr(parallel, 'compile_train_step', compile_then_sigterm)
+  cfg, workdir = load('no_vq', 'tiny'), str(tmp_path)
+  summary = train.train_and_evaluate(cfg, workdir)
+  assert summary['status'] == 'preempted' and summary['steps'] == 0
+  assert 'SIGTERM during set-up' in summary['reason']
+  assert json.load(open(tmp_path / 'summary.json'))['status'] == 'preempted'
+  assert not os.path.exists(tmp_path / '.lock')
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL     # handlers put back
+  monkeypatch.setattr(parallel, 'compile_train_step', compile_step)
+  again = train.train_and_evaluate(cfg, workdir)                 # the same command goes on
+  assert again['status'] == 'completed' and again['steps'] == 6
+
+
+def test_sigint_in_training_saves_at_the_next_step_boundary(tmp_path, monkeypatch):
+  batches = data_lib.epoch_batches
+  def batches_then_sigint(*args, **kwargs):
+    for i, batch in enumerate(batches(*args, **kwargs)):
+      yield batch
+      if 'start_step' in kwargs and i == 0:    # the loop's epoch 0, after batch 1
+        os.kill(os.getpid(), signal.SIGINT)
+  monkeypatch.setattr(data_lib, 'epoch_batches', batches_then_sigint)
+  cfg = load('gentle', 'tiny')
+  cfg.checkpoint.every_steps = None                  # only the stop saves mid-epoch
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  # Sent while step 2 was being fetched: step 2 is the next boundary.
+  assert summary['status'] == 'interrupted' and summary['steps'] == 2
+  assert _steps(str(tmp_path)) == [2]
+  assert json.load(open(tmp_path / 'summary.json'))['status'] == 'interrupted'
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_exits_at_once(monkeypatch, capsys):
+  exits = []
+  monkeypatch.setattr(interrupts.os, '_exit', exits.append)
+  interrupts.set_phase('setup')
+  interrupts.set_phase('loop')
+  try:
+    interrupts._handler(signal.SIGINT, None)        # first: recorded, no exit
+    assert interrupts.requested() == 'interrupted' and exits == []
+    interrupts._handler(signal.SIGINT, None)        # second: out now
+    assert exits == [130]
+  finally:
+    interrupts.set_phase('startup')
+  err = capsys.readouterr().err
+  assert 'Ctrl-C again: exit at once' in err and 'second Ctrl-C: exiting now' in err
+
+
+def test_cli_ctrl_c_at_start_up_is_one_line_without_traceback(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  proc = subprocess.Popen([sys.executable, '-m', 'jepa_jax.main',
+                           '--config=configs/gentle.py:tiny', f'--workdir={tmp_path / "run"}'],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  time.sleep(1.0)                                    # importing, parsing or setting up
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=300)
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err[-3000:]
+  assert proc.returncode == 130, (proc.returncode, err[-3000:])
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert len(lines) == 1 and 'SIGINT' in lines[0], err
+
+
+def test_cli_sigterm_once_the_workdir_is_set_up_leaves_a_preempted_summary(tmp_path):
+  """SIGTERM as soon as config.json exists (the train step is compiling next):
+  exit 0, summary.json `preempted`, no traceback."""
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  proc = subprocess.Popen([sys.executable, '-m', 'jepa_jax.main',
+                           '--config=configs/gentle.py:tiny', f'--workdir={workdir}'],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while not (workdir / 'config.json').exists() and time.time() < deadline:
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0 and 'Traceback' not in err, err[-3000:]
+  assert out.startswith('preempted:')
+  summary = json.load(open(workdir / 'summary.json'))
+  assert summary['status'] == 'preempted' and summary['steps'] < 6
