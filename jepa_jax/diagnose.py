@@ -313,8 +313,26 @@ def check_run(run: Run, criteria: Criteria = Criteria()) -> Dict[str, Any]:
   return {'run': run.path, 'variant': run.variant, 'status': run.status,
           'epochs_completed': done, 'num_epochs': run.num_epochs,
           'criteria': out, 'red_flags': flags, 'alerts': alert_counts(run),
-          'trajectory': traj,
+          'trajectory': traj, 'codebook': codebook_health(run),
           'must_have_passed': all(c['status'] != FAIL for c in musts)}
+
+
+HEALTH_KEYS = ('vq_churn', 'vq_restarted_share', 'vq_young_share',
+               'vq_window_usage_ratio', 'vq_context_usage_ratio')
+
+
+def codebook_health(run: Run) -> Dict[str, Any]:
+  """The last measurement point's codebook health (not criteria: the
+  reference has none for them): churn since the previous point, share of the
+  codebook restarted since then, share of codes younger than one epoch, the
+  training-window and masked-context usage. {} without those records."""
+  recs = [r for r in run.embedding if 'vq_churn' in r]
+  if not recs:
+    return {}
+  last = recs[-1]
+  prev = recs[-2]['step'] if len(recs) > 1 else 0
+  return {'step': last['step'], 'since_step': prev,
+          **{k: last.get(k) for k in HEALTH_KEYS}}
 
 
 TITLES = {
@@ -345,6 +363,14 @@ def format_result(result: Dict[str, Any]) -> str:
   lines += [f'    - {f}' for f in result['red_flags']]
   alerts = ', '.join(f'{k} x{v}' for k, v in sorted(result['alerts'].items()))
   lines.append(f"  alerts: {alerts or 'none'}")
+  h = result.get('codebook') or {}
+  if h:
+    pct = lambda k: '–' if h.get(k) is None else f'{h[k]:.1%}'  # noqa: E731
+    lines.append(f"  codebook at step {h['step']} (since step {h['since_step']}): churn "
+                 f"{pct('vq_churn')} of val tokens, {pct('vq_restarted_share')} of codes "
+                 f"restarted, {pct('vq_young_share')} younger than one epoch; usage "
+                 f"{pct('vq_window_usage_ratio')} in the training window, "
+                 f"{pct('vq_context_usage_ratio')} on masked-context tokens")
   lines.append('  must-have: ' + ('PASS' if result['must_have_passed'] else 'FAIL'))
   return '\n'.join(lines)
 

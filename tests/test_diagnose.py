@@ -176,3 +176,21 @@ def test_a_damaged_jsonl_line_is_named_and_the_intact_lines_are_used(runs, capsy
   assert err.rstrip().endswith('skipped, the intact lines are used')
   assert diagnose.main([path]) == 0
   assert diagnose.check_run(run, diagnose.Criteria())['trajectory'] == whole['trajectory']
+
+
+def test_codebook_health_of_the_last_point_is_reported(tmp_path):
+  path = tmp_path / 'health'
+  make_run(path, REF_USAGE[:3], [12.0] * 3, [25.0] * 3, [8.0, 7.9])
+  recs = [json.loads(l) for l in open(path / 'embedding_metrics.jsonl')]
+  for i, r in enumerate(recs):
+    r.update(vq_churn=None if i == 0 else 0.5 / i, vq_restarted_share=0.25,
+             vq_young_share=0.125, vq_window_usage_ratio=0.75, vq_context_usage_ratio=0.5)
+  (path / 'embedding_metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs))
+  r = diagnose.check_run(diagnose.load_run(str(path)))
+  assert r['codebook'] == {'step': 600, 'since_step': 400, 'vq_churn': 0.25,
+                           'vq_restarted_share': 0.25, 'vq_young_share': 0.125,
+                           'vq_window_usage_ratio': 0.75, 'vq_context_usage_ratio': 0.5}
+  text = diagnose.format_result(r)
+  assert 'codebook at step 600 (since step 400): churn 25.0% of val tokens' in text
+  assert diagnose.check_run(diagnose.load_run(make_run(
+      tmp_path / 'plain', REF_USAGE[:3], [12.0] * 3, [25.0] * 3, [8.0])))['codebook'] == {}
