@@ -35,7 +35,13 @@ setup(
         "tpu": ["jax[tpu]>=0.6.1"],
         # experiments/assess.py draws its plots with matplotlib; the tests run it.
         "experiments": ["matplotlib>=3.7"],
-        "test": ["pytest>=8.0", "matplotlib>=3.7"],
+        # data.pipeline='grain' and the ArrayRecord source / packing tool
+        # (jepa_jax/data/grain_pipeline.py, arrayrecord.py, pack.py). An extra,
+        # not a requirement: the default in-memory pipeline needs neither, and
+        # array-record ships Linux / macOS wheels only.
+        "data": ["grain>=0.2.10", "array-record>=0.5.0"],
+        "test": ["pytest>=8.0", "matplotlib>=3.7", "grain>=0.2.10",
+                 "array-record>=0.5.0"],
         # PyTorch side of experiments/benchmarks only; the package never imports torch.
         "bench": ["torch>=2.4", "vector-quantize-pytorch>=1.20"],
     },

@@ -30,11 +30,17 @@ def get_config(arg=None):
   c.data.name = 'digits'
   c.data.val_fraction = 0.15      # fixed split: 1,527 train / 270 val digits
   c.data.split_seed = 0
-  c.data.path = config_dict.placeholder(str)  # npz: the .npz file; folder: the folder
+  c.data.path = config_dict.placeholder(str)  # npz: the .npz file; folder, arrayrecord: the folder
   c.data.arc_version = 'arc-agi-1'            # arc: 'arc-agi-1', 'kaggle2019', 'arc-agi-2'
   c.data.canvas_size = 30                     # arc: grids padded to a 30x30 canvas
-  c.data.image_size = (32, 32)                # folder: images resized to (rows, cols)
-  c.data.channels = 1                         # folder: 1 grayscale, 3 RGB
+  c.data.image_size = (32, 32)                # folder, arrayrecord: resized to (rows, cols)
+  c.data.channels = 1                         # folder, arrayrecord: 1 grayscale, 3 RGB
+  # Input pipeline: 'memory' (batches cut from in-memory arrays) or 'grain'
+  # (the same batches through Grain; `folder` then decodes lazily). grain:
+  # reader threads, and worker processes decoding (0: none).
+  c.data.pipeline = 'memory'
+  c.data.read_threads = 4
+  c.data.workers = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.patch_size = 2          # 8x8 digits -> 4x4 grid of 16 tokens

@@ -137,6 +137,7 @@ ADDED_KEYS = {
     'monitor.usage_from_epoch': 0, 'train.usage_window_steps': 200,
     'loss.entropy_weight': 0.0,
     'loss.entropy_temperature': 1.0,
+    'data.pipeline': 'memory', 'data.read_threads': 4, 'data.workers': 0,
 }
 
 
@@ -190,11 +191,13 @@ def validate(cfg) -> None:
     check('data.arc_version', cfg.data.arc_version in data.arc.VERSIONS,
           f'unknown ARC version (known: {", ".join(sorted(data.arc.VERSIONS))})')
     positive_int('data.canvas_size')
-  if cfg.data.name in ('npz', 'folder'):
+  if cfg.data.name in ('npz', 'folder', 'arrayrecord'):
     check('data.path', isinstance(cfg.data.path, str) and bool(cfg.data.path),
-          f"data.name={cfg.data.name!r} needs the path of its "
-          f"{'.npz file' if cfg.data.name == 'npz' else 'image folder'}")
-  if cfg.data.name == 'folder':
+          f"data.name={cfg.data.name!r} needs the path of its " + {
+              'npz': '.npz file', 'folder': 'image folder',
+              'arrayrecord': 'packed folder (python -m jepa_jax.data.pack)'}[cfg.data.name])
+  _validate_pipeline(cfg, check)
+  if cfg.data.name in ('folder', 'arrayrecord'):
     size = cfg.data.image_size
     check('data.image_size', len(size) == 2 and all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size),
@@ -360,6 +363,22 @@ def _validate_seeds_and_ranges(cfg, check, number) -> None:
     v = number(key)
     check(key, v <= 0 or _FLOAT32_TINY <= v <= _FLOAT32_MAX,
           f'outside float32 range: must be in [{_FLOAT32_TINY:.3g}, {_FLOAT32_MAX:.3g}]')
+
+
+def _validate_pipeline(cfg, check) -> None:
+  """data.pipeline, data.read_threads, data.workers (see configs/base.py)."""
+  d = cfg.data
+  check('data.pipeline', d.get('pipeline', 'memory') in ('memory', 'grain'),
+        "must be 'memory' (in-memory batches) or 'grain' (the same batches through Grain)")
+  if d.get('pipeline', 'memory') == 'grain' or d.name == 'arrayrecord':
+    missing = [m for m in ('grain', 'array_record') if importlib.util.find_spec(m) is None]
+    check('data.pipeline' if d.name != 'arrayrecord' else 'data.name', not missing,
+          f"needs the {' and '.join(missing)} package(s): pip install 'jepa_jax[data]'")
+  for key, low in (('data.read_threads', 1), ('data.workers', 0)):
+    if key.split('.')[1] in d:
+      v = _get(cfg, key)
+      check(key, isinstance(v, int) and not isinstance(v, bool) and v >= low,
+            f'must be an integer >= {low}')
 
 
 def _validate_quantizer(cfg, check, number, positive_int) -> None:

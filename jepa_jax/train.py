@@ -496,9 +496,9 @@ def _train_and_evaluate(cfg, workdir, t_start, timer, progress):
       first = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
       if epoch != meta['epoch']:
         epoch_metrics = EpochMetrics()
-      for i, (images, ids) in enumerate(timer.iterate('data', data_lib.epoch_batches(
-          dataset.train_images, tc.batch_size, cfg.seed, epoch,
-          setup.steps_per_epoch, start_step=first, rows=rows)), start=first):
+      for i, (images, ids) in enumerate(timer.iterate('data', data_lib.train_batches(
+          cfg, dataset.train_images, epoch, setup.steps_per_epoch,
+          start_step=first, rows=rows)), start=first):
         with timer('step'):
           state, m = train_step(state, images, ids)
         epoch_metrics.add(m)

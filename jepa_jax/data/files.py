@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from jepa_jax import data
+from jepa_jax.data import lazy
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
                     '.webp', '.ppm', '.pgm')
@@ -116,27 +117,17 @@ def load_npz(cfg) -> data.Dataset:
   return _split(cfg, images, labels, 'npz', colours)
 
 
-def _read_image(path: str, size, mode: str) -> np.ndarray:
-  from PIL import Image  # noqa: PLC0415  (only folder runs need Pillow)
-  try:
-    with Image.open(path) as img:
-      img = img.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-      return np.asarray(img, np.float32) / 255.0
-  except Exception as err:  # noqa: BLE001  (any unreadable image: one line)
-    raise data.DataError(f'cannot read image {path}: {err}') from None
-
-
-@data.register('folder')
-def load_folder(cfg) -> data.Dataset:
-  root = _path(cfg, 'a folder with one subfolder of images per class')
+def list_folder(root: str):
+  """(paths, labels) of an image folder with one subfolder per class (sorted
+  class names give labels 0, 1, ...; files sorted by name within a class).
+  Raises DataError naming the folder when it has no classes or a class has
+  no image files."""
   if not os.path.isdir(root):
     raise data.DataError(f'image folder not found: {root}')
   classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
   if not classes:
     raise data.DataError(f'{root}: no class subfolders (need one subfolder per class)')
-  mode = {1: 'L', 3: 'RGB'}[cfg.data.channels]
-  size = tuple(cfg.data.image_size)
-  images, labels = [], []
+  paths, labels = [], []
   for label, name in enumerate(classes):
     folder = os.path.join(root, name)
     files = sorted(f for f in os.listdir(folder)
@@ -145,10 +136,21 @@ def load_folder(cfg) -> data.Dataset:
     if not files:
       raise data.DataError(f'{folder}: class folder holds no image files '
                            f'({", ".join(IMAGE_EXTENSIONS)})')
-    for f in files:
-      images.append(_read_image(os.path.join(folder, f), size, mode))
-      labels.append(label)
-  images = np.stack(images)
-  if images.ndim == 3:
-    images = images[..., None]
-  return _split(cfg, images, np.asarray(labels, np.int32), 'folder')
+    paths.extend(os.path.join(folder, f) for f in files)
+    labels.extend([label] * len(files))
+  return paths, np.asarray(labels, np.int32)
+
+
+@data.register('folder')
+def load_folder(cfg) -> data.Dataset:
+  """The image folder, decoded into memory; with data.pipeline='grain' the
+  train split is read lazily instead (`lazy.split_lazy`)."""
+  root = _path(cfg, 'a folder with one subfolder of images per class')
+  paths, labels = list_folder(root)
+  mode = {1: 'L', 3: 'RGB'}[cfg.data.channels]
+  size = tuple(cfg.data.image_size)
+  reader = lazy.FileReader(paths, size, mode)
+  if cfg.data.get('pipeline', 'memory') == 'grain':
+    return lazy.split_lazy(cfg, reader, len(paths), labels, 'folder')
+  images = np.stack([reader(i) for i in range(len(paths))])
+  return _split(cfg, images, labels, 'folder')
