@@ -54,6 +54,15 @@ def _stack(items):
           np.asarray([i for _, i in items], np.int32))
 
 
+def _absl_flags_parsed() -> None:
+  """Grain's worker processes read its absl flags, which fail unless flags
+  were parsed: outside an absl app (tests, a notebook) they are marked parsed,
+  so every flag keeps its default."""
+  from absl import flags  # noqa: PLC0415
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
 def make_dataset(images, order: np.ndarray, rows_per_batch: int,
                  read_threads: int = 1, workers: int = 0):
   """A Grain IterDataset of (images (rows, H, W, C) float32, ids (rows,)
@@ -64,6 +73,7 @@ def make_dataset(images, order: np.ndarray, rows_per_batch: int,
       num_threads=read_threads, prefetch_buffer_size=2 * rows_per_batch))
   it = it.batch(rows_per_batch, drop_remainder=True, batch_fn=_stack)
   if workers:
+    _absl_flags_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return it
 
