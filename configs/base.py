@@ -12,6 +12,12 @@ in order):
   arc    the same variant on ARC-AGI grids (`apply_arc`): colour embedding,
          30x30 canvas of 3x3-cell patches, masking sized for it.
   tiny   a few steps of a very small model (tests, smoke runs).
+  vit_s16, vit_b16
+         accelerator sizes (`apply_vit`): 224x224 RGB images from an image
+         folder or packed shards (set data.path; data.name 'folder' or
+         'arrayrecord'), 16x16 patches, a ViT-S/16 (384 wide, 12 deep, 6
+         heads) or ViT-B/16 (768, 12, 12) encoder, an I-JEPA-like predictor
+         (384 wide, 6 deep) and I-JEPA-like masks on the 14x14 token grid.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -195,6 +201,41 @@ def apply_arc(c):
   return c
 
 
+# ViT sizes (Dosovitskiy et al. 2021; Touvron et al. 2021 for ViT-S):
+# (embed_dim, depth, num_heads).
+VIT_SIZES = {'vit_s16': (384, 12, 6), 'vit_b16': (768, 12, 12)}
+
+
+def apply_vit(c, name):
+  """Switches a config to a ViT-S/16 or ViT-B/16 encoder on 224 px RGB images.
+
+  Predictor as I-JEPA's (Assran et al. 2023: 384 wide, the encoder's heads;
+  6 deep here, half the depth I-JEPA uses for ViT-H). Masks on the 14x14
+  grid as I-JEPA's in size: 4 target blocks of 5x5 tokens (12.8% of the
+  image each; I-JEPA 15-20%) and a context of 96 tokens (the most the
+  static-shape masking allows with 4 such blocks) drawn from a 13x13 block.
+  The pipeline switches to 'grain', so the folder is read lazily.
+  """
+  width, depth, heads = VIT_SIZES[name]
+  c.data.name = 'folder'          # or 'arrayrecord'; data.path: set it
+  c.data.image_size = (224, 224)
+  c.data.channels = 3
+  c.data.pipeline = 'grain'
+  c.model.patch_size = 16
+  c.model.patch_embed = 'conv'
+  c.model.embed_dim, c.model.depth, c.model.num_heads = width, depth, heads
+  c.model.mlp_ratio = 4.0
+  c.model.predictor_dim = 384
+  c.model.predictor_depth = 6
+  c.model.predictor_num_heads = heads
+  c.masking.num_target_blocks = 4
+  c.masking.target_block_size = (5, 5)
+  c.masking.context_block_size = (13, 13)
+  c.masking.num_context_tokens = 96
+  c.train.batch_size = 256
+  return c
+
+
 def apply_variant_arg(c, arg):
   """Applies the `:arg` variant string shared by every config file."""
   for token in (arg or '').split(','):
@@ -203,6 +244,8 @@ def apply_variant_arg(c, arg):
       continue
     if token == 'arc':
       apply_arc(c)
+    elif token in VIT_SIZES:
+      apply_vit(c, token)
     elif token == 'tiny':
       c.model.embed_dim = 16
       c.model.depth = 1
@@ -228,5 +271,5 @@ def apply_variant_arg(c, arg):
       c.vq.kmeans_iters = 2
       c.vq.kmeans_num_samples = 512
     else:
-      raise ValueError(f'unknown config variant {token!r} (known: arc, tiny)')
+      raise ValueError(f'unknown config variant {token!r} (known: arc, tiny, vit_s16, vit_b16)')
   return c
