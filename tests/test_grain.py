@@ -156,3 +156,14 @@ def test_grain_run_equals_memory_run_and_resumes_mid_epoch_exactly(tmp_path):
   summary = train.train_and_evaluate(cfg('grain'), str(run))
   assert summary['resumed_from_step'] == 4 and summary['status'] == 'completed'
   assert weights(run) == weights(ref) and logs(run) == logs(ref)
+
+
+def test_chunked_statistics_agree_with_the_stacked_ones(monkeypatch):
+  x = np.random.default_rng(0).random((300, 5, 5, 3)).astype(np.float32)
+  images = lazy.LazyImages(lambda i: x[i], np.arange(300), (5, 5, 3))
+  mean, std = lazy.sample_stats(images, 0)
+  np.testing.assert_array_equal(mean, x.mean(axis=(0, 1, 2), dtype=np.float64))
+  monkeypatch.setattr(lazy, 'STATS_BYTES', 0)
+  mean2, std2 = lazy.sample_stats(images, 0)
+  np.testing.assert_allclose(mean2, mean, rtol=1e-12)
+  np.testing.assert_allclose(std2, std, rtol=1e-12)

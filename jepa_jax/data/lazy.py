@@ -23,6 +23,7 @@ import numpy as np
 from jepa_jax import data
 
 STATS_SAMPLE = 2048     # train images the mean / std are computed over, at most
+STATS_BYTES = 256 << 20  # a sample this large (float32) is reduced in chunks
 
 
 def decode(source, size, mode: str, where: str) -> np.ndarray:
@@ -99,16 +100,33 @@ class LazyImages:
 
 
 def sample_stats(images: LazyImages, split_seed: int):
-  """Per-channel (mean, std) as `data.standardize` computes them, over all
-  train images when there are at most STATS_SAMPLE, else over a fixed
-  sample of STATS_SAMPLE (chosen by `split_seed`)."""
+  """Per-channel (mean, std) of the train images: over all of them when
+  there are at most STATS_SAMPLE, else over a fixed sample of STATS_SAMPLE
+  (chosen by `split_seed`). When the sample's pixels fit in STATS_BYTES it
+  is stacked and reduced exactly as `data.standardize` does (the same values
+  as the in-memory source); otherwise it is read in chunks of 64 images and
+  the chunks' means and squared deviations are merged (Chan et al.), so the
+  memory used stays that of 64 images."""
   n = len(images)
   ks = (np.arange(n) if n <= STATS_SAMPLE else np.sort(
       np.random.default_rng([split_seed, 0x57a7]).choice(n, STATS_SAMPLE, replace=False)))
-  sample = images[ks]
-  axes = tuple(range(sample.ndim - 1))
-  mean = sample.mean(axis=axes, dtype=np.float64)
-  std = sample.std(axis=axes, dtype=np.float64)
+  if len(ks) * int(np.prod(images.image_shape)) * 4 <= STATS_BYTES:
+    sample = images[ks]
+    axes = tuple(range(sample.ndim - 1))
+    mean = sample.mean(axis=axes, dtype=np.float64)
+    std = sample.std(axis=axes, dtype=np.float64)
+  else:
+    count, mean, m2 = 0, 0.0, 0.0
+    for start in range(0, len(ks), 64):
+      chunk = images[ks[start:start + 64]].reshape(-1, images.image_shape[-1])
+      c = len(chunk)
+      c_mean = chunk.mean(axis=0, dtype=np.float64)
+      c_m2 = ((chunk - c_mean) ** 2).sum(axis=0)
+      delta = c_mean - mean
+      mean = mean + delta * c / (count + c)
+      m2 = m2 + c_m2 + delta ** 2 * count * c / (count + c)
+      count += c
+    std = np.sqrt(m2 / count)
   return mean, np.where(std > 0, std, 1.0)
 
 
