@@ -150,6 +150,13 @@ def get_config(arg=None):
   c.monitor.rank_abort = 1.0
   c.monitor.min_epochs = 60
   c.monitor.usage_from_epoch = 1    # usage rules from this (0-based) epoch on; 0: any point
+  # The reference's Option-B decision rule (off by default): an abort-severity
+  # event when usage < option_b_usage or the context effective rank <
+  # option_b_rank within the first option_b_epoch epochs.
+  c.monitor.option_b = False
+  c.monitor.option_b_epoch = 15
+  c.monitor.option_b_usage = 0.12
+  c.monitor.option_b_rank = 4.0
 
   # Parameter groups kept fixed: any of 'encoder', 'target_encoder',
   # 'predictor', 'temperature' (no gradient, no update, no weight decay).

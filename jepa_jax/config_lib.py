@@ -137,6 +137,8 @@ ADDED_KEYS = {
     'monitor.usage_from_epoch': 0, 'train.usage_window_steps': 200,
     'loss.entropy_weight': 0.0,
     'loss.entropy_temperature': 1.0,
+    'monitor.option_b': False, 'monitor.option_b_epoch': 15,
+    'monitor.option_b_usage': 0.12, 'monitor.option_b_rank': 4.0,
 }
 
 
@@ -290,6 +292,7 @@ def validate(cfg) -> None:
             'auto-detect SLURM / Cloud TPU)')
 
   check('monitor.abort', isinstance(cfg.monitor.abort, bool), 'must be True or False')
+  _validate_option_b(cfg, check, number)
   for key in ('monitor.usage_decline_checkpoints', 'monitor.val_increase_epochs',
               'monitor.min_epochs'):
     positive_int(key)
@@ -330,6 +333,21 @@ def validate(cfg) -> None:
   # Grid-dependent checks need the image size, known once data is loaded:
   # see check_against_data.
   del m
+
+
+def _validate_option_b(cfg, check, number) -> None:
+  """The Option-B rule's keys (jepa_jax/monitor.py, `option_b_abort`)."""
+  m = cfg.monitor
+  check('monitor.option_b', isinstance(m.get('option_b', False), bool),
+        'must be True or False')
+  if not m.get('option_b', False):
+    return
+  epoch = m.option_b_epoch
+  check('monitor.option_b_epoch', isinstance(epoch, int) and not isinstance(epoch, bool)
+        and epoch >= 1, 'must be an integer >= 1 (the rule reads epochs before it)')
+  check('monitor.option_b_usage', 0.0 <= number('monitor.option_b_usage') <= 1.0,
+        'must be a usage ratio in [0, 1]')
+  check('monitor.option_b_rank', number('monitor.option_b_rank') >= 0, 'must be >= 0')
 
 
 _FLOAT32_TINY, _FLOAT32_MAX = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
