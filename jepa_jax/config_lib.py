@@ -51,8 +51,12 @@ def load_module(path: str):
 
 
 def load_config(spec: str):
-  """'configs/gentle.py[:arg]' -> ConfigDict, as `--config=` would build it."""
+  """'configs/gentle.py[:arg]' or 'run.yaml[:arg]' (jepa_jax/yaml_config.py)
+  -> ConfigDict, as `--config=` would build it."""
   path, _, arg = spec.partition(':')
+  if path.lower().endswith(('.yaml', '.yml')):
+    from jepa_jax import yaml_config  # noqa: PLC0415  (imports this module)
+    return yaml_config.load(path, arg or None)
   return load_module(path).get_config(arg or None)
 
 
@@ -66,6 +70,10 @@ def load_config_checked(spec: str):
                      else f'--config={spec}: not a file')
   try:
     cfg = load_config(spec)
+  except InputError as err:             # a YAML config's key or value
+    message = str(err)
+    message = message[len(path) + 2:] if message.startswith(f'{path}: ') else message
+    raise InputError(f'--config={spec}: {message}') from None
   except SyntaxError as err:
     raise InputError(f'--config={spec}: {path} line {err.lineno}: {err.msg}') from None
   except Exception as err:  # pylint: disable=broad-except
