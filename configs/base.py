@@ -76,6 +76,9 @@ def get_config(arg=None):
   c.vq.refresh_warmup_interval = 1      #      this step, then every refresh_interval
   c.vq.refresh_sampling = 'uniform'     # or 'far': distinct vectors, P ~ dist^2 to live codes
   c.vq.refresh_source = 'context'       # or 'full': refresh draws whole-image tokens (1 device)
+  # Peak learning rate of the gradient-trained codebook and the quantizer's
+  # own trainables (Option C, jepa_jax/step.py `_make_tx`); None: learning_rate.
+  c.vq.codebook_learning_rate = config_dict.placeholder(float)
   c.vq.init = 'random'            # or 'kmeans': k-means++ on the encoder's tokens
   c.vq.kmeans_iters = 10          # Lloyd iterations after k-means++ seeding
   c.vq.kmeans_num_samples = 8192  # token embeddings of training images used

@@ -145,6 +145,7 @@ ADDED_KEYS = {
     'monitor.usage_from_epoch': 0, 'train.usage_window_steps': 200,
     'loss.entropy_weight': 0.0,
     'loss.entropy_temperature': 1.0,
+    'vq.codebook_learning_rate': None,
     'monitor.option_b': False, 'monitor.option_b_epoch': 15,
     'monitor.option_b_usage': 0.12, 'monitor.option_b_rank': 4.0,
 }
@@ -388,6 +389,20 @@ def _validate_seeds_and_ranges(cfg, check, number) -> None:
           f'outside float32 range: must be in [{_FLOAT32_TINY:.3g}, {_FLOAT32_MAX:.3g}]')
 
 
+def _validate_codebook_lr(cfg, check, number) -> None:
+  """vq.codebook_learning_rate: a positive number, and only where the
+  quantizer has trainables for it (jepa_jax/step.py `_make_tx`)."""
+  v = cfg.vq
+  if v.get('codebook_learning_rate', None) is None:
+    return
+  check('vq.codebook_learning_rate', number('vq.codebook_learning_rate') > 0, 'must be > 0')
+  trainable = v.enabled and (v.quantizer == 'fsq' or v.codebook_dim is not None
+                             or v.simvq or v.ema_decay is None)
+  check('vq.codebook_learning_rate', trainable,
+        'sets the learning rate of a gradient-trained codebook (vq.ema_decay=None) '
+        'or of the quantizer\'s projections / SimVQ map; this config has none')
+
+
 def _validate_quantizer(cfg, check, number, positive_int) -> None:
   """The anti-collapse keys of config.vq / config.loss (see jepa_jax/quantizer.py)."""
   v = cfg.vq
@@ -410,6 +425,7 @@ def _validate_quantizer(cfg, check, number, positive_int) -> None:
     check('vq.reanchor_threshold', number('vq.reanchor_threshold') > 0, 'must be > 0')
     check('vq.reanchor_decay', 0.0 <= number('vq.reanchor_decay') < 1.0,
           'must be in [0, 1)')
+  _validate_codebook_lr(cfg, check, number)
   check('loss.entropy_weight', number('loss.entropy_weight') >= 0, 'must be >= 0')
   check('loss.entropy_temperature', number('loss.entropy_temperature') > 0, 'must be > 0')
   if not v.enabled:

@@ -10,7 +10,7 @@ from jepa_jax import yaml_config
 from conftest import ROOT, load
 
 YAML_VARIANTS = ('sixth_run', 'vq_no_refresh', 'no_vq', 'no_vq_gentle', 'gentle',
-                 'gradient')
+                 'gradient', 'gradient_long')
 
 
 def _same(a, b):
