@@ -88,6 +88,9 @@ def get_config(arg=None):
   c.vq.refresh_warmup_interval = 1      #      this step, then every refresh_interval
   c.vq.refresh_sampling = 'uniform'     # or 'far': distinct vectors, P ~ dist^2 to live codes
   c.vq.refresh_source = 'context'       # or 'full': refresh draws whole-image tokens (1 device)
+  # Peak learning rate of the gradient-trained codebook and the quantizer's
+  # own trainables (Option C, jepa_jax/step.py `_make_tx`); None: learning_rate.
+  c.vq.codebook_learning_rate = config_dict.placeholder(float)
   c.vq.init = 'random'            # or 'kmeans': k-means++ on the encoder's tokens
   c.vq.kmeans_iters = 10          # Lloyd iterations after k-means++ seeding
   c.vq.kmeans_num_samples = 8192  # token embeddings of training images used
@@ -162,6 +165,13 @@ def get_config(arg=None):
   c.monitor.rank_abort = 1.0
   c.monitor.min_epochs = 60
   c.monitor.usage_from_epoch = 1    # usage rules from this (0-based) epoch on; 0: any point
+  # The reference's Option-B decision rule (off by default): an abort-severity
+  # event when usage < option_b_usage or the context effective rank <
+  # option_b_rank within the first option_b_epoch epochs.
+  c.monitor.option_b = False
+  c.monitor.option_b_epoch = 15
+  c.monitor.option_b_usage = 0.12
+  c.monitor.option_b_rank = 4.0
 
   # Parameter groups kept fixed: any of 'encoder', 'target_encoder',
   # 'predictor', 'temperature' (no gradient, no update, no weight decay).

@@ -70,8 +70,9 @@ def _run(cmd: List[str], log_path: str) -> int:
 
 
 def train_and_evaluate(variant: str, seed: int, path: str, config_arg: str,
-                       overrides: Sequence[str]) -> Dict[str, object]:
-  """Trains (unless finished) and evaluates (unless eval.json exists) one run."""
+                       overrides: Sequence[str], evaluate: bool = True) -> Dict[str, object]:
+  """Trains (unless finished) and evaluates (unless eval.json exists, or
+  `evaluate` is False) one run."""
   did = {'variant': variant, 'seed': seed, 'trained': False, 'evaluated': False}
   status = _status(path)
   if status not in FINISHED:
@@ -100,7 +101,7 @@ def train_and_evaluate(variant: str, seed: int, path: str, config_arg: str,
   did['status'] = status
   # A two-stage run is evaluated on its last stage (the final encoder and codes).
   eval_dir = (diagnose.stage_dirs(path) or [path])[-1]
-  if (status in ('completed', 'early_stopped', 'aborted') and
+  if (evaluate and status in ('completed', 'early_stopped', 'aborted') and
       not os.path.exists(os.path.join(eval_dir, 'eval.json'))):
     rc = _run([sys.executable, '-m', 'jepa_jax.evaluate', f'--workdir={eval_dir}'],
               os.path.join(path, 'eval.log'))

@@ -51,8 +51,12 @@ def load_module(path: str):
 
 
 def load_config(spec: str):
-  """'configs/gentle.py[:arg]' -> ConfigDict, as `--config=` would build it."""
+  """'configs/gentle.py[:arg]' or 'run.yaml[:arg]' (jepa_jax/yaml_config.py)
+  -> ConfigDict, as `--config=` would build it."""
   path, _, arg = spec.partition(':')
+  if path.lower().endswith(('.yaml', '.yml')):
+    from jepa_jax import yaml_config  # noqa: PLC0415  (imports this module)
+    return yaml_config.load(path, arg or None)
   return load_module(path).get_config(arg or None)
 
 
@@ -66,6 +70,10 @@ def load_config_checked(spec: str):
                      else f'--config={spec}: not a file')
   try:
     cfg = load_config(spec)
+  except InputError as err:             # a YAML config's key or value
+    message = str(err)
+    message = message[len(path) + 2:] if message.startswith(f'{path}: ') else message
+    raise InputError(f'--config={spec}: {message}') from None
   except SyntaxError as err:
     raise InputError(f'--config={spec}: {path} line {err.lineno}: {err.msg}') from None
   except Exception as err:  # pylint: disable=broad-except
@@ -138,6 +146,9 @@ ADDED_KEYS = {
     'loss.entropy_weight': 0.0,
     'loss.entropy_temperature': 1.0,
     'data.pipeline': 'memory', 'data.read_threads': 4, 'data.workers': 0,
+    'vq.codebook_learning_rate': None,
+    'monitor.option_b': False, 'monitor.option_b_epoch': 15,
+    'monitor.option_b_usage': 0.12, 'monitor.option_b_rank': 4.0,
 }
 
 
@@ -293,6 +304,7 @@ def validate(cfg) -> None:
             'auto-detect SLURM / Cloud TPU)')
 
   check('monitor.abort', isinstance(cfg.monitor.abort, bool), 'must be True or False')
+  _validate_option_b(cfg, check, number)
   for key in ('monitor.usage_decline_checkpoints', 'monitor.val_increase_epochs',
               'monitor.min_epochs'):
     positive_int(key)
@@ -333,6 +345,21 @@ def validate(cfg) -> None:
   # Grid-dependent checks need the image size, known once data is loaded:
   # see check_against_data.
   del m
+
+
+def _validate_option_b(cfg, check, number) -> None:
+  """The Option-B rule's keys (jepa_jax/monitor.py, `option_b_abort`)."""
+  m = cfg.monitor
+  check('monitor.option_b', isinstance(m.get('option_b', False), bool),
+        'must be True or False')
+  if not m.get('option_b', False):
+    return
+  epoch = m.option_b_epoch
+  check('monitor.option_b_epoch', isinstance(epoch, int) and not isinstance(epoch, bool)
+        and epoch >= 1, 'must be an integer >= 1 (the rule reads epochs before it)')
+  check('monitor.option_b_usage', 0.0 <= number('monitor.option_b_usage') <= 1.0,
+        'must be a usage ratio in [0, 1]')
+  check('monitor.option_b_rank', number('monitor.option_b_rank') >= 0, 'must be >= 0')
 
 
 _FLOAT32_TINY, _FLOAT32_MAX = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
@@ -381,6 +408,20 @@ def _validate_pipeline(cfg, check) -> None:
             f'must be an integer >= {low}')
 
 
+def _validate_codebook_lr(cfg, check, number) -> None:
+  """vq.codebook_learning_rate: a positive number, and only where the
+  quantizer has trainables for it (jepa_jax/step.py `_make_tx`)."""
+  v = cfg.vq
+  if v.get('codebook_learning_rate', None) is None:
+    return
+  check('vq.codebook_learning_rate', number('vq.codebook_learning_rate') > 0, 'must be > 0')
+  trainable = v.enabled and (v.quantizer == 'fsq' or v.codebook_dim is not None
+                             or v.simvq or v.ema_decay is None)
+  check('vq.codebook_learning_rate', trainable,
+        'sets the learning rate of a gradient-trained codebook (vq.ema_decay=None) '
+        'or of the quantizer\'s projections / SimVQ map; this config has none')
+
+
 def _validate_quantizer(cfg, check, number, positive_int) -> None:
   """The anti-collapse keys of config.vq / config.loss (see jepa_jax/quantizer.py)."""
   v = cfg.vq
@@ -403,6 +444,7 @@ def _validate_quantizer(cfg, check, number, positive_int) -> None:
     check('vq.reanchor_threshold', number('vq.reanchor_threshold') > 0, 'must be > 0')
     check('vq.reanchor_decay', 0.0 <= number('vq.reanchor_decay') < 1.0,
           'must be in [0, 1)')
+  _validate_codebook_lr(cfg, check, number)
   check('loss.entropy_weight', number('loss.entropy_weight') >= 0, 'must be >= 0')
   check('loss.entropy_temperature', number('loss.entropy_temperature') > 0, 'must be > 0')
   if not v.enabled:

@@ -1,7 +1,7 @@
 """Success criteria of the reference assessment, checked on run folders.
 
     python -m jepa_jax.diagnose RUN_DIR [RUN_DIR ...] [--json]
-        [--val_loss_bound X | --baseline NO_VQ_RUN_DIR[,...]] [--strict]
+        [--val_loss_bound X | --baseline NO_VQ_RUN_DIR[,...]] [--strict] [--option_b]
 
 Everything is computed from the files a run writes (config.json,
 summary.json, embedding_metrics.jsonl, epoch_metrics.jsonl); nothing is
@@ -23,6 +23,11 @@ re-run. "Final" means the last record of a log. Criteria (thresholds in
     val_loss_nice       final val_loss_mean < the nice bound
     stable_full_budget  status 'completed' after all config.train.num_epochs
                         epochs, and no red flag (monitor rules replayed on the logs)
+
+Option B rule: the reference's "if Option B shows any VQ usage below 12% or
+effective rank below 4.0 by epoch 15, abort and move to Option C or D"
+(monitor rule `option_b_abort`), reported as fired / not fired when the run's
+config has `monitor.option_b` on, or for every run with `--option_b`.
 
 Usage trajectory. Take the embedding records of the second half of the run
 (step >= final step / 2; at least 3 records, else 'n/a'), with mean usage u,
@@ -232,6 +237,29 @@ def red_flags(run: Run) -> List[str]:
   return flags
 
 
+def option_b(run: Run, force: bool = False) -> Dict[str, Any]:
+  """The reference's Option-B rule (monitor rule `option_b_abort`) on a run's
+  logs: {'applied', 'fired', 'events': [messages], 'rule': description}.
+  Applied when the run's config has `monitor.option_b` on, or with `force`
+  (same thresholds, from the config or the monitor's defaults). A two-stage
+  run: each stage's events, prefixed with its name."""
+  if run.parts:
+    parts = [(os.path.basename(p.path), option_b(p, force)) for p in run.parts]
+    events = [f'{name}: {e}' for name, r in parts for e in r['events']]
+    return {'applied': any(r['applied'] for _, r in parts), 'fired': bool(events),
+            'events': events, 'rule': parts[-1][1]['rule']}
+  rules = monitor.Rules.from_config(run.config)
+  if force:
+    rules = dataclasses.replace(rules, option_b=True)
+  rule = (f'VQ usage < {rules.option_b_usage:.0%} or context effective rank < '
+          f'{rules.option_b_rank:g} by epoch {rules.option_b_epoch}')
+  if not rules.option_b:
+    return {'applied': False, 'fired': False, 'events': [], 'rule': rule}
+  _, events = monitor.replay(run.embedding, run.epochs, rules)
+  events = [e['message'] for e in events if e['rule'] == 'option_b_abort']
+  return {'applied': True, 'fired': bool(events), 'events': events, 'rule': rule}
+
+
 def alert_counts(run: Run) -> Dict[str, int]:
   if run.parts:
     total = Counter()
@@ -249,9 +277,12 @@ def _check(name, level, ok, value, threshold, detail):
           'detail': detail}
 
 
-def check_run(run: Run, criteria: Criteria = Criteria()) -> Dict[str, Any]:
+def check_run(run: Run, criteria: Criteria = Criteria(),
+              force_option_b: bool = False) -> Dict[str, Any]:
   """All criteria for one run: {'run', 'variant', 'status', 'criteria': [...],
-  'red_flags', 'alerts', 'trajectory', 'must_have_passed'}."""
+  'red_flags', 'alerts', 'trajectory', 'option_b', 'must_have_passed'}.
+  `option_b`: see `option_b` (force_option_b applies the rule to a run whose
+  config has it off)."""
   out = []
   emb = run.embedding
   judged = usage_records(run)
@@ -314,6 +345,7 @@ def check_run(run: Run, criteria: Criteria = Criteria()) -> Dict[str, Any]:
           'epochs_completed': done, 'num_epochs': run.num_epochs,
           'criteria': out, 'red_flags': flags, 'alerts': alert_counts(run),
           'trajectory': traj, 'codebook': codebook_health(run),
+          'option_b': option_b(run, force_option_b),
           'must_have_passed': all(c['status'] != FAIL for c in musts)}
 
 
@@ -371,6 +403,11 @@ def format_result(result: Dict[str, Any]) -> str:
                  f"restarted, {pct('vq_young_share')} younger than one epoch; usage "
                  f"{pct('vq_window_usage_ratio')} in the training window, "
                  f"{pct('vq_context_usage_ratio')} on masked-context tokens")
+  ob = result.get('option_b') or {}
+  if ob.get('applied'):
+    lines.append(f"  Option B rule ({ob['rule']}): " +
+                 ('FIRED, abort and move to Option C or D' if ob['fired'] else 'not fired'))
+    lines += [f'    - {e}' for e in ob['events']]
   lines.append('  must-have: ' + ('PASS' if result['must_have_passed'] else 'FAIL'))
   return '\n'.join(lines)
 
@@ -394,6 +431,9 @@ def main(argv=None) -> int:
   ap.add_argument('--val_loss_nice_bound', type=cli.finite_float)
   ap.add_argument('--baseline', help='comma-separated no-VQ run folders for relative '
                   'val-loss bounds')
+  ap.add_argument('--option_b', action='store_true',
+                  help="apply the reference's Option-B rule (monitor.option_b) even "
+                  'to runs whose config has it off')
   ap.add_argument('--strict', action='store_true',
                   help='exit 3 when a must-have criterion fails')
   args = ap.parse_args(argv)
@@ -402,7 +442,7 @@ def main(argv=None) -> int:
   try:
     if args.baseline:
       criteria = criteria.with_baseline(baseline_val_loss(args.baseline.split(',')))
-    results = [check_run(load_run(p), criteria) for p in args.runs]
+    results = [check_run(load_run(p), criteria, args.option_b) for p in args.runs]
   except (ValueError, OSError) as err:
     print(f'error: {err}', file=sys.stderr)
     return 2

@@ -1,7 +1,8 @@
 """Command line: `python -m jepa_jax.main --config=configs/gentle.py --workdir=runs/gentle`.
 
 Override any key: `--config.vq.commitment_cost=0.2`; variant strings after
-the file name: `--config=configs/gentle.py:tiny`.
+the file name: `--config=configs/gentle.py:tiny`. A YAML config in the
+reference trainer's key names: `--config=run.yaml[:tiny]` (docs/yaml.md).
 """
 import sys
 
@@ -18,46 +19,21 @@ from ml_collections import config_flags
 from jepa_jax import checkpoint
 from jepa_jax import config_lib
 from jepa_jax import data
+from jepa_jax import flag_parsing
 from jepa_jax import records
 from jepa_jax import stages
 from jepa_jax import train
 from jepa_jax import workdir_lock
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:variant]).')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file (configs/*.py[:variant]) or YAML config (*.yaml[:variant]).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the run outputs.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _config_spec_and_keys(argv):
-  """The `--config=` spec and the `--config.KEY` override keys of `argv`."""
-  spec, keys, args = None, [], list(argv[1:])
-  for i, arg in enumerate(args):
-    if arg == '--':
-      break
-    name, eq, value = arg.partition('=')
-    if name in ('--config', '-config'):
-      spec = value if eq else (args[i + 1] if i + 1 < len(args) else None)
-    elif name.startswith(('--config.', '-config.')):
-      keys.append(name.split('config.', 1)[1])
-  return spec, keys
-
-
 def parse_flags(argv):
-  """absl's flag parsing, with every bad input (config file, unknown key,
-  value, flag) as one line on stderr and exit status 2, before anything runs."""
-  spec, keys = _config_spec_and_keys(argv)
-  try:
-    if spec:
-      config_lib.check_override_keys(config_lib.load_config_checked(spec), keys)
-    return flags.FLAGS(argv)
-  except config_lib.InputError as err:
-    message = f'config error: {err}'
-  except flags.Error as err:
-    message = f'error: {str(err).splitlines()[0]}'
-  except Exception as err:  # pylint: disable=broad-except
-    message = f'error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
-  print(message, file=sys.stderr)
-  sys.exit(2)
+  """absl's flag parsing; every bad input is one line, exit 2 (flag_parsing)."""
+  return flag_parsing.parse_config_flags(argv)
 
 
 def main(argv):

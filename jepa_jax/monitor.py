@@ -29,6 +29,16 @@ assessment's "Monitoring Checklist" and "Red Flags"):
     early_stop_before_min_epochs
                      early stopping triggered after fewer than min_epochs (60)
                      completed epochs
+    option_b_abort   only with `option_b` (off by default): the reference's
+                     decision rule for its Option B ("if Option B shows any
+                     VQ usage below 12% or effective rank below 4.0 by epoch
+                     15, abort and move to Option C or D", assessment,
+                     "Probability Assessment"): vq_usage_ratio <
+                     option_b_usage (0.12) or context_effective_rank <
+                     option_b_rank (4.0) on a record of (0-based) epoch <
+                     option_b_epoch (15), i.e. within the first 15 epochs; one
+                     rule per metric. The usage half reads the same records as
+                     the other usage rules (epoch >= usage_from_epoch).
 
 Usage rules read only the records of epoch >= `usage_from_epoch` (1: after
 the first epoch, when a codebook has had one pass over the data; 0: every
@@ -71,6 +81,10 @@ DEFAULTS = {
     'rank_abort': 1.0,
     'min_epochs': 60,
     'usage_from_epoch': 1,
+    'option_b': False,
+    'option_b_epoch': 15,
+    'option_b_usage': 0.12,
+    'option_b_rank': 4.0,
 }
 DEFAULT_PATIENCE = 10
 
@@ -88,6 +102,10 @@ class Rules:
   rank_abort: float = DEFAULTS['rank_abort']
   min_epochs: int = DEFAULTS['min_epochs']
   usage_from_epoch: int = DEFAULTS['usage_from_epoch']
+  option_b: bool = DEFAULTS['option_b']
+  option_b_epoch: int = DEFAULTS['option_b_epoch']
+  option_b_usage: float = DEFAULTS['option_b_usage']
+  option_b_rank: float = DEFAULTS['option_b_rank']
   patience: int = DEFAULT_PATIENCE
 
   @classmethod
@@ -205,7 +223,31 @@ def observe_embedding(state: MonitorState, record: Mapping[str, Any],
           ('rank_collapse', 'abort', metric, r < rules.rank_abort, r, rules.rank_abort,
            f'{name} {r:.2f} < {rules.rank_abort} at step {step}'),
       ]
-  return _apply(state, record, checks)
+  return _apply(state, record, checks + _option_b_checks(record, rules))
+
+
+OPTION_B_RANK = 'context_effective_rank'
+
+
+def _option_b_checks(record: Mapping[str, Any], rules: Rules) -> list:
+  """The `option_b_abort` checks of one embedding record (module docstring);
+  none when the rule is off or the record is from epoch >= option_b_epoch."""
+  epoch = int(record.get('epoch', 0))
+  if not rules.option_b or epoch >= rules.option_b_epoch:
+    return []
+  step, checks = record.get('step'), []
+  where = f'by epoch {rules.option_b_epoch} (epoch {epoch + 1}, step {step})'
+  if USAGE in record and epoch >= rules.usage_from_epoch:
+    u = float(record[USAGE])
+    checks.append(('option_b_abort', 'abort', USAGE, u < rules.option_b_usage, u,
+                   rules.option_b_usage, f'Option B rule: VQ usage {u:.1%} < '
+                   f'{rules.option_b_usage:.0%} {where}'))
+  if OPTION_B_RANK in record:
+    r = float(record[OPTION_B_RANK])
+    checks.append(('option_b_abort', 'abort', OPTION_B_RANK, r < rules.option_b_rank, r,
+                   rules.option_b_rank, f'Option B rule: context effective rank '
+                   f'{r:.2f} < {rules.option_b_rank} {where}'))
+  return checks
 
 
 def observe_epoch(state: MonitorState, record: Mapping[str, Any],

@@ -122,6 +122,51 @@ def _weight_decay_mask(trainables):
   return jax.tree_util.tree_map_with_path(keep, trainables)
 
 
+def _codebook_labels(frozen):
+  """optax labels: 'codebook' for trainables['codebook'] and ['vq_params'],
+  'frozen' for the frozen subtrees of params, else 'train'."""
+  def labels(trainables):
+    def label(path, _):
+      names = [getattr(p, 'key', None) for p in path[:2]]
+      if names[0] in ('codebook', 'vq_params'):
+        return 'codebook'
+      return 'frozen' if names[0] == 'params' and names[1] in frozen else 'train'
+    return jax.tree_util.tree_map_with_path(label, trainables)
+  return labels
+
+
+def _make_tx(cfg, schedule, warmup: int, decay_steps: int):
+  """The optimizer: global-norm clipping, then AdamW on the warm-up cosine
+  schedule; frozen groups get `set_to_zero`.
+
+  `vq.codebook_learning_rate` (the reference's Option C: "may need lower
+  learning rate for codebook"): the gradient-trained codebook and the
+  quantizer's own trainables (`vq_params`) get their own AdamW whose schedule
+  is the same warm-up cosine scaled to that peak (end value
+  min_learning_rate x codebook_learning_rate / learning_rate); the clipping
+  stays global. None (default): the original single optimizer, unchanged.
+  """
+  def adamw(sched):
+    return optax.adamw(sched, weight_decay=cfg.train.weight_decay, mask=_weight_decay_mask)
+
+  clip = optax.clip_by_global_norm(cfg.train.grad_clip_norm)
+  frozen = _frozen_params(cfg)
+  codebook_lr = cfg.vq.get('codebook_learning_rate', None)
+  if codebook_lr is None:
+    tx = optax.chain(clip, adamw(schedule))
+    if frozen:
+      tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
+                                 _freeze_labels(frozen))
+    return tx
+  ratio = codebook_lr / cfg.train.learning_rate
+  codebook_schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=codebook_lr, warmup_steps=warmup,
+      decay_steps=decay_steps, end_value=cfg.train.min_learning_rate * ratio)
+  transforms = {'train': adamw(schedule), 'codebook': adamw(codebook_schedule),
+                'frozen': optax.set_to_zero()}
+  return optax.chain(clip, optax.multi_transform(transforms, _codebook_labels(frozen)))
+
+
 def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
   grid = config_lib.check_against_data(cfg, dataset.image_shape, dataset.num_colours)
   n_train, n_val = len(dataset.train_images), len(dataset.val_images)
@@ -139,14 +184,7 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=cfg.train.learning_rate, warmup_steps=warmup,
       decay_steps=max(total, warmup + 1), end_value=cfg.train.min_learning_rate)
-  tx = optax.chain(
-      optax.clip_by_global_norm(cfg.train.grad_clip_norm),
-      optax.adamw(schedule, weight_decay=cfg.train.weight_decay,
-                  mask=_weight_decay_mask))
-  frozen = _frozen_params(cfg)
-  if frozen:
-    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
-                               _freeze_labels(frozen))
+  tx = _make_tx(cfg, schedule, warmup, max(total, warmup + 1))
   return Setup(cfg=cfg, grid=grid, encoder=model_lib.make_encoder(cfg),
                predictor=model_lib.make_predictor(cfg, grid), tx=tx,
                lr_schedule=schedule, steps_per_epoch=spe, total_steps=total,

@@ -194,3 +194,19 @@ def test_codebook_health_of_the_last_point_is_reported(tmp_path):
   assert 'codebook at step 600 (since step 400): churn 25.0% of val tokens' in text
   assert diagnose.check_run(diagnose.load_run(make_run(
       tmp_path / 'plain', REF_USAGE[:3], [12.0] * 3, [25.0] * 3, [8.0])))['codebook'] == {}
+
+
+def test_option_b_rule_is_reported_when_on_or_forced(runs, capsys):
+  collapsing = diagnose.load_run(runs['collapsing'])
+  assert diagnose.check_run(collapsing)['option_b']['applied'] is False
+  ob = diagnose.check_run(collapsing, force_option_b=True)['option_b']
+  # usage 11.3% at step 1000 (epoch 10) and context rank 3.29 < 4 at step 200
+  assert ob['applied'] and ob['fired']
+  assert ob['events'][0].startswith('Option B rule: context effective rank 3.29 < 4.0')
+  assert any('VQ usage 11.3% < 12%' in e for e in ob['events'])
+  healthy = diagnose.check_run(diagnose.load_run(runs['healthy']), force_option_b=True)
+  assert healthy['option_b']['applied'] and not healthy['option_b']['fired']
+  assert diagnose.main([runs['collapsing'], '--option_b']) == 0
+  out = capsys.readouterr().out
+  assert ('Option B rule (VQ usage < 12% or context effective rank < 4 by epoch 15): '
+          'FIRED, abort and move to Option C or D') in out

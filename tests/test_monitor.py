@@ -251,3 +251,55 @@ def test_abort_on_red_flag_ends_run_with_status_and_reason(tmp_path, capsys, con
     assert tb[f'embedding/{key}'] == [(2, pytest.approx(emb[0][key]))]
   assert [s for s, _ in tb['train/loss']] == [2]
 
+
+
+# ------------------------------------------------------------- Option-B rule
+
+OPTION_B = dataclasses.replace(RULES, option_b=True)
+
+
+def test_option_b_rule_is_off_by_default():
+  _, ev = run_emb([emb(10, usage=0.11, ctx=3.0, epoch=2)])
+  assert not fired_at(ev, 'option_b_abort')
+
+
+def test_option_b_rule_fires_on_usage_or_context_rank_within_the_first_15_epochs():
+  recs = [emb(0, usage=0.05, ctx=20.0, epoch=0),     # epoch 0: usage not judged
+          emb(10, usage=0.13, ctx=4.5, epoch=1),
+          emb(20, usage=0.119, ctx=4.5, epoch=3),    # usage fires
+          emb(30, usage=0.125, ctx=3.9, epoch=14),   # rank fires (epoch 15, 1-based)
+          emb(40, usage=0.01, ctx=1.5, epoch=15)]    # after epoch 15: not read
+  state, ev = run_emb(recs, OPTION_B)
+  b = [e for e in ev if e['rule'] == 'option_b_abort']
+  assert [(e['step'], e['metric'], e['severity']) for e in b] == [
+      (20, 'vq_usage_ratio', 'abort'), (30, 'context_effective_rank', 'abort')]
+  assert b[0]['message'] == ('Option B rule: VQ usage 11.9% < 12% by epoch 15 '
+                             '(epoch 4, step 20)')
+  assert b[1]['threshold'] == 4.0 and 'context effective rank 3.90 < 4.0' in b[1]['message']
+  assert state.abort_reason == b[0]['message']
+  # the target rank is not read; the epoch bound is configurable
+  _, ev = run_emb([emb(5, usage=0.5, ctx=5.0, tgt=1.5, epoch=1),
+                   emb(6, usage=0.11, ctx=5.0, epoch=5)],
+                  dataclasses.replace(OPTION_B, option_b_epoch=5))
+  assert not fired_at(ev, 'option_b_abort')
+
+
+def test_option_b_with_abort_stops_the_run():
+  rules = dataclasses.replace(OPTION_B, abort=True, usage_abort=0.0, rank_abort=0.0)
+  state, _ = run_emb([emb(10, usage=0.11, epoch=1)], rules)
+  assert monitor.stop_decision(state, rules) == (
+      'aborted', 'Option B rule: VQ usage 11.0% < 12% by epoch 15 (epoch 2, step 10)')
+
+
+def test_option_b_keys_are_read_and_validated(config_of):
+  from jepa_jax import config_lib
+  r = monitor.Rules.from_config({'monitor': {'option_b': True, 'option_b_epoch': 5}})
+  assert (r.option_b, r.option_b_epoch, r.option_b_usage, r.option_b_rank) == (
+      True, 5, 0.12, 4.0)
+  cfg = config_of('gentle')
+  assert cfg.monitor.option_b is False
+  cfg.monitor.option_b = True
+  config_lib.validate(cfg)
+  cfg.monitor.option_b_usage = 12.0
+  with pytest.raises(config_lib.ConfigError, match=r'monitor\.option_b_usage=12\.0'):
+    config_lib.validate(cfg)
