@@ -103,10 +103,12 @@ def test_evaluate_knn_k_out_of_range_is_refused_not_clamped(tmp_path, capsys):
   ds = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, ds)
   final_state.save(str(tmp_path), step_lib.init_state(setup, ds.image_shape, cfg.seed))
-  n = len(ds.train_images)
+  # Probes are cross-validated over train + val: a fold fits on 4/5 of them.
+  n = (len(ds.train_images) + len(ds.val_images)) * 4 // 5
   assert evaluate.main(['--workdir', str(tmp_path), '--knn_k', str(n + 1)]) == 2
-  assert capsys.readouterr().err == (f"error: --knn_k={n + 1}: must be in [1, {n}] "
-                                     "(the training examples of dataset 'digits')\n")
+  assert capsys.readouterr().err == (
+      f"error: --knn_k={n + 1}: must be in [1, {n}] (the images a cross-validation "
+      "fold fits on, dataset 'digits')\n")
   assert not (tmp_path / 'eval.json').exists()
 
 
