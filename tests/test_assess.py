@@ -9,6 +9,9 @@ import pytest
 from experiments import assess, report
 from jepa_jax import records
 
+# Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 TABLES = ('### Run completion & stability', '### Final losses', '### Embedding quality',
           '### VQ codebook health', '### VQ usage trajectory',
           '## Success criteria and red flags', '### Red flags (abort criteria) and alerts',

@@ -20,6 +20,9 @@ from jepa_jax import train
 from jepa_jax import vq as vq_lib
 from conftest import ROOT, load, set_overrides
 
+# Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 # One small run shared by the resume tests: gentle VQ (EMA + refresh state),
 # 2 epochs of 3 steps (the program test_train compiles too), a checkpoint
 # every 2 steps and at each epoch end: steps 2 (mid-epoch), 3, 4 (mid), 6.

@@ -8,6 +8,9 @@ import pytest
 from experiments import ladder
 from jepa_jax import diagnose
 
+# Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 LENIENT = diagnose.Criteria(usage_min=-1.0, context_rank_min=-1.0, target_rank_min=-1.0,
                             trend_tolerance=float('inf'), trend_scatter=float('inf'))
 

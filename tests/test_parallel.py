@@ -45,6 +45,9 @@ from jepa_jax import parallel
 from jepa_jax import records
 from conftest import ROOT, load
 
+# Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 FAST_COMPILE = '--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0'
 LAYOUTS = ('ema_pmap_1', 'ema_pmap_2', 'ema_pmap_8', 'ema_jit_1', 'ema_jit_2',
            'ema_jit_8', 'grad_jit_8', 'arc_jit_8', 'ac_jit_2')

@@ -15,6 +15,9 @@ from jepa_jax import parallel
 from jepa_jax import train
 from conftest import ROOT, load
 
+# Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 
 def _steps(workdir):
   ckpts = checkpoint.RunCheckpoints(os.path.join(workdir, 'checkpoints'), read_only=True)

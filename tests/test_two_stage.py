@@ -20,6 +20,9 @@ from jepa_jax import train
 from jepa_jax import vq as vq_lib
 from conftest import load
 
+# Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 
 def _state_of(stage_cfg, workdir):
   ds = data_lib.load_dataset(stage_cfg)

@@ -12,6 +12,9 @@ from jepa_jax import model as model_lib
 from jepa_jax import step as step_lib
 from conftest import load
 
+# Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 # Encoder parameters of ViT-S/16 (22.0 M with its class token and head,
 # which a JEPA encoder has neither of) and ViT-B/16 (86.6 M, likewise).
 EXPECTED = {'vit_s16': (384, 21.6e6), 'vit_b16': (768, 85.6e6)}
