@@ -120,7 +120,9 @@ def test_two_stage_folder_is_read_as_one_run_and_evaluated_on_stage2(two_stage_r
   run = diagnose.load_run(workdir)
   assert run.variant == 'two_stage' and run.status == 'completed'
   assert run.num_epochs == 4 and len(run.parts) == 2 and run.eval == ev
-  assert [r['step'] for r in run.embedding] == [2, 4, 6, 8, 10, 12]
+  # Stage 2 (tiny) refreshes every 2 steps: its points move one step earlier,
+  # before each refresh (1, 3, 5), offset by stage 1's 6 steps.
+  assert [r['step'] for r in run.embedding] == [2, 4, 6, 7, 9, 11]
   assert 'vq_usage_ratio' not in run.embedding[2] and 'vq_usage_ratio' in run.embedding[3]
   assert diagnose.check_run(run)['status'] == 'completed'
 
