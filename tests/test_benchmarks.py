@@ -1,5 +1,6 @@
 """The benchmark entry point runs end to end in --quick mode (no timing assertions)."""
 import json
+import os
 
 from experiments.benchmarks import __main__ as bench
 
@@ -20,3 +21,11 @@ def test_quick_benchmark_writes_every_section(tmp_path):
   for heading in ('Dense matmul peak', '1. Train step', '2. Roofline', '3. VQ layer',
                   '4. VQ scaling', '5. Overheads'):
     assert heading in md
+
+
+def test_quick_never_writes_over_the_published_results(tmp_path):
+  quick = bench.output_dir(None, quick=True)
+  assert os.path.isdir(quick) and os.path.realpath(quick) != os.path.realpath(bench.HERE)
+  assert bench.output_dir(None, quick=False) == bench.HERE
+  assert bench.output_dir(str(tmp_path / 'x'), quick=True) == str(tmp_path / 'x')
+  assert (tmp_path / 'x').is_dir()

@@ -1,7 +1,9 @@
 """`python -m experiments.benchmarks [--quick] [--out DIR]`.
 
 Runs every benchmark side by side in this process tree on this machine and
-writes RESULTS.md and results.json (into --out, default this folder):
+writes RESULTS.md and results.json into --out (default: this folder for a full
+run; a new temporary folder for --quick, so a smoke test never writes over the
+published results):
 
 1. train step: jepa_jax's jitted step vs the same JEPA in PyTorch (eager and
    torch.compile), sizes (dim, depth, heads, batch) on 16x16 images (64 tokens);
@@ -28,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 from experiments.benchmarks import common
 from experiments.benchmarks import jax_bench
@@ -215,10 +218,21 @@ def markdown(res) -> str:
   return '\n'.join(lines)
 
 
+def output_dir(out, quick: bool) -> str:
+  """Where results go: `out` when given; else this folder (the published
+  results) for a full run and a new temporary folder for --quick."""
+  if out is None:
+    out = tempfile.mkdtemp(prefix='jepa_jax_bench_quick_') if quick else HERE
+  os.makedirs(out, exist_ok=True)
+  return out
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true')
-  parser.add_argument('--out', default=HERE)
+  parser.add_argument('--out', default=None,
+                      help='folder for RESULTS.md and results.json (default: this folder; '
+                           'a new temporary folder with --quick)')
   parser.add_argument('--skip-torch', action='store_true',
                       help='run only the jepa_jax side')
   parser.add_argument('--skip-overheads', action='store_true',
@@ -228,12 +242,14 @@ def main(argv=None):
   args = parser.parse_args(argv)
   res = run(QUICK if args.quick else FULL, args.quick, args.skip_torch, args.skip_overheads,
             args.skip_torch_compile)
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'results.json'), 'w') as f:
+  out = output_dir(args.out, args.quick)
+  with open(os.path.join(out, 'results.json'), 'w') as f:
     json.dump(res, f, indent=2)
-  with open(os.path.join(args.out, 'RESULTS.md'), 'w') as f:
+  with open(os.path.join(out, 'RESULTS.md'), 'w') as f:
     f.write(markdown(res))
   print(markdown(res))
+  print(f'wrote {out}/RESULTS.md and results.json')
+  return out
 
 
 if __name__ == '__main__':
