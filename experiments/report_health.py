@@ -6,11 +6,13 @@ reference's numbers are those its assessment publishes (REFERENCE).
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from jepa_jax import config_lib
 from jepa_jax import diagnose
 from jepa_jax import monitor
 
@@ -94,7 +96,22 @@ def health_values(run: diagnose.Run) -> Dict[str, Any]:
   return v
 
 
+def _with_added_keys(config: Dict[str, Any]) -> Dict[str, Any]:
+  """A run's config.json with the keys added since it was written set to the
+  values that reproduce it (`config_lib.ADDED_KEYS`), so runs written before
+  and after a key existed compare equal when their settings are."""
+  out = json.loads(json.dumps(config))
+  for key, value in config_lib.ADDED_KEYS.items():
+    node = out
+    *parents, leaf = key.split('.')
+    for part in parents:
+      node = node.setdefault(part, {})
+    node.setdefault(leaf, json.loads(json.dumps(value)))
+  return out
+
+
 def _matchable(config: Dict[str, Any]) -> Dict[str, Any]:
+  config = _with_added_keys(config)
   loss = {k: v for k, v in (config.get('loss') or {}).items()
           if not k.startswith('entropy')}
   out = {k: config.get(k) for k in MATCH_KEYS if k != 'loss'}

@@ -35,6 +35,17 @@ def test_matched_baseline_shares_loss_settings(tmp_path):
   assert report_health.matched_baselines(runs)['vq_b'] is None
 
 
+def test_a_run_written_before_a_key_existed_still_matches(tmp_path):
+  """A baseline whose config.json predates data.pipeline matches a VQ run that
+  has it at the value older runs behave as; another value does not match."""
+  new = _run(tmp_path / 'new', 'vq_new')
+  old = _run(tmp_path / 'old', 'base_old', vq=False)
+  new.config['data']['pipeline'] = 'memory'
+  assert report_health.matched_baselines({'vq_new': [new], 'base_old': [old]})['vq_new'] == 'base_old'
+  new.config['data']['pipeline'] = 'grain'
+  assert report_health.matched_baselines({'vq_new': [new], 'base_old': [old]})['vq_new'] is None
+
+
 def test_restarts_per_epoch_after_the_first_tenth(tmp_path):
   emb = [{'step': s, 'epoch': s // 10, 'vq_usage_ratio': 0.5, 'vq_restarts_total': t}
          for s, t in ((10, 50), (20, 80), (60, 90), (100, 100))]
