@@ -19,6 +19,11 @@ optimiser settings (`report_health.matched_baselines`).
 | probe | target-encoder probe (5-fold CV) | >= baseline's - the run's 95% interval |
 | AMI | code-label AMI (ARC: mean over grid properties) | above every other VQ variant's and the baseline's k-means AMI |
 | alerts | monitor alerts and red flags replayed on the logs; status | none, not aborted |
+
+Shown, not judged: usage at the end on val and on the train split, and the
+val usage a codebook used exactly as on train would show with this many val
+tokens (`codebook_health.expected_usage`: the ceiling the val split's size
+puts on val usage; from `evaluate`'s eval.json).
 """
 from __future__ import annotations
 
@@ -55,6 +60,9 @@ def goal_values(run: diagnose.Run) -> Dict[str, Any]:
       'val': v.get('final_val_jepa'),
       'probe': v.get('tgt_probe'), 'probe_ci': v.get('tgt_probe_ci95'),
       'ami': v.get('code_label_ami'), 'kmeans_ami': v.get('kmeans_ami'),
+      'usage_end': v.get('usage_end'),
+      'train_usage': ((run.eval or {}).get('codebook') or {}).get('train_usage_ratio'),
+      'val_ceiling': ((run.eval or {}).get('codebook') or {}).get('expected_val_usage_ratio'),
       'alerts': sum(diagnose.alert_counts(run).values()) + len(diagnose.red_flags(run)),
       'aborted': run.status in ('aborted', 'failed'),
   }
@@ -84,6 +92,7 @@ def judge(var: str, vals: List[Dict[str, Any]], base: Optional[List[Dict[str, An
   u = m('usage_min')
   cells['usage'] = (f"{_pct(u)} (worst {_pct(worst('usage_min'))})"
                     + _mark(None if u is None else u >= usage_goal))
+  cells['end'] = f"{_pct(m('usage_end'))} / {_pct(m('train_usage'))} ({_pct(m('val_ceiling'))})"
   p = m('perplexity_min')
   cells['perplexity'] = _pct(p) + _mark(None if p is None else p >= PERPLEXITY_GOAL)
   r = m('restarts')
@@ -113,7 +122,8 @@ def judge(var: str, vals: List[Dict[str, Any]], base: Optional[List[Dict[str, An
   return cells
 
 
-COLUMNS = (('usage', 'Usage min after epoch 1'), ('perplexity', 'Perplexity min / K'),
+COLUMNS = (('usage', 'Usage min after epoch 1'),
+           ('end', 'Usage at the end: val / train (val ceiling)'), ('perplexity', 'Perplexity min / K'),
            ('restarts', 'Restarts / epoch after 10%'), ('churn', 'Churn, last points'),
            ('ctx_rank', 'Context rank (Δ)'), ('tgt_rank', 'Target rank (Δ)'),
            ('val', 'Val loss, no VQ terms (Δ)'), ('probe', 'Probe'),

@@ -18,6 +18,8 @@ Plain functions of arrays, used at every measurement point
                    the share of codes restarted at least once since then
   code age         t - born_k in steps (born: last (re)initialisation);
                    median, and share younger than one epoch
+  expected usage   (1/K) sum_k [1 - (1 - p_k)^n]: the usage ratio n tokens
+                   drawn from the shares p would show (val usage's ceiling)
 """
 from __future__ import annotations
 
@@ -50,6 +52,22 @@ def usage_summary(counts, prefix: str = 'vq') -> Dict[str, float]:
           f'{prefix}_perplexity': float(np.exp(-np.sum(p * np.log(p)))) if used else 0.0,
           f'{prefix}_dead_codes': k - used,
           f'{prefix}_codes_ge5': int((c >= 5).sum())}
+
+
+def expected_usage(counts, n: int) -> float:
+  """Usage ratio expected of n tokens drawn i.i.d. from the code shares of
+  `counts` (K,): (1/K) sum_k [1 - (1 - p_k)^n], p_k = c_k / sum c (the
+  expected number of distinct values among n draws; occupancy problem, e.g.
+  Feller, An Introduction to Probability Theory, vol. 1, ch. II). With the
+  train split's counts and n = the val tokens, it is the val usage that a
+  codebook used exactly as on train would show: the ceiling of val usage
+  set by the val split's size, not by the codebook.
+  """
+  c = np.asarray(counts, np.float64)
+  total = c.sum()
+  if total <= 0 or len(c) == 0:
+    return 0.0
+  return float(np.mean(1.0 - np.power(1.0 - c / total, int(n))))
 
 
 def churn(previous, codes, weights=None) -> float:

@@ -254,6 +254,18 @@ def _codes_section(codes, valid, label_sets, num_codes) -> Dict[str, Any]:
   return out
 
 
+def _train_usage(train_codes, train_valid, val_codes, val_valid, num_codes):
+  """Train-split usage and the val usage expected from the train shares
+  (`codebook_health.expected_usage`): the ceiling the val split's size puts
+  on val usage."""
+  train = health.code_counts(train_codes, num_codes, train_valid)
+  n_val = int(health.code_counts(val_codes, num_codes, val_valid).sum())
+  return {'train_usage_ratio': float((train > 0).mean()),
+          'train_perplexity': health.usage_summary(train, 'vq')['vq_perplexity'],
+          'val_tokens': n_val,
+          'expected_val_usage_ratio': health.expected_usage(train, n_val)}
+
+
 def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
   """Computes the downstream metrics of a run and writes eval.json."""
   cfg, ds, setup, state = load_trained_state(workdir)
@@ -306,7 +318,11 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
       out[name] = probe_scores(tr, ds.train_labels, va, ds.val_labels, knn_k)
   label_sets = _label_sets(ds, labelled)
   if val_codes is not None:
-    out.update(_codes_section(val_codes, val_valid, label_sets, setup.quantizer.num_codes))
+    k = setup.quantizer.num_codes
+    out.update(_codes_section(val_codes, val_valid, label_sets, k))
+    train_codes = np.asarray(quantizer_lib.assign(
+        setup.quantizer, state.get('vq'), state.get('vq_params'), tokens[0]))
+    out['codebook'].update(_train_usage(train_codes, train_valid, val_codes, val_valid, k))
   else:                         # no VQ: the k-means baseline of these tokens
     k = int(cfg.vq.codebook_size)
     tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])

@@ -52,6 +52,22 @@ def test_window_age_restarts_hand_worked():
   assert health.sorted_counts(np.array([1., 5., 0., 2.])) == [5, 2, 1, 0]
 
 
+def test_expected_usage_hand_worked_and_by_simulation():
+  # Two equally used codes, one unused; 2 draws: each used code appears with
+  # probability 1 - (1/2)^2 = 3/4, so 1.5 of 3 codes are expected.
+  assert health.expected_usage(np.array([5., 5., 0.]), 2) == pytest.approx(0.5)
+  assert health.expected_usage(np.array([0., 0.]), 10) == 0.0
+  # Uniform over K with n = K ln K draws: 1 - (1 - 1/K)^n ~ 1 - 1/K.
+  k = 768
+  assert health.expected_usage(np.ones(k), int(k * np.log(k))) == pytest.approx(1 - 1 / k, abs=1e-3)
+  # Against sampling: a skewed distribution, 4,320 draws, 200 repetitions.
+  rng = np.random.default_rng(0)
+  counts = rng.zipf(1.5, k).astype(float)
+  p = counts / counts.sum()
+  sim = np.mean([len(np.unique(rng.choice(k, 4320, p=p))) / k for _ in range(200)])
+  assert health.expected_usage(counts, 4320) == pytest.approx(sim, abs=0.005)
+
+
 def test_pack_codes_round_trip():
   codes = np.random.default_rng(0).integers(0, 8192, (270, 16))
   back = health.unpack_codes(health.pack_codes(codes), codes.shape)

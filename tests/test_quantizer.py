@@ -452,6 +452,16 @@ def test_recommended_config_saves_loads_and_evaluates(tmp_path):
                                states[-1].get('vq_params'), tokens))
   assert out['codes_used_val'] == len(np.unique(codes))
   assert 0 <= out['code_label_nmi'] <= 1
+  # Train usage and the val usage the train shares predict for this many val tokens.
+  k = setup.quantizer.num_codes
+  train_tokens = setup.encoder.apply(states[-1]['params']['encoder'], ds.train_images, None)
+  train_codes = np.asarray(qz.assign(setup.quantizer, states[-1].get('vq'),
+                                     states[-1].get('vq_params'), train_tokens))
+  cb = out['codebook']
+  assert cb['train_usage_ratio'] == len(np.unique(train_codes)) / k
+  assert cb['val_tokens'] == codes.size
+  p = np.bincount(train_codes.ravel(), minlength=k) / train_codes.size
+  assert cb['expected_val_usage_ratio'] == pytest.approx(np.mean(1 - (1 - p) ** codes.size))
   assert json.load(open(tmp_path / 'eval.json'))['code_label_nmi'] == out['code_label_nmi']
 
 
