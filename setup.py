@@ -41,8 +41,9 @@ setup(
         # not a requirement: the default in-memory pipeline needs neither, and
         # array-record ships Linux / macOS wheels only.
         "data": ["grain>=0.2.10", "array-record>=0.5.0"],
-        "test": ["pytest>=8.0", "matplotlib>=3.7", "grain>=0.2.10",
-                 "array-record>=0.5.0"],
+        # pytest-xdist: pytest.ini runs the suite on every core (`-n auto`).
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "matplotlib>=3.7",
+                 "grain>=0.2.10", "array-record>=0.5.0"],
         # PyTorch side of experiments/benchmarks only; the package never imports torch.
         "bench": ["torch>=2.4", "vector-quantize-pytorch>=1.20"],
     },
