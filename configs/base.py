@@ -74,6 +74,9 @@ def get_config(arg=None):
   c.vq.commitment_cost = 0.3
   c.vq.ema_decay = config_dict.placeholder(float)   # None -> gradient updates
   c.vq.ema_decay = 0.99
+  # 'constant', or 'learning_rate': the EMA step size 1 - ema_decay scaled by
+  # the learning rate's share of its peak after warm-up (vq.scheduled_decay).
+  c.vq.ema_decay_schedule = 'constant'
   c.vq.epsilon = 1e-5
   c.vq.init_scale = 1.0
   # Commitment / codebook losses: 'mean' over elements (the field's convention:

@@ -146,7 +146,7 @@ ADDED_KEYS = {
     'loss.entropy_weight': 0.0,
     'loss.entropy_temperature': 1.0,
     'data.pipeline': 'memory', 'data.read_threads': 4, 'data.workers': 0,
-    'vq.codebook_learning_rate': None,
+    'vq.codebook_learning_rate': None, 'vq.ema_decay_schedule': 'constant',
     'monitor.option_b': False, 'monitor.option_b_epoch': 15,
     'monitor.option_b_usage': 0.12, 'monitor.option_b_rank': 4.0,
 }
@@ -318,6 +318,13 @@ def validate(cfg) -> None:
   check('monitor.val_spike_factor', number('monitor.val_spike_factor') >= 1.0,
         'must be >= 1 (a multiple of the best val loss)')
   check('vq.init', cfg.vq.init in ('random', 'kmeans'), "must be 'random' or 'kmeans'")
+  schedule = cfg.vq.get('ema_decay_schedule', 'constant')
+  check('vq.ema_decay_schedule', schedule in ('constant', 'learning_rate'),
+        "must be 'constant' or 'learning_rate'")
+  check('vq.ema_decay_schedule', schedule == 'constant' or not cfg.vq.enabled
+        or cfg.vq.ema_decay is not None,
+        'schedules the EMA codebook update: this codebook is trained by gradient '
+        '(vq.ema_decay=None)')
   for key in ('vq.kmeans_num_samples', 'checkpoint.keep', 'checkpoint.every_epochs'):
     positive_int(key)
   iters = cfg.vq.kmeans_iters

@@ -278,7 +278,7 @@ def assign(spec: Spec, state, params, z) -> jax.Array:
 def update_state(spec: Spec, vq_cfg, state: vq_lib.VQState, *, u, codes, u_global,
                  step, refresh_key, axis_name: Optional[Hashable] = None,
                  weights=None, weights_global=None,
-                 refresh_tokens=None) -> vq_lib.VQState:
+                 refresh_tokens=None, ema_decay=None) -> vq_lib.VQState:
   """The codebook state after one train step (see the module docstring).
 
   u / codes / weights: this device's quantizer-space inputs, codes and row
@@ -290,10 +290,12 @@ def update_state(spec: Spec, vq_cfg, state: vq_lib.VQState, *, u, codes, u_globa
   (tokens (..., d), weights or None) in the quantizer space that refresh draws
   from instead (`vq.refresh_source='full'`); it is called inside the refresh
   branch of the `lax.cond`, so its work is done on refresh steps only.
+  ema_decay: this step's EMA decay (`vq.scheduled_decay`); None: vq_cfg.ema_decay.
   """
   before = state
   if spec.ema:
-    state = vq_lib.ema_update(state, u, codes, vq_cfg.ema_decay, vq_cfg.epsilon,
+    decay = vq_cfg.ema_decay if ema_decay is None else ema_decay
+    state = vq_lib.ema_update(state, u, codes, decay, vq_cfg.epsilon,
                               axis_name=axis_name, weights=weights)
   else:
     state = vq_lib.count_usage(state, codes, axis_name=axis_name, weights=weights)

@@ -75,6 +75,7 @@ class Setup:
   steps_per_epoch: int
   total_steps: int
   quantizer: Any = None     # quantizer.Spec, None without VQ
+  warmup_steps: int = 0     # learning-rate warm-up
 
   @property
   def vq_enabled(self) -> bool:
@@ -188,6 +189,7 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
   return Setup(cfg=cfg, grid=grid, encoder=model_lib.make_encoder(cfg),
                predictor=model_lib.make_predictor(cfg, grid), tx=tx,
                lr_schedule=schedule, steps_per_epoch=spe, total_steps=total,
+               warmup_steps=warmup,
                quantizer=quantizer_lib.make_spec(cfg))
 
 
@@ -455,7 +457,8 @@ def make_train_step(setup: Setup, axis_name=None):
           setup.quantizer, cfg.vq, vq_state, u=aux['u'], codes=aux['codes'],
           u_global=aux['u_global'], step=step, refresh_key=keys[2],
           axis_name=axis_name, weights=aux['ctx_weights'],
-          weights_global=aux['ctx_weights_global'], refresh_tokens=refresh_tokens)
+          weights_global=aux['ctx_weights_global'], refresh_tokens=refresh_tokens,
+          ema_decay=_ema_decay(setup, step))
     if setup.vq_enabled:
       metrics['vq_batch_usage_ratio'] = vq_lib.usage_stats(
           aux['codes'], setup.quantizer.num_codes, axis_name=axis_name,
@@ -463,6 +466,18 @@ def make_train_step(setup: Setup, axis_name=None):
     return new_state, metrics
 
   return train_step
+
+
+def _ema_decay(setup: Setup, step):
+  """This step's EMA codebook decay: `vq.ema_decay`, or with
+  `vq.ema_decay_schedule='learning_rate'` its step size scaled by the
+  learning rate's share of its peak after warm-up (`vq.scheduled_decay`)."""
+  v = setup.cfg.vq
+  if v.get('ema_decay_schedule', 'constant') != 'learning_rate' or v.ema_decay is None:
+    return None
+  rate = setup.lr_schedule(step) / setup.cfg.train.learning_rate
+  rate = jnp.where(step < setup.warmup_steps, 1.0, rate)
+  return vq_lib.scheduled_decay(v.ema_decay, rate)
 
 
 def make_eval_step(setup: Setup, seed: int):

@@ -254,6 +254,23 @@ def _laplace_smoothed_sizes(cluster_size, eps):
   return (cluster_size + eps) / (total + k * eps) * total
 
 
+def scheduled_decay(decay, rate):
+  """EMA decay with its step size following the learning-rate schedule.
+
+    decay_t = 1 - (1 - decay) * r_t,   r_t = lr_t / lr_peak after warm-up, 1 during it
+
+  The EMA codebook update is online k-means with constant step size 1 - decay
+  (e_k moves that fraction towards the batch mean of its tokens, and with
+  n_k ~ 1 token per code per step the batch mean is a noisy target); with a
+  constant step the codes never settle, they keep jittering around their
+  cluster means. Online k-means converges with decreasing step sizes
+  (MacQueen 1967; Bottou & Bengio 1995, "Convergence properties of the
+  K-means algorithms"), so the codebook's step size decays as the encoder's
+  does: fast tracking while the encoder moves, settled codes at the end.
+  """
+  return 1.0 - (1.0 - decay) * rate
+
+
 def ema_update(state: VQState, z, codes, decay, eps=1e-5,
                axis_name: Optional[Hashable] = None, weights=None) -> VQState:
   """One EMA codebook update from a batch z (..., D) and its codes (...,).

@@ -484,3 +484,39 @@ def test_refresh_source_full_restarts_codes_on_whole_image_tokens():
                                - np.asarray(full)[None], axis=-1), axis=-1)
   np.testing.assert_allclose(dist, 0.0, atol=1e-5)
   assert float(np.max(np.asarray(s1['vq'].usage))) == 0.0     # a new window
+
+
+def test_ema_decay_schedule_scales_the_codebook_step_by_the_learning_rate():
+  """vq.ema_decay_schedule='learning_rate': from the same state at a step T
+  after warm-up, both runs assign the same codes (the update comes after the
+  lookup), so N_k moves r_T = lr_T / lr_peak as far as with a constant decay:
+  N_sched - N = r_T (N_const - N). Within warm-up r = 1 (identical states)."""
+  out = {}
+  for schedule in ('constant', 'learning_rate'):
+    cfg = _tiny('gentle', **{'vq.refresh_enabled': False, 'train.warmup_epochs': 1,
+                             'vq.ema_decay_schedule': schedule})
+    ds = data_lib.load_dataset(cfg)
+    setup = step_lib.make_setup(cfg, ds)
+    s0 = jax.tree.map(np.asarray, step_lib.init_state(setup, ds.image_shape, cfg.seed))
+    images, ids = next(iter(data_lib.epoch_batches(ds.train_images, cfg.train.batch_size,
+                                                   cfg.seed, 0, 1)))
+    step = _compile(step_lib.make_train_step(setup), s0, images, ids)
+    late = dict(s0, step=np.asarray(setup.total_steps - 1, s0['step'].dtype))
+    out[schedule] = (s0, step(s0, images, ids)[0], step(late, images, ids)[0], setup)
+  s0, early_c, late_c, setup = out['constant']
+  _, early_s, late_s, _ = out['learning_rate']
+  assert setup.warmup_steps > 0
+  chex.assert_trees_all_equal(early_c['vq'], early_s['vq'])
+  r = float(setup.lr_schedule(setup.total_steps - 1)) / setup.cfg.train.learning_rate
+  assert 0 < r < 0.5
+  n0 = np.asarray(s0['vq'].cluster_size)
+  np.testing.assert_allclose(np.asarray(late_s['vq'].cluster_size) - n0,
+                             r * (np.asarray(late_c['vq'].cluster_size) - n0),
+                             rtol=1e-4, atol=1e-7)
+
+
+def test_ema_decay_schedule_is_refused_for_a_gradient_codebook():
+  with pytest.raises(config_lib.ConfigError, match='vq.ema_decay_schedule'):
+    _tiny('gradient', **{'vq.ema_decay_schedule': 'learning_rate'})
+  with pytest.raises(config_lib.ConfigError, match='vq.ema_decay_schedule'):
+    _tiny('gentle', **{'vq.ema_decay_schedule': 'cosine'})

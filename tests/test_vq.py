@@ -413,3 +413,9 @@ class KmeansInitTest(chex.TestCase):
     # m / N = e: an EMA step with no assignments keeps every code.
     kept = vq.ema_update(state, jnp.zeros((0, 2)), jnp.zeros((0,), jnp.int32), 0.9)
     np.testing.assert_allclose(kept.codebook, book, rtol=1e-4)
+
+
+def test_scheduled_decay_scales_the_step_size():
+  assert vq.scheduled_decay(0.95, 1.0) == pytest.approx(0.95)
+  assert vq.scheduled_decay(0.95, 0.1) == pytest.approx(0.995)
+  assert vq.scheduled_decay(0.99, 0.0) == pytest.approx(1.0)
