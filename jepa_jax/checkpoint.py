@@ -1,4 +1,8 @@
-"""Orbax checkpoints of a run: save, resume, fallback, config checks, init-from.
+"""Orbax checkpoints of a run: save, resume, fallback, name/shape checks.
+
+Next to it: `workdir_config` (whether a workdir holds this run's config),
+`init_from` (params of another run's checkpoint), `orbax_noise` (Orbax's
+expected warnings, filtered).
 
 Layout of `WORKDIR/checkpoints/<step>/` (one `orbax.checkpoint.CheckpointManager`,
 v0 API with `args=`, asynchronous saving; a step folder exists only once its
@@ -31,13 +35,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
-import logging
 import os
 import shutil
 import sys
-import tempfile
-import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
@@ -46,60 +46,8 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 from orbax.checkpoint._src.multihost import multihost as ocp_multihost
 
-from jepa_jax import records
-
-CHECKPOINTS = 'checkpoints'
-CORRUPT = 'corrupt_checkpoints'
-CONFIG = 'config.json'
-# Config keys that never change what a run computes: a resumed run may differ
-# in them without counting as a different config.
-RESULT_NEUTRAL_KEYS = ('train.progress_bar', 'checkpoint.')
-
-
-class _SkipExpectedOrbaxWarnings(logging.Filter):
-  """Orbax warns about each mid-epoch checkpoint (no val loss, by design) and
-  about every read-only manager (how init_from reads a checkpoint)."""
-
-  EXPECTED = ('did not provide metrics', 'read_only=True', 'is read only')
-
-  def filter(self, record):
-    message = record.getMessage()
-    return not any(text in message for text in self.EXPECTED)
-
-
-logging.getLogger('absl').addFilter(_SkipExpectedOrbaxWarnings())
-
-
-def is_event_loop_closed(exc) -> bool:
-  """Orbax's asyncio shutdown: `RuntimeError('Event loop is closed')` raised in
-  a destructor, callback or thread after its event loop closed (harmless)."""
-  return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
-
-
-def _quiet_event_loop_closed() -> None:
-  """Drops that noise from the three places it is printed (unraisable
-  exceptions, thread exceptions, asyncio's logger); everything else is
-  reported as before."""
-  unraisable, thread_hook = sys.unraisablehook, threading.excepthook
-
-  def on_unraisable(u):
-    if not is_event_loop_closed(u.exc_value):
-      unraisable(u)
-
-  def on_thread_exception(args):
-    if not is_event_loop_closed(args.exc_value):
-      thread_hook(args)
-
-  class _Filter(logging.Filter):
-    def filter(self, record):
-      exc = record.exc_info[1] if record.exc_info else None
-      return not (is_event_loop_closed(exc) or 'Event loop is closed' in record.getMessage())
-
-  sys.unraisablehook, threading.excepthook = on_unraisable, on_thread_exception
-  logging.getLogger('asyncio').addFilter(_Filter())
-
-
-_quiet_event_loop_closed()
+from jepa_jax import orbax_noise  # noqa: F401  (installs the filters)
+from jepa_jax import run_files
 
 
 class CheckpointError(RuntimeError):
@@ -109,75 +57,6 @@ class CheckpointError(RuntimeError):
 def say(message: str) -> None:
   """Status lines of the checkpoint machinery (stderr, flushed)."""
   print(message, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------- configs ----
-
-def config_to_json(cfg) -> Dict[str, Any]:
-  """The config as plain JSON values (tuples become lists), as config.json holds it."""
-  return json.loads(json.dumps(records.to_builtin(cfg.to_dict())))
-
-
-def _flatten(tree, prefix=''):
-  out = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, dict):
-      out.update(_flatten(value, name + '.'))
-    else:
-      out[name] = value
-  return out
-
-
-def config_diff(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-  """'key: old -> new' for every result-relevant key that differs."""
-  a, b = _flatten(old), _flatten(new)
-  missing = object()
-  lines = []
-  for key in sorted(set(a) | set(b)):
-    if key in RESULT_NEUTRAL_KEYS or any(
-        key.startswith(p) for p in RESULT_NEUTRAL_KEYS if p.endswith('.')):
-      continue
-    va, vb = a.get(key, missing), b.get(key, missing)
-    if va != vb:
-      show = lambda v: '(absent)' if v is missing else json.dumps(v)
-      lines.append(f'{key}: {show(va)} -> {show(vb)}')
-  return lines
-
-
-def check_workdir(workdir: str, config: Dict[str, Any], run_files,
-                  allow_config_change: bool) -> bool:
-  """Refuses a workdir holding another run; True when it holds this run.
-
-  A workdir is this run's when its config.json equals `config` up to
-  result-neutral keys (or differs and `allow_config_change` is set, which is
-  reported). Run files without a config.json are refused as an unknown run.
-  Writes nothing.
-  """
-  path = os.path.join(workdir, CONFIG)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    diff = config_diff(old, config)
-    if diff and not allow_config_change:
-      raise CheckpointError(
-          f'workdir {workdir!r} holds a run of a different config ('
-          + '; '.join(diff) + '); use a new --workdir, or pass '
-          '--config.checkpoint.allow_config_change=True to continue that run '
-          'with this config')
-    if diff:
-      say('warning: continuing with a changed config (allow_config_change): '
-          + '; '.join(diff))
-    return True
-  present = [f for f in run_files if os.path.exists(os.path.join(workdir, f))]
-  if os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
-    present.append(CHECKPOINTS)
-  if present:
-    raise CheckpointError(
-        f'workdir {workdir!r} holds files of a run without {CONFIG} '
-        f'({", ".join(present)}); choose a new --workdir so they are not '
-        'overwritten')
-  return False
 
 
 # ------------------------------------------------------------ tree specs ----
@@ -219,7 +98,6 @@ def spec_mismatches(found: Dict[str, Tuple], expected: Dict[str, Tuple]) -> List
   return out
 
 
-MISMATCHES = 'checkpoint_mismatches.txt'
 SHOWN_MISMATCHES = 5
 
 
@@ -406,7 +284,7 @@ class RunCheckpoints:
     """Orbax's multi-host preemption sync point (needs jax.distributed)."""
     return ocp_multihost.reached_preemption(step)
 
-  def _spec(self, step: int) -> Dict[str, Tuple]:
+  def spec(self, step: int) -> Dict[str, Tuple]:
     """The tree spec of checkpoint `step`; DamagedCheckpoint when its files
     are missing or unreadable, or it describes no array at all."""
     self._drain()
@@ -418,7 +296,9 @@ class RunCheckpoints:
       raise DamagedCheckpoint('its state metadata describes no array')
     return spec
 
-  def _restore_state(self, step: int, abstract, partial: bool):
+  def restore_state(self, step: int, abstract, partial: bool):
+    """Checkpoint `step`'s state in the structure of `abstract` (`partial`:
+    only the subtrees `abstract` has); no name/shape check (`restore` checks)."""
     self._drain()
     if jax.process_count() > 1:       # host arrays; the caller places them
       abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
@@ -434,10 +314,10 @@ class RunCheckpoints:
     Raises CheckpointError listing every name/shape mismatch; any other
     exception means the checkpoint cannot be read.
     """
-    raise_if_mismatched(self._spec(step), abstract_state,
+    raise_if_mismatched(self.spec(step), abstract_state,
                         f'checkpoint step {step} in {self.directory}',
-                        os.path.join(os.path.dirname(self.directory), MISMATCHES))
-    state = self._restore_state(step, abstract_state, partial=False)
+                        os.path.join(os.path.dirname(self.directory), run_files.MISMATCHES))
+    state = self.restore_state(step, abstract_state, partial=False)
     meta = self.manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))['meta']
     if int(meta['step']) != step or int(state['step']) != step:
@@ -462,7 +342,8 @@ class RunCheckpoints:
 
   def _quarantine(self, step: int, err: Exception) -> None:
     src = os.path.join(self.directory, str(step))
-    dest_root = os.path.join(os.path.dirname(self.directory), CORRUPT)
+    dest_root = os.path.join(os.path.dirname(self.directory),
+                             run_files.CORRUPT_CHECKPOINTS)
     dest = os.path.join(dest_root, str(step))
     n = 1
     while os.path.exists(dest):
@@ -474,58 +355,3 @@ class RunCheckpoints:
     say(f'warning: checkpoint step {step} in {self.directory} is unreadable '
         f'({why}); moved it to {dest}; falling back to the previous checkpoint')
     self.manager.reload()
-
-
-# ------------------------------------------------------------- init-from ----
-
-def resolve(path: str) -> Tuple[str, Optional[int]]:
-  """PATH[/STEP] -> (checkpoints directory, step or None for the latest).
-
-  PATH may be a run's workdir (holding checkpoints/), a checkpoints
-  directory, or one step folder inside it.
-  """
-  path = path.rstrip('/')
-  if os.path.isdir(os.path.join(path, CHECKPOINTS)):
-    return os.path.join(path, CHECKPOINTS), None
-  base = os.path.basename(path)
-  if base.isdigit() and os.path.isdir(path):
-    return os.path.dirname(path), int(base)
-  if os.path.isdir(path):
-    return path, None
-  raise CheckpointError(f'init_from={path!r}: no such checkpoint directory')
-
-
-def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
-  """Loads the subtrees in `abstract_subset` (e.g. params, target_params).
-
-  Checks every name and shape under those subtrees against the checkpoint and
-  fails listing all mismatches; only then restores (Orbax partial restore).
-  Returns (tree, 'DIR step N').
-  """
-  directory, step = resolve(path)
-  ckpts = RunCheckpoints(directory, read_only=True)
-  try:
-    steps = ckpts.steps()
-    if step is None:
-      if not steps:
-        raise CheckpointError(f'init_from={path!r}: no complete checkpoint in {directory}')
-      step = max(steps)
-    elif step not in steps:
-      raise CheckpointError(f'init_from={path!r}: no checkpoint step {step} in '
-                            f'{directory} (have {steps})')
-    groups = tuple(abstract_subset)
-    try:
-      spec = ckpts._spec(step)
-    except DamagedCheckpoint as err:
-      raise CheckpointError(f'init_from={path!r}: checkpoint step {step} in '
-                            f'{directory} is damaged ({err})') from None
-    found = {k: v for k, v in spec.items() if k.split('/')[0] in groups}
-    # The full list of mismatches goes to a temporary file: a refused run
-    # writes nothing into its workdir.
-    raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})',
-                        os.path.join(tempfile.gettempdir(),
-                                     f'jepa_jax_init_from_mismatches_{os.getpid()}.txt'))
-    tree = ckpts._restore_state(step, abstract_subset, partial=True)
-  finally:
-    ckpts.close()
-  return tree, f'{directory} step {step}'

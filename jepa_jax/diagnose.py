@@ -62,6 +62,7 @@ import numpy as np
 from jepa_jax import cli
 from jepa_jax import monitor
 from jepa_jax import records
+from jepa_jax import run_files
 
 PASS, FAIL, NA = 'pass', 'fail', 'n/a'
 
@@ -127,15 +128,9 @@ def _read_json(path):
     return json.load(f)
 
 
-STAGES = ('stage1', 'stage2')
-
-
 def stage_dirs(path: str) -> List[str]:
   """The stage folders of a two-stage run folder (configs/two_stage.py), else []."""
-  if os.path.exists(os.path.join(path, 'config.json')):
-    return []
-  return [os.path.join(path, s) for s in STAGES
-          if os.path.exists(os.path.join(path, s, 'config.json'))]
+  return run_files.stage_folders(path)
 
 
 def _offset(recs, step, epoch):
@@ -157,7 +152,7 @@ def _two_stage(path: str, parts: List[Run]) -> Run:
     step += ((part.summary or {}).get('steps') or
              (part.epochs[-1]['step'] if part.epochs else 0))
     epoch += len(part.epochs)
-  summary = _read_json(os.path.join(path, 'summary.json')) or parts[-1].summary
+  summary = _read_json(os.path.join(path, run_files.SUMMARY)) or parts[-1].summary
   return Run(path=path, config=config, summary=summary, embedding=emb, epochs=epochs,
              eval=parts[-1].eval, parts=parts)
 
@@ -168,17 +163,17 @@ def load_run(path: str) -> Run:
   stages = stage_dirs(path)
   if stages:
     return _two_stage(path, [load_run(s) for s in stages])
-  config = _read_json(os.path.join(path, 'config.json'))
+  config = _read_json(os.path.join(path, run_files.CONFIG))
   if config is None:
-    raise ValueError(f'{path}: not a run folder (no config.json)')
+    raise ValueError(f'{path}: not a run folder (no {run_files.CONFIG})')
   def log(name):                 # a torn line (a killed run): named, skipped
     return records.read_jsonl(os.path.join(path, name), on_damaged=lambda message: print(
         f'warning: {message}; skipped, the intact lines are used', file=sys.stderr))
 
   return Run(path=path, config=config,
-             summary=_read_json(os.path.join(path, 'summary.json')),
-             embedding=log('embedding_metrics.jsonl'), epochs=log('epoch_metrics.jsonl'),
-             eval=_read_json(os.path.join(path, 'eval.json')))
+             summary=_read_json(os.path.join(path, run_files.SUMMARY)),
+             embedding=log(run_files.EMBEDDING_METRICS), epochs=log(run_files.EPOCH_METRICS),
+             eval=_read_json(os.path.join(path, run_files.EVAL)))
 
 
 def usage_trajectory(embedding: Sequence[Dict[str, Any]], criteria: Criteria = Criteria()

@@ -82,18 +82,18 @@ from jepa_jax import final_state
 from jepa_jax import model as model_lib
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
+from jepa_jax import run_files
 from jepa_jax import step as step_lib
 
-EVAL = 'eval.json'
 
 
 def load_trained_state(workdir: str):
   """(cfg, dataset, setup, state) of a finished run, weights from its folder."""
   import json  # noqa: PLC0415
-  path = os.path.join(workdir, 'config.json')
+  path = os.path.join(workdir, run_files.CONFIG)
   if not os.path.exists(path):
     raise ValueError(f'{workdir}: not a run folder (no config.json)')
-  weights = os.path.join(workdir, final_state.FINAL_STATE)
+  weights = os.path.join(workdir, run_files.FINAL_STATE)
   if not os.path.exists(weights):
     raise ValueError(f'{weights}: no final weights (a run writes them when it ends; '
                      'this one did not end or predates them)')
@@ -297,7 +297,7 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
     if name == 'context_encoder':
       tokens = (tr, va)
   out: Dict[str, Any] = {
-      'weights': final_state.FINAL_STATE, 'dataset': cfg.data.name,
+      'weights': run_files.FINAL_STATE, 'dataset': cfg.data.name,
       'num_train': int(len(ds.train_images)), 'num_val': int(len(ds.val_images)),
       'knn_k': knn_k, 'probe_protocol': f'{NUM_FOLDS}-fold CV over train + val'}
   val_codes = None
@@ -328,7 +328,7 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
     tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
     km = kmeans_codes(tr, tokens[1], k)
     out['kmeans'] = {'num_codes': k, **_codes_section(km, val_valid, label_sets, k)}
-  records.write_json(os.path.join(workdir, EVAL), out)
+  records.write_json(os.path.join(workdir, run_files.EVAL), out)
   return out
 
 
@@ -349,7 +349,7 @@ def main(argv=None) -> int:
   nmi = (f", code-label AMI {out['code_label_ami']:.3f} (NMI {out['code_label_nmi']:.3f}, "
          f"shuffled {out['code_label_nmi_shuffled']:.3f})" if 'code_label_ami' in out else '')
   what = ' (means over the grid-property probes)' if 'probes' in out else ''
-  print(f'{line}{nmi}{what} -> {os.path.join(args.workdir, EVAL)}')
+  print(f'{line}{nmi}{what} -> {os.path.join(args.workdir, run_files.EVAL)}')
   return 0
 
 

@@ -17,7 +17,8 @@ import jax
 import numpy as np
 from flax import serialization
 
-FINAL_STATE = 'final_state.msgpack'
+from jepa_jax import run_files
+
 KEYS = ('params', 'target_params', 'vq', 'vq_params')
 
 
@@ -26,7 +27,7 @@ def save(workdir: str, state) -> str:
   tree = {k: state[k] for k in KEYS if k in state}
   data = serialization.msgpack_serialize(
       serialization.to_state_dict(jax.device_get(tree)))
-  path = os.path.join(workdir, FINAL_STATE)
+  path = os.path.join(workdir, run_files.FINAL_STATE)
   with open(path + '.tmp', 'wb') as f:
     f.write(data)
   os.replace(path + '.tmp', path)
@@ -38,7 +39,7 @@ def load(workdir: str, target):
   config, arrays or `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape`);
   returns a new dict. Raises ValueError naming the file on a mismatch of names
   or shapes."""
-  path = os.path.join(workdir, FINAL_STATE)
+  path = os.path.join(workdir, run_files.FINAL_STATE)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: no final weights (the run did not finish, '
                             'or it predates final_state.msgpack)')

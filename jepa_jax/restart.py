@@ -15,12 +15,7 @@ import os
 import shutil
 from typing import List
 
-PREVIOUS = 'previous-{}'
-# What a run (and evaluate) writes next to its checkpoints; moved aside as a whole.
-OUTPUT_PATTERNS = ('summary.json', 'final_state.msgpack', 'epoch_metrics.jsonl',
-                   'embedding_metrics.jsonl', 'alerts.jsonl', 'eval.json',
-                   'eval.stale-*.json', 'events.out.tfevents.*',
-                   'checkpoint_mismatches.txt')
+from jepa_jax.run_files import CONFIG, OUTPUT_PATTERNS, PREVIOUS
 
 
 def _last_step(path: str) -> int:
@@ -60,7 +55,7 @@ def move_aside(workdir: str) -> str:
   for pattern in OUTPUT_PATTERNS:
     for path in sorted(glob.glob(os.path.join(glob.escape(workdir), pattern))):
       os.replace(path, os.path.join(dest, os.path.basename(path)))
-  config = os.path.join(workdir, 'config.json')
+  config = os.path.join(workdir, CONFIG)
   if os.path.exists(config):
     shutil.copy2(config, dest)
   return dest

@@ -21,9 +21,9 @@ import ml_collections
 
 from jepa_jax import config_lib
 from jepa_jax import records
+from jepa_jax import run_files
 from jepa_jax import train
-
-STAGE_DIRS = {1: 'stage1', 2: 'stage2'}
+from jepa_jax.run_files import STAGE_DIRS
 
 
 def is_two_stage(cfg) -> bool:
@@ -78,5 +78,5 @@ def run(cfg, workdir: str) -> Dict[str, Any]:
   if s1['status'] in ('completed', 'early_stopped'):   # not after an abort
     s2 = train.train_and_evaluate(stage_config(cfg, 2, init_from=w1), w2)
     out = {'status': s2['status'], 'stages': {'stage1': s1, 'stage2': s2}}
-  records.write_json(os.path.join(workdir, train.SUMMARY), out)
+  records.write_json(os.path.join(workdir, run_files.SUMMARY), out)
   return out

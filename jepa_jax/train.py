@@ -28,8 +28,8 @@ import numpy as np
 from jepa_jax import checkpoint as ckpt_lib
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
-from jepa_jax.evaluate import EVAL as EVAL_FILE
 from jepa_jax import final_state
+from jepa_jax import init_from as init_from_lib
 from jepa_jax import interrupts
 from jepa_jax import measure
 from jepa_jax import model as model_lib
@@ -38,20 +38,16 @@ from jepa_jax import parallel
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
 from jepa_jax import restart as restart_lib
+from jepa_jax import run_files
 from jepa_jax import step as step_lib
 from jepa_jax import timing
 from jepa_jax import vq as vq_lib
+from jepa_jax import workdir_config
 from jepa_jax import workdir_lock
 from jepa_jax.step import LOSS_COMPONENTS
 
-EPOCH_METRICS = 'epoch_metrics.jsonl'
-EMBEDDING_METRICS = 'embedding_metrics.jsonl'
-SUMMARY = 'summary.json'
-CONFIG = ckpt_lib.CONFIG
-ALERTS = 'alerts.jsonl'
-# JSONL logs whose lines carry a `step`: rewound to the checkpoint on resume.
-STEP_LOGS = (EPOCH_METRICS, EMBEDDING_METRICS, ALERTS)
-RUN_FILES = (SUMMARY, final_state.FINAL_STATE) + STEP_LOGS
+from jepa_jax.run_files import (ALERTS, CONFIG, EMBEDDING_METRICS, EPOCH_METRICS,  # noqa: F401
+                                 RUN_FILES, STEP_LOGS, SUMMARY)
 FINISHED = ('completed', 'early_stopped', 'aborted')
 
 
@@ -198,7 +194,7 @@ def starting_state(cfg, setup, dataset, fresh):
   state = dict(fresh)
   if cfg.init_from:
     subset = {'params': state['params'], 'target_params': state['target_params']}
-    loaded, source = ckpt_lib.load_params(cfg.init_from, ckpt_lib.abstract_of(subset))
+    loaded, source = init_from_lib.load_params(cfg.init_from, ckpt_lib.abstract_of(subset))
     state.update(params=loaded['params'], target_params=loaded['target_params'])
     ckpt_lib.say(f'initialised params and target encoder from {source}')
   if setup.vq_enabled and cfg.vq.init == 'kmeans':
@@ -213,7 +209,7 @@ def _check_workdir_once(plan, workdir, cfg_json, allow_config_change) -> bool:
   process 0's verdict is the one every process acts on."""
   message, holds_run = None, False
   try:
-    holds_run = ckpt_lib.check_workdir(workdir, cfg_json, RUN_FILES, allow_config_change)
+    holds_run = workdir_config.check_workdir(workdir, cfg_json, allow_config_change)
   except ckpt_lib.CheckpointError as err:
     message = str(err)
   message = parallel.broadcast_error(plan, message)
@@ -261,13 +257,13 @@ def _set_aside_stale_eval(workdir: str) -> None:
   finished run whose checkpoints were deleted, or from a checkpoint that
   was not the latest) no longer describes them. It is renamed to
   eval.stale-<n>.json, never deleted, and `jepa_jax.evaluate` writes a new one."""
-  old = os.path.join(workdir, EVAL_FILE)
+  old = os.path.join(workdir, run_files.EVAL)
   if not os.path.exists(old):
     return
   n = 0
-  while os.path.exists(os.path.join(workdir, f'eval.stale-{n}.json')):
+  while os.path.exists(os.path.join(workdir, run_files.STALE_EVAL.format(n))):
     n += 1
-  new = os.path.join(workdir, f'eval.stale-{n}.json')
+  new = os.path.join(workdir, run_files.STALE_EVAL.format(n))
   os.replace(old, new)
   ckpt_lib.say(f'{old} described weights this run is about to change: moved to {new}')
 
@@ -275,7 +271,7 @@ def _set_aside_stale_eval(workdir: str) -> None:
 def _refuse_or_restart(workdir: str, restart: bool, is_writer: bool) -> None:
   """No usable checkpoint in a workdir of this run: refuses to train from step
   0 over its final weights or logs unless `restart`, which moves them aside."""
-  found = restart_lib.outputs_worth_keeping(workdir, final_state.FINAL_STATE, STEP_LOGS)
+  found = restart_lib.outputs_worth_keeping(workdir, run_files.FINAL_STATE, STEP_LOGS)
   if not found:
     return
   if not restart:
@@ -343,7 +339,7 @@ def _train_and_evaluate(cfg, workdir, t_start, timer, progress):
   timer.switch('startup')
   plan = parallel.make_plan(cfg)
   tc, cc = cfg.train, cfg.checkpoint
-  cfg_json = ckpt_lib.config_to_json(cfg)
+  cfg_json = workdir_config.config_to_json(cfg)
   path = lambda name: os.path.join(workdir, name)
 
   # Nothing is written before the workdir, a resumed checkpoint or init_from
@@ -351,13 +347,13 @@ def _train_and_evaluate(cfg, workdir, t_start, timer, progress):
   # workdir is checked before the data is loaded.
   holds_run = _check_workdir_once(plan, workdir, cfg_json, cc.allow_config_change)
   if cfg.init_from and not holds_run:
-    ckpt_lib.resolve(cfg.init_from)           # a wrong path fails before the data loads
+    init_from_lib.resolve(cfg.init_from)      # a wrong path fails before the data loads
   dataset = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, dataset)
   fresh = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
   placed = parallel.place_state(plan, fresh)     # replicated on the devices
-  ckpts = (ckpt_lib.RunCheckpoints(path(ckpt_lib.CHECKPOINTS), cc.keep)
-           if holds_run and os.path.isdir(path(ckpt_lib.CHECKPOINTS)) else None)
+  ckpts = (ckpt_lib.RunCheckpoints(path(run_files.CHECKPOINTS), cc.keep)
+           if holds_run and os.path.isdir(path(run_files.CHECKPOINTS)) else None)
   try:   # checkpoints hold one copy of the state, whatever the device count
     restored = ckpts.restore_latest(ckpt_lib.abstract_of(fresh)) if ckpts else None
   except BaseException:
@@ -386,7 +382,7 @@ def _train_and_evaluate(cfg, workdir, t_start, timer, progress):
     for name in STEP_LOGS:
       records.rewind_jsonl(path(name), meta['step'])
   ckpts = progress['ckpts'] = ckpts or ckpt_lib.RunCheckpoints(
-      path(ckpt_lib.CHECKPOINTS), cc.keep)
+      path(run_files.CHECKPOINTS), cc.keep)
 
   loop, step, start_step = meta['loop'], meta['step'], meta['step']
   last_epoch_line = _last_line(path(EPOCH_METRICS))
@@ -402,7 +398,7 @@ def _train_and_evaluate(cfg, workdir, t_start, timer, progress):
     interrupts.set_phase('finish')        # a signal now must not mark it stopped
     ckpts.close()
     ckpt_lib.say(f'run in {workdir} already finished ({loop["status"]}) at step {step}')
-    if plan.is_writer and not os.path.exists(path(final_state.FINAL_STATE)):
+    if plan.is_writer and not os.path.exists(path(run_files.FINAL_STATE)):
       final_state.save(workdir, parallel.local_state(plan, state))  # killed before it
     if os.path.exists(path(SUMMARY)):
       with open(path(SUMMARY)) as f:

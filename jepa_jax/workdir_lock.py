@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 
-LOCK = '.lock'
+from jepa_jax.run_files import LOCK
 
 
 class WorkdirLocked(RuntimeError):

@@ -14,10 +14,13 @@ import pytest
 
 from jepa_jax import checkpoint
 from jepa_jax import data as data_lib
+from jepa_jax import orbax_noise
 from jepa_jax import records
+from jepa_jax import run_files
 from jepa_jax import step as step_lib
 from jepa_jax import train
 from jepa_jax import vq as vq_lib
+from jepa_jax import workdir_config
 from conftest import ROOT, load, set_overrides
 
 # Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
@@ -234,9 +237,9 @@ def test_workdir_of_a_different_config_is_refused(reference, tmp_path):
     train.train_and_evaluate(_config(**{'vq.commitment_cost': 0.2}), workdir)
   assert contents() == before
   # Result-neutral keys (progress bar, checkpoint settings) are not a different config.
-  assert checkpoint.check_workdir(
-      workdir, checkpoint.config_to_json(_config(**{'checkpoint.keep': 9})),
-      train.RUN_FILES, allow_config_change=False)
+  assert workdir_config.check_workdir(
+      workdir, workdir_config.config_to_json(_config(**{'checkpoint.keep': 9})),
+      allow_config_change=False)
 
 
 def test_rewind_jsonl_keeps_lines_up_to_the_step_and_drops_a_torn_line(tmp_path):
@@ -336,7 +339,7 @@ def test_a_missing_metadata_file_is_a_damaged_checkpoint(tmp_path, capfd, damage
   err = capfd.readouterr().err
   assert 'checkpoint step 4' in err and f'{damage}: missing' in err
   assert os.path.isdir(tmp_path / 'corrupt_checkpoints' / '4')
-  assert not (tmp_path / checkpoint.MISMATCHES).exists()
+  assert not (tmp_path / run_files.MISMATCHES).exists()
 
 
 def test_a_real_mismatch_is_capped_with_the_full_list_in_a_file(tmp_path):
@@ -349,7 +352,7 @@ def test_a_real_mismatch_is_capped_with_the_full_list_in_a_file(tmp_path):
       ckpts.restore_latest(checkpoint.abstract_of(wrong))
   finally:
     ckpts.close()
-  msg, listing = str(err.value), str(tmp_path / checkpoint.MISMATCHES)
+  msg, listing = str(err.value), str(tmp_path / run_files.MISMATCHES)
   assert '(9 mismatches)' in msg and msg.count(': missing from the checkpoint') == 5
   assert msg.endswith(f'; ... and 4 more (all of them in {listing})')
   with open(listing) as f:
@@ -364,7 +367,7 @@ def test_orbax_event_loop_closed_noise_is_dropped_and_other_errors_kept(monkeypa
   seen = []
   monkeypatch.setattr(sys, 'unraisablehook', lambda u: seen.append(str(u.exc_value)))
   monkeypatch.setattr(threading, 'excepthook', lambda a: seen.append(str(a.exc_value)))
-  checkpoint._quiet_event_loop_closed()       # as at import, over these hooks
+  orbax_noise.quiet_event_loop_closed()       # as at import, over these hooks
 
   class Closing:
     def __init__(self, message):
