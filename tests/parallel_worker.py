@@ -20,7 +20,7 @@ from jepa_jax import config_lib  # noqa: E402
 from jepa_jax import data as data_lib  # noqa: E402
 from jepa_jax import parallel  # noqa: E402
 from jepa_jax import step as step_lib  # noqa: E402
-from jepa_jax import train  # noqa: E402
+from jepa_jax import epoch_end  # noqa: E402
 
 LONG_STEPS = 100       # replica identity, refresh firing every 2 steps
 LAYOUTS = (('pmap', 1), ('pmap', 2), ('pmap', 8), ('jit', 1), ('jit', 2), ('jit', 8))
@@ -135,7 +135,7 @@ def main(out):
         if variant == 'ema' and step == 1 and name == 'ema_single_1':
           saved['after_1'] = host(state)        # the refresh check starts here
         if variant == 'ema' and step % cfg.train.steps_per_epoch == 0:
-          val = train.evaluate(eval_fn, parallel.local_state(plan, state),
+          val = epoch_end.evaluate(eval_fn, parallel.local_state(plan, state),
                                ds.val_images, eval_batch)
           for k, v in val.items():
             arrays.setdefault(f'{name}/val/{k}', []).append(v)

@@ -14,6 +14,7 @@ import pytest
 
 from jepa_jax import checkpoint
 from jepa_jax import data as data_lib
+from jepa_jax import loop_state
 from jepa_jax import orbax_noise
 from jepa_jax import records
 from jepa_jax import run_files
@@ -69,7 +70,7 @@ def _final_state(workdir):
 
 
 def _logs(workdir):
-  return [records.read_jsonl(os.path.join(workdir, name)) for name in train.STEP_LOGS]
+  return [records.read_jsonl(os.path.join(workdir, name)) for name in run_files.STEP_LOGS]
 
 
 def _start_and_wait_for_checkpoint(workdir):
@@ -93,7 +94,7 @@ def reference(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('reference'))
   summary = train.train_and_evaluate(_config(), workdir)
   assert summary['status'] == 'completed' and summary['steps'] == 6
-  alerts = records.read_jsonl(os.path.join(workdir, train.ALERTS))
+  alerts = records.read_jsonl(os.path.join(workdir, run_files.ALERTS))
   assert summary['alerts'] >= 2 and [a['step'] for a in alerts[:2]] == [1, 1]
   return workdir
 
@@ -116,7 +117,7 @@ def test_save_restore_round_trip_of_the_full_train_state(tmp_path):
       (rng.standard_normal(x.shape) * 3).astype(x.dtype) if x.dtype.kind == 'f'
       else (np.asarray(x) + 7).astype(x.dtype) for x in leaves])
   state = checkpoint.detached_copy(jax.device_put(state))
-  meta = {'step': 7, 'epoch': 2, 'step_in_epoch': 1, 'loop': train.new_loop_state(),
+  meta = {'step': 7, 'epoch': 2, 'step_in_epoch': 1, 'loop': loop_state.new_loop_state(),
           'partial_epoch': {'loss': {'dtype': 'float32', 'values': [1.5, 0.1]}}}
   state['step'] = jax.numpy.asarray(7, jax.numpy.int32)
   ckpts = checkpoint.RunCheckpoints(str(tmp_path / 'checkpoints'), keep=2)
@@ -263,13 +264,13 @@ def test_arc_run_resumes_from_a_mid_epoch_checkpoint_exactly(tmp_path):
   shutil.rmtree(run / 'checkpoints' / '6')
   for name in ('summary.json', 'final_state.msgpack'):
     os.remove(run / name)
-  assert len(records.read_jsonl(run / train.EPOCH_METRICS)) == 2
+  assert len(records.read_jsonl(run / run_files.EPOCH_METRICS)) == 2
   summary = train.train_and_evaluate(cfg, str(run))
   assert summary['resumed_from_step'] == 4 and summary['status'] == 'completed'
   assert (run / 'final_state.msgpack').read_bytes() == (ref / 'final_state.msgpack').read_bytes()
   assert _logs(str(run)) == _logs(str(ref))
   assert _summary(str(run)) == _summary(str(ref))
-  assert records.read_jsonl(run / train.ALERTS)          # alerts fired and resumed
+  assert records.read_jsonl(run / run_files.ALERTS)          # alerts fired and resumed
 
 
 def test_restore_into_another_shape_lists_every_mismatch(tmp_path):

@@ -88,7 +88,7 @@ def test_two_stage_reference_trains_only_the_codebook_in_stage_2(tmp_path):
   chex.assert_trees_all_equal(s2['target_params'], s1['target_params'])
   ds = data_lib.load_dataset(cfg2)
   setup2 = step_lib.make_setup(cfg2, ds)
-  from jepa_jax import train                     # noqa: PLC0415
-  start = train.starting_state(cfg2, setup2, ds, step_lib.init_state(
+  from jepa_jax import start_state               # noqa: PLC0415
+  start = start_state.starting_state(cfg2, setup2, ds, step_lib.init_state(
       setup2, ds.image_shape, cfg2.seed))
   assert not np.allclose(s2['vq'].codebook, start['vq'].codebook)   # the codebook learned

@@ -22,7 +22,7 @@ from jepa_jax import final_state
 from jepa_jax import quantizer as qz
 from jepa_jax import records
 from jepa_jax import step as step_lib
-from jepa_jax import train
+from jepa_jax import start_state
 from jepa_jax import vq as vq_lib
 from conftest import load, set_overrides
 
@@ -394,7 +394,7 @@ def test_run_start_fits_kmeans_codes_through_the_projection():
   ds = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, ds)
   fresh = step_lib.init_state(setup, ds.image_shape, cfg.seed)
-  state = train.starting_state(cfg, setup, ds, fresh)
+  state = start_state.starting_state(cfg, setup, ds, fresh)
   book = np.asarray(state['vq'].codebook)
   assert book.shape == (32, 8) and not np.allclose(book, fresh['vq'].codebook)
   np.testing.assert_allclose(np.linalg.norm(book, axis=1), 1.0, rtol=1e-5)

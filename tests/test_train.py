@@ -12,6 +12,7 @@ import pytest
 
 from jepa_jax import checkpoint
 from jepa_jax import data as data_lib
+from jepa_jax import epoch_end
 from jepa_jax import measure
 from jepa_jax import records
 from jepa_jax import step as step_lib
@@ -22,7 +23,7 @@ from conftest import ROOT, load
 VARIANTS = ('sixth_run', 'vq_no_refresh', 'no_vq', 'gentle', 'gradient')
 EPOCH_KEYS = {'epoch', 'step', 'train_loss_mean', 'val_loss_mean', 'temperature',
               'learning_rate'} | {f'{s}_{c}_mean' for s in ('train', 'val')
-                                  for c in train.LOSS_COMPONENTS}
+                                  for c in step_lib.LOSS_COMPONENTS}
 EMB_KEYS = {'step', 'epoch', 'context_effective_rank', 'target_effective_rank',
             'context_isotropy', 'target_isotropy'}
 VQ_KEYS = {'vq_usage_ratio', 'vq_codes_used', 'vq_perplexity'}
@@ -106,7 +107,7 @@ def test_gradient_mode_codebook_changes_only_through_optimizer():
 def test_eval_and_embedding_metrics_leave_state_bit_identical():
   cfg, ds, setup, state, images, ids = _setup_and_state('gentle')
   before = jax.tree.map(np.array, state)
-  train.evaluate(jax.jit(step_lib.make_eval_step(setup, 0)), state, ds.val_images, 16)
+  epoch_end.evaluate(jax.jit(step_lib.make_eval_step(setup, 0)), state, ds.val_images, 16)
   jax.jit(measure.make_device_fn(setup, 0))(state, ds.val_images[:32])
   chex.assert_trees_all_equal(before, jax.tree.map(np.array, state))
 
@@ -151,8 +152,8 @@ def test_nonfinite_loss_stops_run_with_clear_message(tmp_path, monkeypatch):
 
 def test_early_stopping(tmp_path, monkeypatch):
   calls = iter(range(100))
-  monkeypatch.setattr(train, 'evaluate', lambda *a, **k: {
-      c: float(next(calls)) for c in train.LOSS_COMPONENTS})
+  monkeypatch.setattr(epoch_end, 'evaluate', lambda *a, **k: {
+      c: float(next(calls)) for c in step_lib.LOSS_COMPONENTS})
   cfg = load('no_vq', 'tiny')
   cfg.train.num_epochs, cfg.train.early_stopping_patience = 10, 2
   summary = train.train_and_evaluate(cfg, str(tmp_path))
@@ -300,3 +301,4 @@ def test_a_checkpoint_folder_that_takes_no_writes_fails_at_once_with_its_path(
   line = records.one_line_error(err.value)
   assert line.startswith(f'Read-only file system: {tmp_path}/checkpoints/.write_probe_')
   assert not (tmp_path / 'summary.json').exists() and not (tmp_path / '.lock').exists()
+

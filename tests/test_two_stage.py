@@ -15,8 +15,8 @@ from jepa_jax import diagnose
 from jepa_jax import evaluate
 from jepa_jax import model as model_lib
 from jepa_jax import stages
+from jepa_jax import start_state
 from jepa_jax import step as step_lib
-from jepa_jax import train
 from jepa_jax import vq as vq_lib
 from conftest import load
 
@@ -62,7 +62,7 @@ def test_two_stage_freezes_the_encoder_and_trains_the_codebook(two_stage_run):
                             s1['params']['predictor']['params']['proj']['kernel'])
   ds = data_lib.load_dataset(cfg2)
   setup2 = step_lib.make_setup(cfg2, ds)
-  start = train.starting_state(cfg2, setup2, ds, step_lib.init_state(
+  start = start_state.starting_state(cfg2, setup2, ds, step_lib.init_state(
       setup2, ds.image_shape, cfg2.seed))
   chex.assert_trees_all_equal(start['params']['encoder'], s1['params']['encoder'])
   np.testing.assert_array_equal(start['vq'].embed_sum, start['vq'].codebook)
@@ -143,10 +143,11 @@ def test_arc_two_stage_config_and_kmeans_on_valid_tokens_only(monkeypatch):
   seen, real = [], vq_lib.kmeans_init
   monkeypatch.setattr(vq_lib, 'kmeans_init',
                       lambda rng, z, k, iters: seen.append(z.shape) or real(rng, z, k, iters))
-  vq = train._kmeans_vq(cfg2, setup, ds, fresh['params']['encoder'])
+  vq = start_state.kmeans_codebook(cfg2, setup, ds, fresh['params']['encoder'])
   n_valid = int(np.asarray(model_lib.token_validity(
       ds.train_images, cfg2.model.patch_size)).sum())
   n_tokens = len(ds.train_images) * setup.grid[0] * setup.grid[1]
   assert seen == [(n_valid, cfg2.model.embed_dim)] and n_valid < n_tokens / 2
   assert vq.codebook.shape == (cfg2.vq.codebook_size, cfg2.model.embed_dim)
   assert np.all(np.isfinite(vq.codebook))
+

@@ -1,0 +1,173 @@
+"""Opening a run in its workdir: checks, data, model, and the state to go on from.
+
+Nothing is written before the workdir, a resumed checkpoint or init_from
+have been checked: a refused run leaves the workdir as it was. The workdir
+is checked before the data is loaded. Then the run's config.json is written
+and its JSONL logs are rewound to the step it goes on from.
+
+Resume: a workdir that holds this run (same config.json) continues from its
+latest complete checkpoint, which holds everything the loop carries between
+steps (`jepa_jax.loop_state`); with no host-side randomness and the data
+order a function of (seed, epoch), the resumed run computes exactly what the
+uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from jepa_jax import checkpoint as ckpt_lib
+from jepa_jax import data as data_lib
+from jepa_jax import final_state
+from jepa_jax import init_from as init_from_lib
+from jepa_jax import loop_state
+from jepa_jax import parallel
+from jepa_jax import records
+from jepa_jax import restart as restart_lib
+from jepa_jax import run_files
+from jepa_jax import start_state
+from jepa_jax import step as step_lib
+from jepa_jax import workdir_config
+
+
+@dataclasses.dataclass
+class OpenRun:
+  """A run ready to train: what it computes with, and where it stands."""
+  workdir: str
+  plan: Any                       # parallel.Plan
+  cfg_json: Dict[str, Any]
+  dataset: Any
+  setup: Any                      # step.Setup
+  state: Any                      # the train state, placed on the devices
+  meta: Dict[str, Any]            # checkpoint meta: step, epoch, step_in_epoch, loop, ...
+  ckpts: ckpt_lib.RunCheckpoints
+  resumed_from_step: Optional[int]
+
+  def path(self, name: str) -> str:
+    return os.path.join(self.workdir, name)
+
+
+def _check_workdir_once(plan, workdir, cfg_json, allow_config_change) -> bool:
+  """Every process reads the workdir (checkpoints need a shared filesystem);
+  process 0's verdict is the one every process acts on."""
+  message, holds_run = None, False
+  try:
+    holds_run = workdir_config.check_workdir(workdir, cfg_json, allow_config_change)
+  except ckpt_lib.CheckpointError as err:
+    message = str(err)
+  message = parallel.broadcast_error(plan, message)
+  if message:
+    raise ckpt_lib.CheckpointError(message)
+  return holds_run
+
+
+def _check_same_step_everywhere(plan, restored) -> None:
+  """Several processes resume only from one checkpoint all of them can read."""
+  if plan.process_count == 1:
+    return
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  steps = np.asarray(multihost_utils.process_allgather(
+      np.asarray(restored.step if restored else -1, np.int64))).reshape(-1)
+  if len(set(steps.tolist())) > 1:
+    raise ckpt_lib.CheckpointError(
+        f'processes found different latest checkpoints ({steps.tolist()}, -1 = none); '
+        'resuming on several hosts needs the workdir on a shared filesystem')
+
+
+def _refuse_or_restart(workdir: str, restart: bool, is_writer: bool) -> None:
+  """No usable checkpoint in a workdir of this run: refuses to train from step
+  0 over its final weights or logs unless `restart`, which moves them aside."""
+  found = restart_lib.outputs_worth_keeping(workdir, run_files.FINAL_STATE,
+                                            run_files.STEP_LOGS)
+  if not found:
+    return
+  if not restart:
+    raise ckpt_lib.CheckpointError(
+        f'workdir {workdir!r} holds the outputs of a run ({", ".join(found)}) but no '
+        'usable checkpoint to continue it; pass --config.checkpoint.restart=True to '
+        'train again from step 0 (the old outputs are moved to previous-<n>/), '
+        'or use a new --workdir')
+  if is_writer:
+    dest = restart_lib.move_aside(workdir)
+    ckpt_lib.say(f'checkpoint.restart: training again from step 0; the old outputs '
+                 f'of {workdir} moved to {dest}')
+
+
+def set_aside_stale_eval(workdir: str) -> None:
+  """Training is about to change the weights: an existing eval.json (from a
+  finished run whose checkpoints were deleted, or from a checkpoint that
+  was not the latest) no longer describes them. It is renamed to
+  eval.stale-<n>.json, never deleted, and `jepa_jax.evaluate` writes a new one."""
+  old = os.path.join(workdir, run_files.EVAL)
+  if not os.path.exists(old):
+    return
+  n = 0
+  while os.path.exists(os.path.join(workdir, run_files.STALE_EVAL.format(n))):
+    n += 1
+  new = os.path.join(workdir, run_files.STALE_EVAL.format(n))
+  os.replace(old, new)
+  ckpt_lib.say(f'{old} described weights this run is about to change: moved to {new}')
+
+
+def _restore(plan, workdir, holds_run, abstract, keep):
+  """(checkpoints or None, the latest readable checkpoint or None)."""
+  folder = os.path.join(workdir, run_files.CHECKPOINTS)
+  ckpts = (ckpt_lib.RunCheckpoints(folder, keep)
+           if holds_run and os.path.isdir(folder) else None)
+  try:   # checkpoints hold one copy of the state, whatever the device count
+    restored = ckpts.restore_latest(abstract) if ckpts else None
+  except BaseException:
+    ckpts.close()
+    raise
+  _check_same_step_everywhere(plan, restored)
+  return ckpts, restored
+
+
+def open_run(cfg, workdir: str, progress: Dict[str, Any]) -> OpenRun:
+  """Checks, loads and restores (module docstring); fills `progress` once
+  the run may write the workdir (where it stands, for a stop in setup)."""
+  plan = parallel.make_plan(cfg)
+  cc = cfg.checkpoint
+  cfg_json = workdir_config.config_to_json(cfg)
+  holds_run = _check_workdir_once(plan, workdir, cfg_json, cc.allow_config_change)
+  if cfg.init_from and not holds_run:
+    init_from_lib.resolve(cfg.init_from)      # a wrong path fails before the data loads
+  dataset = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, dataset)
+  fresh = step_lib.init_state(setup, dataset.image_shape, cfg.seed)
+  placed = parallel.place_state(plan, fresh)     # replicated on the devices
+  ckpts, restored = _restore(plan, workdir, holds_run, ckpt_lib.abstract_of(fresh), cc.keep)
+  if holds_run and not restored:
+    _refuse_or_restart(workdir, cc.get('restart', False), plan.is_writer)
+  if restored:
+    state, meta = parallel.place_state(plan, restored.state), restored.meta
+    if meta['loop']['status'] not in loop_state.FINISHED:
+      ckpt_lib.say(f'resuming from checkpoint step {restored.step} (epoch '
+                   f'{meta["epoch"]}, batch {meta["step_in_epoch"]}) in {ckpts.directory}')
+  else:
+    start = start_state.starting_state(cfg, setup, dataset, fresh)
+    state = placed if start is fresh else parallel.place_state(plan, start)
+    meta = loop_state.new_meta()
+  del fresh, placed
+  resumed = restored.step if restored else None
+  progress.update(step=meta['step'], epochs_completed=meta['loop']['epochs_completed'],
+                  resumed_from_step=resumed, is_writer=plan.is_writer, ckpts=ckpts)
+  if plan.is_writer:
+    os.makedirs(workdir, exist_ok=True)
+    records.write_json(os.path.join(workdir, run_files.CONFIG), cfg_json)
+    for name in run_files.STEP_LOGS:
+      records.rewind_jsonl(os.path.join(workdir, name), meta['step'])
+  ckpts = progress['ckpts'] = ckpts or ckpt_lib.RunCheckpoints(
+      os.path.join(workdir, run_files.CHECKPOINTS), cc.keep)
+  return OpenRun(workdir=workdir, plan=plan, cfg_json=cfg_json, dataset=dataset,
+                 setup=setup, state=state, meta=meta, ckpts=ckpts,
+                 resumed_from_step=resumed)
+
+
+def save_final_weights_if_missing(run: OpenRun) -> None:
+  """A finished run killed before it wrote its final weights writes them now."""
+  if run.plan.is_writer and not os.path.exists(run.path(run_files.FINAL_STATE)):
+    final_state.save(run.workdir, parallel.local_state(run.plan, run.state))

@@ -1,0 +1,59 @@
+"""The train state a new run starts from: fresh, or with params from another
+run's checkpoint (`config.init_from`) and a k-means codebook (`vq.init`)."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jepa_jax import checkpoint as ckpt_lib
+from jepa_jax import init_from as init_from_lib
+from jepa_jax import model as model_lib
+from jepa_jax import quantizer as quantizer_lib
+from jepa_jax import step as step_lib
+from jepa_jax import vq as vq_lib
+
+
+def kmeans_codebook(cfg, setup, dataset, encoder_params, vq_params=None) -> vq_lib.VQState:
+  """Codebook from k-means++ (+ Lloyd) on the encoder's token embeddings of
+  the training images (whole images), a function of the config and seed;
+  fitted in the quantizer's space (`quantizer.kmeans_state`).
+  Padded colour-id data: valid tokens only, encoded with padding masked out
+  of attention as in the step."""
+  patch = cfg.model.patch_size
+
+  @jax.jit
+  def encode(images):
+    valid = model_lib.token_validity(images, patch) if setup.padded else None
+    z = setup.encoder.apply(encoder_params, images, None, valid)
+    return z, valid
+
+  chunks = []
+  for i in range(0, len(dataset.train_images), 256):
+    z, valid = jax.device_get(encode(dataset.train_images[i:i + 256]))
+    chunks.append(z[valid] if setup.padded else z.reshape(-1, z.shape[-1]))
+  tokens = np.concatenate(chunks)
+  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x6b6d)
+  k_pick, k_fit = jax.random.split(key)
+  n = min(cfg.vq.kmeans_num_samples, len(tokens))
+  picked = tokens[np.asarray(jax.random.permutation(k_pick, len(tokens))[:n])]
+  return quantizer_lib.kmeans_state(setup.quantizer, k_fit, picked, vq_params,
+                                    cfg.vq.kmeans_iters, cfg.vq.reanchor)
+
+
+def starting_state(cfg, setup, dataset, fresh):
+  """The state a run starts from: `fresh`, with params and target encoder
+  loaded from `config.init_from` if set and the codebook from k-means if
+  `config.vq.init == 'kmeans'`. Fails listing every name/shape mismatch."""
+  if not cfg.init_from and not (setup.vq_enabled and cfg.vq.init == 'kmeans'):
+    return fresh
+  state = dict(fresh)
+  if cfg.init_from:
+    subset = {'params': state['params'], 'target_params': state['target_params']}
+    loaded, source = init_from_lib.load_params(cfg.init_from, ckpt_lib.abstract_of(subset))
+    state.update(params=loaded['params'], target_params=loaded['target_params'])
+    ckpt_lib.say(f'initialised params and target encoder from {source}')
+  if setup.vq_enabled and cfg.vq.init == 'kmeans':
+    state['vq'] = kmeans_codebook(cfg, setup, dataset, state['params']['encoder'],
+                                  state.get('vq_params'))
+  state['opt_state'] = setup.tx.init(step_lib.trainables_of(setup, state))
+  return ckpt_lib.detached_copy(state)     # every leaf its own (donatable) buffer
