@@ -45,7 +45,12 @@ folder(s): the bounds are then (1 + 0.10) and (1 + 0.03) x the baseline's
 mean final val loss (the reference's 8.5 and 8.0 are 9.7% and 3.2% above its
 no-VQ 7.75). Without either the two criteria are 'n/a'.
 
-Criteria that cannot apply (usage rules on a run without VQ) are 'n/a'.
+Criteria that cannot apply (usage rules on a run without VQ) are 'n/a'. A
+criterion that applies but lacks the records it needs fails as "cannot
+judge", never passes: the usage thresholds of a VQ run (its config's
+`vq.enabled`) without a usage record from epoch `monitor.usage_from_epoch`
+on, the ranks of a run without embedding records. The trajectory of a run
+with fewer than 3 records in its second half stays 'n/a' (too short to fit).
 `--strict` exits with status 3 when a must-have criterion fails.
 """
 from __future__ import annotations
@@ -62,7 +67,8 @@ import numpy as np
 from jepa_jax import cli
 from jepa_jax import monitor
 from jepa_jax import records
-from jepa_jax import run_files
+# A run folder read back (re-exported: `diagnose.load_run` is how callers read runs).
+from jepa_jax.run_reader import Run, load_run, stage_dirs  # noqa: F401
 
 PASS, FAIL, NA = 'pass', 'fail', 'n/a'
 
@@ -91,89 +97,6 @@ class Criteria:
         val_loss_nice_bound=(self.val_loss_nice_bound
                              if self.val_loss_nice_bound is not None
                              else (1 + self.val_loss_nice_margin) * baseline_val_loss))
-
-
-@dataclasses.dataclass
-class Run:
-  """The files of one run folder."""
-  path: str
-  config: Dict[str, Any]
-  summary: Optional[Dict[str, Any]]
-  embedding: List[Dict[str, Any]]
-  epochs: List[Dict[str, Any]]
-  eval: Optional[Dict[str, Any]] = None
-  parts: List['Run'] = dataclasses.field(default_factory=list)   # two-stage stages
-
-  @property
-  def variant(self) -> str:
-    return self.config.get('variant', os.path.basename(self.path))
-
-  @property
-  def vq_enabled(self) -> bool:
-    return any(monitor.USAGE in r for r in self.embedding)
-
-  @property
-  def num_epochs(self) -> Optional[int]:
-    return (self.config.get('train') or {}).get('num_epochs')
-
-  @property
-  def status(self) -> str:
-    return (self.summary or {}).get('status', 'no summary.json')
-
-
-def _read_json(path):
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def stage_dirs(path: str) -> List[str]:
-  """The stage folders of a two-stage run folder (configs/two_stage.py), else []."""
-  return run_files.stage_folders(path)
-
-
-def _offset(recs, step, epoch):
-  return [{**r, 'step': r['step'] + step, 'epoch': r['epoch'] + epoch} for r in recs]
-
-
-def _two_stage(path: str, parts: List[Run]) -> Run:
-  """One run of a two-stage folder: logs of the stages end to end (stage 2's
-  steps and epochs offset by stage 1's), stage 2's config, eval and status,
-  `num_epochs` the sum of the stages'. Red flags are found per stage."""
-  config = json.loads(json.dumps(parts[-1].config))
-  variant = config.get('variant', 'two_stage')
-  config['variant'] = variant.rsplit('_stage', 1)[0]
-  config.setdefault('train', {})['num_epochs'] = sum(p.num_epochs or 0 for p in parts)
-  emb, epochs, step, epoch = [], [], 0, 0
-  for part in parts:
-    emb += _offset(part.embedding, step, epoch)
-    epochs += _offset(part.epochs, step, epoch)
-    step += ((part.summary or {}).get('steps') or
-             (part.epochs[-1]['step'] if part.epochs else 0))
-    epoch += len(part.epochs)
-  summary = _read_json(os.path.join(path, run_files.SUMMARY)) or parts[-1].summary
-  return Run(path=path, config=config, summary=summary, embedding=emb, epochs=epochs,
-             eval=parts[-1].eval, parts=parts)
-
-
-def load_run(path: str) -> Run:
-  """Reads a run folder (or a two-stage folder); raises ValueError naming it
-  when it holds no run."""
-  stages = stage_dirs(path)
-  if stages:
-    return _two_stage(path, [load_run(s) for s in stages])
-  config = _read_json(os.path.join(path, run_files.CONFIG))
-  if config is None:
-    raise ValueError(f'{path}: not a run folder (no {run_files.CONFIG})')
-  def log(name):                 # a torn line (a killed run): named, skipped
-    return records.read_jsonl(os.path.join(path, name), on_damaged=lambda message: print(
-        f'warning: {message}; skipped, the intact lines are used', file=sys.stderr))
-
-  return Run(path=path, config=config,
-             summary=_read_json(os.path.join(path, run_files.SUMMARY)),
-             embedding=log(run_files.EMBEDDING_METRICS), epochs=log(run_files.EPOCH_METRICS),
-             eval=_read_json(os.path.join(path, run_files.EVAL)))
 
 
 def usage_trajectory(embedding: Sequence[Dict[str, Any]], criteria: Criteria = Criteria()
@@ -272,69 +195,75 @@ def _check(name, level, ok, value, threshold, detail):
           'detail': detail}
 
 
+def _usage_checks(run: Run, criteria: Criteria, traj: Dict[str, Any]):
+  """usage_throughout, usage_trajectory (must) and usage_end (nice). A VQ run
+  without a usage record from epoch `monitor.usage_from_epoch` on cannot be
+  judged: both usage thresholds fail, never pass."""
+  judged = usage_records(run)
+  usage = [r[monitor.USAGE] for r in judged]
+  trajectory = _check('usage_trajectory', 'must',
+                      None if traj['label'] == NA else traj['label'] in ('flat', 'growing'),
+                      traj['label'], criteria.trend_tolerance, traj['detail'])
+  if not usage:
+    start = monitor.Rules.from_config(run.config).usage_from_epoch
+    ok, why = ((False, f'VQ run without a usage record from epoch {start} on: cannot judge')
+               if run.vq_enabled else (None, 'no VQ'))
+    return (_check('usage_throughout', 'must', ok, None, criteria.usage_min, why),
+            trajectory, _check('usage_end', 'nice', ok, None, criteria.usage_end_nice, why))
+  i = int(np.argmin(usage))
+  return (_check('usage_throughout', 'must', min(usage) > criteria.usage_min, min(usage),
+                 criteria.usage_min, f'min {min(usage):.1%} at step {judged[i]["step"]}'),
+          trajectory,
+          _check('usage_end', 'nice', usage[-1] > criteria.usage_end_nice, usage[-1],
+                 criteria.usage_end_nice, f'{usage[-1]:.1%} at the end'))
+
+
+def _rank_check(run: Run, name: str, level: str, key: str, threshold: float):
+  """The final record's effective rank against `threshold`; a run without
+  embedding records cannot be judged: fail."""
+  final = run.embedding[-1] if run.embedding else {}
+  if key not in final:
+    return _check(name, level, False, None, threshold, 'no embedding records: cannot judge')
+  v = final[key]
+  return _check(name, level, v > threshold, v, threshold, f'{v:.2f} at step {final["step"]}')
+
+
+def _val_check(run: Run, name: str, level: str, bound: Optional[float]):
+  final_val = run.epochs[-1]['val_loss_mean'] if run.epochs else None
+  if final_val is None:
+    return _check(name, level, None, None, bound, 'no epoch records')
+  if bound is None:
+    return _check(name, level, None, final_val, None, 'no bound given')
+  return _check(name, level, final_val < bound, final_val, bound,
+                f'{final_val:.4g} vs bound {bound:.4g}')
+
+
 def check_run(run: Run, criteria: Criteria = Criteria(),
               force_option_b: bool = False) -> Dict[str, Any]:
   """All criteria for one run: {'run', 'variant', 'status', 'criteria': [...],
   'red_flags', 'alerts', 'trajectory', 'option_b', 'must_have_passed'}.
   `option_b`: see `option_b` (force_option_b applies the rule to a run whose
   config has it off)."""
-  out = []
-  emb = run.embedding
-  judged = usage_records(run)
-  usage = [r[monitor.USAGE] for r in judged]
-  final = emb[-1] if emb else {}
-  final_val = run.epochs[-1]['val_loss_mean'] if run.epochs else None
-  traj = usage_trajectory(emb, criteria)
-
-  if usage:
-    i = int(np.argmin(usage))
-    step = judged[i]['step']
-    out.append(_check('usage_throughout', 'must', min(usage) > criteria.usage_min,
-                      min(usage), criteria.usage_min,
-                      f'min {min(usage):.1%} at step {step}'))
-  else:
-    out.append(_check('usage_throughout', 'must', None, None, criteria.usage_min, 'no VQ'))
-  out.append(_check('usage_trajectory', 'must',
-                    None if traj['label'] == NA else traj['label'] in ('flat', 'growing'),
-                    traj['label'], criteria.trend_tolerance, traj['detail']))
-
-  def final_rank(name, level, key, threshold):
-    if key not in final:
-      return _check(name, level, None, None, threshold, 'no embedding records')
-    v = final[key]
-    return _check(name, level, v > threshold, v, threshold,
-                  f'{v:.2f} at step {final["step"]}')
-
-  def val_check(name, level, bound):
-    if final_val is None:
-      return _check(name, level, None, None, bound, 'no epoch records')
-    if bound is None:
-      return _check(name, level, None, final_val, None, 'no bound given')
-    return _check(name, level, final_val < bound, final_val, bound,
-                  f'{final_val:.4g} vs bound {bound:.4g}')
-
-  out.append(final_rank('context_rank', 'must', 'context_effective_rank',
-                        criteria.context_rank_min))
-  out.append(final_rank('target_rank', 'must', 'target_effective_rank',
-                        criteria.target_rank_min))
-  out.append(val_check('val_loss', 'must', criteria.val_loss_bound))
-  if usage:
-    out.append(_check('usage_end', 'nice', usage[-1] > criteria.usage_end_nice, usage[-1],
-                      criteria.usage_end_nice, f'{usage[-1]:.1%} at the end'))
-  else:
-    out.append(_check('usage_end', 'nice', None, None, criteria.usage_end_nice, 'no VQ'))
-  out.append(final_rank('context_rank_nice', 'nice', 'context_effective_rank',
-                        criteria.context_rank_nice))
-  out.append(final_rank('target_rank_nice', 'nice', 'target_effective_rank',
-                        criteria.target_rank_nice))
-  out.append(val_check('val_loss_nice', 'nice', criteria.val_loss_nice_bound))
-
+  traj = usage_trajectory(run.embedding, criteria)
+  usage_throughout, usage_trajectory_check, usage_end = _usage_checks(run, criteria, traj)
   flags = red_flags(run)
   done = len(run.epochs)
   complete = run.status == 'completed' and done == run.num_epochs
-  out.append(_check('stable_full_budget', 'nice', complete and not flags, done,
-                    run.num_epochs, f'{run.status}, {done}/{run.num_epochs} epochs, '
-                    f'{len(flags)} red flag(s)'))
+  out = [usage_throughout, usage_trajectory_check,
+         _rank_check(run, 'context_rank', 'must', 'context_effective_rank',
+                     criteria.context_rank_min),
+         _rank_check(run, 'target_rank', 'must', 'target_effective_rank',
+                     criteria.target_rank_min),
+         _val_check(run, 'val_loss', 'must', criteria.val_loss_bound),
+         usage_end,
+         _rank_check(run, 'context_rank_nice', 'nice', 'context_effective_rank',
+                     criteria.context_rank_nice),
+         _rank_check(run, 'target_rank_nice', 'nice', 'target_effective_rank',
+                     criteria.target_rank_nice),
+         _val_check(run, 'val_loss_nice', 'nice', criteria.val_loss_nice_bound),
+         _check('stable_full_budget', 'nice', complete and not flags, done,
+                run.num_epochs, f'{run.status}, {done}/{run.num_epochs} epochs, '
+                f'{len(flags)} red flag(s)')]
   musts = [c for c in out if c['level'] == 'must']
   return {'run': run.path, 'variant': run.variant, 'status': run.status,
           'epochs_completed': done, 'num_epochs': run.num_epochs,

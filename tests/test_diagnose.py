@@ -210,3 +210,45 @@ def test_option_b_rule_is_reported_when_on_or_forced(runs, capsys):
   out = capsys.readouterr().out
   assert ('Option B rule (VQ usage < 12% or context effective rank < 4 by epoch 15): '
           'FIRED, abort and move to Option C or D') in out
+
+
+def _vq_run_with(path, emb_records, monitor=None):
+  """A finished VQ run (config vq.enabled) whose embedding log is `emb_records`."""
+  make_run(path, [], [], [], [8.0, 7.9], monitor=monitor)
+  config = json.loads((path / 'config.json').read_text())
+  config['vq'] = {'enabled': True}
+  (path / 'config.json').write_text(json.dumps(config))
+  (path / 'embedding_metrics.jsonl').write_text(
+      ''.join(json.dumps(r) + '\n' for r in emb_records))
+  return str(path)
+
+
+def test_a_vq_run_without_usage_records_is_never_passed(tmp_path, capsys):
+  """The first-run trap: a VQ run whose log holds no usage record was read
+  as 'no VQ' and passed. Now its usage thresholds fail as 'cannot judge'."""
+  path = _vq_run_with(tmp_path / 'short', [])
+  run = diagnose.load_run(path)
+  assert run.vq_enabled
+  r = diagnose.check_run(run)
+  st = statuses(r)
+  assert st['usage_throughout'] == 'fail' and st['usage_end'] == 'fail'
+  assert st['context_rank'] == st['target_rank'] == 'fail'     # no records at all
+  assert 'cannot judge' in r['criteria'][0]['detail']
+  assert not r['must_have_passed']
+  assert diagnose.main([path, '--strict']) == 3
+  assert 'VQ run without a usage record from epoch 1 on: cannot judge' in capsys.readouterr().out
+
+
+def test_a_vq_run_whose_only_usage_is_before_the_judged_epochs_fails(tmp_path):
+  good = {'context_effective_rank': 12.0, 'target_effective_rank': 25.0,
+          'vq_usage_ratio': 0.5, 'vq_codes_used': 384}
+  path = _vq_run_with(tmp_path / 'early', [{'step': 50, 'epoch': 0, **good}],
+                      monitor={'usage_from_epoch': 1})
+  r = diagnose.check_run(diagnose.load_run(path))
+  assert statuses(r)['usage_throughout'] == 'fail' and not r['must_have_passed']
+  # One point in the judged epochs is enough to judge the usage (and pass it).
+  path = _vq_run_with(tmp_path / 'judged', [{'step': 50, 'epoch': 1, **good}],
+                      monitor={'usage_from_epoch': 1})
+  r = diagnose.check_run(diagnose.load_run(path))
+  assert statuses(r)['usage_throughout'] == 'pass' and r['must_have_passed']
+  assert statuses(r)['usage_trajectory'] == 'n/a'           # 1 record: too short to fit

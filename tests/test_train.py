@@ -302,3 +302,19 @@ def test_a_checkpoint_folder_that_takes_no_writes_fails_at_once_with_its_path(
   assert line.startswith(f'Read-only file system: {tmp_path}/checkpoints/.write_probe_')
   assert not (tmp_path / 'summary.json').exists() and not (tmp_path / '.lock').exists()
 
+
+def test_a_run_shorter_than_the_measurement_interval_ends_with_one_point(tmp_path):
+  """The first-run case: 6 steps with embedding metrics every 50 still log
+  one point, at the last step, and diagnose judges the run's VQ usage on it."""
+  from jepa_jax import diagnose
+  cfg = load('gentle', 'tiny')
+  cfg.train.embedding_metrics_every_steps = 50
+  cfg.vq.refresh_enabled = False                  # no refresh moves the point
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  assert summary['steps'] == 6
+  emb = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')
+  assert [(r['step'], r['epoch']) for r in emb] == [(6, 1)] and 'vq_usage_ratio' in emb[0]
+  result = diagnose.check_run(diagnose.load_run(str(tmp_path)))
+  usage = result['criteria'][0]
+  assert usage['name'] == 'usage_throughout' and usage['status'] != 'n/a'
+  assert usage['detail'].endswith('at step 6') and usage['value'] == emb[0]['vq_usage_ratio']
