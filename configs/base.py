@@ -145,6 +145,7 @@ def get_config(arg=None):
   c.train.log_every_steps = 10
   c.train.early_stopping_patience = 10
   c.train.progress_bar = True
+  c.train.compilation_cache_dir = '~/.cache/jepa_jax/xla'  # JAX's persistent cache; '': off
 
   c.parallel = ml_collections.ConfigDict()
   c.parallel.mode = 'auto'        # 'auto' ('jit' on > 1 device), 'jit', 'pmap'

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from jepa_jax import checkpoint as ckpt_lib
+from jepa_jax import compile_cache
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import epoch_end
@@ -72,7 +73,8 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     config_lib.check_workdir_path(workdir)
     parallel.initialize_distributed(cfg)
     # One process per workdir (process 0 of a multi-process run speaks for all).
-    with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
+    with compile_cache.persistent_cache(cfg.train.compilation_cache_dir), \
+        workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
       try:
         return _train_and_evaluate(cfg, workdir, t_start, timer, progress)
       except interrupts.Stopped as stop:

@@ -1,0 +1,92 @@
+"""The runs' persistent compilation cache (jepa_jax/compile_cache.py,
+`train.compilation_cache_dir`): where it goes, off, restored, and a second
+run loading what the first compiled with the same results."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+from jepa_jax import compile_cache
+from jepa_jax import config_lib
+from jepa_jax import workdir_config
+from conftest import ROOT, load
+
+
+def _settings():
+  return (jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache)
+
+
+def test_the_key_names_a_folder_or_is_off():
+  assert compile_cache.resolve('') is None and compile_cache.resolve(None) is None
+  assert compile_cache.resolve('~/c') == os.path.join(os.path.expanduser('~'), 'c')
+  with pytest.raises(config_lib.ConfigError, match=r'compilation_cache_dir=3: must be a folder'):
+    compile_cache.resolve(3)
+
+
+def test_a_folder_jax_was_given_stays_and_off_turns_the_cache_off(tmp_path):
+  before = _settings()
+  assert before[0] and before[1]                 # conftest: the session's cache
+  with compile_cache.persistent_cache(str(tmp_path / 'mine')) as used:
+    assert used == before[0] and _settings() == before
+  with compile_cache.persistent_cache('') as used:
+    assert used is None and _settings() == (before[0], False)
+  assert _settings() == before
+  assert not (tmp_path / 'mine').exists()
+
+
+def test_without_a_jax_folder_the_run_caches_in_its_own_and_restores(tmp_path):
+  before = _settings()
+  folder = tmp_path / 'xla'
+  try:
+    jax.config.update('jax_compilation_cache_dir', None)
+    jax_cache.reset_cache()
+    with compile_cache.persistent_cache(str(folder)) as used:
+      assert used == str(folder)
+      # A program this process has not compiled yet (a shape of its own).
+      jax.jit(lambda x: jnp.sin(x) * 3.25 + 1)(np.ones((7, 13, 3), np.float32)).block_until_ready()
+    assert _settings() == (None, before[1])
+    assert folder.is_dir() and os.listdir(folder)           # the executable was written
+  finally:
+    jax.config.update('jax_compilation_cache_dir', before[0])
+    jax_cache.reset_cache()
+  assert _settings() == before
+
+
+def test_the_cache_folder_does_not_make_another_run():
+  """A workdir written before the key existed, or with another folder, is the same run."""
+  new = workdir_config.config_to_json(load('gentle', 'tiny'))
+  assert new['train']['compilation_cache_dir'] == '~/.cache/jepa_jax/xla'
+  old = json.loads(json.dumps(new))
+  del old['train']['compilation_cache_dir']
+  assert workdir_config.config_diff(old, new) == []
+  old['train']['compilation_cache_dir'] = ''
+  assert workdir_config.config_diff(old, new) == []
+
+
+@pytest.mark.slow
+def test_a_second_run_loads_the_first_runs_executables_and_computes_the_same(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('JAX_COMPILATION_CACHE_DIR')            # the key's folder, not the session's
+  cache = tmp_path / 'xla'
+  summaries = []
+  for name in ('first', 'second'):
+    out = subprocess.run(
+        [sys.executable, '-m', 'jepa_jax.main', '--config=configs/no_vq.py:tiny',
+         f'--workdir={tmp_path / name}', f'--config.train.compilation_cache_dir={cache}'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    summaries.append(json.loads((tmp_path / name / 'summary.json').read_text()))
+    if name == 'first':
+      entries = set(os.listdir(cache))
+      assert entries
+  assert set(os.listdir(cache)) == entries       # nothing new to compile
+  first, second = summaries
+  assert second['compile_time_s'] < first['compile_time_s'] / 2      # loaded, not compiled
+  for log in ('epoch_metrics.jsonl', 'embedding_metrics.jsonl', 'final_state.msgpack'):
+    assert (tmp_path / 'first' / log).read_bytes() == (tmp_path / 'second' / log).read_bytes()
