@@ -3,6 +3,7 @@
 Override any key: `--config.vq.commitment_cost=0.2`; variant strings after
 the file name: `--config=configs/gentle.py:tiny`. A YAML config in the
 reference trainer's key names: `--config=run.yaml[:tiny]` (docs/yaml.md).
+`--help` lists the config files, the variant strings and the key groups.
 """
 import sys
 
@@ -23,6 +24,7 @@ from jepa_jax import flag_parsing
 from jepa_jax import records
 from jepa_jax import stages
 from jepa_jax import train
+from jepa_jax import usage
 from jepa_jax import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,8 +33,23 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the run outputs.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _print_help_and_exit(argv) -> None:
+  """`--help` (and its absl spellings): this command's help, exit status 0;
+  `--helpfull` adds every absl flag."""
+  args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+  full = any(a in usage.FULL_HELP_FLAGS for a in args)
+  if not full and not any(a in usage.HELP_FLAGS for a in args):
+    return
+  text = usage.text(__doc__)
+  if full:
+    text += '\nEvery flag:\n' + flags.FLAGS.get_help() + '\n'
+  sys.stdout.write(text)
+  sys.exit(0)
+
+
 def parse_flags(argv):
   """absl's flag parsing; every bad input is one line, exit 2 (flag_parsing)."""
+  _print_help_and_exit(argv)
   return flag_parsing.parse_config_flags(argv)
 
 
