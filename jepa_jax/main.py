@@ -3,7 +3,10 @@
 Override any key: `--config.vq.commitment_cost=0.2`; variant strings after
 the file name: `--config=configs/gentle.py:tiny`. A YAML config in the
 reference trainer's key names: `--config=run.yaml[:tiny]` (docs/yaml.md).
-`--help` lists the config files, the variant strings and the key groups.
+Two-stage configs: an override of a key the stage-2 block also sets (e.g.
+`--config.train.num_epochs`) applies to both stages unless
+`--config.stage2.KEY` is given too. `--help` lists the config files, the
+variant strings and the key groups.
 """
 import sys
 
@@ -48,9 +51,17 @@ def _print_help_and_exit(argv) -> None:
 
 
 def parse_flags(argv):
-  """absl's flag parsing; every bad input is one line, exit 2 (flag_parsing)."""
+  """absl's flag parsing; every bad input is one line, exit 2 (flag_parsing).
+  A two-stage config's stage 2 takes the command line's overrides of its
+  keys (stages.carry_overrides_to_stage2), each reported on stderr."""
   _print_help_and_exit(argv)
-  return flag_parsing.parse_config_flags(argv)
+  rest = flag_parsing.parse_config_flags(argv)
+  _, keys = flag_parsing.config_spec_and_keys(argv)
+  for key, value, old in stages.carry_overrides_to_stage2(_CONFIG.value, keys):
+    print(f'note: --config.{key}={value!r} applies to stage 2 as well (instead of '
+          f'stage2.{key}={old!r}); --config.stage2.{key} sets stage 2 apart',
+          file=sys.stderr)
+  return rest
 
 
 def main(argv):

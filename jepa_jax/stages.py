@@ -10,12 +10,16 @@ A two-stage config is a plain config (stage 1's settings) plus `stage`
 alone, in WORKDIR) and `stage2`, a nested dict of the keys stage 2 changes.
 `stage_config` turns it into the plain config of one stage, so each stage is
 an ordinary run: same checkpoints, same resume.
+
+On the command line, `--config.KEY=VALUE` for a key the stage-2 block also
+sets (`train.num_epochs`, `vq.commitment_cost`, ...) applies to stage 2 as
+well, unless `--config.stage2.KEY` is given too (`carry_overrides_to_stage2`).
 """
 from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import ml_collections
 
@@ -39,6 +43,46 @@ def _merge(dst, overrides, prefix='stage2') -> None:
       _merge(dst[key], value, f'{prefix}.{key}')
     else:
       dst[key] = value
+
+
+def _leaf_keys(node, prefix=''):
+  for key, value in node.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaf_keys(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}'
+
+
+def _get(node, key):
+  for part in key.split('.'):
+    node = node[part]
+  return node
+
+
+def carry_overrides_to_stage2(cfg, keys) -> List[Tuple[str, Any, Any]]:
+  """Command-line overrides win over a two-stage config file's stage-2 block.
+
+  `keys`: the keys overridden on the command line, as typed after
+  `--config.`. A KEY that `stage2.KEY` also sets (e.g. `train.num_epochs`)
+  would otherwise reach stage 1 only; with `stage=0` or `stage=2` its value
+  is copied to `stage2.KEY`, so it applies to stage 2 as well (`stage=0`:
+  both stages; `stage=2`: the stage that runs), unless `stage2.KEY` is given
+  on the command line too (then each is as given). Changes `cfg` in place;
+  returns [(KEY, value, the stage-2 value it replaced)].
+  """
+  if not is_two_stage(cfg) or cfg.get('stage') not in (0, 2):
+    return []
+  shadowed = set(_leaf_keys(cfg.stage2))
+  carried = []
+  for key in keys:
+    if key in shadowed and f'stage2.{key}' not in keys:
+      *parents, leaf = key.split('.')
+      node = _get(cfg.stage2, '.'.join(parents)) if parents else cfg.stage2
+      value, old = _get(cfg, key), node[leaf]
+      if value != old:
+        node[leaf] = value
+        carried.append((key, value, old))
+  return carried
 
 
 def stage_config(cfg, stage: int, init_from: str = ''):

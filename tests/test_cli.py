@@ -1,12 +1,13 @@
 """The command line explains itself: `--help` (exit 0; configs, variant
-strings, key groups)."""
+strings, key groups), and two-stage overrides reach stage 2."""
 import os
 import re
 import subprocess
 import sys
 
+from jepa_jax import stages
 from jepa_jax import usage
-from conftest import ROOT
+from conftest import ROOT, load
 
 
 def test_help_exits_0_and_lists_configs_variant_strings_and_key_groups():
@@ -36,4 +37,35 @@ def test_help_text_is_read_from_the_configs():
   assert 'num_epochs' in groups['train'] and 'seed' in groups['']
   assert usage.two_stage_keys() == ['stage', 'stage2']
   assert usage.variant_strings().startswith('Variant strings')
+
+
+def test_two_stage_overrides_of_stage2_keys_apply_to_stage_2_too():
+  cfg = load('two_stage', 'tiny')
+  cfg.train.num_epochs = 5
+  cfg.vq.commitment_cost = 0.2
+  cfg.train.learning_rate = 3e-4                          # stage 2 does not set it
+  carried = stages.carry_overrides_to_stage2(
+      cfg, ['train.num_epochs', 'vq.commitment_cost', 'train.learning_rate'])
+  assert carried == [('train.num_epochs', 5, 2), ('vq.commitment_cost', 0.2, 0.05)]
+  s1, s2 = stages.stage_config(cfg, 1), stages.stage_config(cfg, 2, init_from='x')
+  assert (s1.train.num_epochs, s2.train.num_epochs) == (5, 5)
+  assert s2.vq.commitment_cost == 0.2
+  assert s1.train.learning_rate == s2.train.learning_rate == 3e-4
+
+
+def test_two_stage_overrides_given_for_each_stage_or_for_stage_1_alone_stay_apart():
+  cfg = load('two_stage', 'tiny')
+  cfg.train.num_epochs, cfg.stage2.train.num_epochs = 5, 3
+  assert stages.carry_overrides_to_stage2(
+      cfg, ['train.num_epochs', 'stage2.train.num_epochs']) == []
+  assert stages.stage_config(cfg, 2, init_from='x').train.num_epochs == 3
+  cfg = load('two_stage', 'tiny')
+  cfg.stage, cfg.train.num_epochs = 1, 5                   # stage 1 alone
+  assert stages.carry_overrides_to_stage2(cfg, ['train.num_epochs']) == []
+  assert cfg.stage2.train.num_epochs == 2
+  cfg.stage = 2                                            # stage 2 alone: it takes it
+  assert stages.carry_overrides_to_stage2(cfg, ['train.num_epochs']) == [
+      ('train.num_epochs', 5, 2)]
+  plain = load('gentle', 'tiny')
+  assert stages.carry_overrides_to_stage2(plain, ['train.num_epochs']) == []
 

@@ -151,3 +151,22 @@ def test_arc_two_stage_config_and_kmeans_on_valid_tokens_only(monkeypatch):
   assert vq.codebook.shape == (cfg2.vq.codebook_size, cfg2.model.embed_dim)
   assert np.all(np.isfinite(vq.codebook))
 
+
+def test_cli_epochs_override_reaches_both_stages_and_says_so(tmp_path):
+  """`--config.train.num_epochs` on a two-stage config used to set stage 1's
+  epochs only (stage 2 ran stage2.train.num_epochs); now both, with a note."""
+  import subprocess  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+  from conftest import ROOT  # noqa: PLC0415
+  out = subprocess.run(
+      [sys.executable, '-m', 'jepa_jax.main', '--config=configs/two_stage.py:tiny',
+       f'--workdir={tmp_path}', '--config.train.num_epochs=1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert out.returncode == 0, out.stderr
+  assert ('note: --config.train.num_epochs=1 applies to stage 2 as well (instead of '
+          'stage2.train.num_epochs=2)') in out.stderr
+  for stage in ('stage1', 'stage2'):
+    summary = json.load(open(tmp_path / stage / 'summary.json'))
+    assert (summary['epochs_completed'], summary['steps']) == (1, 3), stage
+    assert json.load(open(tmp_path / stage / 'config.json'))['train']['num_epochs'] == 1
