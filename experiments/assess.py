@@ -19,11 +19,16 @@ deleted) and trained again.
 A variant without a config file is reported as missing. Then
 `experiments.report.write_report` writes WORKDIR/report.md and
 WORKDIR/plots/; `--publish DIR` copies them to DIR as well.
+
+What the report needs beyond the package (matplotlib, the `experiments`
+extra) is checked first: missing, the command says so in one line and exits
+with status 2 before it trains anything.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -35,12 +40,30 @@ from typing import Dict, List, Optional, Sequence
 
 from experiments import report
 from experiments import report_health
+from experiments import report_plots
 from jepa_jax import cli
 from jepa_jax import diagnose
+from jepa_jax import run_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINISHED = ('completed', 'early_stopped', 'aborted', 'failed')
 DEFAULT_VARIANTS = 'sixth_run,no_vq,vq_no_refresh,gentle,gradient,two_stage'
+
+
+# Modules the assessment needs beyond the package's requirements: (module,
+# what needs it, how to install it).
+DEPENDENCIES = (('matplotlib', "the report's plots",
+                 "pip install 'jepa_jax[experiments]' (or matplotlib)"),)
+
+
+def missing_dependency() -> Optional[str]:
+  """One line naming the first module of DEPENDENCIES that does not import, or None."""
+  for module, needed_by, install in DEPENDENCIES:
+    try:
+      importlib.import_module(module)
+    except ImportError as err:
+      return f'{module} is missing ({err}); {needed_by} need it: {install}'
+  return None
 
 
 def config_path(variant: str) -> str:
@@ -49,7 +72,7 @@ def config_path(variant: str) -> str:
 
 def _status(path: str) -> Optional[str]:
   try:
-    with open(os.path.join(path, 'summary.json')) as f:
+    with open(os.path.join(path, run_files.SUMMARY)) as f:
       return json.load(f).get('status')
   except (OSError, ValueError):
     return None
@@ -77,8 +100,8 @@ def train_and_evaluate(variant: str, seed: int, path: str, config_arg: str,
   status = _status(path)
   if status not in FINISHED:
     folders = diagnose.stage_dirs(path) or [path]
-    has_run = any(os.path.exists(os.path.join(f, 'config.json')) for f in folders)
-    resumable = any(os.path.isdir(os.path.join(f, 'checkpoints')) for f in folders)
+    has_run = any(run_files.holds_config(f) for f in folders)
+    resumable = any(os.path.isdir(os.path.join(f, run_files.CHECKPOINTS)) for f in folders)
     if has_run and not resumable:
       n = 0
       while os.path.exists(f'{path}.incomplete-{n}'):
@@ -102,7 +125,7 @@ def train_and_evaluate(variant: str, seed: int, path: str, config_arg: str,
   # A two-stage run is evaluated on its last stage (the final encoder and codes).
   eval_dir = (diagnose.stage_dirs(path) or [path])[-1]
   if (evaluate and status in ('completed', 'early_stopped', 'aborted') and
-      not os.path.exists(os.path.join(eval_dir, 'eval.json'))):
+      not os.path.exists(os.path.join(eval_dir, run_files.EVAL))):
     rc = _run([sys.executable, '-m', 'jepa_jax.evaluate', f'--workdir={eval_dir}'],
               os.path.join(path, 'eval.log'))
     did['evaluated'] = rc == 0
@@ -145,6 +168,9 @@ def main(argv=None) -> int:
                   help='extra --config.KEY=VALUE for every run (repeatable)')
   ap.add_argument('--publish', help='also copy report.md and plots/ to this folder')
   args = ap.parse_args(argv)
+  missing_module = missing_dependency()
+  if missing_module:
+    ap.error(missing_module)               # one line, exit 2, before any training
   t0 = time.perf_counter()
   load_start = os.getloadavg()
   variants = [v.strip() for v in args.variants.split(',') if v.strip()]
@@ -194,7 +220,7 @@ def main(argv=None) -> int:
   if args.publish:
     os.makedirs(os.path.join(args.publish, 'plots'), exist_ok=True)
     shutil.copy(path, os.path.join(args.publish, 'report.md'))
-    for p in report.PLOTS + report_health.HEALTH_PLOTS:
+    for p in report_plots.PLOTS + report_health.HEALTH_PLOTS:
       src = os.path.join(workdir, 'plots', p)
       if os.path.exists(src):
         shutil.copy(src, os.path.join(args.publish, 'plots', p))

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from experiments import assess, report
+from experiments import assess, report, report_plots
 from jepa_jax import records
 
 # Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
@@ -71,7 +71,7 @@ def test_report_has_every_table_and_plot(assessment):
   assert f"| {last['step']} | {100 * last['vq_usage_ratio']:.1f}% ({last['vq_codes_used']:.0f}) |" in text
   ev = json.loads((work / 'gentle' / 'seed_0' / 'eval.json').read_text())
   assert f"{100 * ev['target_encoder']['linear_probe_acc']:.1f}%" in text
-  for plot in report.PLOTS:
+  for plot in report_plots.PLOTS:
     for folder in (work / 'plots', work / 'published' / 'plots'):
       data = (folder / plot).read_bytes()
       assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 10_000
@@ -111,7 +111,7 @@ def test_plot_styles_tell_thirteen_variants_apart():
   # The ARC ablation plots 13 variants; tab10 alone gave the 11th-13th the
   # first three variants' colour and line.
   names = [f'v{i}' for i in range(13)]
-  styles = report.line_styles(names)
+  styles = report_plots.line_styles(names)
   assert len(set(styles.values())) == 13
   assert styles['v0'] == (0, '-') and styles['v10'] == (0, '--')
-  assert len(set(report.line_styles([f'v{i}' for i in range(40)]).values())) == 40
+  assert len(set(report_plots.line_styles([f'v{i}' for i in range(40)]).values())) == 40

@@ -1,10 +1,14 @@
 """The command line explains itself: `--help` (exit 0; configs, variant
-strings, key groups), and two-stage overrides reach stage 2."""
+strings, key groups), two-stage overrides that reach stage 2, and the
+assessment refusing to start without what it needs."""
 import os
 import re
 import subprocess
 import sys
 
+import pytest
+
+from experiments import assess
 from jepa_jax import stages
 from jepa_jax import usage
 from conftest import ROOT, load
@@ -69,3 +73,17 @@ def test_two_stage_overrides_given_for_each_stage_or_for_stage_1_alone_stay_apar
   plain = load('gentle', 'tiny')
   assert stages.carry_overrides_to_stage2(plain, ['train.num_epochs']) == []
 
+
+def test_assess_checks_matplotlib_before_training(tmp_path, monkeypatch, capsys):
+  monkeypatch.setitem(sys.modules, 'matplotlib', None)   # `import matplotlib` fails
+  trained = []
+  monkeypatch.setattr(assess, 'train_and_evaluate', lambda *a, **k: trained.append(a))
+  work = tmp_path / 'assessment'
+  with pytest.raises(SystemExit) as exit_:
+    assess.main(['--variants', 'gentle', '--workdir', str(work), '--config_arg', 'tiny'])
+  assert exit_.value.code == 2
+  err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+  assert len(err) == 1 and err[0].startswith('error: python -m experiments.assess: '
+                                             'matplotlib is missing')
+  assert 'pip install' in err[0]
+  assert not trained and not work.exists()
