@@ -2,14 +2,14 @@
 
 In the spirit of big_vision's `itstime`: after every train step the loop asks
 `Periodic.after_step(step)`, which runs, in the order they were registered,
-the actions whose `due(step)` is true, each charged to its own section of the
-run's timer (`jepa_jax.timing`). An action returns True to stop the loop (it
+the actions whose `due(step)` is true, each charged to its section of the
+run's timer (`jepa_jax.timing`; by default the section named as the action). An action returns True to stop the loop (it
 has saved what it needs); the later ones are then skipped.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 
 def itstime(step: int, every_n_steps: int, total_steps: int = 0, last: bool = False) -> bool:
@@ -21,9 +21,10 @@ def itstime(step: int, every_n_steps: int, total_steps: int = 0, last: bool = Fa
 
 @dataclasses.dataclass(frozen=True)
 class Action:
-  name: str                          # its timer section
+  name: str
   due: Callable[[int], bool]         # step -> run it now?
   run: Callable[[int], bool]         # step -> stop the loop?
+  section: str                       # the timer section it is charged to
 
 
 class Periodic:
@@ -33,9 +34,9 @@ class Periodic:
     self._timer = timer
     self._actions: List[Action] = []
 
-  def register(self, name: str, due: Callable[[int], bool],
-               run: Callable[[int], bool]) -> 'Periodic':
-    self._actions.append(Action(name, due, run))
+  def register(self, name: str, due: Callable[[int], bool], run: Callable[[int], bool],
+               section: Optional[str] = None) -> 'Periodic':
+    self._actions.append(Action(name, due, run, section or name))
     return self
 
   @property
@@ -46,7 +47,7 @@ class Periodic:
     """Runs the actions due at `step`; True when one of them stops the loop."""
     for action in self._actions:
       if action.due(step):
-        with self._timer(action.name):
+        with self._timer(action.section):
           if action.run(step):
             return True
     return False

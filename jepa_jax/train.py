@@ -187,7 +187,8 @@ class Training:
                       self._log_train)
             .register('embedding_metrics', self.schedule.measures, self._measure)
             # The epoch end saves the epoch's last step and checks preemption.
-            .register('preemption', lambda s: inside_epoch(), self._stop_if_preempted)
+            .register('preemption', lambda s: inside_epoch(), self._stop_if_preempted,
+                      section='loop_other')
             .register('checkpoint', lambda s: inside_epoch() and periodic.itstime(
                 s, self.cc.every_steps), self._save_mid_epoch))
 

@@ -16,11 +16,12 @@ def test_due_actions_run_in_registration_order_each_in_its_section_until_one_sto
   actions = (periodic.Periodic(timer)
              .register('a', lambda s: s % 2 == 0, lambda s: ran.append(('a', s)) or False)
              .register('b', lambda s: s % 3 == 0, lambda s: ran.append(('b', s)) or s == 6)
-             .register('c', lambda s: True, lambda s: ran.append(('c', s)) or False))
+             .register('c', lambda s: True, lambda s: ran.append(('c', s)) or False,
+                       section='other_c'))
   stops = [s for s in range(1, 8) if actions.after_step(s)]
   timer.stop()
   assert stops == [6]
   assert ran == [('c', 1), ('a', 2), ('c', 2), ('b', 3), ('c', 3), ('a', 4), ('c', 4),
                  ('c', 5), ('a', 6), ('b', 6), ('c', 7)]          # c skipped at 6
   assert actions.names == ['a', 'b', 'c']
-  assert timer.report()['calls'] == {'a': 3, 'b': 2, 'c': 6}
+  assert timer.report()['calls'] == {'a': 3, 'b': 2, 'other_c': 6}
