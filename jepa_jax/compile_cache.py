@@ -8,10 +8,12 @@ and devices) loads them instead. A cached executable is the same program, so
 results are unchanged, bit for bit.
 
 `train.compilation_cache_dir`:
-  a folder   the run's cache (`~` and `$VARS` expanded; created by JAX). When
-             JAX already has a cache folder (the environment variable
-             JAX_COMPILATION_CACHE_DIR, or `jax.config` set by the calling
-             program, as the test suite does), that one is kept.
+  a folder   the run's cache (`~` and `$VARS` expanded, created if need be;
+             one that cannot be created is a warning, and the run goes on
+             without a cache). When JAX already has a cache folder (the
+             environment variable JAX_COMPILATION_CACHE_DIR, or `jax.config`
+             set by the calling program, as the test suite does), that one
+             is kept.
   '' / None  no persistent cache for this run, whatever JAX was told.
 
 JAX's other cache settings apply as they are; in particular only programs
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Iterator, Optional
 
 import jax
@@ -54,6 +57,16 @@ def _apply(folder: Optional[str], enabled: bool) -> None:
   jax_cache.reset_cache()       # JAX opens its cache once: make it re-read the settings
 
 
+def _can_create(folder: str) -> bool:
+  try:
+    os.makedirs(folder, exist_ok=True)
+    return True
+  except OSError as err:
+    print(f'warning: {KEY}: cannot create {folder} ({err.strerror}); this run '
+          'compiles without a persistent cache', file=sys.stderr, flush=True)
+    return False
+
+
 @contextlib.contextmanager
 def persistent_cache(value) -> Iterator[Optional[str]]:
   """The run's compilation cache while the block runs (module docstring);
@@ -65,8 +78,10 @@ def persistent_cache(value) -> Iterator[Optional[str]]:
     wanted = (configured, False)
   elif configured and enabled:
     wanted = before               # JAX was given a folder: it stays
-  else:
+  elif _can_create(folder):
     wanted = (folder, True)
+  else:
+    wanted = (configured, False)
   changed = wanted != before
   if changed:
     _apply(*wanted)

@@ -69,6 +69,24 @@ def test_the_cache_folder_does_not_make_another_run():
   assert workdir_config.config_diff(old, new) == []
 
 
+def test_a_folder_that_cannot_be_made_is_a_warning_and_no_cache(tmp_path, capfd):
+  before = _settings()
+  (tmp_path / 'file').write_text('')
+  folder = tmp_path / 'file' / 'xla'                # under a file: cannot exist
+  try:
+    jax.config.update('jax_compilation_cache_dir', None)
+    jax_cache.reset_cache()
+    with compile_cache.persistent_cache(str(folder)) as used:
+      assert used is None and _settings() == (None, False)
+  finally:
+    jax.config.update('jax_compilation_cache_dir', before[0])
+    jax_cache.reset_cache()
+  assert _settings() == before
+  err = capfd.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(
+      f'warning: train.compilation_cache_dir: cannot create {folder} (Not a directory)')
+
+
 @pytest.mark.slow
 def test_a_second_run_loads_the_first_runs_executables_and_computes_the_same(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
