@@ -15,6 +15,9 @@ BASE = os.path.join(CONFIGS, 'base.py')
 TWO_STAGE = os.path.join(CONFIGS, 'two_stage.py')
 # Files in configs/ that are not configs of their own.
 NOT_CONFIGS = ('yaml_config.py',)
+# Module-level dicts naming the configs of a file that holds several
+# (configs/ablation.py's ABLATIONS: `--config=configs/ablation.py:NAME`).
+NAMES_DICTS = ('ABLATIONS',)
 HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '-helpshort')
 FULL_HELP_FLAGS = ('--helpfull', '-helpfull')
 
@@ -24,15 +27,32 @@ def _docstring(path: str) -> str:
     return ast.get_docstring(ast.parse(f.read())) or ''
 
 
+def _names_taken(path: str) -> List[str]:
+  """The keys of a config file's module-level `NAMES_DICT` dict literal (a
+  file of several configs, `configs/FILE.py:NAME`), read without importing it."""
+  with open(path) as f:
+    tree = ast.parse(f.read())
+  for node in tree.body:
+    if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+        and any(isinstance(t, ast.Name) and t.id in NAMES_DICTS for t in node.targets)):
+      return [k.value for k in node.value.keys
+              if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+  return []
+
+
 def config_files() -> List[Tuple[str, str]]:
-  """[(configs/NAME.py, first paragraph of its docstring)], sorted."""
+  """[(configs/NAME.py, first paragraph of its docstring, and the names it
+  takes after the ':' if it holds several configs)], sorted."""
   out = []
   for path in sorted(glob.glob(os.path.join(CONFIGS, '*.py'))):
     name = os.path.basename(path)
     if name.startswith('_') or name in NOT_CONFIGS:
       continue
-    first = _docstring(path).split('\n\n')[0]
-    out.append((f'configs/{name}', ' '.join(first.split())))
+    first = ' '.join(_docstring(path).split('\n\n')[0].split())
+    names = _names_taken(path)
+    if names:
+      first += f' Names (configs/{name}:NAME[,variant]): {", ".join(names)}.'
+    out.append((f'configs/{name}', first))
   return out
 
 

@@ -43,6 +43,17 @@ def test_help_text_is_read_from_the_configs():
   assert usage.variant_strings().startswith('Variant strings')
 
 
+def test_help_lists_the_names_of_a_file_of_several_configs(tmp_path, monkeypatch):
+  (tmp_path / 'ablation.py').write_text(
+      '"""Ablations, one per name."""\nABLATIONS = {"cosine": 1, "fsq": 2}\n')
+  (tmp_path / 'gentle.py').write_text('"""Gentle."""\n')
+  monkeypatch.setattr(usage, 'CONFIGS', str(tmp_path))
+  assert usage.config_files() == [
+      ('configs/ablation.py', 'Ablations, one per name. Names '
+       '(configs/ablation.py:NAME[,variant]): cosine, fsq.'),
+      ('configs/gentle.py', 'Gentle.')]
+
+
 def test_two_stage_overrides_of_stage2_keys_apply_to_stage_2_too():
   cfg = load('two_stage', 'tiny')
   cfg.train.num_epochs = 5
