@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from experiments import report_goals
 from experiments import report_health
 from experiments import report_plots
 from experiments.report_tables import (CODEBOOK, DOWNSTREAM, EMBEDDING, LOSSES, SPEED,
@@ -274,6 +275,7 @@ def write_report(workdir: str, variants: Sequence[str], seeds: Sequence[int],
   L += trajectory_table(shown, runs)
   L += report_health.dense_section(shown, values)
   L += report_health.baseline_section(shown, values, runs, matched)
+  L += report_goals.goals_section({v: runs[v] for v in shown})
   L += report_health.reference_section(values)
   L += criteria_section(shown, runs, criteria_of, bound_text)
   L += _downstream(shown, values)

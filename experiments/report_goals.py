@@ -32,7 +32,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from experiments import report
 from experiments import report_health
 from jepa_jax import diagnose
 
@@ -46,6 +45,7 @@ VAL_GOAL = 1.05
 
 def goal_values(run: diagnose.Run) -> Dict[str, Any]:
   """Per-run values the goals judge (None where the run does not log them)."""
+  from experiments import report  # noqa: PLC0415  (report imports this module)
   k = (run.config.get('vq') or {}).get('codebook_size')
   judged = diagnose.usage_records(run)
   perp = [r['vq_perplexity'] for r in judged if r.get('vq_perplexity') is not None]
@@ -154,6 +154,7 @@ def goals_section(runs: Dict[str, List[diagnose.Run]]) -> List[str]:
 
 
 def load_runs(workdir: str, variants: Sequence[str], seeds: Sequence[int]):
+  from experiments import report  # noqa: PLC0415
   runs = {}
   for var in variants:
     found = []

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 TABLES = ('### Run completion & stability', '### Final losses', '### Embedding quality',
           '### VQ codebook health', '### VQ usage trajectory',
           '## Success criteria and red flags', '### Red flags (abort criteria) and alerts',
-          '### Downstream quality', '### Speed')
+          '## Stable-codebook goals', '### Downstream quality', '### Speed')
 
 
 @pytest.fixture(scope='module')
@@ -65,6 +65,8 @@ def test_report_has_every_table_and_plot(assessment):
     assert heading in text, heading
   assert '`not_a_variant`: no config file configs/not_a_variant.py' in text
   assert '| **VQ usage (end)** |' in text and '| Step | gentle |' in text
+  # gentle's losses differ from no_vq's: the goals row names no baseline.
+  assert '| gentle (1) | none |' in text
   # Numbers come from the run folders.
   emb = records.read_jsonl(work / 'gentle' / 'seed_0' / 'embedding_metrics.jsonl')
   last = emb[-1]
