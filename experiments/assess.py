@@ -46,7 +46,7 @@ from jepa_jax import diagnose
 from jepa_jax import run_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FINISHED = ('completed', 'early_stopped', 'aborted', 'failed')
+FINISHED = report.FINISHED
 DEFAULT_VARIANTS = 'sixth_run,no_vq,vq_no_refresh,gentle,gradient,two_stage'
 
 

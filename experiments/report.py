@@ -24,6 +24,10 @@ from jepa_jax import monitor
 from jepa_jax import run_files
 
 
+# Statuses of a run that has stopped (summary.json); others are still training.
+FINISHED = ('completed', 'early_stopped', 'aborted', 'failed')
+
+
 def run_dir(workdir: str, variant: str, seed: int) -> str:
   return os.path.join(workdir, variant, f'seed_{seed}')
 
@@ -197,9 +201,14 @@ def _load_runs(workdir, variants, seeds, missing) -> Dict[str, List[diagnose.Run
   for var in variants:
     found = [diagnose.load_run(path) for path in (run_dir(workdir, var, s) for s in seeds)
              if run_files.holds_config(path) or diagnose.stage_dirs(path)]
+    unfinished = [r for r in found if r.status not in FINISHED]
+    found = [r for r in found if r.status in FINISHED]
+    if unfinished:              # a run still training (or killed) is not averaged in
+      missing[f'{var} ({len(unfinished)} of its seeds)'] = 'unfinished: ' + ', '.join(
+          sorted({r.status for r in unfinished}))
     if found:
       runs[var] = found
-    else:
+    elif not unfinished:
       missing.setdefault(var, 'no run folder')
   return runs
 

@@ -103,10 +103,14 @@ def test_seeds_aggregate_to_mean_and_std(assessment, tmp_path):
   u0 = emb[-1]['vq_usage_ratio']
   emb[-1]['vq_usage_ratio'] = u0 - 0.1
   path.write_text(''.join(json.dumps(r) + '\n' for r in emb))
-  text = open(report.write_report(str(tmp_path), ['gentle', 'no_vq'], [0, 1], {})).read()
+  # Seed 2 of gentle is still training (no summary.json): named, not averaged in.
+  shutil.copytree(work / 'gentle' / 'seed_0', tmp_path / 'gentle' / 'seed_2')
+  (tmp_path / 'gentle' / 'seed_2' / 'summary.json').unlink()
+  text = open(report.write_report(str(tmp_path), ['gentle', 'no_vq'], [0, 1, 2], {})).read()
   mean, std = 100 * (u0 - 0.05), 100 * 0.1 / 2 ** 0.5
   assert f'{mean:.1f} ± {std:.1f}%' in text
   assert 'completed 2/2' in text
+  assert '`gentle (1 of its seeds)`: unfinished: no summary.json' in text
 
 
 def test_plot_styles_tell_thirteen_variants_apart():
