@@ -520,3 +520,23 @@ def test_ema_decay_schedule_is_refused_for_a_gradient_codebook():
     _tiny('gradient', **{'vq.ema_decay_schedule': 'learning_rate'})
   with pytest.raises(config_lib.ConfigError, match='vq.ema_decay_schedule'):
     _tiny('gentle', **{'vq.ema_decay_schedule': 'cosine'})
+
+
+@pytest.mark.parametrize('arg', [None, 'tiny', 'arc,tiny'])
+def test_stable_codebook_configs_are_gentle_plus_their_quantizer(arg):
+  """configs/stable_codebook.py, reanchor8.py and simvq8.py: gentle's losses
+  (so no_vq_gentle is their matched baseline), 8-d codes, element-mean VQ
+  losses, no refresh; stable_codebook = reanchor8 + the scheduled EMA step."""
+  gentle = load('gentle', arg)
+  cfgs = {n: load(n, arg) for n in ('stable_codebook', 'reanchor8', 'simvq8')}
+  for name, cfg in cfgs.items():
+    config_lib.validate(cfg)
+    assert cfg.variant == name and cfg.loss == gentle.loss and cfg.train == gentle.train
+    assert (cfg.vq.loss_reduction, cfg.vq.refresh_enabled) == ('mean', False)
+    assert cfg.vq.codebook_dim == 8
+  s, r, q = cfgs['stable_codebook'], cfgs['reanchor8'], cfgs['simvq8']
+  assert (s.vq.reanchor, s.vq.l2_normalize, s.vq.ema_decay_schedule) == (True, True, 'learning_rate')
+  r.vq.ema_decay_schedule = 'learning_rate'
+  r.variant = 'stable_codebook'
+  assert r.to_dict() == s.to_dict()
+  assert (q.vq.simvq, q.vq.ema_decay, q.vq.reanchor) == (True, None, False)
