@@ -16,16 +16,11 @@ import os
 
 from jepa_jax import config_lib
 
-gentle = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'gentle.py'))
+reanchor8 = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'reanchor8.py'))
 
 
 def get_config(arg=None):
-  c = gentle.get_config()
+  c = reanchor8.get_config()             # 8-d cosine codes, re-anchoring, element means
   c.variant = 'stable_codebook'
-  c.vq.codebook_dim = 8
-  c.vq.l2_normalize = True
-  c.vq.refresh_enabled = False
-  c.vq.reanchor = True
   c.vq.ema_decay_schedule = 'learning_rate'
-  c.vq.loss_reduction = 'mean'
-  return gentle.base.apply_variant_arg(c, arg)
+  return reanchor8.gentle.base.apply_variant_arg(c, arg)
