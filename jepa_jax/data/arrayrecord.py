@@ -24,7 +24,7 @@ import struct
 
 import numpy as np
 
-from jepa_jax import data
+from jepa_jax.data import dataset
 from jepa_jax.data import lazy
 
 FORMAT = 'jepa_jax.image_records.v1'
@@ -45,18 +45,18 @@ def read_index(folder: str) -> dict:
   """The index of a packed folder; DataError naming the file if unusable."""
   path = os.path.join(folder, INDEX)
   if not os.path.isfile(path):
-    raise data.DataError(f'{folder}: no {INDEX} (pack an image folder with '
+    raise dataset.DataError(f'{folder}: no {INDEX} (pack an image folder with '
                          'python -m jepa_jax.data.pack)')
   try:
     with open(path) as f:
       index = json.load(f)
   except (OSError, ValueError) as err:
-    raise data.DataError(f'cannot read {path}: {err}') from None
+    raise dataset.DataError(f'cannot read {path}: {err}') from None
   if not isinstance(index, dict) or index.get('format') != FORMAT:
-    raise data.DataError(f'{path}: not a {FORMAT} index')
+    raise dataset.DataError(f'{path}: not a {FORMAT} index')
   missing = [s for s in index['shards'] if not os.path.isfile(os.path.join(folder, s))]
   if missing:
-    raise data.DataError(f'{folder}: shard {missing[0]} listed in {INDEX} is missing')
+    raise dataset.DataError(f'{folder}: shard {missing[0]} listed in {INDEX} is missing')
   return index
 
 
@@ -86,19 +86,19 @@ class RecordReader:
     return lazy.decode(raw, self.size, self.mode, f'record {i} of {self.paths[0]}...')
 
 
-@data.register('arrayrecord')
-def load_arrayrecord(cfg) -> data.Dataset:
+@dataset.register('arrayrecord')
+def load_arrayrecord(cfg) -> dataset.Dataset:
   """The packed folder at `data.path`, split and standardised as `folder`."""
   folder = os.path.expanduser(str(cfg.data.path or ''))
   if not folder:
-    raise data.DataError("data.name='arrayrecord' needs config.data.path "
+    raise dataset.DataError("data.name='arrayrecord' needs config.data.path "
                          '(a folder written by python -m jepa_jax.data.pack)')
   if not os.path.isdir(folder):
-    raise data.DataError(f'ArrayRecord folder not found: {folder}')
+    raise dataset.DataError(f'ArrayRecord folder not found: {folder}')
   index = read_index(folder)
   labels = np.load(os.path.join(folder, LABELS), allow_pickle=False).astype(np.int32)
   if labels.shape != (index['num_records'],):
-    raise data.DataError(f'{folder}: {LABELS} holds {labels.shape} labels, '
+    raise dataset.DataError(f'{folder}: {LABELS} holds {labels.shape} labels, '
                          f'{INDEX} says {index["num_records"]} records')
   mode = {1: 'L', 3: 'RGB'}[cfg.data.channels]
   reader = RecordReader([os.path.join(folder, s) for s in index['shards']],

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from jepa_jax import data
+from jepa_jax.data import dataset
 from jepa_jax.data import lazy
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
@@ -37,16 +37,16 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
 def _path(cfg, kind: str) -> str:
   path = cfg.data.path
   if not path:
-    raise data.DataError(f"data.name={cfg.data.name!r} needs config.data.path ({kind})")
+    raise dataset.DataError(f"data.name={cfg.data.name!r} needs config.data.path ({kind})")
   return os.path.expanduser(str(path))
 
 
 def _split(cfg, images, labels, name, num_colours=None):
-  tr, va = data.split_indices(len(images), cfg.data.val_fraction, cfg.data.split_seed)
+  tr, va = dataset.split_indices(len(images), cfg.data.val_fraction, cfg.data.split_seed)
   train_images, val_images = images[tr], images[va]
   if num_colours is None:
-    train_images, val_images = data.standardize(train_images, val_images)
-  return data.Dataset(
+    train_images, val_images = dataset.standardize(train_images, val_images)
+  return dataset.Dataset(
       train_images=train_images, val_images=val_images,
       train_labels=None if labels is None else labels[tr],
       val_labels=None if labels is None else labels[va],
@@ -61,27 +61,27 @@ def check_images(images, where: str, categorical_colours=None) -> np.ndarray:
   images = np.asarray(images)
   kind = images.dtype.kind
   if kind not in 'iuf':
-    raise data.DataError(f'{where}: images have dtype {images.dtype}; '
+    raise dataset.DataError(f'{where}: images have dtype {images.dtype}; '
                          'need an integer or floating-point array')
   if images.ndim == 3:
     images = images[..., None]
   if images.ndim != 4 or min(images.shape) < 1:
-    raise data.DataError(f'{where}: images have shape {images.shape}; '
+    raise dataset.DataError(f'{where}: images have shape {images.shape}; '
                          'need (N, H, W) or (N, H, W, C) with no empty axis')
   if kind == 'f' and not np.all(np.isfinite(images)):
     bad = int(np.sum(~np.isfinite(images).reshape(len(images), -1).all(axis=1)))
-    raise data.DataError(f'{where}: images contain NaN or infinite values '
+    raise dataset.DataError(f'{where}: images contain NaN or infinite values '
                          f'({bad} of {len(images)} images)')
   if categorical_colours is not None:
     if kind == 'f':
-      raise data.DataError(f'{where}: colour-id images have dtype {images.dtype}; '
+      raise dataset.DataError(f'{where}: colour-id images have dtype {images.dtype}; '
                            'need an integer dtype')
     if images.shape[-1] != 1:
-      raise data.DataError(f'{where}: colour-id images have shape {images.shape}; '
+      raise dataset.DataError(f'{where}: colour-id images have shape {images.shape}; '
                            'need one channel')
     lo, hi = int(images.min()), int(images.max())
     if lo < -1 or hi >= categorical_colours:
-      raise data.DataError(f'{where}: colour ids span {lo}..{hi}; need -1 (padding) '
+      raise dataset.DataError(f'{where}: colour ids span {lo}..{hi}; need -1 (padding) '
                            f'to {categorical_colours - 1} (model.num_colours)')
   return images.astype(np.float32)
 
@@ -89,30 +89,30 @@ def check_images(images, where: str, categorical_colours=None) -> np.ndarray:
 def check_labels(labels, num_images: int, where: str) -> np.ndarray:
   labels = np.asarray(labels)
   if labels.dtype.kind not in 'iu':
-    raise data.DataError(f'{where}: labels have dtype {labels.dtype}; need integers')
+    raise dataset.DataError(f'{where}: labels have dtype {labels.dtype}; need integers')
   if labels.shape != (num_images,):
-    raise data.DataError(f'{where}: labels have shape {labels.shape}; '
+    raise dataset.DataError(f'{where}: labels have shape {labels.shape}; '
                          f'need ({num_images},), one per image')
   return labels.astype(np.int32)
 
 
-@data.register('npz')
-def load_npz(cfg) -> data.Dataset:
+@dataset.register('npz')
+def load_npz(cfg) -> dataset.Dataset:
   path = _path(cfg, 'an .npz file with an `images` array')
   if not os.path.isfile(path):
-    raise data.DataError(f'npz file not found: {path}')
+    raise dataset.DataError(f'npz file not found: {path}')
   try:
     arrays = np.load(path, allow_pickle=False)
     keys = set(arrays.files)
   except Exception as err:  # noqa: BLE001  (any unreadable file: one line)
-    raise data.DataError(f'cannot read {path} as .npz: {err}') from None
+    raise dataset.DataError(f'cannot read {path} as .npz: {err}') from None
   if 'images' not in keys:
-    raise data.DataError(f'{path}: no `images` array (found: {", ".join(sorted(keys)) or "none"})')
+    raise dataset.DataError(f'{path}: no `images` array (found: {", ".join(sorted(keys)) or "none"})')
   try:
     raw = arrays['images']
     raw_labels = arrays['labels'] if 'labels' in keys else None
   except ValueError as err:    # object arrays need pickle: refused
-    raise data.DataError(f'{path}: {err}') from None
+    raise dataset.DataError(f'{path}: {err}') from None
   colours = cfg.model.num_colours if cfg.model.patch_embed == 'colour' else None
   images = check_images(raw, f'{path}', colours)
   labels = None if raw_labels is None else check_labels(raw_labels, len(images), path)
@@ -125,10 +125,10 @@ def list_folder(root: str):
   Raises DataError naming the folder when it has no classes or a class has
   no image files."""
   if not os.path.isdir(root):
-    raise data.DataError(f'image folder not found: {root}')
+    raise dataset.DataError(f'image folder not found: {root}')
   classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
   if not classes:
-    raise data.DataError(f'{root}: no class subfolders (need one subfolder per class)')
+    raise dataset.DataError(f'{root}: no class subfolders (need one subfolder per class)')
   paths, labels = [], []
   for label, name in enumerate(classes):
     folder = os.path.join(root, name)
@@ -136,15 +136,15 @@ def list_folder(root: str):
                    if f.lower().endswith(IMAGE_EXTENSIONS)
                    and os.path.isfile(os.path.join(folder, f)))
     if not files:
-      raise data.DataError(f'{folder}: class folder holds no image files '
+      raise dataset.DataError(f'{folder}: class folder holds no image files '
                            f'({", ".join(IMAGE_EXTENSIONS)})')
     paths.extend(os.path.join(folder, f) for f in files)
     labels.extend([label] * len(files))
   return paths, np.asarray(labels, np.int32)
 
 
-@data.register('folder')
-def load_folder(cfg) -> data.Dataset:
+@dataset.register('folder')
+def load_folder(cfg) -> dataset.Dataset:
   """The image folder, decoded into memory; with data.pipeline='grain' the
   train split is read lazily instead (`lazy.split_lazy`)."""
   root = _path(cfg, 'a folder with one subfolder of images per class')
@@ -152,7 +152,7 @@ def load_folder(cfg) -> data.Dataset:
   mode = {1: 'L', 3: 'RGB'}[cfg.data.channels]
   size = tuple(cfg.data.image_size)
   reader = lazy.FileReader(paths, size, mode)
-  if cfg.data.get('pipeline', 'memory') == 'grain':
+  if cfg.data.pipeline == 'grain':
     return lazy.split_lazy(cfg, reader, len(paths), labels, 'folder')
   images = np.stack([reader(i) for i in range(len(paths))])
   return _split(cfg, images, labels, 'folder')

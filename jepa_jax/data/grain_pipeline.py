@@ -23,7 +23,7 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from jepa_jax import data
+from jepa_jax.data import batches
 
 
 def sample_positions(num_examples: int, batch_size: int, seed: int, epoch: int,
@@ -32,7 +32,7 @@ def sample_positions(num_examples: int, batch_size: int, seed: int, epoch: int,
   """The sample ids this process reads for batches start_step..num_steps-1
   of the epoch, in order: rows [lo, hi) of each global batch of the (seed,
   epoch) permutation. Shape ((num_steps - start_step) * (hi - lo),)."""
-  perm = data.epoch_permutation(num_examples, seed, epoch)
+  perm = batches.epoch_permutation(num_examples, seed, epoch)
   lo, hi = rows if rows is not None else (0, batch_size)
   steps = np.arange(start_step, num_steps, dtype=np.int64)
   pos = steps[:, None] * batch_size + lo + np.arange(hi - lo, dtype=np.int64)[None, :]

@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from jepa_jax import data
+from jepa_jax.data import dataset
 
 STATS_SAMPLE = 2048     # train images the mean / std are computed over, at most
 STATS_BYTES = 256 << 20  # a sample this large (float32) is reduced in chunks
@@ -37,7 +37,7 @@ def decode(source, size, mode: str, where: str) -> np.ndarray:
       img = img.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
       x = np.asarray(img, np.float32) / 255.0
   except Exception as err:  # noqa: BLE001  (any unreadable image: one line)
-    raise data.DataError(f'cannot read image {where}: {err}') from None
+    raise dataset.DataError(f'cannot read image {where}: {err}') from None
   return x[..., None] if x.ndim == 2 else x
 
 
@@ -130,17 +130,17 @@ def sample_stats(images: LazyImages, split_seed: int):
   return mean, np.where(std > 0, std, 1.0)
 
 
-def split_lazy(cfg, reader, num_images: int, labels, name: str) -> 'data.Dataset':
+def split_lazy(cfg, reader, num_images: int, labels, name: str) -> 'dataset.Dataset':
   """The train/val split of lazily read images (`data.split_indices`):
   train stays lazy, standardised with `sample_stats`; val is decoded into
   memory (validation and the embedding metrics read it whole)."""
-  tr, va = data.split_indices(num_images, cfg.data.val_fraction, cfg.data.split_seed)
+  tr, va = dataset.split_indices(num_images, cfg.data.val_fraction, cfg.data.split_seed)
   shape = tuple(cfg.data.image_size) + (cfg.data.channels,)
   train = LazyImages(reader, tr, shape)
   mean, std = sample_stats(train, cfg.data.split_seed)
   train = train.with_stats(mean, std)
   val = LazyImages(reader, va, shape, mean, std).materialize()
-  return data.Dataset(
+  return dataset.Dataset(
       train_images=train, val_images=val,
       train_labels=None if labels is None else labels[tr],
       val_labels=None if labels is None else labels[va], name=name)
