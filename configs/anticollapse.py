@@ -17,21 +17,19 @@ The previous recommendation, refresh every epoch of unused codes only, is
 configs/anticollapse_epoch_refresh.py. Chosen by a seed-0 exploration on the
 digits data and measured at 3 seeds (README, "Anti-collapse options").
 """
-import os
-
-from jepa_jax import config_lib
-
-epoch_refresh = config_lib.load_module(
-    os.path.join(os.path.dirname(__file__), 'anticollapse_epoch_refresh.py'))
-gentle = epoch_refresh.gentle
+from configs import anticollapse_epoch_refresh, base
 
 
-def get_config(arg=None):
-  c = epoch_refresh.get_config()         # 8-d cosine codes, refresh every 23 steps
+def build():
+  c = anticollapse_epoch_refresh.build()   # 8-d cosine codes, refresh every 23 steps
   c.variant = 'anticollapse'
   c.vq.refresh_usage_threshold = 1.0     # below the uniform share of the window
   c.vq.refresh_warmup_steps = 230        # 10 digits epochs ...
   c.vq.refresh_warmup_interval = 5       # ... refreshing every 5 steps
   c.vq.refresh_sampling = 'far'          # distinct tokens far from live codes
   c.vq.refresh_source = 'full'           # whole-image tokens
-  return gentle.base.apply_variant_arg(c, arg)
+  return c
+
+
+def get_config(arg=None):
+  return base.with_variant(build(), arg)

@@ -9,19 +9,19 @@ unused for a whole epoch (23 steps on digits) are restarted on random batch
 vectors (Jukebox / SoundStream dead-code restarts; gentle's refresh, which at
 3000 steps never fires in a 690-step run, at a 23-step interval).
 """
-import os
-
-from jepa_jax import config_lib
-
-gentle = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'gentle.py'))
+from configs import base, gentle
 
 
-def get_config(arg=None):
-  c = gentle.get_config()
+def build():
+  c = gentle.build()
   c.variant = 'anticollapse_epoch_refresh'
   c.vq.codebook_dim = 8
   c.vq.l2_normalize = True
   c.vq.refresh_enabled = True
   c.vq.refresh_interval = 23             # one epoch of the digits data
   c.vq.refresh_usage_threshold = 0.01    # unused in the window (< 1% of uniform)
-  return gentle.base.apply_variant_arg(c, arg)
+  return c
+
+
+def get_config(arg=None):
+  return base.with_variant(build(), arg)

@@ -7,18 +7,18 @@ l2-normalised, 768 unit codes initialised by k-means++ on the stage-1 tokens
 restarted on batch vectors. The projections, predictor, temperature and
 codebook train.
 """
-import os
-
-from jepa_jax import config_lib
-
-two_stage = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'two_stage.py'))
+from configs import base, two_stage
 
 
-def get_config(arg=None):
-  c = two_stage.get_config(arg)
+def build():
+  c = two_stage.build()
   c.variant = 'anticollapse_two_stage'
   s2 = c.stage2.vq
   s2.codebook_dim = 8
   s2.l2_normalize = True
-  s2.refresh_interval = 2 if 'tiny' in (arg or '') else 23
+  s2.refresh_interval = 23
   return c
+
+
+def get_config(arg=None):
+  return base.with_variant(build(), arg)

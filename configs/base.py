@@ -7,11 +7,16 @@ losses as element means (the field's convention), temperature in [0.07, 0.15],
 relational weights 0.05 / 0.025. Model and schedule sizes are scaled to the
 embedded digits data so a run fits a laptop CPU.
 
+Every config file in this package defines `build()` (its config, no variant)
+and `get_config(arg=None)`, `with_variant(build(), arg)`; the files build on
+each other by ordinary imports (`from configs import gentle`).
+
 Variant strings (`--config=configs/gentle.py:tiny`, comma-separated, applied
-in order):
+in order; `parse_variant` is their one parser):
   arc    the same variant on ARC-AGI grids (`apply_arc`): colour embedding,
          30x30 canvas of 3x3-cell patches, masking sized for it.
-  tiny   a few steps of a very small model (tests, smoke runs).
+  tiny   a few steps of a very small model (tests, smoke runs); a two-stage
+         config's `stage2` keys are shrunk by the same rules (`TINY`).
   vit_s16, vit_b16
          accelerator sizes (`apply_vit`): 224x224 RGB images from an image
          folder or packed shards (set data.path; data.name 'folder' or
@@ -19,11 +24,14 @@ in order):
          heads) or ViT-B/16 (768, 12, 12) encoder, an I-JEPA-like predictor
          (384 wide, 6 deep) and I-JEPA-like masks on the 14x14 token grid.
 """
+import functools
+
 import ml_collections
 from ml_collections import config_dict
 
 
-def get_config(arg=None):
+def build():
+  """Every key of a jepa_jax config with its default (no variant applied)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.variant = 'base'
@@ -190,7 +198,11 @@ def get_config(arg=None):
   # Train again from step 0 in a workdir whose outputs (final weights, logs)
   # have no usable checkpoint; they are moved to WORKDIR/previous-<n>/ first.
   c.checkpoint.restart = False
-  return apply_variant_arg(c, arg)
+  return c
+
+
+def get_config(arg=None):
+  return with_variant(build(), arg)
 
 
 def apply_arc(c):
@@ -250,40 +262,65 @@ def apply_vit(c, name):
   return c
 
 
-def apply_variant_arg(c, arg):
-  """Applies the `:arg` variant string shared by every config file."""
-  for token in (arg or '').split(','):
-    token = token.strip()
-    if not token:
-      continue
-    if token == 'arc':
-      apply_arc(c)
-    elif token in VIT_SIZES:
-      apply_vit(c, token)
-    elif token == 'tiny':
-      c.model.embed_dim = 16
-      c.model.depth = 1
-      c.model.num_heads = 2
-      c.model.predictor_dim = 8
-      c.model.predictor_depth = 1
-      c.model.predictor_num_heads = 2
-      c.vq.codebook_size = 32
-      c.vq.fsq_levels = (4, 4, 2)       # 32 implicit codes
-      if c.vq.codebook_dim is not None:
-        c.vq.codebook_dim = min(c.vq.codebook_dim, 8)
-      c.loss.sigreg_num_slices = 16
-      c.train.num_epochs = 2
-      c.train.batch_size = 16
-      c.train.steps_per_epoch = 3
-      c.train.warmup_epochs = 1
-      c.train.embedding_metrics_every_steps = 2
-      c.train.usage_window_steps = 2
-      c.train.log_every_steps = 2
-      c.train.progress_bar = False
-      c.vq.refresh_interval = min(c.vq.refresh_interval, 2)
-      c.vq.refresh_warmup_interval = min(c.vq.refresh_warmup_interval, 2)
-      c.vq.kmeans_iters = 2
-      c.vq.kmeans_num_samples = 512
-    else:
-      raise ValueError(f'unknown config variant {token!r} (known: arc, tiny, vit_s16, vit_b16)')
+def _at_most(limit):
+  """A `TINY` rule: the value lowered to `limit` at most (None stays None)."""
+  return lambda value: value if value is None else min(value, limit)
+
+
+# `tiny`: (key, value) sets the key; (key, rule) maps its value by the rule.
+TINY = (
+    ('model.embed_dim', 16), ('model.depth', 1), ('model.num_heads', 2),
+    ('model.predictor_dim', 8), ('model.predictor_depth', 1),
+    ('model.predictor_num_heads', 2),
+    ('vq.codebook_size', 32), ('vq.fsq_levels', (4, 4, 2)),   # 32 implicit codes
+    ('vq.codebook_dim', _at_most(8)),
+    ('loss.sigreg_num_slices', 16),
+    ('train.num_epochs', 2), ('train.batch_size', 16), ('train.steps_per_epoch', 3),
+    ('train.warmup_epochs', 1), ('train.embedding_metrics_every_steps', 2),
+    ('train.usage_window_steps', 2), ('train.log_every_steps', 2),
+    ('train.progress_bar', False),
+    ('vq.refresh_interval', _at_most(2)), ('vq.refresh_warmup_interval', _at_most(2)),
+    ('vq.kmeans_iters', 2), ('vq.kmeans_num_samples', 512),
+)
+
+
+def _apply_rule(node, key, value):
+  """Sets dotted `key` of `node` to `value`, or to value(old) for a rule;
+  nothing when `node` lacks the key."""
+  *parents, leaf = key.split('.')
+  for part in parents:
+    if part not in node:
+      return
+    node = node[part]
+  if leaf in node:
+    node[leaf] = value(node[leaf]) if callable(value) else value
+
+
+def apply_tiny(c):
+  """A few steps of a very small model (`TINY`); the rules apply to a
+  two-stage config's `stage2` too, to the keys it sets."""
+  for node in [c] + ([c.stage2] if 'stage2' in c else []):
+    for key, value in TINY:
+      _apply_rule(node, key, value)
+  return c
+
+
+VARIANTS = {'arc': apply_arc, 'tiny': apply_tiny,
+            **{name: functools.partial(apply_vit, name=name) for name in VIT_SIZES}}
+
+
+def parse_variant(arg) -> tuple:
+  """The tokens of a variant string ('tiny', 'arc,tiny', '' or None: none),
+  in order; ValueError naming an unknown one."""
+  tokens = tuple(t.strip() for t in (arg or '').split(',') if t.strip())
+  for token in tokens:
+    if token not in VARIANTS:
+      raise ValueError(f'unknown config variant {token!r} (known: {", ".join(VARIANTS)})')
+  return tokens
+
+
+def with_variant(c, arg):
+  """`c` with the variant string `arg` applied (module docstring)."""
+  for token in parse_variant(arg):
+    VARIANTS[token](c)
   return c

@@ -1,13 +1,9 @@
 """Gentle VQ (the reference's Option B): softer commitment, faster EMA, rare refresh."""
-import os
-
-from jepa_jax import config_lib
-
-base = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'base.py'))
+from configs import base
 
 
-def get_config(arg=None):
-  c = base.get_config()
+def build():
+  c = base.build()
   c.variant = 'gentle'
   c.vq.commitment_cost = 0.15            # was 0.3
   c.vq.ema_decay = 0.95                  # was 0.99
@@ -20,4 +16,8 @@ def get_config(arg=None):
   c.loss.relational_loss.weight = 0.025
   c.loss.relational_loss.context_self_weight = 0.01
   c.train.num_epochs = 30
-  return base.apply_variant_arg(c, arg)
+  return c
+
+
+def get_config(arg=None):
+  return base.with_variant(build(), arg)

@@ -10,16 +10,16 @@ epochs (twice gentle's 30, the reference's "stable for 60 epochs" red-flag
 length). `configs/gradient.py` is the same without both (30 epochs, one
 learning rate).
 """
-import os
-
-from jepa_jax import config_lib
-
-gradient = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'gradient.py'))
+from configs import base, gradient
 
 
-def get_config(arg=None):
-  c = gradient.get_config()
+def build():
+  c = gradient.build()
   c.variant = 'gradient_long'
   c.vq.codebook_learning_rate = 1e-4
   c.train.num_epochs = 60
-  return gradient.gentle.base.apply_variant_arg(c, arg)
+  return c
+
+
+def get_config(arg=None):
+  return base.with_variant(build(), arg)

@@ -6,19 +6,19 @@ codes (EMA, decay 0.95) and projected back; every step, codes whose running
 usage share is far below uniform are pulled towards batch tokens
 (`vq.reanchor_*`), instead of being restarted at intervals.
 """
-import os
-
-from jepa_jax import config_lib
-
-gentle = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'gentle.py'))
+from configs import base, gentle
 
 
-def get_config(arg=None):
-  c = gentle.get_config()
+def build():
+  c = gentle.build()
   c.variant = 'reanchor8'
   c.vq.codebook_dim = 8
   c.vq.l2_normalize = True
   c.vq.refresh_enabled = False
   c.vq.reanchor = True
   c.vq.loss_reduction = 'mean'
-  return gentle.base.apply_variant_arg(c, arg)
+  return c
+
+
+def get_config(arg=None):
+  return base.with_variant(build(), arg)

@@ -6,19 +6,19 @@ C W (C frozen ~ N(0, 1), W learned, starting at the identity) and projected
 back. In the VQ autoencoder on digits (experiments/results/vqae/) SimVQ keeps
 its codes used only once the code space is this small.
 """
-import os
-
-from jepa_jax import config_lib
-
-gentle = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'gentle.py'))
+from configs import base, gentle
 
 
-def get_config(arg=None):
-  c = gentle.get_config()
+def build():
+  c = gentle.build()
   c.variant = 'simvq8'
   c.vq.codebook_dim = 8
   c.vq.simvq = True
   c.vq.ema_decay = None                  # the map is trained by gradient
   c.vq.refresh_enabled = False           # refresh would overwrite the frozen basis
   c.vq.loss_reduction = 'mean'           # element means, as VQ-VAE / Sonnet / Haiku
-  return gentle.base.apply_variant_arg(c, arg)
+  return c
+
+
+def get_config(arg=None):
+  return base.with_variant(build(), arg)

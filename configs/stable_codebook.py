@@ -12,15 +12,15 @@ means and tokens keep changing code, so its step size decays with the
 learning rate after warm-up (`vq.ema_decay_schedule='learning_rate'`;
 MacQueen 1967, Bottou & Bengio 1995).
 """
-import os
+from configs import base, reanchor8
 
-from jepa_jax import config_lib
 
-reanchor8 = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'reanchor8.py'))
+def build():
+  c = reanchor8.build()                  # 8-d cosine codes, re-anchoring, element means
+  c.variant = 'stable_codebook'
+  c.vq.ema_decay_schedule = 'learning_rate'
+  return c
 
 
 def get_config(arg=None):
-  c = reanchor8.get_config()             # 8-d cosine codes, re-anchoring, element means
-  c.variant = 'stable_codebook'
-  c.vq.ema_decay_schedule = 'learning_rate'
-  return reanchor8.gentle.base.apply_variant_arg(c, arg)
+  return base.with_variant(build(), arg)

@@ -10,17 +10,13 @@ stage-1 token embeddings; the predictor, temperature and codebook train.
 alone in WORKDIR (stage 2 then needs `init_from=PATH[/STEP]`).
 `stage2.*`: the keys stage 2 changes, e.g. `--config.stage2.train.num_epochs=20`.
 """
-import os
-
 import ml_collections
 
-from jepa_jax import config_lib
-
-no_vq = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'no_vq.py'))
+from configs import base, no_vq
 
 
-def get_config(arg=None):
-  c = no_vq.get_config()
+def build():
+  c = no_vq.build()
   c.variant = 'two_stage'
   c.stage = 0
   s2 = c.stage2 = ml_collections.ConfigDict()
@@ -36,8 +32,8 @@ def get_config(arg=None):
   s2.train.num_epochs = 10
   s2.train.warmup_epochs = 1
   s2.train.frozen = ('encoder', 'target_encoder')
-  c = no_vq.vq_no_refresh.sixth_run.base.apply_variant_arg(c, arg)
-  if 'tiny' in (arg or ''):
-    s2.train.num_epochs = 2
-    s2.vq.refresh_interval = 2
   return c
+
+
+def get_config(arg=None):
+  return base.with_variant(build(), arg)

@@ -12,21 +12,17 @@ on the stage-1 tokens, gentle refresh) are those of `configs/two_stage.py`,
 the named alternative in which stage 1 runs 30 epochs and stage 2 (10 epochs)
 also trains the predictor and the temperature.
 """
-import os
-
-from jepa_jax import config_lib
-
-two_stage = config_lib.load_module(os.path.join(os.path.dirname(__file__), 'two_stage.py'))
+from configs import base, two_stage
 
 
-def get_config(arg=None):
-  c = two_stage.get_config()
+def build():
+  c = two_stage.build()
   c.variant = 'two_stage_reference'
   c.train.num_epochs = 50
   c.stage2.train.num_epochs = 15
   c.stage2.train.frozen = ('encoder', 'target_encoder', 'predictor', 'temperature')
-  two_stage.no_vq.vq_no_refresh.sixth_run.base.apply_variant_arg(c, arg)
-  if 'tiny' in (arg or ''):
-    c.stage2.train.num_epochs = 2
-    c.stage2.vq.refresh_interval = 2
   return c
+
+
+def get_config(arg=None):
+  return base.with_variant(build(), arg)

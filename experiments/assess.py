@@ -42,6 +42,7 @@ from experiments import report
 from experiments import report_health
 from experiments import report_plots
 from jepa_jax import cli
+from jepa_jax import config_files
 from jepa_jax import diagnose
 from jepa_jax import run_files
 
@@ -67,7 +68,8 @@ def missing_dependency() -> Optional[str]:
 
 
 def config_path(variant: str) -> str:
-  return os.path.join(ROOT, 'configs', f'{variant}.py')
+  """The config file of `variant` (configs/ablation.py for the ac_* names)."""
+  return config_files.variant_spec(variant).partition(':')[0]
 
 
 def _status(path: str) -> Optional[str]:
@@ -110,7 +112,7 @@ def train_and_evaluate(variant: str, seed: int, path: str, config_arg: str,
       _log(f'{variant}/seed_{seed}: unfinished run without checkpoints moved to '
            f'{path}.incomplete-{n}')
     os.makedirs(path, exist_ok=True)
-    spec = config_path(variant) + (f':{config_arg}' if config_arg else '')
+    spec = config_files.variant_spec(variant, config_arg)
     _log(f'{variant}/seed_{seed}: training' + (' (resuming)' if has_run else ''))
     t0 = time.perf_counter()
     rc = _run([sys.executable, '-m', 'jepa_jax.main', f'--config={spec}',
@@ -191,7 +193,7 @@ def main(argv=None) -> int:
   # Longest first (planned epochs), so the last job to start is a short one.
   def planned_epochs(v):
     from jepa_jax import config_lib  # noqa: PLC0415
-    spec = config_path(v) + (f':{args.config_arg}' if args.config_arg else '')
+    spec = config_files.variant_spec(v, args.config_arg)
     return config_lib.load_config(spec).train.num_epochs
   jobs = sorted(((v, s) for v in present for s in seeds),
                 key=lambda vs: (-planned_epochs(vs[0]), vs[1]))

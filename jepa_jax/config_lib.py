@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from jepa_jax import data
+from jepa_jax.config_files import load_module  # noqa: F401  (re-exported)
 # Re-exported: callers catch config_lib.ConfigError / InputError.
 from jepa_jax.errors import ConfigError, InputError  # noqa: F401
 
@@ -24,19 +25,6 @@ def check_workdir_path(workdir) -> None:
   parent = os.path.dirname(os.path.abspath(workdir))
   if os.path.exists(parent) and not os.path.isdir(parent):
     raise InputError(f'workdir={workdir!r}: {parent!r} is not a folder')
-
-
-def load_module(path: str):
-  """Imports a config file by path (config files are not a package)."""
-  path = os.path.abspath(path)
-  name = 'jepa_jax_config_' + os.path.splitext(os.path.basename(path))[0]
-  if name in sys.modules and getattr(sys.modules[name], '__file__', None) == path:
-    return sys.modules[name]
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module
-  spec.loader.exec_module(module)
-  return module
 
 
 def load_config(spec: str):

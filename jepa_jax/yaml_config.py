@@ -217,7 +217,7 @@ def read(path: str) -> Dict[str, Any]:
 def load(path: str, arg=None):
   """The ConfigDict of YAML file `path`: base.py, its keys, then `arg`."""
   base = _base()
-  return base.apply_variant_arg(apply(base.get_config(), read(path), path), arg)
+  return base.with_variant(apply(base.build(), read(path), path), arg)
 
 
 def load_spec(spec: str):

@@ -28,14 +28,14 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 import pytest
 
+from jepa_jax import config_files
 from jepa_jax import config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(name, arg=None):
-  spec = os.path.join(ROOT, 'configs', f'{name}.py') + (f':{arg}' if arg else '')
-  return config_lib.load_config(spec)
+  return config_lib.load_config(config_files.variant_spec(name, arg or ''))
 
 
 def set_overrides(cfg, overrides):

@@ -1,0 +1,92 @@
+"""Config files: the ablation file, the variant-string parser, ordinary imports."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jepa_jax import config_files
+from jepa_jax import config_lib
+from conftest import ROOT, load
+
+# The keys each ablation sets on the config it starts from (README, "Anti-collapse
+# options"), written out here so a change to configs/ablation.py must match it.
+ABLATION_KEYS = {
+    'kmeans': ('gentle', {'vq.init': 'kmeans'}),
+    'cosine': ('gentle', {'vq.l2_normalize': True}),
+    'lowdim': ('gentle', {'vq.codebook_dim': 8}),
+    'simvq': ('gentle', {'vq.simvq': True, 'vq.ema_decay': None,
+                         'vq.refresh_enabled': False}),
+    'rotation': ('gentle', {'vq.estimator': 'rotation'}),
+    'reanchor': ('gentle', {'vq.refresh_enabled': False, 'vq.reanchor': True}),
+    'entropy': ('gentle', {'loss.entropy_weight': 0.1, 'loss.entropy_temperature': 10.0}),
+    'fsq': ('gentle', {'vq.quantizer': 'fsq', 'vq.fsq_levels': (8, 8, 4, 3),
+                       'vq.refresh_enabled': False, 'vq.commitment_cost': 0.0}),
+    'warmup3': ('anticollapse', {'vq.refresh_warmup_interval': 3}),
+}
+
+
+def _leaves(tree, prefix=''):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_leaves(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+@pytest.mark.parametrize('name', sorted(ABLATION_KEYS))
+@pytest.mark.parametrize('arg', [None, 'tiny', 'arc,tiny'])
+def test_each_ablation_is_its_start_config_with_its_keys(name, arg):
+  start, keys = ABLATION_KEYS[name]
+  cfg = load(f'ac_{name}', arg)          # configs/ablation.py:<name>[,arg]
+  assert cfg == config_lib.load_config(
+      os.path.join(ROOT, 'configs', 'ablation.py') + f':{name}' + (f',{arg}' if arg else ''))
+  base, got = _leaves(load(start, arg).to_dict()), _leaves(cfg.to_dict())
+  assert list(got) == list(base)                    # same keys, same order
+  want = {'variant': f'ac_{name}', **keys}
+  if arg and name == 'fsq':                         # tiny, applied after the keys:
+    want['vq.fsq_levels'] = (4, 4, 2)               # its 32 implicit codes
+  if arg and name == 'warmup3':
+    want['vq.refresh_warmup_interval'] = 2          # its cap of 2 steps
+  assert got == {**base, **want}
+  for key, value in want.items():
+    assert type(got[key]) is type(value), key
+  config_lib.validate(cfg)
+
+
+def test_variant_spec_maps_ablation_names_and_plain_names():
+  spec = config_files.variant_spec('ac_simvq', 'tiny')
+  assert spec == os.path.join(ROOT, 'configs', 'ablation.py') + ':simvq,tiny'
+  assert config_files.variant_spec('gentle') == os.path.join(ROOT, 'configs', 'gentle.py')
+  assert config_files.variant_spec('ac_bogus', 'tiny').endswith('configs/ac_bogus.py:tiny')
+  with pytest.raises(ValueError, match="unknown ablation 'bogus'.*known: kmeans"):
+    config_lib.load_config(os.path.join(ROOT, 'configs', 'ablation.py') + ':bogus')
+
+
+def test_one_variant_parser_and_tiny_shrinks_stage2():
+  base = config_files.configs_module('base')
+  assert base.parse_variant(' arc, ,tiny ') == ('arc', 'tiny')
+  assert base.parse_variant(None) == base.parse_variant('') == ()
+  with pytest.raises(ValueError, match="unknown config variant 'tyni'"):
+    base.parse_variant('tiny,tyni')
+  full, tiny = load('two_stage'), load('two_stage', 'tiny')
+  assert (full.stage2.train.num_epochs, full.stage2.vq.refresh_interval) == (10, 3000)
+  assert (tiny.stage2.train.num_epochs, tiny.stage2.vq.refresh_interval) == (2, 2)
+  assert tiny.stage2.train.frozen == full.stage2.train.frozen
+  assert sorted(tiny.stage2.vq) == sorted(full.stage2.vq)   # sets only the keys it has
+  ac = load('anticollapse_two_stage')
+  assert ac.stage2.vq.refresh_interval == 23
+  assert load('anticollapse_two_stage', 'tiny').stage2.vq.refresh_interval == 2
+  assert load('two_stage_reference', 'tiny').stage2.train.num_epochs == 2
+
+
+def test_config_files_import_each_other_from_any_working_directory(tmp_path):
+  code = ('from jepa_jax import config_lib; '
+          f"c = config_lib.load_config({os.path.join(ROOT, 'configs', 'gradient.py')!r} + ':tiny'); "
+          'print(c.variant, c.vq.ema_decay, c.vq.commitment_cost)')
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, check=True)
+  assert out.stdout.split() == ['gradient', 'None', '0.15']
