@@ -260,20 +260,19 @@ class Predictor(nn.Module):
     return x.reshape(b, m, t, self.embed_dim)
 
 
-def make_encoder(cfg) -> ViTEncoder:
-  return ViTEncoder(patch_size=cfg.model.patch_size, embed_dim=cfg.model.embed_dim,
-                    depth=cfg.model.depth, num_heads=cfg.model.num_heads,
-                    mlp_ratio=cfg.model.mlp_ratio, patch_embed=cfg.model.patch_embed,
-                    num_colours=cfg.model.num_colours, colour_dim=cfg.model.colour_dim,
-                    attention=cfg.model.get('attention', 'flax'))
+def make_encoder(m) -> ViTEncoder:
+  """The encoder of `m`, a config's `model` group."""
+  return ViTEncoder(patch_size=m.patch_size, embed_dim=m.embed_dim, depth=m.depth,
+                    num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
+                    patch_embed=m.patch_embed, num_colours=m.num_colours,
+                    colour_dim=m.colour_dim, attention=m.attention)
 
 
-def make_predictor(cfg, grid) -> Predictor:
-  return Predictor(embed_dim=cfg.model.embed_dim, pred_dim=cfg.model.predictor_dim,
-                   depth=cfg.model.predictor_depth,
-                   num_heads=cfg.model.predictor_num_heads, grid=tuple(grid),
-                   mlp_ratio=cfg.model.mlp_ratio,
-                   attention=cfg.model.get('attention', 'flax'))
+def make_predictor(m, grid) -> Predictor:
+  """The predictor of `m`, a config's `model` group, on the token grid `grid`."""
+  return Predictor(embed_dim=m.embed_dim, pred_dim=m.predictor_dim,
+                   depth=m.predictor_depth, num_heads=m.predictor_num_heads,
+                   grid=tuple(grid), mlp_ratio=m.mlp_ratio, attention=m.attention)
 
 
 def ema_params(target, online, momentum):

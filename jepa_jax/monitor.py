@@ -9,8 +9,8 @@ that record raised; nothing else is read or kept. `replay` folds whole logs,
 so a resumed run (or `jepa_jax.diagnose`) recomputes exactly the state and
 events the live run had at the same point.
 
-Rules (thresholds in `config.monitor`, defaults from the reference
-assessment's "Monitoring Checklist" and "Red Flags"):
+Rules (thresholds in `config.monitor`; their defaults, in configs/base.py,
+are the reference assessment's "Monitoring Checklist" and "Red Flags"):
 
   severity 'alert'
     usage_low        vq_usage_ratio < usage_alert (0.15)
@@ -65,59 +65,40 @@ import dataclasses
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from jepa_jax import config_defaults
+
 USAGE = 'vq_usage_ratio'
 RANKS = ('context_effective_rank', 'target_effective_rank')
 VAL = 'val_loss_mean'
 
-# Defaults of config.monitor (configs/base.py mirrors them).
-DEFAULTS = {
-    'abort': False,
-    'usage_alert': 0.15,
-    'usage_decline_checkpoints': 3,
-    'rank_alert': 3.0,
-    'val_increase_epochs': 2,
-    'usage_abort': 0.10,
-    'val_spike_factor': 1.5,
-    'rank_abort': 1.0,
-    'min_epochs': 60,
-    'usage_from_epoch': 1,
-    'option_b': False,
-    'option_b_epoch': 15,
-    'option_b_usage': 0.12,
-    'option_b_rank': 4.0,
-}
-DEFAULT_PATIENCE = 10
-
-
 @dataclasses.dataclass(frozen=True)
 class Rules:
-  """Thresholds of every rule plus the early-stopping patience."""
-  abort: bool = DEFAULTS['abort']
-  usage_alert: float = DEFAULTS['usage_alert']
-  usage_decline_checkpoints: int = DEFAULTS['usage_decline_checkpoints']
-  rank_alert: float = DEFAULTS['rank_alert']
-  val_increase_epochs: int = DEFAULTS['val_increase_epochs']
-  usage_abort: float = DEFAULTS['usage_abort']
-  val_spike_factor: float = DEFAULTS['val_spike_factor']
-  rank_abort: float = DEFAULTS['rank_abort']
-  min_epochs: int = DEFAULTS['min_epochs']
-  usage_from_epoch: int = DEFAULTS['usage_from_epoch']
-  option_b: bool = DEFAULTS['option_b']
-  option_b_epoch: int = DEFAULTS['option_b_epoch']
-  option_b_usage: float = DEFAULTS['option_b_usage']
-  option_b_rank: float = DEFAULTS['option_b_rank']
-  patience: int = DEFAULT_PATIENCE
+  """Thresholds of every rule (config.monitor) plus the early-stopping
+  patience (config.train.early_stopping_patience)."""
+  abort: bool
+  usage_alert: float
+  usage_decline_checkpoints: int
+  rank_alert: float
+  val_increase_epochs: int
+  usage_abort: float
+  val_spike_factor: float
+  rank_abort: float
+  min_epochs: int
+  usage_from_epoch: int
+  option_b: bool
+  option_b_epoch: int
+  option_b_usage: float
+  option_b_rank: float
+  patience: int
 
   @classmethod
   def from_config(cls, cfg) -> 'Rules':
-    """From a ConfigDict or a config.json dict; missing keys take the defaults
-    (run folders written before the monitor existed have no `monitor` group)."""
-    monitor = _lookup(cfg, 'monitor') or {}
-    kwargs = {k: monitor[k] for k in DEFAULTS if k in monitor}
-    train = _lookup(cfg, 'train') or {}
-    if 'early_stopping_patience' in train:
-      kwargs['patience'] = train['early_stopping_patience']
-    return cls(**kwargs)
+    """From a ConfigDict or a config.json dict; a key it lacks takes its
+    configs/base.py default (run folders written before the monitor existed
+    have no `monitor` group)."""
+    monitor = config_defaults.with_defaults('monitor', _lookup(cfg, 'monitor'))
+    train = config_defaults.with_defaults('train', _lookup(cfg, 'train'))
+    return cls(**monitor, patience=train['early_stopping_patience'])
 
 
 def _lookup(cfg, key):

@@ -49,7 +49,7 @@ import numpy as np
 import optax
 
 from jepa_jax import anticollapse as ac
-from jepa_jax import config_lib
+from jepa_jax import config_checks
 from jepa_jax import data as data_lib
 from jepa_jax import losses
 from jepa_jax import masking
@@ -57,6 +57,7 @@ from jepa_jax import metrics as metrics_lib
 from jepa_jax import model as model_lib
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import vq as vq_lib
+from jepa_jax.errors import ConfigError
 
 # Loss components logged per epoch as train_<name>_mean / val_<name>_mean.
 LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
@@ -169,14 +170,14 @@ def _make_tx(cfg, schedule, warmup: int, decay_steps: int):
 
 
 def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
-  grid = config_lib.check_against_data(cfg, dataset.image_shape, dataset.num_colours)
+  grid = config_checks.check_against_data(cfg, dataset.image_shape, dataset.num_colours)
   n_train, n_val = len(dataset.train_images), len(dataset.val_images)
   if cfg.train.batch_size > n_train:
-    raise config_lib.ConfigError(
+    raise ConfigError(
         'train.batch_size', cfg.train.batch_size,
         f'larger than the {n_train} training samples of {cfg.data.name!r}')
   if n_val < 2:
-    raise config_lib.ConfigError('data.val_fraction', cfg.data.val_fraction,
+    raise ConfigError('data.val_fraction', cfg.data.val_fraction,
                                  f'leaves {n_val} validation samples (need >= 2)')
   spe = data_lib.steps_per_epoch(n_train, cfg.train.batch_size,
                                  cfg.train.steps_per_epoch)
@@ -186,8 +187,8 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
       init_value=0.0, peak_value=cfg.train.learning_rate, warmup_steps=warmup,
       decay_steps=max(total, warmup + 1), end_value=cfg.train.min_learning_rate)
   tx = _make_tx(cfg, schedule, warmup, max(total, warmup + 1))
-  return Setup(cfg=cfg, grid=grid, encoder=model_lib.make_encoder(cfg),
-               predictor=model_lib.make_predictor(cfg, grid), tx=tx,
+  return Setup(cfg=cfg, grid=grid, encoder=model_lib.make_encoder(cfg.model),
+               predictor=model_lib.make_predictor(cfg.model, grid), tx=tx,
                lr_schedule=schedule, steps_per_epoch=spe, total_steps=total,
                warmup_steps=warmup,
                quantizer=quantizer_lib.make_spec(cfg))

@@ -10,7 +10,7 @@ Each key is either a name of the reference trainer (its YAML files,
 `commitment_cost`, `ema_decay`, `vq_refresh_*`, `temperature_min/max`,
 `relational_loss.weight`, ...) mapped by `REFERENCE_KEYS`, or a jepa_jax key
 (`vq.codebook_size`, written dotted or as nested mappings). Refused, as one
-line (`config_lib.InputError`): a key that is neither (naming the nearest
+line (`errors.InputError`): a key that is neither (naming the nearest
 known keys, difflib), a key of `NOT_SUPPORTED` (a reference-trainer setting
 jepa_jax has no equivalent of: never silently ignored), a key given twice
 (e.g. `commitment_cost` and `vq.commitment_cost`), a value of the wrong type.
@@ -31,10 +31,11 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
-from jepa_jax import config_lib
+from jepa_jax import config_files
+from jepa_jax import config_keys
+from jepa_jax.errors import InputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE = os.path.join(ROOT, 'configs', 'base.py')
+ROOT = config_files.ROOT
 SUFFIXES = ('.yaml', '.yml')
 
 # Reference-trainer name -> jepa_jax key (one name per key, so `to_yaml` is
@@ -115,20 +116,11 @@ def is_yaml(spec: str) -> bool:
 
 
 def _base():
-  return config_lib.load_module(BASE)
+  return config_files.configs_module('base')
 
 
-def native_keys(cfg) -> List[str]:
-  """The leaf keys of `cfg` (dotted), in config order."""
-  return [k for k in config_lib.config_keys(cfg)
-          if not hasattr(_get(cfg, k), 'to_dict')]
-
-
-def _get(cfg, key):
-  node = cfg
-  for part in key.split('.'):
-    node = node[part]
-  return node
+native_keys = config_keys.leaf_keys
+_get = config_keys.get
 
 
 def _flatten(mapping, prefix='') -> List[Tuple[str, Any]]:
@@ -150,7 +142,7 @@ def resolve(key: str, leaves: List[str], where: str) -> str:
   if key in leaves:
     return key
   if key in NOT_SUPPORTED:
-    raise config_lib.InputError(f'{where}: {key}: not supported by jepa_jax '
+    raise InputError(f'{where}: {key}: not supported by jepa_jax '
                                 f'({NOT_SUPPORTED[key]})')
   known = list(REFERENCE_KEYS) + leaves
   near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
@@ -159,7 +151,7 @@ def resolve(key: str, leaves: List[str], where: str) -> str:
     near = [k for k in known if k.rsplit('.', 1)[-1] == leaf][:3]
   hint = (f'nearest: {", ".join(near)}' if near else
           'see docs/yaml.md for the reference names and configs/base.py for every key')
-  raise config_lib.InputError(f'{where}: {key}: unknown config key ({hint})')
+  raise InputError(f'{where}: {key}: unknown config key ({hint})')
 
 
 def _coerce(key: str, value, current, where: str):
@@ -169,7 +161,7 @@ def _coerce(key: str, value, current, where: str):
   if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
   if isinstance(value, (dict, list)):
-    raise config_lib.InputError(f'{where}: {key}: {value!r} is not a value of '
+    raise InputError(f'{where}: {key}: {value!r} is not a value of '
                                 f'this key (it holds {current!r})')
   return value
 
@@ -180,7 +172,7 @@ def apply(cfg, mapping: Dict[str, Any], where: str):
   for key, value in _flatten(mapping):
     target = resolve(key, leaves, where)
     if target in seen:
-      raise config_lib.InputError(f'{where}: {key}: sets {target}, already set by '
+      raise InputError(f'{where}: {key}: sets {target}, already set by '
                                   f'{seen[target]}')
     seen[target] = key
     *parents, leaf = target.split('.')
@@ -191,7 +183,7 @@ def apply(cfg, mapping: Dict[str, Any], where: str):
       node[leaf] = _coerce(key, value, node[leaf], where)
     except (TypeError, ValueError) as err:
       first = str(err).splitlines()[0] if str(err) else type(err).__name__
-      raise config_lib.InputError(f'{where}: {key}: {value!r}: {first}') from None
+      raise InputError(f'{where}: {key}: {value!r}: {first}') from None
   return cfg
 
 
@@ -205,11 +197,11 @@ def read(path: str) -> Dict[str, Any]:
     mark = getattr(err, 'problem_mark', None)
     line = f' line {mark.line + 1}' if mark is not None else ''
     problem = getattr(err, 'problem', None) or str(err).splitlines()[0]
-    raise config_lib.InputError(f'{path}{line}: {problem}') from None
+    raise InputError(f'{path}{line}: {problem}') from None
   if data is None:
     return {}
   if not isinstance(data, dict):
-    raise config_lib.InputError(f'{path}: a YAML config is a mapping of keys, '
+    raise InputError(f'{path}: a YAML config is a mapping of keys, '
                                 f'not a {type(data).__name__}')
   return data
 
@@ -224,21 +216,21 @@ def load_spec(spec: str):
   """'run.yaml[:variant]' -> ConfigDict."""
   path, _, arg = (spec or '').partition(':')
   if not path:
-    raise config_lib.InputError('configs/yaml_config.py needs a YAML file: '
+    raise InputError('configs/yaml_config.py needs a YAML file: '
                                 'configs/yaml_config.py:PATH.yaml[:variant]')
   if not os.path.isfile(path):
-    raise config_lib.InputError(f'{path}: no such file')
+    raise InputError(f'{path}: no such file')
   return load(path, arg or None)
 
 
 def diff_from_base(cfg) -> List[Tuple[str, Any]]:
   """[(jepa_jax key, value)] of the leaves where `cfg` differs from base.py.
   A key base.py lacks is refused (it would not load back)."""
-  base = _base().get_config()
+  base = _base().build()
   base_leaves = native_keys(base)
   for key in native_keys(cfg):
     if key not in base_leaves:
-      raise config_lib.InputError(f'config key {key} is not in configs/base.py: a '
+      raise InputError(f'config key {key} is not in configs/base.py: a '
                                   'YAML config cannot hold it')
   return [(k, _get(cfg, k)) for k in base_leaves if _get(cfg, k) != _get(base, k)]
 

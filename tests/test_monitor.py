@@ -6,7 +6,7 @@ import pytest
 
 from jepa_jax import monitor
 
-RULES = monitor.Rules()
+RULES = monitor.Rules.from_config({})      # configs/base.py's thresholds
 
 
 def emb(step, usage=None, ctx=20.0, tgt=20.0, epoch=1):
@@ -174,8 +174,13 @@ def test_replay_equals_live_fold_and_resume_from_prefix():
   assert rest_ev == [e for e in ev if e['step'] > 20]
 
 
-def test_rules_from_config_dict_and_defaults():
-  assert monitor.Rules.from_config({}) == monitor.Rules()
+def test_rules_from_config_dict_and_defaults(config_of):
+  assert RULES == monitor.Rules(
+      abort=False, usage_alert=0.15, usage_decline_checkpoints=3, rank_alert=3.0,
+      val_increase_epochs=2, usage_abort=0.10, val_spike_factor=1.5, rank_abort=1.0,
+      min_epochs=60, usage_from_epoch=1, option_b=False, option_b_epoch=15,
+      option_b_usage=0.12, option_b_rank=4.0, patience=10)
+  assert monitor.Rules.from_config(config_of('gentle')) == RULES
   r = monitor.Rules.from_config({'monitor': {'abort': True, 'usage_alert': 0.2},
                                  'train': {'early_stopping_patience': 4}})
   assert (r.abort, r.usage_alert, r.patience, r.usage_abort) == (True, 0.2, 4, 0.10)

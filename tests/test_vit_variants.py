@@ -47,7 +47,7 @@ def test_vit_variant_is_valid_at_224_px_with_vit_sizes(variant):
 @pytest.mark.parametrize('variant', sorted(EXPECTED))
 def test_full_size_encoder_runs_forward_on_tiny_images(variant):
   cfg = load('gentle', variant)
-  encoder = model_lib.make_encoder(cfg)
+  encoder = model_lib.make_encoder(cfg.model)
   images = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
   params = jax.jit(encoder.init)(jax.random.PRNGKey(0), images)
   out = np.asarray(jax.jit(encoder.apply)(params, images))
