@@ -48,6 +48,7 @@ import numpy as np
 import optax
 
 from jepa_jax import anticollapse as ac
+from jepa_jax import config_defaults
 from jepa_jax import data as data_lib
 from jepa_jax import quantizer as qz
 from jepa_jax import vq as vq_lib
@@ -77,17 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.model = ml_collections.ConfigDict({'embed_dim': 64, 'width': 32})
-  c.vq = ml_collections.ConfigDict(dict(
-      enabled=True, codebook_size=768, commitment_cost=0.25, ema_decay=0.99,
-      epsilon=1e-5, init_scale=1.0, refresh_enabled=False, refresh_interval=500,
-      refresh_usage_threshold=0.01, init='random', kmeans_iters=10,
-      kmeans_num_samples=8192, quantizer='vq', fsq_levels=(8, 8, 4, 3),
-      l2_normalize=False, codebook_dim=None, simvq=False,
-      estimator='straight_through', reanchor=False, reanchor_strength=1000.0,
-      reanchor_threshold=1.0, reanchor_decay=0.99))
-  c.vq.ema_decay = ml_collections.config_dict.placeholder(float)
-  c.vq.ema_decay = 0.99
-  c.vq.codebook_dim = ml_collections.config_dict.placeholder(int)
+  c.vq = config_defaults.base().vq       # every key, configs/base.py's defaults
+  c.vq.update(dict(commitment_cost=0.25, ema_decay=0.99, refresh_enabled=False,
+                   refresh_interval=500, refresh_usage_threshold=0.01))
   c.loss = ml_collections.ConfigDict(dict(entropy_weight=0.0, entropy_temperature=10.0))
   c.ae = ml_collections.ConfigDict(dict(
       reduction='mean', steps=1000, batch_size=64, lr=1e-3, codebook_lr=-1.0,
@@ -203,8 +196,7 @@ class AE:
       k_pick, k_fit = jax.random.split(k_km)
       n = min(cfg.vq.kmeans_num_samples, len(toks))
       pick = toks[np.asarray(jax.random.permutation(k_pick, len(toks))[:n])]
-      vq_state = qz.kmeans_state(spec, k_fit, pick, vq_params, cfg.vq.kmeans_iters,
-                                 cfg.vq.reanchor)
+      vq_state = qz.kmeans_state(spec, k_fit, pick, vq_params)
     ts = {'enc': enc, 'dec': dec, 'vq_params': vq_params, 'vq': vq_state,
           'step': jnp.zeros((), jnp.int32), 'rng': jax.random.PRNGKey(cfg.seed + 7)}
     ts['opt'] = self.tx.init(self.trainables(ts))
@@ -216,7 +208,7 @@ class AE:
     m = self.cfg.model
     enc, dec = init_model(m.embed_dim, m.width, self.cfg.ae.token_norm, k_model)
     return (enc, dec, qz.init_params(self.spec, k_par),
-            qz.init_state(self.spec, k_vq, self.cfg.vq.reanchor))
+            qz.init_state(self.spec, k_vq))
 
   def _forward(self, tr, vq_state, images):
     """(x^, codes, quantizer aux) with the layer's straight-through output."""
@@ -259,7 +251,7 @@ class AE:
         vq_state = vq_state.replace(codebook=tr['codebook'])
       u = aux['u'].reshape(-1, self.spec.dim)
       new['vq'] = qz.update_state(
-          self.spec, self.cfg.vq, vq_state, u=u, codes=aux['codes'].reshape(-1),
+          self.spec, vq_state, u=u, codes=aux['codes'].reshape(-1),
           u_global=u, step=ts['step'],
           refresh_key=jax.random.fold_in(ts['rng'], ts['step']))
     metrics = dict(aux['parts'], loss=total, grad_norm=optax.tree.norm(grads))

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jepa_jax import vq as vq_lib
+from jepa_jax.distances import pairwise_sq_dist
 
 _EPS = 1e-6
 
@@ -141,10 +142,7 @@ def reanchor(state: vq_lib.VQState, z, strength: float = 10.0,
     nearest, _ = vq_lib.nearest_codes(zf, state.codebook)           # (K,)
   else:
     w = jax.lax.stop_gradient(jnp.asarray(weights, jnp.float32)).reshape(-1)
-    cb = state.codebook
-    d = (jnp.sum(cb * cb, -1, keepdims=True)
-         - 2.0 * jnp.matmul(cb, zf.T, precision=jax.lax.Precision.HIGHEST)
-         + jnp.sum(zf * zf, -1)[None])
+    d = pairwise_sq_dist(state.codebook, zf)                         # (K, N)
     nearest = jnp.argmin(jnp.where(w[None] > 0, d, jnp.inf), axis=-1)
   anchors = jnp.take(zf, nearest, axis=0)
   e = (1.0 - alpha) * state.codebook + alpha * anchors
@@ -206,9 +204,7 @@ def refresh_far(state: vq_lib.VQState, z, rng, usage_threshold,
   dead = vq_lib.dead_codes(state, usage_threshold)
   zf = jax.lax.stop_gradient(jnp.asarray(z, jnp.float32)).reshape(-1, d)
   cb = jax.lax.stop_gradient(state.codebook)
-  dist = (jnp.sum(zf * zf, -1, keepdims=True)
-          - 2.0 * jnp.matmul(zf, cb.T, precision=jax.lax.Precision.HIGHEST)
-          + jnp.sum(cb * cb, -1)[None])                             # (N, K)
+  dist = pairwise_sq_dist(zf, cb)                                   # (N, K)
   dist = jnp.maximum(jnp.where(dead[None, :], jnp.inf, dist), 0.0)
   nearest_live = jnp.where(jnp.all(dead), 1.0, jnp.min(dist, axis=-1))   # (N,)
   score = jnp.log(jnp.maximum(nearest_live, 1e-12)) + jax.random.gumbel(
@@ -238,8 +234,7 @@ def assignment_entropy_loss(z, codebook, temperature: float = 1.0, weights=None)
   """
   zf = jnp.asarray(z, jnp.float32).reshape(-1, z.shape[-1])
   cb = jnp.asarray(codebook, jnp.float32)
-  d = (jnp.sum(zf * zf, -1, keepdims=True) - 2.0 * zf @ cb.T
-       + jnp.sum(cb * cb, -1)[None])
+  d = pairwise_sq_dist(zf, cb)
   logp = jax.nn.log_softmax(-d / temperature, axis=-1)
   p = jnp.exp(logp)
   h = -jnp.sum(p * logp, -1)                                        # (N,)

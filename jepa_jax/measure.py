@@ -49,12 +49,13 @@ from jepa_jax import masking
 from jepa_jax import metrics as metrics_lib
 from jepa_jax import model as model_lib
 from jepa_jax import quantizer as quantizer_lib
+from jepa_jax import quantizer_spec
 
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """When to measure (module docstring). refresh_* mirror `config.vq`'s
-  schedule (interval 0: no refresh)."""
+  """When to measure (module docstring). refresh_* mirror the quantizer's
+  refresh schedule (`quantizer_spec.Refresh`; interval 0: no refresh)."""
   every: int
   total_steps: int
   refresh_interval: int = 0
@@ -63,12 +64,14 @@ class Schedule:
 
   @classmethod
   def from_config(cls, cfg, total_steps: int) -> 'Schedule':
-    v = cfg.vq
-    on = bool(v.enabled and v.refresh_enabled and v.get('quantizer', 'vq') == 'vq')
+    """The schedule of a config: its metrics interval and its quantizer's
+    refresh (`quantizer_spec.make_spec`; none without VQ or for FSQ)."""
+    spec = quantizer_spec.make_spec(cfg)
+    r = spec.refresh if spec is not None else None
     return cls(every=cfg.train.embedding_metrics_every_steps, total_steps=total_steps,
-               refresh_interval=v.refresh_interval if on else 0,
-               refresh_warmup_steps=v.get('refresh_warmup_steps', 0) if on else 0,
-               refresh_warmup_interval=v.get('refresh_warmup_interval', 1))
+               refresh_interval=r.interval if r else 0,
+               refresh_warmup_steps=r.warmup_steps if r else 0,
+               refresh_warmup_interval=r.warmup_interval if r else 1)
 
   def refreshes(self, t: int) -> bool:
     """Whether train step t (0-based) refreshes (`anticollapse.refresh_due_host`)."""
@@ -95,34 +98,29 @@ def make_device_fn(setup, seed: int):
   """fn(state, images) -> arrays of one measurement (jittable, no state change).
 
   'ctx_mean' / 'tgt_mean' (N, D) per-image mean tokens (valid tokens only on
-  padded data); with VQ 'codes' (N, T) whole-image codes, 'valid' (N, T) or
-  None, 'ctx_codes' (N, C) the codes of the masked-context tokens under the
-  validation masks (`step.make_eval_step`'s key), 'ctx_valid' or None.
-  Padded data: codes of invalid tokens (padding, empty slots) are -1.
+  padded data, `model.pool_tokens`); with VQ 'codes' (N, T) whole-image codes,
+  'valid' (N, T) or None, 'ctx_codes' (N, C) the codes of the masked-context
+  tokens under the validation masks (`step.make_eval_step`'s key),
+  'ctx_valid' or None. Padded data: codes of invalid tokens (padding, empty
+  slots) are -1. Reads only the `step.Setup`.
   """
-  cfg = setup.cfg
-
-  def pool(x, w):
-    if w is None:
-      return x.mean(1)
-    w = w.astype(x.dtype)[..., None]
-    return (w * x).sum(1) / jax.numpy.maximum(w.sum(1), 1.0)
+  enc = setup.encoder
 
   def fn(state, images):
-    valid = (model_lib.token_validity(images, cfg.model.patch_size)
+    valid = (model_lib.token_validity(images, enc.patch_size)
              if setup.padded else None)
-    enc = setup.encoder
     ctx = enc.apply(state['params']['encoder'], images, None, valid)
     tgt = enc.apply(state['target_params'], images, None, valid)
-    out = {'ctx_mean': pool(ctx, valid), 'tgt_mean': pool(tgt, valid)}
+    out = {'ctx_mean': model_lib.pool_tokens(ctx, valid, 1),
+           'tgt_mean': model_lib.pool_tokens(tgt, valid, 1)}
     if setup.vq_enabled:         # traced, so no eager op compiles on its own
       mask_key = jax.random.split(jax.random.PRNGKey(seed + 1_000_003), 3)[0]
       ids = jax.numpy.arange(images.shape[0], dtype=jax.numpy.int32)
       if setup.padded:
         ctx_idx, _, ctx_valid, _ = masking.sample_masks_valid(
-            mask_key, ids, setup.grid, cfg.masking, valid)
+            mask_key, ids, setup.grid, setup.masking, valid)
       else:
-        ctx_idx, _ = masking.sample_masks(mask_key, ids, setup.grid, cfg.masking)
+        ctx_idx, _ = masking.sample_masks(mask_key, ids, setup.grid, setup.masking)
         ctx_valid = None
       z_ctx = enc.apply(state['params']['encoder'], images, ctx_idx, ctx_valid)
       assign = lambda z: quantizer_lib.assign(  # noqa: E731

@@ -65,6 +65,17 @@ def token_validity(images: jax.Array, patch_size: int) -> jax.Array:
   return cells.reshape(b, h // p, p, w // p, p).any(axis=(2, 4)).reshape(b, -1)
 
 
+def pool_tokens(x, weights, axes):
+  """Mean of tokens x over `axes`; with weights (x's shape without the last
+  axis, e.g. validity flags), sum w x / max(sum w, tiny) (0 where every
+  weight is 0). The per-image / per-block mean of the losses and the
+  embedding metrics."""
+  if weights is None:
+    return x.mean(axes)
+  w = weights.astype(x.dtype)[..., None]
+  return (w * x).sum(axes) / jnp.maximum(w.sum(axes), jnp.finfo(x.dtype).tiny)
+
+
 def key_mask(valid: Optional[jax.Array]):
   """(B, K) bool validity -> (B, 1, 1, K) attention mask over keys, or None."""
   return None if valid is None else valid[:, None, None, :]

@@ -1,9 +1,14 @@
 """The quantizer layer a config asks for: `vq.py`'s VQ and the anti-collapse
 options of `anticollapse.py`, wired together.
 
-`make_spec(cfg)` reads `config.vq` (and `loss.entropy_*`) once into a static
-`Spec`; the functions below take it and are pure and jittable. For encoder
-tokens z (..., D) the layer computes
+`make_spec(cfg)` (`quantizer_spec`) reads `config.vq` (and `loss.entropy_*`)
+once into a static `Spec` that carries every setting of the layer, its
+losses' weights and its codebook updates; the functions below take it (never
+the config) and are pure and jittable. The EMA-versus-gradient choice is
+made there, once (`Spec.update`), and read only here: `trainables` hands the optimizer the
+codebook rows in gradient mode, `raw_codebook` / `with_trained` read and
+write them, `update_state` runs the EMA update or the usage bookkeeping.
+For encoder tokens z (..., D) the layer computes
 
   u   = n(z W_in + b_in)             project in to `codebook_dim` (or the FSQ
                                      width len(fsq_levels)) when asked; n = l2
@@ -17,7 +22,8 @@ tokens z (..., D) the layer computes
   out = q~ W_out + b_out             project out (back to D) when projected in
 
 and the predictor sees `out`. The commitment / codebook / entropy losses
-compare u with q in the quantizer space. With every option off (the default)
+(`losses`, weighted by `Spec.loss_weights`) compare u with q in the quantizer
+space. With every option off (the default)
 u = z, E = C, out = q~ and the computation is exactly `vq.quantize`.
 
 Trainables of the layer (`init_params`, the train state's 'vq_params', absent
@@ -35,71 +41,17 @@ interval refresh (`vq.refresh`, or `anticollapse.refresh_far`; on the
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Dict, Hashable, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jepa_jax import anticollapse as ac
+from jepa_jax import losses as losses_lib
 from jepa_jax import vq as vq_lib
-
-QUANTIZERS = ('vq', 'fsq')
-ESTIMATORS = ('straight_through', 'rotation')
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-  """Static description of the quantizer layer (hashable; from `make_spec`)."""
-  kind: str               # 'vq' or 'fsq'
-  embed_dim: int          # D, the encoder's width
-  dim: int                # width of the quantizer space (u, codes)
-  num_codes: int          # K (FSQ: prod(levels))
-  project: bool           # learned project-in / project-out maps
-  l2: bool                # cosine codes and inputs
-  simvq: bool             # codebook = frozen basis @ learned map
-  rotation: bool          # rotation-trick estimator instead of straight-through
-  levels: Tuple[int, ...]  # FSQ levels
-  ema: bool               # EMA codebook updates
-  init_scale: float = 1.0
-
-  @property
-  def has_state(self) -> bool:
-    """A codebook state to carry (everything but FSQ)."""
-    return self.kind == 'vq'
-
-  @property
-  def codebook_trainable(self) -> bool:
-    """Gradient mode: the codebook rows themselves are trainables."""
-    return self.kind == 'vq' and not self.ema and not self.simvq
-
-  @property
-  def codebook_loss(self) -> bool:
-    """The VQ-VAE codebook loss is added (gradient mode and SimVQ)."""
-    return self.kind == 'vq' and not self.ema
-
-
-def make_spec(cfg) -> Optional[Spec]:
-  """The quantizer of a (validated) config; None when VQ is off."""
-  v = cfg.vq
-  if not v.enabled:
-    return None
-  kind = v.get('quantizer', 'vq')
-  levels = tuple(int(x) for x in v.get('fsq_levels', (8, 8, 4, 3)))
-  d = cfg.model.embed_dim
-  cdim = v.get('codebook_dim', None)
-  if kind == 'fsq':
-    dim, project = len(levels), True
-  else:
-    dim, project = (d, False) if cdim is None else (int(cdim), True)
-  return Spec(kind=kind, embed_dim=d, dim=dim,
-              num_codes=int(np.prod(levels)) if kind == 'fsq' else int(v.codebook_size),
-              project=project, l2=bool(v.get('l2_normalize', False)),
-              simvq=bool(v.get('simvq', False)),
-              rotation=v.get('estimator', 'straight_through') == 'rotation',
-              levels=levels, ema=kind == 'vq' and v.ema_decay is not None,
-              init_scale=float(v.init_scale))
+# The layer's description, made by make_spec (re-exported: quantizer.Spec, ...).
+from jepa_jax.quantizer_spec import Reanchor, Refresh, Spec, make_spec  # noqa: F401
 
 
 def init_params(spec: Spec, rng) -> Dict[str, Any]:
@@ -158,41 +110,40 @@ def track_health(before: vq_lib.VQState, after: vq_lib.VQState, step,
 
 
 def state_from_codebook(spec: Spec, codebook) -> vq_lib.VQState:
-  """A fresh codebook state around `codebook` (K, d): N = 1, m = e, usage 0;
-  unit codes for cosine EMA codebooks; usage_ema = 0 with re-anchoring."""
+  """A fresh codebook state around `codebook` (K, d): `vq.state_from_codebook`
+  (N = 1, m = e, usage 0) with unit codes for cosine EMA codebooks, the
+  health bookkeeping and, with re-anchoring, usage_ema = 0 (CVQ-VAE)."""
   codebook = jnp.asarray(codebook, jnp.float32)
-  if spec.l2 and spec.ema:
+  if spec.unit_codes:
     codebook = ac.l2_normalize(codebook)
-  k = codebook.shape[0]
-  return with_health(vq_lib.VQState(
-      codebook=codebook, cluster_size=jnp.ones((k,), jnp.float32),
-      embed_sum=codebook + 0.0, usage=jnp.zeros((k,), jnp.float32),
-      step=jnp.zeros((), jnp.int32)))
+  return _with_usage_ema(spec, with_health(vq_lib.state_from_codebook(codebook)))
 
 
-def init_state(spec: Spec, rng, reanchor: bool = False) -> Optional[vq_lib.VQState]:
+def _with_usage_ema(spec: Spec, state: vq_lib.VQState) -> vq_lib.VQState:
+  if spec.reanchor is None:
+    return state
+  return state.replace(usage_ema=jnp.zeros((spec.num_codes,), jnp.float32))
+
+
+def init_state(spec: Spec, rng) -> Optional[vq_lib.VQState]:
   """Codebook state (None for FSQ): `vq.init_state` in the quantizer space
   (e_k ~ N(0, init_scale^2 I)); with re-anchoring, usage_ema = 0 (CVQ-VAE)."""
   if not spec.has_state:
     return None
-  if not (spec.l2 and spec.ema):
-    state = with_health(vq_lib.init_state(rng, spec.num_codes, spec.dim,
-                                          spec.init_scale))
-  else:
-    state = state_from_codebook(spec, spec.init_scale * jax.random.normal(
+  if spec.unit_codes:
+    return state_from_codebook(spec, spec.init_scale * jax.random.normal(
         rng, (spec.num_codes, spec.dim), jnp.float32))
-  if reanchor:
-    state = state.replace(usage_ema=jnp.zeros((spec.num_codes,), jnp.float32))
-  return state
+  return _with_usage_ema(spec, with_health(
+      vq_lib.init_state(rng, spec.num_codes, spec.dim, spec.init_scale)))
 
 
-def kmeans_state(spec: Spec, rng, tokens, params, num_iters: int,
-                 reanchor: bool = False) -> vq_lib.VQState:
-  """Codebook state from k-means++ (+ Lloyd, `vq.kmeans_init`) on encoder
-  tokens (N, D), fitted where the codes live: u = encode(tokens), so projected
-  and / or l2-normalised inputs when the config asks for them.
+def kmeans_state(spec: Spec, rng, tokens, params) -> vq_lib.VQState:
+  """Codebook state from k-means++ (+ `spec.kmeans_iters` Lloyd iterations,
+  `vq.kmeans_init`) on encoder tokens (N, D), fitted where the codes live:
+  u = encode(tokens), so projected and / or l2-normalised inputs when the
+  config asks for them.
 
-    centres = kmeans_init(rng, u, K, num_iters)
+    centres = kmeans_init(rng, u, K, kmeans_iters)
     state   = state_from_codebook(centres)    (unit codes for cosine EMA
                                                codebooks; N = 1, m = e)
     SimVQ:    the basis C = centres; the map W starts at the identity, so the
@@ -205,10 +156,7 @@ def kmeans_state(spec: Spec, rng, tokens, params, num_iters: int,
   """
   u = jax.jit(encode, static_argnums=0)(spec, params, tokens)
   fit = jax.jit(vq_lib.kmeans_init, static_argnums=(2, 3))
-  state = state_from_codebook(spec, fit(rng, u, spec.num_codes, num_iters))
-  if reanchor:
-    state = state.replace(usage_ema=jnp.zeros((spec.num_codes,), jnp.float32))
-  return state
+  return state_from_codebook(spec, fit(rng, u, spec.num_codes, spec.kmeans_iters))
 
 
 def encode(spec: Spec, params, z):
@@ -275,51 +223,100 @@ def assign(spec: Spec, state, params, z) -> jax.Array:
   return vq_lib.nearest_codes(codebook(spec, state.codebook, params), u)[0]
 
 
-def update_state(spec: Spec, vq_cfg, state: vq_lib.VQState, *, u, codes, u_global,
+def trainables(spec: Spec, state: Optional[vq_lib.VQState], params) -> Dict[str, Any]:
+  """The layer's trainables as the optimizer sees them: 'codebook' (the rows
+  of `state`, gradient mode without SimVQ) and 'vq_params' (when it has any)."""
+  out = {}
+  if spec.codebook_trainable:
+    out['codebook'] = state.codebook
+  if params:
+    out['vq_params'] = params
+  return out
+
+
+def raw_codebook(spec: Spec, state: Optional[vq_lib.VQState], trained: Dict[str, Any]):
+  """The codebook `quantize` looks up: the trainable rows (gradient mode) of
+  `trained` (as `trainables` made them), else the state's; None for FSQ."""
+  if not spec.has_state:
+    return None
+  return trained['codebook'] if spec.codebook_trainable else state.codebook
+
+
+def with_trained(spec: Spec, state: vq_lib.VQState, trained: Dict[str, Any]):
+  """`state` carrying the optimizer's new codebook rows (gradient mode)."""
+  return state.replace(codebook=trained['codebook']) if spec.codebook_trainable else state
+
+
+def losses(spec: Spec, u, quantized, codebook_e, weights=None) -> Dict[str, jax.Array]:
+  """The layer's loss terms, unweighted (`Spec.loss_weights` weighs them):
+
+    commitment  ||u - sg(q)||^2     (`losses.commitment_loss`; not for FSQ,
+                                     which has no codebook to commit to)
+    codebook    ||sg(u) - q||^2     (`losses.codebook_loss`; gradient mode)
+    entropy     assignment entropy of u against E (`anticollapse.
+                assignment_entropy_loss`; only with entropy_weight > 0)
+
+  u, quantized: (..., d) as `quantize`'s aux gives them ('u', 'quantized'),
+  codebook_e its 'codebook'; weights: u's leading shape, or None.
+  """
+  w = {} if weights is None else {'weights': weights}
+  parts = {}
+  if spec.kind == 'vq':
+    parts['commitment'] = losses_lib.commitment_loss(
+        u, quantized, reduction=spec.loss_reduction, **w)
+  if spec.codebook_loss:
+    parts['codebook'] = losses_lib.codebook_loss(
+        u, quantized, reduction=spec.loss_reduction, **w)
+  if spec.entropy_weight > 0:
+    parts['entropy'] = ac.assignment_entropy_loss(
+        u, codebook_e, spec.entropy_temperature, **w)
+  return parts
+
+
+def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
                  step, refresh_key, axis_name: Optional[Hashable] = None,
                  weights=None, weights_global=None,
-                 refresh_tokens=None, ema_decay=None) -> vq_lib.VQState:
+                 refresh_tokens: Optional[Callable] = None,
+                 ema_decay=None) -> vq_lib.VQState:
   """The codebook state after one train step (see the module docstring).
 
   u / codes / weights: this device's quantizer-space inputs, codes and row
   weights; u_global / weights_global: the all-gathered ones (refresh and
   re-anchoring draw from the global batch, so every replica agrees). `state`
-  carries the updated trainable codebook in gradient mode. Counts and EMA
-  statistics are psum-ed over axis_name inside `vq`. refresh_tokens: None
-  (refresh draws from u_global / weights_global), or a function () ->
-  (tokens (..., d), weights or None) in the quantizer space that refresh draws
-  from instead (`vq.refresh_source='full'`); it is called inside the refresh
-  branch of the `lax.cond`, so its work is done on refresh steps only.
-  ema_decay: this step's EMA decay (`vq.scheduled_decay`); None: vq_cfg.ema_decay.
+  carries the updated trainable codebook in gradient mode (`with_trained`).
+  Counts and EMA statistics are psum-ed over axis_name inside `vq`.
+  refresh_tokens: None (refresh draws from u_global / weights_global), or a
+  function () -> (tokens (..., d), weights or None) in the quantizer space
+  that refresh draws from instead (`Refresh.full`); it is called inside the
+  refresh branch of the `lax.cond`, so its work is done on refresh steps only.
+  ema_decay: this step's EMA decay (`vq.scheduled_decay`, with
+  `Spec.ema_decay_schedule='learning_rate'`); None: `Spec.ema_decay`.
   """
   before = state
   if spec.ema:
-    decay = vq_cfg.ema_decay if ema_decay is None else ema_decay
-    state = vq_lib.ema_update(state, u, codes, decay, vq_cfg.epsilon,
+    decay = spec.ema_decay if ema_decay is None else ema_decay
+    state = vq_lib.ema_update(state, u, codes, decay, spec.epsilon,
                               axis_name=axis_name, weights=weights)
   else:
     state = vq_lib.count_usage(state, codes, axis_name=axis_name, weights=weights)
   state = track_health(before, state, step)
-  if vq_cfg.refresh_enabled:
-    due = ac.refresh_due(step, vq_cfg.refresh_interval,
-                         vq_cfg.get('refresh_warmup_steps', 0),
-                         vq_cfg.get('refresh_warmup_interval', 1))
-    restart = (ac.refresh_far if vq_cfg.get('refresh_sampling', 'uniform') == 'far'
-               else vq_lib.refresh)
+  r = spec.refresh
+  if r is not None:
+    restart = ac.refresh_far if r.far else vq_lib.refresh
 
     def do_refresh(s):
       z, w = (u_global, weights_global) if refresh_tokens is None else refresh_tokens()
-      dead = vq_lib.dead_codes(s, vq_cfg.refresh_usage_threshold)   # the codes restarted
-      new = restart(s, z, refresh_key, vq_cfg.refresh_usage_threshold, weights=w)
+      dead = vq_lib.dead_codes(s, r.usage_threshold)      # the codes restarted
+      new = restart(s, z, refresh_key, r.usage_threshold, weights=w)
       return track_health(new, new, step, restarted=dead)
 
-    state = jax.lax.cond(due, do_refresh, lambda s: s, state)
-  if vq_cfg.get('reanchor', False):
-    state = ac.update_usage_ema(state, codes, vq_cfg.reanchor_decay,
-                                axis_name=axis_name, weights=weights)
-    state = ac.reanchor(state, u_global, strength=vq_cfg.reanchor_strength,
-                        share=state.usage_ema, threshold=vq_cfg.reanchor_threshold,
-                        weights=weights_global)
-  if spec.l2 and spec.ema:
+    state = jax.lax.cond(r.due(step), do_refresh, lambda s: s, state)
+  if spec.reanchor is not None:
+    a = spec.reanchor
+    state = ac.update_usage_ema(state, codes, a.decay, axis_name=axis_name,
+                                weights=weights)
+    state = ac.reanchor(state, u_global, strength=a.strength, share=state.usage_ema,
+                        threshold=a.threshold, weights=weights_global)
+  if spec.unit_codes:
     state = ac.l2_normalize_state(state)
   return state

@@ -36,8 +36,7 @@ def kmeans_codebook(cfg, setup, dataset, encoder_params, vq_params=None) -> vq_l
   k_pick, k_fit = jax.random.split(key)
   n = min(cfg.vq.kmeans_num_samples, len(tokens))
   picked = tokens[np.asarray(jax.random.permutation(k_pick, len(tokens))[:n])]
-  return quantizer_lib.kmeans_state(setup.quantizer, k_fit, picked, vq_params,
-                                    cfg.vq.kmeans_iters, cfg.vq.reanchor)
+  return quantizer_lib.kmeans_state(setup.quantizer, k_fit, picked, vq_params)
 
 
 def starting_state(cfg, setup, dataset, fresh):

@@ -1,5 +1,6 @@
 """Codebook-health metrics, float64 spectra and phase-free measurement points,
 each against hand-worked values or an independent float64 construction."""
+import dataclasses
 import math
 
 import chex
@@ -13,6 +14,7 @@ from jepa_jax import measure
 from jepa_jax import metrics
 from jepa_jax import quantizer as qz
 from jepa_jax import vq as vq_lib
+from conftest import load, set_overrides
 
 
 def test_usage_summary_hand_worked():
@@ -158,9 +160,15 @@ def test_schedule_never_measures_right_after_a_refresh():
   assert [t for t in range(1, 691) if plain.measures(t)] == [200, 400, 600, 690]
 
 
+def _spec_2d(num_codes, overrides):
+  """An EMA quantizer of gentle's settings (and `overrides`) on 2-d tokens."""
+  spec = qz.make_spec(set_overrides(load('gentle'), overrides))
+  assert spec.ema and not (spec.project or spec.l2 or spec.simvq or spec.rotation)
+  return dataclasses.replace(spec, embed_dim=2, dim=2, num_codes=num_codes)
+
+
 def test_track_health_marks_use_and_restarts():
-  spec = qz.Spec(kind='vq', embed_dim=2, dim=2, num_codes=3, project=False, l2=False,
-                 simvq=False, rotation=False, levels=(), ema=True)
+  spec = _spec_2d(3, {})
   s0 = qz.state_from_codebook(spec, jnp.array([[0., 0.], [5., 5.], [-5., 5.]]))
   z = jnp.array([[0.1, 0.], [4.9, 5.]])
   codes = jnp.array([0, 1])
@@ -177,21 +185,17 @@ def test_track_health_marks_use_and_restarts():
 
 
 def test_update_state_counts_exactly_the_dead_codes_restarted():
-  import ml_collections
-  spec = qz.Spec(kind='vq', embed_dim=2, dim=2, num_codes=4, project=False, l2=False,
-                 simvq=False, rotation=False, levels=(), ema=True)
-  cfg = ml_collections.ConfigDict({
-      'ema_decay': 0.9, 'epsilon': 1e-5, 'refresh_enabled': True, 'refresh_interval': 2,
-      'refresh_usage_threshold': 0.5, 'refresh_warmup_steps': 0,
-      'refresh_warmup_interval': 1, 'refresh_sampling': 'uniform', 'reanchor': False})
+  spec = _spec_2d(4, {'vq.ema_decay': 0.9, 'vq.epsilon': 1e-5, 'vq.refresh_enabled': True,
+                      'vq.refresh_interval': 2, 'vq.refresh_usage_threshold': 0.5,
+                      'vq.refresh_warmup_steps': 0, 'vq.refresh_sampling': 'uniform'})
   s = qz.state_from_codebook(spec, jnp.array([[0., 0.], [9., 9.], [-9., 9.], [9., -9.]]))
   z = jnp.array([[0.1, 0.], [0., 0.1], [8.9, 9.]])
   codes = jnp.array([0, 0, 1])
   key = np.asarray([0, 7], np.uint32)
-  s = qz.update_state(spec, cfg, s, u=z, codes=codes, u_global=z, step=0, refresh_key=key)
+  s = qz.update_state(spec, s, u=z, codes=codes, u_global=z, step=0, refresh_key=key)
   np.testing.assert_array_equal(s.restarts, [0, 0, 0, 0])     # step 0: no refresh
   np.testing.assert_array_equal(s.last_used, [1, 1, 0, 0])
-  s = qz.update_state(spec, cfg, s, u=z, codes=codes, u_global=z, step=1, refresh_key=key)
+  s = qz.update_state(spec, s, u=z, codes=codes, u_global=z, step=1, refresh_key=key)
   # Window usage (4, 2, 0, 0), mean 1.5: codes 2 and 3 (< 0.75) restarted at step 2.
   np.testing.assert_array_equal(s.restarts, [0, 0, 1, 1])
   np.testing.assert_array_equal(s.born, [0, 0, 2, 2])

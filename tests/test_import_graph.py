@@ -19,17 +19,18 @@ LAYERS = (
         'jepa_jax', 'errors', 'config_keys', 'records', 'timing', 'interrupts',
         'run_files', 'orbax_noise', 'periodic', 'workdir_lock', 'final_state',
         'restart', 'cli'}),
-    ('maths: pure functions of arrays', {
-        'vq', 'anticollapse', 'losses', 'metrics', 'masking', 'codebook_health',
-        'model'}),
+    ('maths: pure functions of arrays, models, the optimizer', {
+        'distances', 'vq', 'anticollapse', 'losses', 'metrics', 'masking',
+        'codebook_health', 'model', 'optimizer'}),
     ('data sources', {
         'data.dataset', 'data.batches', 'data.lazy', 'data.arc', 'data.digits',
         'data.files', 'data.arrayrecord', 'data.grain_pipeline', 'data.grid_properties',
         'data', 'data.pack'}),
     ('configs: files, defaults, checks', {
         'config_files', 'config_defaults', 'config_checks', 'yaml_config', 'config_lib'}),
-    ('the quantizer layer and the monitor', {'quantizer', 'monitor'}),
-    ('composition: config + data -> step functions', {'step', 'measure', 'parallel'}),
+    ('the quantizer layer and the monitor', {'quantizer_spec', 'quantizer', 'monitor'}),
+    ('composition: config + data -> step functions', {
+        'objective', 'step', 'measure', 'parallel'}),
     ('the trainer and its tools', {
         'checkpoint', 'init_from', 'workdir_config', 'start_state', 'loop_state',
         'run_open', 'run_reader', 'run_summary', 'epoch_end', 'compile_cache',

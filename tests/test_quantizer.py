@@ -321,7 +321,7 @@ def test_reanchor_in_the_step_moves_only_under_used_codes():
       step=jnp.zeros((), jnp.int32), usage_ema=jnp.array([0.5, 0.3, 0.1, 0.1]))
   u = jnp.array([[0.1, 0.], [0.2, 0.1], [3., 1.], [0.5, 3.]])
   codes = jnp.array([0, 0, 1, 2])
-  new = qz.update_state(spec, cfg.vq, state, u=u, codes=codes, u_global=u, step=0,
+  new = qz.update_state(spec, state, u=u, codes=codes, u_global=u, step=0,
                         refresh_key=jax.random.PRNGKey(0))
   share = 0.5 * state.usage_ema + 0.5 * np.array([0.5, 0.25, 0.25, 0.0])
   np.testing.assert_allclose(new.usage_ema, share, rtol=1e-6)
@@ -349,7 +349,7 @@ def test_refresh_warmup_and_far_sampling_in_update_state():
   u = jnp.array([[0.1, 0.], [0.2, 0.1], [4., 0.5], [-6., 6.]])
   codes = jnp.array([0, 0, 1, 2])
   key = jax.random.PRNGKey(3)
-  update = jax.jit(lambda s, t: qz.update_state(spec, cfg.vq, s, u=u, codes=codes,
+  update = jax.jit(lambda s, t: qz.update_state(spec, s, u=u, codes=codes,
                                                 u_global=u, step=t, refresh_key=key))
   fired = []
   for t in range(10):
@@ -368,13 +368,13 @@ def test_kmeans_state_is_fitted_in_the_quantizer_space():
   fit = lambda u: vq_lib.kmeans_init(key, u, 32, 2)                 # noqa: E731
   # Options off: exactly vq.state_from_codebook(kmeans_init(tokens)).
   spec = qz.make_spec(_tiny('gentle', **{'vq.init': 'kmeans'}))
-  chex.assert_trees_all_equal(qz.kmeans_state(spec, key, tokens, {}, 2),
+  chex.assert_trees_all_equal(qz.kmeans_state(spec, key, tokens, {}),
                               qz.with_health(vq_lib.state_from_codebook(fit(tokens))))
   # Projected, cosine, re-anchoring: centres of the unit 8-d inputs, unit codes.
   spec = qz.make_spec(_tiny('ac_lowdim', **{'vq.l2_normalize': True, 'vq.reanchor': True,
                                             'vq.refresh_enabled': False}))
   params = qz.init_params(spec, jax.random.PRNGKey(2))
-  state = qz.kmeans_state(spec, key, tokens, params, 2, reanchor=True)
+  state = qz.kmeans_state(spec, key, tokens, params)
   want = ac.l2_normalize(fit(qz.encode(spec, params, tokens)))
   np.testing.assert_allclose(state.codebook, want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(state.embed_sum, state.codebook, rtol=1e-6)
@@ -383,7 +383,7 @@ def test_kmeans_state_is_fitted_in_the_quantizer_space():
   # SimVQ: the basis is the centres and the map the identity, so the codes too.
   spec = qz.make_spec(_tiny('ac_simvq'))
   params = qz.init_params(spec, jax.random.PRNGKey(2))
-  state = qz.kmeans_state(spec, key, tokens, params, 2)
+  state = qz.kmeans_state(spec, key, tokens, params)
   np.testing.assert_allclose(state.codebook, fit(tokens), rtol=1e-6)
   np.testing.assert_allclose(qz.codebook(spec, state.codebook, params), fit(tokens),
                              rtol=1e-6)
