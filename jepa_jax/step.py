@@ -14,11 +14,15 @@ The train state is a plain dict pytree:
 
 Setup: `make_setup` is where the config is read, once, into a `Setup` (the
 models, the optimizer, the schedule, `LossSpec`, the quantizer's
-`quantizer.Spec`); the step functions read only the Setup. A loss weight
-travels in four hops, e.g. the commitment cost: `vq.commitment_cost` in a
-config file (configs/base.py, or the file's own value) -> `make_spec` copies
-it into `Spec.commitment_cost` -> `make_loss_fn` weighs the
-`quantizer.losses` terms by `Spec.loss_weights` -> `losses.commitment_loss`.
+`quantizer.Spec`); the step functions and the loss (`objective`) read only
+the Setup. A loss weight travels in four hops, e.g. the commitment cost:
+  1. `vq.commitment_cost` in a config file (configs/base.py's 0.3, or the
+     file's own: configs/gentle.py's 0.15);
+  2. `quantizer_spec.make_spec` (called by `make_setup`) copies it into
+     `Spec.commitment_cost`;
+  3. `objective.make_loss_fn` weighs each `quantizer.losses` term by
+     `Spec.loss_weights` ('commitment': commitment_cost) in the total;
+  4. that term is `losses.commitment_loss(u, q)`.
 
 The trainables are {'params': params} plus the quantizer's
 (`quantizer.trainables`: the codebook rows in gradient mode,

@@ -7,7 +7,7 @@ import pytest
 
 from jepa_jax import config_files
 from jepa_jax import config_lib
-from conftest import ROOT, load
+from conftest import ROOT, load, set_overrides
 
 # The keys each ablation sets on the config it starts from (README, "Anti-collapse
 # options"), written out here so a change to configs/ablation.py must match it.
@@ -90,3 +90,45 @@ def test_config_files_import_each_other_from_any_working_directory(tmp_path):
   out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env,
                        capture_output=True, text=True, check=True)
   assert out.stdout.split() == ['gradient', 'None', '0.15']
+
+
+def test_validate_names_a_key_the_config_lacks():
+  cfg = load('gentle')
+  with cfg.unlocked():
+    del cfg.model['attention']
+  with pytest.raises(config_lib.ConfigError, match=r'^config\.model\.attention=missing: '
+                     'the config lacks this key') as err:
+    config_lib.validate(cfg)
+  assert err.value.key == 'model.attention'
+  config_lib.validate(config_lib.fill_added_keys(cfg))    # an added key: filled
+
+
+# Each vq / loss.entropy key and a value that differs from the start config's.
+SPEC_KEYS = {
+    'vq.codebook_size': 64, 'vq.commitment_cost': 0.2, 'vq.ema_decay': 0.9,
+    'vq.epsilon': 1e-4, 'vq.init_scale': 0.5, 'vq.loss_reduction': 'mean',
+    'vq.refresh_enabled': False, 'vq.refresh_interval': 7,
+    'vq.refresh_usage_threshold': 0.2, 'vq.refresh_warmup_steps': 3,
+    'vq.refresh_warmup_interval': 2, 'vq.refresh_sampling': 'far',
+    'vq.refresh_source': 'full', 'vq.init': 'kmeans', 'vq.kmeans_iters': 3,
+    'vq.kmeans_num_samples': 100, 'vq.quantizer': 'fsq', 'vq.fsq_levels': (4, 4),
+    'vq.l2_normalize': True, 'vq.codebook_dim': 4, 'vq.simvq': True,
+    'vq.estimator': 'rotation', 'vq.reanchor': False, 'vq.reanchor_strength': 5.0,
+    'vq.reanchor_threshold': 0.5, 'vq.reanchor_decay': 0.5,
+    'loss.entropy_weight': 0.3, 'loss.entropy_temperature': 2.0,
+}
+
+
+@pytest.mark.parametrize('key', sorted(SPEC_KEYS))
+def test_the_quantizer_spec_carries_every_quantizer_key(key):
+  """Below make_spec nothing reads config.vq: each key of the layer changes
+  the Spec (vq.enabled: no Spec; vq.codebook_learning_rate: the optimizer's)."""
+  from jepa_jax import quantizer_spec  # noqa: PLC0415
+  start = {'vq.reanchor': True, 'vq.refresh_warmup_steps': 1}
+  if key == 'vq.fsq_levels':
+    start['vq.quantizer'] = 'fsq'
+  cfg = set_overrides(load('gentle'), start)
+  changed = set_overrides(load('gentle'), {**start, key: SPEC_KEYS[key]})
+  assert quantizer_spec.make_spec(changed) != quantizer_spec.make_spec(cfg)
+  assert set(SPEC_KEYS) | {'vq.enabled', 'vq.codebook_learning_rate'} == {
+      f'vq.{k}' for k in cfg.vq} | {'loss.entropy_weight', 'loss.entropy_temperature'}
