@@ -106,6 +106,7 @@ def test_validate_names_a_key_the_config_lacks():
 # Each vq / loss.entropy key and a value that differs from the start config's.
 SPEC_KEYS = {
     'vq.codebook_size': 64, 'vq.commitment_cost': 0.2, 'vq.ema_decay': 0.9,
+    'vq.ema_decay_schedule': 'learning_rate',
     'vq.epsilon': 1e-4, 'vq.init_scale': 0.5, 'vq.loss_reduction': 'mean',
     'vq.refresh_enabled': False, 'vq.refresh_interval': 7,
     'vq.refresh_usage_threshold': 0.2, 'vq.refresh_warmup_steps': 3,
