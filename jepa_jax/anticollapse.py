@@ -37,9 +37,14 @@ import numpy as np
 
 from jepa_jax import vq as vq_lib
 from jepa_jax.distances import pairwise_sq_dist
-from jepa_jax.losses import l2_normalize
 
 _EPS = 1e-6
+
+
+def l2_normalize(x, eps: float = _EPS):
+  """x / max(||x||, eps) over the last axis."""
+  x = jnp.asarray(x, jnp.float32)
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), eps * eps))
 
 
 def l2_normalize_state(state: vq_lib.VQState) -> vq_lib.VQState:

@@ -46,10 +46,7 @@ def _weighted_mean(values, weights):
 
 
 def l2_normalize(x, axis=-1, eps=_NORM_EPS):
-  """x / max(||x||, eps) along `axis` (upcast to at least float32); finite
-  value and gradient at x = 0. The losses' normalisation, and the cosine
-  codebook's and the rotation trick's (`anticollapse`, `quantizer`)."""
-  x = _f32(x)
+  """x / max(||x||, eps) along `axis`; finite value and gradient at x = 0."""
   sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
   return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 

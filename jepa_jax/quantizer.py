@@ -115,7 +115,7 @@ def state_from_codebook(spec: Spec, codebook) -> vq_lib.VQState:
   health bookkeeping and, with re-anchoring, usage_ema = 0 (CVQ-VAE)."""
   codebook = jnp.asarray(codebook, jnp.float32)
   if spec.unit_codes:
-    codebook = losses_lib.l2_normalize(codebook)
+    codebook = ac.l2_normalize(codebook)
   return _with_usage_ema(spec, with_health(vq_lib.state_from_codebook(codebook)))
 
 
@@ -166,7 +166,7 @@ def encode(spec: Spec, params, z):
     p = params['proj_in']
     z = jnp.matmul(z, p['kernel']) + p['bias']
   if spec.l2:
-    z = losses_lib.l2_normalize(z)
+    z = ac.l2_normalize(z)
   return z
 
 
@@ -185,7 +185,7 @@ def codebook(spec: Spec, raw, params):
   flows to whatever of raw / W_s is traced (never to the SimVQ basis).
   """
   e = ac.simvq_codebook(raw, params['simvq_map']) if spec.simvq else raw
-  return losses_lib.l2_normalize(e) if spec.l2 else e
+  return ac.l2_normalize(e) if spec.l2 else e
 
 
 def quantize(spec: Spec, raw_codebook, params, z

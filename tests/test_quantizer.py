@@ -19,7 +19,6 @@ from jepa_jax import measure
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
 from jepa_jax import final_state
-from jepa_jax import losses
 from jepa_jax import quantizer as qz
 from jepa_jax import records
 from jepa_jax import step as step_lib
@@ -376,7 +375,7 @@ def test_kmeans_state_is_fitted_in_the_quantizer_space():
                                             'vq.refresh_enabled': False}))
   params = qz.init_params(spec, jax.random.PRNGKey(2))
   state = qz.kmeans_state(spec, key, tokens, params)
-  want = losses.l2_normalize(fit(qz.encode(spec, params, tokens)))
+  want = ac.l2_normalize(fit(qz.encode(spec, params, tokens)))
   np.testing.assert_allclose(state.codebook, want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(state.embed_sum, state.codebook, rtol=1e-6)
   np.testing.assert_array_equal(state.cluster_size, np.ones(32))
