@@ -34,6 +34,7 @@ On top of configs/anticollapse.py:
             (README, "Anti-collapse options")
 """
 from configs import anticollapse, base, gentle
+from jepa_jax import config_keys
 
 # name -> (the config file it starts from, the keys it sets).
 ABLATIONS = {
@@ -60,11 +61,7 @@ def build(name: str):
   c = start.build()
   c.variant = f'ac_{name}'
   for key, value in keys.items():
-    *parents, leaf = key.split('.')
-    node = c
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+    config_keys.put(c, key, value)
   return c
 
 

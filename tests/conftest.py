@@ -29,6 +29,7 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 import pytest
 
 from jepa_jax import config_files
+from jepa_jax import config_keys
 from jepa_jax import config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,11 +42,7 @@ def load(name, arg=None):
 def set_overrides(cfg, overrides):
   """Sets dotted keys ('vq.commitment_cost': 0.2, ...) in cfg; returns cfg."""
   for key, value in overrides.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    config_keys.put(cfg, key, value)
   return cfg
 
 
