@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from jepa_jax import config_keys
 from jepa_jax import config_lib
 from jepa_jax import diagnose
 from jepa_jax import monitor
@@ -102,11 +103,8 @@ def _with_added_keys(config: Dict[str, Any]) -> Dict[str, Any]:
   and after a key existed compare equal when their settings are."""
   out = json.loads(json.dumps(config))
   for key, value in config_lib.ADDED_KEYS.items():
-    node = out
-    *parents, leaf = key.split('.')
-    for part in parents:
-      node = node.setdefault(part, {})
-    node.setdefault(leaf, json.loads(json.dumps(value)))
+    if not config_keys.has(out, key):
+      config_keys.put(out, key, json.loads(json.dumps(value)), make_group=dict)
   return out
 
 
