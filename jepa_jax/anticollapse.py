@@ -119,12 +119,34 @@ def reanchor(state: vq_lib.VQState, z, strength: float = 10.0,
   at the uniform share moves by exp(−strength), and not at all when
   `threshold` (a multiple of the uniform share) is given and reached. CVQ-VAE
   uses the running share with decay γ = 0.99 and strength 10 / (1 − γ).
-  Unlike interval refresh this is continuous, every step. With the default
+  Unlike interval refresh this is continuous, every step; the train step's
+  bookkeeping counts a move with α_k >= `REANCHOR_RESTART_RATE` as a restart. With the default
   window share, nothing moves before any assignment is counted.
   z: (..., D) current-batch encoder outputs (stop-gradient'ed); weights
   (z's leading shape): features with w_i = 0 (padding) are never anchors.
   """
   zf = jax.lax.stop_gradient(jnp.asarray(z, jnp.float32)).reshape(-1, z.shape[-1])
+  alpha = reanchor_rates(state, strength, eps, share, threshold)[:, None]
+  # Nearest batch feature of every code: the same search with the roles swapped.
+  if weights is None:
+    nearest, _ = vq_lib.nearest_codes(zf, state.codebook)           # (K,)
+  else:
+    w = jax.lax.stop_gradient(jnp.asarray(weights, jnp.float32)).reshape(-1)
+    d = pairwise_sq_dist(state.codebook, zf)                         # (K, N)
+    nearest = jnp.argmin(jnp.where(w[None] > 0, d, jnp.inf), axis=-1)
+  anchors = jnp.take(zf, nearest, axis=0)
+  e = (1.0 - alpha) * state.codebook + alpha * anchors
+  return state.replace(codebook=e, embed_sum=e * state.cluster_size[:, None])
+
+
+def reanchor_rates(state: vq_lib.VQState, strength: float = 10.0,
+                   eps: float = 1e-3, share=None,
+                   threshold: Optional[float] = None):
+  """The re-anchoring rates α_k (K,) of `reanchor` (same arguments):
+
+      α_k = exp(−s_k · K · strength − eps),  0 when K s_k >= threshold,
+      and 0 for every code while the default window share has no count.
+  """
   k = state.codebook.shape[0]
   if share is None:
     total = jnp.sum(state.usage)
@@ -136,17 +158,13 @@ def reanchor(state: vq_lib.VQState, z, strength: float = 10.0,
   alpha = jnp.where(active, jnp.exp(-share * k * strength - eps), 0.0)
   if threshold is not None:
     alpha = jnp.where(share * k < threshold, alpha, 0.0)
-  alpha = alpha[:, None]
-  # Nearest batch feature of every code: the same search with the roles swapped.
-  if weights is None:
-    nearest, _ = vq_lib.nearest_codes(zf, state.codebook)           # (K,)
-  else:
-    w = jax.lax.stop_gradient(jnp.asarray(weights, jnp.float32)).reshape(-1)
-    d = pairwise_sq_dist(state.codebook, zf)                         # (K, N)
-    nearest = jnp.argmin(jnp.where(w[None] > 0, d, jnp.inf), axis=-1)
-  anchors = jnp.take(zf, nearest, axis=0)
-  e = (1.0 - alpha) * state.codebook + alpha * anchors
-  return state.replace(codebook=e, embed_sum=e * state.cluster_size[:, None])
+  return alpha
+
+
+# A re-anchoring step that moves a code at least this far (α_k) onto a batch
+# feature replaces what the code stood for: the codebook-health bookkeeping
+# counts it as a restart, as it counts a refresh.
+REANCHOR_RESTART_RATE = 0.5
 
 
 def refresh_due(step, interval: int, warmup_steps: int = 0,

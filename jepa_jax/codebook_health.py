@@ -15,7 +15,9 @@ Plain functions of arrays, used at every measurement point
   window usage     #{k: last_used_k > t - W} / K: codes the train step
                    assigned in the last W steps (from the step's own counts)
   restarts         refresh restarts since the previous point (events), and
-                   the share of codes restarted at least once since then
+                   the share of codes restarted at least once since then;
+                   a CVQ re-anchoring step with rate alpha_k >= 0.5 (the code
+                   moved at least halfway onto a feature) counts as one
   code age         t - born_k in steps (born: last (re)initialisation);
                    median, and share younger than one epoch
   expected usage   (1/K) sum_k [1 - (1 - p_k)^n]: the usage ratio n tokens

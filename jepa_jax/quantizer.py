@@ -95,7 +95,8 @@ def track_health(before: vq_lib.VQState, after: vq_lib.VQState, step,
 
   `before` / `after` bracket the EMA update or usage count (no refresh in
   between, which zeroes usage); `restarted` (K,) bool marks the codes a
-  refresh re-initialised this step (None: none). States without the
+  refresh re-initialised this step, or that re-anchoring moved at least
+  `anticollapse.REANCHOR_RESTART_RATE` of the way onto a feature (None: none). States without the
   bookkeeping (None leaves) come back unchanged.
   """
   if after.last_used is None:
@@ -315,8 +316,13 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
     a = spec.reanchor
     state = ac.update_usage_ema(state, codes, a.decay, axis_name=axis_name,
                                 weights=weights)
+    rates = ac.reanchor_rates(state, strength=a.strength, share=state.usage_ema,
+                              threshold=a.threshold)
     state = ac.reanchor(state, u_global, strength=a.strength, share=state.usage_ema,
                         threshold=a.threshold, weights=weights_global)
+    # A code moved at least halfway onto a feature is counted as restarted.
+    state = track_health(state, state, step,
+                         restarted=rates >= ac.REANCHOR_RESTART_RATE)
   if spec.unit_codes:
     state = ac.l2_normalize_state(state)
   return state

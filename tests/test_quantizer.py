@@ -334,6 +334,36 @@ def test_reanchor_in_the_step_moves_only_under_used_codes():
   np.testing.assert_array_equal(new.usage, [2., 1., 1., 0.])
 
 
+def test_reanchor_jumps_are_counted_as_restarts():
+  """A re-anchoring step that moves a code at least halfway onto a batch
+  feature (alpha_k >= 0.5) is a restart in the health bookkeeping (born,
+  restarts); smaller moves are not. K share = [2.0, 1.1, 0.7, 0.2] as above,
+  strength 1.5: alpha = [0, 0, exp(-1.05) = 0.35, exp(-0.3) = 0.74]."""
+  cfg = _tiny('gradient', **{'vq.reanchor': True, 'vq.refresh_enabled': False,
+                             'vq.reanchor_strength': 1.5,
+                             'vq.reanchor_threshold': 1.0, 'vq.reanchor_decay': 0.5})
+  spec = qz.make_spec(cfg)
+  k = 4
+  state = qz.with_health(vq_lib.VQState(
+      codebook=jnp.array([[0., 0.], [4., 0.], [0., 4.], [-4., -4.]]),
+      cluster_size=jnp.ones(k), embed_sum=jnp.zeros((k, 2)), usage=jnp.zeros(k),
+      step=jnp.zeros((), jnp.int32), usage_ema=jnp.array([0.5, 0.3, 0.1, 0.1])))
+  u = jnp.array([[0.1, 0.], [0.2, 0.1], [3., 1.], [0.5, 3.]])
+  new = qz.update_state(spec, state, u=u, codes=jnp.array([0, 0, 1, 2]), u_global=u,
+                        step=6, refresh_key=jax.random.PRNGKey(0))
+  rates = ac.reanchor_rates(state.replace(usage_ema=new.usage_ema), 1.5,
+                            threshold=1.0, share=new.usage_ema)
+  np.testing.assert_allclose(rates, [0., 0., np.exp(-1.05 - 1e-3), np.exp(-0.3 - 1e-3)],
+                             rtol=1e-5)
+  np.testing.assert_array_equal(new.restarts, [0, 0, 0, 1])
+  np.testing.assert_array_equal(new.born, [0, 0, 0, 7])
+  np.testing.assert_array_equal(new.last_used, [7, 7, 7, 0])
+  # The bookkeeping does not touch the codebook: code 3 moved by alpha_3.
+  a = float(rates[3])
+  np.testing.assert_allclose(new.codebook[3], (1 - a) * np.array([-4., -4.])
+                             + a * np.array([0.1, 0.]), rtol=1e-5)
+
+
 def test_refresh_warmup_and_far_sampling_in_update_state():
   """quantizer.update_state follows the warm-up schedule (refresh after steps
   1, 3 with interval 2 before step 4, then every 5 steps) and restarts dead
