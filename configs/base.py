@@ -117,6 +117,7 @@ def build():
   c.vq.reanchor_strength = 1000.0       # alpha_k = exp(-strength K share_k - 1e-3); CVQ: 10/(1-0.99)
   c.vq.reanchor_threshold = 1.0         # codes at >= this x uniform share never move
   c.vq.reanchor_decay = 0.99            # running average of the usage shares
+  c.vq.reanchor_steps = 0               # re-anchor during the first N train steps only; 0: every step
 
   c.loss = ml_collections.ConfigDict()
   c.loss.temperature_init = 0.1

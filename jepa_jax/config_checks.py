@@ -175,6 +175,7 @@ def _quantizer(cfg, check) -> None:
           'must be > 0')
     check('vq.reanchor_decay', 0.0 <= check.number('vq.reanchor_decay') < 1.0,
           'must be in [0, 1)')
+    check.integer('vq.reanchor_steps', 0, 'must be an integer >= 0 (0: every step)')
   _codebook_lr(cfg, check)
   check('loss.entropy_weight', check.number('loss.entropy_weight') >= 0, 'must be >= 0')
   check('loss.entropy_temperature', check.number('loss.entropy_temperature') > 0,

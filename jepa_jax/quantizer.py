@@ -316,13 +316,19 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
     a = spec.reanchor
     state = ac.update_usage_ema(state, codes, a.decay, axis_name=axis_name,
                                 weights=weights)
-    rates = ac.reanchor_rates(state, strength=a.strength, share=state.usage_ema,
-                              threshold=a.threshold)
-    state = ac.reanchor(state, u_global, strength=a.strength, share=state.usage_ema,
-                        threshold=a.threshold, weights=weights_global)
-    # A code moved at least halfway onto a feature is counted as restarted.
-    state = track_health(state, state, step,
-                         restarted=rates >= ac.REANCHOR_RESTART_RATE)
+
+    def do_reanchor(s):
+      rates = ac.reanchor_rates(s, strength=a.strength, share=s.usage_ema,
+                                threshold=a.threshold)
+      s = ac.reanchor(s, u_global, strength=a.strength, share=s.usage_ema,
+                      threshold=a.threshold, weights=weights_global)
+      # A code moved at least halfway onto a feature is counted as restarted.
+      return track_health(s, s, step, restarted=rates >= ac.REANCHOR_RESTART_RATE)
+
+    if a.steps:                                   # the first a.steps steps only
+      state = jax.lax.cond(jnp.asarray(step) < a.steps, do_reanchor, lambda s: s, state)
+    else:
+      state = do_reanchor(state)
   if spec.unit_codes:
     state = ac.l2_normalize_state(state)
   return state

@@ -38,6 +38,7 @@ class Reanchor:
   strength: float
   threshold: float
   decay: float
+  steps: int = 0          # re-anchor during train steps < steps only; 0: always
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,8 @@ def make_spec(cfg) -> Optional[Spec]:
                       warmup_interval=v.refresh_warmup_interval,
                       far=v.refresh_sampling == 'far', full=v.refresh_source == 'full')
   reanchor = (Reanchor(strength=v.reanchor_strength, threshold=v.reanchor_threshold,
-                       decay=v.reanchor_decay) if v.reanchor else None)
+                       decay=v.reanchor_decay, steps=int(v.reanchor_steps))
+              if v.reanchor else None)
   return Spec(kind=v.quantizer, update=update, embed_dim=d, dim=dim,
               num_codes=int(np.prod(levels)) if v.quantizer == 'fsq' else int(v.codebook_size),
               project=project, l2=bool(v.l2_normalize), simvq=bool(v.simvq),

@@ -364,6 +364,33 @@ def test_reanchor_jumps_are_counted_as_restarts():
                              + a * np.array([0.1, 0.]), rtol=1e-5)
 
 
+def test_reanchor_steps_limits_re_anchoring_to_the_first_steps():
+  """vq.reanchor_steps = 3: step 2 re-anchors the dead code, step 3 leaves the
+  codebook as the EMA update made it (the usage share is still tracked)."""
+  cfg = _tiny('gentle', **{'vq.reanchor': True, 'vq.refresh_enabled': False,
+                           'vq.reanchor_steps': 3})
+  spec = qz.make_spec(cfg)
+  assert spec.reanchor.steps == 3
+  k = 3
+  state = qz.with_health(vq_lib.VQState(
+      codebook=jnp.array([[0., 0.], [4., 0.], [-9., -9.]]),
+      cluster_size=jnp.ones(k), embed_sum=jnp.array([[0., 0.], [4., 0.], [-9., -9.]]),
+      usage=jnp.zeros(k), step=jnp.zeros((), jnp.int32), usage_ema=jnp.zeros(k)))
+  u = jnp.array([[0.1, 0.], [3.9, 0.]])
+  codes = jnp.array([0, 1])
+  out = {t: qz.update_state(spec, state, u=u, codes=codes, u_global=u, step=t,
+                            refresh_key=jax.random.PRNGKey(0)) for t in (2, 3)}
+  assert np.abs(np.asarray(out[2].codebook[2]) - [0.1, 0.]).max() < 0.01  # onto u_0
+  np.testing.assert_array_equal(out[2].restarts, [0, 0, 1])
+  np.testing.assert_array_equal(out[3].restarts, [0, 0, 0])
+  np.testing.assert_allclose(out[3].usage_ema, out[2].usage_ema)
+  # Past the limit the code sits where the EMA update left it.
+  no_anchor = qz.update_state(qz.make_spec(_tiny('gentle', **{'vq.refresh_enabled': False})),
+                              state, u=u, codes=codes, u_global=u, step=3,
+                              refresh_key=jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(out[3].codebook, no_anchor.codebook)
+
+
 def test_refresh_warmup_and_far_sampling_in_update_state():
   """quantizer.update_state follows the warm-up schedule (refresh after steps
   1, 3 with interval 2 before step 4, then every 5 steps) and restarts dead
