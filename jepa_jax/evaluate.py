@@ -80,6 +80,7 @@ from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import final_state
 from jepa_jax import model as model_lib
+from jepa_jax import probe_cache
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
 from jepa_jax import run_files
@@ -154,8 +155,10 @@ def _evaluate_properties(ds, setup, feats, val_valid, val_codes, knn_k):
     ytr, yva = train_y[name], val_y[name]
     res = {'num_classes': int(len(np.unique(np.concatenate([ytr, yva])))),
            'chance': _chance(np.concatenate([ytr, yva]))}
-    for enc, (tr, va) in (*feats.items(), ('pixels', pixels)):
+    for enc, (tr, va) in feats.items():
       res[enc] = probe_scores(tr, ytr, va, yva, knn_k)
+    # The reference features depend on the data only: cached across runs.
+    res['pixels'] = probe_cache.cached(probe_scores, pixels[0], ytr, pixels[1], yva, k=knn_k)
     if val_codes is not None:
       res.update({f'code_property_{k}': v for k, v in code_metrics(
           val_codes, yva, val_valid).items()})
@@ -312,8 +315,8 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
     out.update({
         'num_classes': int(len(np.unique(ds.train_labels))),
         'chance': _chance(np.concatenate([ds.train_labels, ds.val_labels])),
-        'pixels': probe_scores(pixels[0], ds.train_labels, pixels[1], ds.val_labels,
-                               knn_k)})
+        'pixels': probe_cache.cached(probe_scores, pixels[0], ds.train_labels,
+                                     pixels[1], ds.val_labels, k=knn_k)})
     for name, (tr, va) in feats.items():
       out[name] = probe_scores(tr, ds.train_labels, va, ds.val_labels, knn_k)
   label_sets = _label_sets(ds, labelled)

@@ -19,6 +19,11 @@ os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 # test_parallel.py sets the same options for its simulated-device workers.
 FAST_COMPILE = '--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0'
 os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+# evaluate's probe-score cache (jepa_jax.probe_cache), private to the session
+# too, so no test reads scores another run of the suite stored.
+_PROBE_CACHE = tempfile.mkdtemp(prefix='jepa_jax_test_probe_cache_')
+atexit.register(shutil.rmtree, _PROBE_CACHE, ignore_errors=True)
+os.environ['JEPA_JAX_PROBE_CACHE'] = _PROBE_CACHE
 
 import jax  # noqa: E402  (after the environment it reads)
 

@@ -56,3 +56,30 @@ def test_probe_scores_cross_validate_with_interval():
   noise = evaluate.probe_scores(rng.normal(size=(150, 3)), y[:150],
                                 rng.normal(size=(50, 3)), y[150:], k=5)
   assert abs(noise['linear_probe_acc'] - 0.5) < 3 * noise['linear_probe_ci95']
+
+
+def test_probe_cache_returns_the_stored_scores_and_keys_on_every_input(tmp_path, monkeypatch):
+  """probe_cache.cached: the first call computes and stores, an identical call
+  reads the same scores back without computing; another array, label or
+  argument is another entry; '' disables the cache."""
+  from jepa_jax import probe_cache  # noqa: PLC0415
+  monkeypatch.setenv(probe_cache.ENV, str(tmp_path))
+  calls = []
+
+  def scores(x, y, k=1):
+    calls.append(k)
+    return {'acc': float(np.mean(x)) / 3.0 + k, 'ci': 1.0 / 7.0}
+
+  x, y = np.arange(12.0).reshape(4, 3), np.array([0, 1, 0, 1])
+  first = probe_cache.cached(scores, x, y, k=2)
+  again = probe_cache.cached(scores, x.copy(), y.copy(), k=2)
+  assert again == first and calls == [2]              # exact floats from the file
+  assert len(list(tmp_path.glob('*.json'))) == 1
+  probe_cache.cached(scores, x + 1e-9, y, k=2)         # other features
+  probe_cache.cached(scores, x, y[::-1].copy(), k=2)   # other labels
+  probe_cache.cached(scores, x, y, k=3)                # other argument
+  probe_cache.cached(scores, x.astype(np.float32), y, k=2)  # other dtype
+  assert len(calls) == 5 and len(list(tmp_path.glob('*.json'))) == 5
+  monkeypatch.setenv(probe_cache.ENV, '')
+  probe_cache.cached(scores, x, y, k=2)
+  assert len(calls) == 6 and len(list(tmp_path.glob('*.json'))) == 5
