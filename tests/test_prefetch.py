@@ -1,6 +1,7 @@
 """Prefetch to the devices: the host batches in order, placed as the compiled
-train step takes them, `size` batches ahead (one device here; 'jit' and
-'pmap' on 8 simulated devices in a subprocess, as in test_parallel.py)."""
+train step takes them, `size` batches ahead; training is bit-identical with
+and without it (one device here; 'jit' and 'pmap' on 8 simulated devices in
+a subprocess, as in test_parallel.py)."""
 import json
 import os
 import subprocess
@@ -10,10 +11,15 @@ import jax
 import numpy as np
 import pytest
 
+from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import parallel
 from jepa_jax import prefetch
+from jepa_jax import records
+from jepa_jax import run_files
 from jepa_jax import step as step_lib
+from jepa_jax import train
+from jepa_jax import workdir_config
 from conftest import ROOT, load
 
 FAST_COMPILE = '--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0'
@@ -101,6 +107,27 @@ def test_a_negative_size_is_refused():
     next(prefetch.prefetch_to_device(iter([1]), lambda b: b, -1))
 
 
+@pytest.mark.parametrize('value', [-1, True, None])
+def test_bad_prefetch_to_device_is_a_one_line_config_error(value):
+  cfg = load('gentle', 'tiny')
+  cfg.data.prefetch_to_device = value
+  with pytest.raises(config_lib.ConfigError) as err:
+    config_lib.validate(cfg)
+  assert err.value.key == 'data.prefetch_to_device' and '\n' not in str(err.value)
+
+
+def test_prefetch_to_device_is_result_neutral_and_filled_for_old_runs():
+  cfg = load('gentle', 'tiny')
+  assert cfg.data.prefetch_to_device == 2
+  cfg.data.prefetch_to_device = 0
+  config_lib.validate(cfg)
+  new = workdir_config.config_to_json(cfg)
+  old = json.loads(json.dumps(new))
+  del old['data']['prefetch_to_device']      # a run folder from before the key
+  assert workdir_config.config_diff(old, new) == []
+  assert config_lib.ADDED_KEYS['data.prefetch_to_device'] == 2
+
+
 def test_the_single_device_step_takes_placed_batches_without_a_transfer():
   cfg = load('gentle', 'tiny')
   cfg.parallel.num_devices = 1
@@ -129,6 +156,28 @@ def test_the_single_device_step_takes_placed_batches_without_a_transfer():
   with pytest.raises(Exception, match='[Dd]isallowed'), \
       jax.transfer_guard('disallow_explicit'):
     step_fn(state, *batches[0])             # the guard does see a host batch
+
+
+def _run_outputs(workdir):
+  logs = [records.read_jsonl(os.path.join(workdir, name)) for name in run_files.STEP_LOGS]
+  with open(os.path.join(workdir, run_files.FINAL_STATE), 'rb') as f:
+    return logs, f.read()
+
+
+@pytest.mark.slow
+def test_training_is_bit_identical_with_and_without_prefetch(tmp_path):
+  """gentle:tiny (2 epochs of 3 steps; 7 ahead reaches past each epoch's end)."""
+  outputs, data_calls = {}, {}
+  for size in (0, 2, 7):
+    cfg = load('gentle', 'tiny')
+    cfg.data.prefetch_to_device = size
+    workdir = str(tmp_path / f'prefetch{size}')
+    summary = train.train_and_evaluate(cfg, workdir)
+    assert summary['status'] == 'completed' and summary['steps'] == 6
+    outputs[size] = _run_outputs(workdir)
+    data_calls[size] = summary['time_breakdown']['calls']['data']
+  assert outputs[2] == outputs[0] and outputs[7] == outputs[0]
+  assert data_calls == {0: 8, 2: 8, 7: 8}    # one wait per step + each epoch's end
 
 
 @pytest.mark.slow
