@@ -90,6 +90,7 @@ def _data(cfg, check) -> None:
           f"needs the {' and '.join(missing)} package(s): pip install 'jepa_jax[data]'")
   check.integer('data.read_threads', 1, 'must be an integer >= 1')
   check.integer('data.workers', 0, 'must be an integer >= 0')
+  check.integer('data.prefetch_to_device', 0, 'must be an integer >= 0')
   if d.name in ('folder', 'arrayrecord'):
     size = d.image_size
     check('data.image_size', len(size) == 2 and all(

@@ -160,14 +160,48 @@ def replicas(x) -> list:
   return [np.asarray(s.data) for s in x.addressable_shards]
 
 
+def batch_placement(plan: Plan) -> Callable:
+  """place(batch) -> `batch` (a tuple of this process's rows of one global
+  batch) on the devices, as `plan`'s compiled train step takes it:
+
+    'single'  each array on the default device (where the step's implicit
+              transfer of a numpy argument would put it);
+    'jit'     one global array per leaf, split over the data axis
+              (NamedSharding P('data'));
+    'pmap'    each array reshaped to (local devices, rows per device, ...)
+              and split over this process's devices.
+
+  Transfers are dispatched asynchronously; arrays already on the devices (jax
+  Arrays) pass through unchanged.
+  """
+  if plan.mode == 'single':
+    put = jax.device_put
+  elif plan.mode == 'jit':
+    data = NamedSharding(plan.mesh, P(DATA_AXIS))
+    put = lambda x: jax.make_array_from_process_local_data(data, x)  # noqa: E731
+  elif plan.mode == 'pmap':
+    local = plan.local_devices
+    split = NamedSharding(Mesh(np.array(local), (DATA_AXIS,)), P(DATA_AXIS))
+    put = lambda x: jax.device_put(  # noqa: E731
+        np.reshape(x, (len(local), -1) + x.shape[1:]), split)
+  else:
+    raise ValueError(f'unknown parallel mode {plan.mode!r}')
+
+  def place(batch):
+    return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else put(x), batch)
+
+  return place
+
+
 def compile_train_step(plan: Plan, setup, state, images, sample_ids
                        ) -> Tuple[Callable, float]:
   """Compiles the train step for `plan` once (state donated).
 
   Args: a placed state and this process's rows of one global batch (numpy),
   used for shapes only. Returns (step_fn, compile_seconds); step_fn(state,
-  images, sample_ids) takes this process's rows (numpy) and returns the new
-  state and the metrics of the global batch.
+  images, sample_ids) takes this process's rows, as numpy or as placed by
+  `batch_placement(plan)`, and returns the new state and the metrics of the
+  global batch.
   """
   t0 = time.perf_counter()
   if plan.mode == 'single':
@@ -176,7 +210,7 @@ def compile_train_step(plan: Plan, setup, state, images, sample_ids
     return compiled, time.perf_counter() - t0
 
   body = step_lib.make_train_step(setup, axis_name=DATA_AXIS)
-  mesh = plan.mesh
+  mesh, place = plan.mesh, batch_placement(plan)
   if plan.mode == 'jit':
     rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
     mapped = jax.shard_map(body, mesh=mesh,
@@ -184,32 +218,23 @@ def compile_train_step(plan: Plan, setup, state, images, sample_ids
                            out_specs=(P(), P()), check_vma=False)
     jitted = jax.jit(mapped, in_shardings=(rep, data, data),
                      out_shardings=(rep, rep), donate_argnums=0)
-
-    def place(x):
-      return jax.make_array_from_process_local_data(data, x)
-
-    compiled = jitted.lower(state, place(images), place(sample_ids)).compile()
+    compiled = jitted.lower(state, *place((images, sample_ids))).compile()
 
     def step_fn(state, images, sample_ids):
-      return compiled(state, place(images), place(sample_ids))
+      return compiled(state, *place((images, sample_ids)))
 
     return step_fn, time.perf_counter() - t0
 
   if plan.mode != 'pmap':
     raise ValueError(f'unknown parallel mode {plan.mode!r}')
-  n_local = len(plan.local_devices)
   pmapped = jax.pmap(body, axis_name=DATA_AXIS, in_axes=(None, 0, 0),
                      out_axes=(None, None), devices=plan.devices,
                      donate_argnums=0)
-
-  def split(x):                     # (rows, ...) -> (local devices, b, ...)
-    return x.reshape((n_local, -1) + x.shape[1:])
-
   # AOT-compiling fills the compilation cache that the first call then hits.
-  pmapped.lower(state, split(images), split(sample_ids)).compile()
+  pmapped.lower(state, *place((images, sample_ids))).compile()
 
   def pmap_step(state, images, sample_ids):
-    new_state, metrics = pmapped(state, split(images), split(sample_ids))
+    new_state, metrics = pmapped(state, *place((images, sample_ids)))
     if plan.process_count > 1:      # pmap returns host-local arrays
       from jax.experimental import multihost_utils  # noqa: PLC0415
       new_state = multihost_utils.host_local_array_to_global_array(

@@ -39,6 +39,7 @@ from jepa_jax import measure
 from jepa_jax import monitor
 from jepa_jax import parallel
 from jepa_jax import periodic
+from jepa_jax import prefetch
 from jepa_jax import records
 from jepa_jax import run_files
 from jepa_jax import run_open
@@ -147,6 +148,7 @@ class Training:
     with timer('compile_step'):
       self.train_step, self.compile_time = parallel.compile_train_step(
           plan, setup, self.state, *batch0)
+    self.place_batch = parallel.batch_placement(plan)
     timer.switch('loop_setup')
     self.eval_batch = eval_batch = min(self.tc.batch_size, len(dataset.val_images))
     self.emb_images = dataset.val_images              # the whole val split
@@ -229,10 +231,14 @@ class Training:
 
   def _train_epoch(self, epoch: int) -> bool:
     """The epoch's remaining train steps, each followed by the periodic
-    actions due; True when one of them stopped the run."""
-    batches = data_lib.train_batches(
+    actions due; True when one of them stopped the run. The batches reach
+    the devices `data.prefetch_to_device` steps ahead ('data': the wait for
+    the next one); those still ahead at a stop are dropped (a resume rebuilds
+    the stream from the checkpoint's position)."""
+    batches = prefetch.prefetch_to_device(data_lib.train_batches(
         self.cfg, self.opened.dataset.train_images, epoch, self.setup.steps_per_epoch,
-        start_step=self.step_in_epoch, rows=self.plan.process_rows)
+        start_step=self.step_in_epoch, rows=self.plan.process_rows),
+        self.place_batch, self.cfg.data.prefetch_to_device)
     for images, ids in self.timer.iterate('data', batches):
       with self.timer('step'):
         self.state, self.latest = self.train_step(self.state, images, ids)

@@ -17,7 +17,8 @@ from jepa_jax.checkpoint import CheckpointError, say
 
 # Config keys that never change what a run computes: a resumed run may differ
 # in them without counting as a different config (a trailing '.': the group).
-RESULT_NEUTRAL_KEYS = ('train.progress_bar', 'train.compilation_cache_dir', 'checkpoint.')
+RESULT_NEUTRAL_KEYS = ('train.progress_bar', 'train.compilation_cache_dir',
+                       'data.prefetch_to_device', 'checkpoint.')
 
 
 def config_to_json(cfg) -> Dict[str, Any]:

@@ -56,6 +56,7 @@ def test_sigint_in_training_saves_at_the_next_step_boundary(tmp_path, monkeypatc
   monkeypatch.setattr(data_lib, 'epoch_batches', batches_then_sigint)
   cfg = load('gentle', 'tiny')
   cfg.checkpoint.every_steps = None                  # only the stop saves mid-epoch
+  cfg.data.prefetch_to_device = 0     # batch i is read just before step i (not ahead)
   before = signal.getsignal(signal.SIGINT)           # SIG_IGN when run in the background
   summary = train.train_and_evaluate(cfg, str(tmp_path))
   # Sent while step 2 was being fetched: step 2 is the next boundary.
