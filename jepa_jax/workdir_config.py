@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any, Dict, List
 
+from jepa_jax import config_defaults
 from jepa_jax import records
 from jepa_jax import run_files
 from jepa_jax.checkpoint import CheckpointError, say
@@ -38,8 +39,13 @@ def _flatten(tree, prefix=''):
 
 
 def config_diff(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-  """'key: old -> new' for every result-relevant key that differs."""
+  """'key: old -> new' for every result-relevant key that differs. A key
+  added since `old` was written (`config_defaults.ADDED_KEYS`) is compared
+  at the value the code of its time ran with, so an older run folder resumes
+  unless a setting it ran with really changed."""
   a, b = _flatten(old), _flatten(new)
+  for key, value in config_defaults.ADDED_KEYS.items():
+    a.setdefault(key, json.loads(json.dumps(records.to_builtin(value))))
   missing = object()
   lines = []
   for key in sorted(set(a) | set(b)):

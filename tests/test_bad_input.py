@@ -156,3 +156,27 @@ def test_assess_refuses_a_workdir_that_is_a_file(tmp_path, capsys):
     assess.main(['--workdir', str(afile), '--variants', 'no_vq'])
   assert capsys.readouterr().err == (f'error: python -m experiments.assess: --workdir '
                                      f'{afile}: exists and is not a folder\n')
+
+
+def test_an_older_run_folder_resumes_unless_a_setting_it_ran_with_changed():
+  """workdir_config.config_diff reads a key added after the run folder was
+  written at the value the code of its time used (config_defaults.ADDED_KEYS):
+  absent keys whose default is unchanged make no difference; a default that
+  changed since (vq.loss_reduction: 'sum' then, 'mean' now) is a real one."""
+  import json  # noqa: PLC0415
+  from jepa_jax import workdir_config  # noqa: PLC0415
+  new = workdir_config.config_to_json(load('gentle', 'tiny'))
+  old = json.loads(json.dumps(new))
+  for group, key in (('data', 'workers'), ('data', 'pipeline'), ('vq', 'reanchor_steps'),
+                     ('vq', 'ema_decay_schedule'), ('monitor', 'option_b')):
+    del old[group][key]
+  assert workdir_config.config_diff(old, new) == []
+  old['vq']['reanchor'] = True                          # a key it has: compared
+  assert workdir_config.config_diff(old, new) == ['vq.reanchor: true -> false']
+  old['vq']['reanchor'] = False
+  new_mean = load('stable_codebook', 'tiny')           # element-mean VQ losses
+  assert new_mean.vq.loss_reduction == 'mean'
+  new = workdir_config.config_to_json(new_mean)
+  old = json.loads(json.dumps(new))
+  del old['vq']['loss_reduction']
+  assert workdir_config.config_diff(old, new) == ['vq.loss_reduction: "sum" -> "mean"']

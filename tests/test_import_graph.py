@@ -18,7 +18,7 @@ LAYERS = (
     ('foundation: no jepa_jax imports but run_files', {
         'jepa_jax', 'errors', 'config_keys', 'records', 'timing', 'interrupts',
         'run_files', 'orbax_noise', 'periodic', 'workdir_lock', 'final_state',
-        'restart', 'cli', 'prefetch'}),
+        'restart', 'cli', 'prefetch', 'probe_cache'}),
     ('maths: pure functions of arrays, models, the optimizer', {
         'distances', 'vq', 'anticollapse', 'losses', 'metrics', 'masking',
         'codebook_health', 'model', 'optimizer'}),
