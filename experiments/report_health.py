@@ -49,7 +49,11 @@ def _last(recs, key):
 
 def _restarts_per_epoch(run: diagnose.Run, recs) -> Optional[float]:
   """Restart events after the first 10% of training, per epoch, as a share of
-  the codebook."""
+  the codebook: counted from the last measurement point at or before 10% of
+  the planned steps. Runs measured with `measure.GOAL_BOUNDARY`'s point have
+  one at exactly 10%, so the count is exact; in older runs the point is
+  earlier and the count an upper bound (it includes the restarts between it
+  and 10%)."""
   s = run.summary or {}
   total, spe = s.get('total_steps_planned'), s.get('steps_per_epoch')
   k = (run.config.get('vq') or {}).get('codebook_size')

@@ -27,7 +27,10 @@ and with VQ (`codebook_health` for the definitions):
   vq_young_share                   refresh restarts and code age (codebooks)
 
 Phase-free points (`Schedule`): the nominal points are every
-`train.embedding_metrics_every_steps` steps and the run's last step. A point
+`train.embedding_metrics_every_steps` steps, the run's last step, and the
+step at `GOAL_BOUNDARY` (10%) of the run, after which restarts are judged
+(`experiments/report_goals.py`): with a point there, the restarts counted
+after it are exactly those after the first 10%. A point
 whose preceding train step refreshed the codebook is taken just BEFORE that
 step instead, i.e. on the state one step earlier (its record carries the step
 count of the state measured), so a record never shows a codebook right after
@@ -52,6 +55,11 @@ from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import quantizer_spec
 
 
+# The share of a run after which restarts are judged: a measurement point is
+# placed at floor(GOAL_BOUNDARY * total steps).
+GOAL_BOUNDARY = 0.1
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
   """When to measure (module docstring). refresh_* mirror the quantizer's
@@ -61,6 +69,7 @@ class Schedule:
   refresh_interval: int = 0
   refresh_warmup_steps: int = 0
   refresh_warmup_interval: int = 1
+  boundary: int = 0          # an extra nominal point (0: none)
 
   @classmethod
   def from_config(cls, cfg, total_steps: int) -> 'Schedule':
@@ -71,7 +80,8 @@ class Schedule:
     return cls(every=cfg.train.embedding_metrics_every_steps, total_steps=total_steps,
                refresh_interval=r.interval if r else 0,
                refresh_warmup_steps=r.warmup_steps if r else 0,
-               refresh_warmup_interval=r.warmup_interval if r else 1)
+               refresh_warmup_interval=r.warmup_interval if r else 1,
+               boundary=int(GOAL_BOUNDARY * total_steps))
 
   def refreshes(self, t: int) -> bool:
     """Whether train step t (0-based) refreshes (`anticollapse.refresh_due_host`)."""
@@ -80,7 +90,7 @@ class Schedule:
         self.refresh_warmup_interval)
 
   def nominal(self, s: int) -> bool:
-    return s % self.every == 0 or s == self.total_steps
+    return s % self.every == 0 or s == self.total_steps or s == self.boundary
 
   def measures(self, s: int) -> bool:
     """Whether the state with s >= 1 steps taken is measured (right after

@@ -160,6 +160,20 @@ def test_schedule_never_measures_right_after_a_refresh():
   assert [t for t in range(1, 691) if plain.measures(t)] == [200, 400, 600, 690]
 
 
+def test_schedule_measures_at_the_goal_boundary():
+  """A point at 10% of the run (from_config), so that restarts after it are
+  exactly those after the first 10%; moved one step earlier like any point
+  when the step before it refreshes."""
+  cfg = set_overrides(load('early_refresh'), {'train.embedding_metrics_every_steps': 50})
+  s = measure.Schedule.from_config(cfg, total_steps=690)
+  assert s.boundary == 69 and s.refresh_warmup_steps == 69
+  # step 49 refreshes (warm-up, every 5 steps): the first point is taken at 49
+  assert [t for t in range(1, 201) if s.measures(t)] == [49, 69, 100, 150, 200]
+  shifted = measure.Schedule(every=50, total_steps=690, refresh_interval=5, boundary=70)
+  assert shifted.refreshes(69) and shifted.measures(69) and not shifted.measures(70)
+  assert measure.Schedule.from_config(cfg, total_steps=540).boundary == 54
+
+
 def _spec_2d(num_codes, overrides):
   """An EMA quantizer of gentle's settings (and `overrides`) on 2-d tokens."""
   spec = qz.make_spec(set_overrides(load('gentle'), overrides))
