@@ -96,8 +96,8 @@ def track_health(before: vq_lib.VQState, after: vq_lib.VQState, step,
   `before` / `after` bracket the EMA update or usage count (no refresh in
   between, which zeroes usage); `restarted` (K,) bool marks the codes a
   refresh re-initialised this step, or that re-anchoring moved at least
-  `anticollapse.REANCHOR_RESTART_RATE` of the way onto a feature (None: none). States without the
-  bookkeeping (None leaves) come back unchanged.
+  `anticollapse.REANCHOR_RESTART_RATE` of the way onto a feature (None:
+  none). States without the bookkeeping (None leaves) come back unchanged.
   """
   if after.last_used is None:
     return after
