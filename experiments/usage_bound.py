@@ -1,0 +1,151 @@
+"""How much val usage can any codebook have at a given point of a run?
+
+    python -m experiments.usage_bound --workdir RUN [--steps 23,49,69] [--out F]
+
+A run's val usage (distinct codes among the whole-image val tokens / K) can
+be low because its codebook lags behind the encoder, or because the encoder's
+tokens at that point do not spread over K distinct places that val images
+reach. This script tells them apart at each saved checkpoint of a run
+(`checkpoint.every_steps` small, `checkpoint.keep` large), on the same tokens
+the embedding metrics use, in the quantizer's space (projected and
+l2-normalised when the config says so):
+
+  run          the run's own codebook (the metric, recomputed)
+  kmeans_ctx   k-means with K centres fitted on the train split's
+               masked-context tokens (the tokens the train step quantizes)
+  kmeans_whole k-means fitted on the train split's whole-image tokens (an
+               upper reference: a codebook placed on the distribution the
+               metric samples, which no method here may do)
+  sampling     the val usage expected if the val tokens were drawn from the
+               run codebook's shares over the train whole-image tokens:
+               sum_k 1 - (1 - p_k)^N_val (how much the share unevenness
+               alone costs)
+
+k-means: scikit-learn's KMeans, k-means++ start, one init, seeded; for
+cosine codebooks the centres are l2-normalised before the assignment. Codes
+are assigned by the nearest centre, as the layer does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+
+from jepa_jax import checkpoint as ckpt_lib
+from jepa_jax import config_lib
+from jepa_jax import data as data_lib
+from jepa_jax import masking
+from jepa_jax import measure
+from jepa_jax import quantizer as quantizer_lib
+from jepa_jax import run_files
+from jepa_jax import step as step_lib
+from jepa_jax import vq as vq_lib
+
+
+def expected_usage(shares: np.ndarray, n: int) -> float:
+  """E[distinct codes among n draws] / K = mean_k 1 - (1 - p_k)^n."""
+  p = np.asarray(shares, np.float64)
+  return float(np.mean(1.0 - (1.0 - p) ** n))
+
+
+def kmeans_usage(fit_u: np.ndarray, val_u: np.ndarray, k: int, l2: bool,
+                 seed: int = 0) -> float:
+  """Share of k centres (k-means on fit_u) that some val token is nearest to."""
+  from sklearn.cluster import KMeans  # noqa: PLC0415  (experiments only)
+  km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(fit_u)
+  centres = km.cluster_centers_
+  if l2:
+    centres = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+  codes, _ = vq_lib.nearest_codes(jnp.asarray(centres, jnp.float32),
+                                  jnp.asarray(val_u, jnp.float32))
+  return len(np.unique(np.asarray(codes))) / k
+
+
+def _open(workdir: str):
+  with open(os.path.join(workdir, run_files.CONFIG)) as f:
+    cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
+  dataset = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, dataset)
+  abstract = jax.eval_shape(lambda: step_lib.init_state(setup, dataset.image_shape,
+                                                        cfg.seed))
+  ckpts = ckpt_lib.RunCheckpoints(os.path.join(workdir, run_files.CHECKPOINTS),
+                                  read_only=True)
+  return cfg, dataset, setup, abstract, ckpts
+
+
+def _tokens_fn(setup, seed: int):
+  """fn(state, images, ids) -> (whole-image u (N, T, d), masked-context u (N, C, d))."""
+  enc, spec = setup.encoder, setup.quantizer
+
+  def fn(state, images, ids):
+    params = state['params']['encoder']
+    key = jax.random.PRNGKey(seed + 7)
+    ctx_idx, _ = masking.sample_masks(key, ids, setup.grid, setup.masking)
+    u = lambda z: quantizer_lib.encode(spec, state.get('vq_params'), z)  # noqa: E731
+    return (u(enc.apply(params, images, None, None)),
+            u(enc.apply(params, images, ctx_idx, None)))
+
+  return jax.jit(fn)
+
+
+def bounds_at(cfg, dataset, setup, state, seed: int = 0) -> Dict[str, float]:
+  """The four usages of the module docstring for one train state."""
+  spec = setup.quantizer
+  k = spec.num_codes
+  val_codes = np.asarray(jax.jit(measure.make_device_fn(setup, cfg.seed))(
+      state, dataset.val_images)['codes'])
+  tokens = _tokens_fn(setup, cfg.seed)
+  tr = dataset.train_images
+  tr_whole, tr_ctx = tokens(state, tr, jnp.arange(len(tr), dtype=jnp.int32))
+  val_whole, _ = tokens(state, dataset.val_images,
+                        jnp.arange(len(dataset.val_images), dtype=jnp.int32))
+  flat = lambda x: np.asarray(x, np.float32).reshape(-1, x.shape[-1])  # noqa: E731
+  codebook = quantizer_lib.codebook(spec, state['vq'].codebook, state.get('vq_params'))
+  tr_codes = np.asarray(vq_lib.nearest_codes(codebook, jnp.asarray(flat(tr_whole)))[0])
+  shares = np.bincount(tr_codes.reshape(-1), minlength=k) / tr_codes.size
+  return {
+      'run': len(np.unique(val_codes)) / k,
+      'kmeans_ctx': kmeans_usage(flat(tr_ctx), flat(val_whole), k, spec.l2, seed),
+      'kmeans_whole': kmeans_usage(flat(tr_whole), flat(val_whole), k, spec.l2, seed),
+      'sampling': expected_usage(shares, val_codes.size),
+  }
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog='python -m experiments.usage_bound',
+                               description=__doc__.split('\n\n')[0])
+  ap.add_argument('--workdir', required=True)
+  ap.add_argument('--steps', default='', help='checkpoint steps (default: all saved)')
+  ap.add_argument('--out', help='JSON lines written here too')
+  args = ap.parse_args(argv)
+  if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
+    ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
+  cfg, dataset, setup, abstract, ckpts = _open(args.workdir)
+  if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
+    ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
+  saved = ckpts.steps()
+  steps: List[int] = ([int(s) for s in args.steps.split(',')] if args.steps else saved)
+  missing = sorted(set(steps) - set(saved))
+  if missing:
+    ap.error(f'no checkpoint at step(s) {missing} in {args.workdir} (saved: {saved})')
+  rows = []
+  for s in steps:
+    state = ckpts.restore(s, abstract).state
+    row = {'step': s, **bounds_at(cfg, dataset, setup, state)}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+          flush=True)
+    rows.append(row)
+  if args.out:
+    with open(args.out, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows)
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
