@@ -79,11 +79,13 @@ def _open(workdir: str):
   return cfg, dataset, setup, abstract, ckpts
 
 
-def _tokens_fn(setup, seed: int):
-  """fn(state, images, ids) -> (whole-image u (N, T, d), masked-context u (N, C, d))."""
+def make_fns(setup, seed: int):
+  """The jitted functions `bounds_at` needs, compiled once per run:
+  (the embedding-metrics function, tokens(state, images, ids) -> whole-image
+  u (N, T, d) and masked-context u (N, C, d) in the quantizer's space)."""
   enc, spec = setup.encoder, setup.quantizer
 
-  def fn(state, images, ids):
+  def tokens(state, images, ids):
     params = state['params']['encoder']
     key = jax.random.PRNGKey(seed + 7)
     ctx_idx, _ = masking.sample_masks(key, ids, setup.grid, setup.masking)
@@ -91,20 +93,19 @@ def _tokens_fn(setup, seed: int):
     return (u(enc.apply(params, images, None, None)),
             u(enc.apply(params, images, ctx_idx, None)))
 
-  return jax.jit(fn)
+  return jax.jit(measure.make_device_fn(setup, seed)), jax.jit(tokens)
 
 
-def bounds_at(cfg, dataset, setup, state, seed: int = 0) -> Dict[str, float]:
-  """The four usages of the module docstring for one train state."""
+def bounds_at(dataset, setup, state, fns, seed: int = 0) -> Dict[str, float]:
+  """The four usages of the module docstring for one train state
+  (`fns` from `make_fns`)."""
   spec = setup.quantizer
   k = spec.num_codes
-  val_codes = np.asarray(jax.jit(measure.make_device_fn(setup, cfg.seed))(
-      state, dataset.val_images)['codes'])
-  tokens = _tokens_fn(setup, cfg.seed)
-  tr = dataset.train_images
-  tr_whole, tr_ctx = tokens(state, tr, jnp.arange(len(tr), dtype=jnp.int32))
-  val_whole, _ = tokens(state, dataset.val_images,
-                        jnp.arange(len(dataset.val_images), dtype=jnp.int32))
+  device_fn, tokens = fns
+  val_codes = np.asarray(device_fn(state, dataset.val_images)['codes'])
+  ids = lambda x: jnp.arange(len(x), dtype=jnp.int32)  # noqa: E731
+  tr_whole, tr_ctx = tokens(state, dataset.train_images, ids(dataset.train_images))
+  val_whole, _ = tokens(state, dataset.val_images, ids(dataset.val_images))
   flat = lambda x: np.asarray(x, np.float32).reshape(-1, x.shape[-1])  # noqa: E731
   codebook = quantizer_lib.codebook(spec, state['vq'].codebook, state.get('vq_params'))
   tr_codes = np.asarray(vq_lib.nearest_codes(codebook, jnp.asarray(flat(tr_whole)))[0])
@@ -134,10 +135,10 @@ def main(argv=None) -> int:
   missing = sorted(set(steps) - set(saved))
   if missing:
     ap.error(f'no checkpoint at step(s) {missing} in {args.workdir} (saved: {saved})')
-  rows = []
+  rows, fns = [], make_fns(setup, cfg.seed)
   for s in steps:
     state = ckpts.restore(s, abstract).state
-    row = {'step': s, **bounds_at(cfg, dataset, setup, state)}
+    row = {'step': s, **bounds_at(dataset, setup, state, fns)}
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
           flush=True)
     rows.append(row)

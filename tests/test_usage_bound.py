@@ -28,14 +28,15 @@ def test_kmeans_usage_counts_the_centres_val_tokens_reach():
   assert usage_bound.kmeans_usage(unit(fit), unit(val), 4, l2=True) == pytest.approx(0.5)
 
 
+@pytest.mark.slow          # a whole (tiny) run
 def test_bounds_of_a_tiny_run_checkpoint(tmp_path, capsys):
-  from jepa_jax import config_lib, train  # noqa: PLC0415
-  cfg = config_lib.load_config('configs/early_refresh.py:tiny')
-  cfg.vq.codebook_size = 16
+  from jepa_jax import train  # noqa: PLC0415
+  from conftest import load  # noqa: PLC0415
+  cfg = load('gentle', 'tiny')            # the program test_train compiles too
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(cfg, workdir)
   out = str(tmp_path / 'bounds.jsonl')
-  assert usage_bound.main(['--workdir', workdir, '--out', out]) == 0
+  assert usage_bound.main(['--workdir', workdir, '--steps', '6', '--out', out]) == 0
   rows = [json.loads(line) for line in open(out)]
   assert rows and all(0 < r[k] <= 1 for r in rows
                       for k in ('run', 'kmeans_ctx', 'kmeans_whole', 'sampling'))
