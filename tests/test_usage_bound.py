@@ -36,7 +36,7 @@ def test_bounds_of_a_tiny_run_checkpoint(tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(cfg, workdir)
   out = str(tmp_path / 'bounds.jsonl')
-  assert usage_bound.main(['--workdir', workdir, '--steps', '6', '--out', out]) == 0
+  assert usage_bound.main(['--workdir', workdir, '--steps', '3', '--out', out]) == 0
   rows = [json.loads(line) for line in open(out)]
   assert rows and all(0 < r[k] <= 1 for r in rows
                       for k in ('run', 'kmeans_ctx', 'kmeans_whole', 'sampling'))
