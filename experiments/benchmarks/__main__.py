@@ -39,13 +39,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 FULL = dict(
     sizes=[(64, 2, 2, 256), (192, 6, 3, 128), (384, 6, 6, 64)],
-    warmup=3, reps=10, matmul_n=2048,
+    warmup=3, reps=5, rounds=4, matmul_n=2048,
     vq_layer=[(4096, 64, 512), (16384, 256, 8192)],
     vq_scaling=[(tokens, codes) for codes in (512, 4096, 16384, 65536)
                 for tokens in (4096, 65536)],
     vq_max_elements=2 ** 24, overhead_config='configs/gentle.py')
 QUICK = dict(
-    sizes=[(32, 1, 2, 16)], warmup=1, reps=2, matmul_n=256,
+    sizes=[(32, 1, 2, 16)], warmup=1, reps=2, rounds=2, matmul_n=256,
     vq_layer=[(256, 16, 64)], vq_scaling=[(4096, 4096)], vq_max_elements=2 ** 16,
     overhead_config='configs/gentle.py:tiny')
 
@@ -73,6 +73,35 @@ def _torch():
     return None
 
 
+def _train_step_row(size, plan, tb, skip_torch_compile: bool):
+  """One size: every side prepared (compiled, first call made), then timed
+  in `plan['rounds']` alternating rounds of `plan['reps']` calls
+  (`common.interleaved`)."""
+  dim, depth, heads, batch = size
+  row = {'size': list(size)}
+  print(f'train step {row["size"]} ...', file=sys.stderr, flush=True)
+  calls, infos = {}, {}
+  calls['jax'], infos['jax'] = jax_bench.train_step_call(dim, depth, heads, batch)
+  if tb:
+    cfg = jax_bench.bench_config(dim, depth, heads, batch)
+    calls['torch_eager'], infos['torch_eager'] = tb.train_step_call(
+        cfg, jax_bench.IMAGE, batch)
+    if not skip_torch_compile:
+      try:
+        calls['torch_compile'], infos['torch_compile'] = tb.train_step_call(
+            cfg, jax_bench.IMAGE, batch, compile_model=True)
+      except Exception as err:  # noqa: BLE001  (report, do not hide)
+        row['torch_compile'] = {'error': f'{type(err).__name__}: {err}'[:300]}
+  timed = common.interleaved(calls, plan['warmup'], plan['reps'], plan['rounds'])
+  for side, stats in timed.items():
+    if side == 'jax':
+      row[side] = jax_bench.step_stats(stats, infos[side], batch)
+    else:
+      row[side] = dict(stats, **infos[side],
+                       samples_per_s=batch / (stats['median_ms'] / 1e3))
+  return row
+
+
 def run(plan, quick: bool, skip_torch: bool = False, skip_overheads: bool = False,
         skip_torch_compile: bool = False):
   tb = None if skip_torch else _torch()
@@ -91,26 +120,14 @@ def run(plan, quick: bool, skip_torch: bool = False, skip_overheads: bool = Fals
   except OSError:
     res['commit'] = None
   w, r = plan['warmup'], plan['reps']
+  res.update(rounds=plan['rounds'], reps=r)
 
   res['matmul_peak'] = {'jax': jax_bench.matmul_peak(plan['matmul_n'], r)}
   if tb:
     res['matmul_peak']['torch'] = tb.matmul_peak(plan['matmul_n'], r)
 
-  res['train_step'] = []
-  for dim, depth, heads, batch in plan['sizes']:
-    row = {'size': [dim, depth, heads, batch]}
-    print(f'train step {row["size"]} ...', file=sys.stderr, flush=True)
-    row['jax'] = jax_bench.train_step(dim, depth, heads, batch, w, r)
-    if tb:
-      cfg = jax_bench.bench_config(dim, depth, heads, batch)
-      row['torch_eager'] = tb.train_step(cfg, jax_bench.IMAGE, batch, w, r)
-      if not skip_torch_compile:
-        try:
-          row['torch_compile'] = tb.train_step(cfg, jax_bench.IMAGE, batch, w, r,
-                                               compile_model=True)
-        except Exception as err:  # noqa: BLE001  (report, do not hide)
-          row['torch_compile'] = {'error': f'{type(err).__name__}: {err}'[:300]}
-    res['train_step'].append(row)
+  res['train_step'] = [_train_step_row(size, plan, tb, skip_torch_compile)
+                       for size in plan['sizes']]
 
   res['vq_layer'] = []
   for tokens, dim, codes in plan['vq_layer']:
@@ -155,7 +172,10 @@ def markdown(res) -> str:
            + f"; torch {m.get('torch')}"
            + (f" ({m.get('torch_threads')} threads)" if m.get('torch') else '')
            + (f" on {m['torch_cuda_device']}" if m.get('torch_cuda_device') else '') + '.', '',
-           'Times are min / median / max over the repetitions after warm-up.', '']
+           'Times are min / median / max over the repetitions after warm-up. Train step: '
+           f"the sides of a size alternate in {res.get('rounds', 1)} rounds of "
+           f"{res.get('reps', '?')} calls each (A B C, C B A, ...); 'spread' is the range of "
+           'the per-round medians over their median.', '']
   if res.get('gpu'):
     lines += ['On the GPU: both sides on the same card, PyTorch synchronised after each timed '
               "call; float32 matmuls may use TF32 on both sides (JAX's default precision, "
@@ -167,8 +187,9 @@ def markdown(res) -> str:
   lines += [f"| {k} | {v['gflops']:.1f} |" for k, v in mp.items()]
   peak = max(v['gflops'] for v in mp.values())
   lines += ['', '## 1. Train step', '',
-            '| size (dim, depth, heads, batch) | side | min / median / max ms | samples/s '
-            '| compile / first call s | speed-up of jepa_jax |', '|---|---|---|---|---|---|']
+            '| size (dim, depth, heads, batch) | side | min / median / max ms | spread '
+            '| samples/s | compile / first call s | speed-up of jepa_jax |',
+            '|---|---|---|---|---|---|---|']
   for row in res['train_step']:
     jx = row['jax']
     for side in ('jax', 'torch_eager', 'torch_compile'):
@@ -176,11 +197,12 @@ def markdown(res) -> str:
         continue
       s = row[side]
       if 'error' in s:
-        lines.append(f"| {tuple(row['size'])} | {side} | failed: {s['error']} | | | |")
+        lines.append(f"| {tuple(row['size'])} | {side} | failed: {s['error']} | | | | |")
         continue
       first = s.get('compile_s', s.get('first_call_s'))
+      spread = f"{s['round_spread']:.0%}" if 'round_spread' in s else '–'
       lines.append(f"| {tuple(row['size'])} | {side} | {s['min_ms']:.1f} / {s['median_ms']:.1f}"
-                   f" / {s['max_ms']:.1f} | {s['samples_per_s']:.0f} | {first:.1f} | "
+                   f" / {s['max_ms']:.1f} | {spread} | {s['samples_per_s']:.0f} | {first:.1f} | "
                    f"{_ratio(s['median_ms'], jx['median_ms']) if side != 'jax' else '–'} |")
   lines += ['', '## 2. Roofline (jepa_jax step)', '',
             '| size | GFLOP / step (XLA cost analysis) | achieved GFLOP/s | fraction of matmul peak |',

@@ -21,6 +21,38 @@ def time_calls(fn: Callable[[], object], warmup: int, reps: int) -> List[float]:
   return out
 
 
+def interleaved(calls: Dict[str, Callable[[], object]], warmup: int, reps: int,
+                rounds: int) -> Dict[str, Dict[str, object]]:
+  """Times several sides in alternating rounds (A B C, C B A, A B C, ...).
+
+  Every side is warmed up first; then each round times `reps` calls of
+  every side in turn, the order reversed every other round, so a drift of
+  the machine (another process, thermal or frequency changes) falls on all
+  sides alike instead of on whichever ran last. Per side: `summarize` over
+  all timed calls, plus each round's median ('round_medians_ms') and their
+  spread, (max - min) / median of the round medians.
+  """
+  names = list(calls)
+  for name in names:
+    for _ in range(warmup):
+      calls[name]()
+  times: Dict[str, List[float]] = {n: [] for n in names}
+  per_round: Dict[str, List[float]] = {n: [] for n in names}
+  for r in range(rounds):
+    for name in (names if r % 2 == 0 else names[::-1]):
+      t = time_calls(calls[name], 0, reps)
+      times[name] += t
+      per_round[name].append(statistics.median(t) * 1e3)
+  out = {}
+  for name in names:
+    stats = summarize(times[name])
+    meds = per_round[name]
+    stats.update(rounds=rounds, round_medians_ms=meds,
+                 round_spread=(max(meds) - min(meds)) / statistics.median(meds))
+    out[name] = stats
+  return out
+
+
 def summarize(times: List[float]) -> Dict[str, float]:
   """min / median / max in milliseconds."""
   ms = [t * 1e3 for t in times]

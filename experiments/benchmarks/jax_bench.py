@@ -44,7 +44,9 @@ def _random_dataset(batch: int) -> data_lib.Dataset:
   return data_lib.Dataset(train_images=images, val_images=images[:2], name='random')
 
 
-def train_step(dim, depth, heads, batch, warmup, reps) -> Dict[str, object]:
+def train_step_call(dim, depth, heads, batch):
+  """(run, info): `run()` takes one compiled train step and blocks until it
+  is done; info: compile seconds and XLA's FLOPs per step."""
   cfg = bench_config(dim, depth, heads, batch)
   ds = _random_dataset(batch)
   setup = step_lib.make_setup(cfg, ds)
@@ -63,11 +65,21 @@ def train_step(dim, depth, heads, batch, warmup, reps) -> Dict[str, object]:
     holder['state'], m = compiled(holder['state'], images, ids)
     jax.block_until_ready(m['loss'])
 
-  stats = common.summarize(common.time_calls(run, warmup, reps))
-  stats.update(compile_s=compile_s, flops_per_step=flops,
-               samples_per_s=batch / (stats['median_ms'] / 1e3),
-               achieved_gflops=flops / (stats['median_ms'] / 1e3) / 1e9)
+  return run, {'compile_s': compile_s, 'flops_per_step': flops}
+
+
+def step_stats(stats: Dict[str, object], info: Dict[str, float], batch: int) -> Dict[str, object]:
+  """Timing stats of the jax step with its throughput and roofline figures."""
+  stats = dict(stats, **info)
+  stats.update(samples_per_s=batch / (stats['median_ms'] / 1e3),
+               achieved_gflops=info['flops_per_step'] / (stats['median_ms'] / 1e3) / 1e9)
   return stats
+
+
+def train_step(dim, depth, heads, batch, warmup, reps) -> Dict[str, object]:
+  """The jax step timed alone (no other side interleaved)."""
+  run, info = train_step_call(dim, depth, heads, batch)
+  return step_stats(common.summarize(common.time_calls(run, warmup, reps)), info, batch)
 
 
 def matmul_peak(n: int, reps: int) -> Dict[str, float]:
