@@ -76,12 +76,6 @@ def step_stats(stats: Dict[str, object], info: Dict[str, float], batch: int) -> 
   return stats
 
 
-def train_step(dim, depth, heads, batch, warmup, reps) -> Dict[str, object]:
-  """The jax step timed alone (no other side interleaved)."""
-  run, info = train_step_call(dim, depth, heads, batch)
-  return step_stats(common.summarize(common.time_calls(run, warmup, reps)), info, batch)
-
-
 def matmul_peak(n: int, reps: int) -> Dict[str, float]:
   """Dense float32 matmul throughput (n x n x n), the machine's practical peak."""
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n))

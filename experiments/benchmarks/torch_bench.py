@@ -215,14 +215,6 @@ def train_step_call(cfg, image, batch, compile_model=False):
   return (lambda: step(images)), {'first_call_s': time.perf_counter() - t0}
 
 
-def train_step(cfg, image, batch, warmup, reps, compile_model=False) -> Dict[str, float]:
-  """The step timed alone (no other side interleaved)."""
-  run, info = train_step_call(cfg, image, batch, compile_model)
-  stats = common.summarize(common.time_calls(run, warmup, reps))
-  stats.update(info, samples_per_s=batch / (stats['median_ms'] / 1e3))
-  return stats
-
-
 def vq_layer(tokens, dim, codes, decay, warmup, reps) -> Dict[str, float]:
   """VectorQuantize forward in training mode (nearest codes + EMA update)."""
   from vector_quantize_pytorch import VectorQuantize
