@@ -92,3 +92,15 @@ def test_two_stage_reference_trains_only_the_codebook_in_stage_2(tmp_path):
   start = start_state.starting_state(cfg2, setup2, ds, step_lib.init_state(
       setup2, ds.image_shape, cfg2.seed))
   assert not np.allclose(s2['vq'].codebook, start['vq'].codebook)   # the codebook learned
+
+
+def test_two_stage_settled_is_option_d_with_a_scheduled_stage2_ema_step():
+  settled, ref = load('two_stage_settled'), load('two_stage_reference')
+  assert ref.variant == 'two_stage_reference'
+  stage2 = stages.stage_config(settled, 2, init_from='x')
+  assert stage2.vq.ema_decay_schedule == 'learning_rate'
+  assert stages.stage_config(ref, 2, init_from='x').vq.ema_decay_schedule == 'constant'
+  assert stages.stage_config(settled, 1).vq.enabled is False
+  settled.variant = ref.variant
+  del settled.stage2.vq['ema_decay_schedule']
+  assert settled.to_dict() == ref.to_dict()
