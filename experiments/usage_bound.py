@@ -18,8 +18,8 @@ l2-normalised when the config says so):
                metric samples, which no method here may do)
   sampling     the val usage expected if the val tokens were drawn from the
                run codebook's shares over the train whole-image tokens:
-               sum_k 1 - (1 - p_k)^N_val (how much the share unevenness
-               alone costs)
+               sum_k 1 - (1 - p_k)^N_val (`codebook_health.expected_usage`:
+               how much the share unevenness alone costs)
 
 k-means: scikit-learn's KMeans, k-means++ start, one init, seeded; for
 cosine codebooks the centres are l2-normalised before the assignment. Codes
@@ -35,23 +35,15 @@ from typing import Dict, List
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 
 from jepa_jax import checkpoint as ckpt_lib
-from jepa_jax import config_lib
-from jepa_jax import data as data_lib
+from jepa_jax import codebook_health as health
+from jepa_jax import evaluate
 from jepa_jax import masking
 from jepa_jax import measure
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import run_files
-from jepa_jax import step as step_lib
 from jepa_jax import vq as vq_lib
-
-
-def expected_usage(shares: np.ndarray, n: int) -> float:
-  """E[distinct codes among n draws] / K = mean_k 1 - (1 - p_k)^n."""
-  p = np.asarray(shares, np.float64)
-  return float(np.mean(1.0 - (1.0 - p) ** n))
 
 
 def kmeans_usage(fit_u: np.ndarray, val_u: np.ndarray, k: int, l2: bool,
@@ -65,18 +57,6 @@ def kmeans_usage(fit_u: np.ndarray, val_u: np.ndarray, k: int, l2: bool,
   codes, _ = vq_lib.nearest_codes(jnp.asarray(centres, jnp.float32),
                                   jnp.asarray(val_u, jnp.float32))
   return len(np.unique(np.asarray(codes))) / k
-
-
-def _open(workdir: str):
-  with open(os.path.join(workdir, run_files.CONFIG)) as f:
-    cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
-  dataset = data_lib.load_dataset(cfg)
-  setup = step_lib.make_setup(cfg, dataset)
-  abstract = jax.eval_shape(lambda: step_lib.init_state(setup, dataset.image_shape,
-                                                        cfg.seed))
-  ckpts = ckpt_lib.RunCheckpoints(os.path.join(workdir, run_files.CHECKPOINTS),
-                                  read_only=True)
-  return cfg, dataset, setup, abstract, ckpts
 
 
 def make_fns(setup, seed: int):
@@ -109,12 +89,12 @@ def bounds_at(dataset, setup, state, fns, seed: int = 0) -> Dict[str, float]:
   flat = lambda x: np.asarray(x, np.float32).reshape(-1, x.shape[-1])  # noqa: E731
   codebook = quantizer_lib.codebook(spec, state['vq'].codebook, state.get('vq_params'))
   tr_codes = np.asarray(vq_lib.nearest_codes(codebook, jnp.asarray(flat(tr_whole)))[0])
-  shares = np.bincount(tr_codes.reshape(-1), minlength=k) / tr_codes.size
+  counts = np.bincount(tr_codes.reshape(-1), minlength=k)
   return {
       'run': len(np.unique(val_codes)) / k,
       'kmeans_ctx': kmeans_usage(flat(tr_ctx), flat(val_whole), k, spec.l2, seed),
       'kmeans_whole': kmeans_usage(flat(tr_whole), flat(val_whole), k, spec.l2, seed),
-      'sampling': expected_usage(shares, val_codes.size),
+      'sampling': health.expected_usage(counts, val_codes.size),
   }
 
 
@@ -127,7 +107,9 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
-  cfg, dataset, setup, abstract, ckpts = _open(args.workdir)
+  cfg, dataset, setup, abstract = evaluate.run_setup(args.workdir)
+  ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),
+                                  read_only=True)
   if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
     ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
   saved = ckpts.steps()

@@ -88,24 +88,33 @@ from jepa_jax import step as step_lib
 
 
 
-def load_trained_state(workdir: str):
-  """(cfg, dataset, setup, state) of a finished run, weights from its folder."""
+def run_setup(workdir: str):
+  """(cfg, dataset, setup, target) of a run folder: its config.json (keys
+  added since filled in), data and `step.Setup`, and the train state's
+  structure and shapes (`jax.eval_shape`: no initialisation is computed)."""
   import json  # noqa: PLC0415
   path = os.path.join(workdir, run_files.CONFIG)
   if not os.path.exists(path):
     raise ValueError(f'{workdir}: not a run folder (no config.json)')
-  weights = os.path.join(workdir, run_files.FINAL_STATE)
-  if not os.path.exists(weights):
-    raise ValueError(f'{weights}: no final weights (a run writes them when it ends; '
-                     'this one did not end or predates them)')
   with open(path) as f:
     cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
   config_lib.validate(cfg)
   dataset = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, dataset)
-  # Only the structure and shapes are needed: no initialisation is computed.
   target = jax.eval_shape(lambda: step_lib.init_state(setup, dataset.image_shape,
                                                       cfg.seed))
+  return cfg, dataset, setup, target
+
+
+def load_trained_state(workdir: str):
+  """(cfg, dataset, setup, state) of a finished run, weights from its folder."""
+  if not os.path.exists(os.path.join(workdir, run_files.CONFIG)):
+    raise ValueError(f'{workdir}: not a run folder (no config.json)')
+  weights = os.path.join(workdir, run_files.FINAL_STATE)
+  if not os.path.exists(weights):
+    raise ValueError(f'{weights}: no final weights (a run writes them when it ends; '
+                     'this one did not end or predates them)')
+  cfg, dataset, setup, target = run_setup(workdir)
   return cfg, dataset, setup, final_state.load(workdir, target)
 
 

@@ -1,19 +1,20 @@
-"""The usage-bound experiment (experiments/usage_bound.py): its two measures
-by hand, and one checkpoint of a tiny run end to end."""
+"""The usage-bound experiment (experiments/usage_bound.py): the two measures it
+uses by hand, and one checkpoint of a tiny run end to end."""
 import json
 
 import numpy as np
 import pytest
 
 from experiments import usage_bound
+from jepa_jax import codebook_health as health
 
 
 def test_expected_usage_by_hand():
   # Two codes of four share the draws equally: each is missed by 2 draws with
   # probability 0.5^2, the other two are never drawn.
-  assert usage_bound.expected_usage([0.5, 0.5, 0.0, 0.0], 2) == pytest.approx(0.375)
+  assert health.expected_usage([0.5, 0.5, 0.0, 0.0], 2) == pytest.approx(0.375)
   # Uniform shares over K: 1 - (1 - 1/K)^n.
-  assert usage_bound.expected_usage(np.full(8, 1 / 8), 8) == pytest.approx(1 - (7 / 8) ** 8)
+  assert health.expected_usage(np.full(8, 1 / 8), 8) == pytest.approx(1 - (7 / 8) ** 8)
 
 
 def test_kmeans_usage_counts_the_centres_val_tokens_reach():
