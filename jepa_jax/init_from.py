@@ -7,6 +7,7 @@ import os
 import tempfile
 from typing import Any, Optional, Tuple
 
+from jepa_jax import interrupts
 from jepa_jax import run_files
 from jepa_jax.checkpoint import (CheckpointError, DamagedCheckpoint, RunCheckpoints,
                                  raise_if_mismatched)
@@ -37,8 +38,10 @@ def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
   Returns (tree, 'DIR step N').
   """
   directory, step = resolve(path)
-  ckpts = RunCheckpoints(directory, read_only=True)
+  ckpts = None
   try:
+    with interrupts.deferred():         # a stop in set-up still closes ckpts below
+      ckpts = RunCheckpoints(directory, read_only=True)
     steps = ckpts.steps()
     if step is None:
       if not steps:
@@ -61,5 +64,6 @@ def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
                                      f'jepa_jax_init_from_mismatches_{os.getpid()}.txt'))
     tree = ckpts.restore_state(step, abstract_subset, partial=True)
   finally:
-    ckpts.close()
+    if ckpts is not None:
+      ckpts.close()
   return tree, f'{directory} step {step}'

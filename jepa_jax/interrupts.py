@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import contextlib
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
 STATUS = {signal.SIGTERM: 'preempted', signal.SIGINT: 'interrupted'}
 NAME = {signal.SIGTERM: 'SIGTERM', signal.SIGINT: 'SIGINT'}
@@ -39,7 +40,8 @@ class Stopped(BaseException):
     super().__init__(f'{NAME[signum]} during set-up')
 
 
-_state = {'phase': 'startup', 'requested': None, 'previous': None, 'hook': None}
+_state = {'phase': 'startup', 'requested': None, 'previous': None, 'hook': None,
+          'deferring': False, 'deferred': None}
 
 
 def _say(message: str) -> None:
@@ -56,6 +58,9 @@ def _handler(signum, frame):  # pylint: disable=unused-argument
     sys.stdout.flush()
     os._exit(128 + signum)  # pylint: disable=protected-access
   _state['requested'] = status
+  if phase == 'setup' and _state['deferring']:
+    _state['deferred'] = signum          # raised when the `deferred` block ends
+    return
   if phase == 'setup':
     raise Stopped(status, signum)
   if phase == 'loop':
@@ -99,6 +104,26 @@ def set_phase(phase: str) -> None:
   if phase == 'setup':
     _state['requested'] = None
   _state['phase'] = phase
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+  """In set-up, a signal inside the block raises `Stopped` when the block
+  ends, not inside it: for calls that start background work and must
+  return their handle (an Orbax CheckpointManager starts a clean-up thread
+  in its constructor; stopped half-way, nobody could close it and the
+  thread would fail at interpreter shutdown). Elsewhere a no-op."""
+  if _state['deferring']:
+    yield
+    return
+  _state['deferring'], _state['deferred'] = True, None
+  try:
+    yield
+  finally:
+    _state['deferring'] = False
+  signum, _state['deferred'] = _state['deferred'], None
+  if signum is not None and _state['phase'] == 'setup':
+    raise Stopped(STATUS[signum], signum)
 
 
 def requested() -> Optional[str]:

@@ -23,6 +23,7 @@ from jepa_jax import checkpoint as ckpt_lib
 from jepa_jax import data as data_lib
 from jepa_jax import final_state
 from jepa_jax import init_from as init_from_lib
+from jepa_jax import interrupts
 from jepa_jax import loop_state
 from jepa_jax import parallel
 from jepa_jax import records
@@ -114,13 +115,15 @@ def set_aside_stale_eval(workdir: str) -> None:
 
 def _restore(plan, workdir, holds_run, abstract, keep):
   """(checkpoints or None, the latest readable checkpoint or None)."""
-  folder = os.path.join(workdir, run_files.CHECKPOINTS)
-  ckpts = (ckpt_lib.RunCheckpoints(folder, keep)
-           if holds_run and os.path.isdir(folder) else None)
+  folder, ckpts = os.path.join(workdir, run_files.CHECKPOINTS), None
   try:   # checkpoints hold one copy of the state, whatever the device count
+    if holds_run and os.path.isdir(folder):
+      with interrupts.deferred():        # a signal now is raised once ckpts is set
+        ckpts = ckpt_lib.RunCheckpoints(folder, keep)
     restored = ckpts.restore_latest(abstract) if ckpts else None
   except BaseException:
-    ckpts.close()
+    if ckpts is not None:
+      ckpts.close()
     raise
   _check_same_step_everywhere(plan, restored)
   return ckpts, restored
@@ -160,8 +163,9 @@ def open_run(cfg, workdir: str, progress: Dict[str, Any]) -> OpenRun:
     records.write_json(os.path.join(workdir, run_files.CONFIG), cfg_json)
     for name in run_files.STEP_LOGS:
       records.rewind_jsonl(os.path.join(workdir, name), meta['step'])
-  ckpts = progress['ckpts'] = ckpts or ckpt_lib.RunCheckpoints(
-      os.path.join(workdir, run_files.CHECKPOINTS), cc.keep)
+  with interrupts.deferred():   # stopped here, stopped_in_setup closes progress['ckpts']
+    ckpts = progress['ckpts'] = ckpts or ckpt_lib.RunCheckpoints(
+        os.path.join(workdir, run_files.CHECKPOINTS), cc.keep)
   return OpenRun(workdir=workdir, plan=plan, cfg_json=cfg_json, dataset=dataset,
                  setup=setup, state=state, meta=meta, ckpts=ckpts,
                  resumed_from_step=resumed)

@@ -46,6 +46,30 @@ def test_sigterm_while_compiling_writes_a_preempted_summary(tmp_path, monkeypatc
   assert again['status'] == 'completed' and again['steps'] == 6
 
 
+def test_sigterm_inside_the_checkpoint_manager_constructor_closes_it(tmp_path, monkeypatch):
+  """The signal lands inside Orbax's CheckpointManager constructor, after it
+  started its clean-up thread: the stop is raised once the handle is held,
+  the manager is closed, and no Orbax thread outlives the call (one that
+  did failed at interpreter shutdown with a traceback)."""
+  made, real = [], checkpoint.ocp.CheckpointManager
+  def manager_then_sigterm(*args, **kwargs):
+    manager = real(*args, **kwargs)
+    made.append(manager)
+    if len(made) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)   # handled at the next bytecode, in here
+      sum(range(1000))
+    return manager
+  monkeypatch.setattr(checkpoint.ocp, 'CheckpointManager', manager_then_sigterm)
+  closed = []
+  close = checkpoint.RunCheckpoints.close
+  monkeypatch.setattr(checkpoint.RunCheckpoints, 'close',
+                      lambda self: (closed.append(self.manager), close(self)))
+  summary = train.train_and_evaluate(load('gentle', 'tiny'), str(tmp_path / 'run'))
+  assert summary['status'] == 'preempted' and summary['steps'] == 0
+  assert made and made[0] in closed
+  assert json.load(open(tmp_path / 'run' / 'summary.json'))['status'] == 'preempted'
+
+
 def test_sigint_in_training_saves_at_the_next_step_boundary(tmp_path, monkeypatch):
   batches = data_lib.epoch_batches
   def batches_then_sigint(*args, **kwargs):
