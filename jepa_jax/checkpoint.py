@@ -199,6 +199,16 @@ class Restored:
   meta: Dict[str, Any]
 
 
+def _await_tmp_cleanup(manager) -> None:
+  """Waits for the clean-up of temporary folders that Orbax's CheckpointManager
+  starts on a thread in its constructor: its `close` does not (only `save`
+  does), so a run stopped before its first save exited with the thread still
+  running, and the thread failed at interpreter shutdown with a traceback."""
+  wait = getattr(manager, '_maybe_await_cleanup_tmp_directory', None)
+  if wait is not None:
+    wait()
+
+
 class RunCheckpoints:
   """The checkpoints of one run directory (see the module docstring)."""
 
@@ -278,6 +288,7 @@ class RunCheckpoints:
       if self._saver is not None:
         self._saver.shutdown(wait=True)
         self._saver = None
+      _await_tmp_cleanup(self.manager)
       self.manager.close()
 
   def reached_preemption(self, step: int) -> bool:

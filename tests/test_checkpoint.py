@@ -155,6 +155,28 @@ def test_a_save_failing_in_the_background_is_raised_at_close(tmp_path, monkeypat
   assert ckpts.steps() == []
 
 
+def test_close_waits_for_orbax_tmp_cleanup_started_by_the_constructor(tmp_path, monkeypatch):
+  """Orbax's CheckpointManager cleans up temporary folders on a thread started
+  in its constructor, and its close() does not wait for it: a run stopped
+  before its first save exited with it running (a traceback at interpreter
+  shutdown). Here the clean-up is slowed down: close() must outlast it."""
+  from orbax.checkpoint import checkpoint_manager as ocp_cm  # noqa: PLC0415
+  real, finished = ocp_cm.temporary_paths.cleanup_temporary_paths, []
+
+  async def slow_cleanup(*args, **kwargs):
+    import asyncio  # noqa: PLC0415
+    await asyncio.sleep(0.5)
+    out = await real(*args, **kwargs)
+    finished.append(True)
+    return out
+
+  monkeypatch.setattr(ocp_cm.temporary_paths, 'cleanup_temporary_paths', slow_cleanup)
+  ckpts = checkpoint.RunCheckpoints(str(tmp_path / 'checkpoints'))
+  assert not finished                            # still running in the background
+  ckpts.close()
+  assert finished == [True]
+
+
 def test_killed_run_resumes_to_identical_params_and_logs(reference, tmp_path, capfd):
   workdir = str(tmp_path / 'run')
   proc = _start_and_wait_for_checkpoint(workdir)
