@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from experiments import ami_sources
 from experiments import report
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
@@ -240,6 +241,12 @@ def test_arc_training_evaluation_and_report_end_to_end(tmp_path):
     assert ev[enc]['linear_probe_acc'] == pytest.approx(
         np.mean([r[enc]['linear_probe_acc'] for r in ev['probes'].values()]))
   assert 1 <= ev['codes_used_val'] <= cfg.vq.codebook_size
+  # experiments/ami_sources: the run's codes score eval.json's AMI (valid
+  # tokens, mean over the properties); the k-means AMIs are AMIs.
+  amis = ami_sources.ami_sources(str(run))
+  assert amis['run'] == pytest.approx(ev['code_label_ami'], abs=1e-12)
+  assert all(-1 <= amis[k] <= 1 for k in ('kmeans_space', 'kmeans_raw'))
+  assert 'kmeans_projected' not in amis           # no normalised projection here
 
   # The assessment report shows every property's probe.
   text = open(report.write_report(str(tmp_path), ['arc_gentle'], [0], {})).read()

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import ami_sources
 from jepa_jax import anticollapse as ac
 from jepa_jax import codebook_health as health
 from jepa_jax import config_lib
@@ -509,6 +510,11 @@ def test_recommended_config_saves_loads_and_evaluates(tmp_path):
                                states[-1].get('vq_params'), tokens))
   assert out['codes_used_val'] == len(np.unique(codes))
   assert 0 <= out['code_label_nmi'] <= 1
+  # experiments/ami_sources (8-d cosine codes): the run's codes score
+  # eval.json's AMI; k-means in the quantizer's space assigns normalised centres.
+  amis = ami_sources.ami_sources(str(tmp_path))
+  assert amis['run'] == pytest.approx(out['code_label_ami'], abs=1e-12)
+  assert all(-1 <= amis[k] <= 1 for k in ('kmeans_space', 'kmeans_projected', 'kmeans_raw'))
   # Train usage and the val usage the train shares predict for this many val tokens.
   k = setup.quantizer.num_codes
   train_tokens = setup.encoder.apply(states[-1]['params']['encoder'], ds.train_images, None)

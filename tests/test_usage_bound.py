@@ -1,10 +1,12 @@
-"""The usage-bound experiment (experiments/usage_bound.py): the two measures it
-uses by hand, and one checkpoint of a tiny run end to end."""
+"""The usage-bound and churn-sources experiments (experiments/usage_bound.py,
+experiments/churn_sources.py): their measures by hand, and checkpoints of
+one tiny run end to end."""
 import json
 
 import numpy as np
 import pytest
 
+from experiments import churn_sources
 from experiments import usage_bound
 from jepa_jax import codebook_health as health
 
@@ -29,13 +31,21 @@ def test_kmeans_usage_counts_the_centres_val_tokens_reach():
   assert usage_bound.kmeans_usage(unit(fit), unit(val), 4, l2=True) == pytest.approx(0.5)
 
 
-@pytest.mark.slow          # a whole (tiny) run
-def test_bounds_of_a_tiny_run_checkpoint(tmp_path, capsys):
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  """A tiny run with a checkpoint at every step (measurement points 1, 3, 5)."""
   from jepa_jax import train  # noqa: PLC0415
   from conftest import load  # noqa: PLC0415
   cfg = load('gentle', 'tiny')            # the program test_train compiles too
-  workdir = str(tmp_path / 'run')
+  cfg.checkpoint.every_steps, cfg.checkpoint.keep = 1, 10
+  workdir = str(tmp_path_factory.mktemp('tiny') / 'run')
   train.train_and_evaluate(cfg, workdir)
+  return workdir
+
+
+@pytest.mark.slow          # a whole (tiny) run
+def test_bounds_of_a_tiny_run_checkpoint(tiny_run, tmp_path, capsys):
+  workdir = tiny_run
   out = str(tmp_path / 'bounds.jsonl')
   assert usage_bound.main(['--workdir', workdir, '--steps', '3', '--out', out]) == 0
   rows = [json.loads(line) for line in open(out)]
@@ -51,3 +61,43 @@ def test_bounds_of_a_tiny_run_checkpoint(tmp_path, capsys):
   with pytest.raises(SystemExit):
     usage_bound.main(['--workdir', workdir, '--steps', '99999'])
   assert 'no checkpoint at step(s) [99999]' in capsys.readouterr().err
+
+
+def test_churn_sources_by_hand():
+  book = np.array([[0.0, 0.0], [1.0, 0.0]])
+  u_a = np.array([[0.1, 0.0], [0.9, 0.0], [0.45, 0.0]])
+  u_b = np.array([[0.1, 0.0], [0.9, 0.0], [0.55, 0.0]])   # the third token crosses
+  got = churn_sources.decompose(u_a, book, u_b, book)
+  assert got['total'] == got['encoder_only'] == pytest.approx(1 / 3)
+  assert got['codebook_only'] == 0.0
+  # Only the third token moved (0.1) more than half its margin ((0.55 - 0.45) / 2).
+  assert got['can_switch'] == pytest.approx(1 / 3)
+  assert got['chance'] == pytest.approx(1 - (1 / 9 + 4 / 9))     # shares 1/3, 2/3 at B
+  moved = np.array([[0.0, 0.0], [0.4, 0.0]])                       # code 1 moves to 0.4
+  got = churn_sources.decompose(u_a, book, u_a, moved)
+  assert got['codebook_only'] == got['total'] == pytest.approx(1 / 3)
+  assert got['encoder_only'] == got['can_switch'] == 0.0
+  assert got['median_code_move'] == pytest.approx(0.3)
+
+
+def test_two_nearest_distances_against_brute_force():
+  rng = np.random.default_rng(1)
+  book, u = rng.standard_normal((50, 4)), rng.standard_normal((5000, 4))
+  d1, d2 = churn_sources.two_nearest_distances(book, u)
+  full = np.sort(np.linalg.norm(u[:, None] - book[None], axis=-1), axis=1)
+  np.testing.assert_allclose(d1, full[:, 0], rtol=1e-12)
+  np.testing.assert_allclose(d2, full[:, 1], rtol=1e-12)
+
+
+@pytest.mark.slow          # uses the tiny run
+def test_churn_sources_total_is_the_logged_churn(tiny_run, tmp_path, capsys):
+  out = str(tmp_path / 'churn.json')
+  assert churn_sources.main(['--workdir', tiny_run, '--steps', '3,5', '--out', out]) == 0
+  row = json.loads(open(out).read())
+  logged = {json.loads(line)['step']: json.loads(line)['vq_churn']
+            for line in open(f'{tiny_run}/embedding_metrics.jsonl')}
+  assert row['total'] == pytest.approx(logged[5])            # churn logged at 5, since 3
+  assert row['encoder_only'] <= row['can_switch']
+  with pytest.raises(SystemExit):
+    churn_sources.main(['--workdir', tiny_run, '--steps', '3'])
+  assert 'give two checkpoint steps' in capsys.readouterr().err

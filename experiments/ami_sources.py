@@ -1,0 +1,126 @@
+"""Is a VQ run's code-label AMI set by its codebook, or by the space it codes?
+
+    python -m experiments.ami_sources --workdir RUN [--out F]
+
+`jepa_jax.evaluate` compares a VQ run's code-label AMI with k-means (K =
+codebook size) on the tokens of the no-VQ run that shares its loss settings,
+in that encoder's own token space. A VQ run can fall below it for two
+reasons: its codebook partitions its tokens worse than k-means would, or its
+tokens (its encoder, and the quantizer's projection, e.g. 8-d and
+l2-normalised) carry less label information in any K-way partition. On the
+run's final weights this prints, on the same val whole-image tokens as
+eval.json (padded data: valid tokens only; the means over the label sets):
+
+  run           the run's own codes (equal to eval.json's code_label_ami)
+  kmeans_space  k-means fitted on the run's train tokens in the quantizer's
+                space (projected, l2-normalised centres when the codes are)
+  kmeans_projected  (projected cosine codes only) k-means fitted on the
+                projected train tokens before the l2 normalisation: what the
+                normalisation alone costs
+  kmeans_raw    k-means fitted on the run's train tokens in the encoder's
+                space, as the no-VQ baseline is
+
+k-means: `evaluate.kmeans_codes` (at most 20,000 train tokens, k-means++,
+seed 0), so kmeans_raw is the baseline's procedure on this run's encoder.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jepa_jax import evaluate
+from jepa_jax import model as model_lib
+from jepa_jax import quantizer as quantizer_lib
+from jepa_jax import run_files
+from jepa_jax import vq as vq_lib
+
+
+def _ami(codes, valid, label_sets) -> float:
+  return float(np.mean([evaluate.code_metrics(codes, va, valid)['ami']
+                        for _, va in label_sets.values()]))
+
+
+def ami_sources(workdir: str) -> Dict[str, float]:
+  """The module docstring's three AMIs for a finished run."""
+  cfg, ds, setup, state = evaluate.load_trained_state(workdir)
+  if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
+    raise ValueError(f'{workdir}: the run has no learned codebook')
+  spec, patch = setup.quantizer, cfg.model.patch_size
+  validity = lambda x: (np.asarray(model_lib.token_validity(x, patch))  # noqa: E731
+                        if setup.padded else None)
+
+  def encode_fn(p, x):
+    valid = model_lib.token_validity(x, patch) if setup.padded else None
+    return setup.encoder.apply(p, x, None, valid)
+
+  encode = jax.jit(encode_fn)
+  params = state['params']['encoder']
+  tr = evaluate._features(encode, params, ds.train_images)  # pylint: disable=protected-access
+  va = evaluate._features(encode, params, ds.val_images)    # pylint: disable=protected-access
+  tr_valid, va_valid = validity(ds.train_images), validity(ds.val_images)
+  labelled = ds.train_labels is not None and ds.val_labels is not None
+  label_sets = evaluate._label_sets(ds, labelled)           # pylint: disable=protected-access
+  to_space = jax.jit(lambda z: quantizer_lib.encode(spec, state.get('vq_params'), z))
+  tr_u, va_u = np.asarray(to_space(tr)), np.asarray(to_space(va))
+  run_codes = np.asarray(quantizer_lib.assign(spec, state.get('vq'), state.get('vq_params'), va))
+  fit_rows = (lambda t: t[tr_valid]) if setup.padded else (  # noqa: E731
+      lambda t: t.reshape(-1, t.shape[-1]))
+  k = spec.num_codes
+  space_codes = (_nearest_normalised_centre(fit_rows(tr_u), va_u, k) if spec.l2
+                 else evaluate.kmeans_codes(fit_rows(tr_u), va_u, k))
+  raw_codes = evaluate.kmeans_codes(fit_rows(tr), va, k)
+  out = {'run': _ami(run_codes, va_valid, label_sets),
+         'kmeans_space': _ami(space_codes, va_valid, label_sets)}
+  if spec.l2 and spec.project:
+    unnormalised = dataclasses.replace(spec, l2=False)
+    project = jax.jit(lambda z: quantizer_lib.encode(unnormalised, state.get('vq_params'), z))
+    tr_p, va_p = np.asarray(project(tr)), np.asarray(project(va))
+    out['kmeans_projected'] = _ami(evaluate.kmeans_codes(fit_rows(tr_p), va_p, k),
+                                   va_valid, label_sets)
+  out['kmeans_raw'] = _ami(raw_codes, va_valid, label_sets)
+  return out
+
+
+def _nearest_normalised_centre(fit, val_u, k: int, max_fit: int = 20_000):
+  """`evaluate.kmeans_codes`' fit, then val tokens assigned to the nearest
+  l2-normalised centre (the cosine layer's assignment)."""
+  from sklearn.cluster import KMeans  # noqa: PLC0415
+  rng = np.random.default_rng(0)
+  sub = fit[rng.permutation(len(fit))[:max_fit]].astype(np.float64)
+  centres = KMeans(n_clusters=min(k, len(sub)), n_init=1, max_iter=100,
+                   random_state=0).fit(sub).cluster_centers_
+  centres = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+  flat = val_u.reshape(-1, val_u.shape[-1])
+  codes = vq_lib.nearest_codes(jnp.asarray(centres, jnp.float32), jnp.asarray(flat))[0]
+  return np.asarray(codes).reshape(val_u.shape[:-1])
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog='python -m experiments.ami_sources',
+                               description=__doc__.split('\n\n')[0])
+  ap.add_argument('--workdir', required=True)
+  ap.add_argument('--out', help='the JSON line is written here too')
+  args = ap.parse_args(argv)
+  if not os.path.exists(os.path.join(args.workdir, run_files.FINAL_STATE)):
+    ap.error(f'--workdir {args.workdir}: no {run_files.FINAL_STATE} (not a finished run)')
+  try:
+    row = {'workdir': args.workdir, **ami_sources(args.workdir)}
+  except ValueError as err:
+    ap.error(str(err))
+  print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+        flush=True)
+  if args.out:
+    with open(args.out, 'w') as f:
+      f.write(json.dumps(row) + '\n')
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

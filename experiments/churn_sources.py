@@ -1,0 +1,151 @@
+"""Where does code churn come from: the encoder moving, or the codebook?
+
+    python -m experiments.churn_sources --workdir RUN --steps A,B [--out F]
+
+Churn (`codebook_health.churn`) is the share of whole-image val tokens whose
+code at checkpoint B differs from their code at checkpoint A. With tokens
+u (the encoder's, in the quantizer's space) and codebook C at each point,
+and c(C, u) the nearest code as the layer assigns it:
+
+  total          mean[c(C_B, u_B) != c(C_A, u_A)]     (the logged metric)
+  encoder_only   mean[c(C_A, u_B) != c(C_A, u_A)]     codebook held at A
+  codebook_only  mean[c(C_B, u_A) != c(C_A, u_A)]     tokens held at A
+  can_switch     mean[|u_B - u_A| > (d2_A - d1_A) / 2]
+                 the tokens that moved more than half their margin at A (d1,
+                 d2: distances to the nearest and second-nearest code of
+                 C_A); by the triangle inequality no other token can change
+                 code with the codebook held, so encoder_only <= can_switch
+  chance         1 - sum_k p_k^2 with p_k the code shares at B: the churn
+                 of codes drawn at random with the same shares
+
+`encoder_only` is about what a codebook frozen from A on would show (the
+encoder's training would differ only by the commitment gradients).
+Padded data (ARC): only valid tokens count, as in the metric.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jepa_jax import checkpoint as ckpt_lib
+from jepa_jax import evaluate
+from jepa_jax import measure
+from jepa_jax import model as model_lib
+from jepa_jax import quantizer as quantizer_lib
+from jepa_jax import run_files
+from jepa_jax import vq as vq_lib
+
+
+def make_tokens_fn(setup):
+  """jitted fn(state, images) -> (u (N, T, d) in the quantizer's space,
+  codebook (K, d) in that space, valid (N, T) or None)."""
+  enc, spec = setup.encoder, setup.quantizer
+
+  def fn(state, images):
+    valid = (model_lib.token_validity(images, enc.patch_size)
+             if setup.padded else None)
+    z = enc.apply(state['params']['encoder'], images, None, valid)
+    u = quantizer_lib.encode(spec, state.get('vq_params'), z)
+    book = quantizer_lib.codebook(spec, state['vq'].codebook, state.get('vq_params'))
+    return u, book, valid
+
+  return jax.jit(fn)
+
+
+def _nearest(book: np.ndarray, u: np.ndarray) -> np.ndarray:
+  return np.asarray(vq_lib.nearest_codes(jnp.asarray(book), jnp.asarray(u))[0])
+
+
+def two_nearest_distances(book: np.ndarray, u: np.ndarray):
+  """(d1, d2): Euclidean distances of each row of u to its nearest and
+  second-nearest row of book (float64)."""
+  u64, b64 = u.astype(np.float64), book.astype(np.float64)
+  d1, d2 = np.empty(len(u)), np.empty(len(u))
+  for lo in range(0, len(u), 4096):
+    sq = ((u64[lo:lo + 4096, None, :] - b64[None]) ** 2).sum(-1)
+    part = np.sqrt(np.maximum(np.partition(sq, 1, axis=1)[:, :2], 0.0))
+    d1[lo:lo + 4096], d2[lo:lo + 4096] = part[:, 0], part[:, 1]
+  return d1, d2
+
+
+def decompose(u_a, book_a, u_b, book_b) -> Dict[str, float]:
+  """The module docstring's shares for valid tokens u_a, u_b (n, d) and the
+  codebooks book_a, book_b (K, d), all NumPy."""
+  c_aa, c_bb = _nearest(book_a, u_a), _nearest(book_b, u_b)
+  c_ab, c_ba = _nearest(book_a, u_b), _nearest(book_b, u_a)
+  d1, d2 = two_nearest_distances(book_a, u_a)
+  moved = np.linalg.norm(u_b.astype(np.float64) - u_a.astype(np.float64), axis=1)
+  shares = np.bincount(c_bb, minlength=len(book_b)) / len(c_bb)
+  return {
+      'total': float(np.mean(c_bb != c_aa)),
+      'encoder_only': float(np.mean(c_ab != c_aa)),
+      'codebook_only': float(np.mean(c_ba != c_aa)),
+      'can_switch': float(np.mean(moved > (d2 - d1) / 2)),
+      'chance': float(1.0 - np.sum(shares ** 2)),
+      'median_token_move': float(np.median(moved)),
+      'median_half_margin': float(np.median((d2 - d1) / 2)),
+      'median_code_move': float(np.median(np.linalg.norm(
+          book_b.astype(np.float64) - book_a.astype(np.float64), axis=1))),
+  }
+
+
+def sources_between(dataset, setup, state_a, state_b, tokens_fn) -> Dict[str, float]:
+  """`decompose` on the val split's whole-image tokens of two train states;
+  checks that the codes at A are the embedding metrics' codes."""
+  u_a, book_a, valid = (np.asarray(x) if x is not None else None
+                        for x in tokens_fn(state_a, dataset.val_images))
+  u_b, book_b, _ = (np.asarray(x) if x is not None else None
+                    for x in tokens_fn(state_b, dataset.val_images))
+  keep = (np.ones(u_a.shape[:2], bool) if valid is None else valid.astype(bool)).reshape(-1)
+  flat = lambda x: x.reshape(-1, x.shape[-1])[keep]  # noqa: E731
+  logged = np.asarray(jax.jit(measure.make_device_fn(setup, 0))(state_a, dataset.val_images)['codes'])
+  if not np.array_equal(logged.reshape(-1)[keep], _nearest(book_a, flat(u_a))):
+    raise AssertionError('codes recomputed here differ from the embedding metrics\' codes')
+  return decompose(flat(u_a), book_a, flat(u_b), book_b)
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog='python -m experiments.churn_sources',
+                               description=__doc__.split('\n\n')[0])
+  ap.add_argument('--workdir', required=True)
+  ap.add_argument('--steps', required=True, help='A,B: two saved checkpoint steps')
+  ap.add_argument('--out', help='the JSON line is written here too')
+  args = ap.parse_args(argv)
+  if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
+    ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
+  try:
+    step_a, step_b = (int(s) for s in args.steps.split(','))
+  except ValueError:
+    ap.error(f'--steps {args.steps!r}: give two checkpoint steps, e.g. 667,690')
+  _, dataset, setup, abstract = evaluate.run_setup(args.workdir)
+  if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
+    ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
+  ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),
+                                  read_only=True)
+  try:
+    saved = ckpts.steps()
+    missing = sorted({step_a, step_b} - set(saved))
+    if missing:
+      ap.error(f'no checkpoint at step(s) {missing} in {args.workdir} (saved: {saved})')
+    state_a = ckpts.restore(step_a, abstract).state
+    state_b = ckpts.restore(step_b, abstract).state
+  finally:
+    ckpts.close()
+  row = {'workdir': args.workdir, 'from_step': step_a, 'to_step': step_b,
+         **sources_between(dataset, setup, state_a, state_b, make_tokens_fn(setup))}
+  print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+        flush=True)
+  if args.out:
+    with open(args.out, 'w') as f:
+      f.write(json.dumps(row) + '\n')
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
