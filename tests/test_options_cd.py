@@ -104,3 +104,10 @@ def test_two_stage_settled_is_option_d_with_a_scheduled_stage2_ema_step():
   settled.variant = ref.variant
   del settled.stage2.vq['ema_decay_schedule']
   assert settled.to_dict() == ref.to_dict()
+
+
+def test_early_refresh_settled_is_early_refresh_with_a_lower_final_learning_rate():
+  settled, ref = load('early_refresh_settled'), load('early_refresh')
+  assert settled.train.min_learning_rate == 1e-6 and ref.train.min_learning_rate == 1e-5
+  settled.variant, settled.train.min_learning_rate = ref.variant, ref.train.min_learning_rate
+  assert settled.to_dict() == ref.to_dict()
