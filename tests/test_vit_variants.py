@@ -44,7 +44,10 @@ def test_vit_variant_is_valid_at_224_px_with_vit_sizes(variant):
   assert 5e6 < _count(state['params']['predictor']) < 15e6
 
 
-@pytest.mark.parametrize('variant', sorted(EXPECTED))
+# vit_s16 only: vit_b16 runs the same code at twice the width (its shapes are
+# checked above without allocating them); its 86M-parameter forward cost the
+# suite ~15 s.
+@pytest.mark.parametrize('variant', ['vit_s16'])
 def test_full_size_encoder_runs_forward_on_tiny_images(variant):
   cfg = load('gentle', variant)
   encoder = model_lib.make_encoder(cfg.model)
