@@ -1,4 +1,5 @@
-"""The recommended anti-collapse quantizer: gentle + an 8-d cosine codebook +
+"""The anti-collapse quantizer recommended before restarts were counted
+(now: configs/early_refresh_settled.py): gentle + an 8-d cosine codebook +
 dead-code refresh with a warm-up on whole-image tokens.
 
 The encoder's tokens are projected to 8 dims and l2-normalised, quantized
