@@ -21,6 +21,10 @@ l2-normalised when the config says so):
                sum_k 1 - (1 - p_k)^N_val (`codebook_health.expected_usage`:
                how much the share unevenness alone costs)
 
+Unpadded data only (digits): a run on padded ARC grids is refused, since
+the tokens here ignore validity and the whole split goes through the encoder
+in one call.
+
 k-means: scikit-learn's KMeans, k-means++ start, one init, seeded; for
 cosine codebooks the centres are l2-normalised before the assignment. Codes
 are assigned by the nearest centre, as the layer does.
@@ -108,10 +112,13 @@ def main(argv=None) -> int:
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
   cfg, dataset, setup, abstract = evaluate.run_setup(args.workdir)
-  ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),
-                                  read_only=True)
   if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
     ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
+  if setup.padded:     # the tokens below ignore validity; whole-split forward passes
+    ap.error(f'--workdir {args.workdir}: padded data (ARC grids) is not supported: '
+             'this script counts every token slot, padding included')
+  ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),
+                                  read_only=True)
   saved = ckpts.steps()
   steps: List[int] = ([int(s) for s in args.steps.split(',')] if args.steps else saved)
   missing = sorted(set(steps) - set(saved))

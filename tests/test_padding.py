@@ -10,6 +10,7 @@ import pytest
 
 from experiments import ami_sources
 from experiments import report
+from experiments import usage_bound
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
 from jepa_jax import masking
@@ -209,7 +210,7 @@ def test_vq_usage_counts_valid_context_slots_only(arc_setup):
   assert float(new['vq'].usage.sum()) == n_valid
 
 
-def test_arc_training_evaluation_and_report_end_to_end(tmp_path):
+def test_arc_training_evaluation_and_report_end_to_end(tmp_path, capsys):
   run = tmp_path / 'arc_gentle' / 'seed_0'
   cfg = load('arc_gentle', 'tiny')
   summary = train.train_and_evaluate(cfg, str(run))
@@ -247,6 +248,10 @@ def test_arc_training_evaluation_and_report_end_to_end(tmp_path):
   assert amis['run'] == pytest.approx(ev['code_label_ami'], abs=1e-12)
   assert all(-1 <= amis[k] <= 1 for k in ('kmeans_space', 'kmeans_raw'))
   assert 'kmeans_projected' not in amis           # no normalised projection here
+  # experiments/usage_bound counts every token slot: it refuses padded runs.
+  with pytest.raises(SystemExit):
+    usage_bound.main(['--workdir', str(run)])
+  assert 'padded data (ARC grids) is not supported' in capsys.readouterr().err
 
   # The assessment report shows every property's probe.
   text = open(report.write_report(str(tmp_path), ['arc_gentle'], [0], {})).read()
