@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from typing import Dict
 
@@ -35,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import json_rows
 from jepa_jax import evaluate
 from jepa_jax import model as model_lib
 from jepa_jax import quantizer as quantizer_lib
@@ -114,11 +114,8 @@ def main(argv=None) -> int:
     row = {'workdir': args.workdir, **ami_sources(args.workdir)}
   except ValueError as err:
     ap.error(str(err))
-  print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
-        flush=True)
-  if args.out:
-    with open(args.out, 'w') as f:
-      f.write(json.dumps(row) + '\n')
+  json_rows.show(row)
+  json_rows.save([row], args.out)
   return 0
 
 

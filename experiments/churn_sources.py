@@ -25,7 +25,6 @@ Padded data (ARC): only valid tokens count, as in the metric.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Dict
 
@@ -33,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import json_rows
 from jepa_jax import checkpoint as ckpt_lib
 from jepa_jax import evaluate
 from jepa_jax import measure
@@ -139,11 +139,8 @@ def main(argv=None) -> int:
     ckpts.close()
   row = {'workdir': args.workdir, 'from_step': step_a, 'to_step': step_b,
          **sources_between(dataset, setup, state_a, state_b, make_tokens_fn(setup))}
-  print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
-        flush=True)
-  if args.out:
-    with open(args.out, 'w') as f:
-      f.write(json.dumps(row) + '\n')
+  json_rows.show(row)
+  json_rows.save([row], args.out)
   return 0
 
 

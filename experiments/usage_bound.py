@@ -32,7 +32,6 @@ are assigned by the nearest centre, as the layer does.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Dict, List
 
@@ -40,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import json_rows
 from jepa_jax import checkpoint as ckpt_lib
 from jepa_jax import codebook_health as health
 from jepa_jax import evaluate
@@ -128,12 +128,9 @@ def main(argv=None) -> int:
   for s in steps:
     state = ckpts.restore(s, abstract).state
     row = {'step': s, **bounds_at(dataset, setup, state, fns)}
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
-          flush=True)
+    json_rows.show(row)
     rows.append(row)
-  if args.out:
-    with open(args.out, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in rows)
+  json_rows.save(rows, args.out)
   return 0
 
 
