@@ -79,7 +79,7 @@ def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
   return parts
 
 
-def make_loss_fn(setup, axis_name=None):
+def make_loss_fn(setup, axis_name=None, snap=True):
   """loss_fn(trainables, state, images, sample_ids, keys) -> (total, aux).
 
   total = w_nce·InfoNCE(pred, tgt; τ) + w_sig·SIGReg(z) + w_inv·MSE(pred, tgt)
@@ -92,6 +92,11 @@ def make_loss_fn(setup, axis_name=None):
   VQ is on), t_full the target encoder's tokens of the whole image and tgt
   their target-block subset. The w are `LossSpec.weights`, β and w_ent the
   quantizer's `Spec.loss_weights`.
+
+  snap=False (a diagnostic, never used in training): the predictor sees
+  decode(u), the tokens' image in the quantizer space without the snap to
+  their nearest codes, so the loss tells what the snap costs the same
+  weights (`experiments/vq_bypass.py`). Every term is otherwise unchanged.
 
   Global batch: with `axis_name` (inside shard_map / pmap over a data axis)
   the forward pass runs on the device's rows, then z, q, pred, tgt and
@@ -124,6 +129,8 @@ def make_loss_fn(setup, axis_name=None):
       pred_in, codes, vq_aux = quantizer_lib.quantize(
           spec, quantizer_lib.raw_codebook(spec, state.get('vq'), trainables),
           trainables.get('vq_params'), v['z'])
+      if not snap:
+        pred_in = quantizer_lib.decode(spec, trainables.get('vq_params'), vq_aux['u'])
     pred = setup.predictor.apply(params['predictor'], pred_in, v['ctx_idx'],
                                  v['tgt_idx'], v['ctx_valid'], v['tgt_valid'])
 

@@ -320,13 +320,14 @@ def make_train_step(setup: Setup, axis_name=None):
   return train_step
 
 
-def make_eval_step(setup: Setup, seed: int):
+def make_eval_step(setup: Setup, seed: int, snap: bool = True):
   """eval_step(state, images, sample_ids) -> loss components. Changes nothing.
 
   Masks and SIGReg slices come from a fixed key, so every epoch's validation
-  loss is measured on the same masked views.
+  loss is measured on the same masked views. snap=False: the predictor sees
+  the tokens without their snap to the nearest code (`objective.make_loss_fn`).
   """
-  loss_fn = objective.make_loss_fn(setup)
+  loss_fn = objective.make_loss_fn(setup, snap=snap)
   eval_keys = jax.random.split(jax.random.PRNGKey(seed + 1_000_003), 3)
 
   def eval_step(state, images, sample_ids):

@@ -1,6 +1,6 @@
-"""The usage-bound and churn-sources experiments (experiments/usage_bound.py,
-experiments/churn_sources.py): their measures by hand, and checkpoints of
-one tiny run end to end."""
+"""The usage-bound, churn-sources and VQ-bypass experiments
+(experiments/usage_bound.py, churn_sources.py, vq_bypass.py): their measures
+by hand, and checkpoints of one tiny run end to end."""
 import json
 
 import numpy as np
@@ -8,6 +8,7 @@ import pytest
 
 from experiments import churn_sources
 from experiments import usage_bound
+from experiments import vq_bypass
 from jepa_jax import codebook_health as health
 
 
@@ -101,3 +102,43 @@ def test_churn_sources_total_is_the_logged_churn(tiny_run, tmp_path, capsys):
   with pytest.raises(SystemExit):
     churn_sources.main(['--workdir', tiny_run, '--steps', '3'])
   assert 'give two checkpoint steps' in capsys.readouterr().err
+
+
+def test_unsnapped_loss_of_an_unprojected_layer_is_the_no_vq_loss():
+  # Without projection or normalisation decode(encode(z)) = z: with snap=False
+  # the JEPA terms are those of the same weights without the VQ layer, and the
+  # snap changes them.
+  import jax  # noqa: PLC0415
+  from conftest import load  # noqa: PLC0415
+  from jepa_jax import data as data_lib  # noqa: PLC0415
+  from jepa_jax import step as step_lib  # noqa: PLC0415
+  cfg, cfg_off = load('gentle', 'tiny'), load('no_vq_gentle', 'tiny')
+  ds = data_lib.load_dataset(cfg)
+  setup, setup_off = step_lib.make_setup(cfg, ds), step_lib.make_setup(cfg_off, ds)
+  assert setup.vq_enabled and not setup_off.vq_enabled
+  state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  images, ids = ds.val_images[:16], np.arange(16, dtype=np.int32)
+  parts = {}
+  for name, s_, snap in (('snapped', setup, True), ('bypassed', setup, False),
+                         ('no_vq', setup_off, True)):
+    parts[name] = jax.device_get(jax.jit(step_lib.make_eval_step(s_, cfg.seed, snap=snap))(
+        state, images, ids))
+  for k in vq_bypass.JEPA_TERMS:
+    np.testing.assert_allclose(parts['bypassed'][k], parts['no_vq'][k], rtol=1e-5, atol=1e-6)
+  assert abs(parts['snapped']['infonce'] - parts['no_vq']['infonce']) > 1e-3
+
+
+@pytest.mark.slow          # a whole (tiny) run
+def test_vq_bypass_of_a_tiny_run(tiny_run, tmp_path, capsys):
+  out = str(tmp_path / 'bypass.jsonl')
+  assert vq_bypass.main(['--workdir', tiny_run, '--out', out]) == 0
+  rows = {r['term']: r for r in map(json.loads, open(out))}
+  assert set(rows) == set(vq_bypass.JEPA_TERMS) | {'jepa', 'snap'}
+  # The snapped loss is the logged one (the script checks), and removing the
+  # snap changes the prediction terms on these weights.
+  assert rows['infonce']['snapped'] != pytest.approx(rows['infonce']['bypassed'], rel=1e-4)
+  assert rows['snap']['snap_distance'] > 0
+  # A baseline that has VQ is refused with one line naming it.
+  with pytest.raises(SystemExit):
+    vq_bypass.main(['--workdir', tiny_run, '--baseline', tiny_run])
+  assert 'a VQ run' in capsys.readouterr().err
