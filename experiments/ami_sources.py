@@ -31,7 +31,6 @@ import os
 from typing import Dict
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from experiments import json_rows
@@ -39,7 +38,6 @@ from jepa_jax import evaluate
 from jepa_jax import model as model_lib
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import run_files
-from jepa_jax import vq as vq_lib
 
 
 def _ami(codes, valid, label_sets) -> float:
@@ -73,8 +71,7 @@ def ami_sources(workdir: str) -> Dict[str, float]:
   fit_rows = (lambda t: t[tr_valid]) if setup.padded else (  # noqa: E731
       lambda t: t.reshape(-1, t.shape[-1]))
   k = spec.num_codes
-  space_codes = (_nearest_normalised_centre(fit_rows(tr_u), va_u, k) if spec.l2
-                 else evaluate.kmeans_codes(fit_rows(tr_u), va_u, k))
+  space_codes = evaluate.kmeans_codes(fit_rows(tr_u), va_u, k, cosine=spec.l2)
   raw_codes = evaluate.kmeans_codes(fit_rows(tr), va, k)
   out = {'run': _ami(run_codes, va_valid, label_sets),
          'kmeans_space': _ami(space_codes, va_valid, label_sets)}
@@ -86,20 +83,6 @@ def ami_sources(workdir: str) -> Dict[str, float]:
                                    va_valid, label_sets)
   out['kmeans_raw'] = _ami(raw_codes, va_valid, label_sets)
   return out
-
-
-def _nearest_normalised_centre(fit, val_u, k: int, max_fit: int = 20_000):
-  """`evaluate.kmeans_codes`' fit, then val tokens assigned to the nearest
-  l2-normalised centre (the cosine layer's assignment)."""
-  from sklearn.cluster import KMeans  # noqa: PLC0415
-  rng = np.random.default_rng(0)
-  sub = fit[rng.permutation(len(fit))[:max_fit]].astype(np.float64)
-  centres = KMeans(n_clusters=min(k, len(sub)), n_init=1, max_iter=100,
-                   random_state=0).fit(sub).cluster_centers_
-  centres = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-  flat = val_u.reshape(-1, val_u.shape[-1])
-  codes = vq_lib.nearest_codes(jnp.asarray(centres, jnp.float32), jnp.asarray(flat))[0]
-  return np.asarray(codes).reshape(val_u.shape[:-1])
 
 
 def main(argv=None) -> int:

@@ -71,6 +71,7 @@ import sys
 from typing import Any, Dict
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
@@ -85,6 +86,7 @@ from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
 from jepa_jax import run_files
 from jepa_jax import step as step_lib
+from jepa_jax import vq as vq_lib
 
 
 
@@ -232,17 +234,27 @@ def probe_scores(train_x, train_y, val_x, val_y, k: int,
   return out
 
 
-def kmeans_codes(train_tokens, val_tokens, num_codes: int, max_fit: int = 20_000):
+def kmeans_codes(train_tokens, val_tokens, num_codes: int, max_fit: int = 20_000,
+                 cosine: bool = False):
   """Codes of val tokens (N, T, D) under k-means with `num_codes` centres
-  fitted on train tokens (M, D) (at most max_fit of them, seed 0)."""
+  fitted on train tokens (M, D) (at most max_fit of them, seed 0).
+
+  cosine=True: the same fit, then each val token goes to its nearest
+  l2-normalised centre (`vq.nearest_codes`, float32), the assignment of a
+  layer with l2-normalised codes (`vq.l2_normalize`).
+  """
   from sklearn.cluster import KMeans  # noqa: PLC0415
   rng = np.random.default_rng(0)
   fit = train_tokens[rng.permutation(len(train_tokens))[:max_fit]].astype(np.float64)
   km = KMeans(n_clusters=min(num_codes, len(fit)), n_init=1, max_iter=100,
               random_state=0).fit(fit)
-  shape = val_tokens.shape[:-1]
-  return km.predict(val_tokens.reshape(-1, val_tokens.shape[-1]).astype(np.float64)
-                    ).reshape(shape)
+  shape, flat = val_tokens.shape[:-1], val_tokens.reshape(-1, val_tokens.shape[-1])
+  if not cosine:
+    return km.predict(flat.astype(np.float64)).reshape(shape)
+  centres = km.cluster_centers_
+  centres = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+  codes = vq_lib.nearest_codes(jnp.asarray(centres, jnp.float32), jnp.asarray(flat))[0]
+  return np.asarray(codes).reshape(shape)
 
 
 def _label_sets(ds, labelled):

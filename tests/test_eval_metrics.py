@@ -44,6 +44,18 @@ def test_kmeans_codes_recover_separated_clusters():
   assert adjusted_mutual_info_score(truth.ravel(), codes.ravel()) == pytest.approx(1.0)
 
 
+def test_kmeans_codes_cosine_assigns_to_the_nearest_normalised_centre():
+  # Centres near (10, 0) and (1, 1): the token (2, 0.3) is nearest to (1, 1)
+  # in Euclidean distance but closest in angle to (10, 0).
+  rng = np.random.default_rng(4)
+  train = np.concatenate([c + rng.normal(0, 0.05, (50, 2)) for c in ([10., 0.], [1., 1.])])
+  val = np.array([[[2.0, 0.3]], [[10.0, 0.1]]])
+  euclid = evaluate.kmeans_codes(train, val, 2)
+  cosine = evaluate.kmeans_codes(train, val, 2, cosine=True)
+  assert euclid[0, 0] != euclid[1, 0]            # (2, 0.3) with (1, 1)
+  assert cosine[0, 0] == cosine[1, 0] == euclid[1, 0]   # with (10, 0)
+
+
 def test_probe_scores_cross_validate_with_interval():
   rng = np.random.default_rng(3)
   y = rng.integers(0, 2, 200)
