@@ -15,8 +15,8 @@ folders and reports read the same. On top of configs/gentle.py:
             project out (ViT-VQGAN's factorized codes)
   simvq     SimVQ: a frozen random codebook basis times a learned linear map,
             trained by gradient (Zhu et al. 2024); it trains the codebook
-            through its map, so EMA updates and refresh (which would
-            overwrite the frozen basis) are off
+            through its map, so EMA updates and refresh are off (refresh
+            restarts SimVQ codes through the map's pseudo-inverse when on)
   rotation  the rotation-trick gradient estimator instead of straight-through
             (Fifty et al. 2024)
   reanchor  CVQ-VAE online re-anchoring of under-used codes every step,

@@ -189,8 +189,6 @@ def _quantizer(cfg, check) -> None:
   elif v.simvq:
     check('vq.ema_decay', v.ema_decay is None,
           'SimVQ trains its codebook (the learned map) by gradient: set it to None')
-    check('vq.refresh_enabled', not v.refresh_enabled,
-          'refresh would overwrite the frozen SimVQ basis: set it to False')
     check('vq.reanchor', not v.reanchor,
           're-anchoring would move the frozen SimVQ basis: set it to False')
 

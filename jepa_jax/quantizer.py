@@ -274,11 +274,29 @@ def losses(spec: Spec, u, quantized, codebook_e, weights=None) -> Dict[str, jax.
   return parts
 
 
+def _refresh_simvq(state: vq_lib.VQState, linear, dead, restart) -> vq_lib.VQState:
+  """Refresh of a SimVQ codebook, done where the codes live: E = C W.
+
+      E' = restart(E)                  (the refresh rule on the codes C W)
+      C'_k = E'_k W⁺  for dead k,  C'_k = C_k otherwise
+
+  so a restarted code C'_k W equals its new vector (W⁺ the pseudo-inverse;
+  W is d x d and starts at the identity). The live rows of the frozen basis
+  are left bit for bit; the basis stays out of the gradient.
+  """
+  codes = state.replace(codebook=ac.simvq_codebook(state.codebook, linear))
+  new = restart(codes)
+  basis = new.codebook @ jnp.linalg.pinv(jnp.asarray(linear, jnp.float32))
+  return new.replace(codebook=jnp.where(dead[:, None], basis, state.codebook),
+                     embed_sum=state.embed_sum, cluster_size=jnp.where(
+                         dead, new.cluster_size, state.cluster_size))
+
+
 def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
                  step, refresh_key, axis_name: Optional[Hashable] = None,
                  weights=None, weights_global=None,
                  refresh_tokens: Optional[Callable] = None,
-                 ema_decay=None) -> vq_lib.VQState:
+                 ema_decay=None, simvq_map=None) -> vq_lib.VQState:
   """The codebook state after one train step (see the module docstring).
 
   u / codes / weights: this device's quantizer-space inputs, codes and row
@@ -292,6 +310,8 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
   refresh branch of the `lax.cond`, so its work is done on refresh steps only.
   ema_decay: this step's EMA decay (`vq.scheduled_decay`, with
   `Spec.ema_decay_schedule='learning_rate'`); None: `Spec.ema_decay`.
+  simvq_map: SimVQ's learned map W after this step (SimVQ only): refresh
+  then restarts codes in the code space, see `_refresh_simvq`.
   """
   before = state
   if spec.ema:
@@ -308,7 +328,11 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
     def do_refresh(s):
       z, w = (u_global, weights_global) if refresh_tokens is None else refresh_tokens()
       dead = vq_lib.dead_codes(s, r.usage_threshold)      # the codes restarted
-      new = restart(s, z, refresh_key, r.usage_threshold, weights=w)
+      if spec.simvq:
+        new = _refresh_simvq(s, simvq_map, dead, lambda c: restart(
+            c, z, refresh_key, r.usage_threshold, weights=w))
+      else:
+        new = restart(s, z, refresh_key, r.usage_threshold, weights=w)
       return track_health(new, new, step, restarted=dead)
 
     state = jax.lax.cond(r.due(step), do_refresh, lambda s: s, state)

@@ -245,7 +245,8 @@ def _new_vq_state(setup: Setup, state, new_state, trainables, aux, images, keys,
       u=aux['u'], codes=aux['codes'], u_global=aux['u_global'], step=state['step'],
       refresh_key=keys[2], axis_name=axis_name, weights=aux['ctx_weights'],
       weights_global=aux['ctx_weights_global'], refresh_tokens=refresh_tokens,
-      ema_decay=_ema_decay(setup, state['step']))
+      ema_decay=_ema_decay(setup, state['step']),
+      simvq_map=new_state['vq_params']['simvq_map'] if spec.simvq else None)
 
 
 def _ema_decay(setup: Setup, step):

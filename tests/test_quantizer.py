@@ -140,7 +140,6 @@ BAD = [
      'vq.refresh_warmup_steps'),
     ({'vq.refresh_sampling': 'random'}, 'vq.refresh_sampling'),
     ({'vq.simvq': True}, 'vq.ema_decay'),
-    ({'vq.simvq': True, 'vq.ema_decay': None}, 'vq.refresh_enabled'),
     ({'vq.simvq': True, 'vq.ema_decay': None, 'vq.refresh_enabled': False,
       'vq.reanchor': True}, 'vq.reanchor'),
 ]
@@ -278,6 +277,32 @@ def test_simvq_trains_the_map_and_never_the_basis():
   e = qz.codebook(setup.quantizer, s0['vq'].codebook, states[-1]['vq_params'])
   np.testing.assert_allclose(e, s0['vq'].codebook @ states[-1]['vq_params']['simvq_map'],
                              rtol=1e-6)
+
+
+def test_simvq_refresh_restarts_codes_in_the_code_space():
+  # Dead codes restart on batch vectors: their basis rows become v W^+, so the
+  # looked-up codes C W equal the vectors; live rows keep their basis bits.
+  cfg = _tiny('ac_simvq', **{'vq.refresh_enabled': True, 'vq.refresh_sampling': 'far',
+                             'vq.refresh_interval': 1,
+                             'vq.refresh_usage_threshold': 1.0})
+  spec = qz.make_spec(cfg)
+  params = qz.init_params(spec, jax.random.PRNGKey(0))
+  w = params['simvq_map'] + 0.3 * jax.random.normal(jax.random.PRNGKey(1), (16, 16))
+  state = qz.init_state(spec, jax.random.PRNGKey(2))
+  used = jnp.zeros((spec.num_codes,)).at[:4].set(1000.0)   # 0-3 live, the rest dead
+  state = state.replace(usage=used)
+  u = jax.random.normal(jax.random.PRNGKey(3), (2, 20, 16))
+  codes = qz.assign(spec, state, {'simvq_map': w}, u)
+  new = qz.update_state(spec, state, u=u, codes=codes, u_global=u, step=0,
+                        refresh_key=jax.random.PRNGKey(4), simvq_map=w)
+  dead = np.arange(spec.num_codes) >= 4
+  np.testing.assert_array_equal(new.codebook[:4], state.codebook[:4])
+  looked_up = np.asarray(qz.codebook(spec, new.codebook, {'simvq_map': w}))
+  flat = np.asarray(u).reshape(-1, 16)
+  for k in np.flatnonzero(dead):          # each restarted code is some batch vector
+    assert np.min(np.abs(flat - looked_up[k]).max(1)) < 1e-4
+  assert len({tuple(np.round(looked_up[k], 4)) for k in np.flatnonzero(dead)}) == dead.sum()
+  assert int(np.asarray(new.restarts).sum()) == dead.sum()
 
 
 def test_rotation_estimator_same_forward_other_gradient():
