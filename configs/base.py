@@ -39,6 +39,10 @@ def build():
   # optimizer and VQ state): PATH (a workdir or its checkpoints/, latest step)
   # or PATH/STEP. '' = from scratch. Ignored once the run has checkpoints.
   c.init_from = ''
+  # Param groups init_from leaves at their fresh initialisation (any of
+  # 'encoder', 'target_encoder', 'predictor', 'temperature'), e.g. a fresh
+  # predictor on another run's encoders.
+  c.init_from_skip = ()
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'digits'

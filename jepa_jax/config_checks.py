@@ -313,6 +313,12 @@ def _init_and_checkpoints(cfg, check) -> None:
   check.flag('checkpoint.allow_config_change')
   check.flag('checkpoint.restart')
   check('init_from', isinstance(cfg.init_from, str), 'must be a path (str), or empty')
+  skip = cfg.init_from_skip
+  check('init_from_skip', isinstance(skip, (tuple, list))
+        and all(g in FREEZABLE for g in skip) and len(set(skip)) == len(skip),
+        f'must be a tuple of distinct names from {FREEZABLE}')
+  check('init_from_skip', not skip or bool(cfg.init_from),
+        'names groups init_from leaves fresh: set init_from too')
   frozen = cfg.train.frozen
   check('train.frozen', isinstance(frozen, (tuple, list))
         and all(g in FREEZABLE for g in frozen) and len(set(frozen)) == len(frozen),

@@ -30,12 +30,14 @@ def resolve(path: str) -> Tuple[str, Optional[int]]:
   raise CheckpointError(f'init_from={path!r}: no such checkpoint directory')
 
 
-def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
+def load_params(path: str, abstract_subset, skipped=()) -> Tuple[Any, str]:
   """Loads the subtrees in `abstract_subset` (e.g. params, target_params).
 
   Checks every name and shape under those subtrees against the checkpoint and
   fails listing all mismatches; only then restores (Orbax partial restore).
-  Returns (tree, 'DIR step N').
+  `skipped`: path prefixes (e.g. 'params/predictor') left out of
+  `abstract_subset` on purpose; the checkpoint's entries under them are not
+  checked or read. Returns (tree, 'DIR step N').
   """
   directory, step = resolve(path)
   ckpts = None
@@ -56,7 +58,8 @@ def load_params(path: str, abstract_subset) -> Tuple[Any, str]:
     except DamagedCheckpoint as err:
       raise CheckpointError(f'init_from={path!r}: checkpoint step {step} in '
                             f'{directory} is damaged ({err})') from None
-    found = {k: v for k, v in spec.items() if k.split('/')[0] in groups}
+    found = {k: v for k, v in spec.items() if k.split('/')[0] in groups
+             and not any(k == p or k.startswith(p + '/') for p in skipped)}
     # The full list of mismatches goes to a temporary file: a refused run
     # writes nothing into its workdir.
     raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})',

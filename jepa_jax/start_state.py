@@ -39,6 +39,23 @@ def kmeans_codebook(cfg, setup, dataset, encoder_params, vq_params=None) -> vq_l
   return quantizer_lib.kmeans_state(setup.quantizer, k_fit, picked, vq_params)
 
 
+def _loaded(path: str, skip, fresh):
+  """{'params', 'target_params'} from checkpoint `path`, the groups named in
+  `skip` (`config.init_from_skip`) left as in `fresh` and not read."""
+  params = {k: v for k, v in fresh['params'].items() if k not in skip}
+  subset = {'params': params}
+  if 'target_encoder' not in skip:
+    subset['target_params'] = fresh['target_params']
+  loaded, source = init_from_lib.load_params(
+      path, ckpt_lib.abstract_of(subset),
+      skipped=tuple(f'params/{g}' for g in skip if g in fresh['params']))
+  out = {'params': {**fresh['params'], **loaded['params']},
+         'target_params': loaded.get('target_params', fresh['target_params'])}
+  kept = f' (fresh: {", ".join(skip)})' if skip else ''
+  ckpt_lib.say(f'initialised params and target encoder from {source}{kept}')
+  return out
+
+
 def starting_state(cfg, setup, dataset, fresh):
   """The state a run starts from: `fresh`, with params and target encoder
   loaded from `config.init_from` if set and the codebook from k-means if
@@ -47,10 +64,7 @@ def starting_state(cfg, setup, dataset, fresh):
     return fresh
   state = dict(fresh)
   if cfg.init_from:
-    subset = {'params': state['params'], 'target_params': state['target_params']}
-    loaded, source = init_from_lib.load_params(cfg.init_from, ckpt_lib.abstract_of(subset))
-    state.update(params=loaded['params'], target_params=loaded['target_params'])
-    ckpt_lib.say(f'initialised params and target encoder from {source}')
+    state.update(_loaded(cfg.init_from, tuple(cfg.init_from_skip), state))
   if setup.vq_enabled and cfg.vq.init == 'kmeans':
     state['vq'] = kmeans_codebook(cfg, setup, dataset, state['params']['encoder'],
                                   state.get('vq_params'))

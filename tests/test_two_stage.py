@@ -102,6 +102,40 @@ def test_stage2_from_a_checkpoint_of_another_shape_lists_every_mismatch(two_stag
   assert not os.path.exists(tmp_path / 'run')             # nothing written
 
 
+def test_init_from_skip_keeps_the_named_groups_fresh(two_stage_run, tmp_path):
+  # A no-VQ run on stage 1's encoders with a fresh predictor (the predictor
+  # retraining probe): the encoders are loaded, the predictor and temperature
+  # are the fresh initialisation; a checkpoint whose predictor does not fit
+  # is still accepted, because a skipped group is not read.
+  cfg, workdir, _ = two_stage_run
+  stage1 = os.path.join(workdir, 'stage1')
+  probe = load('no_vq', 'tiny')
+  probe.init_from, probe.init_from_skip = stage1, ('predictor', 'temperature')
+  probe.model.predictor_dim = 16            # stage 1's predictor is 8 wide
+  config_lib.validate(probe)
+  ds = data_lib.load_dataset(probe)
+  setup = step_lib.make_setup(probe, ds)
+  fresh = step_lib.init_state(setup, ds.image_shape, probe.seed)
+  start = start_state.starting_state(probe, setup, ds, fresh)
+  s1 = _state_of(stages.stage_config(cfg, 1), stage1)
+  chex.assert_trees_all_equal(start['params']['encoder'], s1['params']['encoder'])
+  chex.assert_trees_all_equal(start['target_params'], s1['target_params'])
+  chex.assert_trees_all_equal(start['params']['predictor'], fresh['params']['predictor'])
+  chex.assert_trees_all_equal(start['params']['temperature'], fresh['params']['temperature'])
+  # Skipping the target encoder keeps it fresh too; the temperature is loaded.
+  probe.init_from_skip = ('predictor', 'target_encoder')
+  start = start_state.starting_state(probe, setup, ds, fresh)
+  chex.assert_trees_all_equal(start['target_params'], fresh['target_params'])
+  chex.assert_trees_all_equal(start['params']['encoder'], s1['params']['encoder'])
+  chex.assert_trees_all_equal(start['params']['temperature'], s1['params']['temperature'])
+  # A name that is no group, or no init_from: refused, one line naming the key.
+  for skip, init in ((('decoder',), stage1), (('predictor',), '')):
+    probe.init_from_skip, probe.init_from = skip, init
+    with pytest.raises(config_lib.ConfigError) as err:
+      config_lib.validate(probe)
+    assert err.value.key == 'init_from_skip' and '\n' not in str(err.value)
+
+
 def test_stage2_alone_needs_init_from(tmp_path):
   cfg = load('two_stage', 'tiny')
   cfg.stage = 2
