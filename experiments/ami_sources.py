@@ -25,7 +25,6 @@ seed 0), so kmeans_raw is the baseline's procedure on this run's encoder.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from typing import Dict
@@ -86,10 +85,7 @@ def ami_sources(workdir: str) -> Dict[str, float]:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m experiments.ami_sources',
-                               description=__doc__.split('\n\n')[0])
-  ap.add_argument('--workdir', required=True)
-  ap.add_argument('--out', help='the JSON line is written here too')
+  ap = json_rows.parser('experiments.ami_sources', __doc__)
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.FINAL_STATE)):
     ap.error(f'--workdir {args.workdir}: no {run_files.FINAL_STATE} (not a finished run)')

@@ -24,7 +24,6 @@ Padded data (ARC): only valid tokens count, as in the metric.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Dict
 
@@ -111,11 +110,8 @@ def sources_between(dataset, setup, state_a, state_b, tokens_fn) -> Dict[str, fl
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m experiments.churn_sources',
-                               description=__doc__.split('\n\n')[0])
-  ap.add_argument('--workdir', required=True)
+  ap = json_rows.parser('experiments.churn_sources', __doc__)
   ap.add_argument('--steps', required=True, help='A,B: two saved checkpoint steps')
-  ap.add_argument('--out', help='the JSON line is written here too')
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')

@@ -31,7 +31,6 @@ are assigned by the nearest centre, as the layer does.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Dict, List
 
@@ -103,11 +102,8 @@ def bounds_at(dataset, setup, state, fns, seed: int = 0) -> Dict[str, float]:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m experiments.usage_bound',
-                               description=__doc__.split('\n\n')[0])
-  ap.add_argument('--workdir', required=True)
+  ap = json_rows.parser('experiments.usage_bound', __doc__)
   ap.add_argument('--steps', default='', help='checkpoint steps (default: all saved)')
-  ap.add_argument('--out', help='JSON lines written here too')
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')

@@ -30,7 +30,6 @@ close to the inputs the predictor saw.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Dict
 
@@ -118,11 +117,8 @@ def bypass_rows(workdir: str, baseline: str = None):
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m experiments.vq_bypass',
-                               description=__doc__.split('\n\n')[0])
-  ap.add_argument('--workdir', required=True)
+  ap = json_rows.parser('experiments.vq_bypass', __doc__)
   ap.add_argument('--baseline', help='the matched no-VQ run folder')
-  ap.add_argument('--out', help='the JSON lines are written here too')
   args = ap.parse_args(argv)
   for flag, path in (('--workdir', args.workdir), ('--baseline', args.baseline)):
     if path and not os.path.exists(os.path.join(path, run_files.CONFIG)):
