@@ -120,6 +120,9 @@ def build():
   c.vq.codebook_dim = config_dict.placeholder(int)  # None: embed_dim; else project
   c.vq.simvq = False                    # frozen random basis x learned linear map
   c.vq.estimator = 'straight_through'   # or 'rotation' (rotation trick)
+  # The encoder also gets the predictor's gradient unchanged, around the
+  # projection and snap (out = decode(q) + z - sg(z)); projected or cosine layers.
+  c.vq.identity_gradient = False
   c.vq.reanchor = False                 # CVQ online re-anchoring, every step
   c.vq.reanchor_strength = 1000.0       # alpha_k = exp(-strength K share_k - 1e-3); CVQ: 10/(1-0.99)
   c.vq.reanchor_threshold = 1.0         # codes at >= this x uniform share never move

@@ -159,8 +159,12 @@ def _quantizer(cfg, check) -> None:
   check('vq.quantizer', v.quantizer in ('vq', 'fsq'), "must be 'vq' or 'fsq'")
   check('vq.estimator', v.estimator in ('straight_through', 'rotation'),
         "must be 'straight_through' or 'rotation'")
-  for key in ('vq.l2_normalize', 'vq.simvq', 'vq.reanchor'):
+  for key in ('vq.l2_normalize', 'vq.simvq', 'vq.reanchor', 'vq.identity_gradient'):
     check.flag(key)
+  check('vq.identity_gradient', not v.identity_gradient or v.quantizer == 'fsq'
+        or v.codebook_dim is not None or v.l2_normalize,
+        'the layer already passes the gradient to the encoder unchanged (no projection, '
+        'no l2 normalisation): leave it False')
   levels = v.fsq_levels
   check('vq.fsq_levels', isinstance(levels, (tuple, list)) and len(levels) >= 1 and all(
       isinstance(x, int) and not isinstance(x, bool) and x >= 2 for x in levels),

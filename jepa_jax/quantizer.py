@@ -201,16 +201,32 @@ def quantize(spec: Spec, raw_codebook, params, z
   u = encode(spec, params, z)
   if spec.kind == 'fsq':
     q_st, codes, aux = ac.fsq_quantize(u, spec.levels)
-    return decode(spec, params, q_st), codes, {'u': u, 'quantized': aux['quantized'],
-                                               'codebook': None}
+    return _out(spec, decode(spec, params, q_st), z), codes, {
+        'u': u, 'quantized': aux['quantized'], 'codebook': None}
   e = codebook(spec, raw_codebook, params)
   q_st, codes, aux = vq_lib.quantize(
       vq_lib.VQState(codebook=e, cluster_size=None, embed_sum=None, usage=None,
                      step=None), u)
   if spec.rotation:
     q_st = ac.rotation_trick(u, aux['quantized'])
-  return decode(spec, params, q_st), codes, {'u': u, 'quantized': aux['quantized'],
-                                             'codebook': e}
+  return _out(spec, decode(spec, params, q_st), z), codes, {
+      'u': u, 'quantized': aux['quantized'], 'codebook': e}
+
+
+def _out(spec: Spec, decoded, z):
+  """The layer's output: decode(q), plus z − sg(z) with `identity_gradient`.
+
+  The value is decode(q) either way. With a projection or l2 normalisation
+  the straight-through gradient reaches z only through them (the project-in
+  map's transpose: rank <= d); with `identity_gradient` z also receives the
+  gradient on the output unchanged, as a layer without them passes it
+  (straight-through around the whole layer, as VQ-VAE's estimator treats
+  its quantizer). The projections keep their own gradients.
+  """
+  if not spec.identity_gradient:
+    return decoded
+  z = jnp.asarray(z, jnp.float32)
+  return decoded + (z - jax.lax.stop_gradient(z))
 
 
 def assign(spec: Spec, state, params, z) -> jax.Array:

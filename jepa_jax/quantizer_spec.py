@@ -53,6 +53,7 @@ class Spec:
   l2: bool                # cosine codes and inputs
   simvq: bool             # codebook = frozen basis @ learned map
   rotation: bool          # rotation-trick estimator instead of straight-through
+  identity_gradient: bool  # out = decode(q) + z - sg(z): z gets the gradient unchanged too
   levels: Tuple[int, ...]  # FSQ levels
   init_scale: float       # e_k ~ N(0, init_scale^2 I) at initialisation
   init: str               # 'random' or 'kmeans' (k-means++ on encoder tokens)
@@ -124,7 +125,8 @@ def make_spec(cfg) -> Optional[Spec]:
   return Spec(kind=v.quantizer, update=update, embed_dim=d, dim=dim,
               num_codes=int(np.prod(levels)) if v.quantizer == 'fsq' else int(v.codebook_size),
               project=project, l2=bool(v.l2_normalize), simvq=bool(v.simvq),
-              rotation=v.estimator == 'rotation', levels=levels,
+              rotation=v.estimator == 'rotation', identity_gradient=bool(v.identity_gradient),
+              levels=levels,
               init_scale=float(v.init_scale), init=v.init, kmeans_iters=v.kmeans_iters,
               kmeans_num_samples=v.kmeans_num_samples, ema_decay=v.ema_decay,
               ema_decay_schedule=v.ema_decay_schedule,

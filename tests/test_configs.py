@@ -114,7 +114,7 @@ SPEC_KEYS = {
     'vq.refresh_source': 'full', 'vq.init': 'kmeans', 'vq.kmeans_iters': 3,
     'vq.kmeans_num_samples': 100, 'vq.quantizer': 'fsq', 'vq.fsq_levels': (4, 4),
     'vq.l2_normalize': True, 'vq.codebook_dim': 4, 'vq.simvq': True,
-    'vq.estimator': 'rotation', 'vq.reanchor': False, 'vq.reanchor_strength': 5.0,
+    'vq.estimator': 'rotation', 'vq.identity_gradient': True, 'vq.reanchor': False, 'vq.reanchor_strength': 5.0,
     'vq.reanchor_threshold': 0.5, 'vq.reanchor_decay': 0.5, 'vq.reanchor_steps': 4,
     'loss.entropy_weight': 0.3, 'loss.entropy_temperature': 2.0,
 }

@@ -305,6 +305,32 @@ def test_simvq_refresh_restarts_codes_in_the_code_space():
   assert int(np.asarray(new.restarts).sum()) == dead.sum()
 
 
+def test_identity_gradient_same_forward_and_the_encoder_gets_the_gradient_too():
+  """`vq.identity_gradient`: the layer's output is unchanged; the tokens'
+  gradient is the projected path's plus the output's gradient itself."""
+  over = {'vq.codebook_dim': 8, 'vq.l2_normalize': True}
+  specs = {flag: qz.make_spec(_tiny('gentle', **over, **{'vq.identity_gradient': flag}))
+           for flag in (False, True)}
+  assert specs[True].identity_gradient and not specs[False].identity_gradient
+  params = qz.init_params(specs[False], jax.random.PRNGKey(0))
+  state = qz.init_state(specs[False], jax.random.PRNGKey(1))
+  z = jax.random.normal(jax.random.PRNGKey(2), (4, 6, 16))
+  w = jax.random.normal(jax.random.PRNGKey(3), (4, 6, 16))
+  outs, grads = {}, {}
+  for flag, spec in specs.items():
+    f = lambda z, spec=spec: qz.quantize(spec, state.codebook, params, z)   # noqa: E731
+    outs[flag] = f(z)
+    grads[flag] = jax.grad(lambda z, f=f: jnp.sum(w * f(z)[0]))(z)
+  np.testing.assert_array_equal(outs[True][0], outs[False][0])
+  np.testing.assert_array_equal(outs[True][1], outs[False][1])
+  np.testing.assert_allclose(grads[True] - grads[False], w, atol=1e-5)
+  # Without projection or normalisation the layer passes it already: refused.
+  cfg = set_overrides(load('gentle', 'tiny'), {'vq.identity_gradient': True})
+  with pytest.raises(config_lib.ConfigError) as err:
+    config_lib.validate(cfg)
+  assert err.value.key == 'vq.identity_gradient'
+
+
 def test_rotation_estimator_same_forward_other_gradient():
   """`vq.estimator='rotation'` reaches the layer: the same codes and forward
   value as straight-through, a gradient through sg(lambda R) instead of the
