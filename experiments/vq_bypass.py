@@ -31,7 +31,7 @@ close to the inputs the predictor saw.
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import jax
 import numpy as np
@@ -45,12 +45,14 @@ from jepa_jax import run_files
 from jepa_jax import run_reader
 from jepa_jax import step as step_lib
 
+# The rows' order; the terms themselves are `step.LossSpec.weights`' keys.
 JEPA_TERMS = ('infonce', 'sigreg', 'invariance', 'relational', 'relational_context')
 
 
 def jepa_loss(parts: Dict[str, float], weights: Dict[str, float]) -> float:
-  """The weighted sum of the JEPA terms of one val line's loss parts."""
-  return float(sum(weights[k] * parts[k] for k in JEPA_TERMS))
+  """The loss without the VQ terms: sum of w_k * part_k over the JEPA terms'
+  weights (`step.LossSpec.weights`, as the objective weighs them)."""
+  return float(sum(w * parts[k] for k, w in weights.items()))
 
 
 def val_parts(setup, state, images, batch, seed, snap) -> Dict[str, float]:
@@ -79,7 +81,7 @@ def snap_distances(setup, state, images) -> Dict[str, float]:
           'token_norm': float(np.median(np.linalg.norm(u, axis=1)))}
 
 
-def bypass_rows(workdir: str, baseline: str = None):
+def bypass_rows(workdir: str, baseline: Optional[str] = None):
   """One row per loss term (and `jepa`), plus a summary row."""
   cfg, dataset, setup, state = evaluate.load_trained_state(workdir)
   if not setup.vq_enabled:
