@@ -141,6 +141,12 @@ def build():
   c.loss.relational_loss = ml_collections.ConfigDict()
   c.loss.relational_loss.weight = 0.05
   c.loss.relational_loss.context_self_weight = 0.025
+  # LeJEPA-style global terms (Balestriero & LeCun 2025): the MSE of the
+  # context encoder's mean token (the masked view) to the target encoder's
+  # mean token of the whole image (0: off), and SIGReg on 'tokens' (every
+  # context token, the reference) or 'pooled' (one mean token per image).
+  c.loss.global_weight = 0.0
+  c.loss.sigreg_input = 'tokens'
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
   c.loss.entropy_temperature = 1.0      # T of its soft assignments softmax(-d / T)
 

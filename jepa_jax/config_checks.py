@@ -244,9 +244,11 @@ def _loss_and_schedule(cfg, check) -> None:
         f'must lie in [temperature_min, temperature_max] = [{lo}, {hi}]')
   for key in ('loss.infonce_weight', 'loss.sigreg_weight', 'loss.invariance_weight',
               'loss.relational_loss.weight',
-              'loss.relational_loss.context_self_weight',
+              'loss.relational_loss.context_self_weight', 'loss.global_weight',
               'train.weight_decay', 'train.min_learning_rate'):
     check(key, check.number(key) >= 0, 'must be >= 0')
+  check('loss.sigreg_input', cfg.loss.sigreg_input in ('tokens', 'pooled'),
+        "must be 'tokens' or 'pooled'")
   check('train.learning_rate', check.number('train.learning_rate') > 0, 'must be > 0')
   check('train.grad_clip_norm', check.number('train.grad_clip_norm') > 0, 'must be > 0')
   check('train.warmup_epochs', check.number('train.warmup_epochs') >= 0, 'must be >= 0')

@@ -60,22 +60,28 @@ def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
   """The JEPA loss terms on the global batch (unweighted; `LossSpec.weights`):
   InfoNCE and MSE of predictions vs targets, SIGReg of the context tokens,
   relational matching of pooled predictions / targets and of the pooled
-  context vs the pooled whole-image targets."""
+  context vs the pooled whole-image targets; with `LossSpec.global_` > 0 the
+  MSE of the pooled context vs the pooled whole-image targets ('global',
+  LeJEPA's prediction term with the masked context as the view)."""
   lc = setup.loss
   d = z_g.shape[-1]
   p_flat, t_flat = pred_g.reshape(-1, d), tgt_g.reshape(-1, d)
   parts = {}
+  z_pool = model_lib.pool_tokens(z_g, cv_g, 1)                          # (B, D)
+  w_img = None if cv_g is None else flat(cv_g.any(1))
   parts['infonce'] = losses.infonce_loss(p_flat, t_flat, temperature, **_w(w_tgt))
+  sig_x, sig_w = ((z_g.reshape(-1, d), w_ctx) if lc.sigreg_input == 'tokens'
+                  else (z_pool, w_img))
   parts['sigreg'] = losses.sigreg_loss(
-      z_g.reshape(-1, d), sig_key, num_slices=lc.sigreg_num_slices,
-      num_points=lc.sigreg_num_points, **_w(w_ctx))
+      sig_x, sig_key, num_slices=lc.sigreg_num_slices,
+      num_points=lc.sigreg_num_points, **_w(sig_w))
   parts['invariance'] = losses.invariance_loss(p_flat, t_flat, **_w(w_tgt))
   parts['relational'] = losses.relational_loss(
       model_lib.pool_tokens(pred_g, tv_g, (1, 2)), model_lib.pool_tokens(tgt_g, tv_g, (1, 2)),
       **_w(None if tv_g is None else flat(tv_g.any((1, 2)))))
-  parts['relational_context'] = losses.relational_loss(
-      model_lib.pool_tokens(z_g, cv_g, 1), t_pool_g,
-      **_w(None if cv_g is None else flat(cv_g.any(1))))
+  parts['relational_context'] = losses.relational_loss(z_pool, t_pool_g, **_w(w_img))
+  if lc.global_:               # static: runs without the term compute nothing more
+    parts['global'] = losses.invariance_loss(z_pool, t_pool_g, **_w(w_img))
   return parts
 
 
@@ -84,9 +90,12 @@ def make_loss_fn(setup, axis_name=None, snap=True):
 
   total = w_nce·InfoNCE(pred, tgt; τ) + w_sig·SIGReg(z) + w_inv·MSE(pred, tgt)
         + w_rel·Rel(pool(pred), pool(tgt)) + w_ctx·Rel(pool(z), pool(t_full))
+        [+ w_glob·MSE(pool(z), pool(t_full))]
         + β·commit(u, q) [+ codebook(u, q) in gradient mode / SimVQ]
         [+ w_ent·entropy(u, E)]
-  where z are the context encoder's tokens, u = z in the quantizer space
+  where z are the context encoder's tokens (SIGReg reads pool(z), one row
+  per image, with `LossSpec.sigreg_input='pooled'`, as LeJEPA regularises
+  the views' embeddings), u = z in the quantizer space
   (u = z unless the config projects or normalises, see `quantizer`), q their
   quantized codes, E the codebook (the predictor sees the layer's output when
   VQ is on), t_full the target encoder's tokens of the whole image and tgt

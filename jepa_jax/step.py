@@ -71,7 +71,7 @@ from jepa_jax.errors import ConfigError
 
 # Loss components logged per epoch as train_<name>_mean / val_<name>_mean.
 LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
-                   'relational_context', 'commitment', 'codebook', 'entropy')
+                   'relational_context', 'global', 'commitment', 'codebook', 'entropy')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +88,8 @@ class LossSpec:
   temperature_init: float
   temperature_min: float
   temperature_max: float
+  global_: float = 0.0                # 'global': pooled context -> pooled target MSE
+  sigreg_input: str = 'tokens'        # SIGReg on the context tokens or their image means
 
   @classmethod
   def from_config(cls, lc) -> 'LossSpec':
@@ -99,13 +101,15 @@ class LossSpec:
                sigreg_num_slices=lc.sigreg_num_slices,
                sigreg_num_points=lc.sigreg_num_points,
                temperature_init=lc.temperature_init,
-               temperature_min=lc.temperature_min, temperature_max=lc.temperature_max)
+               temperature_min=lc.temperature_min, temperature_max=lc.temperature_max,
+               global_=lc.global_weight, sigreg_input=lc.sigreg_input)
 
   @property
   def weights(self) -> Dict[str, float]:
     return {'infonce': self.infonce, 'sigreg': self.sigreg,
             'invariance': self.invariance, 'relational': self.relational,
-            'relational_context': self.relational_context}
+            'relational_context': self.relational_context,
+            **({'global': self.global_} if self.global_ else {})}
 
 
 @dataclasses.dataclass(frozen=True)
