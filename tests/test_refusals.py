@@ -1,0 +1,98 @@
+"""Every command's refusals, run as the command lines a user types: one
+`error:` line on stderr naming the culprit, the exit status docs/errors.md
+gives, no traceback, nothing written (issue #30)."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from jepa_jax import records
+from jepa_jax import workdir_config
+from conftest import ROOT, load
+
+TINY = '--config=configs/gentle.py:tiny'
+
+
+def _run(module, *args, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line(out, status):
+  """The one stderr line of a refusal with exit status `status`."""
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert out.returncode == status and len(lines) == 1, (out.returncode, out.stderr[-3000:])
+  assert 'Traceback' not in out.stderr
+  return lines[0]
+
+
+def _listing(folder):
+  return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else None)
+                for p in pathlib.Path(folder).rglob('*'))
+
+
+def _config_json(folder, **changes):
+  cfg = load('gentle', 'tiny')
+  for key, value in changes.items():
+    setattr(cfg, key, value)
+  folder.mkdir()
+  records.write_json(str(folder / 'config.json'), workdir_config.config_to_json(cfg))
+
+
+def _holds_another_config(w):
+  _config_json(w, seed=3)
+
+
+def _holds_outputs_but_no_checkpoint(w):
+  _config_json(w)
+  (w / 'final_state.msgpack').write_bytes(b'weights')
+
+
+def _holds_files_without_config(w):
+  w.mkdir()
+  (w / 'summary.json').write_text('{"status": "completed"}\n')
+
+
+@pytest.mark.parametrize('prepare, args, expected', [
+    (None, ('--config.init_from=/nonexistent/run',),
+     "error: init_from='/nonexistent/run': no such checkpoint directory"),
+    (_holds_another_config, (), "error: workdir '{w}' holds a run of a different config "
+     '(seed: 3 -> 0); use a new --workdir'),
+    (_holds_outputs_but_no_checkpoint, (),
+     "error: workdir '{w}' holds the outputs of a run (final_state.msgpack) but no usable "
+     'checkpoint to continue it; pass --config.checkpoint.restart=True'),
+    (_holds_files_without_config, (),
+     "error: workdir '{w}' holds files of a run without config.json (summary.json)"),
+])
+def test_main_workdir_and_init_from_refusals_are_one_line_status_1(prepare, args, expected,
+                                                                   tmp_path):
+  """CheckpointError: the `except Exception` clause of main.py once came first
+  and turned each of these into a 30-line traceback."""
+  w = tmp_path / 'run'
+  if prepare:
+    prepare(w)
+  before = _listing(tmp_path)
+  line = _one_line(_run('jepa_jax.main', TINY, f'--workdir={w}', *args), 1)
+  assert line.startswith(expected.format(w=w)), line
+  assert _listing(tmp_path) == before
+
+
+def test_config_export_to_a_folder_is_one_line(tmp_path):
+  out = _run('jepa_jax.config_export', TINY, f'--out={tmp_path}')
+  assert _one_line(out, 1) == f'error: Is a directory: {tmp_path}'
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_the_run_with_one_line(tmp_path):
+  """A learning rate of 1e30 on :tiny: the loss is NaN within the first steps."""
+  w = tmp_path / 'run'
+  out = _run('jepa_jax.main', TINY, f'--workdir={w}', '--config.train.learning_rate=1e30',
+             '--config.train.num_epochs=1', '--config.train.warmup_epochs=0', timeout=600)
+  line = _one_line(out, 1)
+  assert line.startswith('error: non-finite loss ') and '=nan' in line, line
+  assert line.endswith('run stopped, logs up to the last complete epoch are intact')
+  assert json.loads((w / 'summary.json').read_text())['status'] == 'failed'
