@@ -81,6 +81,34 @@ def test_main_workdir_and_init_from_refusals_are_one_line_status_1(prepare, args
   assert _listing(tmp_path) == before
 
 
+@pytest.mark.parametrize('text, expected', [
+    ('use_vq: null\n', 'use_vq: null is not true or false; write true or false'),
+    ('vq:\n  enabled: true\n  enabled: false\n',
+     '{y} line 3: enabled: given twice (lines 2 and 3)'),
+    ('commitment_cost: 0.1\ncommitment_cost: 0.2\n',
+     '{y} line 2: commitment_cost: given twice (lines 1 and 2)'),
+    ('', 'no keys (the file is empty or only comments); write {{}} to train'),
+    ('# only a comment\n', 'no keys (the file is empty or only comments)'),
+])
+def test_main_refuses_yaml_null_booleans_repeated_keys_and_empty_files(text, expected,
+                                                                       tmp_path):
+  y = tmp_path / 'run.yaml'
+  y.write_text(text)
+  line = _one_line(_run('jepa_jax.main', f'--config={y}:tiny', f'--workdir={tmp_path / "w"}'),
+                   2)
+  assert line.startswith(f'config error: --config={y}:tiny: ' + expected.format(y=y)), line
+  assert sorted(os.listdir(tmp_path)) == ['run.yaml']
+
+
+def test_an_explicitly_empty_yaml_mapping_is_base_py(tmp_path):
+  """config_export of base.py writes `{}`, which loads (an empty file does not)."""
+  from jepa_jax import config_lib, yaml_config  # noqa: PLC0415
+  text = yaml_config.to_yaml(load('base'), 'header')
+  assert text == '# header\n{}\n'
+  (tmp_path / 'base.yaml').write_text(text)
+  assert config_lib.load_config(str(tmp_path / 'base.yaml')).to_dict() == load('base').to_dict()
+
+
 def test_config_export_to_a_folder_is_one_line(tmp_path):
   out = _run('jepa_jax.config_export', TINY, f'--out={tmp_path}')
   assert _one_line(out, 1) == f'error: Is a directory: {tmp_path}'
