@@ -109,6 +109,60 @@ def test_an_explicitly_empty_yaml_mapping_is_base_py(tmp_path):
   assert config_lib.load_config(str(tmp_path / 'base.yaml')).to_dict() == load('base').to_dict()
 
 
+def _make_folder(root):
+  from PIL import Image  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+  rng = np.random.default_rng(0)
+  for c in ('cat', 'dog'):
+    os.makedirs(root / c)
+    for k in range(4):
+      Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+          root / c / f'{k}.png')
+  return root
+
+
+@pytest.fixture(scope='module')
+def packed(tmp_path_factory):
+  """A packed ArrayRecord folder of 8 images in 2 shards (python -m jepa_jax.data.pack)."""
+  root = tmp_path_factory.mktemp('packed')
+  out = root / 'ar'
+  done = _run('jepa_jax.data.pack', '--folder', str(_make_folder(root / 'imgs')),
+              '--out', str(out), '--shards', '2')
+  assert done.returncode == 0, done.stderr[-2000:]
+  return out
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'zero bytes', 'garbled'])
+def test_a_damaged_arrayrecord_shard_is_one_line_naming_it(damage, packed, tmp_path):
+  ar = tmp_path / 'ar'
+  ar.mkdir()
+  for f in os.listdir(packed):
+    (ar / f).write_bytes((packed / f).read_bytes())
+  shard = ar / 'data-00001-of-00002.array_record'
+  good = shard.read_bytes()
+  shard.write_bytes({'truncated': good[:len(good) // 2], 'zero bytes': b'',
+                     'garbled': good[:100] + bytes(len(good) - 100)}[damage])
+  w = tmp_path / 'run'
+  line = _one_line(_run('jepa_jax.main', TINY, f'--workdir={w}',
+                        '--config.data.name=arrayrecord', f'--config.data.path={ar}',
+                        '--config.data.image_size=(8, 8)', '--config.data.channels=3',
+                        '--config.data.val_fraction=0.25'), 2)
+  assert line.startswith(f'data error: damaged ArrayRecord shard {shard}: '), line
+  assert not w.exists()
+
+
+def test_pack_refuses_an_out_that_is_a_file(tmp_path, packed):
+  afile = tmp_path / 'afile'
+  afile.write_text('x')
+  out = _run('jepa_jax.data.pack', '--folder', str(packed.parent / 'imgs'), '--out',
+             str(afile))
+  assert _one_line(out, 2) == f'data error: --out={afile}: exists and is not a folder'
+  assert afile.read_text() == 'x'
+  out = _run('jepa_jax.data.pack', '--out', str(afile))
+  assert _one_line(out, 2) == ('error: python -m jepa_jax.data.pack: the following '
+                               'arguments are required: --folder')
+
+
 def test_config_export_to_a_folder_is_one_line(tmp_path):
   out = _run('jepa_jax.config_export', TINY, f'--out={tmp_path}')
   assert _one_line(out, 1) == f'error: Is a directory: {tmp_path}'
