@@ -163,6 +163,21 @@ def test_pack_refuses_an_out_that_is_a_file(tmp_path, packed):
                                'arguments are required: --folder')
 
 
+def test_evaluate_and_diagnose_name_a_damaged_file(tmp_path):
+  w = tmp_path / 'run'
+  _config_json(w)
+  (w / 'final_state.msgpack').write_bytes(b'\x82\xa6params\x81')     # cut short
+  line = _one_line(_run('jepa_jax.evaluate', f'--workdir={w}'), 2)
+  assert line.startswith(f'error: {w / "final_state.msgpack"}: damaged or truncated '
+                         '(9 bytes; msgpack: '), line
+  assert not (w / 'eval.json').exists()
+  (w / 'summary.json').write_text('{"status": "comp')                # torn
+  line = _one_line(_run('jepa_jax.diagnose', str(w)), 2)
+  assert line.startswith(f'error: {w / "summary.json"}: damaged JSON ('), line
+  line = _one_line(_run('jepa_jax.evaluate', f'--workdir={tmp_path / "none"}'), 2)
+  assert line == f'error: {tmp_path / "none"}: not a run folder (no config.json)'
+
+
 def test_config_export_to_a_folder_is_one_line(tmp_path):
   out = _run('jepa_jax.config_export', TINY, f'--out={tmp_path}')
   assert _one_line(out, 1) == f'error: Is a directory: {tmp_path}'
