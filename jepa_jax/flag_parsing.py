@@ -14,6 +14,7 @@ import os
 import sys
 
 from absl import flags
+from ml_collections import config_flags
 
 from jepa_jax import config_lib
 from jepa_jax import yaml_config
@@ -52,6 +53,26 @@ def yaml_argv(argv):
     out.append(arg)
     i += 1
   return out
+
+
+def config_of(argv):
+  """The config the command line `argv` (the program, then `--config=` and
+  `--config.KEY=VALUE` only) builds, as `jepa_jax.main` would build it, parsed
+  on flags of its own (this process's flags are untouched). A bad input is
+  InputError, one line naming the file, key or flag; nothing is written."""
+  spec, keys = config_spec_and_keys(argv)
+  if not spec:
+    raise config_lib.InputError('--config=: missing; pass a config file')
+  config_lib.check_override_keys(config_lib.load_config_checked(spec), keys)
+  argv = yaml_argv(argv)
+  own = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file('config', None, 'config', flag_values=own,
+                                           sys_argv=argv)
+  try:
+    own(argv)
+  except flags.Error as err:
+    raise config_lib.InputError(str(err).splitlines()[0]) from None
+  return holder.value
 
 
 def parse_config_flags(argv):

@@ -183,6 +183,37 @@ def test_config_export_to_a_folder_is_one_line(tmp_path):
   assert _one_line(out, 1) == f'error: Is a directory: {tmp_path}'
 
 
+@pytest.mark.parametrize('args, expected', [
+    (('--override=train.nonexistent=1',),
+     'error: --config.train.nonexistent: unknown config key (nearest: '),
+    (('--override=train.num_epochs=abc',),
+     "error: flag --config.train.num_epochs=abc: invalid literal for int() with base 10"),
+    (('--config_arg=bogus',), "error: --config={root}/configs/gentle.py:bogus: ValueError: "
+     "unknown config variant 'bogus'"),
+    (('--config_arg=tiny', '--override=vq.ema_decay=1.5'),
+     'config error: config.vq.ema_decay=1.5: must be in [0, 1)'),
+])
+def test_ladder_checks_its_arguments_before_creating_anything(args, expected, tmp_path):
+  w = tmp_path / 'ladder'
+  line = _one_line(_run('experiments.ladder', f'--workdir={w}', '--no_evaluate', *args), 2)
+  assert line.startswith(expected.format(root=ROOT)), line
+  assert not w.exists()
+
+
+def test_ladder_surfaces_the_error_line_of_a_refused_run(tmp_path):
+  """A refusal the config checks cannot see (a missing init_from): the run's
+  own line, not a traceback about a folder without config.json."""
+  w = tmp_path / 'ladder'
+  out = _run('experiments.ladder', f'--workdir={w}', '--no_evaluate', '--config_arg=tiny',
+             '--override=init_from=/nonexistent/run')
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  log = w / 'B_gentle' / 'run.log'
+  assert out.returncode == 1 and lines == [
+      f"error: Option B (gentle) refused: error: init_from='/nonexistent/run': no such "
+      f'checkpoint directory (see {log})'], out.stderr[-3000:]
+  assert not (w / 'ladder.json').exists()
+
+
 @pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_with_one_line(tmp_path):
   """A learning rate of 1e30 on :tiny: the loss is NaN within the first steps."""
