@@ -185,11 +185,11 @@ def test_config_export_to_a_folder_is_one_line(tmp_path):
 
 @pytest.mark.parametrize('args, expected', [
     (('--override=train.nonexistent=1',),
-     'error: --config.train.nonexistent: unknown config key (nearest: '),
+     'config error: --config.train.nonexistent: unknown config key (nearest: '),
     (('--override=train.num_epochs=abc',),
      "error: flag --config.train.num_epochs=abc: invalid literal for int() with base 10"),
-    (('--config_arg=bogus',), "error: --config={root}/configs/gentle.py:bogus: ValueError: "
-     "unknown config variant 'bogus'"),
+    (('--config_arg=bogus',), "config error: --config={root}/configs/gentle.py:bogus: "
+     "ValueError: unknown config variant 'bogus'"),
     (('--config_arg=tiny', '--override=vq.ema_decay=1.5'),
      'config error: config.vq.ema_decay=1.5: must be in [0, 1)'),
 ])
