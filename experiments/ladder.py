@@ -99,6 +99,8 @@ def check_options(config_arg: str, seed: int, overrides: Sequence[str]) -> None:
     _, keys = flag_parsing.config_spec_and_keys(argv)
     if stages.is_two_stage(cfg):
       stages.carry_overrides_to_stage2(cfg, keys)
+    flag_parsing.fit_warmup(cfg, keys)           # as jepa_jax.main does
+    if stages.is_two_stage(cfg):
       config_lib.validate(stages.stage_config(cfg, 1))
       config_lib.validate(stages.stage_config(cfg, 2, init_from='stage1'))
     else:

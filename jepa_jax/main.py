@@ -49,7 +49,9 @@ def _print_help_and_exit(argv) -> None:
 def parse_flags(argv):
   """absl's flag parsing; every bad input is one line, exit 2 (flag_parsing).
   A two-stage config's stage 2 takes the command line's overrides of its
-  keys (stages.carry_overrides_to_stage2), each reported on stderr."""
+  keys (stages.carry_overrides_to_stage2), each reported on stderr; a
+  warm-up longer than the run that the command line did not set is shortened
+  (flag_parsing.fit_warmup), with a note."""
   _print_help_and_exit(argv)
   rest = flag_parsing.parse_config_flags(argv)
   _, keys = flag_parsing.config_spec_and_keys(argv)
@@ -57,6 +59,8 @@ def parse_flags(argv):
     print(f'note: --config.{key}={value!r} applies to stage 2 as well (instead of '
           f'stage2.{key}={old!r}); --config.stage2.{key} sets stage 2 apart',
           file=sys.stderr)
+  for note in flag_parsing.fit_warmup(_CONFIG.value, keys):
+    print(note, file=sys.stderr)
   return rest
 
 
