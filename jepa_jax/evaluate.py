@@ -99,7 +99,10 @@ def run_setup(workdir: str):
   if not os.path.exists(path):
     raise ValueError(f'{workdir}: not a run folder (no config.json)')
   with open(path) as f:
-    cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
+    try:
+      cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
+    except ValueError as err:
+      raise ValueError(f'{path}: damaged JSON ({err})') from None
   config_lib.validate(cfg)
   dataset = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, dataset)

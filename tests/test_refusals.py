@@ -57,6 +57,11 @@ def _holds_files_without_config(w):
   (w / 'summary.json').write_text('{"status": "completed"}\n')
 
 
+def _holds_a_torn_config(w):
+  w.mkdir()
+  (w / 'config.json').write_text('{"seed": 0, "tr')
+
+
 @pytest.mark.parametrize('prepare, args, expected', [
     (None, ('--config.init_from=/nonexistent/run',),
      "error: init_from='/nonexistent/run': no such checkpoint directory"),
@@ -67,6 +72,7 @@ def _holds_files_without_config(w):
      'checkpoint to continue it; pass --config.checkpoint.restart=True'),
     (_holds_files_without_config, (),
      "error: workdir '{w}' holds files of a run without config.json (summary.json)"),
+    (_holds_a_torn_config, (), "error: workdir '{w}': {w}/config.json is damaged ("),
 ])
 def test_main_workdir_and_init_from_refusals_are_one_line_status_1(prepare, args, expected,
                                                                    tmp_path):
@@ -174,6 +180,9 @@ def test_evaluate_and_diagnose_name_a_damaged_file(tmp_path):
   (w / 'summary.json').write_text('{"status": "comp')                # torn
   line = _one_line(_run('jepa_jax.diagnose', str(w)), 2)
   assert line.startswith(f'error: {w / "summary.json"}: damaged JSON ('), line
+  (w / 'config.json').write_text('{"seed": 0, "tr')                   # torn
+  line = _one_line(_run('jepa_jax.evaluate', f'--workdir={w}'), 2)
+  assert line.startswith(f'error: {w / "config.json"}: damaged JSON ('), line
   line = _one_line(_run('jepa_jax.evaluate', f'--workdir={tmp_path / "none"}'), 2)
   assert line == f'error: {tmp_path / "none"}: not a run folder (no config.json)'
 
