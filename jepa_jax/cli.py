@@ -26,11 +26,12 @@ _RAISED_ABOVE = (
 
 def refusal(err: BaseException, also=()) -> Optional[Tuple[str, int]]:
   """(the one line, the exit status) of an error that refuses an input, or
-  None for a bug (keep its traceback). ConfigError, ConfigFileError 'config error: ...' and
-  DataError 'data error: ...' (2); InputError, WorkdirLocked 'error: ...' (2);
-  TrainingError, CheckpointError 'error: ...' (1); an instance of a class of
-  `also` (a command's own: evaluate's ValueError...) 'error: ...' (2); an
-  OSError, or an error raised from one, 'error: STRERROR: PATH' (1)."""
+  None for a bug (keep its traceback). ConfigError, ConfigFileError
+  'config error: ...' and DataError 'data error: ...' (2); InputError,
+  WorkdirLocked 'error: ...' (2); TrainingError, CheckpointError
+  'error: ...' (1); an instance of a class of `also` (a command's own:
+  evaluate's ValueError...) 'error: ...' (2); an OSError, or an error raised
+  from one, 'error: STRERROR: PATH' (1)."""
   if isinstance(err, (errors.ConfigError, errors.ConfigFileError)):
     return f'config error: {_line(err)}', 2
   if isinstance(err, errors.DataError):
