@@ -233,3 +233,22 @@ def test_a_non_finite_loss_stops_the_run_with_one_line(tmp_path):
   assert line.startswith('error: non-finite loss ') and '=nan' in line, line
   assert line.endswith('run stopped, logs up to the last complete epoch are intact')
   assert json.loads((w / 'summary.json').read_text())['status'] == 'failed'
+
+
+def test_a_damaged_record_read_during_training_names_its_shard(packed, tmp_path):
+  """A shard whose index opens but whose records do not (a garbled chunk):
+  the read that meets it (a Grain worker's, during training) names the shard."""
+  from jepa_jax import data  # noqa: PLC0415
+  from jepa_jax.data import arrayrecord  # noqa: PLC0415
+  paths = []
+  for name in ('data-00000-of-00002.array_record', 'data-00001-of-00002.array_record'):
+    raw = bytearray((packed / name).read_bytes())
+    if name.startswith('data-00001'):
+      for i in range(200, 210):               # inside the first data chunk
+        raw[i] ^= 0x5a
+    (tmp_path / name).write_bytes(bytes(raw))
+    paths.append(str(tmp_path / name))
+  reader = arrayrecord.RecordReader(paths, (8, 8), 'RGB')
+  assert len(reader) == 8 and reader(0).shape == (8, 8, 3)     # shard 0 reads
+  with pytest.raises(data.DataError, match=f'damaged ArrayRecord shard {paths[1]}: '):
+    reader(4)                                    # shard 1, record 0
