@@ -94,6 +94,19 @@ def _run(cmd: List[str], log_path: str) -> int:
                           stderr=subprocess.STDOUT).returncode
 
 
+ERROR_PREFIXES = ('error: ', 'config error: ', 'data error: ')
+
+
+def error_line(log_path: str) -> Optional[str]:
+  """The last one-line refusal (docs/errors.md) a command wrote to its log, or None."""
+  try:
+    with open(log_path, errors='replace') as f:
+      lines = [l.strip() for l in f if l.startswith(ERROR_PREFIXES)]
+  except OSError:
+    return None
+  return lines[-1] if lines else None
+
+
 def train_and_evaluate(variant: str, seed: int, path: str, config_arg: str,
                        overrides: Sequence[str], evaluate: bool = True) -> Dict[str, object]:
   """Trains (unless finished) and evaluates (unless eval.json exists, or
@@ -120,7 +133,7 @@ def train_and_evaluate(variant: str, seed: int, path: str, config_arg: str,
                '--config.train.progress_bar=False', *overrides],
               os.path.join(path, 'run.log'))
     status = _status(path)
-    did['trained'] = True
+    did['trained'], did['exit'] = True, rc
     _log(f'{variant}/seed_{seed}: {status or "no summary"} (exit {rc}) in '
          f'{time.perf_counter() - t0:.0f} s')
   did['status'] = status

@@ -38,8 +38,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from experiments import assess
 from jepa_jax import cli
+from jepa_jax import config_files
+from jepa_jax import config_lib
 from jepa_jax import diagnose
+from jepa_jax import flag_parsing
 from jepa_jax import records
+from jepa_jax import run_files
+from jepa_jax import stages
 
 FINISHED_OK = ('completed', 'early_stopped')
 
@@ -64,6 +69,42 @@ OPTIONS = (
     Option('D', 'two_stage_reference', (), False, 'Hybrid two-stage'),
 )
 CRITERIA = diagnose.Criteria()     # the assessment's "Success Criteria"
+
+
+class ChildRefused(RuntimeError):
+  """An option's run refused its input: `str(err)` is its one error line,
+  `err.status` its exit status."""
+
+  def __init__(self, line: str, status: int):
+    super().__init__(line)
+    self.status = status
+
+
+def command_line(option: Option, config_arg: str, seed: int,
+                 overrides: Sequence[str]) -> List[str]:
+  """The `--config=` and `--config.KEY=VALUE` arguments of `option`'s run
+  (`assess.train_and_evaluate` passes the same)."""
+  spec = config_files.variant_spec(option.variant, config_arg)
+  return [f'--config={spec}', f'--config.seed={seed}', '--config.train.progress_bar=False',
+          *[f'--config.{o}' for o in option.overrides], *overrides]
+
+
+def check_options(config_arg: str, seed: int, overrides: Sequence[str]) -> None:
+  """Builds and validates every option's config as its run would, before
+  anything is created: InputError / ConfigError (one line) on a bad
+  --config_arg or --override."""
+  for option in OPTIONS:
+    argv = ['ladder', *command_line(option, config_arg, seed, overrides)]
+    cfg = flag_parsing.config_of(argv)
+    _, keys = flag_parsing.config_spec_and_keys(argv)
+    if stages.is_two_stage(cfg):
+      stages.carry_overrides_to_stage2(cfg, keys)
+    flag_parsing.fit_warmup(cfg, keys)           # as jepa_jax.main does
+    if stages.is_two_stage(cfg):
+      config_lib.validate(stages.stage_config(cfg, 1))
+      config_lib.validate(stages.stage_config(cfg, 2, init_from='stage1'))
+    else:
+      config_lib.validate(cfg)
 
 
 def judge(option: Option, path: str, criteria: diagnose.Criteria) -> Dict[str, Any]:
@@ -105,6 +146,11 @@ def run_ladder(workdir: str, config_arg: str = '', seed: int = 0,
     _log(f'Option {option.name} ({option.variant}): {path}')
     did = assess.train_and_evaluate(option.variant, seed, path, config_arg, extra,
                                     evaluate=evaluate)
+    if did.get('exit') and not (run_files.holds_config(path) or diagnose.stage_dirs(path)):
+      log = os.path.join(path, 'run.log')
+      line = assess.error_line(log) or f'exit status {did["exit"]}, no error line'
+      raise ChildRefused(f'Option {option.name} ({option.variant}) refused: {line} '
+                         f'(see {log})', did['exit'])
     verdict = judge(option, path, criteria)
     steps.append({'option': option.name, 'title': option.title,
                   'variant': option.variant, 'workdir': path,
@@ -168,16 +214,23 @@ def main(argv=None) -> int:
   if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
     ap.error(f'--workdir {args.workdir}: exists and is not a folder')
   criteria = dataclasses.replace(CRITERIA, val_loss_bound=args.val_loss_bound)
+  overrides = [o if o.startswith('--config.') else f'--config.{o}' for o in args.override]
   try:
     if args.baseline:
       criteria = criteria.with_baseline(diagnose.baseline_val_loss(args.baseline.split(',')))
-  except (ValueError, OSError) as err:
-    ap.error(str(err))
-  workdir = os.path.abspath(args.workdir)
-  os.makedirs(workdir, exist_ok=True)
-  overrides = [o if o.startswith('--config.') else f'--config.{o}' for o in args.override]
-  out = run_ladder(workdir, args.config_arg, args.seed, overrides, criteria,
-                   evaluate=not args.no_evaluate)
+    check_options(args.config_arg, args.seed, overrides)    # before creating anything
+    workdir = os.path.abspath(args.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    out = run_ladder(workdir, args.config_arg, args.seed, overrides, criteria,
+                     evaluate=not args.no_evaluate)
+  except ChildRefused as err:
+    print(f'error: {err}', file=sys.stderr)
+    return err.status
+  except Exception as err:  # pylint: disable=broad-except
+    status = cli.refused(err, also=(ValueError, OSError))
+    if status is None:
+      raise
+    return status
   _log(out['decision'])
   _log(f"wrote {os.path.join(workdir, 'ladder.md')} and ladder.json")
   return 0 if out['passed'] else 3

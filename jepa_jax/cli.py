@@ -1,11 +1,68 @@
-"""Command-line parsing shared by `evaluate`, `diagnose` and `experiments.assess`:
-a bad option is one line on stderr and exit status 2 (argparse prints its
-usage block first; the usage stays available with --help)."""
+"""What every command shares: option parsing (a bad option is one line on
+stderr and exit status 2; the usage stays available with --help) and the one
+exit path of a refused input (`refused`: one `error:` line, the documented
+exit status, docs/errors.md)."""
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+from typing import Optional, Tuple
+
+from jepa_jax import errors
+from jepa_jax import records
+
+# The refusals of the layers above this one: (module, class, prefix of the
+# line, exit status). Looked up by name in sys.modules, so this foundation
+# module imports nothing from above it and a small command (diagnose,
+# data.pack) does not import the trainer: an error class whose module was never
+# imported cannot have been raised.
+_RAISED_ABOVE = (
+    ('jepa_jax.workdir_lock', 'WorkdirLocked', 'error', 2),
+    ('jepa_jax.epoch_end', 'TrainingError', 'error', 1),
+    ('jepa_jax.checkpoint', 'CheckpointError', 'error', 1),
+)
+
+
+def refusal(err: BaseException, also=()) -> Optional[Tuple[str, int]]:
+  """(the one line, the exit status) of an error that refuses an input, or
+  None for a bug (keep its traceback). ConfigError, ConfigFileError
+  'config error: ...' and DataError 'data error: ...' (2); InputError,
+  WorkdirLocked 'error: ...' (2); TrainingError, CheckpointError
+  'error: ...' (1); an instance of a class of `also` (a command's own:
+  evaluate's ValueError...) 'error: ...' (2); an OSError, or an error raised
+  from one, 'error: STRERROR: PATH' (1)."""
+  if isinstance(err, (errors.ConfigError, errors.ConfigFileError)):
+    return f'config error: {_line(err)}', 2
+  if isinstance(err, errors.DataError):
+    return f'data error: {_line(err)}', 2
+  if isinstance(err, errors.InputError):
+    return f'error: {_line(err)}', 2
+  for module, name, prefix, status in _RAISED_ABOVE:
+    cls = getattr(sys.modules.get(module), name, None)
+    if cls is not None and isinstance(err, cls):
+      return f'{prefix}: {_line(err)}', status
+  if also and isinstance(err, tuple(also)):
+    return f'error: {records.one_line_error(err)}', 2
+  if records.os_error_of(err) is not None:
+    return f'error: {records.one_line_error(err)}', 1
+  return None
+
+
+def refused(err: BaseException, also=()) -> Optional[int]:
+  """Every command's exit path for an error: a refusal (`refusal`) prints its
+  one line on stderr and returns its exit status; a bug returns None (the
+  caller re-raises it, traceback kept)."""
+  found = refusal(err, also)
+  if found is None:
+    return None
+  print(found[0], file=sys.stderr)
+  return found[1]
+
+
+def _line(err: BaseException) -> str:
+  text = str(err).strip().splitlines()
+  return text[0] if text else type(err).__name__
 
 
 class ArgumentParser(argparse.ArgumentParser):

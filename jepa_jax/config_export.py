@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from jepa_jax import cli
 from jepa_jax import config_lib
 from jepa_jax import flag_parsing
 from jepa_jax import yaml_config
@@ -47,9 +48,15 @@ def main(argv):
   if _OUT.value is None:
     sys.stdout.write(text)
     return
-  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-  with open(_OUT.value, 'w') as f:
-    f.write(text)
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, 'w') as f:
+      f.write(text)
+  except Exception as err:  # pylint: disable=broad-except
+    status = cli.refused(err)     # --out a folder, unwritable: one line
+    if status is None:
+      raise
+    sys.exit(status)
 
 
 if __name__ == '__main__':

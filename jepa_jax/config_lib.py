@@ -1,7 +1,7 @@
 """Loading configs: a config file or YAML config by its `--config=` spec,
 the `--config.KEY` overrides, the workdir.
 
-The config modules, bottom up: `errors` (ConfigError, InputError),
+The config modules, bottom up: `errors` (ConfigError, InputError, ConfigFileError),
 `config_files` (importing config files, the `configs` package),
 `config_keys` (dotted keys), `config_defaults` (configs/base.py, the one
 place every default is written, and the keys older run folders lack),
@@ -19,7 +19,7 @@ from jepa_jax import yaml_config
 from jepa_jax.config_checks import check_against_data, validate  # noqa: F401
 from jepa_jax.config_defaults import ADDED_KEYS, NEW_DEFAULTS, fill_added_keys  # noqa: F401
 from jepa_jax.config_files import load_module
-from jepa_jax.errors import ConfigError, InputError  # noqa: F401
+from jepa_jax.errors import ConfigError, ConfigFileError, InputError  # noqa: F401
 
 
 def check_workdir_path(workdir) -> None:
@@ -45,26 +45,26 @@ def load_config(spec: str):
 
 def load_config_checked(spec: str):
   """`load_config`, with every way a config file can fail (missing, not
-  Python, raising in get_config, an unknown variant) as InputError, one
+  Python, raising in get_config, an unknown variant) as ConfigFileError, one
   line naming the file."""
   path = spec.partition(':')[0]
   if not os.path.isfile(path):
-    raise InputError(f'--config={spec}: no such file' if not os.path.exists(path)
-                     else f'--config={spec}: not a file')
+    raise ConfigFileError(f'--config={spec}: no such file' if not os.path.exists(path)
+                          else f'--config={spec}: not a file')
   try:
     cfg = load_config(spec)
   except InputError as err:             # a YAML config's key or value
     message = str(err)
     message = message[len(path) + 2:] if message.startswith(f'{path}: ') else message
-    raise InputError(f'--config={spec}: {message}') from None
+    raise ConfigFileError(f'--config={spec}: {message}') from None
   except SyntaxError as err:
-    raise InputError(f'--config={spec}: {path} line {err.lineno}: {err.msg}') from None
+    raise ConfigFileError(f'--config={spec}: {path} line {err.lineno}: {err.msg}') from None
   except Exception as err:  # pylint: disable=broad-except
     where = _innermost_line(err, path)
-    raise InputError(f'--config={spec}: {type(err).__name__}: {err}{where}') from None
+    raise ConfigFileError(f'--config={spec}: {type(err).__name__}: {err}{where}') from None
   if not hasattr(cfg, 'to_dict'):
-    raise InputError(f'--config={spec}: get_config returned {type(cfg).__name__}, '
-                     'not a ConfigDict')
+    raise ConfigFileError(f'--config={spec}: get_config returned {type(cfg).__name__}, '
+                          'not a ConfigDict')
   return cfg
 
 
@@ -93,4 +93,4 @@ def check_override_keys(cfg, keys) -> None:
               leaf, [n.rsplit('.', 1)[-1] for n in known], n=3, cutoff=0.6)][:3]
     hint = (f'nearest: {", ".join(near)}' if near else
             'no similar key; see configs/base.py for every key')
-    raise InputError(f'--config.{key}: unknown config key ({hint})')
+    raise ConfigFileError(f'--config.{key}: unknown config key ({hint})')

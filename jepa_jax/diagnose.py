@@ -367,9 +367,11 @@ def main(argv=None) -> int:
     if args.baseline:
       criteria = criteria.with_baseline(baseline_val_loss(args.baseline.split(',')))
     results = [check_run(load_run(p), criteria, args.option_b) for p in args.runs]
-  except (ValueError, OSError) as err:
-    print(f'error: {err}', file=sys.stderr)
-    return 2
+  except Exception as err:  # pylint: disable=broad-except
+    status = cli.refused(err, also=(ValueError, OSError))
+    if status is None:
+      raise
+    return status
   if args.json:
     print(json.dumps(records.to_builtin(results), indent=2))
   else:

@@ -6,6 +6,8 @@ them without importing the layers above it:
   ConfigError  a bad config value; names the key (`err.key`) and the value
   InputError   a bad input other than a config key: a workdir, a command-line
                option, a config file
+  ConfigFileError  the InputError of a config file, a YAML key or an unknown
+               `--config.KEY` override (printed as a `config error:`)
   DataError    unusable input data: a missing file, a wrong shape or dtype,
                NaNs; names the file or array
 
@@ -26,6 +28,11 @@ class ConfigError(ValueError):
 class InputError(ValueError):
   """A bad input other than a config key (workdir, a command-line option, a
   config file). `str(err)` is one line naming it."""
+
+
+class ConfigFileError(InputError):
+  """A config file that does not load (missing, not Python, an unknown
+  variant, a bad YAML key) or an unknown `--config.KEY`. One line naming it."""
 
 
 class DataError(ValueError):

@@ -99,7 +99,10 @@ def run_setup(workdir: str):
   if not os.path.exists(path):
     raise ValueError(f'{workdir}: not a run folder (no config.json)')
   with open(path) as f:
-    cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
+    try:
+      cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
+    except ValueError as err:
+      raise ValueError(f'{path}: damaged JSON ({err})') from None
   config_lib.validate(cfg)
   dataset = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, dataset)
@@ -365,9 +368,11 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   try:
     out = evaluate_run(args.workdir, args.knn_k)
-  except (ValueError, OSError, config_lib.ConfigError) as err:
-    print(f'error: {err}', file=sys.stderr)
-    return 2
+  except Exception as err:  # pylint: disable=broad-except
+    status = cli.refused(err, also=(ValueError, OSError))
+    if status is None:
+      raise
+    return status
   line = ', '.join(f"{n} probe {out[n]['linear_probe_acc']:.1%} / kNN {out[n]['knn_acc']:.1%}"
                    for n in ('target_encoder', 'context_encoder', 'pixels'))
   nmi = (f", code-label AMI {out['code_label_ami']:.3f} (NMI {out['code_label_nmi']:.3f}, "

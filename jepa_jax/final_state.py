@@ -44,7 +44,15 @@ def load(workdir: str, target):
     raise FileNotFoundError(f'{path}: no final weights (the run did not finish, '
                             'or it predates final_state.msgpack)')
   with open(path, 'rb') as f:
-    raw = serialization.msgpack_restore(f.read())
+    data = f.read()
+  try:
+    raw = serialization.msgpack_restore(data)
+  except Exception as err:  # pylint: disable=broad-except  (msgpack's own errors)
+    raise ValueError(f'{path}: damaged or truncated ({len(data)} bytes; msgpack: '
+                     f'{str(err) or type(err).__name__}); retrain or restore the '
+                     'file') from None
+  if not isinstance(raw, dict):
+    raise ValueError(f'{path}: damaged ({type(raw).__name__}, not a state dict)')
   tree = {k: target[k] for k in KEYS if k in target}
   if isinstance(raw.get('vq'), dict):
     raw['vq'].setdefault('usage_ema', None)    # files written before the field

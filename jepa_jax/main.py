@@ -20,15 +20,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from jepa_jax import checkpoint
-from jepa_jax import config_lib
-from jepa_jax import data
+from jepa_jax import cli
 from jepa_jax import flag_parsing
-from jepa_jax import records
 from jepa_jax import stages
 from jepa_jax import train
 from jepa_jax import usage
-from jepa_jax import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (configs/*.py[:variant]) or YAML config (*.yaml[:variant]).')
@@ -53,7 +49,9 @@ def _print_help_and_exit(argv) -> None:
 def parse_flags(argv):
   """absl's flag parsing; every bad input is one line, exit 2 (flag_parsing).
   A two-stage config's stage 2 takes the command line's overrides of its
-  keys (stages.carry_overrides_to_stage2), each reported on stderr."""
+  keys (stages.carry_overrides_to_stage2), each reported on stderr; a
+  warm-up longer than the run that the command line did not set is shortened
+  (flag_parsing.fit_warmup), with a note."""
   _print_help_and_exit(argv)
   rest = flag_parsing.parse_config_flags(argv)
   _, keys = flag_parsing.config_spec_and_keys(argv)
@@ -61,6 +59,8 @@ def parse_flags(argv):
     print(f'note: --config.{key}={value!r} applies to stage 2 as well (instead of '
           f'stage2.{key}={old!r}); --config.stage2.{key} sets stage 2 apart',
           file=sys.stderr)
+  for note in flag_parsing.fit_warmup(_CONFIG.value, keys):
+    print(note, file=sys.stderr)
   return rest
 
 
@@ -75,27 +75,15 @@ def main(argv):
       summary = stages.run(cfg, workdir)
     else:
       summary = train.train_and_evaluate(cfg, workdir)
-  except config_lib.ConfigError as err:
-    print(f'config error: {err}', file=sys.stderr)
-    sys.exit(2)
-  except data.DataError as err:
-    print(f'data error: {err}', file=sys.stderr)
-    sys.exit(2)
-  except (config_lib.InputError, workdir_lock.WorkdirLocked) as err:
-    print(f'error: {err}', file=sys.stderr)
-    sys.exit(2)
-  except Exception as err:  # pylint: disable=broad-except
-    if records.os_error_of(err) is None:
-      raise                       # a bug: keep its traceback
-    print(f'error: {records.one_line_error(err)}', file=sys.stderr)
-    sys.exit(1)
   except interrupts.Stopped as stop:
     print(f'{stop.status}: {stop} of the run, before it wrote anything; no summary',
           file=sys.stderr)
     sys.exit(128 + stop.signum)
-  except (train.TrainingError, checkpoint.CheckpointError) as err:
-    print(f'error: {err}', file=sys.stderr)
-    sys.exit(1)
+  except Exception as err:  # pylint: disable=broad-except
+    status = cli.refused(err)     # one line, its exit status (docs/errors.md)
+    if status is None:
+      raise                       # a bug: keep its traceback
+    sys.exit(status)
   if summary.get('parallel', {}).get('process_index', 0) != 0:
     return                        # only process 0 reports
   for name, s in summary.get('stages', {'run': summary}).items():

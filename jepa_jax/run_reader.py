@@ -54,7 +54,10 @@ def _read_json(path):
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except ValueError as err:       # torn or garbled: name the file
+      raise ValueError(f'{path}: damaged JSON ({err})') from None
 
 
 def stage_dirs(path: str) -> List[str]:

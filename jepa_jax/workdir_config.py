@@ -65,7 +65,12 @@ def check_workdir(workdir: str, config: Dict[str, Any], allow_config_change: boo
   path = os.path.join(workdir, run_files.CONFIG)
   if os.path.exists(path):
     with open(path) as f:
-      old = json.load(f)
+      try:
+        old = json.load(f)
+      except ValueError as err:       # torn or garbled: refuse, touch nothing
+        raise CheckpointError(
+            f'workdir {workdir!r}: {path} is damaged ({err}); it records the config '
+            'of the run there: restore it, or use a new --workdir') from None
     diff = config_diff(old, config)
     if diff and not allow_config_change:
       raise CheckpointError(

@@ -13,7 +13,10 @@ Each key is either a name of the reference trainer (its YAML files,
 line (`errors.InputError`): a key that is neither (naming the nearest
 known keys, difflib), a key of `NOT_SUPPORTED` (a reference-trainer setting
 jepa_jax has no equivalent of: never silently ignored), a key given twice
-(e.g. `commitment_cost` and `vq.commitment_cost`), a value of the wrong type.
+(e.g. `commitment_cost` and `vq.commitment_cost`, or the same key on two
+lines), a value of the wrong type (`null` for a true/false key included), a
+file with no keys at all (empty or only comments: `{}` says "base.py's
+defaults" on purpose).
 
 Values are in jepa_jax's units: a step count is a step of jepa_jax's data
 (configs/gentle.py's refresh interval 726 is the reference's 3000 scaled to
@@ -111,6 +114,25 @@ _Loader.add_implicit_resolver(
     list('-+0123456789.'))
 
 
+def _mapping_once(loader, node):
+  """A YAML mapping whose keys are each given once: a repeated key is an
+  error naming both lines (PyYAML would keep the last value silently)."""
+  loader.flatten_mapping(node)
+  first = {}
+  for key_node, _ in node.value:
+    key = loader.construct_object(key_node, deep=True)
+    line = key_node.start_mark.line + 1
+    if isinstance(key, (str, int, float, bool)) and key in first:
+      raise yaml.constructor.ConstructorError(
+          None, None, f'{key}: given twice (lines {first[key]} and {line})',
+          key_node.start_mark)
+    first.setdefault(key, line)
+  return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor('tag:yaml.org,2002:map', _mapping_once)
+
+
 def is_yaml(spec: str) -> bool:
   return spec.partition(':')[0].lower().endswith(SUFFIXES)
 
@@ -179,6 +201,8 @@ def apply(cfg, mapping: Dict[str, Any], where: str):
     node = cfg
     for part in parents:
       node = node[part]
+    if value is None and isinstance(node[leaf], bool):
+      raise InputError(f'{where}: {key}: null is not true or false; write true or false')
     try:
       node[leaf] = _coerce(key, value, node[leaf], where)
     except (TypeError, ValueError) as err:
@@ -188,7 +212,8 @@ def apply(cfg, mapping: Dict[str, Any], where: str):
 
 
 def read(path: str) -> Dict[str, Any]:
-  """The YAML file's mapping ({} when empty); InputError on a parse error."""
+  """The YAML file's mapping; InputError on a parse error, a repeated key or
+  a file with no YAML in it (`{}` is base.py's defaults)."""
   with open(path) as f:
     text = f.read()
   try:
@@ -199,7 +224,8 @@ def read(path: str) -> Dict[str, Any]:
     problem = getattr(err, 'problem', None) or str(err).splitlines()[0]
     raise InputError(f'{path}{line}: {problem}') from None
   if data is None:
-    return {}
+    raise InputError(f'{path}: no keys (the file is empty or only comments); '
+                     'write {} to train configs/base.py as it is')
   if not isinstance(data, dict):
     raise InputError(f'{path}: a YAML config is a mapping of keys, '
                                 f'not a {type(data).__name__}')
@@ -264,6 +290,6 @@ def to_yaml(cfg, header: str = '') -> str:
         out[ref] = _plain(diff.pop(native))
   for key, value in diff.items():
     out[key] = _plain(value)
-  text = yaml.dump(out, Dumper=_Dumper, sort_keys=False) if out else ''
+  text = yaml.dump(out, Dumper=_Dumper, sort_keys=False) if out else '{}\n'
   lines = [f'# {line}'.rstrip() for line in header.splitlines()]
   return '\n'.join(lines + [text.rstrip('\n')]).strip('\n') + '\n'

@@ -1,6 +1,8 @@
 """The command line explains itself: `--help` (exit 0; configs, variant
-strings, key groups), two-stage overrides that reach stage 2, and the
-assessment refusing to start without what it needs."""
+strings, key groups), two-stage overrides that reach stage 2, the
+assessment refusing to start without what it needs, `--config.KEY=None`, a
+default warm-up longer than a short run."""
+import json
 import os
 import re
 import subprocess
@@ -98,3 +100,61 @@ def test_assess_checks_matplotlib_before_training(tmp_path, monkeypatch, capsys)
                                              'matplotlib is missing')
   assert 'pip install' in err[0]
   assert not trained and not work.exists()
+
+
+def _run(module, *args, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_none_on_the_command_line_sets_a_key_that_may_be_none():
+  """docs/configs.md: `steps_per_epoch` (`None` = full epochs); absl's int
+  parser alone refuses 'None'. A key that may not be None still is refused."""
+  out = _run('jepa_jax.config_export', '--config=configs/gentle.py:tiny',
+             '--config.train.steps_per_epoch=None', '--config.vq.ema_decay=None')
+  assert out.returncode == 0, out.stderr[-2000:]
+  body = [l for l in out.stdout.splitlines() if not l.startswith('#')]
+  assert 'ema_decay: null' in body and not any('steps_per_epoch' in l for l in body)
+  tiny = _run('jepa_jax.config_export', '--config=configs/gentle.py:tiny').stdout
+  assert 'train.steps_per_epoch: 3' in tiny.splitlines()       # what None replaced
+  out = _run('jepa_jax.config_export', '--config=configs/gentle.py:tiny',
+             '--config.train.num_epochs=None')
+  assert out.returncode == 2 and out.stderr.splitlines() == [
+      "error: flag --config.train.num_epochs=None: invalid literal for int() with base 10: "
+      "'None'"], out.stderr
+
+
+def test_flag_parsing_config_of_reads_none_as_main_does():
+  from jepa_jax import flag_parsing  # noqa: PLC0415
+  cfg = flag_parsing.config_of(['x', '--config=configs/gentle.py:tiny',
+                                '--config.train.steps_per_epoch=None'])
+  assert cfg.train.steps_per_epoch is None
+
+
+def test_the_ladder_shortens_a_default_warmup_as_main_does():
+  """A smoke ladder with one epoch per run: the configs' default warm-up (2
+  epochs) no longer refuses it; an explicit one still does."""
+  from experiments import ladder  # noqa: PLC0415
+  from jepa_jax import config_lib  # noqa: PLC0415
+  ladder.check_options('', 0, ['--config.train.num_epochs=1'])
+  with pytest.raises(config_lib.ConfigError, match='train.warmup_epochs=2: longer than'):
+    ladder.check_options('', 0, ['--config.train.num_epochs=1',
+                                 '--config.train.warmup_epochs=2'])
+
+
+@pytest.mark.slow
+def test_a_default_warmup_longer_than_the_run_is_shortened_with_a_note(tmp_path):
+  """A new user's smoke test (`--config.train.num_epochs=1` on a config that
+  warms up for 3 epochs) runs, with one note naming the key to set."""
+  cfg = tmp_path / 'warm.py'
+  cfg.write_text('from configs import gentle\n\n\ndef get_config(arg=None):\n'
+                 '  c = gentle.get_config(arg)\n  c.train.warmup_epochs = 3\n  return c\n')
+  w = tmp_path / 'run'
+  out = _run('jepa_jax.main', f'--config={cfg}:tiny', f'--workdir={w}',
+             '--config.train.num_epochs=1', timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  notes = [l for l in out.stderr.splitlines() if l.startswith('note: ')]
+  assert notes == ['note: train.warmup_epochs=3 is longer than the run (train.num_epochs=1): '
+                   'shortened to 0; --config.train.warmup_epochs sets it'], out.stderr
+  assert json.loads((w / 'config.json').read_text())['train']['warmup_epochs'] == 0

@@ -75,14 +75,39 @@ class RecordReader:
   def _open(self):
     if self._source is None:
       import grain  # noqa: PLC0415  (only ArrayRecord runs need grain)
-      self._source = grain.sources.ArrayRecordDataSource(self.paths)
+      try:
+        self._source = grain.sources.ArrayRecordDataSource(self.paths)
+      except Exception as err:  # noqa: BLE001  (array_record raises bare RuntimeErrors)
+        raise self._damaged(err) from None
     return self._source
+
+  def _damaged(self, err: BaseException) -> dataset.DataError:
+    """DataError naming the first shard that does not open or read whole
+    (each opened alone, its first and last record read), else every shard."""
+    import grain  # noqa: PLC0415
+    why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    for path in self.paths:
+      try:
+        source = grain.sources.ArrayRecordDataSource([path])
+        if len(source):
+          source[0], source[len(source) - 1]      # noqa: B018  (reads them)
+      except Exception as shard_err:  # noqa: BLE001
+        why = (str(shard_err).strip().splitlines()
+               or ['cannot be read (truncated, or not an ArrayRecord file)'])[0]
+        return dataset.DataError(f'damaged ArrayRecord shard {path}: {why}; '
+                                 're-pack the folder (python -m jepa_jax.data.pack)')
+    return dataset.DataError(f'ArrayRecord shards {os.path.dirname(self.paths[0])}: {why}')
 
   def __len__(self) -> int:
     return len(self._open())
 
   def __call__(self, i: int) -> np.ndarray:
-    _, raw = decode_record(self._open()[i])
+    source = self._open()
+    try:
+      record = source[i]
+    except Exception as err:  # noqa: BLE001  (a damaged block: name the shard)
+      raise self._damaged(err) from None
+    _, raw = decode_record(record)
     return lazy.decode(raw, self.size, self.mode, f'record {i} of {self.paths[0]}...')
 
 
@@ -103,4 +128,7 @@ def load_arrayrecord(cfg) -> dataset.Dataset:
   mode = {1: 'L', 3: 'RGB'}[cfg.data.channels]
   reader = RecordReader([os.path.join(folder, s) for s in index['shards']],
                         cfg.data.image_size, mode)
+  if len(reader) != index['num_records']:      # opens every shard: damage shows now
+    raise dataset.DataError(f'{folder}: the shards hold {len(reader)} records, '
+                            f'{INDEX} says {index["num_records"]}; re-pack the folder')
   return lazy.split_lazy(cfg, reader, index['num_records'], labels, 'arrayrecord')

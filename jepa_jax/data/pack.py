@@ -11,7 +11,6 @@ already hold a packed dataset. Records keep each file's bytes as they are
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -19,6 +18,7 @@ import sys
 
 import numpy as np
 
+from jepa_jax import cli
 from jepa_jax import data
 from jepa_jax.data import arrayrecord
 from jepa_jax.data import files
@@ -48,6 +48,8 @@ def pack(folder: str, out: str, num_shards: int) -> dict:
   Record order = `files.list_folder` order; shard k holds records
   [k*N//S, (k+1)*N//S). Raises DataError (one line) on a bad input."""
   from array_record.python.array_record_module import ArrayRecordWriter  # noqa: PLC0415
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise data.DataError(f'--out={out}: exists and is not a folder')
   paths, labels = files.list_folder(folder)
   if num_shards < 1 or num_shards > len(paths):
     raise data.DataError(f'--shards={num_shards}: need 1..{len(paths)} '
@@ -82,16 +84,19 @@ def pack(folder: str, out: str, num_shards: int) -> dict:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(prog='python -m jepa_jax.data.pack',
+                              description=__doc__.splitlines()[0])
   parser.add_argument('--folder', required=True, help='image folder, one subfolder per class')
   parser.add_argument('--out', required=True, help='output folder for the shards')
   parser.add_argument('--shards', type=int, default=1, help='number of shards')
   args = parser.parse_args(argv)
   try:
     index = pack(os.path.expanduser(args.folder), os.path.expanduser(args.out), args.shards)
-  except data.DataError as err:
-    print(f'error: {err}', file=sys.stderr)
-    return 2
+  except Exception as err:  # pylint: disable=broad-except
+    status = cli.refused(err)
+    if status is None:
+      raise
+    return status
   print(f'packed {index["num_records"]} images of {len(index["classes"])} classes '
         f'into {len(index["shards"])} shards in {args.out}')
   return 0
