@@ -30,6 +30,7 @@ EPOCH_KEYS = {'epoch', 'step', 'train_loss_mean', 'val_loss_mean', 'temperature'
 EMB_KEYS = {'step', 'epoch', 'context_effective_rank', 'target_effective_rank',
             'context_isotropy', 'target_isotropy'}
 VQ_KEYS = {'vq_usage_ratio', 'vq_codes_used', 'vq_perplexity'}
+PROBE_KEYS = {'step', 'epoch', 'linear_target', 'linear_context', 'seconds'}
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -61,6 +62,9 @@ def test_variant_trains_and_writes_logs(variant, tmp_path):
       assert r['vq_codes_used'] == pytest.approx(r['vq_usage_ratio'] * cfg.vq.codebook_size)
     else:
       assert not VQ_KEYS & set(r)
+  # Probe points before the first step and at the last (tiny: every 100 steps).
+  probe = records.read_jsonl(tmp_path / 'probe_metrics.jsonl')
+  assert [r['step'] for r in probe] == [0, 6] and PROBE_KEYS <= set(probe[0])
   stored = json.load(open(tmp_path / 'summary.json'))
   assert stored['status'] == 'completed' and stored['best_epoch'] in (0, 1)
   assert stored['final_metrics']['val_loss_mean'] == epochs[-1]['val_loss_mean']
@@ -69,8 +73,9 @@ def test_variant_trains_and_writes_logs(variant, tmp_path):
   # compile_eval: eval step and embedding metrics (+ the eval keys' PRNG split
   # when this process has not compiled it yet).
   assert compiles['compile_step'] == 1 and compiles['compile_eval'] in (2, 3)
-  loop = ('data', 'step', 'logging', 'embedding_metrics', 'validation', 'epoch_end',
-          'loop_other')
+  assert compiles['compile_probe'] == 1          # the probe trajectory's encoding
+  loop = ('data', 'step', 'logging', 'embedding_metrics', 'probe', 'validation',
+          'epoch_end', 'loop_other')
   assert not set(compiles) & set(loop), compiles
   assert stored['compile_time_s'] >= stored['step_compile_time_s'] > 0
 
