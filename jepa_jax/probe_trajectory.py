@@ -71,7 +71,7 @@ def probe_set(dataset, max_train: int, max_val: int, seed: int) -> Optional[Prob
     ytr, yva = grid_properties.grid_properties(train_x), grid_properties.grid_properties(val_x)
     labels = {name: (ytr[name], yva[name]) for name in grid_properties.NAMES}
   n = len(tr) + len(va)
-  batch = min(BATCH, n)
+  batch = -(-n // -(-n // BATCH))          # the fewest calls, each padded least
   pad = -n % batch
   images = np.concatenate([train_x, val_x, np.repeat(train_x[:1], pad, 0)])
   return ProbeSet(images=images, num_train=len(tr), num_val=len(va), labels=labels,

@@ -97,7 +97,8 @@ def test_report_opens_with_does_the_encoder_learn_and_plots_the_trajectories(tmp
   assert '| **Linear probe, better trained encoder** | 79.0 ± 1.4% (target) |' in text
   assert '| **Gain over random init [points]** | -5.0 ± 1.4 |' in text
   assert '| **Gain over raw pixels [points]** | -17.8 ± 1.4 |' in text
-  assert '| **Linear probe, random-init encoder (same architecture and seed)** | 84.0 ± 0.0% |' in text
+  assert ('| **Linear probe, random-init encoder (same architecture and seed)** | '
+          '84.0 ± 0.0% |') in text
   assert '82.0 ± 1.4% → 84.5 ± 0.7% → 79.5 ± 0.7%' in text
   styles = report_plots.line_styles(['vq_a'])
   paths = report_learning.write_plot(str(tmp_path), ['vq_a'], {'vq_a': runs}, styles, plt)
