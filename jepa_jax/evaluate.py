@@ -316,11 +316,14 @@ def main(argv=None) -> int:
     print(f'error: {err}', file=sys.stderr)
     return 2
   line = ', '.join(f"{n} probe {out[n]['linear_probe_acc']:.1%} / kNN {out[n]['knn_acc']:.1%}"
-                   for n in ('target_encoder', 'context_encoder', 'pixels'))
+                   for n in ('target_encoder', 'context_encoder', 'random_init', 'pixels'))
   nmi = (f", code-label AMI {out['code_label_ami']:.3f} (NMI {out['code_label_nmi']:.3f}, "
          f"shuffled {out['code_label_nmi_shuffled']:.3f})" if 'code_label_ami' in out else '')
   what = ' (means over the grid-property probes)' if 'probes' in out else ''
-  print(f'{line}{nmi}{what} -> {os.path.join(args.workdir, run_files.EVAL)}')
+  gain = out['learned']
+  learned = (f"; {gain['encoder']} vs pixels {gain['linear_probe_over_pixels_points']:+.1f}, "
+             f"vs random init {gain['linear_probe_over_random_init_points']:+.1f} points")
+  print(f'{line}{nmi}{what}{learned} -> {os.path.join(args.workdir, run_files.EVAL)}')
   return 0
 
 
