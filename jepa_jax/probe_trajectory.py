@@ -14,7 +14,10 @@ eval.json's). A record of `probe_metrics.jsonl`:
   step, epoch       the state measured (steps taken) and its epoch
   linear_target     val-subset accuracy of the target encoder's probe
   linear_context    the same for the context encoder
-  seconds           the point's host time (encoding and fitting)
+
+(no time: the log is a function of the config and seed, so a resumed run
+logs the same lines; the points' host time is summary.json's
+`time_breakdown` section 'probe').
 
 The subset: at most `train.probe_train_images` train and
 `train.probe_val_images` val images, drawn once from `seed`
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -120,10 +122,7 @@ def fit(feats: Dict[str, np.ndarray], pset: ProbeSet) -> Dict[str, float]:
 
 def point(fn, state, pset: ProbeSet, step: int, epoch: int) -> Dict[str, Any]:
   """One record of probe_metrics.jsonl (module docstring): a host sync."""
-  t0 = time.perf_counter()
-  rec = {'step': step, 'epoch': epoch, **fit(features(fn, state, pset), pset)}
-  rec['seconds'] = time.perf_counter() - t0
-  return rec
+  return {'step': step, 'epoch': epoch, **fit(features(fn, state, pset), pset)}
 
 
 class Prober:
