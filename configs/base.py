@@ -168,6 +168,12 @@ def build():
   c.train.embedding_metrics_every_steps = 50
   c.train.usage_window_steps = 200
   c.train.log_every_steps = 10
+  # Probe trajectory (jepa_jax/probe_trajectory.py): the linear probe of both
+  # encoders on a fixed subset of labelled images (at most N train, M val,
+  # drawn from the seed) at step 0, every N steps and at the last step; 0: off.
+  c.train.probe_every_steps = 100
+  c.train.probe_train_images = 2000
+  c.train.probe_val_images = 1000
   c.train.early_stopping_patience = 10
   c.train.progress_bar = True
   c.train.compilation_cache_dir = '~/.cache/jepa_jax/xla'  # JAX's persistent cache; '': off
@@ -295,6 +301,7 @@ TINY = (
     ('train.num_epochs', 2), ('train.batch_size', 16), ('train.steps_per_epoch', 3),
     ('train.warmup_epochs', 1), ('train.embedding_metrics_every_steps', 2),
     ('train.usage_window_steps', 2), ('train.log_every_steps', 2),
+    ('train.probe_train_images', _at_most(300)), ('train.probe_val_images', _at_most(150)),
     ('train.progress_bar', False),
     ('vq.refresh_interval', _at_most(2)), ('vq.refresh_warmup_interval', _at_most(2)),
     ('vq.kmeans_iters', 2), ('vq.kmeans_num_samples', 512),

@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Sequence
 
 from experiments import report
 from experiments import report_health
+from experiments import report_learning
 from experiments import report_plots
 from jepa_jax import cli
 from jepa_jax import config_files
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
   if args.publish:
     os.makedirs(os.path.join(args.publish, 'plots'), exist_ok=True)
     shutil.copy(path, os.path.join(args.publish, 'report.md'))
-    for p in report_plots.PLOTS + report_health.HEALTH_PLOTS:
+    for p in report_plots.PLOTS + (report_learning.PLOT,) + report_health.HEALTH_PLOTS:
       src = os.path.join(workdir, 'plots', p)
       if os.path.exists(src):
         shutil.copy(src, os.path.join(args.publish, 'plots', p))

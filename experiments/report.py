@@ -3,6 +3,7 @@
 `write_report(workdir, variants, seeds, meta)` reads WORKDIR/<variant>/seed_<s>/
 (config.json, summary.json, the JSONL logs, eval.json), and writes
 WORKDIR/report.md and WORKDIR/plots/*.png. Every number comes from those files.
+The report opens with "Does the encoder learn?" (experiments/report_learning.py).
 The tables' cells and rows are in experiments/report_tables.py, the plots in
 experiments/report_plots.py.
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 from experiments import report_goals
 from experiments import report_health
+from experiments import report_learning
 from experiments import report_plots
 from experiments.report_tables import (CODEBOOK, DOWNSTREAM, EMBEDDING, LOSSES, SPEED,
                                        STABILITY, mean_or_none, mean_std, property_rows,
@@ -72,7 +74,7 @@ def run_values(run: diagnose.Run) -> Dict[str, Any]:
   v['wall_time_s'], v['steps_per_s'] = s.get('wall_time_s'), s.get('steps_per_s')
   ev = run.eval or {}
   for enc, short in (('target_encoder', 'tgt'), ('context_encoder', 'ctx'),
-                     ('pixels', 'pix')):
+                     ('pixels', 'pix'), ('random_init', 'rnd')):
     if enc in ev:
       v[f'{short}_probe'] = ev[enc]['linear_probe_acc']
       v[f'{short}_knn'] = ev[enc]['knn_acc']
@@ -82,11 +84,13 @@ def run_values(run: diagnose.Run) -> Dict[str, Any]:
   # Unlabelled grids (ARC): one probe per grid property (jepa_jax.evaluate).
   for prop, res in (ev.get('probes') or {}).items():
     for enc, short in (('target_encoder', 'tgt'), ('context_encoder', 'ctx'),
-                       ('pixels', 'pix')):
-      v[f'{prop}_{short}_probe'] = res[enc]['linear_probe_acc']
+                       ('pixels', 'pix'), ('random_init', 'rnd')):
+      if enc in res:
+        v[f'{prop}_{short}_probe'] = res[enc]['linear_probe_acc']
     v[f'{prop}_nmi'] = res.get('code_property_nmi')
     v[f'{prop}_chance'] = res['chance']
   v.update(report_health.health_values(run))
+  v.update(report_learning.learning_values(run))
   return v
 
 
@@ -268,6 +272,7 @@ def write_report(workdir: str, variants: Sequence[str], seeds: Sequence[int],
   if missing:
     L += ['**Missing variants**: ' + '; '.join(f'`{k}`: {v}' for k, v in missing.items()),
           '']
+  L += report_learning.learning_section(shown, values)
   L += ['## Findings (computed)', '', *findings(shown, values, runs), '']
   L += ['## Comparison', '',
         f'Cells: mean ± std over seeds ({len(seeds)} requested). ✅ / ⚠️ / ❌ mark values '

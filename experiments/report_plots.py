@@ -1,6 +1,7 @@
 """The assessment report's plots (matplotlib, imported only when drawing):
 VQ usage, effective ranks and losses over training, mean ± std over seeds,
-plus the codebook-health plots of experiments/report_health.py."""
+the probe trajectories (experiments/report_learning.py) and the
+codebook-health plots of experiments/report_health.py."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from experiments import report_health
+from experiments import report_learning
 from jepa_jax import diagnose
 from jepa_jax import monitor
 
@@ -96,6 +98,7 @@ def write_plots(plot_dir: str, variants, runs: Dict[str, List[diagnose.Run]]) ->
   fig.savefig(os.path.join(plot_dir, PLOTS[2]), dpi=110)
   plt.close(fig)
   health = report_health.write_health_plots(plot_dir, shown, runs, draw, styles)
-  return [os.path.join(plot_dir, p) for p in PLOTS] + health
+  probe = report_learning.write_plot(plot_dir, shown, runs, styles, plt)
+  return [os.path.join(plot_dir, p) for p in PLOTS] + probe + health
 
 

@@ -228,9 +228,12 @@ DOWNSTREAM = [Row('Linear probe acc., target encoder', probe_cell('tgt'), 'max')
               Row('k-means baseline AMI (no-VQ runs: K = codebook size)',
                   scalar('kmeans_ami', '.3f'), 'max'),
               Row('Codes used on val images', scalar('codes_used_val', '.0f'), 'max'),
-              Row('Raw pixels: linear probe / k-NN (reference)',
+              Row('Raw pixels: linear probe / k-NN (baseline)',
                   lambda vs: (f"{mean_std([v.get('pix_probe') for v in vs], '%')} / "
                               f"{mean_std([v.get('pix_knn') for v in vs], '%')}", None)),
+              Row('Random-init encoder: linear probe / k-NN (baseline)',
+                  lambda vs: (f"{mean_std([v.get('rnd_probe') for v in vs], '%')} / "
+                              f"{mean_std([v.get('rnd_knn') for v in vs], '%')}", None)),
               Row('Chance (majority class)', scalar('chance', '%'))]
 def property_rows(props: Sequence[str]) -> List[Row]:
   """Rows of the grid-property probe table (ARC evaluations)."""
@@ -239,9 +242,11 @@ def property_rows(props: Sequence[str]) -> List[Row]:
     rows += [Row(f'`{p}`: linear probe, target encoder', scalar(f'{p}_tgt_probe', '%'), 'max'),
              Row(f'`{p}`: linear probe, context encoder', scalar(f'{p}_ctx_probe', '%'), 'max'),
              Row(f'`{p}`: code–property NMI', scalar(f'{p}_nmi', '.3f'), 'max'),
-             Row(f'`{p}`: one-hot cells probe / chance (reference)',
+             Row(f'`{p}`: one-hot cells probe / chance (baseline)',
                  lambda vs, p=p: (f"{mean_std([v.get(f'{p}_pix_probe') for v in vs], '%')} / "
-                                  f"{mean_std([v.get(f'{p}_chance') for v in vs], '%')}", None))]
+                                  f"{mean_std([v.get(f'{p}_chance') for v in vs], '%')}", None)),
+             Row(f'`{p}`: random-init encoder probe (baseline)',
+                 scalar(f'{p}_rnd_probe', '%'))]
   return rows
 
 

@@ -4,9 +4,13 @@
         [--val_loss_bound X | --baseline NO_VQ_RUN_DIR[,...]] [--strict] [--option_b]
 
 Everything is computed from the files a run writes (config.json,
-summary.json, embedding_metrics.jsonl, epoch_metrics.jsonl); nothing is
-re-run. "Final" means the last record of a log. Criteria (thresholds in
-`Criteria`, defaults from the reference's "Success Criteria"):
+summary.json, embedding_metrics.jsonl, epoch_metrics.jsonl, and eval.json
+and probe_metrics.jsonl when there); nothing is re-run. "Final" means the
+last record of a log. Each run's output opens with "Does the encoder
+learn?" (`jepa_jax.learning`): the trained encoders' linear probe next to the
+pixels' and the random-init encoder's, the gains in points, and the probe
+trajectory. Criteria (thresholds in `Criteria`, defaults from the
+reference's "Success Criteria"):
 
   must-have
     usage_throughout    min vq_usage_ratio over the records from epoch
@@ -65,6 +69,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from jepa_jax import cli
+from jepa_jax import learning
 from jepa_jax import monitor
 from jepa_jax import records
 # A run folder read back (re-exported: `diagnose.load_run` is how callers read runs).
@@ -266,6 +271,7 @@ def check_run(run: Run, criteria: Criteria = Criteria(),
                 f'{len(flags)} red flag(s)')]
   musts = [c for c in out if c['level'] == 'must']
   return {'run': run.path, 'variant': run.variant, 'status': run.status,
+          'learning': learning.learning(run),
           'epochs_completed': done, 'num_epochs': run.num_epochs,
           'criteria': out, 'red_flags': flags, 'alerts': alert_counts(run),
           'trajectory': traj, 'codebook': codebook_health(run),
@@ -313,6 +319,7 @@ def title(check: Dict[str, Any]) -> str:
 def format_result(result: Dict[str, Any]) -> str:
   lines = [f"== {result['run']} ({result['variant']}: {result['status']}, "
            f"{result['epochs_completed']}/{result['num_epochs']} epochs) =="]
+  lines += learning.format_lines(result.get('learning') or {})
   for c in result['criteria']:
     lines.append(f"  {c['level']:<4}  {c['status'].upper():<4}  {title(c):<40} {c['detail']}")
   lines.append('  red flags: ' + ('none' if not result['red_flags'] else ''))

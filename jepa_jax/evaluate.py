@@ -43,9 +43,16 @@ train images (at most 20,000, k-means++ init, seed 0), val tokens assigned
 to the nearest centre. A VQ variant's codes are compared with the k-means
 codes of the no-VQ run that shares its loss settings.
 
-For scale, the same linear probe and k-NN on the raw pixels are reported as
-`pixels`, and `chance` is the accuracy of always answering the most frequent
-val class.
+For scale, the same probes (and intervals) of two references: the raw
+pixels (`pixels`) and the encoder at its initialisation (`random_init`: the
+run's architecture and seed, `step.init_state(setup, image_shape, cfg.seed)`,
+whatever the run started from); `chance` is the accuracy of always
+answering the most frequent class. `learned`: the better trained encoder by
+linear probe and its gains over both references, in points
+(`probes.gains`: 100 x (accuracy - reference's), linear probe and k-NN).
+`probe_trajectory`: the run's probe trajectory read from its
+probe_metrics.jsonl, [{step, linear_target, linear_context}]
+(`probe_trajectory`: holdout probes of a fixed subset, [] without one).
 
 Padded colour-id data (`model.patch_embed='colour'`): encoders see their
 token validity (attention ignores padding), an image's feature is the mean
@@ -58,11 +65,11 @@ ARC canvas takes minutes).
 Data without class labels but with colour-id grids (ARC): the probes predict
 grid properties instead (`data.grid_properties`: num_colours, symmetric,
 object_count). eval.json then has `probes`: {property: {num_classes, chance,
-context_encoder, target_encoder, pixels, code_property_nmi}}, and the
-top-level `context_encoder`, `target_encoder`, `pixels`, `chance` and
-`code_label_nmi` are the means over the properties (`labels`:
-'grid_properties'), so the assessment report's downstream table reads them
-like class probes.
+context_encoder, target_encoder, random_init, pixels, code_property_nmi}},
+and the top-level `context_encoder`, `target_encoder`, `random_init`,
+`pixels`, `chance` and `code_label_nmi` are the means over the properties
+(`labels`: 'grid_properties'), so the assessment report's downstream table
+reads them like class probes.
 """
 from __future__ import annotations
 
@@ -71,23 +78,26 @@ import sys
 from typing import Any, Dict
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
 from jepa_jax import cli
-from jepa_jax import codebook_health as health
+from jepa_jax import code_metrics as codes_lib
 from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import final_state
 from jepa_jax import model as model_lib
 from jepa_jax import probe_cache
+from jepa_jax import probe_trajectory
+from jepa_jax import probes
 from jepa_jax import quantizer as quantizer_lib
 from jepa_jax import records
 from jepa_jax import run_files
 from jepa_jax import step as step_lib
-from jepa_jax import vq as vq_lib
-
+# Re-exported: `evaluate.probe_scores`, `evaluate.code_metrics` and
+# `evaluate.kmeans_codes` are how callers probe features and score codes.
+from jepa_jax.code_metrics import code_metrics, kmeans_codes  # noqa: F401
+from jepa_jax.probes import NUM_FOLDS, probe_scores  # noqa: F401
 
 
 def run_setup(workdir: str):
@@ -153,9 +163,22 @@ def _cell_features(cfg, train_images, val_images):
   return pca.transform(tr), pca.transform(va)
 
 
-def _chance(y):
-  counts = np.bincount(y)
-  return float(counts.max() / counts.sum())
+TRAINED = ('context_encoder', 'target_encoder')
+# Reference features, probed like the encoders (module docstring).
+REFERENCES = ('random_init', 'pixels')
+
+
+def _score_features(feats, ytr, yva, knn_k):
+  """{encoder: probe scores} of `feats` ({name: (train, val) features}). The
+  random-init encoder's features are a function of the architecture and seed
+  only (many variants share them) and the pixels' of the data only: both are
+  read from the probe cache when it holds them (`probe_cache`)."""
+  out = {}
+  for enc, (tr, va) in feats.items():
+    score = probe_cache.cached if enc in REFERENCES else (
+        lambda fn, *a, **kw: fn(*a, **kw))
+    out[enc] = score(probe_scores, tr, ytr, va, yva, k=knn_k)
+  return out
 
 
 def _evaluate_properties(ds, setup, feats, val_valid, val_codes, knn_k):
@@ -163,101 +186,24 @@ def _evaluate_properties(ds, setup, feats, val_valid, val_codes, knn_k):
   from jepa_jax.data import grid_properties  # noqa: PLC0415
   train_y = grid_properties.grid_properties(ds.train_images)
   val_y = grid_properties.grid_properties(ds.val_images)
-  pixels = _cell_features(setup.cfg, ds.train_images, ds.val_images)
-  probes = {}
+  feats = {**feats, 'pixels': _cell_features(setup.cfg, ds.train_images, ds.val_images)}
+  per_property = {}
   for name in grid_properties.NAMES:
     ytr, yva = train_y[name], val_y[name]
     res = {'num_classes': int(len(np.unique(np.concatenate([ytr, yva])))),
-           'chance': _chance(np.concatenate([ytr, yva]))}
-    for enc, (tr, va) in feats.items():
-      res[enc] = probe_scores(tr, ytr, va, yva, knn_k)
-    # The reference features depend on the data only: cached across runs.
-    res['pixels'] = probe_cache.cached(probe_scores, pixels[0], ytr, pixels[1], yva, k=knn_k)
+           'chance': probes.chance(np.concatenate([ytr, yva])),
+           **_score_features(feats, ytr, yva, knn_k)}
     if val_codes is not None:
       res.update({f'code_property_{k}': v for k, v in code_metrics(
           val_codes, yva, val_valid).items()})
-    probes[name] = res
-  mean = lambda f: float(np.mean([f(r) for r in probes.values()]))  # noqa: E731
-  out = {'labels': 'grid_properties', 'probes': probes,
+    per_property[name] = res
+  mean = lambda f: float(np.mean([f(r) for r in per_property.values()]))  # noqa: E731
+  out = {'labels': 'grid_properties', 'probes': per_property,
          'chance': mean(lambda r: r['chance'])}
-  for enc in (*feats, 'pixels'):
+  for enc in feats:
     out[enc] = {k: mean(lambda r, k=k, enc=enc: r[enc][k])
                 for k in ('linear_probe_acc', 'linear_probe_ci95', 'knn_acc', 'knn_ci95')}
   return out
-
-
-CODE_METRICS = ('nmi', 'nmi_shuffled', 'ami')
-NUM_FOLDS = 5
-NUM_SHUFFLES = 10
-
-
-def code_metrics(codes, labels, valid=None, num_shuffles: int = NUM_SHUFFLES,
-                 seed: int = 0) -> Dict[str, float]:
-  """NMI, its label-shuffle baseline and AMI of token codes (N, T) against
-  per-image labels (N,) (valid (N, T): the tokens counted). The shuffle
-  permutes the images' labels (each image keeps its tokens together)."""
-  from sklearn.metrics import adjusted_mutual_info_score  # noqa: PLC0415
-  from sklearn.metrics import normalized_mutual_info_score  # noqa: PLC0415
-  codes = np.asarray(codes)
-  keep = np.ones(codes.shape, bool) if valid is None else np.asarray(valid, bool)
-  flat = codes[keep]
-  tok = lambda y: np.broadcast_to(np.asarray(y)[:, None], codes.shape)[keep]  # noqa: E731
-  rng = np.random.default_rng(seed)
-  shuffled = [normalized_mutual_info_score(tok(rng.permutation(labels)), flat)
-              for _ in range(num_shuffles)]
-  return {'nmi': float(normalized_mutual_info_score(tok(labels), flat)),
-          'nmi_shuffled': float(np.mean(shuffled)),
-          'ami': float(adjusted_mutual_info_score(tok(labels), flat))}
-
-
-def _ci95(p: float, n: int) -> float:
-  return float(1.96 * np.sqrt(p * (1 - p) / max(n, 1)))
-
-
-def probe_scores(train_x, train_y, val_x, val_y, k: int,
-                 folds: int = NUM_FOLDS) -> Dict[str, float]:
-  """Linear-probe and k-NN accuracy of features, cross-validated over train
-  and val together (module docstring), each with its 95% interval."""
-  from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
-  from sklearn.model_selection import KFold, cross_val_predict  # noqa: PLC0415
-  from sklearn.neighbors import KNeighborsClassifier  # noqa: PLC0415
-  from sklearn.pipeline import make_pipeline  # noqa: PLC0415
-  from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
-  x = np.concatenate([train_x.reshape(len(train_x), -1),
-                      val_x.reshape(len(val_x), -1)]).astype(np.float64)
-  y = np.concatenate([train_y, val_y])
-  cv = KFold(folds, shuffle=True, random_state=0)
-  n_fit = len(x) * (folds - 1) // folds
-  out = {}
-  for name, model in (
-      ('linear_probe', make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))),
-      ('knn', KNeighborsClassifier(n_neighbors=min(k, n_fit), metric='cosine'))):
-    acc = float(np.mean(cross_val_predict(model, x, y, cv=cv) == y))
-    out[f'{name}_acc'], out[f'{name}_ci95'] = acc, _ci95(acc, len(y))
-  return out
-
-
-def kmeans_codes(train_tokens, val_tokens, num_codes: int, max_fit: int = 20_000,
-                 cosine: bool = False):
-  """Codes of val tokens (N, T, D) under k-means with `num_codes` centres
-  fitted on train tokens (M, D) (at most max_fit of them, seed 0).
-
-  cosine=True: the same fit, then each val token goes to its nearest
-  l2-normalised centre (`vq.nearest_codes`, float32), the assignment of a
-  layer with l2-normalised codes (`vq.l2_normalize`).
-  """
-  from sklearn.cluster import KMeans  # noqa: PLC0415
-  rng = np.random.default_rng(0)
-  fit = train_tokens[rng.permutation(len(train_tokens))[:max_fit]].astype(np.float64)
-  km = KMeans(n_clusters=min(num_codes, len(fit)), n_init=1, max_iter=100,
-              random_state=0).fit(fit)
-  shape, flat = val_tokens.shape[:-1], val_tokens.reshape(-1, val_tokens.shape[-1])
-  if not cosine:
-    return km.predict(flat.astype(np.float64)).reshape(shape)
-  centres = km.cluster_centers_
-  centres = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-  codes = vq_lib.nearest_codes(jnp.asarray(centres, jnp.float32), jnp.asarray(flat))[0]
-  return np.asarray(codes).reshape(shape)
 
 
 def _label_sets(ds, labelled):
@@ -270,41 +216,18 @@ def _label_sets(ds, labelled):
   return {name: (tr[name], va[name]) for name in grid_properties.NAMES}
 
 
-def _codes_section(codes, valid, label_sets, num_codes) -> Dict[str, Any]:
-  """Code metrics of val codes (means over the label sets), usage summary."""
-  per = [code_metrics(codes, va, valid) for _, va in label_sets.values()]
-  out = {f'code_label_{k}': float(np.mean([p[k] for p in per])) for k in CODE_METRICS}
-  counts = health.code_counts(codes, num_codes, valid)
-  out['codes_used_val'] = int((counts > 0).sum())
-  out['codebook'] = {**health.usage_summary(counts, 'vq'),
-                     'sorted_counts': health.sorted_counts(counts)}
-  return out
+def random_init_encoder(setup, image_shape, seed: int):
+  """The encoder's parameters at initialisation with the run's architecture
+  and seed: those of `step.init_state(setup, image_shape, seed)` (the state a
+  run from scratch starts from; its target encoder is the same copy)."""
+  return step_lib.init_state(setup, image_shape, seed)['params']['encoder']
 
 
-def _train_usage(train_codes, train_valid, val_codes, val_valid, num_codes):
-  """Train-split usage and the val usage expected from the train shares
-  (`codebook_health.expected_usage`): the ceiling the val split's size puts
-  on val usage."""
-  train = health.code_counts(train_codes, num_codes, train_valid)
-  n_val = int(health.code_counts(val_codes, num_codes, val_valid).sum())
-  return {'train_usage_ratio': float((train > 0).mean()),
-          'train_perplexity': health.usage_summary(train, 'vq')['vq_perplexity'],
-          'val_tokens': n_val,
-          'expected_val_usage_ratio': health.expected_usage(train, n_val)}
-
-
-def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
-  """Computes the downstream metrics of a run and writes eval.json."""
-  cfg, ds, setup, state = load_trained_state(workdir)
-  n_fit = (len(ds.train_images) + len(ds.val_images)) * (NUM_FOLDS - 1) // NUM_FOLDS
-  if not 1 <= knn_k <= n_fit:                    # refused, not clamped
-    raise ValueError(f'--knn_k={knn_k}: must be in [1, {n_fit}] (the images a '
-                     f'cross-validation fold fits on, dataset {cfg.data.name!r})')
-  labelled = ds.train_labels is not None and ds.val_labels is not None
-  if not labelled and ds.num_colours is None:
-    raise ValueError(f'dataset {cfg.data.name!r} has no labels: nothing to probe')
-  padded = setup.padded
-  patch = cfg.model.patch_size
+def encoder_tokens(setup, ds, param_sets):
+  """({name: (train tokens, val tokens)} of every whole image of `ds` encoded
+  unmasked by each parameter set of `param_sets`, (train validity, val
+  validity)): validity None unless the data is padded."""
+  padded, patch = setup.padded, setup.cfg.model.patch_size
 
   def encode_fn(params, images):
     valid = model_lib.token_validity(images, patch) if padded else None
@@ -313,16 +236,38 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
   def validity(images):
     return np.asarray(model_lib.token_validity(images, patch)) if padded else None
 
-  train_valid, val_valid = validity(ds.train_images), validity(ds.val_images)
   encode = jax.jit(encode_fn)                    # one compile per batch shape
-  feats, tokens = {}, None
-  for name, params in (('context_encoder', state['params']['encoder']),
-                       ('target_encoder', state['target_params'])):
-    tr = _features(encode, params, ds.train_images)
-    va = _features(encode, params, ds.val_images)
-    feats[name] = (_pool(tr, train_valid), _pool(va, val_valid))
-    if name == 'context_encoder':
-      tokens = (tr, va)
+  tokens = {name: (_features(encode, params, ds.train_images),
+                   _features(encode, params, ds.val_images))
+            for name, params in param_sets.items()}
+  return tokens, (validity(ds.train_images), validity(ds.val_images))
+
+
+def _check_probeable(cfg, ds, knn_k) -> bool:
+  """Whether `ds` has class labels (else grid properties); ValueError when
+  --knn_k does not fit or there is nothing to probe."""
+  n_fit = (len(ds.train_images) + len(ds.val_images)) * (NUM_FOLDS - 1) // NUM_FOLDS
+  if not 1 <= knn_k <= n_fit:                    # refused, not clamped
+    raise ValueError(f'--knn_k={knn_k}: must be in [1, {n_fit}] (the images a '
+                     f'cross-validation fold fits on, dataset {cfg.data.name!r})')
+  labelled = ds.train_labels is not None and ds.val_labels is not None
+  if not labelled and ds.num_colours is None:
+    raise ValueError(f'dataset {cfg.data.name!r} has no labels: nothing to probe')
+  return labelled
+
+
+def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
+  """Computes the downstream metrics of a run and writes eval.json."""
+  cfg, ds, setup, state = load_trained_state(workdir)
+  labelled = _check_probeable(cfg, ds, knn_k)
+  padded = setup.padded
+  tokens, (train_valid, val_valid) = encoder_tokens(setup, ds, {
+      'context_encoder': state['params']['encoder'],
+      'target_encoder': state['target_params'],
+      'random_init': random_init_encoder(setup, ds.image_shape, cfg.seed)})
+  feats = {name: (_pool(tr, train_valid), _pool(va, val_valid))
+           for name, (tr, va) in tokens.items()}
+  tokens = tokens['context_encoder']
   out: Dict[str, Any] = {
       'weights': run_files.FINAL_STATE, 'dataset': cfg.data.name,
       'num_train': int(len(ds.train_images)), 'num_val': int(len(ds.val_images)),
@@ -334,27 +279,29 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
   if not labelled:
     out.update(_evaluate_properties(ds, setup, feats, val_valid, val_codes, knn_k))
   else:
-    pixels = (_cell_features(cfg, ds.train_images, ds.val_images) if padded
-              else (ds.train_images, ds.val_images))
+    feats['pixels'] = (_cell_features(cfg, ds.train_images, ds.val_images) if padded
+                       else (ds.train_images, ds.val_images))
     out.update({
         'num_classes': int(len(np.unique(ds.train_labels))),
-        'chance': _chance(np.concatenate([ds.train_labels, ds.val_labels])),
-        'pixels': probe_cache.cached(probe_scores, pixels[0], ds.train_labels,
-                                     pixels[1], ds.val_labels, k=knn_k)})
-    for name, (tr, va) in feats.items():
-      out[name] = probe_scores(tr, ds.train_labels, va, ds.val_labels, knn_k)
+        'chance': probes.chance(np.concatenate([ds.train_labels, ds.val_labels])),
+        **_score_features(feats, ds.train_labels, ds.val_labels, knn_k)})
+  out['learned'] = probes.gains({e: out[e] for e in TRAINED}, out['pixels'],
+                                out['random_init'])
+  out['probe_trajectory'] = probe_trajectory.points(workdir)
   label_sets = _label_sets(ds, labelled)
   if val_codes is not None:
     k = setup.quantizer.num_codes
-    out.update(_codes_section(val_codes, val_valid, label_sets, k))
+    out.update(codes_lib.codes_section(val_codes, val_valid, label_sets, k))
     train_codes = np.asarray(quantizer_lib.assign(
         setup.quantizer, state.get('vq'), state.get('vq_params'), tokens[0]))
-    out['codebook'].update(_train_usage(train_codes, train_valid, val_codes, val_valid, k))
+    out['codebook'].update(codes_lib.train_usage(train_codes, train_valid, val_codes,
+                                                 val_valid, k))
   else:                         # no VQ: the k-means baseline of these tokens
     k = int(cfg.vq.codebook_size)
     tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
     km = kmeans_codes(tr, tokens[1], k)
-    out['kmeans'] = {'num_codes': k, **_codes_section(km, val_valid, label_sets, k)}
+    out['kmeans'] = {'num_codes': k,
+                     **codes_lib.codes_section(km, val_valid, label_sets, k)}
   records.write_json(os.path.join(workdir, run_files.EVAL), out)
   return out
 
@@ -374,11 +321,14 @@ def main(argv=None) -> int:
       raise
     return status
   line = ', '.join(f"{n} probe {out[n]['linear_probe_acc']:.1%} / kNN {out[n]['knn_acc']:.1%}"
-                   for n in ('target_encoder', 'context_encoder', 'pixels'))
+                   for n in ('target_encoder', 'context_encoder', 'random_init', 'pixels'))
   nmi = (f", code-label AMI {out['code_label_ami']:.3f} (NMI {out['code_label_nmi']:.3f}, "
          f"shuffled {out['code_label_nmi_shuffled']:.3f})" if 'code_label_ami' in out else '')
   what = ' (means over the grid-property probes)' if 'probes' in out else ''
-  print(f'{line}{nmi}{what} -> {os.path.join(args.workdir, run_files.EVAL)}')
+  gain = out['learned']
+  learned = (f"; {gain['encoder']} vs pixels {gain['linear_probe_over_pixels_points']:+.1f}, "
+             f"vs random init {gain['linear_probe_over_random_init_points']:+.1f} points")
+  print(f'{line}{nmi}{what}{learned} -> {os.path.join(args.workdir, run_files.EVAL)}')
   return 0
 
 

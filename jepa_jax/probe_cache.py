@@ -1,8 +1,10 @@
 """Probe scores of reference features, cached on disk (`evaluate`).
 
 The raw-input ('pixels') probes of `evaluate` are a function of the dataset
-only, not of the run, yet cost as much as an encoder's probes (on ARC: a
-five-fold logistic regression per grid property, minutes per run). `cached`
+only, not of the run, and the random-init encoder's ('random_init') of the
+dataset, architecture and seed (shared by every variant with those), yet
+each costs as much as a trained encoder's probes (on ARC: a five-fold
+logistic regression per grid property, minutes per run). `cached`
 keeps their scores in a folder, keyed by a SHA-256 of everything they depend
 on: the feature and label arrays (dtype, shape, bytes), the probe's keyword
 arguments, `PROTOCOL` and scikit-learn's version. A hit returns the stored

@@ -5,6 +5,7 @@
       summary.json                 status, steps, best val loss, timings
       epoch_metrics.jsonl          one line per epoch (train / val loss means)
       embedding_metrics.jsonl      one line per measurement point (measure.py)
+      probe_metrics.jsonl          one line per probe-trajectory point (probe_trajectory.py)
       alerts.jsonl                 the collapse monitor's events
       final_state.msgpack          the final weights (final_state.py)
       eval.json                    downstream metrics (evaluate.py)
@@ -27,6 +28,7 @@ CONFIG = 'config.json'
 SUMMARY = 'summary.json'
 EPOCH_METRICS = 'epoch_metrics.jsonl'
 EMBEDDING_METRICS = 'embedding_metrics.jsonl'
+PROBE_METRICS = 'probe_metrics.jsonl'
 ALERTS = 'alerts.jsonl'
 FINAL_STATE = 'final_state.msgpack'
 EVAL = 'eval.json'
@@ -40,7 +42,7 @@ LOCK = '.lock'
 STAGE_DIRS = {1: 'stage1', 2: 'stage2'}
 
 # JSONL logs whose lines carry a `step`: rewound to the checkpoint on resume.
-STEP_LOGS = (EPOCH_METRICS, EMBEDDING_METRICS, ALERTS)
+STEP_LOGS = (EPOCH_METRICS, EMBEDDING_METRICS, ALERTS, PROBE_METRICS)
 # Files that mark a folder as holding a run's outputs.
 RUN_FILES = (SUMMARY, FINAL_STATE) + STEP_LOGS
 # What a run (and evaluate) writes next to its checkpoints: glob patterns,

@@ -3,7 +3,8 @@
 Nothing is written before the workdir, a resumed checkpoint or init_from
 have been checked: a refused run leaves the workdir as it was. The workdir
 is checked before the data is loaded. Then the run's config.json is written
-and its JSONL logs are rewound to the step it goes on from.
+and its JSONL logs are rewound to the step it goes on from (a start from
+scratch empties them: its step-0 lines, the probe point, are logged anew).
 
 Resume: a workdir that holds this run (same config.json) continues from its
 latest complete checkpoint, which holds everything the loop carries between
@@ -161,8 +162,8 @@ def open_run(cfg, workdir: str, progress: Dict[str, Any]) -> OpenRun:
   if plan.is_writer:
     os.makedirs(workdir, exist_ok=True)
     records.write_json(os.path.join(workdir, run_files.CONFIG), cfg_json)
-    for name in run_files.STEP_LOGS:
-      records.rewind_jsonl(os.path.join(workdir, name), meta['step'])
+    for name in run_files.STEP_LOGS:   # from scratch: step 0's lines go too
+      records.rewind_jsonl(os.path.join(workdir, name), meta['step'] if restored else -1)
   with interrupts.deferred():   # stopped here, stopped_in_setup closes progress['ckpts']
     ckpts = progress['ckpts'] = ckpts or ckpt_lib.RunCheckpoints(
         os.path.join(workdir, run_files.CHECKPOINTS), cc.keep)

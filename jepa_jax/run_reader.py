@@ -1,4 +1,5 @@
 """A run folder read back: its config, summary, JSONL logs and eval, as a `Run`.
+`probe` is probe_metrics.jsonl (the probe trajectory, `probe_trajectory`).
 
 Nothing is re-run. A two-stage folder (stage1/, stage2/, configs/two_stage.py)
 reads as one run whose logs are the stages' end to end (`load_run`).
@@ -26,6 +27,7 @@ class Run:
   epochs: List[Dict[str, Any]]
   eval: Optional[Dict[str, Any]] = None
   parts: List['Run'] = dataclasses.field(default_factory=list)   # two-stage stages
+  probe: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # probe_metrics.jsonl
 
   @property
   def variant(self) -> str:
@@ -77,16 +79,17 @@ def _two_stage(path: str, parts: List[Run]) -> Run:
   variant = config.get('variant', 'two_stage')
   config['variant'] = variant.rsplit('_stage', 1)[0]
   config.setdefault('train', {})['num_epochs'] = sum(p.num_epochs or 0 for p in parts)
-  emb, epochs, step, epoch = [], [], 0, 0
+  emb, epochs, probe, step, epoch = [], [], [], 0, 0
   for part in parts:
     emb += _offset(part.embedding, step, epoch)
     epochs += _offset(part.epochs, step, epoch)
+    probe += _offset(part.probe, step, epoch)
     step += ((part.summary or {}).get('steps') or
              (part.epochs[-1]['step'] if part.epochs else 0))
     epoch += len(part.epochs)
   summary = _read_json(os.path.join(path, run_files.SUMMARY)) or parts[-1].summary
   return Run(path=path, config=config, summary=summary, embedding=emb, epochs=epochs,
-             eval=parts[-1].eval, parts=parts)
+             eval=parts[-1].eval, parts=parts, probe=probe)
 
 
 def load_run(path: str) -> Run:
@@ -106,4 +109,5 @@ def load_run(path: str) -> Run:
   return Run(path=path, config=config,
              summary=_read_json(os.path.join(path, run_files.SUMMARY)),
              embedding=log(run_files.EMBEDDING_METRICS), epochs=log(run_files.EPOCH_METRICS),
-             eval=_read_json(os.path.join(path, run_files.EVAL)))
+             eval=_read_json(os.path.join(path, run_files.EVAL)),
+             probe=log(run_files.PROBE_METRICS))

@@ -2,6 +2,8 @@
 
     status, steps, epochs_completed, best_val_loss, best_epoch, alerts,
     red_flags, final_metrics (the last epoch line and measurement point),
+    probe (the probe trajectory's start, best and end values,
+    `probe_trajectory.summary`; {} without probe records),
     reason (why it failed, aborted or stopped), resumed_from_step, and the
     timings of this start: wall_time_s, compile_time_s, step_compile_time_s,
     steps_per_s, time_breakdown (`jepa_jax.timing`), devices.
@@ -17,6 +19,7 @@ import jax
 
 from jepa_jax import checkpoint as ckpt_lib
 from jepa_jax import loop_state
+from jepa_jax import probe_trajectory
 from jepa_jax import records
 from jepa_jax import run_files
 
@@ -48,6 +51,15 @@ def fill(summary, loop, status, step, last_epoch_line, last_emb) -> Dict[str, An
   return summary
 
 
+def add_probe(summary, workdir) -> None:
+  """summary['probe']: the probe trajectory of the run folder `workdir`
+  (`probe_trajectory.summary`); nothing when `workdir` is None (a process
+  that writes no files)."""
+  if workdir is not None:
+    summary['probe'] = probe_trajectory.summary(records.read_jsonl(
+        os.path.join(workdir, run_files.PROBE_METRICS)))
+
+
 def add_timings(summary, timer, t_start, steps_done, step_compile_time) -> None:
   """This start's wall time, compile time and speed (timer stopped)."""
   wall = time.perf_counter() - t_start
@@ -72,6 +84,7 @@ def of_finished_run(run, summary, last_epoch_line, last_emb) -> Dict[str, Any]:
     if old.get('status') == loop['status'] and old.get('steps') == step:
       return old
   summary = fill(summary, loop, loop['status'], step, last_epoch_line, last_emb)
+  add_probe(summary, run.workdir if run.plan.is_writer else None)
   if run.plan.is_writer:
     records.write_json(path, summary)
   return summary

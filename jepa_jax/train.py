@@ -4,10 +4,12 @@
       open     `run_open.open_run`: workdir and config checks, data, model, the
                state to go on from (a resumed checkpoint, or `start_state`),
                config.json written, logs rewound to that step
-      compile  the train step, validation and embedding metrics, once each
-      loop     per epoch: the train steps, each followed by the periodic
-               actions due then (`periodic`): logging, measurement points,
-               a preemption request, mid-epoch checkpoints; then the epoch
+      compile  the train step, validation, embedding metrics and the probe
+               trajectory's encoding, once each
+      loop     a probe point at step 0 (`probe_trajectory`); per epoch: the
+               train steps, each followed by the periodic actions due then
+               (`periodic`): logging, measurement points, probe points, a
+               preemption request, mid-epoch checkpoints; then the epoch
                end: validation, the epoch line, the monitor, the checkpoint
       finish   logs, TensorBoard and checkpoints closed, final weights
                (`final_state`), summary.json (`run_summary`)
@@ -40,6 +42,7 @@ from jepa_jax import monitor
 from jepa_jax import parallel
 from jepa_jax import periodic
 from jepa_jax import prefetch
+from jepa_jax import probe_trajectory
 from jepa_jax import records
 from jepa_jax import run_files
 from jepa_jax import run_open
@@ -159,6 +162,8 @@ class Training:
           np.arange(eval_batch, dtype=np.int32)).compile()
       self.emb_fn = jax.jit(measure.make_device_fn(setup, cfg.seed)).lower(
           local, self.emb_images).compile()
+    with timer('compile_probe'):
+      self.prober = probe_trajectory.Prober.compiled(cfg, setup, dataset, local)
 
   def _open_outputs(self) -> None:
     """The JSONL logs, TensorBoard and the progress bar (other processes: none)."""
@@ -169,6 +174,7 @@ class Training:
 
     self.epoch_log = log_file(run_files.EPOCH_METRICS)
     self.emb_log = log_file(run_files.EMBEDDING_METRICS)
+    self.probe_log = log_file(run_files.PROBE_METRICS)
     self.alert_log = log_file(run_files.ALERTS)
     # TensorBoard discards the events a resumed run's earlier life logged after
     # the checkpoint (purge_step); the event files themselves keep them.
@@ -188,6 +194,7 @@ class Training:
             .register('logging', lambda s: periodic.itstime(s, self.tc.log_every_steps),
                       self._log_train)
             .register('embedding_metrics', self.schedule.measures, self._measure)
+            .register('probe', self.prober.due, self._probe)
             # The epoch end saves the epoch's last step and checks preemption.
             .register('preemption', lambda s: inside_epoch(), self._stop_if_preempted,
                       section='loop_other')
@@ -203,6 +210,9 @@ class Training:
     self.timer.switch('loop_other')
     status = 'failed'
     try:
+      if self.step == 0 and self.prober.due(0):
+        with self.timer('probe'):
+          self._probe(0)                  # the state before the first step
       self._epochs()
       status = self._final_status()
     except BaseException as err:
@@ -313,6 +323,14 @@ class Training:
     self.save(self.epoch, self.step_in_epoch)
     return True
 
+  def _probe(self, step: int) -> bool:
+    """A probe-trajectory point (probe_trajectory.py, a host sync): logged."""
+    local = parallel.local_state(self.plan, self.state)
+    rec = self.prober.point(local, step, self.epoch)
+    self.probe_log.write(rec)
+    self.tb.write('probe', rec, step)
+    return False
+
   def _stop_if_preempted(self, step: int) -> bool:
     if not self.preemption.reached(self.ckpts, step):
       return False
@@ -363,7 +381,7 @@ class Training:
     run, is_writer = self.opened, self.plan.is_writer
     steps = ([('closing the progress bar', self.bar.close)]
              + [(f'closing {log.path}', log.close)
-                for log in (self.epoch_log, self.emb_log, self.alert_log)]
+                for log in (self.epoch_log, self.emb_log, self.alert_log, self.probe_log)]
              + [('closing the TensorBoard writer', self.tb.close),
                 ('finishing the checkpoints', self.ckpts.close)])  # waits for saves
     if status in FINISHED and is_writer:
@@ -376,6 +394,7 @@ class Training:
     self.timer.stop()
     run_summary.fill(summary, self.loop, status, self.step, self.last_epoch_line,
                      self.last_emb)
+    run_summary.add_probe(summary, run.workdir if is_writer else None)
     run_summary.add_timings(summary, self.timer, t_start, self.step - self.start_step,
                             self.compile_time)
     if is_writer:

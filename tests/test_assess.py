@@ -12,8 +12,8 @@ from jepa_jax import records
 # Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
 pytestmark = pytest.mark.slow
 
-TABLES = ('### Run completion & stability', '### Final losses', '### Embedding quality',
-          '### VQ codebook health', '### VQ usage trajectory',
+TABLES = ('## Does the encoder learn?', '### Run completion & stability', '### Final losses',
+          '### Embedding quality', '### VQ codebook health', '### VQ usage trajectory',
           '## Success criteria and red flags', '### Red flags (abort criteria) and alerts',
           '## Stable-codebook goals', '### Downstream quality', '### Speed')
 
@@ -73,7 +73,9 @@ def test_report_has_every_table_and_plot(assessment):
   assert f"| {last['step']} | {100 * last['vq_usage_ratio']:.1f}% ({last['vq_codes_used']:.0f}) |" in text
   ev = json.loads((work / 'gentle' / 'seed_0' / 'eval.json').read_text())
   assert f"{100 * ev['target_encoder']['linear_probe_acc']:.1f}%" in text
-  for plot in report_plots.PLOTS:
+  assert text.index('## Does the encoder learn?') < text.index('## Findings')
+  assert f"{100 * ev['random_init']['linear_probe_acc']:.1f}%" in text
+  for plot in (*report_plots.PLOTS, 'probe_trajectory.png'):
     for folder in (work / 'plots', work / 'published' / 'plots'):
       data = (folder / plot).read_bytes()
       assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 10_000

@@ -252,3 +252,38 @@ def test_a_vq_run_whose_only_usage_is_before_the_judged_epochs_fails(tmp_path):
   r = diagnose.check_run(diagnose.load_run(path))
   assert statuses(r)['usage_throughout'] == 'pass' and r['must_have_passed']
   assert statuses(r)['usage_trajectory'] == 'n/a'           # 1 record: too short to fit
+
+
+def test_output_opens_with_does_the_encoder_learn(runs, capsys):
+  """The probes of eval.json next to pixels and random init, the gains in
+  points (within noise when inside the probe's 95% interval), the probe
+  trajectory; and what is missing when a run lacks those files."""
+  path = runs['no_vq']
+  probe = lambda acc, ci=0.02: {'linear_probe_acc': acc, 'linear_probe_ci95': ci,  # noqa: E731
+                                'knn_acc': acc - 0.1, 'knn_ci95': ci}
+  ev = {'target_encoder': probe(0.796), 'context_encoder': probe(0.781),
+        'pixels': probe(0.968), 'random_init': probe(0.785)}
+  with open(f'{path}/eval.json', 'w') as f:
+    json.dump(ev, f)
+  with open(f'{path}/probe_metrics.jsonl', 'w') as f:
+    for step, acc in ((0, 0.83), (200, 0.85), (690, 0.80)):
+      f.write(json.dumps({'step': step, 'epoch': step // 23, 'linear_target': acc,
+                          'linear_context': acc}) + '\n')
+  result = diagnose.check_run(diagnose.load_run(path))
+  got = result['learning']
+  assert got['eval']['best'] == 'target_encoder'
+  assert got['eval']['over_pixels_points'] == pytest.approx(-17.2)
+  assert got['eval']['over_random_init_points'] == pytest.approx(1.1)
+  assert got['trajectory'] == {'start': 0.83, 'start_step': 0, 'best': 0.85, 'best_step': 200,
+                               'end': 0.80, 'end_step': 690, 'points': 3}
+  lines = diagnose.format_result(result).splitlines()
+  assert lines[1] == '  Does the encoder learn?'
+  assert lines[2] == ('    linear probe (eval.json): target 79.6%, context 78.1%; '
+                      'pixels 96.8%, random init 78.5%')
+  assert lines[3] == ('    best trained (target) vs pixels -17.2 points, vs random init '
+                      '+1.1 points (within noise)')
+  assert lines[4] == ('    probe trajectory (target, holdout): 83.0% at step 0 -> best '
+                      '85.0% at step 200 -> 80.0% at step 690 (3 points)')
+  bare = diagnose.format_result(diagnose.check_run(diagnose.load_run(runs['healthy'])))
+  assert 'no eval.json: run python -m jepa_jax.evaluate' in bare
+  assert 'no probe trajectory (probe_metrics.jsonl)' in bare

@@ -1,5 +1,7 @@
 """Chance-corrected code metrics, k-means baseline and cross-validated probes
 of jepa_jax.evaluate, against scikit-learn and hand-worked values."""
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
@@ -95,3 +97,85 @@ def test_probe_cache_returns_the_stored_scores_and_keys_on_every_input(tmp_path,
   monkeypatch.setenv(probe_cache.ENV, '')
   probe_cache.cached(scores, x, y, k=2)
   assert len(calls) == 6 and len(list(tmp_path.glob('*.json'))) == 5
+
+
+# ------------------------------------------------ baselines and the trajectory
+
+def _encode(setup, params, images, batch):
+  """Per-image mean token of `images` encoded whole, `batch` at a time."""
+  import jax  # noqa: PLC0415
+  fn = jax.jit(lambda p, x: setup.encoder.apply(p, x, None, None).mean(1))
+  return np.concatenate([np.asarray(fn(params, images[i:i + batch]))
+                         for i in range(0, len(images), batch)])
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  """A tiny no-VQ digits run, trained and evaluated: (cfg, folder, eval.json)."""
+  from jepa_jax import train  # noqa: PLC0415
+  from tests.conftest import load  # noqa: PLC0415
+  cfg = load('no_vq', 'tiny')
+  cfg.train.probe_every_steps = 4                  # points at steps 0, 4, 6
+  path = str(tmp_path_factory.mktemp('tiny_run'))
+  assert train.train_and_evaluate(cfg, path)['status'] == 'completed'
+  return cfg, path, evaluate.evaluate_run(path)
+
+
+def test_random_init_baseline_is_the_runs_architecture_at_its_seed(tiny_run):
+  from jepa_jax import data as data_lib  # noqa: PLC0415
+  from jepa_jax import step as step_lib  # noqa: PLC0415
+  cfg, _, ev = tiny_run
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+
+  def scores(seed):
+    params = step_lib.init_state(setup, ds.image_shape, seed)['params']['encoder']
+    return evaluate.probe_scores(_encode(setup, params, ds.train_images, 512), ds.train_labels,
+                                 _encode(setup, params, ds.val_images, 512), ds.val_labels,
+                                 k=ev['knn_k'])
+
+  assert ev['random_init'] == scores(cfg.seed)
+  assert ev['random_init'] != scores(cfg.seed + 1)
+  learned = ev['learned']
+  best = max(('context_encoder', 'target_encoder'), key=lambda e: ev[e]['linear_probe_acc'])
+  assert learned['encoder'] == best
+  for ref in ('pixels', 'random_init'):
+    for probe in ('linear_probe', 'knn'):
+      assert learned[f'{probe}_over_{ref}_points'] == pytest.approx(
+          100 * (ev[best][f'{probe}_acc'] - ev[ref][f'{probe}_acc']))
+
+
+def test_probe_trajectory_points_are_probes_of_the_states_fitted_by_hand(tiny_run):
+  from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+  from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+  from jepa_jax import probes, records, step as step_lib  # noqa: PLC0415
+  cfg, path, ev = tiny_run
+  _, ds, setup, final = evaluate.load_trained_state(path)
+  logged = records.read_jsonl(f'{path}/probe_metrics.jsonl')
+  assert [r['step'] for r in logged] == [0, 4, 6]
+  tr, va = probes.subset(len(ds.train_images), len(ds.val_images),
+                         cfg.train.probe_train_images, cfg.train.probe_val_images, cfg.seed)
+  assert (len(tr), len(va)) == (300, 150)          # tiny: at most 300 / 150
+  images = np.concatenate([ds.train_images[tr], ds.val_images[va]])
+
+  def by_hand(params):
+    x = _encode(setup, params, images, len(images))
+    scale = StandardScaler().fit(x[:len(tr)])
+    fit = LogisticRegression(max_iter=5000).fit(scale.transform(x[:len(tr)]),
+                                                ds.train_labels[tr])
+    return float(np.mean(fit.predict(scale.transform(x[len(tr):])) == ds.val_labels[va]))
+
+  init = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  for rec, state in ((logged[0], init), (logged[-1], final)):
+    assert rec['linear_target'] == pytest.approx(by_hand(state['target_params']), abs=1e-12)
+    assert rec['linear_context'] == pytest.approx(by_hand(state['params']['encoder']),
+                                                  abs=1e-12)
+  assert ev['probe_trajectory'] == [{k: r[k] for k in ('step', 'linear_target',
+                                                       'linear_context')} for r in logged]
+  summary = json.load(open(f'{path}/summary.json'))['probe']
+  assert summary['points'] == 3 and summary['linear_target_end'] == logged[-1]['linear_target']
+  assert summary['linear_context_start'] == logged[0]['linear_context']
+  best = max(r['linear_target'] for r in logged)
+  assert summary['linear_target_best'] == best
+  assert summary['linear_target_best_step'] == next(
+      r['step'] for r in logged if r['linear_target'] == best)

@@ -21,7 +21,7 @@ LAYERS = (
         'restart', 'cli', 'prefetch', 'probe_cache'}),
     ('maths: pure functions of arrays, models, the optimizer', {
         'distances', 'vq', 'anticollapse', 'losses', 'metrics', 'masking',
-        'codebook_health', 'model', 'optimizer'}),
+        'codebook_health', 'model', 'optimizer', 'probes', 'code_metrics'}),
     ('data sources', {
         'data.dataset', 'data.batches', 'data.lazy', 'data.arc', 'data.digits',
         'data.files', 'data.arrayrecord', 'data.grain_pipeline', 'data.grid_properties',
@@ -30,11 +30,11 @@ LAYERS = (
         'config_files', 'config_defaults', 'config_checks', 'yaml_config', 'config_lib'}),
     ('the quantizer layer and the monitor', {'quantizer_spec', 'quantizer', 'monitor'}),
     ('composition: config + data -> step functions', {
-        'objective', 'step', 'measure', 'parallel'}),
+        'objective', 'step', 'measure', 'parallel', 'probe_trajectory'}),
     ('the trainer and its tools', {
         'checkpoint', 'init_from', 'workdir_config', 'start_state', 'loop_state',
         'run_open', 'run_reader', 'run_summary', 'epoch_end', 'compile_cache',
-        'train', 'evaluate', 'diagnose', 'stages'}),
+        'train', 'evaluate', 'diagnose', 'stages', 'learning'}),
     ('commands', {'main', 'usage', 'flag_parsing', 'config_export'}),
 )
 

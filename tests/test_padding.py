@@ -234,10 +234,16 @@ def test_arc_training_evaluation_and_report_end_to_end(tmp_path, capsys):
   for name, res in ev['probes'].items():
     counts = np.bincount(props[name])             # probes: CV over train + val
     assert res['chance'] == pytest.approx(counts.max() / counts.sum())
-    for enc in ('context_encoder', 'target_encoder', 'pixels'):
+    for enc in ('context_encoder', 'target_encoder', 'random_init', 'pixels'):
       assert 0 <= res[enc]['linear_probe_acc'] <= 1 and 0 <= res[enc]['knn_acc'] <= 1
     assert 0 <= res['code_property_nmi'] < 1
     assert res['code_property_ami'] <= res['code_property_nmi']
+  # The baselines' top-level values are the means over the properties, and the
+  # probe trajectory (means over the properties too) has step 0 and the last.
+  assert ev['random_init']['linear_probe_acc'] == pytest.approx(np.mean(
+      [r['random_init']['linear_probe_acc'] for r in ev['probes'].values()]))
+  assert [p['step'] for p in ev['probe_trajectory']] == [0, 6]
+  assert all(0 <= p['linear_target'] <= 1 for p in ev['probe_trajectory'])
   for enc in ('context_encoder', 'target_encoder', 'pixels'):
     assert ev[enc]['linear_probe_acc'] == pytest.approx(
         np.mean([r[enc]['linear_probe_acc'] for r in ev['probes'].values()]))

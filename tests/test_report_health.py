@@ -66,3 +66,43 @@ def test_conventions_row_reads_step_200_and_the_end(tmp_path):
   line = conventions.row('vq_no_refresh', 'mean', _run(tmp_path / 'v', 'vq', emb=emb))
   assert '2.0% / 7.0% -> 8.5% / 8.3%' in line and '6.00 -> 25.00' in line
   assert '7.00 -> 26.00' in line
+
+
+def test_report_opens_with_does_the_encoder_learn_and_plots_the_trajectories(tmp_path):
+  """experiments/report_learning: the gains over pixels and random init from
+  eval.json, the trajectory's start / best / end from probe_metrics.jsonl,
+  mean over seeds; the plot has one line per run and the references."""
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  from experiments import report, report_learning, report_plots  # noqa: PLC0415
+  probe = lambda acc: {'linear_probe_acc': acc, 'linear_probe_ci95': 0.02,  # noqa: E731
+                       'knn_acc': acc, 'knn_ci95': 0.02}
+  runs = []
+  for seed, (tgt, traj) in enumerate(((0.80, (0.83, 0.85, 0.80)), (0.78, (0.81, 0.84, 0.79)))):
+    ev = {'target_encoder': probe(tgt), 'context_encoder': probe(0.70),
+          'pixels': probe(0.968), 'random_init': probe(0.84)}
+    path = tmp_path / f'seed_{seed}'
+    _run(path, 'vq_a', ev=ev)
+    (path / 'probe_metrics.jsonl').write_text(''.join(
+        json.dumps({'step': s, 'linear_target': a, 'linear_context': a}) + '\n'
+        for s, a in zip((0, 100, 200), traj)))
+    runs.append(diagnose.load_run(str(path)))
+  values = {'vq_a': [report.run_values(r) for r in runs]}
+  v = values['vq_a'][0]
+  assert v['gain_pix'] == pytest.approx(-16.8) and v['gain_rnd'] == pytest.approx(-4.0)
+  assert (v['traj_start'], v['traj_best'], v['traj_end']) == (0.83, 0.85, 0.80)
+  text = '\n'.join(report_learning.learning_section(['vq_a'], values))
+  assert text.startswith('## Does the encoder learn?')
+  assert '| **Linear probe, better trained encoder** | 79.0 ± 1.4% (target) |' in text
+  assert '| **Gain over random init [points]** | -5.0 ± 1.4 |' in text
+  assert '| **Gain over raw pixels [points]** | -17.8 ± 1.4 |' in text
+  assert ('| **Linear probe, random-init encoder (same architecture and seed)** | '
+          '84.0 ± 0.0% |') in text
+  assert '82.0 ± 1.4% → 84.5 ± 0.7% → 79.5 ± 0.7%' in text
+  styles = report_plots.line_styles(['vq_a'])
+  paths = report_learning.write_plot(str(tmp_path), ['vq_a'], {'vq_a': runs}, styles, plt)
+  assert paths == [str(tmp_path / 'probe_trajectory.png')]
+  assert open(paths[0], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+  bare = _run(tmp_path / 'bare', 'vq_b')
+  assert report_learning.write_plot(str(tmp_path), ['vq_b'], {'vq_b': [bare]}, styles, plt) == []

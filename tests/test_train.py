@@ -30,6 +30,7 @@ EPOCH_KEYS = {'epoch', 'step', 'train_loss_mean', 'val_loss_mean', 'temperature'
 EMB_KEYS = {'step', 'epoch', 'context_effective_rank', 'target_effective_rank',
             'context_isotropy', 'target_isotropy'}
 VQ_KEYS = {'vq_usage_ratio', 'vq_codes_used', 'vq_perplexity'}
+PROBE_KEYS = {'step', 'epoch', 'linear_target', 'linear_context'}
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -61,6 +62,9 @@ def test_variant_trains_and_writes_logs(variant, tmp_path):
       assert r['vq_codes_used'] == pytest.approx(r['vq_usage_ratio'] * cfg.vq.codebook_size)
     else:
       assert not VQ_KEYS & set(r)
+  # Probe points before the first step and at the last (tiny: every 100 steps).
+  probe = records.read_jsonl(tmp_path / 'probe_metrics.jsonl')
+  assert [r['step'] for r in probe] == [0, 6] and set(probe[0]) == PROBE_KEYS
   stored = json.load(open(tmp_path / 'summary.json'))
   assert stored['status'] == 'completed' and stored['best_epoch'] in (0, 1)
   assert stored['final_metrics']['val_loss_mean'] == epochs[-1]['val_loss_mean']
@@ -69,8 +73,9 @@ def test_variant_trains_and_writes_logs(variant, tmp_path):
   # compile_eval: eval step and embedding metrics (+ the eval keys' PRNG split
   # when this process has not compiled it yet).
   assert compiles['compile_step'] == 1 and compiles['compile_eval'] in (2, 3)
-  loop = ('data', 'step', 'logging', 'embedding_metrics', 'validation', 'epoch_end',
-          'loop_other')
+  assert compiles['compile_probe'] == 1          # the probe trajectory's encoding
+  loop = ('data', 'step', 'logging', 'embedding_metrics', 'probe', 'validation',
+          'epoch_end', 'loop_other')
   assert not set(compiles) & set(loop), compiles
   assert stored['compile_time_s'] >= stored['step_compile_time_s'] > 0
 
@@ -321,3 +326,19 @@ def test_a_run_shorter_than_the_measurement_interval_ends_with_one_point(tmp_pat
   usage = result['criteria'][0]
   assert usage['name'] == 'usage_throughout' and usage['status'] != 'n/a'
   assert usage['detail'].endswith('at step 6') and usage['value'] == emb[0]['vq_usage_ratio']
+
+
+def test_a_start_from_scratch_logs_the_step_0_probe_point_once(tmp_path):
+  """A run killed after its step-0 probe point, before any checkpoint, starts
+  again from scratch: the probe log holds step 0 once, not twice."""
+  cfg = load('no_vq', 'tiny')
+  assert train.train_and_evaluate(cfg, str(tmp_path))['status'] == 'completed'
+  for name in ('summary.json', 'final_state.msgpack'):
+    os.remove(tmp_path / name)
+  shutil.rmtree(tmp_path / 'checkpoints')
+  for name in ('epoch_metrics.jsonl', 'embedding_metrics.jsonl', 'probe_metrics.jsonl'):
+    kept = [r for r in records.read_jsonl(tmp_path / name) if r['step'] == 0]
+    (tmp_path / name).write_text(''.join(json.dumps(r) + '\n' for r in kept))
+  assert [r['step'] for r in records.read_jsonl(tmp_path / 'probe_metrics.jsonl')] == [0]
+  assert train.train_and_evaluate(cfg, str(tmp_path))['status'] == 'completed'
+  assert [r['step'] for r in records.read_jsonl(tmp_path / 'probe_metrics.jsonl')] == [0, 6]
