@@ -17,7 +17,7 @@ from tests.conftest import load, set_overrides
 # was within 0.023-0.087% of float32 (relative), each term within 0.7%, and
 # 100% of the digits' codes (99.2% of ARC's) were the same. bf16 keeps 8
 # significant bits (a rounding of up to 2^-9 = 0.2% per operation), which the
-# losses' means partly average out; the tolerances leave ~5x headroom. A code
+# losses' means partly average out; the tolerances leave 4-6x headroom. A code
 # may flip where a token's two nearest codes are closer than that rounding.
 LOSS_RTOL = 5e-3
 PART_RTOL = 3e-2
