@@ -73,6 +73,9 @@ def build():
   c.model.num_heads = 4
   c.model.mlp_ratio = 4.0
   c.model.attention = 'flax'       # 'flax' MHA, or 'fused' (one qkv matmul, same params)
+  # Computation dtype of the encoder and predictor: 'float32', or 'bfloat16'
+  # (mixed precision: bf16 activations; params, optimizer state, VQ, losses float32).
+  c.model.dtype = 'float32'
   c.model.predictor_dim = 32
   c.model.predictor_depth = 2
   c.model.predictor_num_heads = 4

@@ -14,6 +14,7 @@ import numpy as np
 from jepa_jax import config_defaults
 from jepa_jax import config_keys
 from jepa_jax import data
+from jepa_jax import model
 from jepa_jax.errors import ConfigError
 
 FREEZABLE = ('encoder', 'target_encoder', 'predictor', 'temperature')
@@ -105,6 +106,7 @@ def _model(cfg, check) -> None:
         "must be 'conv' (pixel values) or 'colour' (colour ids, learned table)")
   check('model.attention', m.attention in ('flax', 'fused'),
         "must be 'flax' (flax MultiHeadDotProductAttention) or 'fused' (one qkv matmul)")
+  check('model.dtype', m.dtype in model.DTYPES, "must be 'float32' or 'bfloat16'")
   if m.patch_embed == 'colour':
     check.positive_int('model.num_colours')
     check.positive_int('model.colour_dim')

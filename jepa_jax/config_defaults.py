@@ -39,6 +39,7 @@ ADDED = (
     'monitor.option_b_rank', 'vq.reanchor_steps', 'data.prefetch_to_device',
     'init_from_skip', 'vq.identity_gradient', 'loss.global_weight', 'loss.sigreg_input',
     'train.probe_every_steps', 'train.probe_train_images', 'train.probe_val_images',
+    'model.dtype',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

@@ -18,15 +18,41 @@ real grid cell (`token_validity`). Given token validity flags, encoder and
 predictor attention ignore invalid keys, so the outputs at valid tokens do
 not depend on padding at all. Without flags (pixel images) every token is
 valid and attention is unmasked, exactly as before.
+
+Computation dtype (`model.dtype`, see `compute_dtype`). Every module takes a
+flax `dtype`: the dtype its activations are computed in. Parameters are
+always created in float32 (flax's `param_dtype` default) and cast to `dtype`
+where they are used, so the gradients, the optimizer state and the EMA
+target stay float32. With bfloat16 (mixed precision, as the flax examples'
+`half_precision`): the patch embedding, attention and MLP matmuls and the
+residual stream are bfloat16; LayerNorm statistics are computed in float32
+(flax's `force_float32_reductions`), attention softmax in float32 (the fused
+path casts the probabilities back to bfloat16; flax's MHA with
+`force_fp32_for_softmax` keeps them float32 for the weights-by-values
+product); the last layers (the encoder's final LayerNorm, the predictor's
+final LayerNorm and output projection) run in float32, so both modules
+return float32 and every loss, VQ distance and statistic downstream is
+float32. With float32 (the default) every cast is the identity and the
+computation is unchanged.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+DTYPES = ('float32', 'bfloat16')
+
+
+def compute_dtype(name: str):
+  """The jnp dtype of `model.dtype` ('float32' or 'bfloat16')."""
+  if name not in DTYPES:
+    raise ValueError(f'model dtype must be one of {DTYPES}, got {name!r}')
+  return jnp.dtype(name)
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
@@ -119,8 +145,11 @@ class SelfAttention(nn.Module):
   but written for the CPU: one (D, 3·H·Dh) matmul for q, k and v on the
   (B·L, D) rows, and one (H·Dh, D) output matmul.
   `mask`: None or bool broadcastable to (B, 1, 1, L) (True: key may be used).
+  `dtype`: the computation dtype (the float32 kernels are cast to it; the
+  softmax runs in float32 and its probabilities are cast back).
   """
   num_heads: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask=None):
@@ -131,8 +160,9 @@ class SelfAttention(nn.Module):
     dh = d // h
     qkv = [_DenseParams((d, h, dh), (h, dh), 1, name=n)() for n in ('query', 'key', 'value')]
     w_out, b_out = _DenseParams((h, dh, d), (d,), 2, name='out')()
-    w = jnp.concatenate([k.reshape(d, h * dh) for k, _ in qkv], axis=1)
-    bias = jnp.concatenate([bb.reshape(h * dh) for _, bb in qkv])
+    w = jnp.concatenate([k.reshape(d, h * dh) for k, _ in qkv], axis=1).astype(self.dtype)
+    bias = jnp.concatenate([bb.reshape(h * dh) for _, bb in qkv]).astype(self.dtype)
+    x = x.astype(self.dtype)
     y = (x.reshape(b * l, d) @ w + bias).reshape(b, l, 3, h, dh)
     q, k, v = y[:, :, 0], y[:, :, 1], y[:, :, 2]           # (B, L, H, Dh)
     q = q / jnp.sqrt(dh).astype(q.dtype)
@@ -141,19 +171,21 @@ class SelfAttention(nn.Module):
       logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     attn = jax.nn.softmax(logits.astype(jnp.float32)).astype(x.dtype)
     o = jnp.einsum('bhqk,bkhd->bqhd', attn, v)
+    w_out, b_out = w_out.astype(self.dtype), b_out.astype(self.dtype)
     out = o.reshape(b * l, h * dh) @ w_out.reshape(h * dh, d) + b_out
     return out.reshape(b, l, d)
 
 
 class MlpBlock(nn.Module):
   hidden: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     d = x.shape[-1]
-    x = nn.Dense(self.hidden)(x)
+    x = nn.Dense(self.hidden, dtype=self.dtype)(x)
     x = nn.gelu(x)
-    return nn.Dense(d)(x)
+    return nn.Dense(d, dtype=self.dtype)(x)
 
 
 class Block(nn.Module):
@@ -162,24 +194,28 @@ class Block(nn.Module):
   `attention`: 'flax' (flax's MultiHeadDotProductAttention, the default) or
   'fused' (`SelfAttention`: same parameters, one fused qkv matmul; equal to
   float32 rounding, so a run's numbers differ from 'flax' in the last bits).
+  `dtype`: the computation dtype of every layer (module docstring).
   """
   num_heads: int
   mlp_ratio: float = 4.0
   attention: str = 'flax'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask=None):
-    y = nn.LayerNorm()(x)
+    dt = self.dtype
+    y = nn.LayerNorm(dtype=dt)(x)
     name = 'MultiHeadDotProductAttention_0'
     if self.attention == 'fused':
-      x = x + SelfAttention(self.num_heads, name=name)(y, mask)
+      x = x + SelfAttention(self.num_heads, dtype=dt, name=name)(y, mask)
     elif self.attention == 'flax':
-      x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, name=name)(
-          y, y, mask=mask)
+      x = x + nn.MultiHeadDotProductAttention(
+          num_heads=self.num_heads, dtype=dt, force_fp32_for_softmax=True,
+          name=name)(y, y, mask=mask)
     else:
       raise ValueError(f"attention must be 'flax' or 'fused', got {self.attention!r}")
-    y = nn.LayerNorm()(x)
-    return x + MlpBlock(int(self.mlp_ratio * x.shape[-1]))(y)
+    y = nn.LayerNorm(dtype=dt)(x)
+    return x + MlpBlock(int(self.mlp_ratio * x.shape[-1]), dtype=dt)(y)
 
 
 class ViTEncoder(nn.Module):
@@ -194,6 +230,8 @@ class ViTEncoder(nn.Module):
   patch_embed='colour': images hold colour ids (padding < 0); cell embedding
   E[id] (E has num_colours + 1 rows, the last for padding) then the strided
   convolution over the (B, H, W, colour_dim) cell embeddings.
+  `dtype`: the blocks' computation dtype; the output is float32 (the final
+  LayerNorm runs in float32).
   """
   patch_size: int
   embed_dim: int
@@ -204,6 +242,7 @@ class ViTEncoder(nn.Module):
   num_colours: int = 10
   colour_dim: int = 16
   attention: str = 'flax'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, token_idx: Optional[jax.Array] = None,
@@ -214,18 +253,20 @@ class ViTEncoder(nn.Module):
       ids = images[..., 0]
       ids = jnp.where(ids >= 0, jnp.clip(jnp.round(ids), 0, self.num_colours - 1),
                       self.num_colours).astype(jnp.int32)
-      images = nn.Embed(self.num_colours + 1, self.colour_dim, name='colour_embed')(ids)
+      images = nn.Embed(self.num_colours + 1, self.colour_dim, dtype=self.dtype,
+                        name='colour_embed')(ids)
     x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding='VALID',
-                name='patch_embed')(images)
+                dtype=self.dtype, name='patch_embed')(images)
     gh, gw = h // p, w // p
     x = x.reshape(b, gh * gw, self.embed_dim)
-    x = x + sincos_pos_embed_2d(self.embed_dim, gh, gw)[None]
+    x = x + jnp.asarray(sincos_pos_embed_2d(self.embed_dim, gh, gw), self.dtype)[None]
     if token_idx is not None:
       x = gather_tokens(x, token_idx)
     mask = key_mask(token_valid)
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, self.attention, name=f'block_{i}')(x, mask)
-    return nn.LayerNorm(name='norm')(x)
+      x = Block(self.num_heads, self.mlp_ratio, self.attention, self.dtype,
+                name=f'block_{i}')(x, mask)
+    return nn.LayerNorm(dtype=jnp.float32, name='norm')(x)
 
 
 class Predictor(nn.Module):
@@ -238,7 +279,8 @@ class Predictor(nn.Module):
   token + target pos] as in I-JEPA, so blocks may overlap. With validity
   flags ctx_valid (B, K) and tgt_valid (B, M, T) (both or neither),
   attention ignores invalid context slots and invalid target queries as
-  keys. Returns predictions (B, M, T, D).
+  keys. Returns predictions (B, M, T, D), float32 (`dtype`: the blocks'
+  computation dtype; the final LayerNorm and projection run in float32).
   """
   embed_dim: int           # output dim = encoder dim
   pred_dim: int
@@ -247,16 +289,17 @@ class Predictor(nn.Module):
   grid: tuple              # (grid_h, grid_w)
   mlp_ratio: float = 4.0
   attention: str = 'flax'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, ctx, ctx_idx, tgt_idx, ctx_valid=None, tgt_valid=None):
     b, k, _ = ctx.shape
     _, m, t = tgt_idx.shape
-    pos = jnp.asarray(sincos_pos_embed_2d(self.pred_dim, *self.grid))
-    x = nn.Dense(self.pred_dim, name='embed')(ctx) + pos[ctx_idx]
+    pos = jnp.asarray(sincos_pos_embed_2d(self.pred_dim, *self.grid), self.dtype)
+    x = nn.Dense(self.pred_dim, dtype=self.dtype, name='embed')(ctx) + pos[ctx_idx]
     mask_token = self.param('mask_token', nn.initializers.normal(0.02),
                             (self.pred_dim,))
-    queries = mask_token + pos[tgt_idx]                       # (B, M, T, P)
+    queries = mask_token.astype(self.dtype) + pos[tgt_idx]    # (B, M, T, P)
     x = jnp.broadcast_to(x[:, None], (b, m, k, self.pred_dim))
     x = jnp.concatenate([x, queries], axis=2).reshape(b * m, k + t, self.pred_dim)
     mask = None
@@ -265,9 +308,10 @@ class Predictor(nn.Module):
           [jnp.broadcast_to(ctx_valid[:, None], (b, m, k)), tgt_valid], axis=2)
       mask = key_mask(valid.reshape(b * m, k + t))
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, self.attention, name=f'block_{i}')(x, mask)
-    x = nn.LayerNorm(name='norm')(x)
-    x = nn.Dense(self.embed_dim, name='proj')(x[:, k:])
+      x = Block(self.num_heads, self.mlp_ratio, self.attention, self.dtype,
+                name=f'block_{i}')(x, mask)
+    x = nn.LayerNorm(dtype=jnp.float32, name='norm')(x)
+    x = nn.Dense(self.embed_dim, dtype=jnp.float32, name='proj')(x[:, k:])
     return x.reshape(b, m, t, self.embed_dim)
 
 
@@ -276,14 +320,16 @@ def make_encoder(m) -> ViTEncoder:
   return ViTEncoder(patch_size=m.patch_size, embed_dim=m.embed_dim, depth=m.depth,
                     num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
                     patch_embed=m.patch_embed, num_colours=m.num_colours,
-                    colour_dim=m.colour_dim, attention=m.attention)
+                    colour_dim=m.colour_dim, attention=m.attention,
+                    dtype=compute_dtype(m.dtype))
 
 
 def make_predictor(m, grid) -> Predictor:
   """The predictor of `m`, a config's `model` group, on the token grid `grid`."""
   return Predictor(embed_dim=m.embed_dim, pred_dim=m.predictor_dim,
                    depth=m.predictor_depth, num_heads=m.predictor_num_heads,
-                   grid=tuple(grid), mlp_ratio=m.mlp_ratio, attention=m.attention)
+                   grid=tuple(grid), mlp_ratio=m.mlp_ratio, attention=m.attention,
+                   dtype=compute_dtype(m.dtype))
 
 
 def ema_params(target, online, momentum):

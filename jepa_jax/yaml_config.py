@@ -92,7 +92,8 @@ NOT_SUPPORTED = {
     'log_dir': 'logs go to the --workdir folder',
     'device': 'JAX places the run: see parallel.mode / parallel.num_devices',
     'num_workers': 'the data sits in memory; there are no loader workers',
-    'mixed_precision': 'jepa_jax trains in float32 only',
+    'mixed_precision': 'a true/false AMP switch has no one-to-one key: set '
+                       "model.dtype ('float32' or 'bfloat16')",
     'resume': 'a workdir with checkpoints resumes by itself (checkpoint.restart '
               'starts over)',
 }

@@ -72,6 +72,7 @@ def test_variant_values_from_the_reference():
     ('vq.codebook_size', 0, 'vq.codebook_size'),
     ('data.name', 'imagenet', 'data.name'),
     ('model.attention', 'flash', 'model.attention'),
+    ('model.dtype', 'float16', 'model.dtype'),
     ('checkpoint.every_epochs', 0, 'checkpoint.every_epochs'),
 ])
 def test_bad_values_name_the_key(key, value, fragment):
