@@ -140,3 +140,36 @@ def test_cli_sigterm_once_the_workdir_is_set_up_leaves_a_preempted_summary(tmp_p
   assert out.startswith('preempted:')
   summary = json.load(open(workdir / 'summary.json'))
   assert summary['status'] == 'preempted' and summary['steps'] < 6
+
+
+# A CLI run whose first XLA compile (the model's init) gets SIGINT 0.2 s in;
+# no persistent cache, so the compile is real. XLA's wait for a compile lets
+# the signal through, and the compile goes on on XLA's thread.
+_SIGNAL_IN_A_COMPILE = '''
+import os, runpy, signal, sys, threading
+from jax._src import compiler
+real = compiler.backend_compile_and_load
+def compile_and_signal(*args, **kwargs):
+  module = args[1] if len(args) > 1 else kwargs['module']
+  if 'jit_init' in str(module.operation.attributes['sym_name']):
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+  return real(*args, **kwargs)
+compiler.backend_compile_and_load = compile_and_signal
+sys.argv = ['jepa_jax.main'] + sys.argv[1:]
+runpy.run_module('jepa_jax.main', run_name='__main__', alter_sys=True)
+'''
+
+
+def test_cli_signal_during_a_compile_exits_cleanly_without_a_crash(tmp_path):
+  """The stop used to end in a segmentation fault (status -11) at the
+  interpreter's teardown, with the compile still running (4 of 4 tries)."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  out = subprocess.run([sys.executable, '-c', _SIGNAL_IN_A_COMPILE,
+                        '--config=configs/gentle.py:tiny', f'--workdir={tmp_path / "run"}',
+                        '--config.train.compilation_cache_dir='],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 130, (out.returncode, out.stderr[-3000:])
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert lines == ['interrupted: SIGINT during set-up of the run, before it wrote '
+                   'anything; no summary'], out.stderr[-3000:]
