@@ -34,7 +34,9 @@ system's temporary folder), so nothing is ever loaded partially.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import glob
 import os
 import shutil
 import sys
@@ -46,7 +48,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 from orbax.checkpoint._src.multihost import multihost as ocp_multihost
 
-from jepa_jax import orbax_noise  # noqa: F401  (installs the filters)
+from jepa_jax import orbax_noise  # installs its filters; `as_os_error`
 from jepa_jax import run_files
 
 
@@ -199,6 +201,10 @@ class Restored:
   meta: Dict[str, Any]
 
 
+# Orbax's name for the folder of a save in progress: `<step>.orbax-checkpoint-tmp...`.
+_TMP_SUFFIX = '.orbax-checkpoint-tmp'
+
+
 def _await_tmp_cleanup(manager) -> None:
   """Waits for the clean-up of temporary folders that Orbax's CheckpointManager
   starts on a thread in its constructor: its `close` does not (only `save`
@@ -237,6 +243,7 @@ class RunCheckpoints:
                        'config': ocp.JsonCheckpointHandler()})
     self._saver = None            # the background thread, made at the first save
     self._queued = None           # its latest save call (a Future)
+    self._failed = False          # a save failed: its temporary folder is removed at close
 
   def steps(self) -> List[int]:
     self._drain()
@@ -246,7 +253,22 @@ class RunCheckpoints:
     """Waits for the queued save call (re-raising its error), if any."""
     queued, self._queued = self._queued, None
     if queued is not None:
-      queued.result()
+      with self._write_errors():
+        queued.result()
+
+  @contextlib.contextmanager
+  def _write_errors(self):
+    """A failed save raised in the block is raised as an OSError naming the
+    checkpoints folder (`orbax_noise.as_os_error`); the save is remembered
+    as failed."""
+    try:
+      yield
+    except Exception as err:  # pylint: disable=broad-except
+      self._failed = True
+      mapped = orbax_noise.as_os_error(err, self.directory)
+      if mapped is err:
+        raise
+      raise mapped from err
 
   def save(self, state, meta: Dict[str, Any], config: Dict[str, Any],
            val_loss: Optional[float] = None) -> None:
@@ -278,18 +300,34 @@ class RunCheckpoints:
   def wait(self) -> None:
     """Returns once every save started so far is complete on disk."""
     self._drain()
-    self.manager.wait_until_finished()
+    with self._write_errors():
+      self.manager.wait_until_finished()
 
   def close(self) -> None:
-    """Finishes the saves in flight (re-raising a failed one), then closes."""
+    """Finishes the saves in flight (re-raising a failed one), then closes.
+    After a failed save, its unfinished temporary folder is removed: on a
+    full disk that space lets the run still write its summary."""
     try:
       self._drain()
     finally:
       if self._saver is not None:
         self._saver.shutdown(wait=True)
         self._saver = None
-      _await_tmp_cleanup(self.manager)
-      self.manager.close()
+      try:
+        _await_tmp_cleanup(self.manager)
+        with self._write_errors():
+          self.manager.close()
+      finally:
+        if self._failed:
+          self._remove_unfinished()
+
+  def _remove_unfinished(self) -> None:
+    """Removes the temporary folders of unfinished saves (Orbax also does at
+    the next start); only complete step folders are checkpoints."""
+    if self.manager._options.read_only:  # pylint: disable=protected-access
+      return
+    for path in glob.glob(os.path.join(glob.escape(self.directory), '*' + _TMP_SUFFIX + '*')):
+      shutil.rmtree(path, ignore_errors=True)
 
   def reached_preemption(self, step: int) -> bool:
     """Orbax's multi-host preemption sync point (needs jax.distributed)."""
