@@ -152,8 +152,10 @@ def _exit_status(code) -> int:
 def exit_after_a_signal(command) -> None:
   """Runs `command()` (a CLI's main, ending in SystemExit). If a signal
   stopped it, the process then exits at once with the command's status,
-  after flushing its output, without the interpreter's teardown (module
-  docstring); otherwise it ends as usual."""
+  after flushing its output (and leaving `jax.distributed`), without the
+  interpreter's teardown: JAX's exit hook clears its backends, which
+  crashed under a compile still running (module docstring); otherwise it
+  ends as usual."""
   try:
     command()
   except SystemExit as done:
@@ -164,6 +166,12 @@ def exit_after_a_signal(command) -> None:
     if not _state['signalled']:
       return
     status = 0
+  jax = sys.modules.get('jax')
+  if jax is not None:       # the part of JAX's exit hook several processes need
+    try:
+      jax.distributed.shutdown()
+    except Exception:  # pylint: disable=broad-except
+      pass
   logging.shutdown()
   for stream in (sys.stdout, sys.stderr):
     try:
