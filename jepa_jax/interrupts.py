@@ -51,7 +51,8 @@ class Stopped(BaseException):
 
 
 _state = {'phase': 'startup', 'requested': None, 'previous': None, 'hook': None,
-          'deferring': False, 'deferred': None, 'signalled': False, 'held': None}
+          'deferring': False, 'deferred': None, 'signalled': False, 'held': None,
+          'resend': None}
 
 # JAX's call into XLA's compiler: its wait lets signals through while XLA
 # compiles on its own thread, which goes on using what the call passed it.
@@ -73,7 +74,7 @@ def _hold(signum: int) -> None:
   fault). The signal is sent again every HOLD_RETRY_S until the compile
   has returned, and stops the run then."""
   _state['held'] = signum
-  timer = threading.Timer(HOLD_RETRY_S, os.kill, (os.getpid(), signum))
+  timer = _state['resend'] = threading.Timer(HOLD_RETRY_S, os.kill, (os.getpid(), signum))
   timer.daemon = True
   timer.start()
 
@@ -130,6 +131,8 @@ def install() -> bool:
 def uninstall() -> None:
   """Puts back the handlers `install` replaced."""
   previous, _state['previous'] = _state['previous'], None
+  if _state['resend'] is not None:     # a held signal is not sent to the old handlers
+    _state['resend'].cancel()
   for signum, handler in (previous or {}).items():
     signal.signal(signum, handler)
   if previous is not None:
