@@ -34,7 +34,9 @@ system's temporary folder), so nothing is ever loaded partially.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import glob
 import os
 import shutil
 import sys
@@ -46,7 +48,9 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 from orbax.checkpoint._src.multihost import multihost as ocp_multihost
 
-from jepa_jax import orbax_noise  # noqa: F401  (installs the filters)
+from jepa_jax import checkpoint_integrity as integrity
+from jepa_jax.checkpoint_integrity import DamagedCheckpoint, damaged_files
+from jepa_jax import orbax_noise  # installs its filters; `as_os_error`
 from jepa_jax import run_files
 
 
@@ -123,36 +127,6 @@ def raise_if_mismatched(found: Dict[str, Tuple], abstract, what: str,
   raise CheckpointError(f'{what} does not fit this run ({len(bad)} mismatches): {shown}')
 
 
-class DamagedCheckpoint(ValueError):
-  """A checkpoint whose files are missing or unreadable (not a config mismatch)."""
-
-
-# Files a complete checkpoint step folder holds whatever its tree: the tree
-# metadata of the state and the meta item. Without them Orbax reads an empty
-# tree, which would look like a checkpoint of another model.
-REQUIRED_FILES = ('state/_METADATA', 'meta/metadata')
-
-
-def damaged_files(step_dir: str) -> List[str]:
-  """'NAME: why' for each required file missing and each file that cannot be
-  opened and read, in the step folder `step_dir`; [] when it looks whole."""
-  out = [f'{name}: missing' for name in REQUIRED_FILES
-         if not os.path.isfile(os.path.join(step_dir, name))]
-
-  def unreadable(err):
-    out.append(f'{os.path.relpath(err.filename, step_dir)}: {err.strerror}')
-
-  for root, _, files in os.walk(step_dir, onerror=unreadable):
-    for name in files:
-      path = os.path.join(root, name)
-      try:
-        with open(path, 'rb') as f:
-          f.read(1)
-      except OSError as err:
-        out.append(f'{os.path.relpath(path, step_dir)}: {err.strerror}')
-  return out
-
-
 def abstract_of(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
@@ -199,6 +173,10 @@ class Restored:
   meta: Dict[str, Any]
 
 
+# Orbax's name for the folder of a save in progress: `<step>.orbax-checkpoint-tmp...`.
+_TMP_SUFFIX = '.orbax-checkpoint-tmp'
+
+
 def _await_tmp_cleanup(manager) -> None:
   """Waits for the clean-up of temporary folders that Orbax's CheckpointManager
   starts on a thread in its constructor: its `close` does not (only `save`
@@ -234,9 +212,11 @@ class RunCheckpoints:
         self.directory, options=options,
         item_handlers={'state': ocp.PyTreeCheckpointHandler(),
                        'meta': ocp.JsonCheckpointHandler(),
-                       'config': ocp.JsonCheckpointHandler()})
+                       'config': ocp.JsonCheckpointHandler(),
+                       integrity.ITEM: ocp.JsonCheckpointHandler()})
     self._saver = None            # the background thread, made at the first save
     self._queued = None           # its latest save call (a Future)
+    self._failed = False          # a save failed: its temporary folder is removed at close
 
   def steps(self) -> List[int]:
     self._drain()
@@ -246,7 +226,22 @@ class RunCheckpoints:
     """Waits for the queued save call (re-raising its error), if any."""
     queued, self._queued = self._queued, None
     if queued is not None:
-      queued.result()
+      with self._write_errors():
+        queued.result()
+
+  @contextlib.contextmanager
+  def _write_errors(self):
+    """A failed save raised in the block is raised as an OSError naming the
+    checkpoints folder (`orbax_noise.as_os_error`); the save is remembered
+    as failed."""
+    try:
+      yield
+    except Exception as err:  # pylint: disable=broad-except
+      self._failed = True
+      mapped = orbax_noise.as_os_error(err, self.directory)
+      if mapped is err:
+        raise
+      raise mapped from err
 
   def save(self, state, meta: Dict[str, Any], config: Dict[str, Any],
            val_loss: Optional[float] = None) -> None:
@@ -265,31 +260,52 @@ class RunCheckpoints:
     # 0 saves host copies of its (replicated) state.
     snapshot = (jax.tree.map(np.array, state) if jax.process_count() > 1
                 else detached_copy(state))
-    args = ocp.args.Composite(
-        state=ocp.args.PyTreeSave(snapshot),
-        meta=ocp.args.JsonSave(meta), config=ocp.args.JsonSave(config))
     self._drain()                 # back-pressure: one save call queued at most
     if self._saver is None:
       self._saver = concurrent.futures.ThreadPoolExecutor(
           max_workers=1, thread_name_prefix='checkpoint-save')
-    self._queued = self._saver.submit(self.manager.save, step, args=args,
-                                      metrics=metrics, force=True)
+    self._queued = self._saver.submit(self._save_call, step, snapshot, meta, config,
+                                      metrics)
+
+  def _save_call(self, step, snapshot, meta, config, metrics) -> None:
+    """On the saver thread: the state's checksums, then Orbax's save."""
+    args = ocp.args.Composite(
+        state=ocp.args.PyTreeSave(snapshot),
+        meta=ocp.args.JsonSave(meta), config=ocp.args.JsonSave(config),
+        **{integrity.ITEM: ocp.args.JsonSave({'state': integrity.digests(snapshot)})})
+    self.manager.save(step, args=args, metrics=metrics, force=True)
 
   def wait(self) -> None:
     """Returns once every save started so far is complete on disk."""
     self._drain()
-    self.manager.wait_until_finished()
+    with self._write_errors():
+      self.manager.wait_until_finished()
 
   def close(self) -> None:
-    """Finishes the saves in flight (re-raising a failed one), then closes."""
+    """Finishes the saves in flight (re-raising a failed one), then closes.
+    After a failed save, its unfinished temporary folder is removed: on a
+    full disk that space lets the run still write its summary."""
     try:
       self._drain()
     finally:
       if self._saver is not None:
         self._saver.shutdown(wait=True)
         self._saver = None
-      _await_tmp_cleanup(self.manager)
-      self.manager.close()
+      try:
+        _await_tmp_cleanup(self.manager)
+        with self._write_errors():
+          self.manager.close()
+      finally:
+        if self._failed:
+          self._remove_unfinished()
+
+  def _remove_unfinished(self) -> None:
+    """Removes the temporary folders of unfinished saves (Orbax also does at
+    the next start); only complete step folders are checkpoints."""
+    if self.manager._options.read_only:  # pylint: disable=protected-access
+      return
+    for path in glob.glob(os.path.join(glob.escape(self.directory), '*' + _TMP_SUFFIX + '*')):
+      shutil.rmtree(path, ignore_errors=True)
 
   def reached_preemption(self, step: int) -> bool:
     """Orbax's multi-host preemption sync point (needs jax.distributed)."""
@@ -309,15 +325,24 @@ class RunCheckpoints:
 
   def restore_state(self, step: int, abstract, partial: bool):
     """Checkpoint `step`'s state in the structure of `abstract` (`partial`:
-    only the subtrees `abstract` has); no name/shape check (`restore` checks)."""
+    only the subtrees `abstract` has); no name/shape check (`restore` checks).
+    DamagedCheckpoint when an array read back differs from its checksum."""
     self._drain()
     if jax.process_count() > 1:       # host arrays; the caller places them
       abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
-    return self.manager.restore(step, args=ocp.args.Composite(
+    state = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             item=abstract,
             restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
             partial_restore=partial)))['state']
+    if os.path.isdir(os.path.join(self.directory, str(step), integrity.ITEM)):
+      saved = self.manager.restore(step, args=ocp.args.Composite(
+          **{integrity.ITEM: ocp.args.JsonRestore()}))[integrity.ITEM]['state']
+      bad = integrity.mismatches(saved, state)
+      if bad:
+        raise DamagedCheckpoint(f'checksum mismatch in {len(bad)} array(s): '
+                                + ', '.join(bad[:SHOWN_MISMATCHES]))
+    return state
 
   def restore(self, step: int, abstract_state) -> Restored:
     """Restores checkpoint `step` into the structure of `abstract_state`.
@@ -352,17 +377,22 @@ class RunCheckpoints:
     return None
 
   def _quarantine(self, step: int, err: Exception) -> None:
-    src = os.path.join(self.directory, str(step))
-    dest_root = os.path.join(os.path.dirname(self.directory),
-                             run_files.CORRUPT_CHECKPOINTS)
-    dest = os.path.join(dest_root, str(step))
-    n = 1
-    while os.path.exists(dest):
-      dest, n = os.path.join(dest_root, f'{step}.{n}'), n + 1
-    if jax.process_index() == 0:
-      os.makedirs(dest_root, exist_ok=True)
-      shutil.move(src, dest)
     why = f'{type(err).__name__}: {err}'.splitlines()[0][:300]
-    say(f'warning: checkpoint step {step} in {self.directory} is unreadable '
-        f'({why}); moved it to {dest}; falling back to the previous checkpoint')
+    set_aside(self.directory, step, f'is unreadable ({why})')
     self.manager.reload()
+
+
+def set_aside(directory: str, step: int, what: str) -> str:
+  """Moves checkpoint `step` of `directory` to WORKDIR/corrupt_checkpoints/
+  (process 0) and warns, `what` saying why; returns where it went."""
+  dest_root = os.path.join(os.path.dirname(directory), run_files.CORRUPT_CHECKPOINTS)
+  dest = os.path.join(dest_root, str(step))
+  n = 1
+  while os.path.exists(dest):
+    dest, n = os.path.join(dest_root, f'{step}.{n}'), n + 1
+  if jax.process_index() == 0:
+    os.makedirs(dest_root, exist_ok=True)
+    shutil.move(os.path.join(directory, str(step)), dest)
+  say(f'warning: checkpoint step {step} in {directory} {what}; moved it to {dest}; '
+      'falling back to the previous checkpoint')
+  return dest

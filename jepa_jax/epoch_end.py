@@ -14,12 +14,16 @@ class TrainingError(RuntimeError):
   """The run cannot go on (non-finite loss, bad data). One-line message."""
 
 
+class NonFiniteLoss(TrainingError):
+  """The loss (or a component of it) is not a finite number."""
+
+
 def check_finite(values: Dict[str, float], where: str) -> None:
   """TrainingError naming every non-finite value of `values` and `where`."""
   bad = {k: v for k, v in values.items() if not np.isfinite(v)}
   if bad:
     names = ', '.join(f'{k}={v}' for k, v in sorted(bad.items()))
-    raise TrainingError(f'non-finite loss {where}: {names}; run stopped, '
+    raise NonFiniteLoss(f'non-finite loss {where}: {names}; run stopped, '
                         'logs up to the last complete epoch are intact')
 
 

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from flax import serialization
 
+from jepa_jax import records
 from jepa_jax import run_files
 
 KEYS = ('params', 'target_params', 'vq', 'vq_params')
@@ -28,9 +29,7 @@ def save(workdir: str, state) -> str:
   data = serialization.msgpack_serialize(
       serialization.to_state_dict(jax.device_get(tree)))
   path = os.path.join(workdir, run_files.FINAL_STATE)
-  with open(path + '.tmp', 'wb') as f:
-    f.write(data)
-  os.replace(path + '.tmp', path)
+  records.write_atomically(path, lambda f: f.write(data), 'wb')
   return path
 
 

@@ -55,17 +55,17 @@ def load_params(path: str, abstract_subset, skipped=()) -> Tuple[Any, str]:
     groups = tuple(abstract_subset)
     try:
       spec = ckpts.spec(step)
+      found = {k: v for k, v in spec.items() if k.split('/')[0] in groups
+               and not any(k == p or k.startswith(p + '/') for p in skipped)}
+      # The full list of mismatches goes to a temporary file: a refused run
+      # writes nothing into its workdir.
+      raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})',
+                          os.path.join(tempfile.gettempdir(),
+                                       f'jepa_jax_init_from_mismatches_{os.getpid()}.txt'))
+      tree = ckpts.restore_state(step, abstract_subset, partial=True)
     except DamagedCheckpoint as err:
       raise CheckpointError(f'init_from={path!r}: checkpoint step {step} in '
                             f'{directory} is damaged ({err})') from None
-    found = {k: v for k, v in spec.items() if k.split('/')[0] in groups
-             and not any(k == p or k.startswith(p + '/') for p in skipped)}
-    # The full list of mismatches goes to a temporary file: a refused run
-    # writes nothing into its workdir.
-    raise_if_mismatched(found, abstract_subset, f'init_from={path!r} (step {step})',
-                        os.path.join(tempfile.gettempdir(),
-                                     f'jepa_jax_init_from_mismatches_{os.getpid()}.txt'))
-    tree = ckpts.restore_state(step, abstract_subset, partial=True)
   finally:
     if ckpts is not None:
       ckpts.close()

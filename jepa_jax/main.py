@@ -103,4 +103,4 @@ def _describe(summary, workdir) -> str:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  interrupts.exit_after_a_signal(lambda: app.run(main, flags_parser=parse_flags))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -22,15 +23,26 @@ def to_builtin(value: Any) -> Any:
   return value
 
 
-def write_json(path: str, obj: Mapping) -> None:
-  """Writes `obj` to `path` atomically (temp file + rename): never half-written."""
+def write_atomically(path: str, write, mode: str = 'w') -> None:
+  """Calls `write(f)` on `path`.tmp, then renames it to `path`: never
+  half-written. A failed write (a full disk) removes the temporary file."""
   tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(to_builtin(obj), f, indent=2, sort_keys=True)
-    f.write('\n')
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with open(tmp, mode) as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path: str, obj: Mapping) -> None:
+  """Writes `obj` to `path` atomically (`write_atomically`)."""
+  write_atomically(path, lambda f: f.write(
+      json.dumps(to_builtin(obj), indent=2, sort_keys=True) + '\n'))
 
 
 def os_error_of(err: BaseException) -> Optional[OSError]:
@@ -131,17 +143,37 @@ class JsonlWriter:
 
 
 class TensorBoardWriter:
-  """Scalars to TensorBoard event files (tensorboardX: no TensorFlow needed).
+  """Scalars to a TensorBoard event file (tensorboardX's event format: no
+  TensorFlow needed), written on the calling thread and flushed after each
+  `write`: a write that fails (a full disk) raises its OSError here. (The
+  queue and thread of tensorboardX's SummaryWriter hung the run instead:
+  its thread died on the error and the queue filled up.)
 
   `write(prefix, record, step)` logs every finite numeric value of `record`
   except the 'step' / 'epoch' bookkeeping keys as `<prefix>/<key>` at `step`.
+  `purge_step`: TensorBoard discards the events of earlier event files from
+  that step on (a resumed run's).
   """
 
   SKIP = ('step', 'epoch')
+  FLUSH_SECONDS = 10.0
 
   def __init__(self, logdir: str, purge_step=None):
-    from tensorboardX import SummaryWriter  # noqa: PLC0415  (protobuf import is slow)
-    self._w = SummaryWriter(logdir=logdir, purge_step=purge_step)
+    # Imported here: the protobuf import is slow, and only training writes events.
+    from tensorboardX import event_file_writer  # noqa: PLC0415
+    from tensorboardX import summary  # noqa: PLC0415
+    from tensorboardX.proto import event_pb2  # noqa: PLC0415
+    self._pb, self._scalar = event_pb2, summary.scalar
+    self._events = event_file_writer.EventsWriter(os.path.join(logdir, 'events'))
+    if purge_step is not None:              # what tensorboardX's SummaryWriter writes
+      self._add(int(purge_step), file_version='brain.Event:2')
+      self._add(int(purge_step), session_log=event_pb2.SessionLog(
+          status=event_pb2.SessionLog.START))
+    self._events.flush()
+    self._flushed = time.monotonic()
+
+  def _add(self, step: int, **fields) -> None:
+    self._events.write_event(self._pb.Event(wall_time=time.time(), step=step, **fields))
 
   def write(self, prefix: str, record: Mapping, step: int) -> None:
     for key, value in record.items():
@@ -149,10 +181,13 @@ class TensorBoardWriter:
         continue
       arr = np.asarray(value)                   # Python, numpy and 0-d jax scalars
       if arr.ndim == 0 and arr.dtype.kind in 'iuf' and math.isfinite(float(arr)):
-        self._w.add_scalar(f'{prefix}/{key}', float(arr), int(step))
+        self._add(int(step), summary=self._scalar(f'{prefix}/{key}', float(arr)))
+    if time.monotonic() - self._flushed > self.FLUSH_SECONDS:
+      self._events.flush()
+      self._flushed = time.monotonic()
 
   def close(self) -> None:
-    self._w.close()
+    self._events.close()
 
 
 class NullWriter:

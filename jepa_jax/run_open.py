@@ -22,6 +22,7 @@ import numpy as np
 
 from jepa_jax import checkpoint as ckpt_lib
 from jepa_jax import data as data_lib
+from jepa_jax import epoch_end
 from jepa_jax import final_state
 from jepa_jax import init_from as init_from_lib
 from jepa_jax import interrupts
@@ -176,3 +177,29 @@ def save_final_weights_if_missing(run: OpenRun) -> None:
   """A finished run killed before it wrote its final weights writes them now."""
   if run.plan.is_writer and not os.path.exists(run.path(run_files.FINAL_STATE)):
     final_state.save(run.workdir, parallel.local_state(run.plan, run.state))
+
+
+def damaged_resume(run: OpenRun, step: int, window: int, err: BaseException):
+  """A non-finite loss within `window` steps (train.log_every_steps) after
+  a resume: the checkpoint it resumed from is treated as damaged, rather
+  than resumed again by every rerun. Returns the error to report instead of
+  `err` (`set_aside_resumed` then moves the checkpoints), or None."""
+  resumed = run.resumed_from_step
+  if (resumed is None or not isinstance(err, epoch_end.NonFiniteLoss)
+      or step - resumed > max(window or 0, 1)):
+    return None
+  return epoch_end.TrainingError(
+      f'{str(err).split(";")[0]}, {step - resumed} step(s) after resuming from '
+      f'checkpoint step {resumed}: that checkpoint is treated as damaged and moved to '
+      f'{run_files.CORRUPT_CHECKPOINTS}/; the same command resumes from the previous one')
+
+
+def set_aside_resumed(run: OpenRun, step: int) -> None:
+  """Moves the checkpoint a damaged resume started from, and those this start
+  saved after it (they descend from it), aside (checkpoints closed)."""
+  folder, resumed = run.ckpts.directory, run.resumed_from_step
+  for saved in sorted(int(n) for n in os.listdir(folder) if n.isdigit()):
+    if saved >= resumed:
+      ckpt_lib.set_aside(folder, saved, (
+          f'gave a non-finite loss {step - resumed} step(s) after a resume: treated as damaged'
+          if saved == resumed else f'descends from damaged checkpoint step {resumed}'))

@@ -208,18 +208,23 @@ class Training:
     final weights, summary.json); returns the summary."""
     self.preemption.install()
     self.timer.switch('loop_other')
-    status = 'failed'
+    status, error, damaged = 'failed', None, None
     try:
       if self.step == 0 and self.prober.due(0):
         with self.timer('probe'):
           self._probe(0)                  # the state before the first step
       self._epochs()
       status = self._final_status()
-    except BaseException as err:
-      summary['reason'] = records.one_line_error(err)
-      raise
-    finally:
-      cleanup_error = self._finish(status, summary, t_start)
+    except BaseException as err:  # pylint: disable=broad-except
+      error = err                 # raised once everything is closed
+      damaged = run_open.damaged_resume(self.opened, self.step, self.tc.log_every_steps, err)
+      summary['reason'] = records.one_line_error(damaged or err)
+    cleanup_error = self._finish(status, summary, t_start)
+    if damaged is not None:
+      run_open.set_aside_resumed(self.opened, self.step)
+      raise damaged from error
+    if error is not None:
+      raise error
     if cleanup_error is not None:
       raise cleanup_error
     return summary

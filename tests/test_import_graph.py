@@ -32,7 +32,7 @@ LAYERS = (
     ('composition: config + data -> step functions', {
         'objective', 'step', 'measure', 'parallel', 'probe_trajectory'}),
     ('the trainer and its tools', {
-        'checkpoint', 'init_from', 'workdir_config', 'start_state', 'loop_state',
+        'checkpoint_integrity', 'checkpoint', 'init_from', 'workdir_config', 'start_state', 'loop_state',
         'run_open', 'run_reader', 'run_summary', 'epoch_end', 'compile_cache',
         'train', 'evaluate', 'diagnose', 'stages', 'learning'}),
     ('commands', {'main', 'usage', 'flag_parsing', 'config_export'}),

@@ -1,0 +1,175 @@
+"""A full disk: every write fails on the thread that asked for it, the run ends
+(never hangs) with one error line and a `failed` summary when space allows."""
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import jax
+import pytest
+
+from jepa_jax import checkpoint
+from jepa_jax import orbax_noise
+from jepa_jax import records
+from conftest import ROOT
+
+NO_SPACE = "No space left on device"
+# What Orbax raises for a data file it could not write (TensorStore's error).
+TENSORSTORE_NO_SPACE = (
+    'RESOURCE_EXHAUSTED: Error writing "w/0" in OCDBT database at local file "{}": '
+    f'Failed to write 2077 bytes to file 5: {NO_SPACE} [os_error_code=\'28\']')
+
+
+class _SmallDisk:
+  """A binary file that takes `room` bytes, then fails like a full disk."""
+
+  def __init__(self, path, room):
+    self._f, self._room = open(path, 'wb'), room
+
+  def write(self, data):
+    if len(data) > self._room:
+      raise OSError(errno.ENOSPC, NO_SPACE, self._f.name)
+    self._room -= len(data)
+    return self._f.write(data)
+
+  def __getattr__(self, name):
+    return getattr(self._f, name)
+
+
+def test_tensorboard_events_on_a_full_disk_raise_instead_of_hanging(tmp_path, monkeypatch):
+  """tensorboardX's writer thread died on the error and its queue filled up:
+  the next writes blocked forever (the run hung, SIGTERM could not stop it)."""
+  from tensorboardX import record_writer  # noqa: PLC0415
+  monkeypatch.setattr(record_writer, 'open_file', lambda path: _SmallDisk(path, 100))
+  raised = []
+
+  def log_many():
+    writer = records.TensorBoardWriter(str(tmp_path))
+    try:
+      for step in range(100):
+        writer.write('train', {'loss': 1.0, 'acc': 0.5}, step)
+      writer.close()
+    except OSError as err:
+      raised.append(err)
+
+  thread = threading.Thread(target=log_many, daemon=True)
+  thread.start()
+  thread.join(timeout=30)
+  assert not thread.is_alive(), 'the writes hung'
+  assert raised and raised[0].errno == errno.ENOSPC
+
+
+def test_a_checkpoint_save_out_of_space_is_an_os_error_and_frees_its_folder(tmp_path,
+                                                                          monkeypatch):
+  """Orbax's ValueError became a traceback (not an OSError); the unfinished
+  save's folder kept the space the summary needed."""
+  directory = str(tmp_path / 'checkpoints')
+  ckpts = checkpoint.RunCheckpoints(directory)
+  unfinished = os.path.join(directory, '1.orbax-checkpoint-tmp-12')
+
+  def out_of_space(*args, **kwargs):
+    os.makedirs(os.path.join(unfinished, 'state'))
+    with open(os.path.join(unfinished, 'state', 'data'), 'wb') as f:
+      f.write(b'x' * 1000)
+    raise ValueError(TENSORSTORE_NO_SPACE.format(unfinished))
+
+  monkeypatch.setattr(ckpts.manager, 'save', out_of_space)
+  state = {'w': jax.numpy.zeros((2,)), 'step': jax.numpy.ones((), jax.numpy.int32)}
+  ckpts.save(state, {'step': 1}, {})
+  with pytest.raises(OSError) as err:
+    ckpts.close()
+  assert err.value.errno == errno.ENOSPC
+  assert records.one_line_error(err.value) == f'{NO_SPACE}: {directory}'
+  assert not os.path.exists(unfinished)
+  assert ckpts.steps() == []
+
+
+def test_orbax_tracebacks_of_a_failed_write_are_dropped(caplog):
+  """They are raised again as one OSError; other errors are kept."""
+  import logging  # noqa: PLC0415
+  log = logging.getLogger('absl')
+  for text in (TENSORSTORE_NO_SPACE.format('/x'), 'some other failure'):
+    try:
+      raise ValueError(text)
+    except ValueError:
+      log.error('Save Finalize thread (save_finalize) failed.', exc_info=True)
+  assert [str(r.exc_info[1]) for r in caplog.records] == ['some other failure']
+  assert orbax_noise.is_failed_write(OSError(errno.ENOSPC, NO_SPACE))
+
+
+def test_a_json_write_on_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path,
+                                                                         monkeypatch):
+  path = str(tmp_path / 'summary.json')
+  records.write_json(path, {'status': 'running'})
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, NO_SPACE)
+
+  monkeypatch.setattr(records.os, 'fsync', full)
+  with pytest.raises(OSError):
+    records.write_json(path, {'status': 'failed'})
+  assert os.listdir(tmp_path) == ['summary.json']
+  assert json.load(open(path)) == {'status': 'running'}
+
+
+def _mount_tmpfs(path, size):
+  os.makedirs(path)
+  if os.geteuid() != 0 or shutil.which('mount') is None:
+    pytest.skip('needs root to mount a small tmpfs')
+  done = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', path],
+                        capture_output=True, text=True)
+  if done.returncode != 0:
+    pytest.skip(f'cannot mount a tmpfs here: {done.stderr.strip()}')
+
+
+def _fill(path):
+  """Writes a file in `path` until the filesystem has no byte left."""
+  with open(os.path.join(path, 'filler'), 'wb', buffering=0) as f:
+    for size in (1 << 16, 1 << 12, 1 << 8, 1):
+      try:
+        while True:
+          f.write(b'\0' * size)
+      except OSError as err:
+        assert err.errno == errno.ENOSPC
+
+
+@pytest.mark.slow
+def test_cli_run_on_a_disk_that_fills_up_ends_with_one_error_and_a_failed_summary(tmp_path):
+  """A real full filesystem (a tmpfs filled once the first checkpoint exists):
+  the run ends within 30 s, status 1, no traceback, the error as the last
+  line, and summary.json says failed (the unfinished save's space frees it)."""
+  disk = str(tmp_path / 'disk')
+  _mount_tmpfs(disk, '16m')
+  try:
+    workdir = os.path.join(disk, 'run')
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'jepa_jax.main', '--config=configs/gentle.py:tiny',
+         f'--workdir={workdir}', '--config.checkpoint.every_steps=1',
+         '--config.train.num_epochs=200', '--config.train.early_stopping_patience=1000'],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not os.path.isdir(os.path.join(workdir, 'checkpoints', '1')):
+      assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+      time.sleep(0.05)
+    _fill(disk)
+    full_at = time.time()
+    try:
+      out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+      proc.send_signal(signal.SIGKILL)
+      pytest.fail('the run hung on the full disk')
+    assert time.time() - full_at < 30
+    assert proc.returncode == 1 and 'Traceback' not in err, err[-3000:]
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert lines[-1].startswith(f'error: {NO_SPACE}: {workdir}'), err[-3000:]
+    assert all(l.startswith('warning: ') for l in lines[:-1]), err[-3000:]
+    summary = json.load(open(os.path.join(workdir, 'summary.json')))
+    assert summary['status'] == 'failed' and summary['reason'].startswith(NO_SPACE)
+  finally:
+    subprocess.run(['umount', '-l', disk], check=False)
