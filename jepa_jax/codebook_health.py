@@ -38,6 +38,18 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 
+# The share of a run after which restarts are judged (`warmup_end`).
+GOAL_BOUNDARY = 0.1
+
+
+def warmup_end(total_steps: int, refresh_interval: int, refresh_warmup_steps: int) -> int:
+  """The step at which the warm-up ends for the restart goals:
+  max(floor(GOAL_BOUNDARY x total_steps), refresh_warmup_steps), the
+  refresh warm-up counting only when the quantizer refreshes (interval > 0)."""
+  return max(int(GOAL_BOUNDARY * total_steps),
+             int(refresh_warmup_steps) if refresh_interval else 0)
+
+
 def code_counts(codes, num_codes: int, weights=None) -> np.ndarray:
   """c_k (K,) float64 over every entry of codes (weights: same shape);
   negative codes (no code: padding) are not counted."""

@@ -68,16 +68,10 @@ from jepa_jax import quantizer_spec
 
 
 # The share of a run after which restarts are judged: a measurement point is
-# placed at floor(GOAL_BOUNDARY * total steps).
-GOAL_BOUNDARY = 0.1
-
-
-def warmup_end(total_steps: int, refresh_interval: int, refresh_warmup_steps: int) -> int:
-  """The step at which the warm-up ends for the restart goals:
-  max(floor(GOAL_BOUNDARY x total_steps), refresh_warmup_steps), the
-  refresh warm-up counting only when the quantizer refreshes (interval > 0)."""
-  return max(int(GOAL_BOUNDARY * total_steps),
-             int(refresh_warmup_steps) if refresh_interval else 0)
+# placed at floor(GOAL_BOUNDARY * total steps), and one at the warm-up end
+# (both defined in `codebook_health`, read by the run reports without JAX).
+GOAL_BOUNDARY = health.GOAL_BOUNDARY
+warmup_end = health.warmup_end
 
 
 def train_subset(num_train: int, max_images: int, seed: int) -> np.ndarray:
