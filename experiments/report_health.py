@@ -15,9 +15,12 @@ import numpy as np
 from jepa_jax import config_keys
 from jepa_jax import config_lib
 from jepa_jax import diagnose
+from jepa_jax import goals
 from jepa_jax import monitor
 
 HEALTH_PLOTS = ('codebook_health.png', 'usage_histogram.png')
+GOAL_KEYS = ('train_usage_min', 'train_usage_end', 'window_usage_min', 'perplexity_min',
+             'val_ceiling_end', 'restarts', 'restarts_after_warmup')
 DENSE_THRESHOLDS = (0.10, 0.15, 0.50, 0.90)
 
 # The reference assessment's three-way comparison (PyTorch JEPA, ~95 steps per
@@ -82,6 +85,9 @@ def health_values(run: diagnose.Run) -> Dict[str, Any]:
   v['code_age_end'] = _last(recs, 'vq_code_age_median')
   v['codes_ge5_end'] = _last(recs, 'vq_codes_ge5')
   v['restarts_per_epoch'] = _restarts_per_epoch(run, recs)
+  if run.vq_enabled:              # where the codebook is used (jepa_jax.goals)
+    g = goals.run_values(run)
+    v.update({key: g[key] for key in GOAL_KEYS})
   v['ctx_spread_final'] = _last(run.embedding, 'context_spread')
   v['tgt_spread_final'] = _last(run.embedding, 'target_spread')
   every = (run.config.get('train') or {}).get('embedding_metrics_every_steps')
