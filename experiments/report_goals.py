@@ -18,7 +18,7 @@ values is coarse, that of 1 value is the value itself).
 | usage (window) | min training-window usage over the windows after the warm-up end | the same |
 | perplexity | min train-token perplexity / K over the points after epoch 1 | CI low end >= 50% |
 | restarts | restart events over the whole run / K (after the warm-up end shown) | CI high end <= 1 |
-| churn | churn at the last point (its span in epochs shown) | CI high end <= 5% |
+| churn | churn over the last epoch (`jepa_jax.goals`; its span in epochs shown) | CI high end <= 5% |
 | probe | target-encoder linear probe, paired difference to the baseline | CI low end >= -1 point (`seed_stats.within`) |
 | val loss | val loss without the VQ terms, paired relative gap a_s / b_s - 1 | CI high end <= 5% |
 | AMI | code-label AMI minus k-means' AMI on the same tokens (the run's eval.json `kmeans`; runs evaluated before it: the baseline's at the same seed, marked) | CI low end > 0 |
@@ -149,7 +149,7 @@ def judge(var: str, vals: List[Dict[str, Any]], base: Optional[List[Dict[str, An
 COLUMNS = (('usage', 'Usage min after epoch 1, train tokens'),
            ('window', 'Usage min, windows after warm-up'),
            ('perplexity', 'Perplexity min / K, train tokens'),
-           ('restarts', 'Restarts / K, whole run'), ('churn', 'Churn, last points'),
+           ('restarts', 'Restarts / K, whole run'), ('churn', 'Churn, last epoch'),
            ('probe', 'Probe Δ (paired)'), ('val', 'Val-loss gap, no VQ terms (paired)'),
            ('ami', 'AMI − k-means AMI (paired)'), ('alerts', 'Alerts / aborted'),
            ('end', 'Usage at the end: val (ceiling) / train'))
@@ -166,7 +166,7 @@ def goals_section(runs: Dict[str, List[diagnose.Run]]) -> List[str]:
            ">= 90% of K (80% above 1,024 codes) on the train split's whole-image tokens at "
            'every point after epoch 1 and in every training window after the warm-up; '
            'perplexity >= 50% of K; restarts over the whole run <= 1x K (after the '
-           'warm-up shown); churn <= 5%; paired against the matched no-VQ run at the same '
+           'warm-up shown); churn over the last epoch <= 5%; paired against the matched no-VQ run at the same '
            'seeds: probe within 1 point, JEPA val-loss gap <= 5%, AMI above k-means\' on '
            f'the same tokens; no alert, no abort. Fewer than {MIN_SEEDS} seeds: coarse '
            'intervals, marked.', '',

@@ -30,6 +30,7 @@ reference's "Success Criteria"):
   goal (one VQ run's stable-codebook goals, `jepa_jax.goals`): usage of the
     train split's whole-image tokens after epoch 1 and in every training
     window after the warm-up, perplexity / K, whole-run restarts / K, churn
+    over the last epoch
     (the paired goals need seeds: `experiments/report_goals.py`)
 
 Option B rule: the reference's "if Option B shows any VQ usage below 12% or

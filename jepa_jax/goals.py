@@ -13,7 +13,7 @@ with bootstrap intervals and paired differences (`jepa_jax.seed_stats`).
 | window_usage_min | min vq_window_usage_ratio over the points whose trailing window (`train.usage_window_steps`) lies after the warm-up end: step - window >= warmup_end | the same |
 | perplexity_min | min vq_train_perplexity_ratio (perplexity / K) over the train-usage points | >= 50% |
 | restarts | restart events over the whole run / K (`codebook_health.restart_split`); restarts_after_warmup: after the warm-up end | whole run <= 1 x K |
-| churn | vq_churn at the last point: share of val tokens whose code changed since the point before (churn_span_epochs: how far apart, in epochs) | <= 5% |
+| churn | vq_churn_epoch at the last point: share of val tokens whose code changed since the last point of an earlier epoch, i.e. over the run's last epoch when points fall on epoch ends (runs before it: vq_churn, since the previous point); churn_span_epochs: the span, in epochs | <= 5% |
 
 warmup_end: summary.json's `restart_warmup_end_step`, or for runs written
 before it `codebook_health.warmup_end` of the config (the point there may
@@ -73,6 +73,21 @@ def restarts(run: Run, k: int) -> Optional[Dict[str, Any]]:
   return codebook_health.restart_split(recs[-1]['vq_restarts_total'], warm, end, k)
 
 
+def _churn(run: Run):
+  """(churn at the last point, its span in epochs) (module docstring)."""
+  recs = [r for r in run.embedding if 'vq_churn' in r]
+  spe = (run.summary or {}).get('steps_per_epoch')
+  if not recs:
+    return None, None
+  last = recs[-1]
+  if 'vq_churn_epoch' in last:
+    since = last.get('vq_churn_epoch_since')
+  else:
+    since = recs[-2]['step'] if len(recs) > 1 else None
+  churn = last.get('vq_churn_epoch', last['vq_churn'])
+  return churn, (last['step'] - since) / spe if since is not None and spe else None
+
+
 def run_values(run: Run) -> Dict[str, Any]:
   """The per-run goal values (module docstring) with the step of each minimum."""
   k = (run.config.get('vq') or {}).get('codebook_size')
@@ -88,11 +103,7 @@ def run_values(run: Run) -> Dict[str, Any]:
   split = restarts(run, k)
   v['restarts'] = split['per_codebook'] if split else None
   v['restarts_after_warmup'] = split['after_warmup_per_codebook'] if split else None
-  churn = [r for r in run.embedding if 'vq_churn' in r]
-  v['churn'] = churn[-1]['vq_churn'] if churn else None
-  spe = (run.summary or {}).get('steps_per_epoch')
-  v['churn_span_epochs'] = ((churn[-1]['step'] - churn[-2]['step']) / spe
-                            if len(churn) > 1 and spe else None)
+  v['churn'], v['churn_span_epochs'] = _churn(run)
   last = next((r for r in reversed(run.embedding) if 'vq_val_usage_ceiling' in r), {})
   v['val_usage_end'] = last.get(monitor.USAGE)
   v['val_ceiling_end'] = last.get('vq_val_usage_ceiling')
@@ -124,7 +135,10 @@ def checks(run: Run) -> List[Dict[str, Any]]:
       out.append(_check(name, None, None, thr, 'no VQ'))
       continue
     if x is None:
-      out.append(_check(name, False, None, thr, 'not in the logs: cannot judge'))
+      why = (f"no training window after the warm-up end (step {v['warmup_end']})"
+             if name == 'window_usage' and v['train_usage_min'] is not None
+             else 'not in the logs')
+      out.append(_check(name, False, None, thr, why + ': cannot judge'))
       continue
     ok = x >= thr if low else x <= thr
     where = f" at step {v[key + '_step']}" if key + '_step' in v else ''
@@ -142,5 +156,5 @@ TITLES = {
     'window_usage': 'usage >= {t:.0%} of K, every window after warm-up',
     'perplexity': 'perplexity >= {t:.0%} of K, train tokens',
     'restarts': 'restarts over the whole run <= {t:g} x K',
-    'churn': 'churn at the last point <= {t:.0%}',
+    'churn': "churn over the last epoch <= {t:.0%}",
 }

@@ -31,6 +31,9 @@ and with VQ (`codebook_health` for the definitions):
                                    (`codebook_health.train_usage`)
   vq_churn                         share of whole-image val tokens whose code
                                    changed since the previous point
+  vq_churn_epoch                   the same since the last point of an earlier
+                                   epoch (step: vq_churn_epoch_since); at the
+                                   run's end, the churn of its last epoch
   vq_window_usage_ratio            codes the train step assigned in its last
                                    `usage_window_steps` steps
   vq_restarts, vq_restarts_total, vq_restarted_share, vq_code_age_median,
@@ -187,10 +190,11 @@ def make_device_fn(setup, seed: int):
 
 
 class Tracker:
-  """What a point needs from the previous one (churn and restarts since, the
-  restarts up to `warmup_end`), JSON-able for the checkpoints so a resumed
-  run logs the same records. A checkpoint written before the warm-up count
-  existed, past the warm-up end, resumes with it unknown (None)."""
+  """What a point needs from the previous ones (churn and restarts since, the
+  restarts up to `warmup_end`, the codes of the previous epoch's last point),
+  JSON-able for the checkpoints so a resumed run logs the same records. A
+  checkpoint written before the warm-up count existed, past the warm-up end,
+  resumes with it unknown (None)."""
 
   def __init__(self, saved: Optional[Dict[str, Any]] = None, warmup_end: int = 0):
     saved = saved or {}
@@ -200,10 +204,26 @@ class Tracker:
     self.warmup_end = warmup_end
     self.restarts_warmup = saved.get(
         'restarts_warmup', self.restarts_total if self.step <= warmup_end else None)
+    self.epoch = saved.get('epoch')                  # of the last point
+    self.epoch_step = saved.get('epoch_step')        # the previous epoch's last point
+    self.epoch_codes = saved.get('epoch_codes')      # and its codes (packed)
 
   def to_json(self) -> Dict[str, Any]:
     return {'step': self.step, 'restarts_total': self.restarts_total,
-            'codes': self.codes_packed, 'restarts_warmup': self.restarts_warmup}
+            'codes': self.codes_packed, 'restarts_warmup': self.restarts_warmup,
+            'epoch': self.epoch, 'epoch_step': self.epoch_step,
+            'epoch_codes': self.epoch_codes}
+
+  def epoch_churn(self, codes, valid, epoch: int) -> Dict[str, Any]:
+    """vq_churn_epoch: churn of `codes` since the last point of an earlier
+    epoch (the previous point when `epoch` starts a new epoch), and
+    vq_churn_epoch_since, that point's step; None before there is one."""
+    if self.epoch is not None and epoch != self.epoch:
+      self.epoch_step, self.epoch_codes = self.step, self.codes_packed
+    self.epoch = epoch
+    ref = health.unpack_codes(self.epoch_codes, np.shape(codes))
+    return {'vq_churn_epoch': None if ref is None else health.churn(ref, codes, valid),
+            'vq_churn_epoch_since': self.epoch_step}
 
 
 def _spectra(out) -> Dict[str, float]:
@@ -235,6 +255,7 @@ def record(out, vq_state, tracker: Tracker, *, step: int, epoch: int,
       out['ctx_codes'], num_codes, out.get('ctx_valid')), 'vq_context'))
   previous = health.unpack_codes(tracker.codes_packed, codes.shape)
   rec['vq_churn'] = None if previous is None else health.churn(previous, codes, valid)
+  rec.update(tracker.epoch_churn(codes, valid, epoch))
   if vq_state is not None and vq_state.last_used is not None:
     rec['vq_window_usage_ratio'] = health.window_usage(vq_state.last_used, step, window)
     rec.update(health.restarts_since(vq_state.restarts, vq_state.born,

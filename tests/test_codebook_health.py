@@ -328,3 +328,25 @@ def test_train_token_usage_is_the_hand_count_of_the_final_state_on_the_subset(tm
   k = cfg.vq.codebook_size
   assert last['vq_val_usage_ceiling'] == pytest.approx(
       np.sum(1 - (1 - p) ** (len(ds.val_images) * 16)) / k)
+
+
+def test_epoch_churn_is_measured_since_the_last_point_of_the_previous_epoch():
+  rng = np.random.default_rng(0)
+  out = lambda codes: {'ctx_mean': rng.normal(size=(6, 8)),  # noqa: E731
+                       'tgt_mean': rng.normal(size=(6, 8)), 'codes': np.array(codes),
+                       'valid': None, 'ctx_codes': np.array(codes), 'ctx_valid': None}
+  tracker = measure.Tracker()
+  kw = dict(num_codes=4, steps_per_epoch=3, window=2)
+  a, b = [[0, 1, 2], [3, 0, 1]], [[0, 1, 2], [3, 0, 0]]
+  c, d = [[1, 1, 2], [3, 0, 0]], [[1, 2, 2], [2, 0, 0]]
+  r = [measure.record(out(x), None, tracker, step=s, epoch=e, **kw)
+       for x, s, e in ((a, 2, 0), (b, 3, 0), (c, 5, 1), (d, 6, 1))]
+  assert [x['vq_churn_epoch_since'] for x in r] == [None, None, 3, 3]
+  assert r[0]['vq_churn_epoch'] is None and r[1]['vq_churn_epoch'] is None
+  # Epoch 1 against b, the last point of epoch 0: c differs in 1 of 6, d in 3.
+  assert r[2]['vq_churn_epoch'] == pytest.approx(1 / 6)
+  assert r[3]['vq_churn_epoch'] == pytest.approx(3 / 6)
+  assert r[3]['vq_churn'] == pytest.approx(2 / 6)              # since the point before
+  resumed = measure.Tracker(tracker.to_json())          # a resume keeps the reference
+  again = measure.record(out(d), None, resumed, step=6, epoch=1, **kw)
+  assert again['vq_churn_epoch'] == r[3]['vq_churn_epoch']
