@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jepa_jax import diagnose
+from jepa_jax import goals
 
 # The reference's VQ-no-refresh run: usage every 200 steps (17.7% -> 4.4%).
 REF_USAGE = [(200, .177), (400, .164), (600, .148), (800, .138), (1000, .113),
@@ -330,3 +331,12 @@ def test_stable_codebook_goals_per_run_on_hand_made_records(tmp_path):
   assert '0.60 x K after the warm-up end (step 30)' in goal['restarts']['detail']
   assert r['must_have_passed']            # goals are not must-haves
   assert 'restarts over the whole run <= 1 x K' in diagnose.format_result(r)
+  # With the epoch churn logged, the goal judges it (since step 80, the
+  # previous epoch's last point), not the churn since the point before.
+  recs[-1].update(vq_churn_epoch=0.08, vq_churn_epoch_since=80)
+  with open(f'{path}/embedding_metrics.jsonl', 'w') as f:
+    f.write(''.join(json.dumps(x) + '\n' for x in recs))
+  churn = next(c for c in diagnose.check_run(diagnose.load_run(path))['criteria']
+               if c['name'] == 'churn')
+  assert churn['value'] == 0.08 and churn['status'] == 'fail'
+  assert goals.run_values(diagnose.load_run(path))['churn_span_epochs'] == 2.0
