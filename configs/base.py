@@ -170,6 +170,10 @@ def build():
   # train step assigned in its last N steps).
   c.train.embedding_metrics_every_steps = 50
   c.train.usage_window_steps = 200
+  # With VQ, every point also counts the codes of a fixed train subset's
+  # whole-image tokens (at most N images, drawn once from the seed; 0: off):
+  # 1,024 digits x 16 tokens = 16,384 tokens, 21 per code at K = 768.
+  c.train.usage_train_images = 1024
   c.train.log_every_steps = 10
   # Probe trajectory (jepa_jax/probe_trajectory.py): the linear probe of both
   # encoders on a fixed subset of labelled images (at most N train, M val,
@@ -304,6 +308,7 @@ TINY = (
     ('train.num_epochs', 2), ('train.batch_size', 16), ('train.steps_per_epoch', 3),
     ('train.warmup_epochs', 1), ('train.embedding_metrics_every_steps', 2),
     ('train.usage_window_steps', 2), ('train.log_every_steps', 2),
+    ('train.usage_train_images', _at_most(256)),
     ('train.probe_train_images', _at_most(300)), ('train.probe_val_images', _at_most(150)),
     ('train.progress_bar', False),
     ('vq.refresh_interval', _at_most(2)), ('vq.refresh_warmup_interval', _at_most(2)),

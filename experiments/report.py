@@ -39,7 +39,7 @@ def run_dir(workdir: str, variant: str, seed: int) -> str:
 def run_values(run: diagnose.Run) -> Dict[str, Any]:
   """The scalars the tables show, for one run (None where not applicable)."""
   v: Dict[str, Any] = {'status': run.status, 'epochs': len(run.epochs),
-                       'num_epochs': run.num_epochs}
+                       'num_epochs': run.num_epochs, 'seed': run.config.get('seed')}
   v['early_stop_epoch'] = (len(run.epochs) - 1 if run.status == 'early_stopped' else None)
   vals = [e['val_loss_mean'] for e in run.epochs]
   ratios = [(vals[i] / min(vals[:i]), i) for i in range(1, len(vals))]

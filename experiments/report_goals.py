@@ -1,133 +1,158 @@
-"""The stable-codebook goals, judged per VQ variant against its matched no-VQ run.
+"""The stable-codebook goals, judged per VQ variant over seeds against its matched no-VQ run.
 
     python -m experiments.report_goals --workdir runs/x --variants a,b,no_vq_gentle \
-        --seeds 100,101,102 [--out goals.md]
+        --seeds 100,101,102,103,104 [--out goals.md]
 
-Each goal is judged on the mean over seeds of a per-run value (the worst seed
-is shown next to it where it matters). A VQ variant's baseline is the no-VQ
-variant of the same assessment that shares its loss, model, masking, data and
-optimiser settings (`report_health.matched_baselines`).
+Each goal is judged on one value per run (seed), `jepa_jax.goals.run_values`
+and eval.json, with `jepa_jax.seed_stats`: the mean, its 95% percentile
+bootstrap interval and the worst seed are shown, and the goal holds when the
+interval's far end is inside it (the mean alone never decides). Goals
+against the baseline are paired: per-seed differences against the matched
+no-VQ run (`report_health.matched_baselines`) at the same seeds. At least 5
+seeds are recommended; a row with fewer says so (the interval of n < 5
+values is coarse, that of 1 value is the value itself).
 
 | goal | per-run value | passes when |
 |---|---|---|
-| usage | minimum over every measurement point from `monitor.usage_from_epoch` (epoch 1) on | >= 90% of K (K <= 1,024), >= 80% (larger K) |
-| perplexity | minimum over the same points | >= 50% of K |
-| restarts | restart events after the first 10% of training, per epoch, share of K | <= 1% |
-| churn | share of val tokens whose code changed between the last two points | <= 5% |
-| ranks | final context / target effective rank | >= 90% of the baseline's |
-| val loss | final val loss without the VQ terms | <= 105% of the baseline's |
-| probe | target-encoder probe (5-fold CV) | >= baseline's - the run's 95% interval |
-| AMI | code-label AMI (ARC: mean over grid properties) | above every other VQ variant's and the baseline's k-means AMI |
-| alerts | monitor alerts and red flags replayed on the logs; status | none, not aborted |
+| usage (train) | min usage of the train split's whole-image tokens over the points after epoch 1 | CI low end >= 90% of K (K <= 1,024), 80% above |
+| usage (window) | min training-window usage over the windows after the warm-up end | the same |
+| perplexity | min train-token perplexity / K over the points after epoch 1 | CI low end >= 50% |
+| restarts | restart events over the whole run / K (after the warm-up end shown) | CI high end <= 1 |
+| churn | churn over the last epoch (`jepa_jax.goals`; its span in epochs shown) | CI high end <= 5% |
+| probe | target-encoder linear probe, paired difference to the baseline | CI low end >= -1 point (`seed_stats.within`) |
+| val loss | val loss without the VQ terms, paired relative gap a_s / b_s - 1 | CI high end <= 5% |
+| AMI | code-label AMI minus k-means' AMI on the same tokens (the run's eval.json `kmeans`; runs evaluated before it: the baseline's at the same seed, marked) | CI low end > 0 |
+| alerts | monitor alerts and red flags replayed on the logs; status | none, none aborted |
 
-Shown, not judged: usage at the end on val and on the train split, and the
-val usage a codebook used exactly as on train would show with this many val
-tokens (`codebook_health.expected_usage`: the ceiling the val split's size
-puts on val usage; from `evaluate`'s eval.json).
+Shown, not judged: val usage at the end next to its sampling ceiling (the
+val usage the train shares predict for the val token count) and the train
+usage at the end.
 """
 from __future__ import annotations
 
 import argparse
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
 from experiments import report_health
+from experiments.report_tables import mean_or_none
 from jepa_jax import diagnose
+from jepa_jax import goals
+from jepa_jax import seed_stats
 
-USAGE_GOAL_SMALL, USAGE_GOAL_LARGE, LARGE_K = 0.90, 0.80, 1024
-PERPLEXITY_GOAL = 0.50
-RESTARTS_GOAL = 0.01
-CHURN_GOAL = 0.05
-RANK_GOAL = 0.90
-VAL_GOAL = 1.05
+MIN_SEEDS = 5
 
 
 def goal_values(run: diagnose.Run) -> Dict[str, Any]:
   """Per-run values the goals judge (None where the run does not log them)."""
   from experiments import report  # noqa: PLC0415  (report imports this module)
-  k = (run.config.get('vq') or {}).get('codebook_size')
-  judged = diagnose.usage_records(run)
-  perp = [r['vq_perplexity'] for r in judged if r.get('vq_perplexity') is not None]
   v = report.run_values(run)
+  ev = run.eval or {}
+  own_km = (ev.get('kmeans') or {}).get('code_label_ami') if run.vq_enabled else None
   return {
-      'k': k,
-      'usage_min': v.get('usage_min_judged'),
-      'perplexity_min': min(perp) / k if perp and k else None,
-      'restarts': v.get('restarts_per_epoch'),
-      'churn': v.get('churn_end'),
-      'ctx_rank': v.get('ctx_rank_final'), 'tgt_rank': v.get('tgt_rank_final'),
-      'val': v.get('final_val_jepa'),
-      'probe': v.get('tgt_probe'), 'probe_ci': v.get('tgt_probe_ci95'),
+      **goals.run_values(run), 'seed': int(run.config.get('seed', 0)),
+      'val': v.get('final_val_jepa'), 'probe': v.get('tgt_probe'),
       'ami': v.get('code_label_ami'), 'kmeans_ami': v.get('kmeans_ami'),
-      'usage_end': v.get('usage_end'),
-      'train_usage': ((run.eval or {}).get('codebook') or {}).get('train_usage_ratio'),
-      'val_ceiling': ((run.eval or {}).get('codebook') or {}).get('expected_val_usage_ratio'),
+      'own_kmeans': own_km is not None,
       'alerts': sum(diagnose.alert_counts(run).values()) + len(diagnose.red_flags(run)),
       'aborted': run.status in ('aborted', 'failed'),
   }
-
-
-def _mean(xs) -> Optional[float]:
-  xs = [x for x in xs if x is not None]
-  return float(np.mean(xs)) if xs else None
 
 
 def _pct(x) -> str:
   return '–' if x is None else f'{100 * x:.1f}%'
 
 
+def _pts(x) -> str:
+  return f'{100 * x:+.1f} pts'
+
+
 def _mark(ok: Optional[bool]) -> str:
   return '' if ok is None else (' ✅' if ok else ' ❌')
 
 
-def judge(var: str, vals: List[Dict[str, Any]], base: Optional[List[Dict[str, Any]]],
-          other_ami: Sequence[float]) -> Dict[str, str]:
-  """Cells of one variant's row: {goal: 'value ✅/❌'}."""
-  m = lambda key: _mean([v[key] for v in vals])  # noqa: E731
-  worst = lambda key: min((v[key] for v in vals if v[key] is not None), default=None)  # noqa: E731
+def _by_seed(vals, key) -> Dict[int, float]:
+  return {v['seed']: float(v[key]) for v in vals if v.get(key) is not None}
+
+
+def _stat_cell(xs: Dict[int, float], higher: bool, fmt, ok, note: str = '') -> str:
+  """'mean [low, high], worst w (seed s)' + note + the mark of ok(summary)."""
+  if not xs:
+    return '–'
+  s = seed_stats.summarize(list(xs.values()), list(xs), higher)
+  lo, hi = s['ci']
+  worst = f", worst {fmt(s['worst'])} (seed {s['worst_seed']})" if s['n'] > 1 else ''
+  return f"{fmt(s['mean'])} [{fmt(lo)}, {fmt(hi)}]{worst}{note}" + _mark(ok(s))
+
+
+def _at_least(goal):
+  return lambda s: s['ci'][0] >= goal
+
+
+def _at_most(goal):
+  return lambda s: s['ci'][1] <= goal
+
+
+def _paired(a: Dict[int, float], b: Dict[int, float], fmt, ok, note: str = '') -> str:
+  """`_stat_cell` of the differences a_s - b_s at the seeds both hold."""
+  if not (a and b):
+    return '–'
+  if not set(a) & set(b):
+    return 'no common seed'
+  d = {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
+  return _stat_cell(d, True, fmt, ok, note)
+
+
+def judge(var: str, vals: List[Dict[str, Any]], base: Optional[List[Dict[str, Any]]]
+          ) -> Dict[str, str]:
+  """Cells of one variant's row: {goal: 'mean [CI], worst ... ✅/❌'}; vals
+  and base: one `goal_values` per seed."""
+  del var
   k = vals[0]['k'] or 0
-  usage_goal = USAGE_GOAL_SMALL if k <= LARGE_K else USAGE_GOAL_LARGE
-  cells = {}
-  u = m('usage_min')
-  cells['usage'] = (f"{_pct(u)} (worst {_pct(worst('usage_min'))})"
-                    + _mark(None if u is None else u >= usage_goal))
-  cells['end'] = f"{_pct(m('usage_end'))} / {_pct(m('train_usage'))} ({_pct(m('val_ceiling'))})"
-  p = m('perplexity_min')
-  cells['perplexity'] = _pct(p) + _mark(None if p is None else p >= PERPLEXITY_GOAL)
-  r = m('restarts')
-  cells['restarts'] = _pct(r) + _mark(None if r is None else r <= RESTARTS_GOAL)
-  c = m('churn')
-  cells['churn'] = _pct(c) + _mark(None if c is None else c <= CHURN_GOAL)
-  bm = (lambda key: _mean([v[key] for v in base])) if base else (lambda key: None)  # noqa: E731
-  for key in ('ctx_rank', 'tgt_rank'):
-    a, b = m(key), bm(key)
-    cells[key] = ('–' if a is None else f'{a:.2f}') + (
-        '' if a is None or b is None else f' ({100 * (a - b) / b:+.1f}%)'
-        + _mark(a >= RANK_GOAL * b))
-  a, b = m('val'), bm('val')
-  cells['val'] = ('–' if a is None else f'{a:.4f}') + (
-      '' if a is None or b is None else f' ({100 * (a - b) / b:+.1f}%)' + _mark(a <= VAL_GOAL * b))
-  a, ci, b = m('probe'), m('probe_ci'), bm('probe')
-  cells['probe'] = ('–' if a is None else f'{_pct(a)} ± {_pct(ci)}') + (
-      '' if None in (a, ci, b) else f' (base {_pct(b)})' + _mark(a >= b - ci))
-  a, km = m('ami'), bm('kmeans_ami')
-  beats = [x for x in other_ami if x is not None]
-  ok = None if a is None else (a > max(beats, default=-1.0) and (km is None or a > km))
-  cells['ami'] = ('–' if a is None else f'{a:.3f}') + (
-      '' if km is None else f' (k-means {km:.3f})') + _mark(ok)
+  usage = goals.usage_goal(k)
+  m = lambda key: mean_or_none([v.get(key) for v in vals])  # noqa: E731
+  cells = {
+      'usage': _stat_cell(_by_seed(vals, 'train_usage_min'), True, _pct, _at_least(usage)),
+      'window': _stat_cell(_by_seed(vals, 'window_usage_min'), True, _pct, _at_least(usage)),
+      'perplexity': _stat_cell(_by_seed(vals, 'perplexity_min'), True, _pct,
+                               _at_least(goals.PERPLEXITY_GOAL)),
+      'churn': _stat_cell(_by_seed(vals, 'churn'), False, _pct, _at_most(goals.CHURN_GOAL),
+                          '' if m('churn_span_epochs') is None else
+                          f" (over {m('churn_span_epochs'):.1f} epochs)"),
+      'end': f"{_pct(m('val_usage_end'))} ({_pct(m('val_ceiling_end'))}) / "
+             f"{_pct(m('train_usage_end'))}"}
+  x2 = lambda x: f'{x:.2f}x'  # noqa: E731
+  after = m('restarts_after_warmup')
+  cells['restarts'] = _stat_cell(_by_seed(vals, 'restarts'), False, x2,
+                                 _at_most(goals.RESTARTS_GOAL),
+                                 '' if after is None else f'; after warm-up {x2(after)}')
+  b = (lambda key: _by_seed(base, key)) if base else (lambda key: {})  # noqa: E731
+  cells['probe'] = _paired(_by_seed(vals, 'probe'), b('probe'), _pts,
+                           lambda s: seed_stats.within(s, goals.PROBE_WITHIN))
+  a, bv = _by_seed(vals, 'val'), b('val')
+  gap = {s: a[s] / bv[s] - 1 for s in sorted(set(a) & set(bv)) if bv[s]}
+  cells['val'] = ('–' if not (a and bv) else 'no common seed' if not gap else _stat_cell(
+      gap, False, lambda x: f'{100 * x:+.1f}%',
+      lambda s: seed_stats.within(s, goals.VAL_GAP_GOAL, higher_is_better=False)))
+  km = {v['seed']: v['kmeans_ami'] for v in vals
+        if v.get('own_kmeans') and v.get('kmeans_ami') is not None}
+  borrowed = {s: x for s, x in b('kmeans_ami').items() if s not in km}
+  ami = _by_seed(vals, 'ami')
+  cells['ami'] = _paired(ami, {**borrowed, **km}, lambda x: f'{x:+.3f}',
+                         lambda s: s['ci'][0] > 0,
+                         ' (k-means of the baseline)' if set(borrowed) & set(ami) else '')
   n_alert = sum(v['alerts'] for v in vals)
   n_abort = sum(v['aborted'] for v in vals)
   cells['alerts'] = f'{n_alert} / {n_abort}' + _mark(n_alert == 0 and n_abort == 0)
   return cells
 
 
-COLUMNS = (('usage', 'Usage min after epoch 1'),
-           ('end', 'Usage at the end: val / train (val ceiling)'), ('perplexity', 'Perplexity min / K'),
-           ('restarts', 'Restarts / epoch after 10%'), ('churn', 'Churn, last points'),
-           ('ctx_rank', 'Context rank (Δ)'), ('tgt_rank', 'Target rank (Δ)'),
-           ('val', 'Val loss, no VQ terms (Δ)'), ('probe', 'Probe'),
-           ('ami', 'AMI'), ('alerts', 'Alerts / aborted'))
+COLUMNS = (('usage', 'Usage min after epoch 1, train tokens'),
+           ('window', 'Usage min, windows after warm-up'),
+           ('perplexity', 'Perplexity min / K, train tokens'),
+           ('restarts', 'Restarts / K, whole run'), ('churn', 'Churn, last epoch'),
+           ('probe', 'Probe Δ (paired)'), ('val', 'Val-loss gap, no VQ terms (paired)'),
+           ('ami', 'AMI − k-means AMI (paired)'), ('alerts', 'Alerts / aborted'),
+           ('end', 'Usage at the end: val (ceiling) / train'))
 
 
 def goals_section(runs: Dict[str, List[diagnose.Run]]) -> List[str]:
@@ -136,19 +161,23 @@ def goals_section(runs: Dict[str, List[diagnose.Run]]) -> List[str]:
   vals = {var: [goal_values(r) for r in rs] for var, rs in runs.items() if rs}
   vq = [var for var, rs in runs.items() if rs and rs[0].vq_enabled]
   lines = ['## Stable-codebook goals', '',
-           'Means over seeds; ✅ / ❌ against the goal (see `experiments/report_goals.py`: '
-           'usage >= 90% of K (80% above 1,024 codes) and perplexity >= 50% of K at every '
-           'point after epoch 1; restarts after the first 10% <= 1% of K per epoch; churn '
-           '<= 5%; ranks >= 90% and val loss <= 105% of the matched no-VQ run; probe within '
-           'its 95% interval of it; AMI above every other VQ variant here and the '
-           "baseline's k-means; no alert, no abort).", '',
+           'One value per seed; cells: mean [95% bootstrap CI], worst seed; ✅ / ❌ by the '
+           "CI's far end (`experiments/report_goals.py`, `jepa_jax/seed_stats.py`): usage "
+           ">= 90% of K (80% above 1,024 codes) on the train split's whole-image tokens at "
+           'every point after epoch 1 and in every training window after the warm-up; '
+           'perplexity >= 50% of K; restarts over the whole run <= 1x K (after the '
+           'warm-up shown); churn over the last epoch <= 5%; paired against the matched no-VQ run at the same '
+           'seeds: probe within 1 point, JEPA val-loss gap <= 5%, AMI above k-means\' on '
+           f'the same tokens; no alert, no abort. Fewer than {MIN_SEEDS} seeds: coarse '
+           'intervals, marked.', '',
            '| Variant (seeds) | Baseline | ' + ' | '.join(label for _, label in COLUMNS) + ' |',
            '|---|---|' + '---|' * len(COLUMNS)]
   for var in vq:
     base = matched.get(var)
-    others = [_mean([v['ami'] for v in vals[o]]) for o in vq if o != var]
-    cells = judge(var, vals[var], vals.get(base) if base else None, others)
-    lines.append(f'| {var} ({len(vals[var])}) | {base or "none"} | '
+    cells = judge(var, vals[var], vals.get(base) if base else None)
+    n = len(vals[var])
+    seeds = f'{n}' + (f', fewer than {MIN_SEEDS}' if n < MIN_SEEDS else '')
+    lines.append(f'| {var} ({seeds}) | {base or "none"} | '
                  + ' | '.join(cells[key] for key, _ in COLUMNS) + ' |')
   return lines + ['']
 

@@ -15,9 +15,13 @@ import numpy as np
 from jepa_jax import config_keys
 from jepa_jax import config_lib
 from jepa_jax import diagnose
+from jepa_jax import goals
 from jepa_jax import monitor
+from jepa_jax import seed_stats
 
 HEALTH_PLOTS = ('codebook_health.png', 'usage_histogram.png')
+GOAL_KEYS = ('train_usage_min', 'train_usage_end', 'window_usage_min', 'perplexity_min',
+             'val_ceiling_end', 'restarts', 'restarts_after_warmup')
 DENSE_THRESHOLDS = (0.10, 0.15, 0.50, 0.90)
 
 # The reference assessment's three-way comparison (PyTorch JEPA, ~95 steps per
@@ -82,6 +86,9 @@ def health_values(run: diagnose.Run) -> Dict[str, Any]:
   v['code_age_end'] = _last(recs, 'vq_code_age_median')
   v['codes_ge5_end'] = _last(recs, 'vq_codes_ge5')
   v['restarts_per_epoch'] = _restarts_per_epoch(run, recs)
+  if run.vq_enabled:              # where the codebook is used (jepa_jax.goals)
+    g = goals.run_values(run)
+    v.update({key: g[key] for key in GOAL_KEYS})
   v['ctx_spread_final'] = _last(run.embedding, 'context_spread')
   v['tgt_spread_final'] = _last(run.embedding, 'target_spread')
   every = (run.config.get('train') or {}).get('embedding_metrics_every_steps')
@@ -148,15 +155,32 @@ def _fmt(x, spec):
   return f'{100 * x:.1f}%' if spec == '%' else format(x, spec)
 
 
+def paired_gap(vs, bs, key: str, higher_is_better: bool) -> Optional[Dict[str, Any]]:
+  """`seed_stats.summarize` of the per-seed relative gaps a_s / |b_s| - 1
+  of `key` between a variant's values `vs` and its baseline's `bs` at the
+  seeds both hold (each value dict names its 'seed'); None without one."""
+  a = {x['seed']: x[key] for x in vs if x.get(key) is not None and x.get('seed') is not None}
+  b = {x['seed']: x[key] for x in bs if x.get(key) is not None and x.get('seed') is not None}
+  common = sorted(s for s in set(a) & set(b) if b[s])
+  if not common:
+    return None
+  return seed_stats.summarize([(a[s] - b[s]) / abs(b[s]) for s in common], common,
+                              higher_is_better)
+
+
 def baseline_section(variants, values, runs, matched) -> List[str]:
-  """Each VQ variant against its matched no-VQ baseline (means over seeds)."""
+  """Each VQ variant against its matched no-VQ baseline: means, and the
+  paired relative gap at the seeds both ran with its 95% bootstrap interval
+  and worst seed (`paired_gap`)."""
   lines = ['## Against the matched no-VQ baseline', '',
            'Each VQ variant is compared with the no-VQ variant of this assessment '
            'that shares its loss, model, masking, data and optimiser settings '
            '(`experiments/report_health.matched_baselines`). Val loss: the JEPA '
            'objective without the VQ terms. Probe: target encoder, 5-fold CV, ± its '
            '95% interval. AMI: code–label adjusted mutual information; the '
-           "baseline's is that of k-means with K = codebook size on its tokens.", '',
+           "baseline's is that of k-means with K = codebook size on its tokens. Δ: the "
+           'paired gap a_s / b_s − 1 at the seeds both ran, mean [95% bootstrap CI], '
+           'worst seed (`jepa_jax/seed_stats.py`).', '',
            '| Variant | Baseline | Val loss (Δ) | Context rank (Δ) | Target rank (Δ) | '
            'Probe (baseline) | AMI (k-means AMI) |', '|---|---|---|---|---|---|---|']
   for var in variants:
@@ -169,15 +193,18 @@ def baseline_section(variants, values, runs, matched) -> List[str]:
     m = lambda vs, k: _mean([x.get(k) for x in vs])  # noqa: E731
     vs, bs = values[var], values[base]
 
-    def delta(k, spec='.2f'):
-      a, b = m(vs, k), m(bs, k)
-      if a is None or b is None:
-        return '–'
-      return f'{_fmt(a, spec)} ({100 * (a - b) / abs(b):+.1f}%)'
+    def delta(k, spec='.2f', higher=True):
+      a, g = m(vs, k), paired_gap(vs, bs, k, higher)
+      if a is None or g is None:
+        return '–' if a is None else f'{_fmt(a, spec)} (no common seed)'
+      pct = lambda x: f'{100 * x:+.1f}%'  # noqa: E731
+      worst = f", worst {pct(g['worst'])} seed {g['worst_seed']}" if g['n'] > 1 else ''
+      return (f"{_fmt(a, spec)} (Δ {pct(g['mean'])} [{pct(g['ci'][0])}, "
+              f"{pct(g['ci'][1])}]{worst})")
     probe = (f"{_fmt(m(vs, 'tgt_probe'), '%')} ± {_fmt(m(vs, 'tgt_probe_ci95'), '%')} "
              f"({_fmt(m(bs, 'tgt_probe'), '%')})")
     ami = f"{_fmt(m(vs, 'code_label_ami'), '.3f')} ({_fmt(m(bs, 'kmeans_ami'), '.3f')})"
-    lines.append(f"| {var} | {base} | {delta('final_val_jepa', '.4f')} | "
+    lines.append(f"| {var} | {base} | {delta('final_val_jepa', '.4f', False)} | "
                  f"{delta('ctx_rank_final')} | {delta('tgt_rank_final')} | {probe} | {ami} |")
   return lines + ['']
 

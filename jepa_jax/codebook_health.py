@@ -22,14 +22,32 @@ Plain functions of arrays, used at every measurement point
                    median, and share younger than one epoch
   expected usage   (1/K) sum_k [1 - (1 - p_k)^n]: the usage ratio n tokens
                    drawn from the shares p would show (val usage's ceiling)
+  train usage      the usage summary of the train split's whole-image tokens
+                   (where the codebook is used), its perplexity / K, and the
+                   sampling ceiling of val usage: expected usage of the train
+                   shares at the val token count
+  restart split    restart events over the whole run / K, split at the
+                   warm-up end into warm-up and after-warm-up shares
 """
 from __future__ import annotations
 
 import base64
 import zlib
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
+
+
+# The share of a run after which restarts are judged (`warmup_end`).
+GOAL_BOUNDARY = 0.1
+
+
+def warmup_end(total_steps: int, refresh_interval: int, refresh_warmup_steps: int) -> int:
+  """The step at which the warm-up ends for the restart goals:
+  max(floor(GOAL_BOUNDARY x total_steps), refresh_warmup_steps), the
+  refresh warm-up counting only when the quantizer refreshes (interval > 0)."""
+  return max(int(GOAL_BOUNDARY * total_steps),
+             int(refresh_warmup_steps) if refresh_interval else 0)
 
 
 def code_counts(codes, num_codes: int, weights=None) -> np.ndarray:
@@ -70,6 +88,45 @@ def expected_usage(counts, n: int) -> float:
   if total <= 0 or len(c) == 0:
     return 0.0
   return float(np.mean(1.0 - np.power(1.0 - c / total, int(n))))
+
+
+def train_usage(train_counts, num_val_tokens: int) -> Dict[str, float]:
+  """The train-token usage summary (`usage_summary`, prefix 'vq_train'), its
+  perplexity as a share of K (vq_train_perplexity_ratio = perplexity / K),
+  the train tokens counted, and val usage's sampling ceiling
+  (vq_val_usage_ceiling = `expected_usage`(train_counts, num_val_tokens)).
+  Evenness is judged by the perplexity: K when every code holds an equal
+  share, whatever the token count."""
+  c = np.asarray(train_counts, np.float64)
+  out = usage_summary(c, 'vq_train')
+  out['vq_train_perplexity_ratio'] = out['vq_train_perplexity'] / len(c)
+  out['vq_train_tokens'] = int(c.sum())
+  out['vq_val_usage_ceiling'] = expected_usage(c, num_val_tokens)
+  return out
+
+
+def restart_split(events: int, warmup_events: Optional[int], warmup_end: int,
+                  num_codes: int) -> Dict[str, Any]:
+  """Restart events over the whole run split at the warm-up end: `events`
+  (the run's vq_restarts_total), `warmup_events` (the total at the last point
+  at or before step `warmup_end`; None: unknown), after_warmup_events =
+  events - warmup_events, each also / K (`*_per_codebook`: 1.0 = as many
+  restarts as the codebook has codes)."""
+  k = float(num_codes)
+  after = None if warmup_events is None else int(events) - int(warmup_events)
+  return {'events': int(events), 'per_codebook': int(events) / k,
+          'warmup_events': warmup_events,
+          'warmup_per_codebook': None if warmup_events is None else warmup_events / k,
+          'after_warmup_events': after,
+          'after_warmup_per_codebook': None if after is None else after / k,
+          'warmup_end_step': int(warmup_end)}
+
+
+def warmup_total(steps, totals, warmup_end: int) -> int:
+  """The cumulative restart total at the last point with step <= warmup_end
+  (0 before the first point): the warm-up's events, from logged points."""
+  before = [t for s, t in zip(steps, totals) if s <= warmup_end]
+  return int(before[-1]) if before else 0
 
 
 def churn(previous, codes, weights=None) -> float:

@@ -120,6 +120,8 @@ def _model(cfg, check) -> None:
               'loss.sigreg_num_points', 'train.probe_train_images', 'train.probe_val_images'):
     check.positive_int(key)
   check.integer('train.probe_every_steps', 0, 'must be an integer >= 0 (0: no probes)')
+  check.integer('train.usage_train_images', 0,
+                'must be an integer >= 0 (0: no train-token usage)')
   check('model.embed_dim', m.embed_dim % 4 == 0 and m.embed_dim % m.num_heads == 0,
         'must be divisible by 4 (2-D sin-cos) and by model.num_heads')
   check('model.predictor_dim', m.predictor_dim % 4 == 0 and

@@ -9,8 +9,8 @@ its own; a config that lacks keys is completed here first:
   reads as if the key had the value that gives the behaviour of the runs
   that predate it: its base.py default, except the keys of `OLD_VALUES`,
   whose default for new configs changed when they were added (old runs
-  summed the VQ losses over D, judged usage from epoch 0 and logged no
-  probe trajectory).
+  summed the VQ losses over D, judged usage from epoch 0, logged no
+  probe trajectory and counted no train-split codes).
 * `with_defaults`: a group of a config (e.g. `monitor`) with every key it
   lacks at its base.py default.
 """
@@ -39,11 +39,11 @@ ADDED = (
     'monitor.option_b_rank', 'vq.reanchor_steps', 'data.prefetch_to_device',
     'init_from_skip', 'vq.identity_gradient', 'loss.global_weight', 'loss.sigreg_input',
     'train.probe_every_steps', 'train.probe_train_images', 'train.probe_val_images',
-    'model.dtype',
+    'model.dtype', 'train.usage_train_images',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,
-              'train.probe_every_steps': 0}
+              'train.probe_every_steps': 0, 'train.usage_train_images': 0}
 NEW_DEFAULTS = tuple(OLD_VALUES)
 
 

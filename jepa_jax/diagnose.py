@@ -27,6 +27,11 @@ reference's "Success Criteria"):
     val_loss_nice       final val_loss_mean < the nice bound
     stable_full_budget  status 'completed' after all config.train.num_epochs
                         epochs, and no red flag (monitor rules replayed on the logs)
+  goal (one VQ run's stable-codebook goals, `jepa_jax.goals`): usage of the
+    train split's whole-image tokens after epoch 1 and in every training
+    window after the warm-up, perplexity / K, whole-run restarts / K, churn
+    over the last epoch
+    (the paired goals need seeds: `experiments/report_goals.py`)
 
 Option B rule: the reference's "if Option B shows any VQ usage below 12% or
 effective rank below 4.0 by epoch 15, abort and move to Option C or D"
@@ -69,6 +74,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from jepa_jax import cli
+from jepa_jax import goals
 from jepa_jax import learning
 from jepa_jax import monitor
 from jepa_jax import records
@@ -268,7 +274,7 @@ def check_run(run: Run, criteria: Criteria = Criteria(),
          _val_check(run, 'val_loss_nice', 'nice', criteria.val_loss_nice_bound),
          _check('stable_full_budget', 'nice', complete and not flags, done,
                 run.num_epochs, f'{run.status}, {done}/{run.num_epochs} epochs, '
-                f'{len(flags)} red flag(s)')]
+                f'{len(flags)} red flag(s)')] + goals.checks(run)
   musts = [c for c in out if c['level'] == 'must']
   return {'run': run.path, 'variant': run.variant, 'status': run.status,
           'learning': learning.learning(run),
@@ -308,6 +314,7 @@ TITLES = {
     'target_rank_nice': 'target effective rank > {t:g}',
     'val_loss_nice': 'final val loss < nice bound',
     'stable_full_budget': 'stable for the full epoch budget',
+    **goals.TITLES,
 }
 
 

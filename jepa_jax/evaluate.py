@@ -37,11 +37,12 @@ quantizer assigns it, `quantizer.assign`) and the label of its image:
                     usage summary of `jepa_jax.codebook_health` with
                     `sorted_counts`, the usage histogram (largest first)
 
-Without VQ, the same code metrics of a k-means baseline (`kmeans`):
-K = `vq.codebook_size` centres fitted on the context encoder's tokens of the
-train images (at most 20,000, k-means++ init, seed 0), val tokens assigned
-to the nearest centre. A VQ variant's codes are compared with the k-means
-codes of the no-VQ run that shares its loss settings.
+The same code metrics of a k-means baseline (`kmeans`): K centres (the
+quantizer's codes; without VQ `vq.codebook_size`) fitted on the context
+encoder's tokens of the train images (at most 20,000, k-means++ init, seed
+0), val tokens assigned to the nearest centre. With VQ it is fitted on the
+run's own tokens, so its codes and the quantizer's label the same tokens;
+without VQ it is the baseline of the VQ variants matched to the run.
 
 For scale, the same probes (and intervals) of two references: the raw
 pixels (`pixels`) and the encoder at its initialisation (`random_init`: the
@@ -296,12 +297,11 @@ def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
         setup.quantizer, state.get('vq'), state.get('vq_params'), tokens[0]))
     out['codebook'].update(codes_lib.train_usage(train_codes, train_valid, val_codes,
                                                  val_valid, k))
-  else:                         # no VQ: the k-means baseline of these tokens
-    k = int(cfg.vq.codebook_size)
-    tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
-    km = kmeans_codes(tr, tokens[1], k)
-    out['kmeans'] = {'num_codes': k,
-                     **codes_lib.codes_section(km, val_valid, label_sets, k)}
+  # The k-means baseline of these tokens (with VQ: the same tokens the codes label).
+  k = setup.quantizer.num_codes if setup.vq_enabled else int(cfg.vq.codebook_size)
+  tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
+  km = kmeans_codes(tr, tokens[1], k)
+  out['kmeans'] = {'num_codes': k, **codes_lib.codes_section(km, val_valid, label_sets, k)}
   records.write_json(os.path.join(workdir, run_files.EVAL), out)
   return out
 

@@ -4,6 +4,9 @@
     red_flags, final_metrics (the last epoch line and measurement point),
     probe (the probe trajectory's start, best and end values,
     `probe_trajectory.summary`; {} without probe records),
+    restarts (VQ with refresh bookkeeping: restart events over the whole
+    run and / K, split at the warm-up end `measure.warmup_end` into warm-up
+    and after, `codebook_health.restart_split`; to the last measurement point),
     reason (why it failed, aborted or stopped), resumed_from_step, and the
     timings of this start: wall_time_s, compile_time_s, step_compile_time_s,
     steps_per_s, time_breakdown (`jepa_jax.timing`), devices.
@@ -18,7 +21,9 @@ from typing import Any, Dict
 import jax
 
 from jepa_jax import checkpoint as ckpt_lib
+from jepa_jax import codebook_health
 from jepa_jax import loop_state
+from jepa_jax import measure
 from jepa_jax import probe_trajectory
 from jepa_jax import records
 from jepa_jax import run_files
@@ -30,6 +35,9 @@ def start(cfg, setup, plan, resumed_from_step) -> Dict[str, Any]:
           'total_steps_planned': setup.total_steps,
           'steps_per_epoch': setup.steps_per_epoch,
           'resumed_from_step': resumed_from_step,
+          'codebook_size': setup.quantizer.num_codes if setup.vq_enabled else None,
+          'restart_warmup_end_step': measure.Schedule.from_config(
+              cfg, setup.total_steps).warmup_end,
           'parallel': plan.describe()}
 
 
@@ -46,6 +54,10 @@ def fill(summary, loop, status, step, last_epoch_line, last_emb) -> Dict[str, An
       'final_metrics': {**last_epoch_line, **{f'embedding_{k}' if k in (
           'step', 'epoch') else k: v for k, v in last_emb.items()}},
   })
+  if last_emb.get('vq_restarts_total') is not None and summary.get('codebook_size'):
+    summary['restarts'] = codebook_health.restart_split(
+        last_emb['vq_restarts_total'], last_emb.get('vq_restarts_warmup'),
+        summary['restart_warmup_end_step'], summary['codebook_size'])
   if status == 'aborted' and loop.get('reason'):
     summary['reason'] = loop['reason']
   return summary

@@ -138,7 +138,7 @@ class Training:
     self.mon = loop_state.monitor_from_json(self.loop['monitor'])
     self.epoch_metrics = loop_state.EpochMetrics(meta['partial_epoch'])
     self.schedule = measure.Schedule.from_config(cfg, self.setup.total_steps)
-    self.tracker = measure.Tracker(meta.get('measure'))
+    self.tracker = measure.Tracker(meta.get('measure'), self.schedule.warmup_end)
     self.preemption = loop_state.Preemption()
     self.periodic = self._periodic_actions()
 
@@ -146,6 +146,7 @@ class Training:
     """The train step, the eval step and the embedding metrics, ahead of time."""
     cfg, plan, setup, timer, dataset = self.cfg, self.plan, self.setup, self.timer, \
         self.opened.dataset
+    tc, vq = self.tc, setup.vq_enabled
     batch0 = next(data_lib.epoch_batches(dataset.train_images, self.tc.batch_size,
                                          cfg.seed, 0, 1, rows=plan.process_rows))
     with timer('compile_step'):
@@ -154,14 +155,14 @@ class Training:
     self.place_batch = parallel.batch_placement(plan)
     timer.switch('loop_setup')
     self.eval_batch = eval_batch = min(self.tc.batch_size, len(dataset.val_images))
-    self.emb_images = dataset.val_images              # the whole val split
+    self.emb_images = measure.point_images(dataset, tc.usage_train_images, cfg.seed, vq)
     with timer('compile_eval'):       # ahead of time: one compile each per run
       local = parallel.local_state(plan, self.state)
       self.eval_step = jax.jit(step_lib.make_eval_step(setup, cfg.seed)).lower(
           local, dataset.val_images[:eval_batch],
           np.arange(eval_batch, dtype=np.int32)).compile()
       self.emb_fn = jax.jit(measure.make_device_fn(setup, cfg.seed)).lower(
-          local, self.emb_images).compile()
+          local, *self.emb_images).compile()
     with timer('compile_probe'):
       self.prober = probe_trajectory.Prober.compiled(cfg, setup, dataset, local)
 
@@ -314,7 +315,7 @@ class Training:
     """A measurement point (measure.py): the embedding metrics of the val
     split, logged and shown to the monitor, which may abort the run here."""
     local = parallel.local_state(self.plan, self.state)
-    out, vq_host = jax.device_get((self.emb_fn(local, self.emb_images), local.get('vq')))
+    out, vq_host = jax.device_get((self.emb_fn(local, *self.emb_images), local.get('vq')))
     self.last_emb = measure.record(
         out, vq_host, self.tracker, step=step, epoch=self.epoch,
         num_codes=self.setup.quantizer.num_codes if self.setup.vq_enabled else 0,

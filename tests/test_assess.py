@@ -54,6 +54,8 @@ def test_evaluation_probe_beats_chance(assessment):
     assert ev[enc]['knn_acc'] > ev['chance']
   assert 0.0 < ev['code_label_nmi'] < 1.0
   assert 1 <= ev['codes_used_val'] <= 32
+  # k-means on the VQ run's own tokens, K = its codebook: the AMI goal's reference.
+  assert ev['kmeans']['num_codes'] == 32 and -1 <= ev['kmeans']['code_label_ami'] <= 1
   no_vq = json.loads((work / 'no_vq' / 'seed_0' / 'eval.json').read_text())
   assert 'code_label_nmi' not in no_vq
 
@@ -66,7 +68,7 @@ def test_report_has_every_table_and_plot(assessment):
   assert '`not_a_variant`: no config file configs/not_a_variant.py' in text
   assert '| **VQ usage (end)** |' in text and '| Step | gentle |' in text
   # gentle's losses differ from no_vq's: the goals row names no baseline.
-  assert '| gentle (1) | none |' in text
+  assert '| gentle (1, fewer than 5) | none |' in text
   # Numbers come from the run folders.
   emb = records.read_jsonl(work / 'gentle' / 'seed_0' / 'embedding_metrics.jsonl')
   last = emb[-1]

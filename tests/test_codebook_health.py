@@ -241,3 +241,112 @@ def test_codebook_at_step_0_next_to_the_encoder_tokens(config_of):
   assert spread < 0.8 * np.sqrt(d)
   codes = np.asarray(qz.assign(setup.quantizer, st['vq'], None, tok))
   assert len(np.unique(codes)) < 0.1 * cfg.vq.codebook_size
+
+
+def test_sampling_ceiling_by_enumeration():
+  # Train shares 3:2:1:0 over K = 4, n = 3 val tokens. Enumerate the 4^3 draws
+  # (the unused code has probability 0), weight each by its probability and
+  # average the share of codes it hits: E[distinct codes] / K.
+  import itertools  # noqa: PLC0415
+  p = [3 / 6, 2 / 6, 1 / 6, 0.0]
+  want = sum(np.prod([p[c] for c in draw]) * len(set(draw)) / 4
+             for draw in itertools.product(range(4), repeat=3))
+  # By hand: 1 - (1/2)^3 + 1 - (2/3)^3 + 1 - (5/6)^3 = 7/8 + 19/27 + 91/216,
+  # = 189/216 + 152/216 + 91/216 = 432/216 = 2 codes of 4.
+  assert want == pytest.approx(0.5)
+  s = health.train_usage(np.array([3., 2., 1., 0.]), 3)
+  assert s['vq_val_usage_ceiling'] == pytest.approx(want)
+  q = np.array([3, 2, 1]) / 6
+  assert s['vq_train_perplexity_ratio'] == pytest.approx(
+      math.exp(-np.sum(q * np.log(q))) / 4)
+  assert (s['vq_train_usage_ratio'], s['vq_train_codes_used'], s['vq_train_tokens']) == (
+      0.75, 3, 6)
+
+
+def test_restart_split_hand_worked():
+  # Cumulative totals 5, 12, 12, 20 at steps 4, 8, 12, 16; warm-up ends at 10.
+  warm = health.warmup_total([4, 8, 12, 16], [5, 12, 12, 20], 10)
+  assert warm == 12 and health.warmup_total([12], [3], 10) == 0
+  r = health.restart_split(20, warm, 10, 16)
+  assert r == {'events': 20, 'per_codebook': 1.25, 'warmup_events': 12,
+               'warmup_per_codebook': 0.75, 'after_warmup_events': 8,
+               'after_warmup_per_codebook': 0.5, 'warmup_end_step': 10}
+  assert health.restart_split(20, None, 10, 16)['after_warmup_events'] is None
+
+
+def test_warmup_end_is_a_point_and_the_later_of_10_percent_and_the_refresh_warmup():
+  assert measure.warmup_end(100, 5, 30) == 30
+  assert measure.warmup_end(100, 5, 3) == 10
+  assert measure.warmup_end(100, 0, 30) == 10          # no refresh: no refresh warm-up
+  s = measure.Schedule(every=50, total_steps=100, warmup_end=30)
+  assert [t for t in range(1, 101) if s.measures(t)] == [30, 50, 100]
+
+
+def test_train_subset_is_fixed_by_the_seed_and_capped():
+  a = measure.train_subset(100, 10, 3)
+  assert len(a) == 10 and np.all(np.diff(a) > 0)
+  np.testing.assert_array_equal(a, measure.train_subset(100, 10, 3))
+  assert not np.array_equal(a, measure.train_subset(100, 10, 4))
+  np.testing.assert_array_equal(measure.train_subset(5, 10, 3), np.arange(5))
+
+
+def test_whole_run_restarts_of_a_logged_run_sum_its_point_events(tmp_path):
+  # sixth_run:tiny refreshes every 2 steps; a refresh warm-up of 3 steps
+  # makes step 3 the warm-up end, and a point.
+  from jepa_jax import records, train  # noqa: PLC0415
+  cfg = set_overrides(load('sixth_run', 'tiny'), {'vq.refresh_warmup_steps': 3})
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  emb = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')
+  steps = [e['step'] for e in emb]
+  assert 3 in steps and steps[-1] > 3
+  r = summary['restarts']
+  assert r['warmup_end_step'] == 3
+  assert r['events'] == sum(e['vq_restarts'] for e in emb) > 0
+  assert r['warmup_events'] == sum(e['vq_restarts'] for e in emb if e['step'] <= 3)
+  assert r['after_warmup_events'] == sum(e['vq_restarts'] for e in emb if e['step'] > 3) > 0
+  assert r['per_codebook'] == pytest.approx(r['events'] / 32)
+  at3 = emb[steps.index(3)]['vq_restarts_total']
+  assert [e['vq_restarts_warmup'] for e in emb] == [
+      e['vq_restarts_total'] if e['step'] <= 3 else at3 for e in emb]
+
+
+def test_train_token_usage_is_the_hand_count_of_the_final_state_on_the_subset(tmp_path):
+  # vq_no_refresh: no refresh, so the last point measures the final state.
+  from jepa_jax import evaluate, records, train  # noqa: PLC0415
+  train.train_and_evaluate(load('vq_no_refresh', 'tiny'), str(tmp_path))
+  last = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')[-1]
+  cfg, ds, setup, state = evaluate.load_trained_state(str(tmp_path))
+  assert last['step'] == setup.total_steps and cfg.train.usage_train_images == 256
+  idx = measure.train_subset(len(ds.train_images), 256, cfg.seed)
+  z = setup.encoder.apply(state['params']['encoder'], ds.train_images[idx])
+  codes = np.asarray(qz.assign(setup.quantizer, state.get('vq'), state.get('vq_params'), z))
+  used, n = np.unique(codes, return_counts=True)
+  p = n / n.sum()
+  assert last['vq_train_tokens'] == len(idx) * 16 == n.sum()
+  assert last['vq_train_codes_used'] == len(used)
+  assert last['vq_train_perplexity'] == pytest.approx(math.exp(-np.sum(p * np.log(p))))
+  k = cfg.vq.codebook_size
+  assert last['vq_val_usage_ceiling'] == pytest.approx(
+      np.sum(1 - (1 - p) ** (len(ds.val_images) * 16)) / k)
+
+
+def test_epoch_churn_is_measured_since_the_last_point_of_the_previous_epoch():
+  rng = np.random.default_rng(0)
+  out = lambda codes: {'ctx_mean': rng.normal(size=(6, 8)),  # noqa: E731
+                       'tgt_mean': rng.normal(size=(6, 8)), 'codes': np.array(codes),
+                       'valid': None, 'ctx_codes': np.array(codes), 'ctx_valid': None}
+  tracker = measure.Tracker()
+  kw = dict(num_codes=4, steps_per_epoch=3, window=2)
+  a, b = [[0, 1, 2], [3, 0, 1]], [[0, 1, 2], [3, 0, 0]]
+  c, d = [[1, 1, 2], [3, 0, 0]], [[1, 2, 2], [2, 0, 0]]
+  r = [measure.record(out(x), None, tracker, step=s, epoch=e, **kw)
+       for x, s, e in ((a, 2, 0), (b, 3, 0), (c, 5, 1), (d, 6, 1))]
+  assert [x['vq_churn_epoch_since'] for x in r] == [None, None, 3, 3]
+  assert r[0]['vq_churn_epoch'] is None and r[1]['vq_churn_epoch'] is None
+  # Epoch 1 against b, the last point of epoch 0: c differs in 1 of 6, d in 3.
+  assert r[2]['vq_churn_epoch'] == pytest.approx(1 / 6)
+  assert r[3]['vq_churn_epoch'] == pytest.approx(3 / 6)
+  assert r[3]['vq_churn'] == pytest.approx(2 / 6)              # since the point before
+  resumed = measure.Tracker(tracker.to_json())          # a resume keeps the reference
+  again = measure.record(out(d), None, resumed, step=6, epoch=1, **kw)
+  assert again['vq_churn_epoch'] == r[3]['vq_churn_epoch']

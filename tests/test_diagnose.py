@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jepa_jax import diagnose
+from jepa_jax import goals
 
 # The reference's VQ-no-refresh run: usage every 200 steps (17.7% -> 4.4%).
 REF_USAGE = [(200, .177), (400, .164), (600, .148), (800, .138), (1000, .113),
@@ -64,7 +65,13 @@ def runs(tmp_path):
 def test_healthy_run_passes_everything(runs):
   crit = diagnose.Criteria(val_loss_bound=8.5, val_loss_nice_bound=8.0)
   r = diagnose.check_run(diagnose.load_run(runs['healthy']), crit)
-  assert set(statuses(r).values()) == {'pass'}
+  assert {c['status'] for c in r['criteria'] if c['level'] != 'goal'} == {'pass'}
+  # Its logs predate train-token counting: the stable-codebook goals cannot
+  # be judged, so they fail (and leave the must-haves alone).
+  goal = [c for c in r['criteria'] if c['level'] == 'goal']
+  assert [c['name'] for c in goal] == ['train_usage', 'window_usage', 'perplexity',
+                                       'restarts', 'churn']
+  assert all(c['status'] == 'fail' and 'cannot judge' in c['detail'] for c in goal)
   assert r['trajectory']['label'] == 'flat' and r['must_have_passed']
   assert r['red_flags'] == []
 
@@ -287,3 +294,49 @@ def test_output_opens_with_does_the_encoder_learn(runs, capsys):
   bare = diagnose.format_result(diagnose.check_run(diagnose.load_run(runs['healthy'])))
   assert 'no eval.json: run python -m jepa_jax.evaluate' in bare
   assert 'no probe trajectory (probe_metrics.jsonl)' in bare
+
+
+def test_stable_codebook_goals_per_run_on_hand_made_records(tmp_path):
+  # K = 10, points every 10 steps (an epoch), window 20, warm-up end 30.
+  path = make_run(tmp_path / 'goals', [(s, 0.8) for s in range(10, 101, 10)],
+                  [12.0] * 10, [25.0] * 10, [8.0] * 10)
+  cfg = json.load(open(f'{path}/config.json'))
+  cfg.update(vq={'enabled': True, 'codebook_size': 10},
+             train={**cfg['train'], 'usage_window_steps': 20})
+  (tmp_path / 'goals' / 'config.json').write_text(json.dumps(cfg))
+  (tmp_path / 'goals' / 'summary.json').write_text(json.dumps(
+      {'status': 'completed', 'total_steps_planned': 100, 'steps_per_epoch': 10,
+       'restart_warmup_end_step': 30}))
+  recs = []
+  for s in range(10, 101, 10):
+    recs.append({'step': s, 'epoch': s // 10 - 1, 'vq_usage_ratio': 0.8,
+                 'context_effective_rank': 12.0, 'target_effective_rank': 25.0,
+                 'vq_train_usage_ratio': 0.5 if s == 10 else (0.92 if s == 70 else 1.0),
+                 'vq_train_perplexity_ratio': 0.6,
+                 'vq_window_usage_ratio': 0.3 if s == 40 else (0.91 if s == 50 else 0.95),
+                 'vq_restarts_total': min(s // 10, 3) * 2 + (6 if s == 100 else 0),
+                 'vq_churn': None if s == 10 else 0.04})
+  with open(f'{path}/embedding_metrics.jsonl', 'w') as f:
+    f.write(''.join(json.dumps(r) + '\n' for r in recs))
+  r = diagnose.check_run(diagnose.load_run(path))
+  goal = {c['name']: c for c in r['criteria'] if c['level'] == 'goal'}
+  # Epoch 0 (step 10) is not judged; the window ending at 40 starts before 30.
+  assert goal['train_usage']['value'] == 0.92 and goal['train_usage']['status'] == 'pass'
+  assert 'step 70' in goal['train_usage']['detail']
+  assert goal['window_usage']['value'] == 0.91 and goal['window_usage']['status'] == 'pass'
+  assert goal['perplexity']['status'] == 'pass' and goal['churn']['status'] == 'pass'
+  # 6 restarts up to step 30, 12 in all: 1.2 x K fails; 0.6 x K after warm-up.
+  assert goal['restarts']['value'] == pytest.approx(1.2)
+  assert goal['restarts']['status'] == 'fail'
+  assert '0.60 x K after the warm-up end (step 30)' in goal['restarts']['detail']
+  assert r['must_have_passed']            # goals are not must-haves
+  assert 'restarts over the whole run <= 1 x K' in diagnose.format_result(r)
+  # With the epoch churn logged, the goal judges it (since step 80, the
+  # previous epoch's last point), not the churn since the point before.
+  recs[-1].update(vq_churn_epoch=0.08, vq_churn_epoch_since=80)
+  with open(f'{path}/embedding_metrics.jsonl', 'w') as f:
+    f.write(''.join(json.dumps(x) + '\n' for x in recs))
+  churn = next(c for c in diagnose.check_run(diagnose.load_run(path))['criteria']
+               if c['name'] == 'churn')
+  assert churn['value'] == 0.08 and churn['status'] == 'fail'
+  assert goals.run_values(diagnose.load_run(path))['churn_span_epochs'] == 2.0

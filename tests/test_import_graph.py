@@ -34,7 +34,7 @@ LAYERS = (
     ('the trainer and its tools', {
         'checkpoint_integrity', 'checkpoint', 'init_from', 'workdir_config', 'start_state', 'loop_state',
         'run_open', 'run_reader', 'run_summary', 'epoch_end', 'compile_cache',
-        'train', 'evaluate', 'diagnose', 'stages', 'learning'}),
+        'train', 'evaluate', 'goals', 'diagnose', 'stages', 'learning'}),
     ('commands', {'main', 'usage', 'flag_parsing', 'config_export'}),
 )
 

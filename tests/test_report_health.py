@@ -106,3 +106,25 @@ def test_report_opens_with_does_the_encoder_learn_and_plots_the_trajectories(tmp
   assert open(paths[0], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
   bare = _run(tmp_path / 'bare', 'vq_b')
   assert report_learning.write_plot(str(tmp_path), ['vq_b'], {'vq_b': [bare]}, styles, plt) == []
+
+
+def test_baseline_gaps_are_paired_by_seed_with_an_interval_and_the_worst_seed():
+  vs = [{'seed': s, 'v': x} for s, x in ((0, 1.1), (1, 1.2), (2, 2.0), (7, 9.0))]
+  bs = [{'seed': s, 'v': x} for s, x in ((0, 1.0), (1, 1.0), (2, 2.0), (3, 5.0))]
+  g = report_health.paired_gap(vs, bs, 'v', higher_is_better=False)
+  # Seeds 0, 1, 2 are paired (7 and 3 have no partner): gaps +10%, +20%, 0%.
+  assert g['n'] == 3 and g['mean'] == pytest.approx(0.1)
+  assert (g['worst'], g['worst_seed']) == (pytest.approx(0.2), 1)
+  assert g['ci'][0] < 0.1 < g['ci'][1]
+  assert report_health.paired_gap(vs, [{'seed': 5, 'v': 1.0}], 'v', False) is None
+
+
+def test_baseline_section_shows_the_paired_val_loss_gap(tmp_path):
+  runs = {'vq_a': [_run(tmp_path / 'a', 'vq_a')],
+          'base_a': [_run(tmp_path / 'c', 'base_a', vq=False)]}
+  values = {'vq_a': [{'seed': s, 'final_val_jepa': x} for s, x in ((0, 1.1), (1, 1.2))],
+            'base_a': [{'seed': s, 'final_val_jepa': 1.0} for s in (0, 1)]}
+  lines = report_health.baseline_section(['vq_a', 'base_a'], values, runs,
+                                         {'vq_a': 'base_a', 'base_a': None})
+  row = next(line for line in lines if line.startswith('| vq_a |'))
+  assert '1.1500 (Δ +15.0% [+10.0%, +20.0%], worst +20.0% seed 1)' in row
