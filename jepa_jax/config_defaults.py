@@ -37,6 +37,9 @@ ADDED = (
     'monitor.option_b', 'monitor.option_b_epoch', 'monitor.option_b_usage',
     'monitor.option_b_rank', 'vq.reanchor_steps', 'data.prefetch_to_device',
     'init_from_skip', 'vq.identity_gradient',
+    'data.shapes_train_size', 'data.shapes_val_size', 'data.shapes_classes',
+    'data.shapes_scale_range', 'data.shapes_max_rotation', 'data.shapes_max_distractors',
+    'data.shapes_distractor_scale_range', 'data.shapes_backgrounds',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0}
