@@ -59,7 +59,7 @@ def build():
   # shapes (procedural images, jepa_jax/data/shapes.py; data.image_size,
   # data.channels and data.split_seed, its generator's seed, apply too):
   c.data.shapes_train_size = 50_000           # images per split
-  c.data.shapes_val_size = 10_000
+  c.data.shapes_val_size = 12_800            # 819,200 tokens at 64 a image: 100 a code at K = 8,192
   c.data.shapes_classes = 8                   # object classes (2..10)
   c.data.shapes_scale_range = (0.2, 0.32)     # main object's radius / image side
   c.data.shapes_max_rotation = 180.0          # angle uniform in +-this, degrees
@@ -254,13 +254,14 @@ def apply_arc(c):
 def apply_shapes(c):
   """Switches a config to the procedural `shapes` images (data.md).
 
-  32x32 RGB at the default 50,000 train / 10,000 val images, cut into 4x4
+  32x32 RGB at the default 50,000 train / 12,800 val images, cut into 4x4
   patches: an 8x8 grid of 64 tokens, 4x digits' 16, so a step costs a few
   times digits'. Masks: 2 target blocks of 3x3 tokens (14% of the image
   each) and 32 context tokens (half the image) from a 7x7 block. The run
   is shortened to SHAPES_EPOCHS epochs (one epoch is 781 steps at batch 64),
-  which keeps a run at the default size to about a quarter of an hour on a
-  2-core CPU.
+  and the embedding metrics (over the whole val split) run once an epoch,
+  which keeps a run at the default size near a quarter of an hour on a
+  2-core CPU (docs/data.md).
   """
   c.data.name = 'shapes'
   c.data.image_size = (32, 32)
@@ -273,6 +274,7 @@ def apply_shapes(c):
   c.masking.num_context_tokens = 32
   c.train.num_epochs = SHAPES_EPOCHS
   c.train.warmup_epochs = min(c.train.warmup_epochs, 1)
+  c.train.embedding_metrics_every_steps = 781    # once an epoch: 12,800 val images each time
   return c
 
 
