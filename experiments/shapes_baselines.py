@@ -3,7 +3,7 @@ label raw pixels and an untrained encoder already give.
 
     python -m experiments.shapes_baselines [--config configs/no_vq_gentle.py:shapes]
         [--train 5000] [--val 2000] [--workdir RUN] [--factors shape,count]
-        [--out FILE.json]
+        [--no_pixels] [--out FILE.json]
 
 For the primary label (the main object's class, `shape`) and every other
 factor (`jepa_jax.data.shapes.FACTORS`), it fits a linear probe
@@ -84,11 +84,11 @@ def load(config: str, n_train: int, n_val: int, workdir=None):
   return cfg, data.load_dataset(cfg)
 
 
-def feature_sets(cfg, ds, workdir=None) -> Dict[str, tuple]:
+def feature_sets(cfg, ds, workdir=None, pixels: bool = True) -> Dict[str, tuple]:
   """{name: (train features, val features)} of the module docstring."""
   from jepa_jax import step as step_lib  # noqa: PLC0415
   train_images = ds.train_images[:]
-  sets = {'pixels': (train_images, ds.val_images)}
+  sets = {'pixels': (train_images, ds.val_images)} if pixels else {}
   setup = step_lib.make_setup(cfg, ds)
   state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
   params = {'random_encoder': state['target_params']}
@@ -103,9 +103,10 @@ def feature_sets(cfg, ds, workdir=None) -> Dict[str, tuple]:
   return sets
 
 
-def run(config: str, n_train: int, n_val: int, workdir=None, factors=None) -> Dict:
+def run(config: str, n_train: int, n_val: int, workdir=None, factors=None,
+        pixels: bool = True) -> Dict:
   cfg, ds = load(config, n_train, n_val, workdir)
-  sets = feature_sets(cfg, ds, workdir)
+  sets = feature_sets(cfg, ds, workdir, pixels)
   out = {'config': workdir or config, 'train': n_train, 'val': n_val, 'probe': {}}
   for factor in factors or ds.train_factors:
     ty, vy = ds.train_factors[factor], ds.val_factors[factor]
@@ -138,6 +139,8 @@ def main(argv=None) -> int:
                   help='also probe the final target encoder of this run (its config is used)')
   ap.add_argument('--factors', default=None,
                   help='comma-separated factors to probe (default: all)')
+  ap.add_argument('--no_pixels', action='store_true',
+                  help='skip the pixel probes (the slowest: 3,072 features)')
   ap.add_argument('--out', default=None, help='write the result as JSON here')
   args = ap.parse_args(argv)
   for flag, value in (('--train', args.train), ('--val', args.val)):
@@ -150,7 +153,8 @@ def main(argv=None) -> int:
       ap.error(f'argument --factors: {f!r} is not one of {", ".join(shapes.FACTORS)}')
   from jepa_jax.errors import ConfigError  # noqa: PLC0415
   try:
-    result = run(args.config, args.train, args.val, args.workdir, factors)
+    result = run(args.config, args.train, args.val, args.workdir, factors,
+                 not args.no_pixels)
   except ConfigError as err:      # e.g. --train below the config's batch size
     print(f'error: {err}', file=sys.stderr)
     return 2

@@ -217,3 +217,17 @@ def test_shapes_tiny_trains_end_to_end(name, tmp_path):
   summary = train.train_and_evaluate(cfg, str(tmp_path))
   assert summary['status'] == 'completed' and summary['steps'] == 6
   assert np.isfinite(summary['final_metrics']['val_loss_mean'])
+
+
+def test_baselines_script_probes_every_factor():
+  from experiments import shapes_baselines as sb
+  y = np.arange(40) % 2
+  x = np.where(y[:, None] == 1, 1.0, -1.0) + np.random.default_rng(0).normal(size=(40, 3))
+  assert sb.probe(x[:30], y[:30], x[30:], y[30:]) == 1.0
+  assert sb.chance(np.array([0, 1, 1]), np.array([1, 0, 0, 0])) == 0.25
+  out = sb.run('configs/no_vq_gentle.py:shapes,tiny', 64, 32, factors=['shape', 'count'])
+  assert list(out['probe']) == ['shape', 'count']
+  for row in out['probe'].values():
+    assert set(row) == {'chance', 'pixels', 'random_encoder'}
+    assert all(0.0 <= v <= 1.0 for v in row.values())
+  assert sb.table(out).splitlines()[0] == '| factor | chance | pixels | random_encoder |'
