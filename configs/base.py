@@ -15,6 +15,9 @@ Variant strings (`--config=configs/gentle.py:tiny`, comma-separated, applied
 in order; `parse_variant` is their one parser):
   arc    the same variant on ARC-AGI grids (`apply_arc`): colour embedding,
          30x30 canvas of 3x3-cell patches, masking sized for it.
+  shapes the same variant on the procedural `shapes` images (`apply_shapes`):
+         32x32 RGB, 4x4 patches, masking sized for the 8x8 token grid, a
+         schedule shortened to fit the 50,000-image epochs.
   tiny   a few steps of a very small model (tests, smoke runs); a two-stage
          config's `stage2` keys are shrunk by the same rules (`TINY`).
   vit_s16, vit_b16
@@ -53,6 +56,16 @@ def build():
   c.data.canvas_size = 30                     # arc: grids padded to a 30x30 canvas
   c.data.image_size = (32, 32)                # folder, arrayrecord: resized to (rows, cols)
   c.data.channels = 1                         # folder, arrayrecord: 1 grayscale, 3 RGB
+  # shapes (procedural images, jepa_jax/data/shapes.py; data.image_size,
+  # data.channels and data.split_seed, its generator's seed, apply too):
+  c.data.shapes_train_size = 50_000           # images per split
+  c.data.shapes_val_size = 12_800            # 819,200 tokens at 64 a image: 100 a code at K = 8,192
+  c.data.shapes_classes = 8                   # object classes (2..10)
+  c.data.shapes_scale_range = (0.2, 0.32)     # main object's radius / image side
+  c.data.shapes_max_rotation = 180.0          # angle uniform in +-this, degrees
+  c.data.shapes_max_distractors = 4           # smaller objects, 0..this per image
+  c.data.shapes_distractor_scale_range = (0.07, 0.11)  # their radius / image side
+  c.data.shapes_backgrounds = ('flat', 'gradient', 'stripes', 'checker', 'noise')
   # Input pipeline: 'memory' (batches cut from in-memory arrays) or 'grain'
   # (the same batches through Grain; `folder` then decodes lazily). grain:
   # reader threads, and worker processes decoding (0: none).
@@ -257,6 +270,36 @@ def apply_arc(c):
   return c
 
 
+def apply_shapes(c):
+  """Switches a config to the procedural `shapes` images (data.md).
+
+  32x32 RGB at the default 50,000 train / 12,800 val images, cut into 4x4
+  patches: an 8x8 grid of 64 tokens, 4x digits' 16, so a step costs a few
+  times digits'. Masks: 2 target blocks of 3x3 tokens (14% of the image
+  each) and 32 context tokens (half the image) from a 7x7 block. The run
+  is shortened to SHAPES_EPOCHS epochs (one epoch is 781 steps at batch 64),
+  and the embedding metrics (over the whole val split) run once an epoch,
+  to bring a run at the default size near a quarter of an hour on a 2-core
+  CPU (the target; measured: 1,146 CPU-seconds, docs/data.md).
+  """
+  c.data.name = 'shapes'
+  c.data.image_size = (32, 32)
+  c.data.channels = 3
+  c.model.patch_embed = 'conv'
+  c.model.patch_size = 4
+  c.masking.num_target_blocks = 2
+  c.masking.target_block_size = (3, 3)
+  c.masking.context_block_size = (7, 7)
+  c.masking.num_context_tokens = 32
+  c.train.num_epochs = SHAPES_EPOCHS
+  c.train.warmup_epochs = min(c.train.warmup_epochs, 1)
+  c.train.embedding_metrics_every_steps = 781    # once an epoch: 12,800 val images each time
+  return c
+
+
+SHAPES_EPOCHS = 3
+
+
 # ViT sizes (Dosovitskiy et al. 2021; Touvron et al. 2021 for ViT-S):
 # (embed_dim, depth, num_heads).
 VIT_SIZES = {'vit_s16': (384, 12, 6), 'vit_b16': (768, 12, 12)}
@@ -337,7 +380,7 @@ def apply_tiny(c):
   return c
 
 
-VARIANTS = {'arc': apply_arc, 'tiny': apply_tiny,
+VARIANTS = {'arc': apply_arc, 'shapes': apply_shapes, 'tiny': apply_tiny,
             **{name: functools.partial(apply_vit, name=name) for name in VIT_SIZES}}
 
 

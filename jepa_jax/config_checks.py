@@ -92,12 +92,14 @@ def _data(cfg, check) -> None:
   check.integer('data.read_threads', 1, 'must be an integer >= 1')
   check.integer('data.workers', 0, 'must be an integer >= 0')
   check.integer('data.prefetch_to_device', 0, 'must be an integer >= 0')
-  if d.name in ('folder', 'arrayrecord'):
+  if d.name in ('folder', 'arrayrecord', 'shapes'):
     size = d.image_size
     check('data.image_size', len(size) == 2 and all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size),
           'must be a pair of positive integers (rows, cols)')
     check('data.channels', d.channels in (1, 3), 'must be 1 (grayscale) or 3 (RGB)')
+  if d.name == 'shapes':
+    data.shapes.check_config(cfg, check)
 
 
 def _model(cfg, check) -> None:

