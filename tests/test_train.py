@@ -197,7 +197,8 @@ def test_outputs_without_a_checkpoint_are_refused_unless_restart(tmp_path):
   before = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
   with pytest.raises(checkpoint.CheckpointError, match=(
       r'holds the outputs of a run \(final_state.msgpack, epoch_metrics.jsonl up to '
-      r'step 3, embedding_metrics.jsonl up to step 3\) but no usable checkpoint.*'
+      r'step 3, embedding_metrics.jsonl up to step 3, probe_metrics.jsonl up to step 3\) '
+      r'but no usable checkpoint.*'
       'checkpoint.restart=True')):
     train.train_and_evaluate(cfg, workdir)
   assert {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)} == before
