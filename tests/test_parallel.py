@@ -192,7 +192,7 @@ def test_two_processes_match_one_process_with_two_devices(runs):
   files = sorted(os.listdir(tmp / 'process0'))
   assert [f for f in files if not f.startswith('events.out.tfevents.')] == [
       'alerts.jsonl', 'checkpoints', 'config.json', 'embedding_metrics.jsonl',
-      'epoch_metrics.jsonl', 'final_state.msgpack', 'summary.json']
+      'epoch_metrics.jsonl', 'final_state.msgpack', 'probe_metrics.jsonl', 'summary.json']
   assert sum(f.startswith('events.out.tfevents.') for f in files) == 1   # TensorBoard
   assert sorted(os.listdir(tmp / 'process0' / 'checkpoints')) == ['3', '6']
   assert not os.path.exists(tmp / 'process1')
