@@ -19,6 +19,8 @@ or `python -m jepa_jax.evaluate`) and prints, per variant, over its seeds:
                      (probe_metrics.jsonl's holdout protocol), in points: 0
                      when the probe never falls below its best
   chance             the most frequent class's share
+  over BASE          with `--versus BASE`: the paired per-seed gain of the
+                     target encoder over BASE's at the same seeds (points)
 
 Every number is a mean over the seeds the variant has; a row names its seeds.
 """
@@ -89,17 +91,34 @@ def row(variant: str, evals: Dict[int, Dict]) -> Dict:
   }
 
 
-def markdown(rows: List[Dict]) -> str:
-  head = ('| variant | seeds | target | context | random init | pixels | '
-          'target over random init (points) | target over pixels (points) | '
-          'trajectory end − best (points) | chance |\n' + '|---' * 10 + '|\n')
+def add_versus(rows: List[Dict], evals: Dict[str, Dict[int, Dict]], base: str) -> None:
+  """Each row gets 'over_base': the paired gain of its target encoder's probe
+  over `base`'s at the seeds both have (None for `base` itself)."""
+  def target(v):
+    return {s: _probe(ev, 'target_encoder') for s, ev in evals[v].items()
+            if _probe(ev, 'target_encoder') is not None}
+  for r in rows:
+    common = set(target(r['variant'])) & set(target(base))
+    r['over_base'] = (None if r['variant'] == base or not common
+                      else seed_stats.paired(target(r['variant']), target(base)))
+
+
+def markdown(rows: List[Dict], base: Optional[str] = None) -> str:
+  extra = [f'target over {base} (points)'] if base else []
+  head = ('| ' + ' | '.join(['variant', 'seeds', 'target', 'context', 'random init', 'pixels',
+                              'target over random init (points)',
+                              'target over pixels (points)',
+                              'trajectory end − best (points)', 'chance', *extra]) + ' |\n'
+          + '|---' * (10 + len(extra)) + '|\n')
   lines = []
   for r in rows:
+    tail = [_fmt(r.get('over_base'), sign=True)] if base else []
     lines.append('| ' + ' | '.join([
         r['variant'], ','.join(map(str, r['seeds'])), _fmt(r['target']), _fmt(r['context']),
         _fmt(r['random_init']), _fmt(r['pixels']),
         _fmt(r['over_random_init'], sign=True), _fmt(r['over_pixels'], sign=True),
-        _fmt(r['end_minus_best_points'], scale=1.0, sign=True), _fmt(r['chance'])]) + ' |')
+        _fmt(r['end_minus_best_points'], scale=1.0, sign=True), _fmt(r['chance']),
+        *tail]) + ' |')
   return head + '\n'.join(lines) + '\n'
 
 
@@ -108,6 +127,7 @@ def main(argv=None) -> int:
                           description=__doc__.split('\n\n')[0])
   ap.add_argument('--workdir', required=True, help='an assessment folder')
   ap.add_argument('--variants', help='comma-separated (default: every folder that has runs)')
+  ap.add_argument('--versus', help='a variant every row is paired against (its target probe)')
   ap.add_argument('--out', help='also write the table (Markdown) and rows (JSON) here')
   args = ap.parse_args(argv)
   if not os.path.isdir(args.workdir):
@@ -115,10 +135,15 @@ def main(argv=None) -> int:
   variants = ([v.strip() for v in args.variants.split(',') if v.strip()] if args.variants
               else sorted(d for d in os.listdir(args.workdir)
                           if os.path.isdir(os.path.join(args.workdir, d))))
-  rows = [row(v, ev) for v in variants if (ev := load(args.workdir, v))]
+  evals = {v: ev for v in variants if (ev := load(args.workdir, v))}
+  rows = [row(v, ev) for v, ev in evals.items()]
   if not rows:
     ap.error(f'--workdir {args.workdir}: no eval.json under <variant>/seed_<s>/')
-  table = markdown(rows)
+  if args.versus:
+    if args.versus not in evals:
+      ap.error(f'--versus {args.versus}: no eval.json under {args.workdir}/{args.versus}/seed_<s>/')
+    add_versus(rows, evals, args.versus)
+  table = markdown(rows, args.versus)
   print(table, end='')
   if args.out:
     with open(args.out, 'w') as f:

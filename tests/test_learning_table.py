@@ -53,3 +53,18 @@ def test_command_prints_the_table_and_refuses_an_empty_folder(workdir, tmp_path_
                         f'--workdir={empty}'], capture_output=True, text=True)
   assert bad.returncode == 2 and 'no eval.json' in bad.stderr
   assert len(bad.stderr.strip().splitlines()) <= 2 and 'Traceback' not in bad.stderr
+
+
+def test_versus_pairs_each_variant_with_the_base_at_common_seeds(workdir):
+  for seed, target in ((0, 0.70), (1, 0.74), (5, 0.9)):
+    d = workdir / 'base' / f'seed_{seed}'
+    d.mkdir(parents=True)
+    (d / 'eval.json').write_text(json.dumps(_eval(target, 0.7, 0.9, [0.5])))
+  evals = {v: learning_table.load(str(workdir), v) for v in ('no_vq', 'base')}
+  rows = [learning_table.row(v, ev) for v, ev in evals.items()]
+  learning_table.add_versus(rows, evals, 'base')
+  assert rows[0]['over_base']['values'] == {0: pytest.approx(0.10), 1: pytest.approx(0.01)}
+  assert rows[1]['over_base'] is None
+  out = subprocess.run([sys.executable, '-m', 'experiments.learning_table',
+                        f'--workdir={workdir}', '--versus=nope'], capture_output=True, text=True)
+  assert out.returncode == 2 and '--versus nope' in out.stderr and 'Traceback' not in out.stderr
