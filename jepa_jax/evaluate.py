@@ -142,10 +142,14 @@ def load_trained_state(workdir: str):
 BATCH = 512                                      # images encoded at once
 
 
-def _features(encode, params, images, batch=BATCH):
-  toks = [np.asarray(encode(params, images[i:i + batch]))
-          for i in range(0, len(images), batch)]
-  return np.concatenate(toks)                     # (N, tokens, D)
+def _features(encode, params, images, batch=BATCH, pool=None):
+  """Tokens (N, tokens, D) of `images` encoded `batch` at a time, or with
+  `pool` (batch tokens, first index -> rows) each batch's pooled rows."""
+  out = []
+  for i in range(0, len(images), batch):
+    toks = np.asarray(encode(params, images[i:i + batch]))
+    out.append(toks if pool is None else pool(toks, i))
+  return np.concatenate(out)
 
 
 def _pool(tokens, valid):
@@ -232,10 +236,12 @@ def random_init_encoder(setup, image_shape, seed: int):
   return step_lib.init_state(setup, image_shape, seed)['params']['encoder']
 
 
-def encoder_tokens(setup, ds, param_sets):
+def encoder_tokens(setup, ds, param_sets, pooled=()):
   """({name: (train tokens, val tokens)} of every whole image of `ds` encoded
   unmasked by each parameter set of `param_sets`, (train validity, val
-  validity)): validity None unless the data is padded."""
+  validity)): validity None unless the data is padded. Names in `pooled`:
+  their per-image features (`_pool`) instead, pooled batch by batch (their
+  tokens are never all held at once)."""
   padded, patch = setup.padded, setup.cfg.model.patch_size
 
   def encode_fn(params, images):
@@ -246,10 +252,17 @@ def encoder_tokens(setup, ds, param_sets):
     return np.asarray(model_lib.token_validity(images, patch)) if padded else None
 
   encode = jax.jit(encode_fn)                    # one compile per batch shape
-  tokens = {name: (_features(encode, params, ds.train_images),
-                   _features(encode, params, ds.val_images))
+  splits = ((ds.train_images, validity(ds.train_images)),
+            (ds.val_images, validity(ds.val_images)))
+
+  def pool_of(valid):
+    return lambda toks, i: _pool(toks, None if valid is None else valid[i:i + len(toks)])
+
+  tokens = {name: tuple(_features(encode, params, images,
+                                  pool=pool_of(valid) if name in pooled else None)
+                        for images, valid in splits)
             for name, params in param_sets.items()}
-  return tokens, (validity(ds.train_images), validity(ds.val_images))
+  return tokens, (splits[0][1], splits[1][1])
 
 
 def _check_probeable(cfg, ds, knn_k) -> bool:
@@ -287,11 +300,13 @@ def evaluate_run(workdir: str, knn_k: int = 20,
   ds, info = probe_set.restrict(ds, max_images, cfg.seed)
   labelled = _check_probeable(cfg, ds, knn_k)
   padded = setup.padded
+  pooled = ('target_encoder', 'random_init')     # only the context's tokens kept
   tokens, (train_valid, val_valid) = encoder_tokens(setup, ds, {
       'context_encoder': state['params']['encoder'],
       'target_encoder': state['target_params'],
-      'random_init': random_init_encoder(setup, ds.image_shape, cfg.seed)})
-  feats = {name: (_pool(tr, train_valid), _pool(va, val_valid))
+      'random_init': random_init_encoder(setup, ds.image_shape, cfg.seed)}, pooled)
+  feats = {name: (tr, va) if name in pooled else (_pool(tr, train_valid),
+                                                  _pool(va, val_valid))
            for name, (tr, va) in tokens.items()}
   tokens = tokens['context_encoder']
   out: Dict[str, Any] = {
