@@ -218,3 +218,9 @@ def test_max_images_probes_one_seed_chosen_subset(tiny_run, tmp_path):
       _encode(setup, params, ds.val_images[va], 512), yva, k=ev['knn_k'])
   assert ev['chance'] == evaluate.probes.chance(np.concatenate([ytr, yva]))
   assert sum(ev['kmeans']['codebook']['sorted_counts']) == len(va) * setup.grid[0] * setup.grid[1]
+
+
+def test_max_images_below_two_per_fold_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='--max_images=9: must be >= 10'):
+    evaluate.evaluate_run(str(tmp_path), max_images=9)
+  assert evaluate.main(['--workdir', str(tmp_path), '--max_images', '9']) != 0
