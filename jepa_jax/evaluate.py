@@ -1,10 +1,13 @@
 """Downstream quality of a trained run's frozen features: WORKDIR/eval.json.
 
-    python -m jepa_jax.evaluate --workdir RUN_DIR [--knn_k 20]
+    python -m jepa_jax.evaluate --workdir RUN_DIR [--knn_k 20] [--max_images 10000]
 
 Loads the run's config (config.json) and final weights
-(`final_state.msgpack`, see `jepa_jax.final_state`), encodes every labelled
-image of the run's dataset whole (unmasked) with the frozen context encoder
+(`final_state.msgpack`, see `jepa_jax.final_state`), draws the probe set
+(`probe_set`: at most --max_images labelled images, default 10,000, chosen
+from the run's seed with the splits' proportions kept; every image of data
+that small, such as digits and ARC), encodes each of its images whole
+(unmasked), `BATCH` at a time, with the frozen context encoder
 and the frozen target (EMA) encoder, one feature per image = the mean of its
 token embeddings (the same features as the embedding metrics), and measures,
 training on the train split and scoring on the val split:
@@ -13,15 +16,16 @@ training on the train split and scoring on the val split:
                     on standardised features
   knn_acc           k-nearest-neighbour majority vote, cosine distance, k=20
 
-Probes are scored by 5-fold cross-validation over every labelled image
+Probes are scored by 5-fold cross-validation over the probe set's images
 (train and val splits together, folds shuffled with seed 0): each image is
 predicted once by a probe fitted on the other folds, so the accuracy rests
-on all N images, reported with its 95% interval `*_ci95` = 1.96 sqrt(p (1 -
+on all N of them (eval.json: `probe_images`, `probe_protocol`), reported with its 95% interval `*_ci95` = 1.96 sqrt(p (1 -
 p) / N) (normal approximation; ~ +/-2 points on the 1,797 digits).
 
 With VQ, how well the discrete codes ground the classes, from the code of
 every context-encoder token of the val images (the code the final
-quantizer assigns it, `quantizer.assign`) and the label of its image:
+quantizer assigns it, `quantizer.assign`) and the label of its image (the
+val images of the probe set: at most --max_images of them):
 
   code_label_nmi    normalized mutual information (arithmetic mean
                     normalisation, scikit-learn); 0 when codes say nothing
@@ -39,7 +43,7 @@ quantizer assigns it, `quantizer.assign`) and the label of its image:
 
 The same code metrics of a k-means baseline (`kmeans`): K centres (the
 quantizer's codes; without VQ `vq.codebook_size`) fitted on the context
-encoder's tokens of the train images (at most 20,000, k-means++ init, seed
+encoder's tokens of the probe set's train images (at most 20,000, k-means++ init, seed
 0), val tokens assigned to the nearest centre. With VQ it is fitted on the
 run's own tokens, so its codes and the quantizer's label the same tokens;
 without VQ it is the baseline of the VQ variants matched to the run.
@@ -89,6 +93,7 @@ from jepa_jax import data as data_lib
 from jepa_jax import final_state
 from jepa_jax import model as model_lib
 from jepa_jax import probe_cache
+from jepa_jax import probe_set
 from jepa_jax import probe_trajectory
 from jepa_jax import probes
 from jepa_jax import quantizer as quantizer_lib
@@ -134,10 +139,17 @@ def load_trained_state(workdir: str):
   return cfg, dataset, setup, final_state.load(workdir, target)
 
 
-def _features(encode, params, images, batch=512):
-  toks = [np.asarray(encode(params, images[i:i + batch]))
-          for i in range(0, len(images), batch)]
-  return np.concatenate(toks)                     # (N, tokens, D)
+BATCH = 512                                      # images encoded at once
+
+
+def _features(encode, params, images, batch=BATCH, pool=None):
+  """Tokens (N, tokens, D) of `images` encoded `batch` at a time, or with
+  `pool` (batch tokens, first index -> rows) each batch's pooled rows."""
+  out = []
+  for i in range(0, len(images), batch):
+    toks = np.asarray(encode(params, images[i:i + batch]))
+    out.append(toks if pool is None else pool(toks, i))
+  return np.concatenate(out)
 
 
 def _pool(tokens, valid):
@@ -224,10 +236,12 @@ def random_init_encoder(setup, image_shape, seed: int):
   return step_lib.init_state(setup, image_shape, seed)['params']['encoder']
 
 
-def encoder_tokens(setup, ds, param_sets):
+def encoder_tokens(setup, ds, param_sets, pooled=()):
   """({name: (train tokens, val tokens)} of every whole image of `ds` encoded
   unmasked by each parameter set of `param_sets`, (train validity, val
-  validity)): validity None unless the data is padded."""
+  validity)): validity None unless the data is padded. Names in `pooled`:
+  their per-image features (`_pool`) instead, pooled batch by batch (their
+  tokens are never all held at once)."""
   padded, patch = setup.padded, setup.cfg.model.patch_size
 
   def encode_fn(params, images):
@@ -238,41 +252,68 @@ def encoder_tokens(setup, ds, param_sets):
     return np.asarray(model_lib.token_validity(images, patch)) if padded else None
 
   encode = jax.jit(encode_fn)                    # one compile per batch shape
-  tokens = {name: (_features(encode, params, ds.train_images),
-                   _features(encode, params, ds.val_images))
+  splits = ((ds.train_images, validity(ds.train_images)),
+            (ds.val_images, validity(ds.val_images)))
+
+  def pool_of(valid):
+    return lambda toks, i: _pool(toks, None if valid is None else valid[i:i + len(toks)])
+
+  tokens = {name: tuple(_features(encode, params, images,
+                                  pool=pool_of(valid) if name in pooled else None)
+                        for images, valid in splits)
             for name, params in param_sets.items()}
-  return tokens, (validity(ds.train_images), validity(ds.val_images))
+  return tokens, (splits[0][1], splits[1][1])
 
 
 def _check_probeable(cfg, ds, knn_k) -> bool:
-  """Whether `ds` has class labels (else grid properties); ValueError when
-  --knn_k does not fit or there is nothing to probe."""
+  """Whether `ds` (the probe set) has class labels (else grid properties);
+  ValueError when --knn_k does not fit or there is nothing to probe."""
   n_fit = (len(ds.train_images) + len(ds.val_images)) * (NUM_FOLDS - 1) // NUM_FOLDS
   if not 1 <= knn_k <= n_fit:                    # refused, not clamped
     raise ValueError(f'--knn_k={knn_k}: must be in [1, {n_fit}] (the images a '
-                     f'cross-validation fold fits on, dataset {cfg.data.name!r})')
+                     f'cross-validation fold of the probe set fits on, dataset '
+                     f'{cfg.data.name!r})')
   labelled = ds.train_labels is not None and ds.val_labels is not None
   if not labelled and ds.num_colours is None:
     raise ValueError(f'dataset {cfg.data.name!r} has no labels: nothing to probe')
   return labelled
 
 
-def evaluate_run(workdir: str, knn_k: int = 20) -> Dict[str, Any]:
-  """Computes the downstream metrics of a run and writes eval.json."""
+def _protocol(info, num_images: int, seed: int) -> str:
+  if info['probe_images'] == num_images:
+    return f'{NUM_FOLDS}-fold CV over train + val'
+  return (f'{NUM_FOLDS}-fold CV over a fixed subset of train + val: '
+          f"{info['probe_images']} of {num_images} images "
+          f"({info['probe_train_images']} train, {info['probe_val_images']} val; "
+          f'numpy default_rng([{seed}, {probe_set.SEED_TAG:#x}]))')
+
+
+def evaluate_run(workdir: str, knn_k: int = 20,
+                 max_images: int = probe_set.MAX_IMAGES) -> Dict[str, Any]:
+  """Computes the downstream metrics of a run on its probe set (at most
+  `max_images` images, `probe_set`) and writes eval.json."""
+  if max_images < 2 * NUM_FOLDS:
+    raise ValueError(f'--max_images={max_images}: must be >= {2 * NUM_FOLDS} '
+                     f'(two images per cross-validation fold)')
   cfg, ds, setup, state = load_trained_state(workdir)
+  num_train, num_val = len(ds.train_images), len(ds.val_images)
+  ds, info = probe_set.restrict(ds, max_images, cfg.seed)
   labelled = _check_probeable(cfg, ds, knn_k)
   padded = setup.padded
+  pooled = ('target_encoder', 'random_init')     # only the context's tokens kept
   tokens, (train_valid, val_valid) = encoder_tokens(setup, ds, {
       'context_encoder': state['params']['encoder'],
       'target_encoder': state['target_params'],
-      'random_init': random_init_encoder(setup, ds.image_shape, cfg.seed)})
-  feats = {name: (_pool(tr, train_valid), _pool(va, val_valid))
+      'random_init': random_init_encoder(setup, ds.image_shape, cfg.seed)}, pooled)
+  feats = {name: (tr, va) if name in pooled else (_pool(tr, train_valid),
+                                                  _pool(va, val_valid))
            for name, (tr, va) in tokens.items()}
   tokens = tokens['context_encoder']
   out: Dict[str, Any] = {
       'weights': run_files.FINAL_STATE, 'dataset': cfg.data.name,
-      'num_train': int(len(ds.train_images)), 'num_val': int(len(ds.val_images)),
-      'knn_k': knn_k, 'probe_protocol': f'{NUM_FOLDS}-fold CV over train + val'}
+      'num_train': int(num_train), 'num_val': int(num_val), 'knn_k': knn_k,
+      'max_images': int(max_images), **info,
+      'probe_protocol': _protocol(info, num_train + num_val, cfg.seed)}
   val_codes = None
   if setup.vq_enabled:          # the codes the step would choose (any quantizer)
     val_codes = np.asarray(quantizer_lib.assign(
@@ -312,9 +353,12 @@ def main(argv=None) -> int:
                                'code-label NMI of a trained run -> eval.json')
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--knn_k', type=cli.positive_int, default=20)
+  ap.add_argument('--max_images', type=cli.positive_int, default=probe_set.MAX_IMAGES,
+                  help='labelled images probed at most (a seed-chosen subset of '
+                  'larger data; default %(default)s)')
   args = ap.parse_args(argv)
   try:
-    out = evaluate_run(args.workdir, args.knn_k)
+    out = evaluate_run(args.workdir, args.knn_k, args.max_images)
   except Exception as err:  # pylint: disable=broad-except
     status = cli.refused(err, also=(ValueError, OSError))
     if status is None:

@@ -13,13 +13,30 @@ from jepa_jax import step as step_lib
 from jepa_jax import vq as vq_lib
 
 
+KMEANS_SEED_TAG = 0x6b6d
+
+
+def kmeans_images(num_train: int, num_samples: int, seed: int) -> np.ndarray:
+  """The train images `kmeans_codebook` encodes: all of them when there are
+  at most `num_samples` (`vq.kmeans_num_samples`), else `num_samples` of them
+  drawn without replacement by numpy's default_rng([seed, KMEANS_SEED_TAG]),
+  sorted: enough for every sampled token to come from its own image, however
+  large the (lazy) split is."""
+  if num_train <= num_samples:
+    return np.arange(num_train)
+  rng = np.random.default_rng([seed, KMEANS_SEED_TAG])
+  return np.sort(rng.choice(num_train, num_samples, replace=False))
+
+
 def kmeans_codebook(cfg, setup, dataset, encoder_params, vq_params=None) -> vq_lib.VQState:
-  """Codebook from k-means++ (+ Lloyd) on the encoder's token embeddings of
-  the training images (whole images), a function of the config and seed;
-  fitted in the quantizer's space (`quantizer.kmeans_state`).
+  """Codebook from k-means++ (+ Lloyd) on `vq.kmeans_num_samples` token
+  embeddings of training images (whole images; at most that many images,
+  `kmeans_images`), a function of the config and seed; fitted in the
+  quantizer's space (`quantizer.kmeans_state`).
   Padded colour-id data: valid tokens only, encoded with padding masked out
   of attention as in the step."""
   patch = cfg.model.patch_size
+  ids = kmeans_images(len(dataset.train_images), cfg.vq.kmeans_num_samples, cfg.seed)
 
   @jax.jit
   def encode(images):
@@ -28,11 +45,11 @@ def kmeans_codebook(cfg, setup, dataset, encoder_params, vq_params=None) -> vq_l
     return z, valid
 
   chunks = []
-  for i in range(0, len(dataset.train_images), 256):
-    z, valid = jax.device_get(encode(dataset.train_images[i:i + 256]))
+  for i in range(0, len(ids), 256):               # a lazy split read 256 at a time
+    z, valid = jax.device_get(encode(dataset.train_images[ids[i:i + 256]]))
     chunks.append(z[valid] if setup.padded else z.reshape(-1, z.shape[-1]))
   tokens = np.concatenate(chunks)
-  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x6b6d)
+  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), KMEANS_SEED_TAG)
   k_pick, k_fit = jax.random.split(key)
   n = min(cfg.vq.kmeans_num_samples, len(tokens))
   picked = tokens[np.asarray(jax.random.permutation(k_pick, len(tokens))[:n])]

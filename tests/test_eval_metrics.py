@@ -179,3 +179,48 @@ def test_probe_trajectory_points_are_probes_of_the_states_fitted_by_hand(tiny_ru
   assert summary['linear_target_best'] == best
   assert summary['linear_target_best_step'] == next(
       r['step'] for r in logged if r['linear_target'] == best)
+
+
+def test_digits_are_probed_whole_as_before(tiny_run):
+  """Digits (1,797 images) are under --max_images: every image probed, the
+  protocol string and the pixel probe those of the uncapped evaluation."""
+  cfg, _, ev = tiny_run
+  from jepa_jax import data as data_lib  # noqa: PLC0415
+  ds = data_lib.load_dataset(cfg)
+  n = len(ds.train_images) + len(ds.val_images)
+  assert ev['probe_images'] == n == ev['num_train'] + ev['num_val'] < ev['max_images']
+  assert ev['probe_protocol'] == '5-fold CV over train + val'
+  assert ev['pixels'] == evaluate.probe_scores(ds.train_images, ds.train_labels,
+                                               ds.val_images, ds.val_labels, k=ev['knn_k'])
+
+
+def test_max_images_probes_one_seed_chosen_subset(tiny_run, tmp_path):
+  """Over --max_images every probe uses the subset `probe_set.choose` draws
+  from the run's seed (train and val proportions kept)."""
+  import shutil  # noqa: PLC0415
+  from jepa_jax import probe_set  # noqa: PLC0415
+  cfg, path, full = tiny_run
+  run = str(tmp_path / 'run')
+  shutil.copytree(path, run)
+  ev = evaluate.evaluate_run(run, max_images=400)
+  _, ds, setup, state = evaluate.load_trained_state(run)
+  tr, va = probe_set.choose(len(ds.train_images), len(ds.val_images), 400, cfg.seed)
+  assert (ev['probe_images'], ev['probe_train_images'], ev['probe_val_images']) == (
+      400, len(tr), len(va)) and len(tr) == round(400 * ev['num_train'] / 1797)
+  assert ev['num_train'] == full['num_train'] and '400 of 1797 images' in ev['probe_protocol']
+  assert json.load(open(f'{run}/eval.json'))['probe_images'] == 400
+  ytr, yva = ds.train_labels[tr], ds.val_labels[va]
+  assert ev['pixels'] == evaluate.probe_scores(ds.train_images[tr], ytr, ds.val_images[va],
+                                               yva, k=ev['knn_k'])
+  params = state['params']['encoder']
+  assert ev['context_encoder'] == evaluate.probe_scores(
+      _encode(setup, params, ds.train_images[tr], 512), ytr,
+      _encode(setup, params, ds.val_images[va], 512), yva, k=ev['knn_k'])
+  assert ev['chance'] == evaluate.probes.chance(np.concatenate([ytr, yva]))
+  assert sum(ev['kmeans']['codebook']['sorted_counts']) == len(va) * setup.grid[0] * setup.grid[1]
+
+
+def test_max_images_below_two_per_fold_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='--max_images=9: must be >= 10'):
+    evaluate.evaluate_run(str(tmp_path), max_images=9)
+  assert evaluate.main(['--workdir', str(tmp_path), '--max_images', '9']) != 0
