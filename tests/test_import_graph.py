@@ -21,7 +21,8 @@ LAYERS = (
         'restart', 'cli', 'prefetch', 'probe_cache'}),
     ('maths: pure functions of arrays, models, the optimizer', {
         'distances', 'vq', 'anticollapse', 'losses', 'metrics', 'masking',
-        'codebook_health', 'model', 'optimizer', 'probes', 'code_metrics', 'seed_stats'}),
+        'codebook_health', 'model', 'optimizer', 'probes', 'code_metrics', 'seed_stats',
+        'probe_set'}),
     ('data sources', {
         'data.dataset', 'data.batches', 'data.lazy', 'data.arc', 'data.digits',
         'data.files', 'data.arrayrecord', 'data.grain_pipeline', 'data.grid_properties',
