@@ -108,7 +108,7 @@ def test_evaluate_knn_k_out_of_range_is_refused_not_clamped(tmp_path, capsys):
   assert evaluate.main(['--workdir', str(tmp_path), '--knn_k', str(n + 1)]) == 2
   assert capsys.readouterr().err == (
       f"error: --knn_k={n + 1}: must be in [1, {n}] (the images a cross-validation "
-      "fold fits on, dataset 'digits')\n")
+      "fold of the probe set fits on, dataset 'digits')\n")
   assert not (tmp_path / 'eval.json').exists()
 
 
