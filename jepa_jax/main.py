@@ -15,16 +15,23 @@ from jepa_jax import interrupts   # stdlib only: signal handlers from the start
 if __name__ == '__main__':
   interrupts.install()
 
-from absl import app  # noqa: E402
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
+try:          # a requirement missing (not installed): one line, not a traceback
+  from absl import app  # noqa: E402
+  from absl import flags
+  from absl import logging
+  from ml_collections import config_flags
 
-from jepa_jax import cli
-from jepa_jax import flag_parsing
-from jepa_jax import stages
-from jepa_jax import train
-from jepa_jax import usage
+  from jepa_jax import cli
+  from jepa_jax import flag_parsing
+  from jepa_jax import stages
+  from jepa_jax import train
+  from jepa_jax import usage
+except ModuleNotFoundError as err:
+  if __name__ != '__main__' or (err.name or '').startswith('jepa_jax'):
+    raise
+  sys.stderr.write(f'error: the package {err.name!r} is missing: install jepa_jax '
+                   "and its requirements first (pip install -e . in the repository)\n")
+  raise SystemExit(2)
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (configs/*.py[:variant]) or YAML config (*.yaml[:variant]).')

@@ -252,3 +252,18 @@ def test_a_damaged_record_read_during_training_names_its_shard(packed, tmp_path)
   assert len(reader) == 8 and reader(0).shape == (8, 8, 3)     # shard 0 reads
   with pytest.raises(data.DataError, match=f'damaged ArrayRecord shard {paths[1]}: '):
     reader(4)                                    # shard 1, record 0
+
+
+def test_a_missing_requirement_is_one_line_not_a_traceback(tmp_path):
+  """`python -m jepa_jax.main` where a requirement is not installed (absl
+  blocked in sys.modules): one error line naming the package, status 2."""
+  code = ("import sys, runpy; sys.modules['absl'] = None; "
+          "sys.argv = ['jepa_jax.main', '--config=configs/gentle.py:tiny', "
+          f"'--workdir={tmp_path / 'w'}']; runpy.run_module('jepa_jax.main', run_name='__main__')")
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert out.returncode == 2 and lines == [
+      "error: the package 'absl' is missing: install jepa_jax and its requirements first "
+      "(pip install -e . in the repository)"], out.stderr
+  assert not (tmp_path / 'w').exists()
