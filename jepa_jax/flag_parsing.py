@@ -44,7 +44,8 @@ def config_spec_and_keys(argv):
 
 
 def yaml_argv(argv):
-  """`argv` with a YAML `--config=` spec as `configs/yaml_config.py:SPEC`."""
+  """`argv` with `--config FILE` joined into `--config=FILE` and a YAML
+  `--config=` spec as `configs/yaml_config.py:SPEC`."""
   out, args = [argv[0]], list(argv[1:])
   i = 0
   while i < len(args):
@@ -54,7 +55,9 @@ def yaml_argv(argv):
       break
     name, eq, value = arg.partition('=')
     if name in ('--config', '-config') and not eq and i + 1 < len(args):
-      name, eq, value, i = name, '=', args[i + 1], i + 1
+      i += 1                                   # `--config FILE`: one `--config=FILE`
+      eq, value = '=', args[i]
+      arg = f'{name}={value}'
     if name in ('--config', '-config') and eq and yaml_config.is_yaml(value):
       arg = f'{name}={YAML_CONFIG_FILE}:{value}'
     out.append(arg)
