@@ -43,6 +43,7 @@ ADDED = (
     'data.shapes_train_size', 'data.shapes_val_size', 'data.shapes_classes',
     'data.shapes_scale_range', 'data.shapes_max_rotation', 'data.shapes_max_distractors',
     'data.shapes_distractor_scale_range', 'data.shapes_backgrounds',
+    'vq.ibq_temperature', 'vq.assignment', 'vq.sinkhorn_epsilon', 'vq.sinkhorn_iters',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

@@ -137,7 +137,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
     if setup.vq_enabled:
       pred_in, codes, vq_aux = quantizer_lib.quantize(
           spec, quantizer_lib.raw_codebook(spec, state.get('vq'), trainables),
-          trainables.get('vq_params'), v['z'])
+          trainables.get('vq_params'), v['z'], weights=flat(v['ctx_valid']))
       if not snap:
         pred_in = quantizer_lib.decode(spec, trainables.get('vq_params'), vq_aux['u'])
     pred = setup.predictor.apply(params['predictor'], pred_in, v['ctx_idx'],

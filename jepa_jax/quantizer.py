@@ -16,8 +16,12 @@ For encoder tokens z (..., D) the layer computes
   vq:  E = n(C)  or  n(C W_s)        the codebook; SimVQ: C a frozen random
                                      basis (state), W_s a learned map
        k = argmin_k ||u - E_k||^2,  q = E_k
+                                     (or k = Sinkhorn's balanced codes,
+                                     `vq.assignment`, `assignment.sinkhorn_codes`)
        q~ = u + sg(q - u)            straight-through (VQ-VAE), or
-       q~ = sg(lambda R) u           the rotation trick (`vq.estimator`)
+       q~ = sg(lambda R) u           the rotation trick (`vq.estimator`), or
+       q~ = (h - sg(p) + p) E        index backpropagation (IBQ,
+                                     `assignment.ibq_estimator`)
   fsq: q~, k = fsq_quantize(u)       codes index the prod(fsq_levels) grid points
   out = q~ W_out + b_out             project out (back to D) when projected in
 
@@ -48,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jepa_jax import anticollapse as ac
+from jepa_jax import assignment as assignment_lib
 from jepa_jax import losses as losses_lib
 from jepa_jax import vq as vq_lib
 # The layer's description, made by make_spec (re-exported: quantizer.Spec, ...).
@@ -189,10 +194,13 @@ def codebook(spec: Spec, raw, params):
   return ac.l2_normalize(e) if spec.l2 else e
 
 
-def quantize(spec: Spec, raw_codebook, params, z
+def quantize(spec: Spec, raw_codebook, params, z, weights=None, nearest: bool = False
              ) -> Tuple[jax.Array, jax.Array, Dict[str, Any]]:
   """(out (..., D), codes (...,) int32, aux) for encoder tokens z (..., D).
 
+  With `vq.assignment='sinkhorn'` the codes are the batch's balanced
+  assignment (weights: z's leading shape, padded tokens 0), unless `nearest`
+  (evaluation: every token its nearest code, as `assign` gives).
   aux: 'u' (the quantizer-space inputs, with gradient), 'quantized' (q, with
   the gradient to the codebook, for the codebook loss; FSQ: its grid values),
   'codebook' (E as looked up, with gradient; None for FSQ). Default spec:
@@ -204,11 +212,20 @@ def quantize(spec: Spec, raw_codebook, params, z
     return _out(spec, decode(spec, params, q_st), z), codes, {
         'u': u, 'quantized': aux['quantized'], 'codebook': None}
   e = codebook(spec, raw_codebook, params)
+  given = None
+  if spec.assignment == 'sinkhorn' and not nearest:
+    given = assignment_lib.sinkhorn_codes(u, e, spec.sinkhorn_epsilon,
+                                          spec.sinkhorn_iters, weights)
   q_st, codes, aux = vq_lib.quantize(
       vq_lib.VQState(codebook=e, cluster_size=None, embed_sum=None, usage=None,
-                     step=None), u)
+                     step=None), u, codes=given)
   if spec.rotation:
     q_st = ac.rotation_trick(u, aux['quantized'])
+  elif spec.ibq:
+    # q~ is also the codebook loss's q: ||sg(u) - q~||^2 then trains every
+    # code through the softmax (IBQ's ||q~ - u||^2 term, codebook side).
+    q_st = assignment_lib.ibq_estimator(u, e, codes, spec.ibq_temperature)
+    aux = dict(aux, quantized=q_st)
   return _out(spec, decode(spec, params, q_st), z), codes, {
       'u': u, 'quantized': aux['quantized'], 'codebook': e}
 
