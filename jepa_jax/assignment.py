@@ -120,8 +120,11 @@ def sinkhorn_codes(u, codebook, epsilon: float = 0.1, num_iters: int = 5,
 
   A batch's tokens are thus spread over the codebook as evenly as the
   distances allow: as epsilon -> 0 with enough iterations and N a multiple
-  of K, the codes are an optimal balanced assignment; as epsilon grows the
-  offsets fade and the codes become the nearest ones. The assignment
+  of K, the codes are an optimal balanced assignment (min sum of costs with
+  N/K tokens per code); a batch whose nearest codes are already balanced
+  keeps them. It is not nearest-code assignment at any epsilon (as epsilon
+  grows, beta_k -> mean_i C'_ik / epsilon + const, so each code's cost is
+  measured against its mean cost over the batch). The assignment
   depends on the whole batch (it is a training-time assignment); weights
   (u's leading shape, >= 0) give padded tokens no mass. Stop-gradient'ed.
   Defaults are OptVQ's released configs (epsilon 10 there multiplies the
