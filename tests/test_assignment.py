@@ -248,3 +248,26 @@ def test_ibq_on_an_ema_codebook_is_one_line_before_anything_is_written(tmp_path)
   assert lines == ["config error: config.vq.estimator='ibq': 'ibq' trains every code "
                    'by gradient; an EMA codebook takes none: set vq.ema_decay=None']
   assert not work.exists() or not os.listdir(work)
+
+
+def test_jepa_train_step_with_balanced_codes_and_ibq():
+  """Both remedies in the JEPA step (one compile each; gradient codebook, no
+  weight decay on it, no refresh): with nearest codes and straight-through
+  only the rows of codes the batch used move in one step; IBQ moves every
+  row; so do balanced codes (16 images x 8 context tokens = 128 tokens
+  spread over all 32 codes)."""
+  from test_quantizer import _run  # noqa: PLC0415  (the tiny step runner)
+  moved = {}
+  for assignment, est in (('nearest', 'straight_through'), ('nearest', 'ibq'),
+                          ('sinkhorn', 'straight_through')):
+    cfg = _tiny(**{'vq.assignment': assignment, 'vq.estimator': est,
+                   'vq.ema_decay': None, 'vq.refresh_enabled': False})
+    setup, s0, states, metrics, _, _ = _run(cfg, num_steps=1)
+    assert setup.quantizer.assignment == assignment
+    assert all(np.isfinite(m['loss']) for m in metrics)
+    delta = np.abs(states[0]['vq'].codebook - s0['vq'].codebook).max(axis=1)
+    moved[assignment, est] = int((delta > 0).sum())
+  k = cfg.vq.codebook_size
+  assert 0 < moved['nearest', 'straight_through'] < k
+  assert moved['nearest', 'ibq'] == k
+  assert moved['sinkhorn', 'straight_through'] == k
