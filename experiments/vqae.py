@@ -273,6 +273,20 @@ class AE:
     return jnp.mean(jnp.square(recon - images)), codes
 
 
+def ibq_reach(ae: 'AE', ts, images, temperature: float) -> Dict[str, float]:
+  """How far IBQ's softmax spreads over the codes on `images`' tokens:
+  p_i = softmax_k(-||u_i - E_k||^2 / T) (the estimator's, `assignment.ibq_estimator`);
+  'off_mass': mean_i (1 - max_k p_ik), the share of the gradient weight not on
+  the chosen code; 'codes_reached': #{k: max_i p_ik > 1e-3} / K, the codes
+  some token passes more than 1e-3 of its weight to."""
+  _, _, aux = ae._forward(ae.trainables(ts), ts['vq'], images, True)  # noqa: SLF001
+  u = aux['u'].reshape(-1, ae.spec.dim)
+  logits = -jnp.sum(jnp.square(u[:, None] - aux['codebook'][None]), -1) / temperature
+  p = jax.nn.softmax(logits, axis=-1)
+  return {'off_mass': float(jnp.mean(1.0 - p.max(-1))),
+          'codes_reached': float(jnp.mean(p.max(0) > 1e-3))}
+
+
 def train(cfg, train_images, val_images, ae: Optional[AE] = None) -> Dict[str, Any]:
   """Trains one config; returns final val/train usage, perplexity, MSE and the
   val usage curve (every `ae.eval_every` steps, and at step 0)."""
@@ -280,6 +294,9 @@ def train(cfg, train_images, val_images, ae: Optional[AE] = None) -> Dict[str, A
   k = ae.spec.num_codes
   t0 = time.time()
   ts = ae.init(train_images)
+  reach = {}
+  if ae.spec.ibq:
+    reach['ibq_reach_start'] = ibq_reach(ae, ts, val_images, ae.spec.ibq_temperature)
   a = cfg.ae
   per_epoch = len(train_images) // a.batch_size
   curve, history, step = [], [], 0
@@ -306,6 +323,8 @@ def train(cfg, train_images, val_images, ae: Optional[AE] = None) -> Dict[str, A
          'train_usage': tr['usage'], 'train_perplexity': tr['perplexity'],
          'num_codes': k, 'final_losses': history[-1] if history else {},
          'curve': curve, 'wall_s': time.time() - t0}
+  if ae.spec.ibq:
+    out.update(reach, ibq_reach_end=ibq_reach(ae, ts, val_images, ae.spec.ibq_temperature))
   if ae.spec.has_state:
     e = np.asarray(qz.codebook(ae.spec, ts['vq'].codebook, ts['vq_params']))
     _, u_codes, aux = ae._forward(ae.trainables(ts), ts['vq'], val_images, True)  # noqa: SLF001
