@@ -142,6 +142,9 @@ def build():
   c.vq.assignment = 'nearest'
   c.vq.sinkhorn_epsilon = 0.1
   c.vq.sinkhorn_iters = 5
+  # 'context', or 'target': the EMA codebook learns from the target encoder's
+  # whole-image tokens (the codes' population) instead of the masked context.
+  c.vq.update_source = 'context'
   # The encoder also gets the predictor's gradient unchanged, around the
   # projection and snap (out = decode(q) + z - sg(z)); projected or cosine layers.
   c.vq.identity_gradient = False

@@ -206,7 +206,8 @@ def _quantizer(cfg, check) -> None:
 
 
 def _assignment(cfg, check) -> None:
-  """vq.assignment / sinkhorn_* and the IBQ estimator (jepa_jax/assignment.py)."""
+  """vq.assignment / sinkhorn_*, the IBQ estimator (jepa_jax/assignment.py)
+  and vq.update_source (quantizer.update_state)."""
   v = cfg.vq
   check('vq.assignment', v.assignment in ('nearest', 'sinkhorn'),
         "must be 'nearest' or 'sinkhorn'")
@@ -215,6 +216,12 @@ def _assignment(cfg, check) -> None:
     check.positive_int('vq.sinkhorn_iters')
     check('vq.assignment', v.quantizer == 'vq',
           "does not apply to vq.quantizer='fsq' (no codebook): use 'nearest'")
+  check('vq.update_source', v.update_source in ('context', 'target'),
+        "must be 'context' or 'target'")
+  if v.update_source == 'target':
+    check('vq.update_source', v.quantizer == 'vq' and v.ema_decay is not None,
+          "'target' feeds the EMA codebook update; it needs vq.quantizer='vq' and "
+          "an EMA codebook (vq.ema_decay not None): use 'context'")
   if v.estimator == 'ibq':
     check('vq.ibq_temperature', check.number('vq.ibq_temperature') > 0, 'must be > 0')
     check('vq.estimator', v.ema_decay is None or v.quantizer == 'fsq',

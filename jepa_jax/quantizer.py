@@ -37,7 +37,8 @@ FSQ, which has no codebook): a `vq.VQState` in the quantizer space; with SimVQ
 its codebook is the frozen basis C.
 
 After each step `update_state` applies, in this order: the EMA update
-(`vq.ema_update`) or the gradient-mode bookkeeping (`vq.count_usage`);
+(`vq.ema_update`; on the target encoder's whole-image tokens with
+`vq.update_source='target'`) or the gradient-mode bookkeeping (`vq.count_usage`);
 interval refresh (`vq.refresh`, or `anticollapse.refresh_far`; on the
 `anticollapse.refresh_due` schedule with a warm-up); CVQ re-anchoring (`anticollapse.update_usage_ema`,
 `anticollapse.reanchor`); l2 normalisation of an EMA codebook
@@ -329,7 +330,8 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
                  step, refresh_key, axis_name: Optional[Hashable] = None,
                  weights=None, weights_global=None,
                  refresh_tokens: Optional[Callable] = None,
-                 ema_decay=None, simvq_map=None) -> vq_lib.VQState:
+                 ema_decay=None, simvq_map=None, update_tokens=None,
+                 update_weights=None) -> vq_lib.VQState:
   """The codebook state after one train step (see the module docstring).
 
   u / codes / weights: this device's quantizer-space inputs, codes and row
@@ -345,10 +347,17 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
   `Spec.ema_decay_schedule='learning_rate'`); None: `Spec.ema_decay`.
   simvq_map: SimVQ's learned map W after this step (SimVQ only): refresh
   then restarts codes in the code space, see `_refresh_simvq`.
+  update_tokens (..., d) / update_weights: with `vq.update_source='target'`,
+  the tokens the EMA update learns from, with their nearest codes, instead
+  of u and its codes (the target encoder's whole-image tokens); the usage
+  counts, and so refresh's dead-code test, then count those tokens' codes.
   """
   before = state
   if spec.ema:
     decay = spec.ema_decay if ema_decay is None else ema_decay
+    if update_tokens is not None:       # the target tokens and their nearest codes
+      u, weights = update_tokens, update_weights
+      codes = vq_lib.nearest_codes(state.codebook, jax.lax.stop_gradient(u))[0]
     state = vq_lib.ema_update(state, u, codes, decay, spec.epsilon,
                               axis_name=axis_name, weights=weights)
   else:

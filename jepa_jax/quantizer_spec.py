@@ -58,6 +58,7 @@ class Spec:
   assignment: str         # 'nearest', or 'sinkhorn' (`assignment.sinkhorn_codes`)
   sinkhorn_epsilon: float
   sinkhorn_iters: int
+  update_source: str      # EMA update from 'context' tokens or 'target' whole-image tokens
   identity_gradient: bool  # out = decode(q) + z - sg(z): z gets the gradient unchanged too
   levels: Tuple[int, ...]  # FSQ levels
   init_scale: float       # e_k ~ N(0, init_scale^2 I) at initialisation
@@ -133,7 +134,7 @@ def make_spec(cfg) -> Optional[Spec]:
               rotation=v.estimator == 'rotation', identity_gradient=bool(v.identity_gradient),
               ibq=v.estimator == 'ibq', ibq_temperature=float(v.ibq_temperature),
               assignment=v.assignment, sinkhorn_epsilon=float(v.sinkhorn_epsilon),
-              sinkhorn_iters=int(v.sinkhorn_iters),
+              sinkhorn_iters=int(v.sinkhorn_iters), update_source=v.update_source,
               levels=levels,
               init_scale=float(v.init_scale), init=v.init, kmeans_iters=v.kmeans_iters,
               kmeans_num_samples=v.kmeans_num_samples, ema_decay=v.ema_decay,
