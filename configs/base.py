@@ -139,7 +139,16 @@ def build():
   c.vq.l2_normalize = False             # cosine codes and inputs
   c.vq.codebook_dim = config_dict.placeholder(int)  # None: embed_dim; else project
   c.vq.simvq = False                    # frozen random basis x learned linear map
-  c.vq.estimator = 'straight_through'   # or 'rotation' (rotation trick)
+  c.vq.estimator = 'straight_through'   # or 'rotation' (rotation trick), 'ibq'
+  c.vq.ibq_temperature = 2.0            # 'ibq': softmax over -||u - e_k||^2 / T
+  # 'nearest', or 'sinkhorn': balanced codes of each batch (OptVQ's entropic
+  # OT on standardised distances; epsilon 0.1 and 5 iterations as OptVQ's).
+  c.vq.assignment = 'nearest'
+  c.vq.sinkhorn_epsilon = 0.1
+  c.vq.sinkhorn_iters = 5
+  # 'context', or 'target': the EMA codebook learns from the target encoder's
+  # whole-image tokens (the codes' population) instead of the masked context.
+  c.vq.update_source = 'context'
   # The encoder also gets the predictor's gradient unchanged, around the
   # projection and snap (out = decode(q) + z - sg(z)); projected or cosine layers.
   c.vq.identity_gradient = False

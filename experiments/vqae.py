@@ -68,6 +68,13 @@ METHODS: Dict[str, Dict[str, Any]] = {
     'reanchor': {'vq.reanchor': True},
     'entropy': {'loss.entropy_weight': 0.1},
     'fsq': {'vq.quantizer': 'fsq'},
+    # Issue 28's remedies (jepa_jax/assignment.py): balanced (Sinkhorn) codes
+    # with the EMA or the gradient codebook, and IBQ's gradient to every code.
+    'sinkhorn': {'vq.assignment': 'sinkhorn'},
+    'sinkhorn_grad': {'vq.assignment': 'sinkhorn', 'vq.ema_decay': None},
+    'ibq': {'vq.estimator': 'ibq', 'vq.ema_decay': None},
+    'ibq_identity': {'vq.estimator': 'ibq', 'vq.ema_decay': None,
+                     'vq.identity_gradient': True},
 }
 # FSQ levels per implicit codebook size (Mentzer et al. 2023, Table 1 style).
 FSQ_LEVELS = {64: (4, 4, 4), 128: (8, 4, 4), 256: (8, 8, 4), 768: (8, 8, 4, 3)}
@@ -210,13 +217,15 @@ class AE:
     return (enc, dec, qz.init_params(self.spec, k_par),
             qz.init_state(self.spec, k_vq))
 
-  def _forward(self, tr, vq_state, images):
-    """(x^, codes, quantizer aux) with the layer's straight-through output."""
+  def _forward(self, tr, vq_state, images, nearest: bool = False):
+    """(x^, codes, quantizer aux) with the layer's straight-through output;
+    `nearest`: every token its nearest code (evaluation; with
+    `vq.assignment='sinkhorn'` training uses the batch's balanced codes)."""
     z = self.enc.apply(tr['enc'], images)
     raw = None
     if self.spec.has_state:
       raw = tr['codebook'] if self.spec.codebook_trainable else vq_state.codebook
-    out, codes, aux = qz.quantize(self.spec, raw, tr['vq_params'], z)
+    out, codes, aux = qz.quantize(self.spec, raw, tr['vq_params'], z, nearest=nearest)
     return self.dec.apply(tr['dec'], out), codes, aux
 
   def _loss(self, tr, vq_state, images):
@@ -258,9 +267,24 @@ class AE:
     return new, metrics
 
   def _evaluate(self, ts, images):
-    """(recon MSE, codes (N, 16)) of images with the current model."""
-    recon, codes, _ = self._forward(self.trainables(ts), ts['vq'], images)
+    """(recon MSE, codes (N, 16)) of images with the current model, every
+    token snapped to its nearest code (as `quantizer.assign` counts usage)."""
+    recon, codes, _ = self._forward(self.trainables(ts), ts['vq'], images, nearest=True)
     return jnp.mean(jnp.square(recon - images)), codes
+
+
+def ibq_reach(ae: 'AE', ts, images, temperature: float) -> Dict[str, float]:
+  """How far IBQ's softmax spreads over the codes on `images`' tokens:
+  p_i = softmax_k(-||u_i - E_k||^2 / T) (the estimator's, `assignment.ibq_estimator`);
+  'off_mass': mean_i (1 - max_k p_ik), the share of the gradient weight not on
+  the chosen code; 'codes_reached': #{k: max_i p_ik > 1e-3} / K, the codes
+  some token passes more than 1e-3 of its weight to."""
+  _, _, aux = ae._forward(ae.trainables(ts), ts['vq'], images, True)  # noqa: SLF001
+  u = aux['u'].reshape(-1, ae.spec.dim)
+  logits = -jnp.sum(jnp.square(u[:, None] - aux['codebook'][None]), -1) / temperature
+  p = jax.nn.softmax(logits, axis=-1)
+  return {'off_mass': float(jnp.mean(1.0 - p.max(-1))),
+          'codes_reached': float(jnp.mean(p.max(0) > 1e-3))}
 
 
 def train(cfg, train_images, val_images, ae: Optional[AE] = None) -> Dict[str, Any]:
@@ -270,6 +294,9 @@ def train(cfg, train_images, val_images, ae: Optional[AE] = None) -> Dict[str, A
   k = ae.spec.num_codes
   t0 = time.time()
   ts = ae.init(train_images)
+  reach = {}
+  if ae.spec.ibq:
+    reach['ibq_reach_start'] = ibq_reach(ae, ts, val_images, ae.spec.ibq_temperature)
   a = cfg.ae
   per_epoch = len(train_images) // a.batch_size
   curve, history, step = [], [], 0
@@ -296,9 +323,11 @@ def train(cfg, train_images, val_images, ae: Optional[AE] = None) -> Dict[str, A
          'train_usage': tr['usage'], 'train_perplexity': tr['perplexity'],
          'num_codes': k, 'final_losses': history[-1] if history else {},
          'curve': curve, 'wall_s': time.time() - t0}
+  if ae.spec.ibq:
+    out.update(reach, ibq_reach_end=ibq_reach(ae, ts, val_images, ae.spec.ibq_temperature))
   if ae.spec.has_state:
     e = np.asarray(qz.codebook(ae.spec, ts['vq'].codebook, ts['vq_params']))
-    _, u_codes, aux = ae._forward(ae.trainables(ts), ts['vq'], val_images)  # noqa: SLF001
+    _, u_codes, aux = ae._forward(ae.trainables(ts), ts['vq'], val_images, True)  # noqa: SLF001
     u = np.asarray(aux['u']).reshape(-1, ae.spec.dim)
     out['code_rms'] = float(np.sqrt(np.mean(e ** 2)))
     out['token_rms'] = float(np.sqrt(np.mean(u ** 2)))

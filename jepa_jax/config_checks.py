@@ -167,14 +167,15 @@ def _quantizer(cfg, check) -> None:
   """The anti-collapse keys of config.vq / config.loss (see jepa_jax/quantizer.py)."""
   v = cfg.vq
   check('vq.quantizer', v.quantizer in ('vq', 'fsq'), "must be 'vq' or 'fsq'")
-  check('vq.estimator', v.estimator in ('straight_through', 'rotation'),
-        "must be 'straight_through' or 'rotation'")
+  check('vq.estimator', v.estimator in ('straight_through', 'rotation', 'ibq'),
+        "must be 'straight_through', 'rotation' or 'ibq'")
+  _assignment(cfg, check)
   for key in ('vq.l2_normalize', 'vq.simvq', 'vq.reanchor', 'vq.identity_gradient'):
     check.flag(key)
   check('vq.identity_gradient', not v.identity_gradient or v.quantizer == 'fsq'
-        or v.codebook_dim is not None or v.l2_normalize,
+        or v.codebook_dim is not None or v.l2_normalize or v.estimator == 'ibq',
         'the layer already passes the gradient to the encoder unchanged (no projection, '
-        'no l2 normalisation): leave it False')
+        "no l2 normalisation, no 'ibq' estimator): leave it False")
   levels = v.fsq_levels
   check('vq.fsq_levels', isinstance(levels, (tuple, list)) and len(levels) >= 1 and all(
       isinstance(x, int) and not isinstance(x, bool) and x >= 2 for x in levels),
@@ -205,6 +206,30 @@ def _quantizer(cfg, check) -> None:
           'SimVQ trains its codebook (the learned map) by gradient: set it to None')
     check('vq.reanchor', not v.reanchor,
           're-anchoring would move the frozen SimVQ basis: set it to False')
+
+
+def _assignment(cfg, check) -> None:
+  """vq.assignment / sinkhorn_*, the IBQ estimator (jepa_jax/assignment.py)
+  and vq.update_source (quantizer.update_state)."""
+  v = cfg.vq
+  check('vq.assignment', v.assignment in ('nearest', 'sinkhorn'),
+        "must be 'nearest' or 'sinkhorn'")
+  if v.assignment == 'sinkhorn':
+    check('vq.sinkhorn_epsilon', check.number('vq.sinkhorn_epsilon') > 0, 'must be > 0')
+    check.positive_int('vq.sinkhorn_iters')
+    check('vq.assignment', v.quantizer == 'vq',
+          "does not apply to vq.quantizer='fsq' (no codebook): use 'nearest'")
+  check('vq.update_source', v.update_source in ('context', 'target'),
+        "must be 'context' or 'target'")
+  if v.update_source == 'target':
+    check('vq.update_source', v.quantizer == 'vq' and v.ema_decay is not None,
+          "'target' feeds the EMA codebook update; it needs vq.quantizer='vq' and "
+          "an EMA codebook (vq.ema_decay not None): use 'context'")
+  if v.estimator == 'ibq':
+    check('vq.ibq_temperature', check.number('vq.ibq_temperature') > 0, 'must be > 0')
+    check('vq.estimator', v.ema_decay is None or v.quantizer == 'fsq',
+          "'ibq' trains every code by gradient; an EMA codebook takes none: "
+          'set vq.ema_decay=None')
 
 
 def _codebook_lr(cfg, check) -> None:

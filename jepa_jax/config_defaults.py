@@ -44,6 +44,8 @@ ADDED = (
     'data.shapes_scale_range', 'data.shapes_max_rotation', 'data.shapes_max_distractors',
     'data.shapes_distractor_scale_range', 'data.shapes_backgrounds',
     'data.context_augment',
+    'vq.ibq_temperature', 'vq.assignment', 'vq.sinkhorn_epsilon', 'vq.sinkhorn_iters',
+    'vq.update_source',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

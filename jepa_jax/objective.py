@@ -154,7 +154,9 @@ def make_loss_fn(setup, axis_name=None, snap=True):
   caller's pmean over the axis gives exactly ∇total. With axis_name=None the
   gathers are the identity (the single-device path).
   aux: 'u' / 'codes' are the device's rows, 'u_global' the gathered u
-  (quantizer space; None without VQ).
+  (quantizer space; None without VQ); with `vq.update_source='target'` also
+  'update_tokens' / 'update_weights': the device's t_full in the quantizer
+  space and their validity (None for pixel data).
 
   Padded data: every term is restricted to valid rows through 0/1 weights
   (context slots: ctx_valid, targets: tgt_valid, pooled samples: at least
@@ -173,7 +175,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
     if setup.vq_enabled:
       pred_in, codes, vq_aux = quantizer_lib.quantize(
           spec, quantizer_lib.raw_codebook(spec, state.get('vq'), trainables),
-          trainables.get('vq_params'), v['z'])
+          trainables.get('vq_params'), v['z'], weights=flat(v['ctx_valid']))
       if not snap:
         pred_in = quantizer_lib.decode(spec, trainables.get('vq_params'), vq_aux['u'])
     pred = setup.predictor.apply(params['predictor'], pred_in, v['ctx_idx'],
@@ -199,6 +201,11 @@ def make_loss_fn(setup, axis_name=None, snap=True):
            'u': sg(vq_aux['u']) if setup.vq_enabled else None,
            'u_global': None if u_g is None else sg(u_g),
            'ctx_weights': flat(v['ctx_valid']), 'ctx_weights_global': w_ctx}
+    if setup.vq_enabled and spec.update_source == 'target':
+      # The codebook's EMA update reads the target encoder's whole-image tokens.
+      aux['update_tokens'] = sg(quantizer_lib.encode(
+          spec, trainables.get('vq_params'), v['t_full']))
+      aux['update_weights'] = flat(v['valid'])
     return total, aux
 
   return loss_fn

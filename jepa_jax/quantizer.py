@@ -16,8 +16,12 @@ For encoder tokens z (..., D) the layer computes
   vq:  E = n(C)  or  n(C W_s)        the codebook; SimVQ: C a frozen random
                                      basis (state), W_s a learned map
        k = argmin_k ||u - E_k||^2,  q = E_k
+                                     (or k = Sinkhorn's balanced codes,
+                                     `vq.assignment`, `assignment.sinkhorn_codes`)
        q~ = u + sg(q - u)            straight-through (VQ-VAE), or
-       q~ = sg(lambda R) u           the rotation trick (`vq.estimator`)
+       q~ = sg(lambda R) u           the rotation trick (`vq.estimator`), or
+       q~ = (h - sg(p) + p) E        index backpropagation (IBQ,
+                                     `assignment.ibq_estimator`)
   fsq: q~, k = fsq_quantize(u)       codes index the prod(fsq_levels) grid points
   out = q~ W_out + b_out             project out (back to D) when projected in
 
@@ -33,7 +37,8 @@ FSQ, which has no codebook): a `vq.VQState` in the quantizer space; with SimVQ
 its codebook is the frozen basis C.
 
 After each step `update_state` applies, in this order: the EMA update
-(`vq.ema_update`) or the gradient-mode bookkeeping (`vq.count_usage`);
+(`vq.ema_update`; on the target encoder's whole-image tokens with
+`vq.update_source='target'`) or the gradient-mode bookkeeping (`vq.count_usage`);
 interval refresh (`vq.refresh`, or `anticollapse.refresh_far`; on the
 `anticollapse.refresh_due` schedule with a warm-up); CVQ re-anchoring (`anticollapse.update_usage_ema`,
 `anticollapse.reanchor`); l2 normalisation of an EMA codebook
@@ -48,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jepa_jax import anticollapse as ac
+from jepa_jax import assignment as assignment_lib
 from jepa_jax import losses as losses_lib
 from jepa_jax import vq as vq_lib
 # The layer's description, made by make_spec (re-exported: quantizer.Spec, ...).
@@ -189,10 +195,13 @@ def codebook(spec: Spec, raw, params):
   return ac.l2_normalize(e) if spec.l2 else e
 
 
-def quantize(spec: Spec, raw_codebook, params, z
+def quantize(spec: Spec, raw_codebook, params, z, weights=None, nearest: bool = False
              ) -> Tuple[jax.Array, jax.Array, Dict[str, Any]]:
   """(out (..., D), codes (...,) int32, aux) for encoder tokens z (..., D).
 
+  With `vq.assignment='sinkhorn'` the codes are the batch's balanced
+  assignment (weights: z's leading shape, padded tokens 0), unless `nearest`
+  (evaluation: every token its nearest code, as `assign` gives).
   aux: 'u' (the quantizer-space inputs, with gradient), 'quantized' (q, with
   the gradient to the codebook, for the codebook loss; FSQ: its grid values),
   'codebook' (E as looked up, with gradient; None for FSQ). Default spec:
@@ -204,11 +213,20 @@ def quantize(spec: Spec, raw_codebook, params, z
     return _out(spec, decode(spec, params, q_st), z), codes, {
         'u': u, 'quantized': aux['quantized'], 'codebook': None}
   e = codebook(spec, raw_codebook, params)
+  given = None
+  if spec.assignment == 'sinkhorn' and not nearest:
+    given = assignment_lib.sinkhorn_codes(u, e, spec.sinkhorn_epsilon,
+                                          spec.sinkhorn_iters, weights)
   q_st, codes, aux = vq_lib.quantize(
       vq_lib.VQState(codebook=e, cluster_size=None, embed_sum=None, usage=None,
-                     step=None), u)
+                     step=None), u, codes=given)
   if spec.rotation:
     q_st = ac.rotation_trick(u, aux['quantized'])
+  elif spec.ibq:
+    # q~ is also the codebook loss's q: ||sg(u) - q~||^2 then trains every
+    # code through the softmax (IBQ's ||q~ - u||^2 term, codebook side).
+    q_st = assignment_lib.ibq_estimator(u, e, codes, spec.ibq_temperature)
+    aux = dict(aux, quantized=q_st)
   return _out(spec, decode(spec, params, q_st), z), codes, {
       'u': u, 'quantized': aux['quantized'], 'codebook': e}
 
@@ -312,7 +330,8 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
                  step, refresh_key, axis_name: Optional[Hashable] = None,
                  weights=None, weights_global=None,
                  refresh_tokens: Optional[Callable] = None,
-                 ema_decay=None, simvq_map=None) -> vq_lib.VQState:
+                 ema_decay=None, simvq_map=None, update_tokens=None,
+                 update_weights=None) -> vq_lib.VQState:
   """The codebook state after one train step (see the module docstring).
 
   u / codes / weights: this device's quantizer-space inputs, codes and row
@@ -328,10 +347,17 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
   `Spec.ema_decay_schedule='learning_rate'`); None: `Spec.ema_decay`.
   simvq_map: SimVQ's learned map W after this step (SimVQ only): refresh
   then restarts codes in the code space, see `_refresh_simvq`.
+  update_tokens (..., d) / update_weights: with `vq.update_source='target'`,
+  the tokens the EMA update learns from, with their nearest codes, instead
+  of u and its codes (the target encoder's whole-image tokens); the usage
+  counts, and so refresh's dead-code test, then count those tokens' codes.
   """
   before = state
   if spec.ema:
     decay = spec.ema_decay if ema_decay is None else ema_decay
+    if update_tokens is not None:       # the target tokens and their nearest codes
+      u, weights = update_tokens, update_weights
+      codes = vq_lib.nearest_codes(state.codebook, jax.lax.stop_gradient(u))[0]
     state = vq_lib.ema_update(state, u, codes, decay, spec.epsilon,
                               axis_name=axis_name, weights=weights)
   else:

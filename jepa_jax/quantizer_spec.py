@@ -53,6 +53,12 @@ class Spec:
   l2: bool                # cosine codes and inputs
   simvq: bool             # codebook = frozen basis @ learned map
   rotation: bool          # rotation-trick estimator instead of straight-through
+  ibq: bool               # index-backpropagation estimator (`assignment.ibq_estimator`)
+  ibq_temperature: float
+  assignment: str         # 'nearest', or 'sinkhorn' (`assignment.sinkhorn_codes`)
+  sinkhorn_epsilon: float
+  sinkhorn_iters: int
+  update_source: str      # EMA update from 'context' tokens or 'target' whole-image tokens
   identity_gradient: bool  # out = decode(q) + z - sg(z): z gets the gradient unchanged too
   levels: Tuple[int, ...]  # FSQ levels
   init_scale: float       # e_k ~ N(0, init_scale^2 I) at initialisation
@@ -126,6 +132,9 @@ def make_spec(cfg) -> Optional[Spec]:
               num_codes=int(np.prod(levels)) if v.quantizer == 'fsq' else int(v.codebook_size),
               project=project, l2=bool(v.l2_normalize), simvq=bool(v.simvq),
               rotation=v.estimator == 'rotation', identity_gradient=bool(v.identity_gradient),
+              ibq=v.estimator == 'ibq', ibq_temperature=float(v.ibq_temperature),
+              assignment=v.assignment, sinkhorn_epsilon=float(v.sinkhorn_epsilon),
+              sinkhorn_iters=int(v.sinkhorn_iters), update_source=v.update_source,
               levels=levels,
               init_scale=float(v.init_scale), init=v.init, kmeans_iters=v.kmeans_iters,
               kmeans_num_samples=v.kmeans_num_samples, ema_decay=v.ema_decay,

@@ -252,6 +252,7 @@ def _new_vq_state(setup: Setup, state, new_state, trainables, aux, images, keys,
       refresh_key=keys[2], axis_name=axis_name, weights=aux['ctx_weights'],
       weights_global=aux['ctx_weights_global'], refresh_tokens=refresh_tokens,
       ema_decay=_ema_decay(setup, state['step']),
+      update_tokens=aux.get('update_tokens'), update_weights=aux.get('update_weights'),
       simvq_map=new_state['vq_params']['simvq_map'] if spec.simvq else None)
 
 

@@ -109,7 +109,8 @@ def init_state(rng, codebook_size: int, dim: int, scale: float = 1.0) -> VQState
       step=jnp.zeros((), jnp.int32))
 
 
-def quantize(state: VQState, z, max_elements: Optional[int] = None) -> Tuple[jax.Array, jax.Array, Dict[str, Any]]:
+def quantize(state: VQState, z, max_elements: Optional[int] = None, codes=None
+             ) -> Tuple[jax.Array, jax.Array, Dict[str, Any]]:
   """Quantise z (..., D) to its nearest codes with a straight-through gradient.
 
     k = argmin_k ||z - e_k||^2,   z_q = e_k,
@@ -123,15 +124,22 @@ def quantize(state: VQState, z, max_elements: Optional[int] = None) -> Tuple[jax
   codebook loss ||sg(z) - z_q||^2 trains the codebook and the commitment loss
   ||z - sg(z_q)||^2 trains the encoder. aux['sq_distance'] (...,) is
   ||z - z_q||^2, a diagnostic (stop-gradient'ed). The state is not changed.
-  `max_elements` bounds the distance block (see `nearest_codes`).
+  `max_elements` bounds the distance block (see `nearest_codes`). `codes`
+  (z's leading shape, int): use these codes instead of the nearest ones
+  (e.g. `assignment.sinkhorn_codes`); aux['sq_distance'] is then
+  ||z - e_codes||^2.
 
   Returns (z_st (..., D) float32, codes (...,) int32, aux).
   Source: van den Oord et al. 2017 (VQ-VAE), Eqs. 1-3.
   """
   z = jnp.asarray(z, jnp.float32)
-  codes, sq_dist = nearest_codes(jax.lax.stop_gradient(state.codebook),
-                                 jax.lax.stop_gradient(z), max_elements)
+  given = codes is not None
+  if not given:
+    codes, sq_dist = nearest_codes(jax.lax.stop_gradient(state.codebook),
+                                   jax.lax.stop_gradient(z), max_elements)
   z_q = jnp.take(state.codebook, codes, axis=0)                    # (..., D)
+  if given:
+    sq_dist = jnp.sum(jnp.square(jax.lax.stop_gradient(z - z_q)), axis=-1)
   z_st = jax.lax.stop_gradient(z_q) + (z - jax.lax.stop_gradient(z))
   aux = {'quantized': z_q, 'sq_distance': sq_dist}
   return z_st, codes, aux

@@ -1,0 +1,66 @@
+"""`vq.update_source='target'`: the EMA codebook learns from the target
+encoder's whole-image tokens (jepa_jax/quantizer.py `update_state`)."""
+import jax
+import numpy as np
+import pytest
+
+from jepa_jax import config_lib
+from jepa_jax import quantizer as qz
+from jepa_jax import vq as vq_lib
+from conftest import load, set_overrides
+
+
+def _tiny(**overrides):
+  cfg = set_overrides(load('gentle', 'tiny'), {'train.warmup_epochs': 0, **overrides})
+  config_lib.validate(cfg)
+  return cfg
+
+
+def test_update_state_learns_from_the_given_tokens_and_their_nearest_codes():
+  spec = qz.make_spec(_tiny(**{'vq.update_source': 'target', 'vq.refresh_enabled': False}))
+  assert spec.update_source == 'target' and spec.ema
+  state = qz.init_state(spec, jax.random.PRNGKey(0))
+  u = jax.random.normal(jax.random.PRNGKey(1), (24, spec.dim))         # context
+  codes = vq_lib.nearest_codes(state.codebook, u)[0]
+  t = 0.5 * jax.random.normal(jax.random.PRNGKey(2), (40, spec.dim)) + 1.0   # whole images
+  w = np.ones(40, np.float32)
+  w[35:] = 0.0                                                          # padding
+  new = qz.update_state(spec, state, u=u, codes=codes, u_global=u, step=0,
+                        refresh_key=jax.random.PRNGKey(3), update_tokens=t,
+                        update_weights=w)
+  want = vq_lib.ema_update(state, t, vq_lib.nearest_codes(state.codebook, t)[0],
+                           spec.ema_decay, spec.epsilon, weights=w)
+  np.testing.assert_array_equal(new.codebook, want.codebook)
+  np.testing.assert_array_equal(new.usage, want.usage)
+  assert float(new.usage.sum()) == 35.0                     # the valid target tokens
+  # Without update tokens: the context tokens, as before.
+  old = qz.update_state(spec, state, u=u, codes=codes, u_global=u, step=0,
+                        refresh_key=jax.random.PRNGKey(3))
+  assert float(old.usage.sum()) == 24.0
+
+
+def test_train_step_counts_the_whole_image_tokens():
+  """One JEPA step: the codebook's usage counts every whole-image token of
+  the batch (16 images x 16 tokens) with 'target', the 16 x 8 context tokens
+  with 'context'."""
+  from test_quantizer import _run  # noqa: PLC0415  (the tiny step runner)
+  counts = {}
+  for source in ('context', 'target'):
+    cfg = _tiny(**{'vq.update_source': source, 'vq.refresh_enabled': False})
+    setup, s0, states, metrics, ds, _ = _run(cfg, num_steps=1)
+    assert np.isfinite(metrics[0]['loss'])
+    counts[source] = float(states[0]['vq'].usage.sum())
+  tokens = (ds.image_shape[0] // cfg.model.patch_size) * (ds.image_shape[1] // cfg.model.patch_size)
+  assert counts['context'] == cfg.train.batch_size * cfg.masking.num_context_tokens
+  assert counts['target'] == cfg.train.batch_size * tokens
+
+
+@pytest.mark.parametrize('overrides', [
+    {'vq.update_source': 'full'},
+    {'vq.update_source': 'target', 'vq.ema_decay': None},
+])
+def test_bad_update_source_is_refused_naming_the_key(overrides):
+  cfg = set_overrides(load('gentle', 'tiny'), overrides)
+  with pytest.raises(config_lib.ConfigError) as err:
+    config_lib.validate(cfg)
+  assert err.value.key == 'vq.update_source'
