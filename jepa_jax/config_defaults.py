@@ -1,5 +1,5 @@
 """The default of every config key, from the one place it is written:
-configs/base.py.
+jepa_jax/config/base.py (re-exported by the repository's configs/base.py).
 
 `base()` is that file's config, every key at its default. Code below the
 config files reads every key from the config it is given, never a default of
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from jepa_jax import config_files
 from jepa_jax import config_keys
+from jepa_jax.config import base as defaults_file
 
 # Keys added after run folders were first written, in the order they came.
 ADDED = (
@@ -51,8 +51,8 @@ NEW_DEFAULTS = tuple(OLD_VALUES)
 
 
 def base():
-  """configs/base.py's config: every key at its default (a fresh copy)."""
-  return config_files.configs_module('base').build()
+  """Every key at its default (a fresh copy; `jepa_jax.config.base.build`)."""
+  return defaults_file.build()
 
 
 def added_keys() -> Dict[str, Any]:

@@ -5,7 +5,7 @@ before anything runs.
 
 A YAML config (`--config=run.yaml[:variant]`, jepa_jax/yaml_config.py) is
 handed to ml_collections' config flag as the config file
-`configs/yaml_config.py:run.yaml[:variant]`, so `--config.KEY=VALUE`
+`jepa_jax/yaml_config.py:run.yaml[:variant]`, so `--config.KEY=VALUE`
 overrides apply to it as to any config file.
 
 `--config.KEY=None` sets a key that may be None (a `placeholder` of
@@ -26,7 +26,9 @@ from jepa_jax import config_keys
 from jepa_jax import config_lib
 from jepa_jax import yaml_config
 
-YAML_CONFIG_FILE = os.path.join(yaml_config.ROOT, 'configs', 'yaml_config.py')
+# A YAML config reaches ml_collections' config flag through this config file
+# (its `get_config`), inside the package, so an installed jepa_jax reads YAML.
+YAML_CONFIG_FILE = os.path.abspath(yaml_config.__file__)
 
 
 def config_spec_and_keys(argv):
@@ -44,7 +46,7 @@ def config_spec_and_keys(argv):
 
 
 def yaml_argv(argv):
-  """`argv` with a YAML `--config=` spec as `configs/yaml_config.py:SPEC`."""
+  """`argv` with a YAML `--config=` spec as `yaml_config.py:SPEC (YAML_CONFIG_FILE)`."""
   out, args = [argv[0]], list(argv[1:])
   i = 0
   while i < len(args):

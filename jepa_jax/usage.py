@@ -1,5 +1,5 @@
 """`python -m jepa_jax.main --help`: what the command takes, read from the
-configs themselves (config files and their docstrings, base.py's variant
+configs themselves (config files and their docstrings, variants.py's variant
 strings and key groups), so the help cannot fall behind them."""
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import os
 import textwrap
 from typing import List, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(ROOT, 'configs')
-BASE = os.path.join(CONFIGS, 'base.py')
+from jepa_jax import config_files
+
+ROOT = config_files.ROOT
+CONFIGS = config_files.CONFIGS       # the repository's variant files (absent in a wheel)
+VARIANTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config', 'variants.py')
 TWO_STAGE = os.path.join(CONFIGS, 'two_stage.py')
-# Files in configs/ that are not configs of their own.
-NOT_CONFIGS = ('yaml_config.py',)
+# Files in configs/ that are not configs of their own: the YAML loader and
+# base.py, which re-exports the package's defaults (`jepa_jax.config.base`).
+NOT_CONFIGS = ('yaml_config.py', 'base.py')
 # Module-level dicts naming the configs of a file that holds several
 # (configs/ablation.py's ABLATIONS: `--config=configs/ablation.py:NAME`).
 NAMES_DICTS = ('ABLATIONS',)
@@ -62,26 +65,29 @@ def yaml_files() -> List[str]:
 
 
 def variant_strings() -> str:
-  """The 'Variant strings' paragraph of base.py's docstring (to its end)."""
-  doc = _docstring(BASE)
+  """The 'Variant strings' paragraph of variants.py's docstring (to its end)."""
+  doc = _docstring(VARIANTS)
   start = doc.find('Variant strings')
   return doc[start:].strip() if start >= 0 else ''
 
 
 def key_groups() -> List[Tuple[str, List[str]]]:
-  """[(top-level key, its keys)] of base.py's config; plain top-level keys
-  come first, under ''."""
-  from jepa_jax import config_lib  # noqa: PLC0415  (ml_collections, only for --help)
-  cfg = config_lib.load_config(BASE)
+  """[(top-level key, its keys)] of the defaults' config; plain top-level
+  keys come first, under ''."""
+  from jepa_jax import config_defaults  # noqa: PLC0415  (ml_collections, only for --help)
+  cfg = config_defaults.base()
   plain = [k for k, v in cfg.items() if not hasattr(v, 'items')]
   groups = [(k, list(v.keys())) for k, v in cfg.items() if hasattr(v, 'items')]
   return [('', plain)] + groups
 
 
 def two_stage_keys() -> List[str]:
-  """The top-level keys a two-stage config (configs/two_stage.py) adds to base.py's."""
-  from jepa_jax import config_lib  # noqa: PLC0415
-  base = config_lib.load_config(BASE)
+  """The top-level keys a two-stage config (configs/two_stage.py) adds to the
+  defaults; [] without the repository's configs/."""
+  from jepa_jax import config_defaults, config_lib  # noqa: PLC0415
+  if not os.path.exists(TWO_STAGE):
+    return []
+  base = config_defaults.base()
   return [k for k in config_lib.load_config(TWO_STAGE) if k not in base]
 
 
@@ -112,9 +118,11 @@ def text(command_doc: str) -> str:
               *textwrap.wrap(', '.join(yamls), 77, initial_indent='  ',
                              subsequent_indent='  ')]
   lines += ['', variant_strings()]
-  lines += ['', 'Key groups (--config.GROUP.KEY=VALUE; defaults in configs/base.py):']
+  lines += ['', 'Key groups (--config.GROUP.KEY=VALUE; defaults in jepa_jax/config/base.py):']
   for group, keys in key_groups():
     lines += _wrapped(group or '(top level)', ', '.join(keys))
-  lines += _wrapped('(two-stage configs)', ', '.join(two_stage_keys()) + ': see '
-                    'configs/two_stage.py; --config.stage2.GROUP.KEY sets stage 2 apart')
+  stage_keys = two_stage_keys()
+  if stage_keys:
+    lines += _wrapped('(two-stage configs)', ', '.join(stage_keys) + ': see '
+                      'configs/two_stage.py; --config.stage2.GROUP.KEY sets stage 2 apart')
   return '\n'.join(lines) + '\n'

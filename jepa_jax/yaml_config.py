@@ -34,11 +34,10 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
-from jepa_jax import config_files
 from jepa_jax import config_keys
+from jepa_jax.config import base as defaults_file
 from jepa_jax.errors import InputError
 
-ROOT = config_files.ROOT
 SUFFIXES = ('.yaml', '.yml')
 
 # Reference-trainer name -> jepa_jax key (one name per key, so `to_yaml` is
@@ -139,7 +138,7 @@ def is_yaml(spec: str) -> bool:
 
 
 def _base():
-  return config_files.configs_module('base')
+  return defaults_file
 
 
 native_keys = config_keys.leaf_keys
@@ -248,6 +247,12 @@ def load_spec(spec: str):
   if not os.path.isfile(path):
     raise InputError(f'{path}: no such file')
   return load(path, arg or None)
+
+
+def get_config(arg=None):
+  """This file as a config file: `--config=PATH/yaml_config.py:run.yaml[:variant]`
+  (what `flag_parsing` hands ml_collections for a YAML `--config=`)."""
+  return load_spec(arg)
 
 
 def diff_from_base(cfg) -> List[Tuple[str, Any]]:

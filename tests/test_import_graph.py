@@ -28,15 +28,15 @@ LAYERS = (
         'data.files', 'data.arrayrecord', 'data.grain_pipeline', 'data.grid_properties',
         'data.shapes_render', 'data.shapes', 'data', 'data.pack'}),
     ('configs: files, defaults, checks', {
-        'config_files', 'config_defaults', 'config_checks', 'yaml_config', 'config_lib'}),
+        'config', 'config.variants', 'config.base', 'config_files', 'config_defaults', 'config_checks', 'yaml_config', 'config_lib'}),
     ('the quantizer layer and the monitor', {'quantizer_spec', 'quantizer', 'monitor'}),
     ('composition: config + data -> step functions', {
         'objective', 'step', 'measure', 'parallel', 'probe_trajectory'}),
     ('the trainer and its tools', {
         'checkpoint_integrity', 'checkpoint', 'init_from', 'workdir_config', 'start_state', 'loop_state',
         'run_open', 'run_reader', 'run_summary', 'epoch_end', 'compile_cache',
-        'train', 'evaluate', 'goals', 'diagnose', 'stages', 'learning'}),
-    ('commands', {'main', 'usage', 'flag_parsing', 'config_export'}),
+        'train', 'trained', 'evaluate', 'goals', 'diagnose', 'stages', 'learning'}),
+    ('commands', {'main', 'usage', 'flag_parsing', 'config_export', 'export'}),
 )
 
 
