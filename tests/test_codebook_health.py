@@ -312,10 +312,10 @@ def test_whole_run_restarts_of_a_logged_run_sum_its_point_events(tmp_path):
 
 def test_train_token_usage_is_the_hand_count_of_the_final_state_on_the_subset(tmp_path):
   # vq_no_refresh: no refresh, so the last point measures the final state.
-  from jepa_jax import evaluate, records, train  # noqa: PLC0415
+  from jepa_jax import records, train, trained  # noqa: PLC0415
   train.train_and_evaluate(load('vq_no_refresh', 'tiny'), str(tmp_path))
   last = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')[-1]
-  cfg, ds, setup, state = evaluate.load_trained_state(str(tmp_path))
+  cfg, ds, setup, state = trained.load_trained_state(str(tmp_path))
   assert last['step'] == setup.total_steps and cfg.train.usage_train_images == 256
   idx = measure.train_subset(len(ds.train_images), 256, cfg.seed)
   z = setup.encoder.apply(state['params']['encoder'], ds.train_images[idx])

@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from jepa_jax import evaluate
+from jepa_jax import trained
 
 
 def test_code_metrics_match_sklearn_on_tokens():
@@ -150,7 +151,7 @@ def test_probe_trajectory_points_are_probes_of_the_states_fitted_by_hand(tiny_ru
   from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
   from jepa_jax import probes, records, step as step_lib  # noqa: PLC0415
   cfg, path, ev = tiny_run
-  _, ds, setup, final = evaluate.load_trained_state(path)
+  _, ds, setup, final = trained.load_trained_state(path)
   logged = records.read_jsonl(f'{path}/probe_metrics.jsonl')
   assert [r['step'] for r in logged] == [0, 4, 6]
   tr, va = probes.subset(len(ds.train_images), len(ds.val_images),
@@ -203,7 +204,7 @@ def test_max_images_probes_one_seed_chosen_subset(tiny_run, tmp_path):
   run = str(tmp_path / 'run')
   shutil.copytree(path, run)
   ev = evaluate.evaluate_run(run, max_images=400)
-  _, ds, setup, state = evaluate.load_trained_state(run)
+  _, ds, setup, state = trained.load_trained_state(run)
   tr, va = probe_set.choose(len(ds.train_images), len(ds.val_images), 400, cfg.seed)
   assert (ev['probe_images'], ev['probe_train_images'], ev['probe_val_images']) == (
       400, len(tr), len(va)) and len(tr) == round(400 * ev['num_train'] / 1797)

@@ -19,6 +19,7 @@ from jepa_jax import config_lib
 from jepa_jax import measure
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
+from jepa_jax import trained
 from jepa_jax import final_state
 from jepa_jax import quantizer as qz
 from jepa_jax import records
@@ -550,7 +551,7 @@ def test_recommended_config_saves_loads_and_evaluates(tmp_path):
   setup, s0, states, _, ds, _ = _run(cfg)
   records.write_json(str(tmp_path / 'config.json'), cfg.to_dict())
   final_state.save(str(tmp_path), states[-1])
-  _, _, _, loaded = evaluate.load_trained_state(str(tmp_path))
+  _, _, _, loaded = trained.load_trained_state(str(tmp_path))
   for key in final_state.KEYS:
     assert (key in s0) == (key in loaded)
     if key in s0:
