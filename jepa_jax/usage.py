@@ -112,6 +112,9 @@ def text(command_doc: str) -> str:
            '', 'Config files:']
   for name, doc in config_files():
     lines += _wrapped(name, doc)
+  if not config_files():
+    lines += ["  none here: the variant files are the repository's configs/*.py "
+              '(copy them, or write your own on jepa_jax.config.base)']
   yamls = yaml_files()
   if yamls:
     lines += ['', 'YAML configs (reference key names, docs/yaml.md):',
