@@ -33,10 +33,10 @@ import jax
 import numpy as np
 
 from experiments import json_rows
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import run_files
-from jepa_jax import trained
-from jepa_jax.code_metrics import code_metrics, kmeans_codes
+from jepa_jax.eval.probes import code_metrics, kmeans_codes
+from jepa_jax.run import files as run_files
+from jepa_jax.run import trained
+from jepa_jax.vq import quantizer as quantizer_lib
 
 
 def _ami(codes, valid, label_sets) -> float:

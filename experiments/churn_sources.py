@@ -32,13 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import json_rows
-from jepa_jax import checkpoint as ckpt_lib
-from jepa_jax import trained
-from jepa_jax import measure
-from jepa_jax import model as model_lib
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import run_files
-from jepa_jax import vq as vq_lib
+from jepa_jax.eval import measure
+from jepa_jax.model import vit as model_lib
+from jepa_jax.run import checkpoint as ckpt_lib
+from jepa_jax.run import files as run_files
+from jepa_jax.run import trained
+from jepa_jax.vq import codebook as vq_lib
+from jepa_jax.vq import quantizer as quantizer_lib
 
 
 def make_tokens_fn(setup):

@@ -37,13 +37,13 @@ import jax
 import numpy as np
 
 from experiments import json_rows
-from jepa_jax import epoch_end
-from jepa_jax import trained
-from jepa_jax import model as model_lib
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import run_files
-from jepa_jax import run_reader
-from jepa_jax import step as step_lib
+from jepa_jax.model import vit as model_lib
+from jepa_jax.run import files as run_files
+from jepa_jax.run import reader as run_reader
+from jepa_jax.run import trained
+from jepa_jax.train import loop_state as epoch_end
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import quantizer as quantizer_lib
 
 # The rows' order; the terms themselves are `step.LossSpec.weights`' keys.
 JEPA_TERMS = ('infonce', 'sigreg', 'invariance', 'relational', 'relational_context')

@@ -17,10 +17,10 @@ Commands: `python -m jepa_jax.main` (train), `jepa_jax.evaluate`,
 import importlib
 
 _PUBLIC = {
-    'load_run': 'jepa_jax.trained',
-    'TrainedRun': 'jepa_jax.trained',
-    'load_config': 'jepa_jax.config_lib',
-    'train_and_evaluate': 'jepa_jax.train',
+    'load_run': 'jepa_jax.run.trained',
+    'TrainedRun': 'jepa_jax.run.trained',
+    'load_config': 'jepa_jax.config.load',
+    'train_and_evaluate': 'jepa_jax.train.loop',
     'evaluate_run': 'jepa_jax.evaluate',
 }
 __all__ = sorted(_PUBLIC)

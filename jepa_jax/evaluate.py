@@ -3,7 +3,7 @@
     python -m jepa_jax.evaluate --workdir RUN_DIR [--knn_k 20] [--max_images 10000]
 
 Loads the run's config (config.json) and final weights
-(`final_state.msgpack`, see `jepa_jax.final_state`), draws the probe set
+(`final_state.msgpack`, see `jepa_jax.run.trained`), draws the probe set
 (`probe_set`: at most --max_images labelled images, default 10,000, chosen
 from the run's seed with the splits' proportions kept; every image of data
 that small, such as digits and ARC), encodes each of its images whole
@@ -38,7 +38,7 @@ val images of the probe set: at most --max_images of them):
                     `adjusted_mutual_info_score`): 0 at chance, 1 at a
                     perfect match; the number to compare across variants
   codes_used_val    distinct codes among those tokens, and `codebook` the
-                    usage summary of `jepa_jax.codebook_health` with
+                    usage summary of `jepa_jax.vq.health` with
                     `sorted_counts`, the usage histogram (largest first)
 
 The same code metrics of a k-means baseline (`kmeans`): K centres (the
@@ -85,20 +85,16 @@ from typing import Any, Dict
 import numpy as np
 
 from jepa_jax import cli
-from jepa_jax import code_metrics as codes_lib
-from jepa_jax import probe_cache
-from jepa_jax import probe_set
-from jepa_jax import probe_trajectory
-from jepa_jax import probes
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import records
-from jepa_jax import run_files
-from jepa_jax import step as step_lib
-from jepa_jax import trained
+from jepa_jax.eval import probes
+from jepa_jax.eval import trajectory as probe_trajectory
+from jepa_jax.run import files as run_files
+from jepa_jax.run import trained
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import quantizer as quantizer_lib
 # Re-exported: `evaluate.probe_scores`, `evaluate.code_metrics` and
 # `evaluate.kmeans_codes` are how callers probe features and score codes.
-from jepa_jax.code_metrics import code_metrics, kmeans_codes  # noqa: F401
-from jepa_jax.probes import NUM_FOLDS, probe_scores  # noqa: F401
+from jepa_jax.eval.probes import code_metrics, kmeans_codes  # noqa: F401
+from jepa_jax.eval.probes import NUM_FOLDS, probe_scores  # noqa: F401
 
 
 def _one_hot_cells(images, num_colours):
@@ -129,7 +125,7 @@ def _score_features(feats, ytr, yva, knn_k):
   read from the probe cache when it holds them (`probe_cache`)."""
   out = {}
   for enc, (tr, va) in feats.items():
-    score = probe_cache.cached if enc in REFERENCES else (
+    score = probes.cached if enc in REFERENCES else (
         lambda fn, *a, **kw: fn(*a, **kw))
     out[enc] = score(probe_scores, tr, ytr, va, yva, k=knn_k)
   return out
@@ -207,11 +203,11 @@ def _protocol(info, num_images: int, seed: int) -> str:
   return (f'{NUM_FOLDS}-fold CV over a fixed subset of train + val: '
           f"{info['probe_images']} of {num_images} images "
           f"({info['probe_train_images']} train, {info['probe_val_images']} val; "
-          f'numpy default_rng([{seed}, {probe_set.SEED_TAG:#x}]))')
+          f'numpy default_rng([{seed}, {probes.SEED_TAG:#x}]))')
 
 
 def evaluate_run(workdir: str, knn_k: int = 20,
-                 max_images: int = probe_set.MAX_IMAGES) -> Dict[str, Any]:
+                 max_images: int = probes.MAX_IMAGES) -> Dict[str, Any]:
   """Computes the downstream metrics of a run on its probe set (at most
   `max_images` images, `probe_set`) and writes eval.json."""
   if max_images < 2 * NUM_FOLDS:
@@ -219,7 +215,7 @@ def evaluate_run(workdir: str, knn_k: int = 20,
                      f'(two images per cross-validation fold)')
   cfg, ds, setup, state = trained.load_trained_state(workdir)
   num_train, num_val = len(ds.train_images), len(ds.val_images)
-  ds, info = probe_set.restrict(ds, max_images, cfg.seed)
+  ds, info = probes.restrict(ds, max_images, cfg.seed)
   labelled = _check_probeable(cfg, ds, knn_k)
   padded = setup.padded
   pooled = ('target_encoder', 'random_init')     # only the context's tokens kept
@@ -255,17 +251,17 @@ def evaluate_run(workdir: str, knn_k: int = 20,
   label_sets = trained.label_sets(ds)
   if val_codes is not None:
     k = setup.quantizer.num_codes
-    out.update(codes_lib.codes_section(val_codes, val_valid, label_sets, k))
+    out.update(probes.codes_section(val_codes, val_valid, label_sets, k))
     train_codes = np.asarray(quantizer_lib.assign(
         setup.quantizer, state.get('vq'), state.get('vq_params'), tokens[0]))
-    out['codebook'].update(codes_lib.train_usage(train_codes, train_valid, val_codes,
+    out['codebook'].update(probes.train_usage(train_codes, train_valid, val_codes,
                                                  val_valid, k))
   # The k-means baseline of these tokens (with VQ: the same tokens the codes label).
   k = setup.quantizer.num_codes if setup.vq_enabled else int(cfg.vq.codebook_size)
   tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
   km = kmeans_codes(tr, tokens[1], k)
-  out['kmeans'] = {'num_codes': k, **codes_lib.codes_section(km, val_valid, label_sets, k)}
-  records.write_json(os.path.join(workdir, run_files.EVAL), out)
+  out['kmeans'] = {'num_codes': k, **probes.codes_section(km, val_valid, label_sets, k)}
+  run_files.write_json(os.path.join(workdir, run_files.EVAL), out)
   return out
 
 
@@ -275,7 +271,7 @@ def main(argv=None) -> int:
                                'code-label NMI of a trained run -> eval.json')
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--knn_k', type=cli.positive_int, default=20)
-  ap.add_argument('--max_images', type=cli.positive_int, default=probe_set.MAX_IMAGES,
+  ap.add_argument('--max_images', type=cli.positive_int, default=probes.MAX_IMAGES,
                   help='labelled images probed at most (a seed-chosen subset of '
                   'larger data; default %(default)s)')
   args = ap.parse_args(argv)

@@ -28,9 +28,9 @@ from typing import Dict
 import numpy as np
 
 from jepa_jax import cli
-from jepa_jax import records
-from jepa_jax import trained
 from jepa_jax.errors import InputError
+from jepa_jax.run import files as records
+from jepa_jax.run import trained
 
 
 def arrays(run: trained.TrainedRun, encoder: str = 'context',

@@ -10,7 +10,7 @@ variant strings and the key groups.
 """
 import sys
 
-from jepa_jax import interrupts   # stdlib only: signal handlers from the start
+from jepa_jax.train import interrupts   # stdlib only: signal handlers from the start
 
 if __name__ == '__main__':
   interrupts.install()
@@ -22,9 +22,9 @@ try:          # a requirement missing (not installed): one line, not a traceback
   from ml_collections import config_flags
 
   from jepa_jax import cli
-  from jepa_jax import flag_parsing
-  from jepa_jax import stages
-  from jepa_jax import train
+  from jepa_jax.config import flags as flag_parsing
+  from jepa_jax.train import stages
+  from jepa_jax.train import loop as train
   from jepa_jax import usage
 except ModuleNotFoundError as err:
   if __name__ != '__main__' or (err.name or '').startswith('jepa_jax'):

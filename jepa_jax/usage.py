@@ -9,7 +9,7 @@ import os
 import textwrap
 from typing import List, Tuple
 
-from jepa_jax import config_files
+from jepa_jax.config import load as config_files
 
 ROOT = config_files.ROOT
 CONFIGS = config_files.CONFIGS       # the repository's variant files (absent in a wheel)
@@ -74,7 +74,7 @@ def variant_strings() -> str:
 def key_groups() -> List[Tuple[str, List[str]]]:
   """[(top-level key, its keys)] of the defaults' config; plain top-level
   keys come first, under ''."""
-  from jepa_jax import config_defaults  # noqa: PLC0415  (ml_collections, only for --help)
+  from jepa_jax.config import base as config_defaults  # noqa: PLC0415  (ml_collections, only for --help)
   cfg = config_defaults.base()
   plain = [k for k, v in cfg.items() if not hasattr(v, 'items')]
   groups = [(k, list(v.keys())) for k, v in cfg.items() if hasattr(v, 'items')]
@@ -84,7 +84,8 @@ def key_groups() -> List[Tuple[str, List[str]]]:
 def two_stage_keys() -> List[str]:
   """The top-level keys a two-stage config (configs/two_stage.py) adds to the
   defaults; [] without the repository's configs/."""
-  from jepa_jax import config_defaults, config_lib  # noqa: PLC0415
+  from jepa_jax.config import base as config_defaults  # noqa: PLC0415
+  from jepa_jax.config import load as config_lib  # noqa: PLC0415
   if not os.path.exists(TWO_STAGE):
     return []
   base = config_defaults.base()

@@ -14,9 +14,9 @@ import pytest
 
 import jepa_jax
 from jepa_jax import export
-from jepa_jax import quantizer as qz
-from jepa_jax import train
 from jepa_jax.errors import InputError
+from jepa_jax.train import loop as train
+from jepa_jax.vq import quantizer as qz
 from conftest import ROOT, load
 
 PAGE = pathlib.Path(ROOT, 'docs', 'use_a_run.md')

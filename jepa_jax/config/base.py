@@ -13,14 +13,34 @@ jepa_jax has them. Every config file of the repository's `configs/` defines
 `with_variant(build(), arg)`, building on each other by ordinary imports
 (`from configs import gentle`); `configs/base.py` re-exports this module.
 The variant strings (`:tiny`, `:arc`, ...) are in `variants.py`.
+
+The default of every config key, from the one place it is written:
+jepa_jax/config/base.py (re-exported by the repository's configs/base.py).
+
+`base()` is that file's config, every key at its default. Code below the
+config files reads every key from the config it is given, never a default of
+its own; a config that lacks keys is completed here first:
+
+* `fill_added_keys`: a run folder's config.json written before a key existed
+  reads as if the key had the value that gives the behaviour of the runs
+  that predate it: its base.py default, except the keys of `OLD_VALUES`,
+  whose default for new configs changed when they were added (old runs
+  summed the VQ losses over D, judged usage from epoch 0, logged no
+  probe trajectory and counted no train-split codes).
+* `with_defaults`: a group of a config (e.g. `monitor`) with every key it
+  lacks at its base.py default.
 """
+from __future__ import annotations
+
 import ml_collections
 from ml_collections import config_dict
+from typing import Any, Dict
 
 # Re-exported: a config file applies a variant string as base.with_variant.
 from jepa_jax.config.variants import (  # noqa: F401
     TINY, VARIANTS, apply_arc, apply_shapes, apply_tiny, apply_vit, parse_variant,
     with_variant)
+from jepa_jax.config import keys as config_keys
 
 
 def build():
@@ -113,12 +133,12 @@ def build():
   c.vq.refresh_sampling = 'uniform'     # or 'far': distinct vectors, P ~ dist^2 to live codes
   c.vq.refresh_source = 'context'       # or 'full': refresh draws whole-image tokens (1 device)
   # Peak learning rate of the gradient-trained codebook and the quantizer's
-  # own trainables (Option C, jepa_jax/step.py `_make_tx`); None: learning_rate.
+  # own trainables (Option C, jepa_jax/train/step.py `_make_tx`); None: learning_rate.
   c.vq.codebook_learning_rate = config_dict.placeholder(float)
   c.vq.init = 'random'            # or 'kmeans': k-means++ on the encoder's tokens
   c.vq.kmeans_iters = 10          # Lloyd iterations after k-means++ seeding
   c.vq.kmeans_num_samples = 8192  # token embeddings of training images used
-  # Anti-collapse options (jepa_jax/quantizer.py, anticollapse.py); all off by
+  # Anti-collapse options (jepa_jax/vq/quantizer.py, anticollapse.py); all off by
   # default. See README "Anti-collapse options" for formulas and sources.
   c.vq.quantizer = 'vq'                 # 'vq' (codebook) or 'fsq' (no codebook)
   c.vq.fsq_levels = (8, 8, 4, 3)        # fsq: levels per dim; product = codebook_size
@@ -167,7 +187,7 @@ def build():
   c.train.grad_clip_norm = 1.0
   c.train.ema_momentum_start = 0.996
   c.train.ema_momentum_end = 1.0
-  # Embedding metrics (jepa_jax/measure.py) over the whole val split, every N
+  # Embedding metrics (jepa_jax/eval/measure.py) over the whole val split, every N
   # steps (1: the dense audit mode); points right after a refresh move one step
   # earlier. usage_window_steps: the window of vq_window_usage_ratio (codes the
   # train step assigned in its last N steps).
@@ -178,7 +198,7 @@ def build():
   # 1,024 digits x 16 tokens = 16,384 tokens, 21 per code at K = 768.
   c.train.usage_train_images = 1024
   c.train.log_every_steps = 10
-  # Probe trajectory (jepa_jax/probe_trajectory.py): the linear probe of both
+  # Probe trajectory (jepa_jax/eval/trajectory.py): the linear probe of both
   # encoders on a fixed subset of labelled images (at most N train, M val,
   # drawn from the seed) at step 0, every N steps and at the last step; 0: off.
   c.train.probe_every_steps = 100
@@ -196,7 +216,7 @@ def build():
   c.parallel.num_processes = config_dict.placeholder(int)
   c.parallel.process_id = config_dict.placeholder(int)
 
-  # Collapse monitor (jepa_jax/monitor.py): alert and red-flag thresholds from
+  # Collapse monitor (jepa_jax/train/monitor.py): alert and red-flag thresholds from
   # the reference's Monitoring Checklist / Red Flags. abort=True ends a run at
   # its first red flag with status 'aborted'.
   c.monitor = ml_collections.ConfigDict()
@@ -238,3 +258,79 @@ def get_config(arg=None):
   return with_variant(build(), arg)
 
 
+# Keys added after run folders were first written, in the order they came.
+ADDED = (
+    'init_from', 'train.frozen', 'model.attention',
+    'checkpoint.every_steps', 'checkpoint.every_epochs', 'checkpoint.keep',
+    'checkpoint.allow_config_change', 'checkpoint.restart',
+    'vq.init', 'vq.kmeans_iters', 'vq.kmeans_num_samples',
+    'vq.quantizer', 'vq.fsq_levels', 'vq.l2_normalize', 'vq.codebook_dim', 'vq.simvq',
+    'vq.estimator', 'vq.reanchor', 'vq.reanchor_strength', 'vq.reanchor_threshold',
+    'vq.reanchor_decay', 'vq.refresh_warmup_steps', 'vq.refresh_warmup_interval',
+    'vq.refresh_sampling', 'vq.refresh_source', 'vq.loss_reduction',
+    'monitor.usage_from_epoch', 'train.usage_window_steps',
+    'loss.entropy_weight', 'loss.entropy_temperature',
+    'data.pipeline', 'data.read_threads', 'data.workers',
+    'vq.codebook_learning_rate', 'vq.ema_decay_schedule', 'train.compilation_cache_dir',
+    'monitor.option_b', 'monitor.option_b_epoch', 'monitor.option_b_usage',
+    'monitor.option_b_rank', 'vq.reanchor_steps', 'data.prefetch_to_device',
+    'init_from_skip', 'vq.identity_gradient', 'loss.global_weight', 'loss.sigreg_input',
+    'train.probe_every_steps', 'train.probe_train_images', 'train.probe_val_images',
+    'model.dtype', 'train.usage_train_images',
+    'data.shapes_train_size', 'data.shapes_val_size', 'data.shapes_classes',
+    'data.shapes_scale_range', 'data.shapes_max_rotation', 'data.shapes_max_distractors',
+    'data.shapes_distractor_scale_range', 'data.shapes_backgrounds',
+)
+# Added keys whose value for older runs is not their base.py default.
+OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,
+              'train.probe_every_steps': 0, 'train.usage_train_images': 0}
+NEW_DEFAULTS = tuple(OLD_VALUES)
+
+
+def base():
+  """Every key at its default (a fresh copy; `jepa_jax.config.base.build`)."""
+  return build()
+
+
+def added_keys() -> Dict[str, Any]:
+  """{key: the value a config written before `key` existed reads it as}."""
+  defaults = base()
+  return {key: OLD_VALUES[key] if key in OLD_VALUES else config_keys.get(defaults, key)
+          for key in ADDED}
+
+
+ADDED_KEYS = added_keys()
+
+
+def fill_added_keys(cfg):
+  """`cfg` (e.g. a run's config.json as a ConfigDict) with every key of
+  ADDED_KEYS it lacks set to that value; keys it has are left alone."""
+  import ml_collections  # noqa: PLC0415
+  for key, value in ADDED_KEYS.items():
+    if not config_keys.has(cfg, key):
+      config_keys.put(cfg, key, value, make_group=ml_collections.ConfigDict)
+  return cfg
+
+
+def with_defaults(group: str, values) -> Dict[str, Any]:
+  """The keys of base.py's `group` (e.g. 'monitor') as a dict, those
+  `values` (a mapping, or None) has taken from it."""
+  out = base()[group].to_dict()
+  out.update({k: v for k, v in (values or {}).items() if k in out})
+  return out
+
+
+class _Missing:
+  """The value a key the config lacks shows in its ConfigError."""
+
+  def __repr__(self):
+    return 'missing'
+
+
+MISSING = _Missing()
+
+
+def missing_keys(cfg):
+  """The keys of jepa_jax/config/base.py that `cfg` lacks, in base.py's order (a run
+  folder's config.json from before a key existed: `fill_added_keys` first)."""
+  return [key for key in config_keys.leaf_keys(base()) if not config_keys.has(cfg, key)]

@@ -26,8 +26,10 @@ def train(config, workdir, overrides, every):
   print('trained', workdir, f'{time.time()-t:.0f}s', last, flush=True)
 
 def probe(workdir):
-  from jepa_jax import probes, step as step_lib, trained
-  from jepa_jax.checkpoint import RunCheckpoints
+  from jepa_jax.eval import probes
+  from jepa_jax.train import step as step_lib
+  from jepa_jax.run import trained
+  from jepa_jax.run.checkpoint import RunCheckpoints
   cfg, ds, setup, target = trained.run_setup(workdir)
   enc = trained.encoder_fn(setup)
   def score(params):
