@@ -268,3 +268,15 @@ def test_a_missing_requirement_is_one_line_not_a_traceback(tmp_path):
       "error: the package 'absl' is missing: install jepa_jax and its requirements first "
       "(pip install -e . in the repository)"], out.stderr
   assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.parametrize('form', [('--config', 'configs/gentle.py:tiny'),
+                                  ('--config=configs/gentle.py:tiny',)])
+def test_config_flag_with_a_space_reads_the_file_as_with_an_equals_sign(form, tmp_path):
+  """`--config FILE` (absl's space form) loads FILE as `--config=FILE` does:
+  a bad override value is then named (the space form once read a file
+  `config_config` and said only that)."""
+  out = _run('jepa_jax.main', *form, f'--workdir={tmp_path / "w"}', '--config.seed=abc')
+  line = _one_line(out, 2)
+  assert line.startswith('error: flag --config.seed=abc:'), line
+  assert not (tmp_path / 'w').exists()

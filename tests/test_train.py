@@ -120,6 +120,24 @@ def test_eval_and_embedding_metrics_leave_state_bit_identical():
   chex.assert_trees_all_equal(before, jax.tree.map(np.array, state))
 
 
+def test_embedding_metrics_in_chunks_equal_one_pass():
+  """The measurement encodes a split in chunks (memory bounded by one chunk):
+  codes, masked-context codes (masks keyed by the global image index) and the
+  train subset's codes equal one pass over all images; a last chunk that is
+  padded (37 = 2 x 16 + 5) drops its padding."""
+  cfg, ds, setup, state, images, _ = _setup_and_state('gentle')
+  val, train_sub = ds.val_images[:37], images[:21]
+  whole = jax.jit(measure.make_device_fn(setup, 0, chunk=4096))(state, val, train_sub)
+  cut = jax.jit(measure.make_device_fn(setup, 0, chunk=16))(state, val, train_sub)
+  assert set(whole) == set(cut) and {'codes', 'ctx_codes', 'train_codes'} <= set(cut)
+  for key in ('codes', 'ctx_codes', 'train_codes'):
+    np.testing.assert_array_equal(np.asarray(whole[key]), np.asarray(cut[key]))
+  for key in ('ctx_mean', 'tgt_mean'):
+    assert cut[key].shape == (37, cfg.model.embed_dim)
+    np.testing.assert_allclose(np.asarray(whole[key]), np.asarray(cut[key]),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_temperature_stays_in_bounds_under_aggressive_updates():
   cfg, _, setup, state, images, ids = _setup_and_state(
       'gentle', **{'train.learning_rate': 5.0, 'train.warmup_epochs': 0,

@@ -46,7 +46,8 @@ def config_spec_and_keys(argv):
 
 
 def yaml_argv(argv):
-  """`argv` with a YAML `--config=` spec as `yaml_config.py:SPEC (YAML_CONFIG_FILE)`."""
+  """`argv` with `--config FILE` joined into `--config=FILE` and a YAML
+  `--config=` spec as `YAML_CONFIG_FILE:SPEC` (this package's yaml_io.py)."""
   out, args = [argv[0]], list(argv[1:])
   i = 0
   while i < len(args):
@@ -56,7 +57,9 @@ def yaml_argv(argv):
       break
     name, eq, value = arg.partition('=')
     if name in ('--config', '-config') and not eq and i + 1 < len(args):
-      name, eq, value, i = name, '=', args[i + 1], i + 1
+      i += 1                                   # `--config FILE`: one `--config=FILE`
+      eq, value = '=', args[i]
+      arg = f'{name}={value}'
     if name in ('--config', '-config') and eq and yaml_config.is_yaml(value):
       arg = f'{name}={YAML_CONFIG_FILE}:{value}'
     out.append(arg)

@@ -143,9 +143,34 @@ class Schedule:
     return after or before
 
 
-def make_device_fn(setup, seed: int):
+# Images encoded at once at a point: the split is cut into chunks of this
+# many (one traced `lax.map`, still one compiled call), so the activations of
+# one chunk are held, not those of the whole split (12,800 shapes images:
+# ~7 GB at once). Never changes the result: every image is encoded alone.
+CHUNK = 1024
+
+
+def map_chunks(f, images, chunk: int = CHUNK):
+  """f(images[i:i + chunk], ids) for each chunk inside one traced call
+  (`lax.map`), outputs concatenated and cut back to len(images): ids are the
+  images' global indices (int32); the last chunk is padded with zero images,
+  whose outputs are dropped. f returns a pytree of arrays with a leading
+  per-image axis (None leaves allowed)."""
+  n = images.shape[0]
+  if n <= chunk:
+    return f(images, jax.numpy.arange(n, dtype=jax.numpy.int32))
+  m = -(-n // chunk)
+  pad = jax.numpy.zeros((m * chunk - n,) + images.shape[1:], images.dtype)
+  x = jax.numpy.concatenate([images, pad]).reshape((m, chunk) + images.shape[1:])
+  ids = jax.numpy.arange(m * chunk, dtype=jax.numpy.int32).reshape(m, chunk)
+  out = jax.lax.map(lambda a: f(*a), (x, ids))
+  return jax.tree.map(lambda y: y.reshape((m * chunk,) + y.shape[2:])[:n], out)
+
+
+def make_device_fn(setup, seed: int, chunk: int = CHUNK):
   """fn(state, images, train_images=None) -> arrays of one measurement
-  (jittable, no state change).
+  (jittable, no state change), the images encoded `chunk` at a time
+  (`map_chunks`).
 
   'ctx_mean' / 'tgt_mean' (N, D) per-image mean tokens (valid tokens only on
   padded data, `model.pool_tokens`); with VQ 'codes' (N, T) whole-image codes,
@@ -158,32 +183,39 @@ def make_device_fn(setup, seed: int):
   enc = setup.encoder
   validity = lambda x: (model_lib.token_validity(x, enc.patch_size)  # noqa: E731
                         if setup.padded else None)
+  no_code = lambda c, w: c if w is None else jax.numpy.where(w, c, -1)  # noqa: E731
 
   def fn(state, images, train_images=None):
-    valid = validity(images)
-    ctx = enc.apply(state['params']['encoder'], images, None, valid)
-    tgt = enc.apply(state['target_params'], images, None, valid)
-    out = {'ctx_mean': model_lib.pool_tokens(ctx, valid, 1),
-           'tgt_mean': model_lib.pool_tokens(tgt, valid, 1)}
-    if setup.vq_enabled:         # traced, so no eager op compiles on its own
-      mask_key = jax.random.split(jax.random.PRNGKey(seed + 1_000_003), 3)[0]
-      ids = jax.numpy.arange(images.shape[0], dtype=jax.numpy.int32)
-      if setup.padded:
-        ctx_idx, _, ctx_valid, _ = masking.sample_masks_valid(
-            mask_key, ids, setup.grid, setup.masking, valid)
-      else:
-        ctx_idx, _ = masking.sample_masks(mask_key, ids, setup.grid, setup.masking)
-        ctx_valid = None
-      z_ctx = enc.apply(state['params']['encoder'], images, ctx_idx, ctx_valid)
-      assign = lambda z: quantizer_lib.assign(  # noqa: E731
-          setup.quantizer, state.get('vq'), state.get('vq_params'), z)
-      no_code = lambda c, w: c if w is None else jax.numpy.where(w, c, -1)  # noqa: E731
-      out.update(codes=no_code(assign(ctx), valid), valid=valid,
-                 ctx_codes=no_code(assign(z_ctx), ctx_valid), ctx_valid=ctx_valid)
-      if train_images is not None:
-        t_valid = validity(train_images)
-        z_train = enc.apply(state['params']['encoder'], train_images, None, t_valid)
-        out.update(train_codes=no_code(assign(z_train), t_valid), train_valid=t_valid)
+    assign = lambda z: quantizer_lib.assign(  # noqa: E731
+        setup.quantizer, state.get('vq'), state.get('vq_params'), z)
+
+    def val_chunk(x, ids):
+      valid = validity(x)
+      ctx = enc.apply(state['params']['encoder'], x, None, valid)
+      tgt = enc.apply(state['target_params'], x, None, valid)
+      out = {'ctx_mean': model_lib.pool_tokens(ctx, valid, 1),
+             'tgt_mean': model_lib.pool_tokens(tgt, valid, 1)}
+      if setup.vq_enabled:       # traced, so no eager op compiles on its own
+        mask_key = jax.random.split(jax.random.PRNGKey(seed + 1_000_003), 3)[0]
+        if setup.padded:
+          ctx_idx, _, ctx_valid, _ = masking.sample_masks_valid(
+              mask_key, ids, setup.grid, setup.masking, valid)
+        else:
+          ctx_idx, _ = masking.sample_masks(mask_key, ids, setup.grid, setup.masking)
+          ctx_valid = None
+        z_ctx = enc.apply(state['params']['encoder'], x, ctx_idx, ctx_valid)
+        out.update(codes=no_code(assign(ctx), valid), valid=valid,
+                   ctx_codes=no_code(assign(z_ctx), ctx_valid), ctx_valid=ctx_valid)
+      return out
+
+    def train_chunk(x, _):
+      t_valid = validity(x)
+      z_train = enc.apply(state['params']['encoder'], x, None, t_valid)
+      return {'train_codes': no_code(assign(z_train), t_valid), 'train_valid': t_valid}
+
+    out = map_chunks(val_chunk, images, chunk)
+    if setup.vq_enabled and train_images is not None:
+      out.update(map_chunks(train_chunk, train_images, chunk))
     return out
 
   return fn
