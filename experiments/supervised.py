@@ -42,7 +42,7 @@ from jepa_jax.config import load as config_lib
 from jepa_jax.eval import probes
 from jepa_jax.eval import trajectory as probe_trajectory
 from jepa_jax.model import vit as model_lib
-from jepa_jax.objective import optimizer
+from jepa_jax.objective import terms as optimizer
 from jepa_jax.train import step as step_lib
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from experiments import assess
-from jepa_jax import usage
+from jepa_jax.config import flags as usage  # the --help text lives with the flags
 from jepa_jax.train import stages
 from conftest import ROOT, load
 

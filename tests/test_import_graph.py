@@ -20,7 +20,7 @@ LAYERS = (
         'run', 'run.files', 'run.lock', 'train', 'train.interrupts', 'vq'}),
     ('maths: pure functions of arrays, models, the optimizer', {
         'eval.metrics', 'eval.probes', 'model.masking', 'model.vit',
-        'objective.losses', 'objective.optimizer', 'vq.anticollapse', 'vq.codebook',
+        'objective.losses', 'vq.anticollapse', 'vq.codebook',
         'vq.distances', 'vq.health'}),
     ('data sources', {
         'data', 'data.arc', 'data.arrayrecord', 'data.batches', 'data.dataset',
@@ -37,10 +37,10 @@ LAYERS = (
     ('the trainer and its tools', {
         'diagnose', 'eval.goals', 'evaluate', 'run.checkpoint', 'run.integrity',
         'run.opening', 'run.reader', 'run.summary', 'run.trained',
-        'train.compile_cache', 'train.loop', 'train.loop_state', 'train.stages',
+        'train.loop', 'train.loop_state', 'train.stages',
         'train.start'}),
     ('commands', {
-        'config.flags', 'config_export', 'export', 'main', 'usage'}),
+        'config.flags', 'config_export', 'export', 'main'}),
 )
 
 

@@ -57,6 +57,13 @@ def build():
   # predictor on another run's encoders.
   c.init_from_skip = ()
 
+  for group in (_data_and_model, _vq, _loss_and_train, _devices_monitor_checkpoints):
+    group(c)
+  return c
+
+
+def _data_and_model(c) -> None:
+  """The data, model and masking groups."""
   c.data = ml_collections.ConfigDict()
   c.data.name = 'digits'
   c.data.val_fraction = 0.15      # fixed split: 1,527 train / 270 val digits
@@ -109,6 +116,10 @@ def build():
   c.masking.context_block_size = (3, 3)
   c.masking.num_context_tokens = 8
 
+
+
+def _vq(c) -> None:
+  """The quantizer group."""
   c.vq = ml_collections.ConfigDict()
   c.vq.enabled = True
   c.vq.codebook_size = 768
@@ -155,6 +166,10 @@ def build():
   c.vq.reanchor_decay = 0.99            # running average of the usage shares
   c.vq.reanchor_steps = 0               # re-anchor during the first N train steps only; 0: every step
 
+
+
+def _loss_and_train(c) -> None:
+  """The loss and train groups."""
   c.loss = ml_collections.ConfigDict()
   c.loss.temperature_init = 0.1
   c.loss.temperature_min = 0.07
@@ -208,6 +223,10 @@ def build():
   c.train.progress_bar = True
   c.train.compilation_cache_dir = '~/.cache/jepa_jax/xla'  # JAX's persistent cache; '': off
 
+
+
+def _devices_monitor_checkpoints(c) -> None:
+  """The parallel, monitor and checkpoint groups."""
   c.parallel = ml_collections.ConfigDict()
   c.parallel.mode = 'auto'        # 'auto' ('jit' on > 1 device), 'jit', 'pmap'
   c.parallel.num_devices = config_dict.placeholder(int)   # None: all devices
@@ -251,7 +270,6 @@ def build():
   # Train again from step 0 in a workdir whose outputs (final weights, logs)
   # have no usable checkpoint; they are moved to WORKDIR/previous-<n>/ first.
   c.checkpoint.restart = False
-  return c
 
 
 def get_config(arg=None):

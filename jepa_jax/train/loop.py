@@ -39,7 +39,6 @@ from jepa_jax.run import lock as workdir_lock
 from jepa_jax.run import opening as run_open
 from jepa_jax.run import summary as run_summary
 from jepa_jax.run import trained as final_state
-from jepa_jax.train import compile_cache
 from jepa_jax.train import devices as parallel
 from jepa_jax.train import interrupts
 from jepa_jax.train import loop_state
@@ -63,7 +62,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     config_lib.check_workdir_path(workdir)
     parallel.initialize_distributed(cfg)
     # One process per workdir (process 0 of a multi-process run speaks for all).
-    with compile_cache.persistent_cache(cfg.train.compilation_cache_dir), \
+    with parallel.persistent_cache(cfg.train.compilation_cache_dir), \
         workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
       try:
         return _train_and_evaluate(cfg, workdir, t_start, timer, progress)

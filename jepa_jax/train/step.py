@@ -64,7 +64,6 @@ from jepa_jax import data as data_lib
 from jepa_jax.config import checks as config_checks
 from jepa_jax.errors import ConfigError
 from jepa_jax.model import vit as model_lib
-from jepa_jax.objective import optimizer
 from jepa_jax.objective import terms as objective
 from jepa_jax.vq import codebook as vq_lib
 from jepa_jax.vq import quantizer as quantizer_lib
@@ -158,12 +157,12 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
   total = spe * tc.num_epochs
   warmup = min(int(round(tc.warmup_epochs * spe)), max(total - 1, 0))
   decay = max(total, warmup + 1)
-  schedule = optimizer.warmup_cosine(tc.learning_rate, tc.min_learning_rate, warmup, decay)
+  schedule = objective.warmup_cosine(tc.learning_rate, tc.min_learning_rate, warmup, decay)
   codebook_lr = cfg.vq.codebook_learning_rate      # Option C: its own schedule
-  codebook_schedule = None if codebook_lr is None else optimizer.warmup_cosine(
+  codebook_schedule = None if codebook_lr is None else objective.warmup_cosine(
       codebook_lr, tc.min_learning_rate * (codebook_lr / tc.learning_rate), warmup, decay)
   frozen = tuple(g for g in tc.frozen if g != 'target_encoder')
-  tx = optimizer.make_tx(schedule, weight_decay=tc.weight_decay,
+  tx = objective.make_tx(schedule, weight_decay=tc.weight_decay,
                          grad_clip_norm=tc.grad_clip_norm, frozen=frozen,
                          codebook_schedule=codebook_schedule)
   return Setup(cfg=cfg, grid=grid, encoder=model_lib.make_encoder(cfg.model),
