@@ -75,6 +75,7 @@ def test_cli_broken_config_file_and_workdir_that_is_a_file(tmp_path):
     ({'loss.temperature_max': 1e39}, 'loss.temperature_max'),
     ({'loss.temperature_min': 0.0}, 'loss.temperature_min'),
     ({'loss.entropy_temperature': 1e-45}, 'loss.entropy_temperature'),
+    ({'data.context_augment': 'blur'}, 'data.context_augment'),
 ])
 def test_validate_refuses_out_of_range_and_misordered_keys(overrides, key):
   cfg = set_overrides(load('gentle', 'tiny'), overrides)

@@ -7,6 +7,7 @@ import sys
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,7 +19,7 @@ from jepa_jax.train import loop as train
 from jepa_jax.train import loop_state as epoch_end
 from jepa_jax.train import step as step_lib
 from jepa_jax.vq import codebook as vq_lib
-from conftest import ROOT, load
+from conftest import ROOT, load, set_overrides
 
 # One per code path: EMA with refresh, EMA without, no VQ, gradient codebook
 # (gentle is sixth_run's path with other values; its tiny run is trained by
@@ -361,3 +362,38 @@ def test_a_start_from_scratch_logs_the_step_0_probe_point_once(tmp_path):
   assert [r['step'] for r in records.read_jsonl(tmp_path / 'probe_metrics.jsonl')] == [0]
   assert train.train_and_evaluate(cfg, str(tmp_path))['status'] == 'completed'
   assert [r['step'] for r in records.read_jsonl(tmp_path / 'probe_metrics.jsonl')] == [0, 6]
+
+
+def test_colour_jitter_changes_colours_per_sample_keeps_geometry_and_is_keyed():
+  from jepa_jax.objective import terms as objective
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(64, 8, 8, 3)), jnp.float32)
+  ids = jnp.arange(64, dtype=jnp.int32)
+  key = jax.random.PRNGKey(3)
+  out = np.asarray(objective.colour_jitter(key, ids, images))
+  again = np.asarray(objective.colour_jitter(key, ids, images))
+  np.testing.assert_array_equal(out, again)                  # a function of key and ids
+  assert not np.allclose(out, np.asarray(images))
+  # An image's result depends on its id only, not on its place in the batch.
+  swapped = np.asarray(objective.colour_jitter(key, ids[::-1], images[::-1]))
+  np.testing.assert_allclose(swapped[::-1], out, rtol=1e-6)
+  # Per pixel, each output channel is an affine map of one input channel (or
+  # of the mean of the affine maps, for grey images): the spatial pattern of
+  # some input channel, so geometry is kept.
+  x = np.asarray(images)
+  grey = np.all(np.isclose(out, out[..., :1]), axis=(1, 2, 3))
+  assert 0 < grey.sum() < 64                                  # some grey, not all
+  for i in np.flatnonzero(~grey)[:8]:
+    for c in range(3):
+      corr = [abs(np.corrcoef(out[i, ..., c].ravel(), x[i, ..., d].ravel())[0, 1])
+              for d in range(3)]
+      assert max(corr) > 0.999
+
+
+def test_context_augment_changes_the_loss_only_through_the_context_view():
+  cfg, ds, setup, state, images, ids = _setup_and_state('no_vq_gentle')
+  aug = step_lib.make_setup(set_overrides(cfg, {'data.context_augment': 'colour'}), ds)
+  assert aug.context_augment == 'colour' and setup.context_augment == ''
+  plain = jax.jit(step_lib.make_train_step(setup))(state, images, ids)[1]['loss']
+  jittered = jax.jit(step_lib.make_train_step(aug))(state, images, ids)[1]['loss']
+  assert np.isfinite(float(jittered)) and float(jittered) != float(plain)

@@ -86,6 +86,10 @@ def _data_and_model(c) -> None:
   # Input pipeline: 'memory' (batches cut from in-memory arrays) or 'grain'
   # (the same batches through Grain; `folder` then decodes lazily). grain:
   # reader threads, and worker processes decoding (0: none).
+  # The context encoder's view: '' (the image, as I-JEPA) or 'colour' (its
+  # colours jittered per image: channel order, gain, offset, grey; the target
+  # encoder sees the image; objective.colour_jitter). Pixel data only.
+  c.data.context_augment = ''
   c.data.pipeline = 'memory'
   c.data.read_threads = 4
   c.data.workers = 0
@@ -298,6 +302,7 @@ ADDED = (
     'data.shapes_train_size', 'data.shapes_val_size', 'data.shapes_classes',
     'data.shapes_scale_range', 'data.shapes_max_rotation', 'data.shapes_max_distractors',
     'data.shapes_distractor_scale_range', 'data.shapes_backgrounds',
+    'data.context_augment',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

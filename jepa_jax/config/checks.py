@@ -54,6 +54,9 @@ def _data(cfg, check) -> None:
           f"data.name={d.name!r} needs the path of its " + {
               'npz': '.npz file', 'folder': 'image folder',
               'arrayrecord': 'packed folder (python -m jepa_jax.data.pack)'}[d.name])
+  check('data.context_augment', d.context_augment in ('', 'colour') and not (
+      d.context_augment and cfg.model.patch_embed == 'colour'),
+        "must be '' or 'colour' (pixel data only: colour ids are not colours)")
   check('data.pipeline', d.pipeline in ('memory', 'grain'),
         "must be 'memory' (in-memory batches) or 'grain' (the same batches through Grain)")
   if d.pipeline == 'grain' or d.name == 'arrayrecord':

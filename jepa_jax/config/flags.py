@@ -27,8 +27,7 @@ import textwrap
 from typing import List, Tuple
 
 from absl import flags
-from ml_collections import config_dict
-from ml_collections import config_flags
+from ml_collections import config_dict, config_flags
 
 from jepa_jax.config import keys as config_keys
 from jepa_jax.config import load as config_lib

@@ -21,15 +21,14 @@ path alone. Leaf of the config modules: it imports nothing from jepa_jax but
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import os
 import sys
-import difflib
 
 from jepa_jax.config import keys as config_keys
 from jepa_jax.config import yaml_io as yaml_config
-from jepa_jax.errors import InputError
 # Re-exported: callers use them as config_lib.<name>.
 from jepa_jax.config.base import ADDED_KEYS, NEW_DEFAULTS, fill_added_keys  # noqa: F401
 from jepa_jax.config.checks import check_against_data, validate  # noqa: F401

@@ -31,9 +31,10 @@ A "within X" goal holds when the interval's far end is inside X
 """
 from __future__ import annotations
 
+from typing import Dict, Sequence
+
 import jax.numpy as jnp
 import numpy as np
-from typing import Dict, Sequence
 
 
 def _as_matrix(x, name):

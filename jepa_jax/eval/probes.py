@@ -58,17 +58,15 @@ codebook's usage on the val and train splits.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
-import numpy as np
 import dataclasses
-from typing import Tuple
 import hashlib
 import json
 import os
 import tempfile
-from typing import Callable, Dict, Optional
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional, Tuple
+
 import jax.numpy as jnp
+import numpy as np
 
 from jepa_jax.vq import codebook as vq_lib
 from jepa_jax.vq import health

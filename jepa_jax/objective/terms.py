@@ -16,10 +16,10 @@ the SimVQ map).
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Callable, Dict, Optional, Sequence
+
 import jax
 import jax.numpy as jnp
-from typing import Callable, Optional, Sequence
 import optax
 
 from jepa_jax.model import masking
@@ -44,10 +44,43 @@ def _w(weights):
   return {} if weights is None else {'weights': weights}
 
 
+# Context colour augmentation (`data.context_augment='colour'`): ranges of the
+# per-channel gain and offset (offsets in units of the standardised channel's
+# std) and the probability of a grey image.
+COLOUR_GAIN, COLOUR_OFFSET, GREY_PROB = (0.6, 1.4), 0.4, 0.2
+AUGMENT_TAG = 0xC01
+
+
+def colour_jitter(key, sample_ids, images):
+  """Each image's colours changed at random, per sample (`fold_in(key, id)`):
+  channels permuted (3-channel images), then x_c -> g_c x_c + o_c with
+  g_c ~ U(COLOUR_GAIN), o_c ~ U(+-COLOUR_OFFSET), then with probability
+  GREY_PROB every channel replaced by their mean. Geometry is untouched, so
+  the masks' tokens still cover the same pixels. The colour distortions of
+  joint-embedding recipes (SimCLR, Chen et al. 2020; the views of DINO and
+  LeJEPA) in a form for standardised images; I-JEPA uses none."""
+  c = images.shape[-1]
+
+  def one(k, x):
+    kp, kg, ko, ks = jax.random.split(k, 4)
+    if c > 1:
+      x = x[..., jax.random.permutation(kp, c)]
+    g = jax.random.uniform(kg, (c,), minval=COLOUR_GAIN[0], maxval=COLOUR_GAIN[1])
+    o = jax.random.uniform(ko, (c,), minval=-COLOUR_OFFSET, maxval=COLOUR_OFFSET)
+    x = x * g + o
+    grey = jax.random.bernoulli(ks, GREY_PROB)
+    return jnp.where(grey, jnp.broadcast_to(x.mean(-1, keepdims=True), x.shape), x)
+
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(sample_ids)
+  return jax.vmap(one)(keys, images).astype(images.dtype)
+
+
 def _views(setup, params, target_params, images, sample_ids, mask_key):
   """Masks, the context encoder's tokens z (b, K, D), the target encoder's
   tokens of the whole image t_full (b, N, D, no gradient) and their target
-  blocks tgt (b, M, T, D); with the validity flags of padded data (else None)."""
+  blocks tgt (b, M, T, D); with the validity flags of padded data (else None).
+  With `setup.context_augment` the context encoder sees `colour_jitter`ed
+  images (key: the mask key folded with AUGMENT_TAG), the target the originals."""
   if setup.padded:
     valid = model_lib.token_validity(images, setup.encoder.patch_size)   # (b, N)
     ctx_idx, tgt_idx, ctx_valid, tgt_valid = masking.sample_masks_valid(
@@ -56,7 +89,10 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
     valid = ctx_valid = tgt_valid = None
     ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
                                             setup.masking)
-  z = setup.encoder.apply(params['encoder'], images, ctx_idx, ctx_valid)  # (b, K, D)
+  ctx_images = images
+  if setup.context_augment == 'colour':
+    ctx_images = colour_jitter(jax.random.fold_in(mask_key, AUGMENT_TAG), sample_ids, images)
+  z = setup.encoder.apply(params['encoder'], ctx_images, ctx_idx, ctx_valid)  # (b, K, D)
   t_full = jax.lax.stop_gradient(
       setup.encoder.apply(target_params, images, None, valid))         # (b, N, D)
   b, m, t = tgt_idx.shape

@@ -24,11 +24,12 @@ Run records: atomic JSON files and append-only JSON-lines logs.
 """
 from __future__ import annotations
 
-import os
 import json
 import math
+import os
 import time
 from typing import Any, Dict, Mapping, Optional
+
 import numpy as np
 
 

@@ -24,16 +24,17 @@ Everything else is reported as before.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-from typing import Dict, List
-import jax
-import numpy as np
 import errno
+import hashlib
 import logging
+import os
 import re
 import sys
 import threading
+from typing import Dict, List
+
+import jax
+import numpy as np
 
 
 ITEM = 'integrity'

@@ -21,11 +21,11 @@ config.json are refused as an unknown run. Nothing here writes.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Any, Dict, List
-import dataclasses
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
+
 import numpy as np
 
 from jepa_jax import data as data_lib

@@ -39,13 +39,14 @@ shape; files written before `vq.VQState.usage_ema` existed load as before.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+from typing import Any, Dict, Optional
+
 import jax
 import numpy as np
 from flax import serialization
-import dataclasses
-import json
-from typing import Any, Dict, Optional
 
 from jepa_jax import data as data_lib
 from jepa_jax.config import load as config_lib

@@ -69,20 +69,18 @@ sees JAX as it left it.
 """
 from __future__ import annotations
 
-import dataclasses
-import time
-from typing import Any, Callable, Optional, Tuple
-import jax
-import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 import collections
-from typing import Any, Callable, Iterable, Iterator
 import contextlib
+import dataclasses
 import os
 import sys
-from typing import Iterator, Optional
+import time
+from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
+
+import jax
+import numpy as np
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jepa_jax.config import load as config_lib
 from jepa_jax.train import step as step_lib

@@ -33,16 +33,15 @@ has saved what it needs); the later ones are then skipped.
 """
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, Optional
-import jax
-import numpy as np
-from typing import Any, Dict
 import collections
 import contextlib
-import time
 import dataclasses
-from typing import Callable, List, Optional
+import json
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import jax
+import numpy as np
 
 from jepa_jax.train import interrupts
 from jepa_jax.train import monitor

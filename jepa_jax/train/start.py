@@ -16,15 +16,15 @@ checkpoint) or with logs of step 0 holds nothing worth keeping.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from typing import Any, Optional, Tuple
-import jax
-import numpy as np
 import glob
 import json
+import os
 import shutil
-from typing import List
+import tempfile
+from typing import Any, List, Optional, Tuple
+
+import jax
+import numpy as np
 
 from jepa_jax.run import files as run_files
 from jepa_jax.train import interrupts

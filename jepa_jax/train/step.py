@@ -131,6 +131,7 @@ class Setup:
   freeze_target: bool       # 'target_encoder' frozen: no EMA update
   momentum: Tuple[float, float]  # target-encoder EMA momentum, start and end
   quantizer: Any = None     # quantizer.Spec, None without VQ
+  context_augment: str = ''  # '' or 'colour': the context view's augmentation
 
   @property
   def vq_enabled(self) -> bool:
@@ -172,7 +173,8 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
                masking=cfg.masking, loss=LossSpec.from_config(cfg.loss), frozen=frozen,
                freeze_target='target_encoder' in tc.frozen,
                momentum=(tc.ema_momentum_start, tc.ema_momentum_end),
-               quantizer=quantizer_lib.make_spec(cfg))
+               quantizer=quantizer_lib.make_spec(cfg),
+               context_augment=cfg.data.context_augment)
 
 
 def trainables_of(setup: Setup, state) -> Dict[str, Any]:
