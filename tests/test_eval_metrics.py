@@ -227,3 +227,19 @@ def test_max_images_below_two_per_fold_is_refused(tmp_path):
   with pytest.raises(ValueError, match='--max_images=9: must be >= 10'):
     evaluate.evaluate_run(str(tmp_path), max_images=9)
   assert evaluate.main(['--workdir', str(tmp_path), '--max_images', '9']) != 0
+
+
+def test_pixel_features_are_whole_for_small_images_and_pca_for_large():
+  rng = np.random.default_rng(0)
+  small_tr, small_va = rng.normal(size=(50, 8, 8, 1)), rng.normal(size=(20, 8, 8, 1))
+  tr, va = evaluate._pixel_features(small_tr, small_va)
+  assert tr is small_tr and va is small_va                 # digits: the pixels as they are
+  big_tr = rng.normal(size=(300, 16, 16, 3)).astype(np.float32)
+  big_va = rng.normal(size=(40, 16, 16, 3)).astype(np.float32)
+  tr, va = evaluate._pixel_features(big_tr, big_va)        # 768 values > PIXEL_COMPONENTS
+  assert tr.shape == (300, evaluate.PIXEL_COMPONENTS) and va.shape == (40, tr.shape[1])
+  # The components are the train split's: projecting back recovers the
+  # centred train rows' best rank-256 approximation, so most of their variance.
+  flat = big_tr.reshape(300, -1)
+  kept = np.sum(tr.var(0)) / np.sum(flat.var(0))
+  assert 0.5 < kept < 1.0

@@ -1,0 +1,40 @@
+"""experiments/supervised.py, the supervised ceiling, run as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _run(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, '-m', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_supervised_ceiling_starts_where_the_jepa_run_starts_and_learns(tmp_path):
+  """Its step-0 probe is the JEPA run's (same architecture, seed and probe
+  subset); it writes every point and its loss falls below ln(10)."""
+  out = tmp_path / 'sup.json'
+  sup = _run('experiments.supervised', '--config=configs/ijepa.py:tiny', '--seed', '0',
+             '--probe_every', '2', '--out', str(out))
+  assert sup.returncode == 0, sup.stderr[-2000:]
+  res = json.loads(out.read_text())
+  steps = [p['step'] for p in res['trajectory']]
+  assert steps[0] == 0 and steps[-1] == res['steps'] and steps == sorted(set(steps))
+  run = _run('jepa_jax.main', '--config=configs/ijepa.py:tiny', f'--workdir={tmp_path / "w"}',
+             '--config.train.probe_every_steps=2')
+  assert run.returncode == 0, run.stderr[-2000:]
+  first = json.loads((tmp_path / 'w' / 'probe_metrics.jsonl').read_text().splitlines()[0])
+  assert first['step'] == 0
+  assert abs(res['trajectory'][0]['linear'] - first['linear_target']) < 1e-9
+  assert res['trajectory'][-1]['loss'] < 2.3026 and 0.0 <= res['head_val_acc'] <= 1.0
+
+
+def test_supervised_ceiling_refuses_data_without_classes_in_one_line(tmp_path):
+  sup = _run('experiments.supervised', '--config=configs/ijepa.py:arc', '--out',
+             str(tmp_path / 'x.json'))
+  lines = [l for l in sup.stderr.splitlines() if l.strip()]
+  assert sup.returncode == 2 and len(lines) == 1 and 'data.name' in lines[0], sup.stderr
+  assert not (tmp_path / 'x.json').exists()
