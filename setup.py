@@ -28,7 +28,7 @@ setup(
         "Pillow>=10.0",
         "tqdm>=4.66",
         "tensorboardX>=2.6",
-        "PyYAML>=5.1",                 # YAML configs (jepa_jax/yaml_config.py)
+        "PyYAML>=5.1",                 # YAML configs (jepa_jax/config/yaml_io.py)
     ],
     extras_require={
         "cuda12": ["jax[cuda12]>=0.6.1"],

@@ -34,7 +34,7 @@ On top of configs/anticollapse.py:
             (README, "Anti-collapse options")
 """
 from configs import anticollapse, base, gentle
-from jepa_jax import config_keys
+from jepa_jax.config import keys as config_keys
 
 # name -> (the config file it starts from, the keys it sets).
 ABLATIONS = {

@@ -20,7 +20,7 @@ eval.json (padded data: valid tokens only; the means over the label sets):
   kmeans_raw    k-means fitted on the run's train tokens in the encoder's
                 space, as the no-VQ baseline is
 
-k-means: `evaluate.kmeans_codes` (at most 20,000 train tokens, k-means++,
+k-means: `kmeans_codes` (at most 20,000 train tokens, k-means++,
 seed 0), so kmeans_raw is the baseline's procedure on this run's encoder.
 """
 from __future__ import annotations
@@ -33,52 +33,43 @@ import jax
 import numpy as np
 
 from experiments import json_rows
-from jepa_jax import evaluate
-from jepa_jax import model as model_lib
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import run_files
+from jepa_jax.eval.probes import code_metrics, kmeans_codes
+from jepa_jax.run import files as run_files
+from jepa_jax.run import trained
+from jepa_jax.vq import quantizer as quantizer_lib
 
 
 def _ami(codes, valid, label_sets) -> float:
-  return float(np.mean([evaluate.code_metrics(codes, va, valid)['ami']
+  return float(np.mean([code_metrics(codes, va, valid)['ami']
                         for _, va in label_sets.values()]))
 
 
 def ami_sources(workdir: str) -> Dict[str, float]:
   """The module docstring's three AMIs for a finished run."""
-  cfg, ds, setup, state = evaluate.load_trained_state(workdir)
+  run = trained.load_run(workdir)
+  ds, setup, state = run.dataset, run.setup, run.state
   if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
     raise ValueError(f'{workdir}: the run has no learned codebook')
-  spec, patch = setup.quantizer, cfg.model.patch_size
-  validity = lambda x: (np.asarray(model_lib.token_validity(x, patch))  # noqa: E731
-                        if setup.padded else None)
-
-  def encode_fn(p, x):
-    valid = model_lib.token_validity(x, patch) if setup.padded else None
-    return setup.encoder.apply(p, x, None, valid)
-
-  encode = jax.jit(encode_fn)
-  params = state['params']['encoder']
-  tr = evaluate._features(encode, params, ds.train_images)  # pylint: disable=protected-access
-  va = evaluate._features(encode, params, ds.val_images)    # pylint: disable=protected-access
-  tr_valid, va_valid = validity(ds.train_images), validity(ds.val_images)
-  labelled = ds.train_labels is not None and ds.val_labels is not None
-  label_sets = evaluate._label_sets(ds, labelled)           # pylint: disable=protected-access
+  spec = setup.quantizer
+  train_emb, val_emb = run.encode(ds.train_images), run.encode(ds.val_images)
+  tr, va = train_emb.tokens, val_emb.tokens
+  tr_valid, va_valid = train_emb.valid, val_emb.valid
+  label_sets = trained.label_sets(ds)
   to_space = jax.jit(lambda z: quantizer_lib.encode(spec, state.get('vq_params'), z))
   tr_u, va_u = np.asarray(to_space(tr)), np.asarray(to_space(va))
-  run_codes = np.asarray(quantizer_lib.assign(spec, state.get('vq'), state.get('vq_params'), va))
+  run_codes = run.codes(ds.val_images)
   fit_rows = (lambda t: t[tr_valid]) if setup.padded else (  # noqa: E731
       lambda t: t.reshape(-1, t.shape[-1]))
   k = spec.num_codes
-  space_codes = evaluate.kmeans_codes(fit_rows(tr_u), va_u, k, cosine=spec.l2)
-  raw_codes = evaluate.kmeans_codes(fit_rows(tr), va, k)
+  space_codes = kmeans_codes(fit_rows(tr_u), va_u, k, cosine=spec.l2)
+  raw_codes = kmeans_codes(fit_rows(tr), va, k)
   out = {'run': _ami(run_codes, va_valid, label_sets),
          'kmeans_space': _ami(space_codes, va_valid, label_sets)}
   if spec.l2 and spec.project:
     unnormalised = dataclasses.replace(spec, l2=False)
     project = jax.jit(lambda z: quantizer_lib.encode(unnormalised, state.get('vq_params'), z))
     tr_p, va_p = np.asarray(project(tr)), np.asarray(project(va))
-    out['kmeans_projected'] = _ami(evaluate.kmeans_codes(fit_rows(tr_p), va_p, k),
+    out['kmeans_projected'] = _ami(kmeans_codes(fit_rows(tr_p), va_p, k),
                                    va_valid, label_sets)
   out['kmeans_raw'] = _ami(raw_codes, va_valid, label_sets)
   return out

@@ -43,9 +43,9 @@ from experiments import report_health
 from experiments import report_learning
 from experiments import report_plots
 from jepa_jax import cli
-from jepa_jax import config_files
 from jepa_jax import diagnose
-from jepa_jax import run_files
+from jepa_jax.config import load as config_files
+from jepa_jax.run import files as run_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINISHED = report.FINISHED
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
 
   # Longest first (planned epochs), so the last job to start is a short one.
   def planned_epochs(v):
-    from jepa_jax import config_lib  # noqa: PLC0415
+    from jepa_jax.config import load as config_lib  # noqa: PLC0415
     spec = config_files.variant_spec(v, args.config_arg)
     return config_lib.load_config(spec).train.num_epochs
   jobs = sorted(((v, s) for v in present for s in seeds),

@@ -32,13 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import json_rows
-from jepa_jax import checkpoint as ckpt_lib
-from jepa_jax import evaluate
-from jepa_jax import measure
-from jepa_jax import model as model_lib
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import run_files
-from jepa_jax import vq as vq_lib
+from jepa_jax.eval import measure
+from jepa_jax.model import vit as model_lib
+from jepa_jax.run import checkpoint as ckpt_lib
+from jepa_jax.run import files as run_files
+from jepa_jax.run import trained
+from jepa_jax.vq import codebook as vq_lib
+from jepa_jax.vq import quantizer as quantizer_lib
 
 
 def make_tokens_fn(setup):
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     step_a, step_b = (int(s) for s in args.steps.split(','))
   except ValueError:
     ap.error(f'--steps {args.steps!r}: give two checkpoint steps, e.g. 667,690')
-  _, dataset, setup, abstract = evaluate.run_setup(args.workdir)
+  _, dataset, setup, abstract = trained.run_setup(args.workdir)
   if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
     ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
   ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),

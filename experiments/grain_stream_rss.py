@@ -68,7 +68,8 @@ def main() -> None:
   ap.add_argument('--val_images', type=int, default=256)
   args = ap.parse_args()
 
-  from jepa_jax import config_lib, data  # noqa: PLC0415
+  from jepa_jax import data  # noqa: PLC0415
+  from jepa_jax.config import load as config_lib  # noqa: PLC0415
   from jepa_jax.data import pack  # noqa: PLC0415
   t0 = time.perf_counter()
   make_jpegs(args.root, args.images, args.size)

@@ -38,13 +38,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from experiments import assess
 from jepa_jax import cli
-from jepa_jax import config_files
-from jepa_jax import config_lib
 from jepa_jax import diagnose
-from jepa_jax import flag_parsing
-from jepa_jax import records
-from jepa_jax import run_files
-from jepa_jax import stages
+from jepa_jax.config import flags as flag_parsing
+from jepa_jax.config import load as config_lib
+from jepa_jax.run import files as run_files
+from jepa_jax.train import stages
 
 FINISHED_OK = ('completed', 'early_stopped')
 
@@ -84,7 +82,7 @@ def command_line(option: Option, config_arg: str, seed: int,
                  overrides: Sequence[str]) -> List[str]:
   """The `--config=` and `--config.KEY=VALUE` arguments of `option`'s run
   (`assess.train_and_evaluate` passes the same)."""
-  spec = config_files.variant_spec(option.variant, config_arg)
+  spec = config_lib.variant_spec(option.variant, config_arg)
   return [f'--config={spec}', f'--config.seed={seed}', '--config.train.progress_bar=False',
           *[f'--config.{o}' for o in option.overrides], *overrides]
 
@@ -165,7 +163,7 @@ def run_ladder(workdir: str, config_arg: str = '', seed: int = 0,
   out = {'passed': passed, 'decision': decision(steps, passed), 'seed': seed,
          'config_arg': config_arg, 'criteria': dataclasses.asdict(criteria),
          'steps': steps}
-  records.write_json(os.path.join(workdir, 'ladder.json'), records.to_builtin(out))
+  run_files.write_json(os.path.join(workdir, 'ladder.json'), run_files.to_builtin(out))
   with open(os.path.join(workdir, 'ladder.md'), 'w') as f:
     f.write(markdown(out))
   return out

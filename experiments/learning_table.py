@@ -14,7 +14,7 @@ or `python -m jepa_jax.evaluate`) and prints, per variant, over its seeds:
   over random init, over pixels
                      the paired per-seed gain of the target encoder, in
                      points, with its interval and worst seed
-                     (`jepa_jax.seed_stats.paired`)
+                     (`jepa_jax.eval.metrics.paired`)
   end - best         the probe trajectory's last point minus its best point
                      (probe_metrics.jsonl's holdout protocol), in points: 0
                      when the probe never falls below its best
@@ -33,7 +33,7 @@ import re
 from typing import Dict, List, Optional
 
 from jepa_jax import cli
-from jepa_jax import seed_stats
+from jepa_jax.eval import metrics as seed_stats
 
 
 def _probe(ev: Dict, name: str) -> Optional[float]:

@@ -18,80 +18,18 @@ from experiments import report_goals
 from experiments import report_health
 from experiments import report_learning
 from experiments import report_plots
+# Re-exported: the per-run values and folders, as callers have used them.
+from experiments.report_values import run_dir, run_values  # noqa: F401
 from experiments.report_tables import (CODEBOOK, DOWNSTREAM, EMBEDDING, LOSSES, SPEED,
                                        STABILITY, mean_or_none, mean_std, property_rows,
                                        render_table)
 from jepa_jax import diagnose
-from jepa_jax import monitor
-from jepa_jax import run_files
+from jepa_jax.run import files as run_files
+from jepa_jax.train import monitor
 
 
 # Statuses of a run that has stopped (summary.json); others are still training.
 FINISHED = ('completed', 'early_stopped', 'aborted', 'failed')
-
-
-def run_dir(workdir: str, variant: str, seed: int) -> str:
-  return os.path.join(workdir, variant, f'seed_{seed}')
-
-
-# ---------------------------------------------------------------- per-run values
-
-def run_values(run: diagnose.Run) -> Dict[str, Any]:
-  """The scalars the tables show, for one run (None where not applicable)."""
-  v: Dict[str, Any] = {'status': run.status, 'epochs': len(run.epochs),
-                       'num_epochs': run.num_epochs, 'seed': run.config.get('seed')}
-  v['early_stop_epoch'] = (len(run.epochs) - 1 if run.status == 'early_stopped' else None)
-  vals = [e['val_loss_mean'] for e in run.epochs]
-  ratios = [(vals[i] / min(vals[:i]), i) for i in range(1, len(vals))]
-  v['val_spike'], v['val_spike_epoch'] = max(ratios) if ratios else (None, None)
-  if run.epochs:
-    last = run.epochs[-1]
-    v['final_train_loss'], v['final_val_loss'] = last['train_loss_mean'], last['val_loss_mean']
-    v['final_val_infonce'] = last.get('val_infonce_mean')
-    beta = (run.config.get('vq') or {}).get('commitment_cost', 0.0)
-    ent = (run.config.get('loss') or {}).get('entropy_weight', 0.0)
-    v['final_val_jepa'] = (last['val_loss_mean'] - beta * last.get('val_commitment_mean', 0.0)
-                           - last.get('val_codebook_mean', 0.0)
-                           - ent * last.get('val_entropy_mean', 0.0))
-    i = int(np.argmin(vals))
-    v['best_val_loss'], v['best_val_epoch'] = vals[i], run.epochs[i]['epoch']
-  emb = run.embedding
-  for key, short in (('context_effective_rank', 'ctx_rank'),
-                     ('target_effective_rank', 'tgt_rank'),
-                     ('context_isotropy', 'ctx_iso'), ('target_isotropy', 'tgt_iso')):
-    xs = [r[key] for r in emb if key in r]
-    if xs:
-      v[f'{short}_final'], v[f'{short}_min'], v[f'{short}_max'] = xs[-1], min(xs), max(xs)
-  usage = [r for r in emb if monitor.USAGE in r]
-  if usage:
-    v['usage_start'], v['usage_end'] = usage[0][monitor.USAGE], usage[-1][monitor.USAGE]
-    v['usage_min'] = min(r[monitor.USAGE] for r in usage)
-    v['usage_max'] = max(r[monitor.USAGE] for r in usage)
-    v['codes_start'], v['codes_end'] = usage[0]['vq_codes_used'], usage[-1]['vq_codes_used']
-    v['perplexity_end'] = usage[-1].get('vq_perplexity')
-  v['trajectory'] = diagnose.usage_trajectory(emb)['label']
-  s = run.summary or {}
-  v['wall_time_s'], v['steps_per_s'] = s.get('wall_time_s'), s.get('steps_per_s')
-  ev = run.eval or {}
-  for enc, short in (('target_encoder', 'tgt'), ('context_encoder', 'ctx'),
-                     ('pixels', 'pix'), ('random_init', 'rnd')):
-    if enc in ev:
-      v[f'{short}_probe'] = ev[enc]['linear_probe_acc']
-      v[f'{short}_knn'] = ev[enc]['knn_acc']
-  v['nmi'] = ev.get('code_label_nmi')
-  v['codes_used_val'] = ev.get('codes_used_val')
-  v['chance'] = ev.get('chance')
-  # Unlabelled grids (ARC): one probe per grid property (jepa_jax.evaluate).
-  for prop, res in (ev.get('probes') or {}).items():
-    for enc, short in (('target_encoder', 'tgt'), ('context_encoder', 'ctx'),
-                       ('pixels', 'pix'), ('random_init', 'rnd')):
-      if enc in res:
-        v[f'{prop}_{short}_probe'] = res[enc]['linear_probe_acc']
-    v[f'{prop}_nmi'] = res.get('code_property_nmi')
-    v[f'{prop}_chance'] = res['chance']
-  v.update(report_health.health_values(run))
-  v.update(report_learning.learning_values(run))
-  return v
 
 
 def trajectory_table(variants, runs: Dict[str, List[diagnose.Run]], every: int = 4
@@ -159,7 +97,7 @@ def criteria_section(variants, runs, criteria_of: Dict[str, diagnose.Criteria],
              for v in shown]
     lines.append('| **all must-haves** | | ' + ' | '.join(cells) + ' |')
   lines += ['', '### Red flags (abort criteria) and alerts per run', '',
-            'Replayed from the logs with the monitor rules (`jepa_jax/monitor.py`); '
+            'Replayed from the logs with the monitor rules (`jepa_jax/train/monitor.py`); '
             'the runs themselves ran with `monitor.abort=False`, so they completed.', '',
             '| Run | Red flags | First red flag | Alerts (rule x count) |',
             '|---|---|---|---|']

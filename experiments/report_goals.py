@@ -3,8 +3,8 @@
     python -m experiments.report_goals --workdir runs/x --variants a,b,no_vq_gentle \
         --seeds 100,101,102,103,104 [--out goals.md]
 
-Each goal is judged on one value per run (seed), `jepa_jax.goals.run_values`
-and eval.json, with `jepa_jax.seed_stats`: the mean, its 95% percentile
+Each goal is judged on one value per run (seed), `jepa_jax.eval.goals.run_values`
+and eval.json, with `jepa_jax.eval.metrics`: the mean, its 95% percentile
 bootstrap interval and the worst seed are shown, and the goal holds when the
 interval's far end is inside it (the mean alone never decides). Goals
 against the baseline are paired: per-seed differences against the matched
@@ -18,7 +18,7 @@ values is coarse, that of 1 value is the value itself).
 | usage (window) | min training-window usage over the windows after the warm-up end | the same |
 | perplexity | min train-token perplexity / K over the points after epoch 1 | CI low end >= 50% |
 | restarts | restart events over the whole run / K (after the warm-up end shown) | CI high end <= 1 |
-| churn | churn over the last epoch (`jepa_jax.goals`; its span in epochs shown) | CI high end <= 5% |
+| churn | churn over the last epoch (`jepa_jax.eval.goals`; its span in epochs shown) | CI high end <= 5% |
 | probe | target-encoder linear probe, paired difference to the baseline | CI low end >= -1 point (`seed_stats.within`) |
 | val loss | val loss without the VQ terms, paired relative gap a_s / b_s - 1 | CI high end <= 5% |
 | AMI | code-label AMI minus k-means' AMI on the same tokens (the run's eval.json `kmeans`; runs evaluated before it: the baseline's at the same seed, marked) | CI low end > 0 |
@@ -34,18 +34,18 @@ import argparse
 from typing import Any, Dict, List, Optional, Sequence
 
 from experiments import report_health
+from experiments import report_values
 from experiments.report_tables import mean_or_none
 from jepa_jax import diagnose
-from jepa_jax import goals
-from jepa_jax import seed_stats
+from jepa_jax.eval import goals
+from jepa_jax.eval import metrics as seed_stats
 
 MIN_SEEDS = 5
 
 
 def goal_values(run: diagnose.Run) -> Dict[str, Any]:
   """Per-run values the goals judge (None where the run does not log them)."""
-  from experiments import report  # noqa: PLC0415  (report imports this module)
-  v = report.run_values(run)
+  v = report_values.run_values(run)
   ev = run.eval or {}
   own_km = (ev.get('kmeans') or {}).get('code_label_ami') if run.vq_enabled else None
   return {
@@ -162,7 +162,7 @@ def goals_section(runs: Dict[str, List[diagnose.Run]]) -> List[str]:
   vq = [var for var, rs in runs.items() if rs and rs[0].vq_enabled]
   lines = ['## Stable-codebook goals', '',
            'One value per seed; cells: mean [95% bootstrap CI], worst seed; ✅ / ❌ by the '
-           "CI's far end (`experiments/report_goals.py`, `jepa_jax/seed_stats.py`): usage "
+           "CI's far end (`experiments/report_goals.py`, `jepa_jax/eval/metrics.py`): usage "
            ">= 90% of K (80% above 1,024 codes) on the train split's whole-image tokens at "
            'every point after epoch 1 and in every training window after the warm-up; '
            'perplexity >= 50% of K; restarts over the whole run <= 1x K (after the '
@@ -183,12 +183,11 @@ def goals_section(runs: Dict[str, List[diagnose.Run]]) -> List[str]:
 
 
 def load_runs(workdir: str, variants: Sequence[str], seeds: Sequence[int]):
-  from experiments import report  # noqa: PLC0415
   runs = {}
   for var in variants:
     found = []
     for seed in seeds:
-      path = report.run_dir(workdir, var, seed)
+      path = report_values.run_dir(workdir, var, seed)
       try:
         found.append(diagnose.load_run(path))
       except (OSError, ValueError):

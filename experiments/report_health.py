@@ -12,12 +12,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from jepa_jax import config_keys
-from jepa_jax import config_lib
 from jepa_jax import diagnose
-from jepa_jax import goals
-from jepa_jax import monitor
-from jepa_jax import seed_stats
+from jepa_jax.config import keys as config_keys
+from jepa_jax.config import load as config_lib
+from jepa_jax.eval import goals
+from jepa_jax.eval import metrics as seed_stats
+from jepa_jax.train import monitor
 
 HEALTH_PLOTS = ('codebook_health.png', 'usage_histogram.png')
 GOAL_KEYS = ('train_usage_min', 'train_usage_end', 'window_usage_min', 'perplexity_min',
@@ -86,7 +86,7 @@ def health_values(run: diagnose.Run) -> Dict[str, Any]:
   v['code_age_end'] = _last(recs, 'vq_code_age_median')
   v['codes_ge5_end'] = _last(recs, 'vq_codes_ge5')
   v['restarts_per_epoch'] = _restarts_per_epoch(run, recs)
-  if run.vq_enabled:              # where the codebook is used (jepa_jax.goals)
+  if run.vq_enabled:              # where the codebook is used (jepa_jax.eval.goals)
     g = goals.run_values(run)
     v.update({key: g[key] for key in GOAL_KEYS})
   v['ctx_spread_final'] = _last(run.embedding, 'context_spread')
@@ -180,7 +180,7 @@ def baseline_section(variants, values, runs, matched) -> List[str]:
            '95% interval. AMI: code–label adjusted mutual information; the '
            "baseline's is that of k-means with K = codebook size on its tokens. Δ: the "
            'paired gap a_s / b_s − 1 at the seeds both ran, mean [95% bootstrap CI], '
-           'worst seed (`jepa_jax/seed_stats.py`).', '',
+           'worst seed (`jepa_jax/eval/metrics.py`).', '',
            '| Variant | Baseline | Val loss (Δ) | Context rank (Δ) | Target rank (Δ) | '
            'Probe (baseline) | AMI (k-means AMI) |', '|---|---|---|---|---|---|---|']
   for var in variants:

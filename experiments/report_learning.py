@@ -1,6 +1,6 @@
 """The report's first question, "Does the encoder learn?": per variant the
 trained encoders' linear probe next to the raw pixels' and the random-init
-encoder's (eval.json, `jepa_jax.learning`), the gains in points, the probe
+encoder's (eval.json, `jepa_jax.eval.goals`), the gains in points, the probe
 trajectory's start, best and end; and the plot of the probe trajectories
 (`probe_trajectory.png`: one line per variant and seed, the pixels' and each
 variant's random-init probe as horizontal lines)."""
@@ -13,7 +13,7 @@ import numpy as np
 
 from experiments.report_tables import Row, mean_or_none, mean_std, render_table, scalar
 from jepa_jax import diagnose
-from jepa_jax import learning
+from jepa_jax.eval import goals as learning
 
 PLOT = 'probe_trajectory.png'
 

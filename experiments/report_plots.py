@@ -12,7 +12,7 @@ import numpy as np
 from experiments import report_health
 from experiments import report_learning
 from jepa_jax import diagnose
-from jepa_jax import monitor
+from jepa_jax.train import monitor
 
 PLOTS = ('vq_usage.png', 'effective_ranks.png', 'losses.png')
 

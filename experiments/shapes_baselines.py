@@ -68,7 +68,9 @@ def encoder_features(setup, params, images, batch: int = 500) -> np.ndarray:
 def load(config: str, n_train: int, n_val: int, workdir=None):
   """(cfg, dataset) of `config` (or of the run in `workdir`: its
   config.json) with the shapes splits cut to n_train / n_val."""
-  from jepa_jax import config_lib, data, run_files  # noqa: PLC0415
+  from jepa_jax import data  # noqa: PLC0415
+  from jepa_jax.config import load as config_lib  # noqa: PLC0415
+  from jepa_jax.run import files as run_files  # noqa: PLC0415
   if workdir:
     from ml_collections import ConfigDict  # noqa: PLC0415
     with open(os.path.join(workdir, run_files.CONFIG)) as f:
@@ -86,7 +88,7 @@ def load(config: str, n_train: int, n_val: int, workdir=None):
 
 def feature_sets(cfg, ds, workdir=None, pixels: bool = True) -> Dict[str, tuple]:
   """{name: (train features, val features)} of the module docstring."""
-  from jepa_jax import step as step_lib  # noqa: PLC0415
+  from jepa_jax.train import step as step_lib  # noqa: PLC0415
   train_images = ds.train_images[:]
   sets = {'pixels': (train_images, ds.val_images)} if pixels else {}
   setup = step_lib.make_setup(cfg, ds)
@@ -94,7 +96,7 @@ def feature_sets(cfg, ds, workdir=None, pixels: bool = True) -> Dict[str, tuple]
   params = {'random_encoder': state['target_params']}
   if workdir:
     import jax  # noqa: PLC0415
-    from jepa_jax import final_state  # noqa: PLC0415
+    from jepa_jax.run import trained as final_state  # noqa: PLC0415
     target = jax.eval_shape(lambda: step_lib.init_state(setup, ds.image_shape, cfg.seed))
     params['trained_encoder'] = final_state.load(workdir, target)['target_params']
   for name, p in params.items():

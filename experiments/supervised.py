@@ -36,15 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
-from jepa_jax import model as model_lib
-from jepa_jax import optimizer
-from jepa_jax import probe_set as probe_set_lib
-from jepa_jax import probe_trajectory
-from jepa_jax import probes
-from jepa_jax import step as step_lib
+from jepa_jax.config import load as config_lib
+from jepa_jax.eval import probes
+from jepa_jax.eval import trajectory as probe_trajectory
+from jepa_jax.model import vit as model_lib
+from jepa_jax.objective import terms as optimizer
+from jepa_jax.train import step as step_lib
 
 
 def make_loss(setup):
@@ -123,9 +122,9 @@ def train(cfg, seed: int, probe_every: int, log=print):
   return ds, setup, tr, traj, head_acc
 
 
-def cv_scores(ds, setup, params, seed: int, max_images: int = probe_set_lib.MAX_IMAGES):
+def cv_scores(ds, setup, params, seed: int, max_images: int = probes.MAX_IMAGES):
   """evaluate's probe protocol (5-fold CV, linear and k-NN) of `params`."""
-  sub, info = probe_set_lib.restrict(ds, max_images, seed)
+  sub, info = probes.restrict(ds, max_images, seed)
   tokens, _ = evaluate.encoder_tokens(setup, sub, {'supervised': params}, ('supervised',))
   tr, va = tokens['supervised']
   return {**info, **probes.probe_scores(tr, sub.train_labels, va, sub.val_labels, 20)}

@@ -39,14 +39,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import json_rows
-from jepa_jax import checkpoint as ckpt_lib
-from jepa_jax import codebook_health as health
-from jepa_jax import evaluate
-from jepa_jax import masking
-from jepa_jax import measure
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import run_files
-from jepa_jax import vq as vq_lib
+from jepa_jax.eval import measure
+from jepa_jax.model import masking
+from jepa_jax.run import checkpoint as ckpt_lib
+from jepa_jax.run import files as run_files
+from jepa_jax.run import trained
+from jepa_jax.vq import codebook as vq_lib
+from jepa_jax.vq import health
+from jepa_jax.vq import quantizer as quantizer_lib
 
 
 def kmeans_usage(fit_u: np.ndarray, val_u: np.ndarray, k: int, l2: bool,
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
-  cfg, dataset, setup, abstract = evaluate.run_setup(args.workdir)
+  cfg, dataset, setup, abstract = trained.run_setup(args.workdir)
   if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
     ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
   if setup.padded:     # the tokens below ignore validity; whole-split forward passes

@@ -37,13 +37,13 @@ import jax
 import numpy as np
 
 from experiments import json_rows
-from jepa_jax import epoch_end
-from jepa_jax import evaluate
-from jepa_jax import model as model_lib
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import run_files
-from jepa_jax import run_reader
-from jepa_jax import step as step_lib
+from jepa_jax.model import vit as model_lib
+from jepa_jax.run import files as run_files
+from jepa_jax.run import reader as run_reader
+from jepa_jax.run import trained
+from jepa_jax.train import loop_state as epoch_end
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import quantizer as quantizer_lib
 
 # The rows' order; the terms themselves are `step.LossSpec.weights`' keys.
 JEPA_TERMS = ('infonce', 'sigreg', 'invariance', 'relational', 'relational_context')
@@ -83,7 +83,7 @@ def snap_distances(setup, state, images) -> Dict[str, float]:
 
 def bypass_rows(workdir: str, baseline: Optional[str] = None):
   """One row per loss term (and `jepa`), plus a summary row."""
-  cfg, dataset, setup, state = evaluate.load_trained_state(workdir)
+  cfg, dataset, setup, state = trained.load_trained_state(workdir)
   if not setup.vq_enabled:
     raise ValueError(f'--workdir {workdir}: the run has no VQ layer')
   images = dataset.val_images

@@ -1,5 +1,5 @@
 """A small VQ autoencoder on scikit-learn's digits, to check each anti-collapse
-option of `jepa_jax.quantizer` where its paper says it works (issue 15, item 1).
+option of `jepa_jax.vq.quantizer` where its paper says it works (issue 15, item 1).
 
 Model (8x8 digits, the project's split: 1,527 train / 270 val images):
 
@@ -47,11 +47,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from jepa_jax import anticollapse as ac
-from jepa_jax import config_defaults
 from jepa_jax import data as data_lib
-from jepa_jax import quantizer as qz
-from jepa_jax import vq as vq_lib
+from jepa_jax.config import base as config_defaults
+from jepa_jax.vq import anticollapse as ac
+from jepa_jax.vq import codebook as vq_lib
+from jepa_jax.vq import quantizer as qz
 from experiments.vqae_model import (Decoder, Encoder, init_model,  # noqa: F401
                                     patchify, unpatchify)
 
@@ -81,11 +81,11 @@ FSQ_LEVELS = {64: (4, 4, 4), 128: (8, 4, 4), 256: (8, 8, 4), 768: (8, 8, 4, 3)}
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Defaults of one AE run (the `vq` block uses `configs/base.py`'s names)."""
+  """Defaults of one AE run (the `vq` block uses `jepa_jax/config/base.py`'s names)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.model = ml_collections.ConfigDict({'embed_dim': 64, 'width': 32})
-  c.vq = config_defaults.base().vq       # every key, configs/base.py's defaults
+  c.vq = config_defaults.base().vq       # every key, jepa_jax/config/base.py's defaults
   c.vq.update(dict(commitment_cost=0.25, ema_decay=0.99, refresh_enabled=False,
                    refresh_interval=500, refresh_usage_threshold=0.01))
   c.loss = ml_collections.ConfigDict(dict(entropy_weight=0.0, entropy_temperature=10.0))

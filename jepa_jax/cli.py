@@ -10,7 +10,7 @@ import sys
 from typing import Optional, Tuple
 
 from jepa_jax import errors
-from jepa_jax import records
+from jepa_jax.run import files as records
 
 # The refusals of the layers above this one: (module, class, prefix of the
 # line, exit status). Looked up by name in sys.modules, so this foundation
@@ -18,9 +18,9 @@ from jepa_jax import records
 # data.pack) does not import the trainer: an error class whose module was never
 # imported cannot have been raised.
 _RAISED_ABOVE = (
-    ('jepa_jax.workdir_lock', 'WorkdirLocked', 'error', 2),
-    ('jepa_jax.epoch_end', 'TrainingError', 'error', 1),
-    ('jepa_jax.checkpoint', 'CheckpointError', 'error', 1),
+    ('jepa_jax.run.lock', 'WorkdirLocked', 'error', 2),
+    ('jepa_jax.train.loop_state', 'TrainingError', 'error', 1),
+    ('jepa_jax.run.checkpoint', 'CheckpointError', 'error', 1),
 )
 
 

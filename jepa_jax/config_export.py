@@ -3,7 +3,7 @@
     python -m jepa_jax.config_export --config=configs/gentle.py[:tiny] \
         [--config.KEY=VALUE ...] [--out=gentle.yaml]
 
-The YAML holds the keys where the config differs from configs/base.py
+The YAML holds the keys where the config differs from jepa_jax/config/base.py
 (`yaml_config.to_yaml`), reference names first; without `--out` it goes to
 stdout. `python -m jepa_jax.main --config=gentle.yaml` gives the same config
 back (tests/test_yaml_config.py). A config whose keys base.py lacks (a
@@ -17,9 +17,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from jepa_jax import cli
-from jepa_jax import config_lib
-from jepa_jax import flag_parsing
-from jepa_jax import yaml_config
+from jepa_jax.config import flags as flag_parsing
+from jepa_jax.config import load as config_lib
+from jepa_jax.config import yaml_io as yaml_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (configs/*.py[:variant]) or YAML config.')
@@ -31,7 +31,7 @@ def header(spec: str, argv) -> str:
   """The comment block: the config, what the keys mean, the command."""
   args = ' '.join(a for a in argv[1:] if not a.startswith(('--out', '-out')))
   return (f'jepa_jax config: {spec}\n'
-          'Keys on top of configs/base.py; reference-trainer names as in docs/yaml.md.\n'
+          'Keys on top of jepa_jax/config/base.py; reference-trainer names as in docs/yaml.md.\n'
           f'Written by: python -m jepa_jax.config_export {args}')
 
 

@@ -7,7 +7,7 @@ Everything is computed from the files a run writes (config.json,
 summary.json, embedding_metrics.jsonl, epoch_metrics.jsonl, and eval.json
 and probe_metrics.jsonl when there); nothing is re-run. "Final" means the
 last record of a log. Each run's output opens with "Does the encoder
-learn?" (`jepa_jax.learning`): the trained encoders' linear probe next to the
+learn?" (`jepa_jax.eval.goals`): the trained encoders' linear probe next to the
 pixels' and the random-init encoder's, the gains in points, and the probe
 trajectory. Criteria (thresholds in `Criteria`, defaults from the
 reference's "Success Criteria"):
@@ -27,7 +27,7 @@ reference's "Success Criteria"):
     val_loss_nice       final val_loss_mean < the nice bound
     stable_full_budget  status 'completed' after all config.train.num_epochs
                         epochs, and no red flag (monitor rules replayed on the logs)
-  goal (one VQ run's stable-codebook goals, `jepa_jax.goals`): usage of the
+  goal (one VQ run's stable-codebook goals, `jepa_jax.eval.goals`): usage of the
     train split's whole-image tokens after epoch 1 and in every training
     window after the warm-up, perplexity / K, whole-run restarts / K, churn
     over the last epoch
@@ -74,12 +74,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from jepa_jax import cli
-from jepa_jax import goals
-from jepa_jax import learning
-from jepa_jax import monitor
-from jepa_jax import records
+from jepa_jax.eval import goals
+from jepa_jax.run import files as records
+from jepa_jax.train import monitor
 # A run folder read back (re-exported: `diagnose.load_run` is how callers read runs).
-from jepa_jax.run_reader import Run, load_run, stage_dirs  # noqa: F401
+from jepa_jax.run.reader import Run, load_run, stage_dirs  # noqa: F401
 
 PASS, FAIL, NA = 'pass', 'fail', 'n/a'
 
@@ -277,7 +276,7 @@ def check_run(run: Run, criteria: Criteria = Criteria(),
                 f'{len(flags)} red flag(s)')] + goals.checks(run)
   musts = [c for c in out if c['level'] == 'must']
   return {'run': run.path, 'variant': run.variant, 'status': run.status,
-          'learning': learning.learning(run),
+          'learning': goals.learning(run),
           'epochs_completed': done, 'num_epochs': run.num_epochs,
           'criteria': out, 'red_flags': flags, 'alerts': alert_counts(run),
           'trajectory': traj, 'codebook': codebook_health(run),
@@ -326,7 +325,7 @@ def title(check: Dict[str, Any]) -> str:
 def format_result(result: Dict[str, Any]) -> str:
   lines = [f"== {result['run']} ({result['variant']}: {result['status']}, "
            f"{result['epochs_completed']}/{result['num_epochs']} epochs) =="]
-  lines += learning.format_lines(result.get('learning') or {})
+  lines += goals.format_lines(result.get('learning') or {})
   for c in result['criteria']:
     lines.append(f"  {c['level']:<4}  {c['status'].upper():<4}  {title(c):<40} {c['detail']}")
   lines.append('  red flags: ' + ('none' if not result['red_flags'] else ''))

@@ -3,11 +3,11 @@
     python -m jepa_jax.evaluate --workdir RUN_DIR [--knn_k 20] [--max_images 10000]
 
 Loads the run's config (config.json) and final weights
-(`final_state.msgpack`, see `jepa_jax.final_state`), draws the probe set
+(`final_state.msgpack`, see `jepa_jax.run.trained`), draws the probe set
 (`probe_set`: at most --max_images labelled images, default 10,000, chosen
 from the run's seed with the splits' proportions kept; every image of data
 that small, such as digits and ARC), encodes each of its images whole
-(unmasked), `BATCH` at a time, with the frozen context encoder
+(unmasked), `trained.BATCH` at a time, with the frozen context encoder
 and the frozen target (EMA) encoder, one feature per image = the mean of its
 token embeddings (the same features as the embedding metrics), and measures,
 training on the train split and scoring on the val split:
@@ -38,7 +38,7 @@ val images of the probe set: at most --max_images of them):
                     `adjusted_mutual_info_score`): 0 at chance, 1 at a
                     perfect match; the number to compare across variants
   codes_used_val    distinct codes among those tokens, and `codebook` the
-                    usage summary of `jepa_jax.codebook_health` with
+                    usage summary of `jepa_jax.vq.health` with
                     `sorted_counts`, the usage histogram (largest first)
 
 The same code metrics of a k-means baseline (`kmeans`): K centres (the
@@ -83,82 +83,19 @@ import os
 import sys
 from typing import Any, Dict
 
-import jax
 import numpy as np
-from ml_collections import ConfigDict
 
 from jepa_jax import cli
-from jepa_jax import code_metrics as codes_lib
-from jepa_jax import config_lib
-from jepa_jax import data as data_lib
-from jepa_jax import final_state
-from jepa_jax import model as model_lib
-from jepa_jax import probe_cache
-from jepa_jax import probe_set
-from jepa_jax import probe_trajectory
-from jepa_jax import probes
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import records
-from jepa_jax import run_files
-from jepa_jax import step as step_lib
+from jepa_jax.eval import probes
+from jepa_jax.eval import trajectory as probe_trajectory
+from jepa_jax.run import files as run_files
+from jepa_jax.run import trained
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import quantizer as quantizer_lib
 # Re-exported: `evaluate.probe_scores`, `evaluate.code_metrics` and
 # `evaluate.kmeans_codes` are how callers probe features and score codes.
-from jepa_jax.code_metrics import code_metrics, kmeans_codes  # noqa: F401
-from jepa_jax.probes import NUM_FOLDS, probe_scores  # noqa: F401
-
-
-def run_setup(workdir: str):
-  """(cfg, dataset, setup, target) of a run folder: its config.json (keys
-  added since filled in), data and `step.Setup`, and the train state's
-  structure and shapes (`jax.eval_shape`: no initialisation is computed)."""
-  import json  # noqa: PLC0415
-  path = os.path.join(workdir, run_files.CONFIG)
-  if not os.path.exists(path):
-    raise ValueError(f'{workdir}: not a run folder (no config.json)')
-  with open(path) as f:
-    try:
-      cfg = config_lib.fill_added_keys(ConfigDict(json.load(f)))
-    except ValueError as err:
-      raise ValueError(f'{path}: damaged JSON ({err})') from None
-  config_lib.validate(cfg)
-  dataset = data_lib.load_dataset(cfg)
-  setup = step_lib.make_setup(cfg, dataset)
-  target = jax.eval_shape(lambda: step_lib.init_state(setup, dataset.image_shape,
-                                                      cfg.seed))
-  return cfg, dataset, setup, target
-
-
-def load_trained_state(workdir: str):
-  """(cfg, dataset, setup, state) of a finished run, weights from its folder."""
-  if not os.path.exists(os.path.join(workdir, run_files.CONFIG)):
-    raise ValueError(f'{workdir}: not a run folder (no config.json)')
-  weights = os.path.join(workdir, run_files.FINAL_STATE)
-  if not os.path.exists(weights):
-    raise ValueError(f'{weights}: no final weights (a run writes them when it ends; '
-                     'this one did not end or predates them)')
-  cfg, dataset, setup, target = run_setup(workdir)
-  return cfg, dataset, setup, final_state.load(workdir, target)
-
-
-BATCH = 512                                      # images encoded at once
-
-
-def _features(encode, params, images, batch=BATCH, pool=None):
-  """Tokens (N, tokens, D) of `images` encoded `batch` at a time, or with
-  `pool` (batch tokens, first index -> rows) each batch's pooled rows."""
-  out = []
-  for i in range(0, len(images), batch):
-    toks = np.asarray(encode(params, images[i:i + batch]))
-    out.append(toks if pool is None else pool(toks, i))
-  return np.concatenate(out)
-
-
-def _pool(tokens, valid):
-  """Per-image feature: mean over all tokens, or over valid ones (N, D)."""
-  if valid is None:
-    return tokens.mean(1)
-  w = valid[..., None].astype(np.float64)
-  return (tokens * w).sum(1) / np.maximum(w.sum(1), 1.0)
+from jepa_jax.eval.probes import code_metrics, kmeans_codes  # noqa: F401
+from jepa_jax.eval.probes import NUM_FOLDS, probe_scores  # noqa: F401
 
 
 def _one_hot_cells(images, num_colours):
@@ -208,7 +145,7 @@ def _score_features(feats, ytr, yva, knn_k):
   read from the probe cache when it holds them (`probe_cache`)."""
   out = {}
   for enc, (tr, va) in feats.items():
-    score = probe_cache.cached if enc in REFERENCES else (
+    score = probes.cached if enc in REFERENCES else (
         lambda fn, *a, **kw: fn(*a, **kw))
     out[enc] = score(probe_scores, tr, ytr, va, yva, k=knn_k)
   return out
@@ -239,16 +176,6 @@ def _evaluate_properties(ds, setup, feats, val_valid, val_codes, knn_k):
   return out
 
 
-def _label_sets(ds, labelled):
-  """{name: (train labels, val labels)}: the classes, or ARC's grid properties."""
-  if labelled:
-    return {'label': (ds.train_labels, ds.val_labels)}
-  from jepa_jax.data import grid_properties  # noqa: PLC0415
-  tr = grid_properties.grid_properties(ds.train_images)
-  va = grid_properties.grid_properties(ds.val_images)
-  return {name: (tr[name], va[name]) for name in grid_properties.NAMES}
-
-
 def random_init_encoder(setup, image_shape, seed: int):
   """The encoder's parameters at initialisation with the run's architecture
   and seed: those of `step.init_state(setup, image_shape, seed)` (the state a
@@ -260,26 +187,17 @@ def encoder_tokens(setup, ds, param_sets, pooled=()):
   """({name: (train tokens, val tokens)} of every whole image of `ds` encoded
   unmasked by each parameter set of `param_sets`, (train validity, val
   validity)): validity None unless the data is padded. Names in `pooled`:
-  their per-image features (`_pool`) instead, pooled batch by batch (their
-  tokens are never all held at once)."""
-  padded, patch = setup.padded, setup.cfg.model.patch_size
-
-  def encode_fn(params, images):
-    valid = model_lib.token_validity(images, patch) if padded else None
-    return setup.encoder.apply(params, images, None, valid)
-
-  def validity(images):
-    return np.asarray(model_lib.token_validity(images, patch)) if padded else None
-
-  encode = jax.jit(encode_fn)                    # one compile per batch shape
-  splits = ((ds.train_images, validity(ds.train_images)),
-            (ds.val_images, validity(ds.val_images)))
+  their per-image features (`trained.pool`) instead, pooled batch by batch
+  (their tokens are never all held at once)."""
+  encode = trained.encoder_fn(setup)
+  splits = tuple((images, trained.validity(setup, images))
+                 for images in (ds.train_images, ds.val_images))
 
   def pool_of(valid):
-    return lambda toks, i: _pool(toks, None if valid is None else valid[i:i + len(toks)])
+    return lambda toks, i: trained.pool(toks, None if valid is None else valid[i:i + len(toks)])
 
-  tokens = {name: tuple(_features(encode, params, images,
-                                  pool=pool_of(valid) if name in pooled else None)
+  tokens = {name: tuple(trained.in_batches(encode, params, images,
+                                           pool_fn=pool_of(valid) if name in pooled else None)
                         for images, valid in splits)
             for name, params in param_sets.items()}
   return tokens, (splits[0][1], splits[1][1])
@@ -305,19 +223,19 @@ def _protocol(info, num_images: int, seed: int) -> str:
   return (f'{NUM_FOLDS}-fold CV over a fixed subset of train + val: '
           f"{info['probe_images']} of {num_images} images "
           f"({info['probe_train_images']} train, {info['probe_val_images']} val; "
-          f'numpy default_rng([{seed}, {probe_set.SEED_TAG:#x}]))')
+          f'numpy default_rng([{seed}, {probes.SEED_TAG:#x}]))')
 
 
 def evaluate_run(workdir: str, knn_k: int = 20,
-                 max_images: int = probe_set.MAX_IMAGES) -> Dict[str, Any]:
+                 max_images: int = probes.MAX_IMAGES) -> Dict[str, Any]:
   """Computes the downstream metrics of a run on its probe set (at most
   `max_images` images, `probe_set`) and writes eval.json."""
   if max_images < 2 * NUM_FOLDS:
     raise ValueError(f'--max_images={max_images}: must be >= {2 * NUM_FOLDS} '
                      f'(two images per cross-validation fold)')
-  cfg, ds, setup, state = load_trained_state(workdir)
+  cfg, ds, setup, state = trained.load_trained_state(workdir)
   num_train, num_val = len(ds.train_images), len(ds.val_images)
-  ds, info = probe_set.restrict(ds, max_images, cfg.seed)
+  ds, info = probes.restrict(ds, max_images, cfg.seed)
   labelled = _check_probeable(cfg, ds, knn_k)
   padded = setup.padded
   pooled = ('target_encoder', 'random_init')     # only the context's tokens kept
@@ -325,8 +243,8 @@ def evaluate_run(workdir: str, knn_k: int = 20,
       'context_encoder': state['params']['encoder'],
       'target_encoder': state['target_params'],
       'random_init': random_init_encoder(setup, ds.image_shape, cfg.seed)}, pooled)
-  feats = {name: (tr, va) if name in pooled else (_pool(tr, train_valid),
-                                                  _pool(va, val_valid))
+  feats = {name: (tr, va) if name in pooled else (trained.pool(tr, train_valid),
+                                                  trained.pool(va, val_valid))
            for name, (tr, va) in tokens.items()}
   tokens = tokens['context_encoder']
   out: Dict[str, Any] = {
@@ -350,20 +268,20 @@ def evaluate_run(workdir: str, knn_k: int = 20,
   out['learned'] = probes.gains({e: out[e] for e in TRAINED}, out['pixels'],
                                 out['random_init'])
   out['probe_trajectory'] = probe_trajectory.points(workdir)
-  label_sets = _label_sets(ds, labelled)
+  label_sets = trained.label_sets(ds)
   if val_codes is not None:
     k = setup.quantizer.num_codes
-    out.update(codes_lib.codes_section(val_codes, val_valid, label_sets, k))
+    out.update(probes.codes_section(val_codes, val_valid, label_sets, k))
     train_codes = np.asarray(quantizer_lib.assign(
         setup.quantizer, state.get('vq'), state.get('vq_params'), tokens[0]))
-    out['codebook'].update(codes_lib.train_usage(train_codes, train_valid, val_codes,
+    out['codebook'].update(probes.train_usage(train_codes, train_valid, val_codes,
                                                  val_valid, k))
   # The k-means baseline of these tokens (with VQ: the same tokens the codes label).
   k = setup.quantizer.num_codes if setup.vq_enabled else int(cfg.vq.codebook_size)
   tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
   km = kmeans_codes(tr, tokens[1], k)
-  out['kmeans'] = {'num_codes': k, **codes_lib.codes_section(km, val_valid, label_sets, k)}
-  records.write_json(os.path.join(workdir, run_files.EVAL), out)
+  out['kmeans'] = {'num_codes': k, **probes.codes_section(km, val_valid, label_sets, k)}
+  run_files.write_json(os.path.join(workdir, run_files.EVAL), out)
   return out
 
 
@@ -373,7 +291,7 @@ def main(argv=None) -> int:
                                'code-label NMI of a trained run -> eval.json')
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--knn_k', type=cli.positive_int, default=20)
-  ap.add_argument('--max_images', type=cli.positive_int, default=probe_set.MAX_IMAGES,
+  ap.add_argument('--max_images', type=cli.positive_int, default=probes.MAX_IMAGES,
                   help='labelled images probed at most (a seed-chosen subset of '
                   'larger data; default %(default)s)')
   args = ap.parse_args(argv)

@@ -10,7 +10,7 @@ variant strings and the key groups.
 """
 import sys
 
-from jepa_jax import interrupts   # stdlib only: signal handlers from the start
+from jepa_jax.train import interrupts   # stdlib only: signal handlers from the start
 
 if __name__ == '__main__':
   interrupts.install()
@@ -22,10 +22,9 @@ try:          # a requirement missing (not installed): one line, not a traceback
   from ml_collections import config_flags
 
   from jepa_jax import cli
-  from jepa_jax import flag_parsing
-  from jepa_jax import stages
-  from jepa_jax import train
-  from jepa_jax import usage
+  from jepa_jax.config import flags as flag_parsing
+  from jepa_jax.train import stages
+  from jepa_jax.train import loop as train
 except ModuleNotFoundError as err:
   if __name__ != '__main__' or (err.name or '').startswith('jepa_jax'):
     raise
@@ -43,10 +42,10 @@ def _print_help_and_exit(argv) -> None:
   """`--help` (and its absl spellings): this command's help, exit status 0;
   `--helpfull` adds every absl flag."""
   args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
-  full = any(a in usage.FULL_HELP_FLAGS for a in args)
-  if not full and not any(a in usage.HELP_FLAGS for a in args):
+  full = any(a in flag_parsing.FULL_HELP_FLAGS for a in args)
+  if not full and not any(a in flag_parsing.HELP_FLAGS for a in args):
     return
-  text = usage.text(__doc__)
+  text = flag_parsing.text(__doc__)
   if full:
     text += '\nEvery flag:\n' + flags.FLAGS.get_help() + '\n'
   sys.stdout.write(text)

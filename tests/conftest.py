@@ -19,7 +19,7 @@ os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 # test_parallel.py sets the same options for its simulated-device workers.
 FAST_COMPILE = '--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0'
 os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
-# evaluate's probe-score cache (jepa_jax.probe_cache), private to the session
+# evaluate's probe-score cache (jepa_jax.eval.probes), private to the session
 # too, so no test reads scores another run of the suite stored.
 _PROBE_CACHE = tempfile.mkdtemp(prefix='jepa_jax_test_probe_cache_')
 atexit.register(shutil.rmtree, _PROBE_CACHE, ignore_errors=True)
@@ -33,15 +33,14 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 import pytest
 
-from jepa_jax import config_files
-from jepa_jax import config_keys
-from jepa_jax import config_lib
+from jepa_jax.config import keys as config_keys
+from jepa_jax.config import load as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(name, arg=None):
-  return config_lib.load_config(config_files.variant_spec(name, arg or ''))
+  return config_lib.load_config(config_lib.variant_spec(name, arg or ''))
 
 
 def set_overrides(cfg, overrides):

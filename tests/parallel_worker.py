@@ -16,11 +16,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import load, set_overrides  # noqa: E402
 
-from jepa_jax import config_lib  # noqa: E402
 from jepa_jax import data as data_lib  # noqa: E402
-from jepa_jax import parallel  # noqa: E402
-from jepa_jax import step as step_lib  # noqa: E402
-from jepa_jax import epoch_end  # noqa: E402
+from jepa_jax.config import load as config_lib  # noqa: E402
+from jepa_jax.train import devices as parallel  # noqa: E402
+from jepa_jax.train import loop_state as epoch_end  # noqa: E402
+from jepa_jax.train import step as step_lib  # noqa: E402
 
 LONG_STEPS = 100       # replica identity, refresh firing every 2 steps
 LAYOUTS = (('pmap', 1), ('pmap', 2), ('pmap', 8), ('jit', 1), ('jit', 2), ('jit', 8))

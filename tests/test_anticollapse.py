@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jepa_jax import anticollapse as ac
-from jepa_jax import vq
+from jepa_jax.vq import anticollapse as ac
+from jepa_jax.vq import codebook as vq
 
 
 def _state(codebook, usage=None, cluster=None):

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from experiments import assess, report, report_plots
-from jepa_jax import records
+from jepa_jax.run import files as records
 
 # Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
 pytestmark = pytest.mark.slow

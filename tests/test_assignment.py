@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from jepa_jax import assignment as asg
-from jepa_jax import config_lib
-from jepa_jax import quantizer as qz
-from jepa_jax.distances import nearest_codes
+from jepa_jax.vq import assignment as asg
+from jepa_jax.config import load as config_lib
+from jepa_jax.vq import quantizer as qz
+from jepa_jax.vq.distances import nearest_codes
 from conftest import load, set_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from jepa_jax import config_lib
 from jepa_jax import evaluate
-from jepa_jax import final_state
-from jepa_jax import records
+from jepa_jax.config import load as config_lib
+from jepa_jax.run import files as records
+from jepa_jax.run import trained as final_state
 from conftest import ROOT, load, set_overrides
 
 
@@ -100,7 +100,8 @@ def test_evaluate_knn_k_out_of_range_is_refused_not_clamped(tmp_path, capsys):
   # A run folder (untrained weights suffice): more neighbours than examples.
   cfg = load('no_vq', 'tiny')
   records.write_json(str(tmp_path / 'config.json'), cfg.to_dict())
-  from jepa_jax import data as data_lib, step as step_lib
+  from jepa_jax import data as data_lib
+  from jepa_jax.train import step as step_lib
   ds = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, ds)
   final_state.save(str(tmp_path), step_lib.init_state(setup, ds.image_shape, cfg.seed))
@@ -114,7 +115,8 @@ def test_evaluate_knn_k_out_of_range_is_refused_not_clamped(tmp_path, capsys):
 
 
 def test_missing_init_from_is_refused_before_the_data_loads(tmp_path, monkeypatch):
-  from jepa_jax import checkpoint, train
+  from jepa_jax.run import checkpoint
+  from jepa_jax.train import loop as train
   from jepa_jax import data as data_lib
   def no_data(cfg):
     raise AssertionError('data loaded before init_from was checked')
@@ -165,7 +167,7 @@ def test_an_older_run_folder_resumes_unless_a_setting_it_ran_with_changed():
   absent keys whose default is unchanged make no difference; a default that
   changed since (vq.loss_reduction: 'sum' then, 'mean' now) is a real one."""
   import json  # noqa: PLC0415
-  from jepa_jax import workdir_config  # noqa: PLC0415
+  from jepa_jax.run import opening as workdir_config  # noqa: PLC0415
   new = workdir_config.config_to_json(load('gentle', 'tiny'))
   old = json.loads(json.dumps(new))
   for group, key in (('data', 'workers'), ('data', 'pipeline'), ('vq', 'reanchor_steps'),

@@ -12,16 +12,15 @@ import jax
 import numpy as np
 import pytest
 
-from jepa_jax import checkpoint
 from jepa_jax import data as data_lib
-from jepa_jax import loop_state
-from jepa_jax import orbax_noise
-from jepa_jax import records
-from jepa_jax import run_files
-from jepa_jax import step as step_lib
-from jepa_jax import train
-from jepa_jax import vq as vq_lib
-from jepa_jax import workdir_config
+from jepa_jax.run import checkpoint
+from jepa_jax.run import files as run_files
+from jepa_jax.run import integrity as checkpoint_integrity
+from jepa_jax.run import opening as run_open
+from jepa_jax.train import loop as train
+from jepa_jax.train import loop_state
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import codebook as vq_lib
 from conftest import ROOT, load, set_overrides
 
 # Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').
@@ -70,7 +69,7 @@ def _final_state(workdir):
 
 
 def _logs(workdir):
-  return [records.read_jsonl(os.path.join(workdir, name)) for name in run_files.STEP_LOGS]
+  return [run_files.read_jsonl(os.path.join(workdir, name)) for name in run_files.STEP_LOGS]
 
 
 def _start_and_wait_for_checkpoint(workdir):
@@ -94,7 +93,7 @@ def reference(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('reference'))
   summary = train.train_and_evaluate(_config(), workdir)
   assert summary['status'] == 'completed' and summary['steps'] == 6
-  alerts = records.read_jsonl(os.path.join(workdir, run_files.ALERTS))
+  alerts = run_files.read_jsonl(os.path.join(workdir, run_files.ALERTS))
   assert summary['alerts'] >= 2 and [a['step'] for a in alerts[:2]] == [1, 1]
   return workdir
 
@@ -260,8 +259,8 @@ def test_workdir_of_a_different_config_is_refused(reference, tmp_path):
     train.train_and_evaluate(_config(**{'vq.commitment_cost': 0.2}), workdir)
   assert contents() == before
   # Result-neutral keys (progress bar, checkpoint settings) are not a different config.
-  assert workdir_config.check_workdir(
-      workdir, workdir_config.config_to_json(_config(**{'checkpoint.keep': 9})),
+  assert run_open.check_workdir(
+      workdir, run_open.config_to_json(_config(**{'checkpoint.keep': 9})),
       allow_config_change=False)
 
 
@@ -269,8 +268,8 @@ def test_rewind_jsonl_keeps_lines_up_to_the_step_and_drops_a_torn_line(tmp_path)
   path = str(tmp_path / 'log.jsonl')
   with open(path, 'w') as f:
     f.write('{"step": 2, "a": 1}\n{"step": 4, "a": 2}\n{"step": 6, "a": 3}\n{"step": 8, "a"')
-  assert records.rewind_jsonl(path, 4) == 2
-  assert records.read_jsonl(path) == [{'step': 2, 'a': 1}, {'step': 4, 'a': 2}]
+  assert run_files.rewind_jsonl(path, 4) == 2
+  assert run_files.read_jsonl(path) == [{'step': 2, 'a': 1}, {'step': 4, 'a': 2}]
 
 
 def test_arc_run_resumes_from_a_mid_epoch_checkpoint_exactly(tmp_path):
@@ -286,13 +285,13 @@ def test_arc_run_resumes_from_a_mid_epoch_checkpoint_exactly(tmp_path):
   shutil.rmtree(run / 'checkpoints' / '6')
   for name in ('summary.json', 'final_state.msgpack'):
     os.remove(run / name)
-  assert len(records.read_jsonl(run / run_files.EPOCH_METRICS)) == 2
+  assert len(run_files.read_jsonl(run / run_files.EPOCH_METRICS)) == 2
   summary = train.train_and_evaluate(cfg, str(run))
   assert summary['resumed_from_step'] == 4 and summary['status'] == 'completed'
   assert (run / 'final_state.msgpack').read_bytes() == (ref / 'final_state.msgpack').read_bytes()
   assert _logs(str(run)) == _logs(str(ref))
   assert _summary(str(run)) == _summary(str(ref))
-  assert records.read_jsonl(run / run_files.ALERTS)          # alerts fired and resumed
+  assert run_files.read_jsonl(run / run_files.ALERTS)          # alerts fired and resumed
 
 
 def test_restore_into_another_shape_lists_every_mismatch(tmp_path):
@@ -390,7 +389,7 @@ def test_orbax_event_loop_closed_noise_is_dropped_and_other_errors_kept(monkeypa
   seen = []
   monkeypatch.setattr(sys, 'unraisablehook', lambda u: seen.append(str(u.exc_value)))
   monkeypatch.setattr(threading, 'excepthook', lambda a: seen.append(str(a.exc_value)))
-  orbax_noise.quiet_event_loop_closed()       # as at import, over these hooks
+  checkpoint_integrity.quiet_event_loop_closed()       # as at import, over these hooks
 
   class Closing:
     def __init__(self, message):

@@ -9,12 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from jepa_jax import checkpoint
-from jepa_jax import checkpoint_integrity
 from jepa_jax import data as data_lib
-from jepa_jax import run_files
-from jepa_jax import step as step_lib
-from jepa_jax import train
+from jepa_jax.run import checkpoint
+from jepa_jax.run import files as run_files
+from jepa_jax.run import integrity as checkpoint_integrity
+from jepa_jax.train import loop as train
+from jepa_jax.train import loop_state
+from jepa_jax.train import step as step_lib
 from conftest import load, set_overrides
 
 # Whole runs: left out of the fast subset (pytest -m 'not slow').
@@ -130,7 +131,7 @@ def test_a_non_finite_loss_right_after_a_resume_sets_the_checkpoint_aside(
       ckpts.save(state, restored.meta, json.load(f))
   finally:
     ckpts.close()
-  with pytest.raises(train.TrainingError, match=r'non-finite loss at step 6: loss=nan, 2 step\(s\) '
+  with pytest.raises(loop_state.TrainingError, match=r'non-finite loss at step 6: loss=nan, 2 step\(s\) '
                      r'after resuming from checkpoint step 4: that checkpoint is treated '
                      r'as damaged'):
     train.train_and_evaluate(_config(), workdir)

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jepa_jax import anticollapse as ac
-from jepa_jax import codebook_health as health
-from jepa_jax import measure
-from jepa_jax import metrics
-from jepa_jax import quantizer as qz
-from jepa_jax import vq as vq_lib
+from jepa_jax.eval import measure
+from jepa_jax.eval import metrics
+from jepa_jax.vq import anticollapse as ac
+from jepa_jax.vq import codebook as vq_lib
+from jepa_jax.vq import health
+from jepa_jax.vq import quantizer as qz
 from conftest import load, set_overrides
 
 
@@ -226,7 +226,8 @@ def test_codebook_at_step_0_next_to_the_encoder_tokens(config_of):
   (d^2 ~ 76 vs ~128) and only a few percent of the codes are anyone's nearest
   at step 0: usage starts low because of where the tokens are, not because the
   codes are at the wrong scale."""
-  from jepa_jax import data as data_lib, step as step_lib
+  from jepa_jax import data as data_lib
+  from jepa_jax.train import step as step_lib
   cfg = config_of('vq_no_refresh')
   ds = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, ds)
@@ -293,7 +294,8 @@ def test_train_subset_is_fixed_by_the_seed_and_capped():
 def test_whole_run_restarts_of_a_logged_run_sum_its_point_events(tmp_path):
   # sixth_run:tiny refreshes every 2 steps; a refresh warm-up of 3 steps
   # makes step 3 the warm-up end, and a point.
-  from jepa_jax import records, train  # noqa: PLC0415
+  from jepa_jax.run import files as records  # noqa: PLC0415
+  from jepa_jax.train import loop as train  # noqa: PLC0415
   cfg = set_overrides(load('sixth_run', 'tiny'), {'vq.refresh_warmup_steps': 3})
   summary = train.train_and_evaluate(cfg, str(tmp_path))
   emb = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')
@@ -312,10 +314,12 @@ def test_whole_run_restarts_of_a_logged_run_sum_its_point_events(tmp_path):
 
 def test_train_token_usage_is_the_hand_count_of_the_final_state_on_the_subset(tmp_path):
   # vq_no_refresh: no refresh, so the last point measures the final state.
-  from jepa_jax import evaluate, records, train  # noqa: PLC0415
+  from jepa_jax.run import files as records  # noqa: PLC0415
+  from jepa_jax.train import loop as train  # noqa: PLC0415
+  from jepa_jax.run import trained  # noqa: PLC0415
   train.train_and_evaluate(load('vq_no_refresh', 'tiny'), str(tmp_path))
   last = records.read_jsonl(tmp_path / 'embedding_metrics.jsonl')[-1]
-  cfg, ds, setup, state = evaluate.load_trained_state(str(tmp_path))
+  cfg, ds, setup, state = trained.load_trained_state(str(tmp_path))
   assert last['step'] == setup.total_steps and cfg.train.usage_train_images == 256
   idx = measure.train_subset(len(ds.train_images), 256, cfg.seed)
   z = setup.encoder.apply(state['params']['encoder'], ds.train_images[idx])

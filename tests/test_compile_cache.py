@@ -1,4 +1,4 @@
-"""The runs' persistent compilation cache (jepa_jax/compile_cache.py,
+"""The runs' persistent compilation cache (jepa_jax/train/devices.py,
 `train.compilation_cache_dir`): where it goes, off, restored, and a second
 run loading what the first compiled with the same results."""
 import json
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
-from jepa_jax import compile_cache
-from jepa_jax import config_lib
-from jepa_jax import workdir_config
+from jepa_jax.config import load as config_lib
+from jepa_jax.run import opening as workdir_config
+from jepa_jax.train import devices as compile_cache
 from conftest import ROOT, load
 
 

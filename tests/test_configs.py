@@ -5,8 +5,7 @@ import sys
 
 import pytest
 
-from jepa_jax import config_files
-from jepa_jax import config_lib
+from jepa_jax.config import load as config_lib
 from conftest import ROOT, load, set_overrides
 
 # The keys each ablation sets on the config it starts from (README, "Anti-collapse
@@ -57,16 +56,16 @@ def test_each_ablation_is_its_start_config_with_its_keys(name, arg):
 
 
 def test_variant_spec_maps_ablation_names_and_plain_names():
-  spec = config_files.variant_spec('ac_simvq', 'tiny')
+  spec = config_lib.variant_spec('ac_simvq', 'tiny')
   assert spec == os.path.join(ROOT, 'configs', 'ablation.py') + ':simvq,tiny'
-  assert config_files.variant_spec('gentle') == os.path.join(ROOT, 'configs', 'gentle.py')
-  assert config_files.variant_spec('ac_bogus', 'tiny').endswith('configs/ac_bogus.py:tiny')
+  assert config_lib.variant_spec('gentle') == os.path.join(ROOT, 'configs', 'gentle.py')
+  assert config_lib.variant_spec('ac_bogus', 'tiny').endswith('configs/ac_bogus.py:tiny')
   with pytest.raises(ValueError, match="unknown ablation 'bogus'.*known: kmeans"):
     config_lib.load_config(os.path.join(ROOT, 'configs', 'ablation.py') + ':bogus')
 
 
 def test_one_variant_parser_and_tiny_shrinks_stage2():
-  base = config_files.configs_module('base')
+  base = config_lib.configs_module('base')
   assert base.parse_variant(' arc, ,tiny ') == ('arc', 'tiny')
   assert base.parse_variant(None) == base.parse_variant('') == ()
   with pytest.raises(ValueError, match="unknown config variant 'tyni'"):
@@ -83,7 +82,7 @@ def test_one_variant_parser_and_tiny_shrinks_stage2():
 
 
 def test_config_files_import_each_other_from_any_working_directory(tmp_path):
-  code = ('from jepa_jax import config_lib; '
+  code = ('from jepa_jax.config import load as config_lib; '
           f"c = config_lib.load_config({os.path.join(ROOT, 'configs', 'gradient.py')!r} + ':tiny'); "
           'print(c.variant, c.vq.ema_decay, c.vq.commitment_cost)')
   env = dict(os.environ, PYTHONPATH=ROOT)
@@ -126,7 +125,7 @@ SPEC_KEYS = {
 def test_the_quantizer_spec_carries_every_quantizer_key(key):
   """Below make_spec nothing reads config.vq: each key of the layer changes
   the Spec (vq.enabled: no Spec; vq.codebook_learning_rate: the optimizer's)."""
-  from jepa_jax import quantizer_spec  # noqa: PLC0415
+  from jepa_jax.vq import spec as quantizer_spec  # noqa: PLC0415
   start = {'vq.reanchor': True, 'vq.refresh_warmup_steps': 1}
   if key == 'vq.fsq_levels':
     start['vq.quantizer'] = 'fsq'

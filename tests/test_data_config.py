@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from jepa_jax import config_lib
 from jepa_jax import data
+from jepa_jax.config import load as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ('sixth_run', 'vq_no_refresh', 'no_vq', 'gentle', 'gradient')

@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from jepa_jax import config_lib
 from jepa_jax import data
-from jepa_jax import step as step_lib
-from jepa_jax import train
+from jepa_jax.config import load as config_lib
 from jepa_jax.data import arc
+from jepa_jax.train import loop as train
+from jepa_jax.train import step as step_lib
 from conftest import ROOT, load
 
 

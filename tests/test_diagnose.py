@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jepa_jax import diagnose
-from jepa_jax import goals
+from jepa_jax.eval import goals
 
 # The reference's VQ-no-refresh run: usage every 200 steps (17.7% -> 4.4%).
 REF_USAGE = [(200, .177), (400, .164), (600, .148), (800, .138), (1000, .113),

@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from jepa_jax import evaluate
+from jepa_jax.run import trained
 
 
 def test_code_metrics_match_sklearn_on_tokens():
@@ -76,7 +77,7 @@ def test_probe_cache_returns_the_stored_scores_and_keys_on_every_input(tmp_path,
   """probe_cache.cached: the first call computes and stores, an identical call
   reads the same scores back without computing; another array, label or
   argument is another entry; '' disables the cache."""
-  from jepa_jax import probe_cache  # noqa: PLC0415
+  from jepa_jax.eval import probes as probe_cache  # noqa: PLC0415
   monkeypatch.setenv(probe_cache.ENV, str(tmp_path))
   calls = []
 
@@ -112,7 +113,7 @@ def _encode(setup, params, images, batch):
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
   """A tiny no-VQ digits run, trained and evaluated: (cfg, folder, eval.json)."""
-  from jepa_jax import train  # noqa: PLC0415
+  from jepa_jax.train import loop as train  # noqa: PLC0415
   from tests.conftest import load  # noqa: PLC0415
   cfg = load('no_vq', 'tiny')
   cfg.train.probe_every_steps = 4                  # points at steps 0, 4, 6
@@ -123,7 +124,7 @@ def tiny_run(tmp_path_factory):
 
 def test_random_init_baseline_is_the_runs_architecture_at_its_seed(tiny_run):
   from jepa_jax import data as data_lib  # noqa: PLC0415
-  from jepa_jax import step as step_lib  # noqa: PLC0415
+  from jepa_jax.train import step as step_lib  # noqa: PLC0415
   cfg, _, ev = tiny_run
   ds = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, ds)
@@ -148,9 +149,11 @@ def test_random_init_baseline_is_the_runs_architecture_at_its_seed(tiny_run):
 def test_probe_trajectory_points_are_probes_of_the_states_fitted_by_hand(tiny_run):
   from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
   from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
-  from jepa_jax import probes, records, step as step_lib  # noqa: PLC0415
+  from jepa_jax.eval import probes  # noqa: PLC0415
+  from jepa_jax.run import files as records  # noqa: PLC0415
+  from jepa_jax.train import step as step_lib  # noqa: PLC0415
   cfg, path, ev = tiny_run
-  _, ds, setup, final = evaluate.load_trained_state(path)
+  _, ds, setup, final = trained.load_trained_state(path)
   logged = records.read_jsonl(f'{path}/probe_metrics.jsonl')
   assert [r['step'] for r in logged] == [0, 4, 6]
   tr, va = probes.subset(len(ds.train_images), len(ds.val_images),
@@ -198,12 +201,12 @@ def test_max_images_probes_one_seed_chosen_subset(tiny_run, tmp_path):
   """Over --max_images every probe uses the subset `probe_set.choose` draws
   from the run's seed (train and val proportions kept)."""
   import shutil  # noqa: PLC0415
-  from jepa_jax import probe_set  # noqa: PLC0415
+  from jepa_jax.eval import probes as probe_set  # noqa: PLC0415
   cfg, path, full = tiny_run
   run = str(tmp_path / 'run')
   shutil.copytree(path, run)
   ev = evaluate.evaluate_run(run, max_images=400)
-  _, ds, setup, state = evaluate.load_trained_state(run)
+  _, ds, setup, state = trained.load_trained_state(run)
   tr, va = probe_set.choose(len(ds.train_images), len(ds.val_images), 400, cfg.seed)
   assert (ev['probe_images'], ev['probe_train_images'], ev['probe_val_images']) == (
       400, len(tr), len(va)) and len(tr) == round(400 * ev['num_train'] / 1797)

@@ -13,9 +13,9 @@ import time
 import jax
 import pytest
 
-from jepa_jax import checkpoint
-from jepa_jax import orbax_noise
-from jepa_jax import records
+from jepa_jax.run import checkpoint
+from jepa_jax.run import files as records
+from jepa_jax.run import integrity as orbax_noise
 from conftest import ROOT
 
 NO_SPACE = "No space left on device"

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jepa_jax import losses, objective, step as step_lib
+from jepa_jax.objective import losses
+from jepa_jax.objective import terms as objective
+from jepa_jax.train import step as step_lib
 
 
 def _spec(**kw):
@@ -53,7 +55,7 @@ def test_pooled_sigreg_reads_one_mean_token_per_image():
 
 
 def test_the_config_keys_reach_the_loss_spec_and_are_validated():
-  from jepa_jax import config_checks
+  from jepa_jax.config import checks as config_checks
   from jepa_jax.errors import ConfigError
   from configs import no_vq_gentle
   cfg = no_vq_gentle.get_config('tiny')

@@ -11,14 +11,13 @@ import pytest
 pytest.importorskip('grain')
 pytest.importorskip('array_record')
 
-from jepa_jax import config_lib  # noqa: E402
 from jepa_jax import data  # noqa: E402
-from jepa_jax import records  # noqa: E402
-from jepa_jax import run_files  # noqa: E402
-from jepa_jax import train  # noqa: E402
+from jepa_jax.config import load as config_lib  # noqa: E402
 from jepa_jax.data import grain_pipeline  # noqa: E402
 from jepa_jax.data import lazy  # noqa: E402
 from jepa_jax.data import pack  # noqa: E402
+from jepa_jax.run import files as run_files  # noqa: E402
+from jepa_jax.train import loop as train  # noqa: E402
 from conftest import ROOT, load  # noqa: E402
 
 
@@ -147,7 +146,7 @@ def test_grain_run_equals_memory_run_and_resumes_mid_epoch_exactly(tmp_path):
   mem, ref, run = tmp_path / 'mem', tmp_path / 'ref', tmp_path / 'run'
   assert train.train_and_evaluate(cfg('memory'), str(mem))['steps'] == 6
   assert train.train_and_evaluate(cfg('grain'), str(ref))['steps'] == 6
-  logs = lambda d: [records.read_jsonl(d / n) for n in run_files.STEP_LOGS]
+  logs = lambda d: [run_files.read_jsonl(d / n) for n in run_files.STEP_LOGS]
   weights = lambda d: (d / 'final_state.msgpack').read_bytes()
   assert weights(ref) == weights(mem) and logs(ref) == logs(mem)
   shutil.copytree(ref, run)

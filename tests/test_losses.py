@@ -1,4 +1,4 @@
-"""Tests for jepa_jax.losses against hand-computed and closed-form values."""
+"""Tests for jepa_jax.objective.losses against hand-computed and closed-form values."""
 import math
 
 import chex
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jepa_jax import losses
+from jepa_jax.objective import losses
 
 
 # ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jepa_jax import masking
+from jepa_jax.model import masking
 
 
 def _cfg(m=2, tgt=(2, 2), ctx_block=(3, 3), k=8):

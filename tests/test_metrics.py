@@ -1,4 +1,4 @@
-"""Tests for jepa_jax.metrics (effective rank, isotropy)."""
+"""Tests for jepa_jax.eval.metrics (effective rank, isotropy)."""
 import math
 
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jepa_jax import metrics
+from jepa_jax.eval import metrics
 
 
 # ---------------------------------------------------------------------------

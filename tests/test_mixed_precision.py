@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jepa_jax import config_lib
 from jepa_jax import data as data_lib
-from jepa_jax import model as model_lib
-from jepa_jax import objective
-from jepa_jax import step as step_lib
+from jepa_jax.config import load as config_lib
+from jepa_jax.model import vit as model_lib
+from jepa_jax.objective import terms as objective
+from jepa_jax.train import step as step_lib
 from tests.conftest import load, set_overrides
 
 # Tolerances, from measurements on gentle:tiny (the fixed batch of seeds 0-3,

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jepa_jax import model
+from jepa_jax.model import vit as model
 
 
 def test_sincos_positions_distinct_and_bounded():

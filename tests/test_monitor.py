@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from jepa_jax import monitor
+from jepa_jax.train import monitor
 
-RULES = monitor.Rules.from_config({})      # configs/base.py's thresholds
+RULES = monitor.Rules.from_config({})      # jepa_jax/config/base.py's thresholds
 
 
 def emb(step, usage=None, ctx=20.0, tgt=20.0, epoch=1):
@@ -187,7 +187,7 @@ def test_rules_from_config_dict_and_defaults(config_of):
 
 
 def test_monitor_config_is_validated(config_of):
-  from jepa_jax import config_lib
+  from jepa_jax.config import load as config_lib
   cfg = config_of('gentle')
   cfg.monitor.usage_abort = 1.5
   with pytest.raises(config_lib.ConfigError, match=r'monitor\.usage_abort=1\.5'):
@@ -215,7 +215,8 @@ def _tb_scalars(workdir):
 
 
 def test_abort_on_red_flag_ends_run_with_status_and_reason(tmp_path, capsys, config_of):
-  from jepa_jax import records, train
+  from jepa_jax.run import files as records
+  from jepa_jax.train import loop as train
   cfg = config_of('gentle', 'tiny')
   cfg.monitor.abort = True
   cfg.monitor.rank_abort = 1000.0       # forced: every effective rank is below it
@@ -235,7 +236,9 @@ def test_abort_on_red_flag_ends_run_with_status_and_reason(tmp_path, capsys, con
   assert '[monitor RED FLAG] rank_collapse: context effective rank' in capsys.readouterr().err
   # The final weights load into the run's config, and a different config is
   # refused with the file and every mismatched shape named.
-  from jepa_jax import data as data_lib, final_state, step as step_lib
+  from jepa_jax import data as data_lib
+  from jepa_jax.run import trained as final_state
+  from jepa_jax.train import step as step_lib
   import jax
 
   def shapes(c):
@@ -297,7 +300,7 @@ def test_option_b_with_abort_stops_the_run():
 
 
 def test_option_b_keys_are_read_and_validated(config_of):
-  from jepa_jax import config_lib
+  from jepa_jax.config import load as config_lib
   r = monitor.Rules.from_config({'monitor': {'option_b': True, 'option_b_epoch': 5}})
   assert (r.option_b, r.option_b_epoch, r.option_b_usage, r.option_b_rank) == (
       True, 5, 0.12, 4.0)

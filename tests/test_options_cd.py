@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from jepa_jax import config_lib
 from jepa_jax import data as data_lib
-from jepa_jax import stages
-from jepa_jax import step as step_lib
+from jepa_jax.config import load as config_lib
+from jepa_jax.train import stages
+from jepa_jax.train import step as step_lib
 from conftest import load, set_overrides
 
 FAST = {'xla_cpu_use_fusion_emitters': False, 'xla_backend_optimization_level': 0}
@@ -88,7 +88,7 @@ def test_two_stage_reference_trains_only_the_codebook_in_stage_2(tmp_path):
   chex.assert_trees_all_equal(s2['target_params'], s1['target_params'])
   ds = data_lib.load_dataset(cfg2)
   setup2 = step_lib.make_setup(cfg2, ds)
-  from jepa_jax import start_state               # noqa: PLC0415
+  from jepa_jax.train import start as start_state               # noqa: PLC0415
   start = start_state.starting_state(cfg2, setup2, ds, step_lib.init_state(
       setup2, ds.image_shape, cfg2.seed))
   assert not np.allclose(s2['vq'].codebook, start['vq'].codebook)   # the codebook learned

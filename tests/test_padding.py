@@ -13,14 +13,14 @@ from experiments import report
 from experiments import usage_bound
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
-from jepa_jax import masking
-from jepa_jax import measure
-from jepa_jax import model as model_lib
-from jepa_jax import records
-from jepa_jax import step as step_lib
-from jepa_jax import train
 from jepa_jax.data import arc
 from jepa_jax.data import grid_properties as gp
+from jepa_jax.eval import measure
+from jepa_jax.model import masking
+from jepa_jax.model import vit as model_lib
+from jepa_jax.run import files as records
+from jepa_jax.train import loop as train
+from jepa_jax.train import step as step_lib
 from conftest import load
 
 

@@ -39,10 +39,10 @@ import sys
 import numpy as np
 import pytest
 
-from jepa_jax import config_lib
 from jepa_jax import data as data_lib
-from jepa_jax import parallel
-from jepa_jax import records
+from jepa_jax.config import load as config_lib
+from jepa_jax.run import files as records
+from jepa_jax.train import devices as parallel
 from conftest import ROOT, load
 
 # Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').

@@ -1,6 +1,5 @@
-"""The loop's periodic actions (jepa_jax/periodic.py): when each is due, order, stops."""
-from jepa_jax import periodic
-from jepa_jax import timing
+"""The loop's periodic actions (jepa_jax/train/loop_state.py): when each is due, order, stops."""
+from jepa_jax.train import loop_state as periodic
 
 
 def test_itstime_every_n_steps_and_the_last_step():
@@ -12,7 +11,7 @@ def test_itstime_every_n_steps_and_the_last_step():
 
 def test_due_actions_run_in_registration_order_each_in_its_section_until_one_stops():
   ran = []
-  timer = timing.Sections().start()
+  timer = periodic.Sections().start()
   actions = (periodic.Periodic(timer)
              .register('a', lambda s: s % 2 == 0, lambda s: ran.append(('a', s)) or False)
              .register('b', lambda s: s % 3 == 0, lambda s: ran.append(('b', s)) or s == 6)

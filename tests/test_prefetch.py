@@ -11,15 +11,13 @@ import jax
 import numpy as np
 import pytest
 
-from jepa_jax import config_lib
 from jepa_jax import data as data_lib
-from jepa_jax import parallel
-from jepa_jax import prefetch
-from jepa_jax import records
-from jepa_jax import run_files
-from jepa_jax import step as step_lib
-from jepa_jax import train
-from jepa_jax import workdir_config
+from jepa_jax.config import load as config_lib
+from jepa_jax.run import files as run_files
+from jepa_jax.run import opening as run_open
+from jepa_jax.train import devices as parallel
+from jepa_jax.train import loop as train
+from jepa_jax.train import step as step_lib
 from conftest import ROOT, load
 
 FAST_COMPILE = '--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0'
@@ -59,7 +57,7 @@ def _single_plan():
 @pytest.mark.parametrize('size', [0, 1, 2, 7])
 def test_batches_come_in_order_as_placed_arrays_with_their_values(size):
   batches = _host_batches(5)
-  out = list(prefetch.prefetch_to_device(
+  out = list(parallel.prefetch_to_device(
       iter(batches), parallel.batch_placement(_single_plan()), size))
   assert len(out) == len(batches)
   for (images, ids), (want_images, want_ids) in zip(out, batches):
@@ -78,7 +76,7 @@ def test_size_batches_are_pulled_and_placed_ahead_of_the_consumer(size):
     return batch
 
   seen = []
-  for k, batch in enumerate(prefetch.prefetch_to_device(source, place, size)):
+  for k, batch in enumerate(parallel.prefetch_to_device(source, place, size)):
     assert batch == k
     want = min(k + 1 + size, 5)            # this batch and `size` more
     seen.append((source.pulled, len(placed)))
@@ -88,7 +86,7 @@ def test_size_batches_are_pulled_and_placed_ahead_of_the_consumer(size):
 
 def test_size_zero_places_each_batch_only_when_asked_for():
   source = _Counting(range(3))
-  it = prefetch.prefetch_to_device(source, lambda b: ('placed', b), 0)
+  it = parallel.prefetch_to_device(source, lambda b: ('placed', b), 0)
   assert source.pulled == 0                  # a generator: nothing before next()
   assert next(it) == ('placed', 0) and source.pulled == 1
   assert next(it) == ('placed', 1) and source.pulled == 2
@@ -96,7 +94,7 @@ def test_size_zero_places_each_batch_only_when_asked_for():
 
 def test_closing_drops_the_batches_ahead_and_closes_the_source():
   source = _Counting(range(6))
-  it = prefetch.prefetch_to_device(source, lambda b: b, 2)
+  it = parallel.prefetch_to_device(source, lambda b: b, 2)
   assert next(it) == 0 and source.pulled == 3
   it.close()                                 # a run stopping after one step
   assert source.closed and source.pulled == 3
@@ -104,7 +102,7 @@ def test_closing_drops_the_batches_ahead_and_closes_the_source():
 
 def test_a_negative_size_is_refused():
   with pytest.raises(ValueError, match='>= 0'):
-    next(prefetch.prefetch_to_device(iter([1]), lambda b: b, -1))
+    next(parallel.prefetch_to_device(iter([1]), lambda b: b, -1))
 
 
 @pytest.mark.parametrize('value', [-1, True, None])
@@ -121,10 +119,10 @@ def test_prefetch_to_device_is_result_neutral_and_filled_for_old_runs():
   assert cfg.data.prefetch_to_device == 2
   cfg.data.prefetch_to_device = 0
   config_lib.validate(cfg)
-  new = workdir_config.config_to_json(cfg)
+  new = run_open.config_to_json(cfg)
   old = json.loads(json.dumps(new))
   del old['data']['prefetch_to_device']      # a run folder from before the key
-  assert workdir_config.config_diff(old, new) == []
+  assert run_open.config_diff(old, new) == []
   assert config_lib.ADDED_KEYS['data.prefetch_to_device'] == 2
 
 
@@ -147,7 +145,7 @@ def test_the_single_device_step_takes_placed_batches_without_a_transfer():
     ref.append(jax.device_get((state, metrics)))
 
   state = fresh()
-  for k, (images, ids) in enumerate(prefetch.prefetch_to_device(
+  for k, (images, ids) in enumerate(parallel.prefetch_to_device(
       batches, parallel.batch_placement(plan), 2)):
     assert images.sharding == want_sharding and ids.sharding == want_sharding
     with jax.transfer_guard('disallow_explicit'):   # no transfer at all in the step
@@ -159,7 +157,7 @@ def test_the_single_device_step_takes_placed_batches_without_a_transfer():
 
 
 def _run_outputs(workdir):
-  logs = [records.read_jsonl(os.path.join(workdir, name)) for name in run_files.STEP_LOGS]
+  logs = [run_files.read_jsonl(os.path.join(workdir, name)) for name in run_files.STEP_LOGS]
   with open(os.path.join(workdir, run_files.FINAL_STATE), 'rb') as f:
     return logs, f.read()
 
@@ -220,7 +218,7 @@ def device_worker(out):
     want = NamedSharding(plan.mesh, P(parallel.DATA_AXIS))
     state = parallel.place_state(plan, jax.tree.map(lambda x: x + 0, state0))
     metrics, ok = [], []
-    for images, ids in prefetch.prefetch_to_device(data, parallel.batch_placement(plan), 2):
+    for images, ids in parallel.prefetch_to_device(data, parallel.batch_placement(plan), 2):
       ok.append(all(x.sharding.is_equivalent_to(want, x.ndim) for x in (images, ids)))
       record[f'{name}_shapes'] = [list(images.shape), list(ids.shape)]
       with jax.transfer_guard('disallow_explicit'):

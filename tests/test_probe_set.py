@@ -7,10 +7,10 @@ import jax
 import numpy as np
 
 from jepa_jax import data as data_lib
-from jepa_jax import probe_set
-from jepa_jax import quantizer as quantizer_lib
-from jepa_jax import start_state
-from jepa_jax import step as step_lib
+from jepa_jax.eval import probes as probe_set
+from jepa_jax.train import start as start_state
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import quantizer as quantizer_lib
 from tests.conftest import load
 
 

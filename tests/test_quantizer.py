@@ -1,4 +1,4 @@
-"""The anti-collapse options wired into config and train step (jepa_jax/quantizer.py).
+"""The anti-collapse options wired into config and train step (jepa_jax/vq/quantizer.py).
 
 Step-level checks run the :tiny model (one compile per test, several options
 per compile where they do not interfere); the state transitions of the options
@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 
 from experiments import ami_sources
-from jepa_jax import anticollapse as ac
-from jepa_jax import codebook_health as health
-from jepa_jax import config_lib
-from jepa_jax import measure
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
-from jepa_jax import final_state
-from jepa_jax import quantizer as qz
-from jepa_jax import records
-from jepa_jax import step as step_lib
-from jepa_jax import start_state
-from jepa_jax import vq as vq_lib
+from jepa_jax.config import load as config_lib
+from jepa_jax.eval import measure
+from jepa_jax.run import files as run_files
+from jepa_jax.run import trained
+from jepa_jax.train import start as start_state
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import anticollapse as ac
+from jepa_jax.vq import codebook as vq_lib
+from jepa_jax.vq import health as codebook_health
+from jepa_jax.vq import quantizer as qz
 from conftest import load, set_overrides
 
 AC_CONFIGS = ('ac_cosine', 'ac_lowdim', 'ac_simvq', 'ac_rotation', 'ac_reanchor',
@@ -87,7 +87,7 @@ def test_ac_configs_are_gentle_plus_their_option_and_take_variant_tokens(name, a
 
 @pytest.mark.parametrize('arg', [None, 'tiny', 'arc', 'arc,tiny'])
 def test_recommended_configs_take_variant_tokens(arg):
-  from jepa_jax import stages  # noqa: PLC0415
+  from jepa_jax.train import stages  # noqa: PLC0415
   cfg = load('anticollapse', arg)
   config_lib.validate(cfg)
   assert (cfg.vq.codebook_dim, cfg.vq.l2_normalize, cfg.vq.refresh_enabled) == (8, True, True)
@@ -220,7 +220,7 @@ def test_fsq_step_has_no_codebook_state_and_counts_grid_codes():
   chex.assert_trees_all_equal(codes, ac.fsq_quantize(u, (4, 4, 2))[1])
   chex.assert_trees_all_equal(emb['codes'], codes)
   want = vq_lib.usage_stats(codes, 32)
-  got = health.usage_summary(health.code_counts(emb['codes'], 32))
+  got = codebook_health.usage_summary(codebook_health.code_counts(emb['codes'], 32))
   np.testing.assert_allclose(got['vq_codes_used'], want['vq_codes_used'])
   np.testing.assert_allclose(got['vq_perplexity'], want['vq_perplexity'], rtol=1e-6)
   assert 0 <= int(codes.min()) and int(codes.max()) < 32
@@ -520,7 +520,7 @@ def test_run_start_fits_kmeans_codes_through_the_projection():
 
 
 def test_checkpoint_round_trip_keeps_projections_and_running_usage(tmp_path):
-  from jepa_jax import checkpoint  # noqa: PLC0415
+  from jepa_jax.run import checkpoint  # noqa: PLC0415
   cfg = _tiny('anticollapse', **{'vq.reanchor': True, 'vq.refresh_enabled': False,
                                  'vq.refresh_warmup_steps': 0})
   ds = data_lib.load_dataset(cfg)
@@ -548,10 +548,10 @@ def test_recommended_config_saves_loads_and_evaluates(tmp_path):
   into the config's state; evaluate scores the codes the layer assigns."""
   cfg = _tiny('anticollapse')
   setup, s0, states, _, ds, _ = _run(cfg)
-  records.write_json(str(tmp_path / 'config.json'), cfg.to_dict())
-  final_state.save(str(tmp_path), states[-1])
-  _, _, _, loaded = evaluate.load_trained_state(str(tmp_path))
-  for key in final_state.KEYS:
+  run_files.write_json(str(tmp_path / 'config.json'), cfg.to_dict())
+  trained.save(str(tmp_path), states[-1])
+  _, _, _, loaded = trained.load_trained_state(str(tmp_path))
+  for key in trained.KEYS:
     assert (key in s0) == (key in loaded)
     if key in s0:
       chex.assert_trees_all_equal(jax.tree.map(np.asarray, loaded[key]), states[-1][key])

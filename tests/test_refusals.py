@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from jepa_jax import records
-from jepa_jax import workdir_config
+from jepa_jax.run import files as records
+from jepa_jax.run import opening as workdir_config
 from conftest import ROOT, load
 
 TINY = '--config=configs/gentle.py:tiny'
@@ -108,7 +108,8 @@ def test_main_refuses_yaml_null_booleans_repeated_keys_and_empty_files(text, exp
 
 def test_an_explicitly_empty_yaml_mapping_is_base_py(tmp_path):
   """config_export of base.py writes `{}`, which loads (an empty file does not)."""
-  from jepa_jax import config_lib, yaml_config  # noqa: PLC0415
+  from jepa_jax.config import load as config_lib  # noqa: PLC0415
+  from jepa_jax.config import yaml_io as yaml_config  # noqa: PLC0415
   text = yaml_config.to_yaml(load('base'), 'header')
   assert text == '# header\n{}\n'
   (tmp_path / 'base.yaml').write_text(text)

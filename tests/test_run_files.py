@@ -1,10 +1,10 @@
-"""One module owns every run-folder name (jepa_jax/run_files.py): no other
+"""One module owns every run-folder name (jepa_jax/run/files.py): no other
 module of the package spells one out."""
 import ast
 import glob
 import os
 
-from jepa_jax import run_files
+from jepa_jax.run import files as run_files
 from conftest import ROOT
 
 
@@ -32,7 +32,7 @@ def test_no_module_but_run_files_spells_a_run_folder_name():
   assert {'summary.json', 'config.json', 'checkpoints', 'eval.stale-0.json'} <= names
   found = []
   for path in sorted(glob.glob(os.path.join(ROOT, 'jepa_jax', '**', '*.py'), recursive=True)):
-    if os.path.basename(path) == 'run_files.py':
+    if os.path.relpath(path, ROOT) == os.path.join('jepa_jax', 'run', 'files.py'):
       continue
     found += [f'{os.path.relpath(path, ROOT)}:{line}: {value!r}'
               for line, value in _string_constants(path) if value in names]

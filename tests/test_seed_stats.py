@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jepa_jax import seed_stats
+from jepa_jax.eval import metrics as seed_stats
 
 
 def test_two_values_interval_is_the_exact_resample_range():

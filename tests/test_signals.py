@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from jepa_jax import checkpoint
 from jepa_jax import data as data_lib
-from jepa_jax import interrupts
-from jepa_jax import parallel
-from jepa_jax import train
+from jepa_jax.run import checkpoint
+from jepa_jax.train import devices as parallel
+from jepa_jax.train import interrupts
+from jepa_jax.train import loop as train
 from conftest import ROOT, load
 
 # Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').

@@ -1,11 +1,11 @@
-"""Run-time accounting (jepa_jax/timing.py): exclusive section times and compiles."""
+"""Run-time accounting (jepa_jax/train/loop_state.py): exclusive section times and compiles."""
 import time
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from jepa_jax import timing
+from jepa_jax.train import loop_state as timing
 
 
 def test_sections_charge_exclusive_time_and_each_compile_to_the_open_section():

@@ -11,14 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jepa_jax import checkpoint
 from jepa_jax import data as data_lib
-from jepa_jax import epoch_end
-from jepa_jax import measure
-from jepa_jax import records
-from jepa_jax import step as step_lib
-from jepa_jax import train
-from jepa_jax import vq as vq_lib
+from jepa_jax.eval import measure
+from jepa_jax.run import checkpoint
+from jepa_jax.run import files as records
+from jepa_jax.train import loop as train
+from jepa_jax.train import loop_state as epoch_end
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import codebook as vq_lib
 from conftest import ROOT, load, set_overrides
 
 # One per code path: EMA with refresh, EMA without, no VQ, gradient codebook
@@ -168,9 +168,9 @@ def test_sixth_run_refresh_fires_in_step():
 
 def test_nonfinite_loss_stops_run_with_clear_message(tmp_path, monkeypatch):
   import jax.numpy as jnp
-  from jepa_jax import losses
+  from jepa_jax.objective import losses
   monkeypatch.setattr(losses, 'infonce_loss', lambda p, t, tau: jnp.nan * tau)
-  with pytest.raises(train.TrainingError, match='non-finite loss'):
+  with pytest.raises(epoch_end.TrainingError, match='non-finite loss'):
     train.train_and_evaluate(load('gentle', 'tiny'), str(tmp_path))
   summary = json.load(open(tmp_path / 'summary.json'))
   assert summary['status'] == 'failed' and 'non-finite' in summary['reason']
@@ -294,7 +294,7 @@ def test_a_failing_close_skips_no_other_cleanup_and_the_summary_says_failed(
 
 def test_failing_final_weights_and_summary_writes_are_each_reported(tmp_path, monkeypatch,
                                                                     capfd):
-  from jepa_jax import final_state
+  from jepa_jax.run import trained as final_state
   weights, summary_path = str(tmp_path / 'final_state.msgpack'), str(tmp_path / 'summary.json')
   monkeypatch.setattr(final_state, 'save', _disk_full(weights))
   write_json = records.write_json
@@ -365,7 +365,7 @@ def test_a_start_from_scratch_logs_the_step_0_probe_point_once(tmp_path):
 
 
 def test_colour_jitter_changes_colours_per_sample_keeps_geometry_and_is_keyed():
-  from jepa_jax import objective
+  from jepa_jax.objective import terms as objective
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(64, 8, 8, 3)), jnp.float32)
   ids = jnp.arange(64, dtype=jnp.int32)

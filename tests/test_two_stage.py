@@ -8,16 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from jepa_jax import checkpoint
-from jepa_jax import config_lib
 from jepa_jax import data as data_lib
 from jepa_jax import diagnose
 from jepa_jax import evaluate
-from jepa_jax import model as model_lib
-from jepa_jax import stages
-from jepa_jax import start_state
-from jepa_jax import step as step_lib
-from jepa_jax import vq as vq_lib
+from jepa_jax.config import load as config_lib
+from jepa_jax.model import vit as model_lib
+from jepa_jax.run import checkpoint
+from jepa_jax.train import stages
+from jepa_jax.train import start as start_state
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import codebook as vq_lib
 from conftest import load
 
 # Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').

@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from jepa_jax import config_lib
-from jepa_jax import quantizer as qz
-from jepa_jax import vq as vq_lib
+from jepa_jax.config import load as config_lib
+from jepa_jax.vq import quantizer as qz
+from jepa_jax.vq import codebook as vq_lib
 from conftest import load, set_overrides
 
 

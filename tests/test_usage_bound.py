@@ -9,7 +9,7 @@ import pytest
 from experiments import churn_sources
 from experiments import usage_bound
 from experiments import vq_bypass
-from jepa_jax import codebook_health as health
+from jepa_jax.vq import health
 
 
 def test_expected_usage_by_hand():
@@ -35,7 +35,7 @@ def test_kmeans_usage_counts_the_centres_val_tokens_reach():
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
   """A tiny run with a checkpoint at every step (measurement points 1, 3, 5)."""
-  from jepa_jax import train  # noqa: PLC0415
+  from jepa_jax.train import loop as train  # noqa: PLC0415
   from conftest import load  # noqa: PLC0415
   cfg = load('gentle', 'tiny')            # the program test_train compiles too
   cfg.checkpoint.every_steps, cfg.checkpoint.keep = 1, 10
@@ -111,7 +111,7 @@ def test_unsnapped_loss_of_an_unprojected_layer_is_the_no_vq_loss():
   import jax  # noqa: PLC0415
   from conftest import load  # noqa: PLC0415
   from jepa_jax import data as data_lib  # noqa: PLC0415
-  from jepa_jax import step as step_lib  # noqa: PLC0415
+  from jepa_jax.train import step as step_lib  # noqa: PLC0415
   cfg, cfg_off = load('gentle', 'tiny'), load('no_vq_gentle', 'tiny')
   ds = data_lib.load_dataset(cfg)
   setup, setup_off = step_lib.make_setup(cfg, ds), step_lib.make_setup(cfg_off, ds)

@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from jepa_jax import config_lib
-from jepa_jax import model as model_lib
-from jepa_jax import step as step_lib
+from jepa_jax.config import load as config_lib
+from jepa_jax.model import vit as model_lib
+from jepa_jax.train import step as step_lib
 from conftest import load
 
 # Whole runs or subprocesses: left out of the fast subset (pytest -m 'not slow').

@@ -1,4 +1,4 @@
-"""Tests for jepa_jax.vq against hand-worked numbers."""
+"""Tests for jepa_jax.vq.codebook against hand-worked numbers."""
 import math
 
 import chex
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jepa_jax import vq
+from jepa_jax.vq import codebook as vq
 
 
 def _state(codebook, cluster_size=None, embed_sum=None, usage=None, step=0):

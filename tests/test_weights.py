@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jepa_jax import losses
-from jepa_jax import vq as vq_lib
+from jepa_jax.objective import losses
+from jepa_jax.vq import codebook as vq_lib
 
 
 @pytest.fixture(scope='module')

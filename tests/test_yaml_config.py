@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from jepa_jax import config_lib
-from jepa_jax import yaml_config
+from jepa_jax.config import load as config_lib
+from jepa_jax.config import yaml_io as yaml_config
 from conftest import ROOT, load
 
 YAML_VARIANTS = ('sixth_run', 'vq_no_refresh', 'no_vq', 'no_vq_gentle', 'gentle',

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.benchmarks import common
-from jepa_jax import config_lib
 from jepa_jax import data as data_lib
-from jepa_jax import step as step_lib
-from jepa_jax import train
-from jepa_jax import vq
+from jepa_jax.config import load as config_lib
+from jepa_jax.train import loop as train
+from jepa_jax.train import step as step_lib
+from jepa_jax.vq import codebook as vq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = 16          # 16x16 single-channel images, patch 2 -> 64 tokens

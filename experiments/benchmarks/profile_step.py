@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments.benchmarks import jax_bench
-from jepa_jax import step as step_lib
+from jepa_jax.train import step as step_lib
 
 STEPS = 5
 

@@ -1,7 +1,7 @@
 """The PyTorch side: the same JEPA step built from torch.nn layers, and
 vector-quantize-pytorch's VectorQuantize.
 
-The model mirrors jepa_jax's (jepa_jax/model.py): patch-embedding conv, fixed
+The model mirrors jepa_jax's (jepa_jax/model/vit.py): patch-embedding conv, fixed
 2-D sin-cos positions, pre-norm blocks (LayerNorm, multi-head attention, GELU
 MLP of ratio 4), final LayerNorm; a narrow predictor with a learned mask token;
 an EMA target encoder; the same losses (InfoNCE with a learnable clamped
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from experiments.benchmarks import common
-from jepa_jax.model import sincos_pos_embed_2d
+from jepa_jax.model.vit import sincos_pos_embed_2d
 
 DEVICE = torch.device('cpu')
 

@@ -26,15 +26,16 @@ def train(config, workdir, overrides, every):
   print('trained', workdir, f'{time.time()-t:.0f}s', last, flush=True)
 
 def probe(workdir):
-  import jax
-  from jepa_jax import evaluate as ev, step as step_lib
-  from jepa_jax.checkpoint import RunCheckpoints
-  cfg, ds, setup, target = ev.run_setup(workdir)
-  enc = jax.jit(lambda p, x: setup.encoder.apply(p, x, None, None))
+  from jepa_jax.eval import probes
+  from jepa_jax.train import step as step_lib
+  from jepa_jax.run import trained
+  from jepa_jax.run.checkpoint import RunCheckpoints
+  cfg, ds, setup, target = trained.run_setup(workdir)
+  enc = trained.encoder_fn(setup)
   def score(params):
-    tr = ev._features(enc, params, ds.train_images).mean(1)
-    va = ev._features(enc, params, ds.val_images).mean(1)
-    return ev.probe_scores(tr, ds.train_labels, va, ds.val_labels, 20)['linear_probe_acc']
+    tr = trained.in_batches(enc, params, ds.train_images).mean(1)
+    va = trained.in_batches(enc, params, ds.val_images).mean(1)
+    return probes.probe_scores(tr, ds.train_labels, va, ds.val_labels, 20)['linear_probe_acc']
   rows = []
   init = step_lib.init_state(setup, ds.image_shape, cfg.seed)
   rows.append((0, score(init['target_params']), score(init['params']['encoder'])))

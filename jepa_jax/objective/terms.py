@@ -1,0 +1,279 @@
+"""The training objective: the JEPA loss on the global batch, with the
+quantizer layer's terms (`make_loss_fn`).
+
+It reads only a `step.Setup` (the models, the grid, the masking, `LossSpec`,
+the quantizer's `Spec`), never the config. Loss terms and their formulas:
+`losses` (JEPA terms) and `quantizer.losses` (commitment, codebook, entropy).
+
+The optimizer of the trainables: global-norm clipping, then AdamW on a
+warm-up cosine schedule; frozen parameter groups get no update.
+
+The trainables are {'params': {'encoder', 'predictor', 'temperature'}} plus
+the quantizer's ('codebook' in gradient mode, 'vq_params'; see
+`quantizer.trainables`). Weight decay applies to weight matrices / kernels
+only (never biases, norms, the temperature, the mask token, the codebook or
+the SimVQ map).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jepa_jax.model import masking
+from jepa_jax.model import vit as model_lib
+from jepa_jax.objective import losses
+from jepa_jax.vq import quantizer as quantizer_lib
+
+
+def gather_fn(axis_name):
+  """x (b, ...) -> the global batch (n_dev * b, ...) in device order, or x itself."""
+  if axis_name is None:
+    return lambda x: x
+  return lambda x: jax.lax.all_gather(x, axis_name, tiled=True)
+
+
+def flat(weights):
+  return None if weights is None else weights.reshape(-1).astype(jnp.float32)
+
+
+def _w(weights):
+  """Keyword arguments passing `weights` to a loss; none on the unweighted path."""
+  return {} if weights is None else {'weights': weights}
+
+
+# Context colour augmentation (`data.context_augment='colour'`): ranges of the
+# per-channel gain and offset (offsets in units of the standardised channel's
+# std) and the probability of a grey image.
+COLOUR_GAIN, COLOUR_OFFSET, GREY_PROB = (0.6, 1.4), 0.4, 0.2
+AUGMENT_TAG = 0xC01
+
+
+def colour_jitter(key, sample_ids, images):
+  """Each image's colours changed at random, per sample (`fold_in(key, id)`):
+  channels permuted (3-channel images), then x_c -> g_c x_c + o_c with
+  g_c ~ U(COLOUR_GAIN), o_c ~ U(+-COLOUR_OFFSET), then with probability
+  GREY_PROB every channel replaced by their mean. Geometry is untouched, so
+  the masks' tokens still cover the same pixels. The colour distortions of
+  joint-embedding recipes (SimCLR, Chen et al. 2020; the views of DINO and
+  LeJEPA) in a form for standardised images; I-JEPA uses none."""
+  c = images.shape[-1]
+
+  def one(k, x):
+    kp, kg, ko, ks = jax.random.split(k, 4)
+    if c > 1:
+      x = x[..., jax.random.permutation(kp, c)]
+    g = jax.random.uniform(kg, (c,), minval=COLOUR_GAIN[0], maxval=COLOUR_GAIN[1])
+    o = jax.random.uniform(ko, (c,), minval=-COLOUR_OFFSET, maxval=COLOUR_OFFSET)
+    x = x * g + o
+    grey = jax.random.bernoulli(ks, GREY_PROB)
+    return jnp.where(grey, jnp.broadcast_to(x.mean(-1, keepdims=True), x.shape), x)
+
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(sample_ids)
+  return jax.vmap(one)(keys, images).astype(images.dtype)
+
+
+def _views(setup, params, target_params, images, sample_ids, mask_key):
+  """Masks, the context encoder's tokens z (b, K, D), the target encoder's
+  tokens of the whole image t_full (b, N, D, no gradient) and their target
+  blocks tgt (b, M, T, D); with the validity flags of padded data (else None).
+  With `setup.context_augment` the context encoder sees `colour_jitter`ed
+  images (key: the mask key folded with AUGMENT_TAG), the target the originals."""
+  if setup.padded:
+    valid = model_lib.token_validity(images, setup.encoder.patch_size)   # (b, N)
+    ctx_idx, tgt_idx, ctx_valid, tgt_valid = masking.sample_masks_valid(
+        mask_key, sample_ids, setup.grid, setup.masking, valid)
+  else:
+    valid = ctx_valid = tgt_valid = None
+    ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
+                                            setup.masking)
+  ctx_images = images
+  if setup.context_augment == 'colour':
+    ctx_images = colour_jitter(jax.random.fold_in(mask_key, AUGMENT_TAG), sample_ids, images)
+  z = setup.encoder.apply(params['encoder'], ctx_images, ctx_idx, ctx_valid)  # (b, K, D)
+  t_full = jax.lax.stop_gradient(
+      setup.encoder.apply(target_params, images, None, valid))         # (b, N, D)
+  b, m, t = tgt_idx.shape
+  tgt = model_lib.gather_tokens(t_full, tgt_idx.reshape(b, m * t))
+  return dict(z=z, t_full=t_full, tgt=tgt.reshape(b, m, t, -1), ctx_idx=ctx_idx,
+              tgt_idx=tgt_idx, valid=valid, ctx_valid=ctx_valid, tgt_valid=tgt_valid)
+
+
+def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
+                w_ctx, w_tgt, sig_key) -> Dict[str, jax.Array]:
+  """The JEPA loss terms on the global batch (unweighted; `LossSpec.weights`):
+  InfoNCE and MSE of predictions vs targets, SIGReg of the context tokens,
+  relational matching of pooled predictions / targets and of the pooled
+  context vs the pooled whole-image targets; with `LossSpec.global_` > 0 the
+  MSE of the pooled context vs the pooled whole-image targets ('global',
+  LeJEPA's prediction term with the masked context as the view)."""
+  lc = setup.loss
+  d = z_g.shape[-1]
+  p_flat, t_flat = pred_g.reshape(-1, d), tgt_g.reshape(-1, d)
+  parts = {}
+  z_pool = model_lib.pool_tokens(z_g, cv_g, 1)                          # (B, D)
+  w_img = None if cv_g is None else flat(cv_g.any(1))
+  parts['infonce'] = losses.infonce_loss(p_flat, t_flat, temperature, **_w(w_tgt))
+  sig_x, sig_w = ((z_g.reshape(-1, d), w_ctx) if lc.sigreg_input == 'tokens'
+                  else (z_pool, w_img))
+  parts['sigreg'] = losses.sigreg_loss(
+      sig_x, sig_key, num_slices=lc.sigreg_num_slices,
+      num_points=lc.sigreg_num_points, **_w(sig_w))
+  parts['invariance'] = losses.invariance_loss(p_flat, t_flat, **_w(w_tgt))
+  parts['relational'] = losses.relational_loss(
+      model_lib.pool_tokens(pred_g, tv_g, (1, 2)), model_lib.pool_tokens(tgt_g, tv_g, (1, 2)),
+      **_w(None if tv_g is None else flat(tv_g.any((1, 2)))))
+  parts['relational_context'] = losses.relational_loss(z_pool, t_pool_g, **_w(w_img))
+  if lc.global_:               # static: runs without the term compute nothing more
+    parts['global'] = losses.invariance_loss(z_pool, t_pool_g, **_w(w_img))
+  return parts
+
+
+def make_loss_fn(setup, axis_name=None, snap=True):
+  """loss_fn(trainables, state, images, sample_ids, keys) -> (total, aux).
+
+  total = w_nce·InfoNCE(pred, tgt; τ) + w_sig·SIGReg(z) + w_inv·MSE(pred, tgt)
+        + w_rel·Rel(pool(pred), pool(tgt)) + w_ctx·Rel(pool(z), pool(t_full))
+        [+ w_glob·MSE(pool(z), pool(t_full))]
+        + β·commit(u, q) [+ codebook(u, q) in gradient mode / SimVQ]
+        [+ w_ent·entropy(u, E)]
+  where z are the context encoder's tokens (SIGReg reads pool(z), one row
+  per image, with `LossSpec.sigreg_input='pooled'`, as LeJEPA regularises
+  the views' embeddings), u = z in the quantizer space
+  (u = z unless the config projects or normalises, see `quantizer`), q their
+  quantized codes, E the codebook (the predictor sees the layer's output when
+  VQ is on), t_full the target encoder's tokens of the whole image and tgt
+  their target-block subset. The w are `LossSpec.weights`, β and w_ent the
+  quantizer's `Spec.loss_weights`.
+
+  snap=False (a diagnostic, never used in training): the predictor sees
+  decode(u), the tokens' image in the quantizer space without the snap to
+  their nearest codes, so the loss tells what the snap costs the same
+  weights (`experiments/vq_bypass.py`). Every term is otherwise unchanged.
+
+  Global batch: with `axis_name` (inside shard_map / pmap over a data axis)
+  the forward pass runs on the device's rows, then z, q, pred, tgt and
+  pool(t_full) are all-gathered (tiled, device order = global batch order)
+  and every loss is computed on the gathered GLOBAL batch, so InfoNCE
+  negatives, SIGReg's empirical characteristic function and the relational
+  similarity matrices do not depend on the device count. Every replica then
+  holds the same total; the transpose of all_gather sums the replicas'
+  cotangents, so each replica's gradient is n_dev × its rows' share and the
+  caller's pmean over the axis gives exactly ∇total. With axis_name=None the
+  gathers are the identity (the single-device path).
+  aux: 'u' / 'codes' are the device's rows, 'u_global' the gathered u
+  (quantizer space; None without VQ); with `vq.update_source='target'` also
+  'update_tokens' / 'update_weights': the device's t_full in the quantizer
+  space and their validity (None for pixel data).
+
+  Padded data: every term is restricted to valid rows through 0/1 weights
+  (context slots: ctx_valid, targets: tgt_valid, pooled samples: at least
+  one valid row; the flags are gathered with the rows). aux['ctx_weights']
+  / aux['ctx_weights_global'] carry the device's / gathered context flags to
+  the VQ update (None for pixel data).
+  """
+  gather = gather_fn(axis_name)
+  spec = setup.quantizer
+
+  def loss_fn(trainables, state, images, sample_ids, keys):
+    params = {k: jax.lax.stop_gradient(v) if k in setup.frozen else v
+              for k, v in trainables['params'].items()}
+    v = _views(setup, params, state['target_params'], images, sample_ids, keys[0])
+    pred_in, codes = v['z'], None
+    if setup.vq_enabled:
+      pred_in, codes, vq_aux = quantizer_lib.quantize(
+          spec, quantizer_lib.raw_codebook(spec, state.get('vq'), trainables),
+          trainables.get('vq_params'), v['z'], weights=flat(v['ctx_valid']))
+      if not snap:
+        pred_in = quantizer_lib.decode(spec, trainables.get('vq_params'), vq_aux['u'])
+    pred = setup.predictor.apply(params['predictor'], pred_in, v['ctx_idx'],
+                                 v['tgt_idx'], v['ctx_valid'], v['tgt_valid'])
+
+    # Global batch (identity on one device): (B, ...) from here on.
+    z_g, pred_g, tgt_g = gather(v['z']), gather(pred), gather(v['tgt'])
+    t_pool_g = gather(model_lib.pool_tokens(v['t_full'], v['valid'], 1))   # (B, D)
+    cv_g = None if v['ctx_valid'] is None else gather(v['ctx_valid'])      # (B, K)
+    tv_g = None if v['tgt_valid'] is None else gather(v['tgt_valid'])      # (B, M, T)
+    w_ctx, w_tgt = flat(cv_g), flat(tv_g)
+    parts, weights, u_g = {}, dict(setup.loss.weights), None
+    if setup.vq_enabled:
+      u_g = gather(vq_aux['u'])
+      parts.update(quantizer_lib.losses(spec, u_g, gather(vq_aux['quantized']),
+                                        vq_aux['codebook'], w_ctx))
+      weights.update(spec.loss_weights)
+    parts.update(_jepa_terms(setup, params['temperature'], z_g, pred_g, tgt_g,
+                             t_pool_g, cv_g, tv_g, w_ctx, w_tgt, keys[1]))
+    total = sum(weights[k] * x for k, x in parts.items())
+    sg = jax.lax.stop_gradient
+    aux = {'parts': parts, 'codes': codes,
+           'u': sg(vq_aux['u']) if setup.vq_enabled else None,
+           'u_global': None if u_g is None else sg(u_g),
+           'ctx_weights': flat(v['ctx_valid']), 'ctx_weights_global': w_ctx}
+    if setup.vq_enabled and spec.update_source == 'target':
+      # The codebook's EMA update reads the target encoder's whole-image tokens.
+      aux['update_tokens'] = sg(quantizer_lib.encode(
+          spec, trainables.get('vq_params'), v['t_full']))
+      aux['update_weights'] = flat(v['valid'])
+    return total, aux
+
+  return loss_fn
+
+
+def warmup_cosine(peak: float, end: float, warmup: int, decay_steps: int) -> Callable:
+  """Linear warm-up from 0 to `peak` over `warmup` steps, then cosine decay to
+  `end` at `decay_steps` (optax.warmup_cosine_decay_schedule)."""
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=decay_steps,
+      end_value=end)
+
+
+def _weight_decay_mask(trainables):
+  """Decay only weight matrices/kernels; never biases, norms, the temperature,
+  the mask token, the codebook or the SimVQ map (the codebook's factor)."""
+  def keep(path, leaf):
+    names = [getattr(p, 'key', '') for p in path]
+    return leaf.ndim >= 2 and 'codebook' not in names and 'simvq_map' not in names
+  return jax.tree_util.tree_map_with_path(keep, trainables)
+
+
+def _labels(frozen: Sequence[str], codebook_group: bool):
+  """optax labels: 'frozen' for trainables['params'][g], g in frozen;
+  'codebook' for trainables['codebook'] and ['vq_params'] when
+  `codebook_group`; else 'train'."""
+  def labels(trainables):
+    def label(path, _):
+      names = [getattr(p, 'key', None) for p in path[:2]]
+      if codebook_group and names[0] in ('codebook', 'vq_params'):
+        return 'codebook'
+      return 'frozen' if names[0] == 'params' and names[1] in frozen else 'train'
+    return jax.tree_util.tree_map_with_path(label, trainables)
+  return labels
+
+
+def make_tx(schedule: Callable, *, weight_decay: float, grad_clip_norm: float,
+            frozen: Sequence[str] = (), codebook_schedule: Optional[Callable] = None
+            ) -> optax.GradientTransformation:
+  """clip_by_global_norm(grad_clip_norm), then AdamW(schedule, weight_decay);
+  the groups of params named in `frozen` get `set_to_zero`.
+
+  `codebook_schedule` (the reference's Option C, "may need lower learning
+  rate for codebook", `vq.codebook_learning_rate`): the gradient-trained
+  codebook and the quantizer's own trainables get their own AdamW on it; the
+  clipping stays global. None: the single optimizer.
+  """
+  def adamw(sched):
+    return optax.adamw(sched, weight_decay=weight_decay, mask=_weight_decay_mask)
+
+  clip = optax.clip_by_global_norm(grad_clip_norm)
+  if codebook_schedule is None:
+    tx = optax.chain(clip, adamw(schedule))
+    if frozen:
+      tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
+                                 _labels(frozen, codebook_group=False))
+    return tx
+  transforms = {'train': adamw(schedule), 'codebook': adamw(codebook_schedule),
+                'frozen': optax.set_to_zero()}
+  return optax.chain(clip, optax.multi_transform(
+      transforms, _labels(frozen, codebook_group=True)))
