@@ -70,11 +70,15 @@ def init_trainables(setup, image_shape, num_classes: int, seed: int):
                                    'b': jnp.zeros((num_classes,), jnp.float32)}}
 
 
-def _probe(pooled_fn, params, pset) -> float:
+def _features(pooled_fn, params, pset) -> np.ndarray:
+  """Pooled features of the subset's train rows, then its val rows."""
   feats = np.concatenate([np.asarray(pooled_fn(params, pset.images[i:i + pset.batch]))
                           for i in range(0, len(pset.images), pset.batch)])
+  return feats[:pset.num_train + pset.num_val]
+
+
+def _probe(feats, pset) -> float:
   n = pset.num_train
-  feats = feats[:n + pset.num_val]
   return float(np.mean([probes.linear_probe_holdout(feats[:n], ytr, feats[n:], yva)
                         for ytr, yva in pset.labels.values()]))
 
@@ -100,7 +104,8 @@ def train(cfg, seed: int, probe_every: int, log=print):
 
   tc = cfg.train
   pset = probe_trajectory.probe_set(ds, tc.probe_train_images, tc.probe_val_images, seed)
-  traj = [{'step': 0, 'linear': _probe(pooled, tr['encoder'], pset)}]
+  feats = _features(pooled, tr['encoder'], pset)
+  traj = [{'step': 0, 'linear': _probe(feats, pset)}]
   log(f"step 0: probe {traj[-1]['linear']:.3f}")
   done, t0 = 0, time.time()
   for epoch in range(-(-setup.total_steps // setup.steps_per_epoch)):
@@ -110,13 +115,12 @@ def train(cfg, seed: int, probe_every: int, log=print):
       tr, opt, loss = step(tr, opt, images, labels[ids])
       done += 1
       if done % probe_every == 0 or done == setup.total_steps:
-        traj.append({'step': done, 'linear': _probe(pooled, tr['encoder'], pset),
+        feats = _features(pooled, tr['encoder'], pset)   # the last: the final encoder's
+        traj.append({'step': done, 'linear': _probe(feats, pset),
                      'loss': float(loss)})
         log(f"step {done}: loss {float(loss):.3f} probe {traj[-1]['linear']:.3f} "
             f'({time.time() - t0:.0f} s)')
-  feats = np.concatenate([np.asarray(pooled(tr['encoder'], pset.images[i:i + pset.batch]))
-                          for i in range(0, len(pset.images), pset.batch)])
-  val = feats[pset.num_train:pset.num_train + pset.num_val]
+  val = feats[pset.num_train:]
   logits = val @ np.asarray(tr['head']['w']) + np.asarray(tr['head']['b'])
   head_acc = float(np.mean(logits.argmax(1) == pset.labels['label'][1]))
   return ds, setup, tr, traj, head_acc

@@ -124,10 +124,10 @@ PIXEL_COMPONENTS = 256
 def _pixel_features(train_images, val_images):
   """Raw-pixel reference features: the images flattened, or their top
   PIXEL_COMPONENTS principal components when they have more values."""
+  if int(np.prod(np.shape(train_images)[1:])) <= PIXEL_COMPONENTS:
+    return train_images, val_images
   tr = np.asarray(train_images, np.float32).reshape(len(train_images), -1)
   va = np.asarray(val_images, np.float32).reshape(len(val_images), -1)
-  if tr.shape[1] <= PIXEL_COMPONENTS:
-    return train_images, val_images
   from sklearn.decomposition import PCA  # noqa: PLC0415
   pca = PCA(n_components=min(PIXEL_COMPONENTS, len(tr)), random_state=0).fit(tr)
   return pca.transform(tr), pca.transform(va)
