@@ -109,4 +109,4 @@ def _describe(summary, workdir) -> str:
 
 
 if __name__ == '__main__':
-  interrupts.exit_after_a_signal(lambda: app.run(main, flags_parser=parse_flags))
+  interrupts.run_and_exit(lambda: app.run(main, flags_parser=parse_flags))

@@ -181,3 +181,84 @@ def test_cli_run_on_a_disk_that_fills_up_ends_with_one_error_and_a_failed_summar
       assert any('summary.json failed' in l for l in lines[:-1]), err[-3000:]
   finally:
     subprocess.run(['umount', '-l', disk], check=False)
+
+
+# A save that fails part-way: the state's writer is slow (its folder is made
+# after argv[2] seconds) and the meta item fails at once for want of space.
+# Orbax's manager then no longer tracks the threads of that save.
+_PART_WAY = r'''
+import asyncio, errno, sys
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint._src.path import async_path
+from jepa_jax import cli
+from jepa_jax.run import checkpoint
+from jepa_jax.train import interrupts
+
+real_mkdir = async_path.mkdir
+
+async def slow_mkdir(*args, **kwargs):
+  await asyncio.sleep(float(sys.argv[2]))
+  return await real_mkdir(*args, **kwargs)
+
+def no_space(*args, **kwargs):
+  raise OSError(errno.ENOSPC, 'No space left on device', sys.argv[1])
+
+def command():
+  async_path.mkdir = slow_mkdir
+  ckpts = checkpoint.RunCheckpoints(sys.argv[1])
+  ocp.JsonCheckpointHandler.async_save = no_space
+  ckpts.save({'w': jax.numpy.zeros((2,))}, {'step': 1}, {})
+  try:
+    ckpts.close()
+  except OSError as err:
+    sys.exit(cli.refused(err))
+
+interrupts.run_and_exit(command)
+'''
+
+
+@pytest.mark.parametrize('writer_s', [1.0, 60.0])
+def test_a_save_failing_part_way_ends_the_process_at_once_without_a_traceback(tmp_path,
+                                                                            writer_s):
+  """Threads of the failed save outlive Orbax's close: one still writing at
+  the interpreter's shutdown logged a traceback (CI, a full disk), one
+  waiting for a signal that never comes held the exit 300 s. close() waits
+  for them a few seconds (writer 1 s: they finish); threads still running
+  then (writer 60 s) make the command exit at once. Either way: its status,
+  its one line, within seconds, no temporary folder left."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  start = time.time()
+  proc = subprocess.run(
+      [sys.executable, '-c', _PART_WAY, str(tmp_path / 'checkpoints'), str(writer_s)],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert time.time() - start < 40, 'the exit waited for the failed save'
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'error: {NO_SPACE}: {tmp_path / "checkpoints"}')
+  assert not any('.orbax-checkpoint-tmp' in name for name in os.listdir(tmp_path / 'checkpoints'))
+
+
+def test_close_after_a_save_failing_part_way_waits_for_its_threads(tmp_path, monkeypatch):
+  """In a process that goes on (a library user): close() raises the failed
+  save once Orbax's leftover threads of it have ended (they were running)."""
+  import asyncio  # noqa: PLC0415
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+  from orbax.checkpoint._src.path import async_path  # noqa: PLC0415
+  real_mkdir = async_path.mkdir
+
+  async def slow_mkdir(*args, **kwargs):
+    await asyncio.sleep(0.5)
+    return await real_mkdir(*args, **kwargs)
+
+  def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, NO_SPACE, str(tmp_path))
+
+  monkeypatch.setattr(async_path, 'mkdir', slow_mkdir)
+  ckpts = checkpoint.RunCheckpoints(str(tmp_path / 'checkpoints'))
+  monkeypatch.setattr(ocp.JsonCheckpointHandler, 'async_save', no_space)
+  ckpts.save({'w': jax.numpy.zeros((2,))}, {'step': 1}, {})
+  with pytest.raises(OSError, match=NO_SPACE):
+    ckpts.close()
+  assert orbax_noise.orbax_threads() == []

@@ -31,6 +31,7 @@ import os
 import re
 import sys
 import threading
+import time
 from typing import Dict, List
 
 import jax
@@ -185,3 +186,29 @@ def quiet_event_loop_closed() -> None:
 
 
 quiet_event_loop_closed()
+
+
+def orbax_threads() -> List[threading.Thread]:
+  """The threads of Orbax's own (its commit futures) still running."""
+  return [t for t in threading.enumerate()
+          if t.is_alive() and t is not threading.current_thread()
+          and type(t).__module__.startswith('orbax.')]
+
+
+def finish_orbax_threads(timeout_s: float) -> List[threading.Thread]:
+  """Waits up to `timeout_s` in all for Orbax's threads to end; returns
+  those still running.
+
+  A save that failed part-way (a full disk) can leave threads that its
+  manager no longer tracks, so its `close` does not wait for them: one still
+  writing when the interpreter shut down logged a traceback ('cannot
+  schedule new futures after interpreter shutdown'), and one waiting for a
+  signal of the failed save would hold the exit for Orbax's coordination
+  timeout (300 s). The caller exits at once while any remain
+  (`jepa_jax.train.interrupts.run_and_exit`)."""
+  deadline = time.monotonic() + timeout_s
+  for thread in orbax_threads():
+    # threading's own join: Orbax's re-raises the thread's error, and the
+    # failed save was already raised
+    threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
+  return orbax_threads()

@@ -23,7 +23,7 @@ XLA's wait for a compile lets a signal through while the compile goes on,
 on XLA's own thread: a stop raised there, or JAX torn down at exit under
 such a compile, crashed the process (segmentation fault) after a clean
 stop. So a set-up stop is held until the compile returns, and a command
-that a signal stopped ends through `exit_after_a_signal`: once it has
+that a signal stopped ends through `run_and_exit`: once it has
 written its files and its last line, the process exits without the
 interpreter's teardown.
 """
@@ -173,6 +173,14 @@ def requested() -> Optional[str]:
   return _state['requested']
 
 
+def _stranded_save_threads() -> bool:
+  """Whether Orbax threads outlived the checkpoints' close (a save that
+  failed part-way: `jepa_jax.run.integrity.finish_orbax_threads`). Looked
+  up in sys.modules: a command that never saved did not import it."""
+  integrity = sys.modules.get('jepa_jax.run.integrity')
+  return bool(integrity is not None and integrity.orbax_threads())
+
+
 def _exit_status(code) -> int:
   """SystemExit's code as a process exit status (what Python itself does)."""
   if code is None:
@@ -183,21 +191,23 @@ def _exit_status(code) -> int:
   return 1
 
 
-def exit_after_a_signal(command) -> None:
-  """Runs `command()` (a CLI's main, ending in SystemExit). If a signal
-  stopped it, the process then exits at once with the command's status,
-  after flushing its output (and leaving `jax.distributed`), without the
-  interpreter's teardown: JAX's exit hook clears its backends, which
-  crashed under a compile still running (module docstring); otherwise it
-  ends as usual."""
+def run_and_exit(command) -> None:
+  """Runs `command()` (a CLI's main, ending in SystemExit). The process then
+  exits at once with the command's status, after flushing its output (and
+  leaving `jax.distributed`), without the interpreter's teardown, when a
+  signal stopped it (JAX's exit hook clears its backends, which crashed
+  under a compile still running: module docstring) or when threads of a
+  failed checkpoint save are still running (`_stranded_save_threads`: at
+  teardown they logged a traceback, or held the exit for minutes);
+  otherwise it ends as usual."""
   try:
     command()
   except SystemExit as done:
-    if not _state['signalled']:
+    if not (_state['signalled'] or _stranded_save_threads()):
       raise
     status = _exit_status(done.code)
   else:
-    if not _state['signalled']:
+    if not (_state['signalled'] or _stranded_save_threads()):
       return
     status = 0
   jax = sys.modules.get('jax')
