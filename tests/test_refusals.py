@@ -280,3 +280,14 @@ def test_config_flag_with_a_space_reads_the_file_as_with_an_equals_sign(form, tm
   line = _one_line(out, 2)
   assert line.startswith('error: flag --config.seed=abc:'), line
   assert not (tmp_path / 'w').exists()
+
+
+def test_a_crop_view_with_token_level_terms_is_refused_naming_them(tmp_path):
+  """A cropped context's tokens do not sit on the target's: a config that
+  still asks for token-level terms is one line naming them, nothing written."""
+  out = _run('jepa_jax.main', '--config=configs/ijepa.py:tiny', f'--workdir={tmp_path / "w"}',
+             '--config.data.context_augment=crop')
+  line = _one_line(out, 2)
+  assert line.startswith("config error: config.data.context_augment='crop': "), line
+  assert 'loss.invariance_weight must be 0' in line, line
+  assert not (tmp_path / 'w').exists()

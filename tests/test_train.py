@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jepa_jax.config import load as config_lib
 from jepa_jax import data as data_lib
 from jepa_jax.eval import measure
 from jepa_jax.run import checkpoint
@@ -390,6 +391,36 @@ def test_colour_jitter_changes_colours_per_sample_keeps_geometry_and_is_keyed():
       assert max(corr) > 0.999
 
 
+def test_crop_flip_is_the_image_at_full_area_a_mirror_when_flipped_and_keyed(monkeypatch):
+  from jepa_jax.objective import terms as objective
+  rng = np.random.default_rng(1)
+  images = jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32)
+  ids = jnp.arange(16, dtype=jnp.int32)
+  key = jax.random.PRNGKey(5)
+  out = np.asarray(objective.crop_flip(key, ids, images))
+  assert out.shape == images.shape and not np.allclose(out, np.asarray(images))
+  np.testing.assert_array_equal(out, np.asarray(objective.crop_flip(key, ids, images)))
+  swapped = np.asarray(objective.crop_flip(key, ids[::-1], images[::-1]))
+  np.testing.assert_allclose(swapped[::-1], out, rtol=1e-6)  # per sample id
+  # The whole image at aspect 1: the image itself, or its mirror.
+  monkeypatch.setattr(objective, 'CROP_AREA', (1.0, 1.0))
+  monkeypatch.setattr(objective, 'CROP_RATIO', (1.0, 1.0))
+  for flip, expect in ((0.0, images), (1.0, images[:, :, ::-1])):
+    monkeypatch.setattr(objective, 'FLIP_PROB', flip)
+    np.testing.assert_allclose(np.asarray(objective.crop_flip(key, ids, images)),
+                               np.asarray(expect), atol=1e-5)
+  # A quarter of the area: a 4x4 window blown up to 8x8, whose pixel means
+  # match the window's (bilinear interpolation keeps constant images).
+  monkeypatch.setattr(objective, 'CROP_AREA', (0.25, 0.25))
+  monkeypatch.setattr(objective, 'FLIP_PROB', 0.0)
+  flat = jnp.ones((2, 8, 8, 1)) * jnp.arange(2.0)[:, None, None, None]
+  np.testing.assert_allclose(np.asarray(objective.crop_flip(key, ids[:2], flat)),
+                             np.asarray(flat), atol=1e-5)
+  ramp = jnp.broadcast_to(jnp.arange(8.0)[None, None, :, None], (1, 8, 8, 1))
+  row = np.asarray(objective.crop_flip(key, ids[:1], ramp))[0, 0, :, 0]
+  assert np.all(np.diff(row) > 0) and row[-1] - row[0] < 5   # a stretched part of the ramp
+
+
 def test_context_augment_changes_the_loss_only_through_the_context_view():
   cfg, ds, setup, state, images, ids = _setup_and_state('no_vq_gentle')
   aug = step_lib.make_setup(set_overrides(cfg, {'data.context_augment': 'colour'}), ds)
@@ -397,3 +428,9 @@ def test_context_augment_changes_the_loss_only_through_the_context_view():
   plain = jax.jit(step_lib.make_train_step(setup))(state, images, ids)[1]['loss']
   jittered = jax.jit(step_lib.make_train_step(aug))(state, images, ids)[1]['loss']
   assert np.isfinite(float(jittered)) and float(jittered) != float(plain)
+  lejepa_cfg = set_overrides(load('lejepa', 'tiny'), {'data.context_augment': 'colour+crop'})
+  config_lib.validate(lejepa_cfg)
+  lejepa = step_lib.make_setup(lejepa_cfg, ds)
+  lejepa_state = step_lib.init_state(lejepa, ds.image_shape, lejepa_cfg.seed)
+  cropped = jax.jit(step_lib.make_train_step(lejepa))(lejepa_state, images, ids)[1]['loss']
+  assert np.isfinite(float(cropped))

@@ -86,9 +86,11 @@ def _data_and_model(c) -> None:
   # Input pipeline: 'memory' (batches cut from in-memory arrays) or 'grain'
   # (the same batches through Grain; `folder` then decodes lazily). grain:
   # reader threads, and worker processes decoding (0: none).
-  # The context encoder's view: '' (the image, as I-JEPA) or 'colour' (its
-  # colours jittered per image: channel order, gain, offset, grey; the target
-  # encoder sees the image; objective.colour_jitter). Pixel data only.
+  # The context encoder's view: '' (the image, as I-JEPA), 'colour' (its
+  # colours jittered per image: channel order, gain, offset, grey;
+  # objective.colour_jitter), 'crop' (a random resized crop, mirrored at
+  # random: objective.crop_flip; pooled terms only) or 'colour+crop'; the
+  # target encoder sees the image. Pixel data only.
   c.data.context_augment = ''
   c.data.pipeline = 'memory'
   c.data.read_threads = 4

@@ -21,6 +21,9 @@ FREEZABLE = ('encoder', 'target_encoder', 'predictor', 'temperature')
 _FLOAT32_TINY, _FLOAT32_MAX = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
 
 
+CONTEXT_AUGMENTS = ('', 'colour', 'crop', 'colour+crop')
+
+
 def validate(cfg) -> None:
   """Raises ConfigError naming the first bad key; returns None if cfg is sane."""
   check = config_keys.KeyChecks(cfg)
@@ -55,9 +58,18 @@ def _data(cfg, check) -> None:
           f"data.name={d.name!r} needs the path of its " + {
               'npz': '.npz file', 'folder': 'image folder',
               'arrayrecord': 'packed folder (python -m jepa_jax.data.pack)'}[d.name])
-  check('data.context_augment', d.context_augment in ('', 'colour') and not (
+  check('data.context_augment', d.context_augment in CONTEXT_AUGMENTS and not (
       d.context_augment and cfg.model.patch_embed == 'colour'),
-        "must be '' or 'colour' (pixel data only: colour ids are not colours)")
+        f"must be one of {', '.join(map(repr, CONTEXT_AUGMENTS))} "
+        "(pixel data only: colour ids are not colours)")
+  if 'crop' in d.context_augment:
+    token_terms = [k for k, w in (('loss.infonce_weight', cfg.loss.infonce_weight),
+                                  ('loss.invariance_weight', cfg.loss.invariance_weight),
+                                  ('loss.relational_loss.weight', cfg.loss.relational_loss.weight))
+                   if w]
+    check('data.context_augment', not token_terms,
+          f"{d.context_augment!r} moves the context's pixels off the target's tokens: "
+          f"only pooled terms can compare them, so {', '.join(token_terms)} must be 0")
   check('data.pipeline', d.pipeline in ('memory', 'grain'),
         "must be 'memory' (in-memory batches) or 'grain' (the same batches through Grain)")
   if d.pipeline == 'grain' or d.name == 'arrayrecord':

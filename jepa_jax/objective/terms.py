@@ -75,12 +75,63 @@ def colour_jitter(key, sample_ids, images):
   return jax.vmap(one)(keys, images).astype(images.dtype)
 
 
+# Context crop (`data.context_augment` with 'crop'): the crop's share of the
+# image's area and the log-uniform range of its aspect ratio (those of
+# random-resized-crop, SimCLR / DINO / LeJEPA's global views use (0.3, 1)
+# or (0.4, 1)); every crop is resized to the image's size and mirrored
+# left-right with probability FLIP_PROB.
+CROP_AREA, CROP_RATIO, FLIP_PROB = (0.3, 1.0), (3 / 4, 4 / 3), 0.5
+CROP_TAG = 0xC20
+
+
+def crop_flip(key, sample_ids, images):
+  """Each image (b, H, W, C) replaced by a random crop of it, resized back
+  to (H, W) by bilinear interpolation, mirrored with probability FLIP_PROB,
+  per sample (`fold_in(key, id)`): area share a ~ U(CROP_AREA), aspect
+  ratio r log-uniform in CROP_RATIO, crop (h, w) = (H sqrt(a/r), W sqrt(a r))
+  capped at the image, its corner uniform. Random-resized-crop of
+  joint-embedding recipes (SimCLR, Chen et al. 2020; DINO; LeJEPA's views),
+  with static shapes. The tokens of the result no longer sit on the
+  original's pixels: only pooled terms may compare it with the target."""
+  _, hh, ww, _ = images.shape
+
+  def one(k, x):
+    ka, kr, ky, kx, kf = jax.random.split(k, 5)
+    area = jax.random.uniform(ka, (), minval=CROP_AREA[0], maxval=CROP_AREA[1])
+    log_r = jax.random.uniform(kr, (), minval=jnp.log(CROP_RATIO[0]),
+                               maxval=jnp.log(CROP_RATIO[1]))
+    h = jnp.minimum(1.0, jnp.sqrt(area / jnp.exp(log_r))) * hh
+    w = jnp.minimum(1.0, jnp.sqrt(area * jnp.exp(log_r))) * ww
+    y0 = jax.random.uniform(ky, ()) * (hh - h)
+    x0 = jax.random.uniform(kx, ()) * (ww - w)
+    scale = jnp.stack([hh / h, ww / w])
+    out = jax.image.scale_and_translate(
+        x.astype(jnp.float32), x.shape, (0, 1), scale, -jnp.stack([y0, x0]) * scale,
+        method='linear', antialias=False)
+    return jnp.where(jax.random.bernoulli(kf, FLIP_PROB), out[:, ::-1], out)
+
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(sample_ids)
+  return jax.vmap(one)(keys, images).astype(images.dtype)
+
+
+def context_view(augment: str, key, sample_ids, images):
+  """The context encoder's images under `data.context_augment`: '' the
+  images, 'colour' `colour_jitter`, 'crop' `crop_flip`, 'colour+crop' both
+  (crop first)."""
+  parts = augment.split('+') if augment else []
+  if 'crop' in parts:
+    images = crop_flip(jax.random.fold_in(key, CROP_TAG), sample_ids, images)
+  if 'colour' in parts:
+    images = colour_jitter(jax.random.fold_in(key, AUGMENT_TAG), sample_ids, images)
+  return images
+
+
 def _views(setup, params, target_params, images, sample_ids, mask_key):
   """Masks, the context encoder's tokens z (b, K, D), the target encoder's
   tokens of the whole image t_full (b, N, D, no gradient) and their target
   blocks tgt (b, M, T, D); with the validity flags of padded data (else None).
-  With `setup.context_augment` the context encoder sees `colour_jitter`ed
-  images (key: the mask key folded with AUGMENT_TAG), the target the originals."""
+  With `setup.context_augment` the context encoder sees `context_view`'s
+  images (keys: the mask key folded with a tag), the target the originals."""
   if setup.padded:
     valid = model_lib.token_validity(images, setup.encoder.patch_size)   # (b, N)
     ctx_idx, tgt_idx, ctx_valid, tgt_valid = masking.sample_masks_valid(
@@ -89,9 +140,7 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
     valid = ctx_valid = tgt_valid = None
     ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
                                             setup.masking)
-  ctx_images = images
-  if setup.context_augment == 'colour':
-    ctx_images = colour_jitter(jax.random.fold_in(mask_key, AUGMENT_TAG), sample_ids, images)
+  ctx_images = context_view(setup.context_augment, mask_key, sample_ids, images)
   z = setup.encoder.apply(params['encoder'], ctx_images, ctx_idx, ctx_valid)  # (b, K, D)
   t_full = jax.lax.stop_gradient(
       setup.encoder.apply(target_params, images, None, valid))         # (b, N, D)

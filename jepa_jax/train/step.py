@@ -131,7 +131,7 @@ class Setup:
   freeze_target: bool       # 'target_encoder' frozen: no EMA update
   momentum: Tuple[float, float]  # target-encoder EMA momentum, start and end
   quantizer: Any = None     # quantizer.Spec, None without VQ
-  context_augment: str = ''  # '' or 'colour': the context view's augmentation
+  context_augment: str = ''  # data.context_augment: the context view's augmentation
 
   @property
   def vq_enabled(self) -> bool:
