@@ -160,3 +160,19 @@ def test_a_default_warmup_longer_than_the_run_is_shortened_with_a_note(tmp_path)
   assert notes == ['note: train.warmup_epochs=3 is longer than the run (train.num_epochs=1): '
                    'shortened to 0; --config.train.warmup_epochs sets it'], out.stderr
   assert json.loads((w / 'config.json').read_text())['train']['warmup_epochs'] == 0
+
+
+@pytest.mark.slow
+def test_a_run_with_its_progress_bar_says_it_is_compiling_before_the_bar(tmp_path):
+  """The first minute of a run (compiling) used to be silent: with the bar
+  on, one line says what is compiling and one how long it took, before the
+  bar's first update (runs without the bar print neither: the refusal
+  tests count their stderr lines)."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, '-m', 'jepa_jax.main', '--config=configs/gentle.py:tiny',
+                        f'--workdir={tmp_path / "w"}', '--config.train.progress_bar=True'],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  err = out.stderr
+  said, done = err.find('compiling the train step'), re.search(r'compiled in \d+ s\n', err)
+  assert 0 <= said < done.start() < err.find('%|'), err[-3000:]

@@ -288,6 +288,19 @@ def compile_train_step(plan: Plan, setup, state, images, sample_ids
   return pmap_step, time.perf_counter() - t0
 
 
+@contextlib.contextmanager
+def compile_notice(talk: bool) -> Iterator[None]:
+  """With `talk`, a line on stderr as a run starts compiling and one with
+  the seconds it took (the first minute of a run was otherwise silent)."""
+  t0 = time.perf_counter()
+  if talk:
+    print('compiling the train step, evaluation, embedding metrics and probe...',
+          file=sys.stderr, flush=True)
+  yield
+  if talk:
+    print(f'compiled in {time.perf_counter() - t0:.0f} s', file=sys.stderr, flush=True)
+
+
 def broadcast_error(plan: Plan, message: Optional[str]) -> Optional[str]:
   """Process 0's error message (or None), the same on every process."""
   if plan.process_count == 1:

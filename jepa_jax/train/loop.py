@@ -134,22 +134,24 @@ class Training:
     tc, vq = self.tc, setup.vq_enabled
     batch0 = next(data_lib.epoch_batches(dataset.train_images, self.tc.batch_size,
                                          cfg.seed, 0, 1, rows=plan.process_rows))
-    with timer('compile_step'):
-      self.train_step, self.compile_time = parallel.compile_train_step(
-          plan, setup, self.state, *batch0)
-    self.place_batch = parallel.batch_placement(plan)
-    timer.switch('loop_setup')
-    self.eval_batch = eval_batch = min(self.tc.batch_size, len(dataset.val_images))
-    self.emb_images = measure.point_images(dataset, tc.usage_train_images, cfg.seed, vq)
-    with timer('compile_eval'):       # ahead of time: one compile each per run
-      local = parallel.local_state(plan, self.state)
-      self.eval_step = jax.jit(step_lib.make_eval_step(setup, cfg.seed)).lower(
-          local, dataset.val_images[:eval_batch],
-          np.arange(eval_batch, dtype=np.int32)).compile()
-      self.emb_fn = jax.jit(measure.make_device_fn(setup, cfg.seed)).lower(
-          local, *self.emb_images).compile()
-    with timer('compile_probe'):
-      self.prober = probe_trajectory.Prober.compiled(cfg, setup, dataset, local)
+    # The bar's user hears what the first minute is spent on.
+    with parallel.compile_notice(tc.progress_bar and plan.is_writer):
+      with timer('compile_step'):
+        self.train_step, self.compile_time = parallel.compile_train_step(
+            plan, setup, self.state, *batch0)
+      self.place_batch = parallel.batch_placement(plan)
+      timer.switch('loop_setup')
+      self.eval_batch = eval_batch = min(self.tc.batch_size, len(dataset.val_images))
+      self.emb_images = measure.point_images(dataset, tc.usage_train_images, cfg.seed, vq)
+      with timer('compile_eval'):       # ahead of time: one compile each per run
+        local = parallel.local_state(plan, self.state)
+        self.eval_step = jax.jit(step_lib.make_eval_step(setup, cfg.seed)).lower(
+            local, dataset.val_images[:eval_batch],
+            np.arange(eval_batch, dtype=np.int32)).compile()
+        self.emb_fn = jax.jit(measure.make_device_fn(setup, cfg.seed)).lower(
+            local, *self.emb_images).compile()
+      with timer('compile_probe'):
+        self.prober = probe_trajectory.Prober.compiled(cfg, setup, dataset, local)
 
   def _open_outputs(self) -> None:
     """The JSONL logs, TensorBoard and the progress bar (other processes: none)."""
