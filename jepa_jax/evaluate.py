@@ -81,7 +81,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -226,10 +226,11 @@ def _protocol(info, num_images: int, seed: int) -> str:
           f'numpy default_rng([{seed}, {probes.SEED_TAG:#x}]))')
 
 
-def evaluate_run(workdir: str, knn_k: int = 20,
-                 max_images: int = probes.MAX_IMAGES) -> Dict[str, Any]:
+def evaluate_run(workdir: str, knn_k: int = 20, max_images: int = probes.MAX_IMAGES,
+                 say: Callable[[str], None] = lambda line: None) -> Dict[str, Any]:
   """Computes the downstream metrics of a run on its probe set (at most
-  `max_images` images, `probe_set`) and writes eval.json."""
+  `max_images` images, `probe_set`) and writes eval.json; `say` hears a
+  line as each long part starts (the command prints them on stderr)."""
   if max_images < 2 * NUM_FOLDS:
     raise ValueError(f'--max_images={max_images}: must be >= {2 * NUM_FOLDS} '
                      f'(two images per cross-validation fold)')
@@ -238,6 +239,8 @@ def evaluate_run(workdir: str, knn_k: int = 20,
   ds, info = probes.restrict(ds, max_images, cfg.seed)
   labelled = _check_probeable(cfg, ds, knn_k)
   padded = setup.padded
+  say(f'encoding {len(ds.train_images) + len(ds.val_images)} images with the context, '
+      'target and random-init encoders...')
   pooled = ('target_encoder', 'random_init')     # only the context's tokens kept
   tokens, (train_valid, val_valid) = encoder_tokens(setup, ds, {
       'context_encoder': state['params']['encoder'],
@@ -256,6 +259,8 @@ def evaluate_run(workdir: str, knn_k: int = 20,
   if setup.vq_enabled:          # the codes the step would choose (any quantizer)
     val_codes = np.asarray(quantizer_lib.assign(
         setup.quantizer, state.get('vq'), state.get('vq_params'), tokens[1]))
+  say(f'probing each encoder{"" if not labelled else " and the pixels"} '
+      f'({NUM_FOLDS}-fold linear probe and k-NN)...')
   if not labelled:
     out.update(_evaluate_properties(ds, setup, feats, val_valid, val_codes, knn_k))
   else:
@@ -279,6 +284,7 @@ def evaluate_run(workdir: str, knn_k: int = 20,
   # The k-means baseline of these tokens (with VQ: the same tokens the codes label).
   k = setup.quantizer.num_codes if setup.vq_enabled else int(cfg.vq.codebook_size)
   tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
+  say(f'k-means baseline of the tokens ({k} codes)...')
   km = kmeans_codes(tr, tokens[1], k)
   out['kmeans'] = {'num_codes': k, **probes.codes_section(km, val_valid, label_sets, k)}
   run_files.write_json(os.path.join(workdir, run_files.EVAL), out)
@@ -296,7 +302,8 @@ def main(argv=None) -> int:
                   'larger data; default %(default)s)')
   args = ap.parse_args(argv)
   try:
-    out = evaluate_run(args.workdir, args.knn_k, args.max_images)
+    out = evaluate_run(args.workdir, args.knn_k, args.max_images,
+                       say=lambda line: print(line, file=sys.stderr, flush=True))
   except Exception as err:  # pylint: disable=broad-except
     status = cli.refused(err, also=(ValueError, OSError))
     if status is None:

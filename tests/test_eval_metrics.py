@@ -243,3 +243,18 @@ def test_pixel_features_are_whole_for_small_images_and_pca_for_large():
   flat = big_tr.reshape(300, -1)
   kept = np.sum(tr.var(0)) / np.sum(flat.var(0))
   assert 0.5 < kept < 1.0
+
+
+def test_the_command_says_each_long_part_as_it_starts(tiny_run, tmp_path, capsys):
+  """evaluate was silent for a minute and more: its stderr now names each
+  long part as it starts (encoding, probing, k-means), its stdout the result."""
+  import shutil  # noqa: PLC0415
+  run = str(tmp_path / 'run')
+  shutil.copytree(tiny_run[1], run)
+  assert evaluate.main(['--workdir', run, '--max_images', '200']) == 0
+  out = capsys.readouterr()
+  assert out.err.splitlines() == [
+      'encoding 200 images with the context, target and random-init encoders...',
+      'probing each encoder and the pixels (5-fold linear probe and k-NN)...',
+      'k-means baseline of the tokens (32 codes)...']   # tiny's codebook size
+  assert out.out.count('\n') == 1 and out.out.startswith('target_encoder probe ')

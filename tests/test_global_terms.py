@@ -1,4 +1,5 @@
-"""The LeJEPA-style global terms: loss.global_weight and loss.sigreg_input."""
+"""The global terms: loss.global_weight (LeJEPA-style), loss.global_infonce_weight
+(instance discrimination) and loss.sigreg_input."""
 import dataclasses
 import types
 
@@ -40,9 +41,21 @@ def test_global_term_is_the_mse_of_the_pooled_context_to_the_pooled_target():
   assert _spec(global_=0.5).weights['global'] == 0.5
 
 
-def test_without_its_weight_the_global_term_is_neither_computed_nor_weighted():
+def test_global_infonce_is_cross_entropy_of_each_view_over_the_batchs_whole_images():
+  parts, z, t_pool, _ = _terms(_spec(global_infonce=2.0))
+  zp, tp = np.asarray(z).mean(1), np.asarray(t_pool)
+  zp = zp / np.linalg.norm(zp, axis=1, keepdims=True)
+  tp = tp / np.linalg.norm(tp, axis=1, keepdims=True)
+  logits = zp @ tp.T / 0.1                                   # the temperature passed
+  log_soft = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+  assert float(parts['global_infonce']) == pytest.approx(-np.mean(np.diag(log_soft)), rel=1e-5)
+  assert _spec(global_infonce=2.0).weights['global_infonce'] == 2.0
+
+
+def test_without_their_weights_the_global_terms_are_neither_computed_nor_weighted():
   parts, *_ = _terms(_spec())
-  assert 'global' not in parts and 'global' not in _spec().weights
+  for name in ('global', 'global_infonce'):
+    assert name not in parts and name not in _spec().weights
 
 
 def test_pooled_sigreg_reads_one_mean_token_per_image():
@@ -60,8 +73,14 @@ def test_the_config_keys_reach_the_loss_spec_and_are_validated():
   from configs import no_vq_gentle
   cfg = no_vq_gentle.get_config('tiny')
   cfg.loss.global_weight, cfg.loss.sigreg_input = 0.3, 'pooled'
+  cfg.loss.global_infonce_weight = 0.7
   spec = step_lib.LossSpec.from_config(cfg.loss)
-  assert (spec.global_, spec.sigreg_input) == (0.3, 'pooled')
+  assert (spec.global_, spec.global_infonce, spec.sigreg_input) == (0.3, 0.7, 'pooled')
+  cfg.loss.global_infonce_weight = -1.0
+  with pytest.raises(ConfigError) as err:
+    config_checks.validate(cfg)
+  assert err.value.key == 'loss.global_infonce_weight'
+  cfg.loss.global_infonce_weight = 0.7
   cfg.loss.sigreg_input = 'pool'
   with pytest.raises(ConfigError) as err:
     config_checks.validate(cfg)

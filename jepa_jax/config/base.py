@@ -202,6 +202,11 @@ def _loss_and_train(c) -> None:
   # mean token of the whole image (0: off), and SIGReg on 'tokens' (every
   # context token, the reference) or 'pooled' (one mean token per image).
   c.loss.global_weight = 0.0
+  # The same pair under InfoNCE over the batch (0: off): the context view of
+  # an image must pick out that image's whole-image mean token among the
+  # batch's (instance discrimination, SimCLR / MoCo v3), with the learnable
+  # temperature of loss.temperature_*.
+  c.loss.global_infonce_weight = 0.0
   c.loss.sigreg_input = 'tokens'
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
   c.loss.entropy_temperature = 1.0      # T of its soft assignments softmax(-d / T)
@@ -308,6 +313,7 @@ ADDED = (
     'monitor.option_b', 'monitor.option_b_epoch', 'monitor.option_b_usage',
     'monitor.option_b_rank', 'vq.reanchor_steps', 'data.prefetch_to_device',
     'init_from_skip', 'vq.identity_gradient', 'loss.global_weight', 'loss.sigreg_input',
+    'loss.global_infonce_weight',
     'train.probe_every_steps', 'train.probe_train_images', 'train.probe_val_images',
     'model.dtype', 'train.usage_train_images',
     'data.shapes_train_size', 'data.shapes_val_size', 'data.shapes_classes',

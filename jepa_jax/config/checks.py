@@ -129,6 +129,7 @@ def _loss_and_schedule(cfg, check) -> None:
   for key in ('loss.infonce_weight', 'loss.sigreg_weight', 'loss.invariance_weight',
               'loss.relational_loss.weight',
               'loss.relational_loss.context_self_weight', 'loss.global_weight',
+              'loss.global_infonce_weight',
               'train.weight_decay', 'train.min_learning_rate'):
     check(key, check.number(key) >= 0, 'must be >= 0')
   check('loss.sigreg_input', cfg.loss.sigreg_input in ('tokens', 'pooled'),

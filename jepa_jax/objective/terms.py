@@ -157,7 +157,10 @@ def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
   relational matching of pooled predictions / targets and of the pooled
   context vs the pooled whole-image targets; with `LossSpec.global_` > 0 the
   MSE of the pooled context vs the pooled whole-image targets ('global',
-  LeJEPA's prediction term with the masked context as the view)."""
+  LeJEPA's prediction term with the masked context as the view); with
+  `LossSpec.global_infonce` > 0 the InfoNCE of the same pair over the batch
+  ('global_infonce': each image's context view must pick its own whole image
+  among the batch's, the instance discrimination of SimCLR / MoCo)."""
   lc = setup.loss
   d = z_g.shape[-1]
   p_flat, t_flat = pred_g.reshape(-1, d), tgt_g.reshape(-1, d)
@@ -177,6 +180,8 @@ def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
   parts['relational_context'] = losses.relational_loss(z_pool, t_pool_g, **_w(w_img))
   if lc.global_:               # static: runs without the term compute nothing more
     parts['global'] = losses.invariance_loss(z_pool, t_pool_g, **_w(w_img))
+  if lc.global_infonce:
+    parts['global_infonce'] = losses.infonce_loss(z_pool, t_pool_g, temperature, **_w(w_img))
   return parts
 
 
@@ -186,6 +191,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
   total = w_nce·InfoNCE(pred, tgt; τ) + w_sig·SIGReg(z) + w_inv·MSE(pred, tgt)
         + w_rel·Rel(pool(pred), pool(tgt)) + w_ctx·Rel(pool(z), pool(t_full))
         [+ w_glob·MSE(pool(z), pool(t_full))]
+        [+ w_gnce·InfoNCE(pool(z), pool(t_full); τ)]
         + β·commit(u, q) [+ codebook(u, q) in gradient mode / SimVQ]
         [+ w_ent·entropy(u, E)]
   where z are the context encoder's tokens (SIGReg reads pool(z), one row

@@ -70,7 +70,8 @@ from jepa_jax.vq import quantizer as quantizer_lib
 
 # Loss components logged per epoch as train_<name>_mean / val_<name>_mean.
 LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
-                   'relational_context', 'global', 'commitment', 'codebook', 'entropy')
+                   'relational_context', 'global', 'global_infonce', 'commitment',
+                   'codebook', 'entropy')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,7 @@ class LossSpec:
   temperature_min: float
   temperature_max: float
   global_: float = 0.0                # 'global': pooled context -> pooled target MSE
+  global_infonce: float = 0.0         # 'global_infonce': the same pair, InfoNCE
   sigreg_input: str = 'tokens'        # SIGReg on the context tokens or their image means
 
   @classmethod
@@ -101,14 +103,16 @@ class LossSpec:
                sigreg_num_points=lc.sigreg_num_points,
                temperature_init=lc.temperature_init,
                temperature_min=lc.temperature_min, temperature_max=lc.temperature_max,
-               global_=lc.global_weight, sigreg_input=lc.sigreg_input)
+               global_=lc.global_weight, global_infonce=lc.global_infonce_weight,
+               sigreg_input=lc.sigreg_input)
 
   @property
   def weights(self) -> Dict[str, float]:
     return {'infonce': self.infonce, 'sigreg': self.sigreg,
             'invariance': self.invariance, 'relational': self.relational,
             'relational_context': self.relational_context,
-            **({'global': self.global_} if self.global_ else {})}
+            **({'global': self.global_} if self.global_ else {}),
+            **({'global_infonce': self.global_infonce} if self.global_infonce else {})}
 
 
 @dataclasses.dataclass(frozen=True)
