@@ -31,7 +31,7 @@ On top of configs/anticollapse.py:
   warmup3   its refresh warm-up every 3 steps instead of 5: every 5 steps puts
             each 50-step embedding-metrics point of the warm-up right after a
             refresh; every 3 steps samples them at varying distances from one
-            (README, "Anti-collapse options")
+            (docs/anticollapse.md)
 """
 from configs import anticollapse, base, gentle
 from jepa_jax.config import keys as config_keys

@@ -16,7 +16,7 @@ refresh (Jukebox / SoundStream restarts) with:
     distance from the live codes (`vq.refresh_sampling='far'`).
 The previous recommendation, refresh every epoch of unused codes only, is
 configs/anticollapse_epoch_refresh.py. Chosen by a seed-0 exploration on the
-digits data and measured at 3 seeds (README, "Anti-collapse options").
+digits data and measured at 3 seeds (docs/anticollapse.md).
 """
 from configs import anticollapse_epoch_refresh, base
 

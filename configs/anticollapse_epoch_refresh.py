@@ -1,8 +1,8 @@
 """The previous recommendation (until the refresh warm-up): gentle + an 8-d cosine codebook + refresh every epoch.
 
 configs/anticollapse.py adds a refresh warm-up on whole-image tokens to this.
-Chosen by a seed-0 exploration on the digits data (README, "Anti-collapse
-options"): the encoder's tokens are projected to 8 dims and l2-normalised,
+Chosen by a seed-0 exploration on the digits data (docs/anticollapse.md): the
+encoder's tokens are projected to 8 dims and l2-normalised,
 quantized against 768 unit codes (EMA updates, decay 0.95), and projected
 back (ViT-VQGAN's factorized, l2-normalised codes, Yu et al. 2022); codes
 unused for a whole epoch (23 steps on digits) are restarted on random batch

@@ -10,7 +10,7 @@ def build():
   c.vq.refresh_enabled = True
   c.vq.refresh_interval = 726            # was 500; the reference's 3000 of ~95 steps
                                          # per epoch = 31.6 epochs = 726 digits steps
-  c.vq.loss_reduction = 'sum'            # as the sixth run (README, "Conventions")
+  c.vq.loss_reduction = 'sum'            # as the sixth run (docs/method.md#conventions)
   c.vq.refresh_usage_threshold = 0.01    # was 0.05
   c.loss.temperature_min, c.loss.temperature_max = 0.05, 0.20
   c.loss.relational_loss.weight = 0.025

@@ -13,7 +13,7 @@ def build():
   # epoch (the embedding metrics, every 50 steps = 2.2 epochs, match its 200).
   c.vq.refresh_interval = 121
   # Losses summed over D: the convention that reproduces the reference's rank
-  # collapse (README, "Conventions"); the field's element mean is base.py's.
+  # collapse (docs/method.md#conventions); the field's element mean is base.py's.
   c.vq.loss_reduction = 'sum'
   c.vq.refresh_usage_threshold = 0.05
   c.loss.temperature_min, c.loss.temperature_max = 0.07, 0.15

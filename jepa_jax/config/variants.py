@@ -1,20 +1,20 @@
 """The variant strings of every config: `with_variant(config, arg)`.
 
 Variant strings (`--config=configs/gentle.py:tiny`, comma-separated, applied
-in order; `parse_variant` is their one parser):
-  arc    the same variant on ARC-AGI grids (`apply_arc`): colour embedding,
-         30x30 canvas of 3x3-cell patches, masking sized for it.
-  shapes the same variant on the procedural `shapes` images (`apply_shapes`):
-         32x32 RGB, 4x4 patches, masking sized for the 8x8 token grid, a
-         schedule shortened to fit the 50,000-image epochs.
+in order):
+  arc    the same variant on ARC-AGI grids: colour embedding, 30x30 canvas
+         of 3x3-cell patches, masking sized for it.
+  shapes the same variant on the procedural `shapes` images: 32x32 RGB, 4x4
+         patches, masking sized for the 8x8 token grid, a schedule shortened
+         to fit the 50,000-image epochs.
   tiny   a few steps of a very small model (tests, smoke runs); a two-stage
-         config's `stage2` keys are shrunk by the same rules (`TINY`).
+         config's `stage2` keys are shrunk by the same rules.
   vit_s16, vit_b16
-         accelerator sizes (`apply_vit`): 224x224 RGB images from an image
-         folder or packed shards (set data.path; data.name 'folder' or
-         'arrayrecord'), 16x16 patches, a ViT-S/16 (384 wide, 12 deep, 6
-         heads) or ViT-B/16 (768, 12, 12) encoder, an I-JEPA-like predictor
-         (384 wide, 6 deep) and I-JEPA-like masks on the 14x14 token grid.
+         accelerator sizes: 224x224 RGB images from an image folder or packed
+         shards (set data.path; data.name 'folder' or 'arrayrecord'), 16x16
+         patches, a ViT-S/16 (384 wide, 12 deep, 6 heads) or ViT-B/16 (768,
+         12, 12) encoder, an I-JEPA-like predictor (384 wide, 6 deep) and
+         I-JEPA-like masks on the 14x14 token grid.
 """
 import functools
 
