@@ -41,7 +41,7 @@ LAYERS = (
         'train.loop', 'train.loop_state', 'train.stages',
         'train.start'}),
     ('commands', {
-        'config.flags', 'config_export', 'export', 'main'}),
+        'config.flags', 'config_export', 'export', 'main', 'plot'}),
 )
 
 
