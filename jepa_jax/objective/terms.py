@@ -13,6 +13,23 @@ the quantizer's ('codebook' in gradient mode, 'vq_params'; see
 `quantizer.trainables`). Weight decay applies to weight matrices / kernels
 only (never biases, norms, the temperature, the mask token, the codebook or
 the SimVQ map).
+
+Global batch (`make_loss_fn`): with `axis_name` (inside shard_map / pmap
+over a data axis) the forward pass runs on the device's rows, then z, q, pred, tgt and
+pool(t_full) are all-gathered (tiled, device order = global batch order)
+and every loss is computed on the gathered GLOBAL batch, so InfoNCE
+negatives, SIGReg's empirical characteristic function and the relational
+similarity matrices do not depend on the device count. Every replica then
+holds the same total; the transpose of all_gather sums the replicas'
+cotangents, so each replica's gradient is n_dev × its rows' share and the
+caller's pmean over the axis gives exactly ∇total. With axis_name=None the
+gathers are the identity (the single-device path).
+
+Padded data: every term is restricted to valid rows through 0/1 weights
+(context slots: ctx_valid, targets: tgt_valid, pooled samples: at least
+one valid row; the flags are gathered with the rows). aux['ctx_weights']
+/ aux['ctx_weights_global'] carry the device's / gathered context flags to
+the VQ update (None for pixel data).
 """
 from __future__ import annotations
 
@@ -208,26 +225,12 @@ def make_loss_fn(setup, axis_name=None, snap=True):
   their nearest codes, so the loss tells what the snap costs the same
   weights (`experiments/vq_bypass.py`). Every term is otherwise unchanged.
 
-  Global batch: with `axis_name` (inside shard_map / pmap over a data axis)
-  the forward pass runs on the device's rows, then z, q, pred, tgt and
-  pool(t_full) are all-gathered (tiled, device order = global batch order)
-  and every loss is computed on the gathered GLOBAL batch, so InfoNCE
-  negatives, SIGReg's empirical characteristic function and the relational
-  similarity matrices do not depend on the device count. Every replica then
-  holds the same total; the transpose of all_gather sums the replicas'
-  cotangents, so each replica's gradient is n_dev × its rows' share and the
-  caller's pmean over the axis gives exactly ∇total. With axis_name=None the
-  gathers are the identity (the single-device path).
   aux: 'u' / 'codes' are the device's rows, 'u_global' the gathered u
   (quantizer space; None without VQ); with `vq.update_source='target'` also
   'update_tokens' / 'update_weights': the device's t_full in the quantizer
   space and their validity (None for pixel data).
 
-  Padded data: every term is restricted to valid rows through 0/1 weights
-  (context slots: ctx_valid, targets: tgt_valid, pooled samples: at least
-  one valid row; the flags are gathered with the rows). aux['ctx_weights']
-  / aux['ctx_weights_global'] carry the device's / gathered context flags to
-  the VQ update (None for pixel data).
+  The global batch and padded data: the module docstring.
   """
   gather = gather_fn(axis_name)
   spec = setup.quantizer

@@ -172,9 +172,6 @@ class Restored:
   meta: Dict[str, Any]
 
 
-# How long close() waits for the threads a failed save left running.
-LEFTOVER_WAIT_S = 5.0
-
 # Orbax's name for the folder of a save in progress: `<step>.orbax-checkpoint-tmp...`.
 _TMP_SUFFIX = '.orbax-checkpoint-tmp'
 
@@ -296,7 +293,7 @@ class RunCheckpoints:
       try:
         _await_tmp_cleanup(self.manager)
         if self._failed:       # before close: its writes need the manager's executors
-          integrity.finish_orbax_threads(LEFTOVER_WAIT_S)
+          integrity.finish_orbax_threads()
         with self._write_errors():
           self.manager.close()
       finally:

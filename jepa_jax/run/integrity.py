@@ -195,7 +195,7 @@ def orbax_threads() -> List[threading.Thread]:
           and type(t).__module__.startswith('orbax.')]
 
 
-def finish_orbax_threads(timeout_s: float) -> List[threading.Thread]:
+def finish_orbax_threads(timeout_s: float = 5.0) -> List[threading.Thread]:
   """Waits up to `timeout_s` in all for Orbax's threads to end; returns
   those still running.
 
