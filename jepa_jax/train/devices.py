@@ -1,8 +1,7 @@
 """Data-parallel execution of the train step: devices, wrappers, batch placement.
 
-One per-device step body (`step.make_train_step(setup, axis_name=DATA_AXIS)`,
-explicit collectives over the data axis) runs under one of two wrappers,
-picked by `config.parallel.mode`:
+One per-device step body (`step.make_train_step(setup, axis_name=DATA_AXIS)`)
+runs under one of two wrappers, picked by `config.parallel.mode`:
 
   'jit'   jax.jit over a 1-D `Mesh` of the devices, with `NamedSharding`s:
           the state replicated (P()), the batch split over its first axis
@@ -290,12 +289,13 @@ def compile_train_step(plan: Plan, setup, state, images, sample_ids
 
 @contextlib.contextmanager
 def compile_notice(talk: bool) -> Iterator[None]:
-  """With `talk`, a line on stderr as a run starts compiling and one with
-  the seconds it took (the first minute of a run was otherwise silent)."""
-  t0 = time.perf_counter()
+  """With `talk`, a line on stderr as a run starts compiling (and where the
+  programs are cached), one with the seconds it took when done."""
+  t0, folder = time.perf_counter(), jax.config.jax_compilation_cache_dir
   if talk:
-    print('compiling the train step, evaluation, embedding metrics and probe...',
-          file=sys.stderr, flush=True)
+    print('compiling the train step, evaluation, embedding metrics and probe ('
+          + (f'cached in {folder} for the next start' if folder else 'no compilation cache')
+          + ')...', file=sys.stderr, flush=True)
   yield
   if talk:
     print(f'compiled in {time.perf_counter() - t0:.0f} s', file=sys.stderr, flush=True)
