@@ -3,7 +3,7 @@ label raw pixels and an untrained encoder already give.
 
     python -m experiments.shapes_baselines [--config configs/no_vq_gentle.py:shapes]
         [--train 5000] [--val 2000] [--workdir RUN] [--factors shape,count]
-        [--no_pixels] [--out FILE.json]
+        [--no_pixels] [--pool mean|meanmax] [--out FILE.json]
 
 For the primary label (the main object's class, `shape`) and every other
 factor (`jepa_jax.data.shapes.FACTORS`), it fits a linear probe
@@ -20,6 +20,10 @@ images and scores it on the first `--val` val images, for:
   trained_encoder with --workdir: the same features from that run's final
                   target encoder (a run of a `shapes` config; its
                   config.json replaces --config)
+
+`--pool meanmax` (a diagnostic; `evaluate` pools by the mean) gives the
+encoders' features as the mean and the max over tokens, concatenated: does
+the class sit in the tokens but wash out of their mean?
 
 Only the first --train / --val images are generated: image i of a split is
 a function of (seed, split, i) alone, so they are exactly those of the
@@ -57,10 +61,21 @@ def chance(train_y, val_y) -> float:
   return float(np.mean(val_y == np.bincount(train_y).argmax()))
 
 
-def encoder_features(setup, params, images, batch: int = 500) -> np.ndarray:
-  """Mean over tokens of the encoder's output on whole images: (N, D)."""
+POOLS = ('mean', 'meanmax')
+
+
+def encoder_features(setup, params, images, batch: int = 500,
+                     pool: str = 'mean') -> np.ndarray:
+  """The encoder's output on whole images pooled over tokens: their mean
+  (N, D), or with pool='meanmax' their mean and max concatenated (N, 2D)."""
   import jax  # noqa: PLC0415
-  encode = jax.jit(lambda p, x: setup.encoder.apply(p, x, None, None).mean(axis=1))
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  def pooled(p, x):
+    t = setup.encoder.apply(p, x, None, None)
+    return t.mean(axis=1) if pool == 'mean' else jnp.concatenate([t.mean(1), t.max(1)], -1)
+
+  encode = jax.jit(pooled)
   return np.concatenate([np.asarray(encode(params, images[i:i + batch]))
                          for i in range(0, len(images), batch)])
 
@@ -86,7 +101,8 @@ def load(config: str, n_train: int, n_val: int, workdir=None):
   return cfg, data.load_dataset(cfg)
 
 
-def feature_sets(cfg, ds, workdir=None, pixels: bool = True) -> Dict[str, tuple]:
+def feature_sets(cfg, ds, workdir=None, pixels: bool = True,
+                 pool: str = 'mean') -> Dict[str, tuple]:
   """{name: (train features, val features)} of the module docstring."""
   from jepa_jax.train import step as step_lib  # noqa: PLC0415
   train_images = ds.train_images[:]
@@ -100,16 +116,17 @@ def feature_sets(cfg, ds, workdir=None, pixels: bool = True) -> Dict[str, tuple]
     target = jax.eval_shape(lambda: step_lib.init_state(setup, ds.image_shape, cfg.seed))
     params['trained_encoder'] = final_state.load(workdir, target)['target_params']
   for name, p in params.items():
-    sets[name] = (encoder_features(setup, p, train_images),
-                  encoder_features(setup, p, ds.val_images))
+    sets[name] = (encoder_features(setup, p, train_images, pool=pool),
+                  encoder_features(setup, p, ds.val_images, pool=pool))
   return sets
 
 
 def run(config: str, n_train: int, n_val: int, workdir=None, factors=None,
-        pixels: bool = True) -> Dict:
+        pixels: bool = True, pool: str = 'mean') -> Dict:
   cfg, ds = load(config, n_train, n_val, workdir)
-  sets = feature_sets(cfg, ds, workdir, pixels)
-  out = {'config': workdir or config, 'train': n_train, 'val': n_val, 'probe': {}}
+  sets = feature_sets(cfg, ds, workdir, pixels, pool)
+  out = {'config': workdir or config, 'train': n_train, 'val': n_val, 'pool': pool,
+         'probe': {}}
   for factor in factors or ds.train_factors:
     ty, vy = ds.train_factors[factor], ds.val_factors[factor]
     row = {'chance': chance(ty, vy)}
@@ -143,6 +160,9 @@ def main(argv=None) -> int:
                   help='comma-separated factors to probe (default: all)')
   ap.add_argument('--no_pixels', action='store_true',
                   help='skip the pixel probes (the slowest: 3,072 features)')
+  ap.add_argument('--pool', choices=POOLS, default='mean',
+                  help="the encoders' features: the tokens' mean (as evaluate), or "
+                  'their mean and max concatenated (a diagnostic)')
   ap.add_argument('--out', default=None, help='write the result as JSON here')
   args = ap.parse_args(argv)
   for flag, value in (('--train', args.train), ('--val', args.val)):
@@ -156,7 +176,7 @@ def main(argv=None) -> int:
   from jepa_jax.errors import ConfigError  # noqa: PLC0415
   try:
     result = run(args.config, args.train, args.val, args.workdir, factors,
-                 not args.no_pixels)
+                 not args.no_pixels, args.pool)
   except ConfigError as err:      # e.g. --train below the config's batch size
     print(f'error: {err}', file=sys.stderr)
     return 2

@@ -231,3 +231,25 @@ def test_baselines_script_probes_every_factor():
     assert set(row) == {'chance', 'pixels', 'random_encoder'}
     assert all(0.0 <= v <= 1.0 for v in row.values())
   assert sb.table(out).splitlines()[0] == '| factor | chance | pixels | random_encoder |'
+  both = sb.run('configs/no_vq_gentle.py:shapes,tiny', 64, 32, factors=['shape'],
+                pixels=False, pool='meanmax')
+  assert both['pool'] == 'meanmax' and set(both['probe']['shape']) == {'chance',
+                                                                       'random_encoder'}
+
+
+def test_meanmax_features_are_the_tokens_mean_then_their_max():
+  import jax  # noqa: PLC0415
+  from experiments import shapes_baselines as sb
+  from jepa_jax import data as data_lib
+  from jepa_jax.train import step as step_lib
+  cfg = set_overrides(load('no_vq_gentle', 'shapes,tiny'), SMALL)
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  params = step_lib.init_state(setup, ds.image_shape, cfg.seed)['target_params']
+  images = ds.val_images[:8]
+  tokens = np.asarray(jax.jit(lambda p, x: setup.encoder.apply(p, x, None, None))(params, images))
+  both = sb.encoder_features(setup, params, images, pool='meanmax')
+  d = tokens.shape[-1]
+  np.testing.assert_allclose(both[:, :d], tokens.mean(1), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(both[:, d:], tokens.max(1), rtol=1e-6)
+  np.testing.assert_allclose(sb.encoder_features(setup, params, images), both[:, :d], rtol=1e-6)
