@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Optional, Tuple
 
@@ -71,6 +72,16 @@ class ArgumentParser(argparse.ArgumentParser):
   def error(self, message):
     print(f'error: {self.prog}: {message}', file=sys.stderr)
     sys.exit(2)
+
+
+def check_out_file(path: str, suffix: str) -> None:
+  """InputError unless `path` (a command's --out) ends in `suffix` and its
+  folder exists: checked before anything is computed or written."""
+  if not path.endswith(suffix):
+    raise errors.InputError(f'--out={path}: name a {suffix} file')
+  parent = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(parent):
+    raise errors.InputError(f'--out={path}: no folder {parent}')
 
 
 def finite_float(text: str) -> float:

@@ -21,14 +21,12 @@ anything is written (docs/errors.md).
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Dict
 
 import numpy as np
 
 from jepa_jax import cli
-from jepa_jax.errors import InputError
 from jepa_jax.run import files as records
 from jepa_jax.run import trained
 
@@ -59,11 +57,7 @@ def export(workdir: str, out_path: str, encoder: str = 'context',
            tokens: bool = False) -> Dict[str, np.ndarray]:
   """Writes `arrays(load_run(workdir), ...)` to `out_path` (atomically);
   returns them."""
-  if not out_path.endswith('.npz'):
-    raise InputError(f'--out={out_path}: name a .npz file')
-  parent = os.path.dirname(os.path.abspath(out_path))
-  if not os.path.isdir(parent):
-    raise InputError(f'--out={out_path}: no folder {parent}')
+  cli.check_out_file(out_path, '.npz')
   found = arrays(trained.load_run(workdir), encoder, tokens)
   records.write_atomically(out_path, lambda f: np.savez(f, **found), 'wb')
   return found

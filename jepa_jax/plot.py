@@ -71,11 +71,7 @@ def plot(workdir: str, out_path: str = '') -> str:
   if not os.path.isdir(workdir):
     raise InputError(f'--workdir={workdir}: no such folder')
   out_path = out_path or os.path.join(workdir, DEFAULT_NAME)
-  if not out_path.endswith('.png'):
-    raise InputError(f'--out={out_path}: name a .png file')
-  parent = os.path.dirname(os.path.abspath(out_path))
-  if not os.path.isdir(parent):
-    raise InputError(f'--out={out_path}: no folder {parent}')
+  cli.check_out_file(out_path, '.png')
   try:
     import matplotlib  # noqa: PLC0415  (an optional dependency)
   except ImportError:
