@@ -195,9 +195,9 @@ def orbax_threads() -> List[threading.Thread]:
           and type(t).__module__.startswith('orbax.')]
 
 
-def finish_orbax_threads(timeout_s: float = 5.0) -> List[threading.Thread]:
-  """Waits up to `timeout_s` in all for Orbax's threads to end; returns
-  those still running.
+def finish_orbax_threads(timeout_s: float = 5.0) -> None:
+  """Waits up to `timeout_s` in all for Orbax's threads to end (those still
+  running after it: `orbax_threads()`).
 
   A save that failed part-way (a full disk) can leave threads that its
   manager no longer tracks, so its `close` does not wait for them: one still
@@ -211,4 +211,3 @@ def finish_orbax_threads(timeout_s: float = 5.0) -> List[threading.Thread]:
     # threading's own join: Orbax's re-raises the thread's error, and the
     # failed save was already raised
     threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
-  return orbax_threads()

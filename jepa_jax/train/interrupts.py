@@ -173,12 +173,13 @@ def requested() -> Optional[str]:
   return _state['requested']
 
 
-def _stranded_save_threads() -> bool:
-  """Whether Orbax threads outlived the checkpoints' close (a save that
-  failed part-way: `jepa_jax.run.integrity.finish_orbax_threads`). Looked
-  up in sys.modules: a command that never saved did not import it."""
+def _exit_at_once() -> bool:
+  """Whether a signal stopped the command, or Orbax threads outlived the
+  checkpoints' close (a save that failed part-way:
+  `jepa_jax.run.integrity.finish_orbax_threads`; looked up in sys.modules,
+  as a command that never saved did not import it)."""
   integrity = sys.modules.get('jepa_jax.run.integrity')
-  return bool(integrity is not None and integrity.orbax_threads())
+  return _state['signalled'] or bool(integrity is not None and integrity.orbax_threads())
 
 
 def _exit_status(code) -> int:
@@ -197,17 +198,17 @@ def run_and_exit(command) -> None:
   leaving `jax.distributed`), without the interpreter's teardown, when a
   signal stopped it (JAX's exit hook clears its backends, which crashed
   under a compile still running: module docstring) or when threads of a
-  failed checkpoint save are still running (`_stranded_save_threads`: at
+  failed checkpoint save are still running (`_exit_at_once`: at
   teardown they logged a traceback, or held the exit for minutes);
   otherwise it ends as usual."""
   try:
     command()
   except SystemExit as done:
-    if not (_state['signalled'] or _stranded_save_threads()):
+    if not _exit_at_once():
       raise
     status = _exit_status(done.code)
   else:
-    if not (_state['signalled'] or _stranded_save_threads()):
+    if not _exit_at_once():
       return
     status = 0
   jax = sys.modules.get('jax')
