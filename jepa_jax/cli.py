@@ -19,7 +19,6 @@ from jepa_jax.run import files as records
 # data.pack) does not import the trainer: an error class whose module was never
 # imported cannot have been raised.
 _RAISED_ABOVE = (
-    ('jepa_jax.run.lock', 'WorkdirLocked', 'error', 2),
     ('jepa_jax.train.loop_state', 'TrainingError', 'error', 1),
     ('jepa_jax.run.checkpoint', 'CheckpointError', 'error', 1),
 )
@@ -37,7 +36,7 @@ def refusal(err: BaseException, also=()) -> Optional[Tuple[str, int]]:
     return f'config error: {_line(err)}', 2
   if isinstance(err, errors.DataError):
     return f'data error: {_line(err)}', 2
-  if isinstance(err, errors.InputError):
+  if isinstance(err, (errors.InputError, records.WorkdirLocked)):
     return f'error: {_line(err)}', 2
   for module, name, prefix, status in _RAISED_ABOVE:
     cls = getattr(sys.modules.get(module), name, None)

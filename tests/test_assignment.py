@@ -14,7 +14,7 @@ from scipy.optimize import linear_sum_assignment
 from jepa_jax.vq import assignment as asg
 from jepa_jax.config import load as config_lib
 from jepa_jax.vq import quantizer as qz
-from jepa_jax.vq.distances import nearest_codes
+from jepa_jax.vq.assignment import nearest_codes
 from conftest import load, set_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,21 +17,20 @@ PACKAGE = os.path.join(ROOT, 'jepa_jax')
 LAYERS = (
     ('foundation: no jepa_jax imports but run_files', {
         'cli', 'config.keys', 'errors', 'eval', 'jepa_jax', 'model', 'objective',
-        'run', 'run.files', 'run.lock', 'train', 'train.interrupts', 'vq'}),
+        'run', 'run.files', 'train', 'train.interrupts', 'vq'}),
     ('maths: pure functions of arrays, models, the optimizer', {
         'eval.metrics', 'eval.probes', 'model.masking', 'model.vit',
         'objective.losses', 'vq.anticollapse', 'vq.codebook',
-        'vq.distances', 'vq.health', 'vq.assignment'}),
+        'vq.health', 'vq.assignment'}),
     ('data sources', {
         'data', 'data.arc', 'data.arrayrecord', 'data.batches', 'data.dataset',
         'data.digits', 'data.files', 'data.grain_pipeline', 'data.grid_properties',
         'data.lazy', 'data.pack', 'data.shapes', 'data.shapes_render'}),
     ('configs: files, defaults, checks', {
         'config', 'config.base', 'config.checks', 'config.load', 'config.variants',
-        'config.vq_checks',
-        'config.yaml_io'}),
+        'config.yaml_io', 'vq.spec'}),
     ('the quantizer layer and the monitor', {
-        'train.monitor', 'vq.quantizer', 'vq.spec'}),
+        'train.monitor', 'vq.quantizer'}),
     ('composition: config + data -> step functions', {
         'eval.measure', 'eval.trajectory', 'objective.terms', 'train.devices',
         'train.step'}),

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from jepa_jax.run import lock as workdir_lock
+from jepa_jax.run import files as workdir_lock
 from conftest import ROOT
 
 HOLDER = ('import sys, time\n'
-          'from jepa_jax.run import lock as workdir_lock\n'
+          'from jepa_jax.run import files as workdir_lock\n'
           'workdir_lock.Lock(sys.argv[1]).acquire()\n'
           'print("locked", flush=True)\n'
           'time.sleep(600)\n')

@@ -13,9 +13,9 @@ import numpy as np
 from jepa_jax import data
 from jepa_jax.config import base as config_defaults
 from jepa_jax.config import keys as config_keys
-from jepa_jax.config import vq_checks
 from jepa_jax.errors import ConfigError
 from jepa_jax.model import vit as model
+from jepa_jax.vq import spec as vq_spec
 
 FREEZABLE = ('encoder', 'target_encoder', 'predictor', 'temperature')
 _FLOAT32_TINY, _FLOAT32_MAX = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
@@ -27,10 +27,9 @@ CONTEXT_AUGMENTS = ('', 'colour', 'crop', 'colour+crop')
 def validate(cfg) -> None:
   """Raises ConfigError naming the first bad key; returns None if cfg is sane."""
   check = config_keys.KeyChecks(cfg)
-  for section in (_complete, _data, _model, vq_checks.codebook, vq_checks.quantizer,
-                  _loss_and_schedule,
-                  _parallel, _monitor, _init_and_checkpoints, _seeds_and_ranges,
-                  _masking):
+  for section in (_complete, _data, _model, vq_spec.check_codebook_keys,
+                  vq_spec.check_quantizer_keys, _loss_and_schedule, _parallel, _monitor,
+                  _init_and_checkpoints, _seeds_and_ranges, _masking):
     section(cfg, check)
 
 

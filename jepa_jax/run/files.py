@@ -5,13 +5,13 @@
       summary.json                 status, steps, best val loss, timings
       epoch_metrics.jsonl          one line per epoch (train / val loss means)
       embedding_metrics.jsonl      one line per measurement point (measure.py)
-      probe_metrics.jsonl          one line per probe-trajectory point (probe_trajectory.py)
+      probe_metrics.jsonl          one line per probe-trajectory point (eval/trajectory.py)
       alerts.jsonl                 the collapse monitor's events
-      final_state.msgpack          the final weights (final_state.py)
+      final_state.msgpack          the final weights (run/trained.py reads them)
       eval.json                    downstream metrics (evaluate.py)
       eval.stale-<n>.json          an eval.json set aside: training changed the weights
       events.out.tfevents.*        TensorBoard scalars
-      checkpoints/<step>/          Orbax checkpoints (checkpoint.py)
+      checkpoints/<step>/          Orbax checkpoints (run/checkpoint.py)
       corrupt_checkpoints/<step>/  unreadable checkpoints moved aside
       checkpoint_mismatches.txt    every name/shape mismatch of a refused restore
       previous-<n>/                outputs moved aside by checkpoint.restart
@@ -19,14 +19,29 @@
       stage1/, stage2/             a two-stage run's stages, each a run folder
 
 Only names live here; the modules that write the files own their formats.
+What does live here: run records (atomic JSON files and append-only JSON-lines
+logs) and the workdir lock, one process per workdir (an advisory lock on
+WORKDIR/.lock).
 
-Run records: atomic JSON files and append-only JSON-lines logs.
+`hold(workdir)` takes an exclusive `fcntl.flock` on `WORKDIR/.lock` without
+waiting and writes `host <name> pid <pid>` into it. A second process (or a
+second call in the same process) asking for the same workdir gets
+`WorkdirLocked`, whose one-line message names the holder. The kernel drops a
+flock when its holder exits in any way, kill -9 included, so a lock file left
+behind by a killed run is simply taken over (with a note naming the old
+holder). On release the lock file is removed, and the workdir too when the
+lock created it and it is still empty, so a refused or interrupted run leaves
+no trace.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+import socket
+import sys
 import time
 from typing import Any, Dict, Mapping, Optional
 
@@ -55,7 +70,7 @@ STEP_LOGS = (EPOCH_METRICS, EMBEDDING_METRICS, ALERTS, PROBE_METRICS)
 # Files that mark a folder as holding a run's outputs.
 RUN_FILES = (SUMMARY, FINAL_STATE) + STEP_LOGS
 # What a run (and evaluate) writes next to its checkpoints: glob patterns,
-# moved aside as a whole by checkpoint.restart (restart.py).
+# moved aside as a whole by checkpoint.restart.
 OUTPUT_PATTERNS = (SUMMARY, FINAL_STATE, *STEP_LOGS, EVAL, STALE_EVAL.format('*'),
                    TENSORBOARD_EVENTS, MISMATCHES)
 
@@ -268,3 +283,90 @@ class NullWriter:
 
   def close(self) -> None:
     pass
+
+
+# The workdir lock ----------------------------------------------------------
+
+class WorkdirLocked(RuntimeError):
+  """Another process holds the workdir. One-line message."""
+
+
+def _holder(fd: int) -> str:
+  os.lseek(fd, 0, os.SEEK_SET)
+  text = os.read(fd, 256).decode('utf-8', 'replace').strip()
+  return text or 'an unknown process'
+
+
+class Lock:
+  """An exclusive lock on WORKDIR/.lock, held until `release`."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, LOCK)
+    self._made_dir = not os.path.isdir(workdir)
+    self._fd = None
+
+  def acquire(self) -> 'Lock':
+    """Takes the lock or raises WorkdirLocked; never waits."""
+    os.makedirs(self.workdir, exist_ok=True)
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        self._remove_dir_if_made()
+        raise WorkdirLocked(f'workdir {self.workdir!r} is locked by {holder} '
+                            f'(another run is using it; {self.path})') from None
+      # The previous holder may have removed the file between our open and
+      # flock: then this lock is on an orphan inode; open the path again.
+      try:
+        same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+      except FileNotFoundError:
+        same = False
+      if same:
+        break
+      os.close(fd)
+    stale = _holder(fd) if os.fstat(fd).st_size else None
+    me = f'host {socket.gethostname()} pid {os.getpid()}'
+    if stale and stale != me:
+      print(f'note: took over the lock of a run that is gone ({stale})',
+            file=sys.stderr, flush=True)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (me + '\n').encode(), 0)
+    self._fd = fd
+    return self
+
+  def release(self) -> None:
+    """Removes the lock file (and an empty workdir the lock made), then unlocks."""
+    if self._fd is None:
+      return
+    fd, self._fd = self._fd, None
+    try:
+      os.remove(self.path)
+    except OSError:
+      pass
+    self._remove_dir_if_made()
+    os.close(fd)                 # closing the last descriptor drops the flock
+
+  def _remove_dir_if_made(self) -> None:
+    if self._made_dir:
+      try:
+        os.rmdir(self.workdir)   # only when empty
+      except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def hold(workdir: str, enabled: bool = True):
+  """Holds the workdir lock for the `with` block; a no-op when not `enabled`
+  (the processes of a multi-process run other than process 0)."""
+  if not enabled:
+    yield None
+    return
+  lock = Lock(workdir).acquire()
+  try:
+    yield lock
+  finally:
+    lock.release()

@@ -35,7 +35,6 @@ from jepa_jax.eval import measure
 from jepa_jax.eval import trajectory as probe_trajectory
 from jepa_jax.run import checkpoint as ckpt_lib
 from jepa_jax.run import files as run_files
-from jepa_jax.run import lock as workdir_lock
 from jepa_jax.run import opening as run_open
 from jepa_jax.run import summary as run_summary
 from jepa_jax.run import trained as final_state
@@ -63,7 +62,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     parallel.initialize_distributed(cfg)
     # One process per workdir (process 0 of a multi-process run speaks for all).
     with parallel.persistent_cache(cfg.train.compilation_cache_dir), \
-        workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
+        run_files.hold(workdir, enabled=jax.process_index() == 0):
       try:
         return _train_and_evaluate(cfg, workdir, t_start, timer, progress)
       except interrupts.Stopped as stop:

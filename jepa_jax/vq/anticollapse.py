@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jepa_jax.vq import codebook as vq_lib
-from jepa_jax.vq.distances import pairwise_sq_dist
+from jepa_jax.vq.assignment import pairwise_sq_dist
 
 _EPS = 1e-6
 

@@ -70,9 +70,9 @@ import flax
 import jax
 import jax.numpy as jnp
 
-# The VQ lookup (re-exported: vq.nearest_codes), in distances.py with the
+# The VQ lookup (re-exported: vq.nearest_codes), in assignment.py with the
 # one squared-distance formula.
-from jepa_jax.vq.distances import nearest_codes
+from jepa_jax.vq.assignment import nearest_codes
 
 
 @flax.struct.dataclass
