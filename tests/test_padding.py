@@ -8,9 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments import ami_sources
+from experiments.results.goal_gaps import ami_sources
 from experiments import report
-from experiments import usage_bound
+from experiments.results.usage_bound import usage_bound
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
 from jepa_jax.data import arc
@@ -248,13 +248,13 @@ def test_arc_training_evaluation_and_report_end_to_end(tmp_path, capsys):
     assert ev[enc]['linear_probe_acc'] == pytest.approx(
         np.mean([r[enc]['linear_probe_acc'] for r in ev['probes'].values()]))
   assert 1 <= ev['codes_used_val'] <= cfg.vq.codebook_size
-  # experiments/ami_sources: the run's codes score eval.json's AMI (valid
+  # experiments/results/goal_gaps/ami_sources: the run's codes score eval.json's AMI (valid
   # tokens, mean over the properties); the k-means AMIs are AMIs.
   amis = ami_sources.ami_sources(str(run))
   assert amis['run'] == pytest.approx(ev['code_label_ami'], abs=1e-12)
   assert all(-1 <= amis[k] <= 1 for k in ('kmeans_space', 'kmeans_raw'))
   assert 'kmeans_projected' not in amis           # no normalised projection here
-  # experiments/usage_bound counts every token slot: it refuses padded runs.
+  # experiments/results/usage_bound/usage_bound counts every token slot: it refuses padded runs.
   with pytest.raises(SystemExit):
     usage_bound.main(['--workdir', str(run)])
   assert 'padded data (ARC grids) is not supported' in capsys.readouterr().err

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import ami_sources
+from experiments.results.goal_gaps import ami_sources
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
 from jepa_jax.config import load as config_lib
@@ -561,7 +561,7 @@ def test_recommended_config_saves_loads_and_evaluates(tmp_path):
                                states[-1].get('vq_params'), tokens))
   assert out['codes_used_val'] == len(np.unique(codes))
   assert 0 <= out['code_label_nmi'] <= 1
-  # experiments/ami_sources (8-d cosine codes): the run's codes score
+  # experiments/results/goal_gaps/ami_sources (8-d cosine codes): the run's codes score
   # eval.json's AMI; k-means in the quantizer's space assigns normalised centres.
   amis = ami_sources.ami_sources(str(tmp_path))
   assert amis['run'] == pytest.approx(out['code_label_ami'], abs=1e-12)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from experiments import conventions
+from experiments.results.conventions import conventions
 from experiments import report_health
 from jepa_jax import diagnose
 

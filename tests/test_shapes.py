@@ -220,7 +220,7 @@ def test_shapes_tiny_trains_end_to_end(name, tmp_path):
 
 
 def test_baselines_script_probes_every_factor():
-  from experiments import shapes_baselines as sb
+  from experiments.results.representation import shapes_baselines as sb
   y = np.arange(40) % 2
   x = np.where(y[:, None] == 1, 1.0, -1.0) + np.random.default_rng(0).normal(size=(40, 3))
   assert sb.probe(x[:30], y[:30], x[30:], y[30:]) == 1.0
@@ -239,7 +239,7 @@ def test_baselines_script_probes_every_factor():
 
 def test_meanmax_features_are_the_tokens_mean_then_their_max():
   import jax  # noqa: PLC0415
-  from experiments import shapes_baselines as sb
+  from experiments.results.representation import shapes_baselines as sb
   from jepa_jax import data as data_lib
   from jepa_jax.train import step as step_lib
   cfg = set_overrides(load('no_vq_gentle', 'shapes,tiny'), SMALL)

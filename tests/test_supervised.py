@@ -1,4 +1,4 @@
-"""experiments/supervised.py, the supervised ceiling, run as a user runs it."""
+"""experiments/results/representation/supervised.py, the supervised ceiling, run as a user runs it."""
 import json
 import os
 import subprocess
@@ -17,7 +17,7 @@ def test_supervised_ceiling_starts_where_the_jepa_run_starts_and_learns(tmp_path
   """Its step-0 probe is the JEPA run's (same architecture, seed and probe
   subset); it writes every point and its loss falls below ln(10)."""
   out = tmp_path / 'sup.json'
-  sup = _run('experiments.supervised', '--config=configs/ijepa.py:tiny', '--seed', '0',
+  sup = _run('experiments.results.representation.supervised', '--config=configs/ijepa.py:tiny', '--seed', '0',
              '--probe_every', '2', '--out', str(out))
   assert sup.returncode == 0, sup.stderr[-2000:]
   res = json.loads(out.read_text())
@@ -33,7 +33,7 @@ def test_supervised_ceiling_starts_where_the_jepa_run_starts_and_learns(tmp_path
 
 
 def test_supervised_ceiling_refuses_data_without_classes_in_one_line(tmp_path):
-  sup = _run('experiments.supervised', '--config=configs/ijepa.py:arc', '--out',
+  sup = _run('experiments.results.representation.supervised', '--config=configs/ijepa.py:arc', '--out',
              str(tmp_path / 'x.json'))
   lines = [l for l in sup.stderr.splitlines() if l.strip()]
   assert sup.returncode == 2 and len(lines) == 1 and 'data.name' in lines[0], sup.stderr

@@ -1,14 +1,14 @@
 """The usage-bound, churn-sources and VQ-bypass experiments
-(experiments/usage_bound.py, churn_sources.py, vq_bypass.py): their measures
+(experiments/results/usage_bound/usage_bound.py, churn_sources.py, vq_bypass.py): their measures
 by hand, and checkpoints of one tiny run end to end."""
 import json
 
 import numpy as np
 import pytest
 
-from experiments import churn_sources
-from experiments import usage_bound
-from experiments import vq_bypass
+from experiments.results.goal_gaps import churn_sources
+from experiments.results.usage_bound import usage_bound
+from experiments.results.loss_gap import vq_bypass
 from jepa_jax.vq import health
 
 

@@ -1,11 +1,11 @@
-"""Fast checks of the VQ autoencoder experiment (experiments/vqae.py)."""
+"""Fast checks of the VQ autoencoder experiment (experiments/results/vqae/vqae.py)."""
 import math
 
 import jax
 import numpy as np
 import pytest
 
-from experiments import vqae
+from experiments.results.vqae import vqae
 
 
 def test_code_usage_counts_distinct_codes_by_hand():

@@ -11,7 +11,7 @@ generating factor is labelled too (`Dataset.train_factors`, `FACTORS`).
 
 Why this design (the aim is data where raw pixels and a random encoder probe
 poorly on the class, but an encoder that learned about objects can do far
-better; `experiments/shapes_baselines.py` measures it, docs/data.md has the
+better; `experiments/results/representation/shapes_baselines.py` measures it, docs/data.md has the
 numbers: pixels and a random encoder probe 18-22% on the class, the
 same encoder trained on the labels 66%, the self-supervised recipes tried
 so far at most 30%, so the second half is not shown yet):

@@ -1,7 +1,7 @@
 """Linear-probe baselines of the procedural `shapes` images: how much of each
 label raw pixels and an untrained encoder already give.
 
-    python -m experiments.shapes_baselines [--config configs/no_vq_gentle.py:shapes]
+    python -m experiments.results.representation.shapes_baselines [--config configs/no_vq_gentle.py:shapes]
         [--train 5000] [--val 2000] [--workdir RUN] [--factors shape,count]
         [--no_pixels] [--pool mean|meanmax] [--out FILE.json]
 
@@ -149,7 +149,7 @@ def table(result: Dict) -> str:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m experiments.shapes_baselines',
+  ap = argparse.ArgumentParser(prog='python -m experiments.results.representation.shapes_baselines',
                                description=__doc__.split('\n')[0])
   ap.add_argument('--config', default=DEFAULT_CONFIG)
   ap.add_argument('--train', type=int, default=5000, help='train images the probe fits on')

@@ -1,4 +1,4 @@
-"""Report of `experiments.vqae` runs: metadata, a results table and a plot.
+"""Report of `experiments.results.vqae.vqae` runs: metadata, a results table and a plot.
 
 Table: one row per (method, reduction, K) with mean ± half-range over seeds
 (half-range = (max - min) / 2, the spread of 2-3 seeds) of the val usage
@@ -44,7 +44,7 @@ def _commit() -> str:
 def metadata(argv, wall_s: float, overrides: Dict[str, Any]) -> Dict[str, Any]:
   import jax
   args = sys.argv[1:] if argv is None else list(argv)
-  return {'command': 'python -m experiments.vqae ' + ' '.join(
+  return {'command': 'python -m experiments.results.vqae.vqae ' + ' '.join(
               a if ' ' not in a and ';' not in a else repr(a) for a in args),
           'commit': _commit(), 'cpu': _cpu_model(), 'cores': os.cpu_count(),
           'jax': jax.__version__, 'backend': jax.default_backend(),
@@ -141,7 +141,7 @@ def combine(parent: str) -> str:
   each row tagged with its folder and the overrides it ran with."""
   import json
   parts = ['# VQ-AE investigations (generated from the subfolders\' results.json)', '',
-           'Each subfolder is one `python -m experiments.vqae` command (in its '
+           'Each subfolder is one `python -m experiments.results.vqae.vqae` command (in its '
            'README.md, with commit, machine and wall time); its overrides apply to '
            'every run in it. Mean ± half-range over seeds.', '',
            '| folder | overrides | method | R | K | seeds | val usage | val perplexity | '

@@ -1,6 +1,6 @@
 """Which conventions reproduce the reference: VQ loss reduction x usage definition.
 
-    python -m experiments.conventions --runs mean=RUNS_MEAN,sum=RUNS_SUM \
+    python -m experiments.results.conventions.conventions --runs mean=RUNS_MEAN,sum=RUNS_SUM \
         [--variants vq_no_refresh,sixth_run,gentle,no_vq] [--seed 0] [--out DIR]
 
 Each RUNS_* folder is an `experiments.assess` workdir trained at the
@@ -90,7 +90,7 @@ def table(runs: Dict[str, str], variants: List[str], seed: int) -> List[str]:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m experiments.conventions',
+  ap = argparse.ArgumentParser(prog='python -m experiments.results.conventions.conventions',
                                description=__doc__.split('\n\n')[0])
   ap.add_argument('--runs', required=True, help='reduction=WORKDIR,...')
   ap.add_argument('--variants', default='vq_no_refresh,sixth_run,gentle,no_vq')

@@ -1,6 +1,6 @@
 """Where does code churn come from: the encoder moving, or the codebook?
 
-    python -m experiments.churn_sources --workdir RUN --steps A,B [--out F]
+    python -m experiments.results.goal_gaps.churn_sources --workdir RUN --steps A,B [--out F]
 
 Churn (`codebook_health.churn`) is the share of whole-image val tokens whose
 code at checkpoint B differs from their code at checkpoint A. With tokens
@@ -110,7 +110,7 @@ def sources_between(dataset, setup, state_a, state_b, tokens_fn) -> Dict[str, fl
 
 
 def main(argv=None) -> int:
-  ap = json_rows.parser('experiments.churn_sources', __doc__)
+  ap = json_rows.parser('experiments.results.goal_gaps.churn_sources', __doc__)
   ap.add_argument('--steps', required=True, help='A,B: two saved checkpoint steps')
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):

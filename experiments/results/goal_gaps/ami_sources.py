@@ -1,6 +1,6 @@
 """Is a VQ run's code-label AMI set by its codebook, or by the space it codes?
 
-    python -m experiments.ami_sources --workdir RUN [--out F]
+    python -m experiments.results.goal_gaps.ami_sources --workdir RUN [--out F]
 
 `jepa_jax.evaluate` compares a VQ run's code-label AMI with k-means (K =
 codebook size) on the tokens of the no-VQ run that shares its loss settings,
@@ -76,7 +76,7 @@ def ami_sources(workdir: str) -> Dict[str, float]:
 
 
 def main(argv=None) -> int:
-  ap = json_rows.parser('experiments.ami_sources', __doc__)
+  ap = json_rows.parser('experiments.results.goal_gaps.ami_sources', __doc__)
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.FINAL_STATE)):
     ap.error(f'--workdir {args.workdir}: no {run_files.FINAL_STATE} (not a finished run)')

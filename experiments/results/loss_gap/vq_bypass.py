@@ -1,6 +1,6 @@
 """What does snapping to the nearest code cost a VQ run's JEPA loss?
 
-    python -m experiments.vq_bypass --workdir RUN [--baseline RUN] [--out F]
+    python -m experiments.results.loss_gap.vq_bypass --workdir RUN [--baseline RUN] [--out F]
 
 A VQ run's validation loss can be above its matched no-VQ run's for two
 reasons: the codes drop information the predictor needs (the snap of each
@@ -119,7 +119,7 @@ def bypass_rows(workdir: str, baseline: Optional[str] = None):
 
 
 def main(argv=None) -> int:
-  ap = json_rows.parser('experiments.vq_bypass', __doc__)
+  ap = json_rows.parser('experiments.results.loss_gap.vq_bypass', __doc__)
   ap.add_argument('--baseline', help='the matched no-VQ run folder')
   args = ap.parse_args(argv)
   for flag, path in (('--workdir', args.workdir), ('--baseline', args.baseline)):

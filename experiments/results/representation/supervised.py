@@ -1,6 +1,6 @@
 """The supervised ceiling: the run's encoder architecture trained on the labels.
 
-    python -m experiments.supervised --config=configs/ijepa.py:shapes \
+    python -m experiments.results.representation.supervised --config=configs/ijepa.py:shapes \
         [--seed 0] [--probe_every 400] [--cv] [--out FILE.json]
 
 Trains the config's encoder (`step.make_setup(cfg, ds).encoder`, initialised
@@ -135,7 +135,7 @@ def cv_scores(ds, setup, params, seed: int, max_images: int = probes.MAX_IMAGES)
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m experiments.supervised',
+  ap = argparse.ArgumentParser(prog='python -m experiments.results.representation.supervised',
                                description=__doc__.split('\n')[0])
   ap.add_argument('--config', required=True, help='CONFIG_FILE[:VARIANT]')
   ap.add_argument('--seed', type=int, default=0)

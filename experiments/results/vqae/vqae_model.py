@@ -1,4 +1,4 @@
-"""Encoder and decoder of the VQ autoencoder in `experiments.vqae` (8x8 digits,
+"""Encoder and decoder of the VQ autoencoder in `experiments.results.vqae.vqae` (8x8 digits,
 a 4x4 grid of tokens, one per 2x2 patch)."""
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ Usage: distinct codes among all val tokens (270 x 16 = 4,320) / K, perplexity
 exp(H(p)) of their histogram (`vq.usage_stats`); also at the end over all train
 tokens (24,432).
 
-CLI: python -m experiments.vqae --methods plain_ema,simvq --seeds 0,1
+CLI: python -m experiments.results.vqae.vqae --methods plain_ema,simvq --seeds 0,1
        --codebook-sizes 768,128 --reductions mean,sum --out experiments/results/vqae
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ from jepa_jax.config import base as config_defaults
 from jepa_jax.vq import anticollapse as ac
 from jepa_jax.vq import codebook as vq_lib
 from jepa_jax.vq import quantizer as qz
-from experiments.vqae_model import (Decoder, Encoder, init_model,  # noqa: F401
+from experiments.results.vqae.vqae_model import (Decoder, Encoder, init_model,  # noqa: F401
                                     patchify, unpatchify)
 
 # Every method is a set of dotted overrides of `base_config`. Base: EMA
@@ -371,7 +371,7 @@ def main(argv=None):
   runs = run_grid(methods, [int(s) for s in args.seeds.split(',')],
                   [int(k) for k in args.codebook_sizes.split(',')],
                   args.reductions.split(','), overrides)
-  from experiments import vqae_report
+  from experiments.results.vqae import vqae_report
   os.makedirs(args.out, exist_ok=True)
   meta = vqae_report.metadata(argv, time.time() - t0, overrides)
   with open(os.path.join(args.out, 'results.json'), 'w') as f:

@@ -1,6 +1,6 @@
 """Host memory while streaming a generated JPEG folder through data.pipeline='grain'.
 
-  python -m experiments.grain_stream_rss --images 100000 --root /tmp/jpegs \
+  python -m experiments.results.grain_stream.grain_stream_rss --images 100000 --root /tmp/jpegs \
       [--source folder|arrayrecord] [--steps 200] [--batch 64] [--workers 0]
 
 Writes `--images` small random JPEGs (--size px, 10 classes) under --root if
@@ -80,7 +80,7 @@ def main() -> None:
       pack.pack(args.root, path, max(1, args.images // 10_000))
   make_s = time.perf_counter() - t0
   base = config_lib.load_module(os.path.join(
-      os.path.dirname(__file__), '..', 'configs', 'base.py'))
+      os.path.dirname(__file__), '..', '..', '..', 'configs', 'base.py'))
   cfg = base.get_config()
   cfg.data.name, cfg.data.path, cfg.data.pipeline = args.source, path, 'grain'
   cfg.data.image_size, cfg.data.channels = (args.size, args.size), 3

@@ -1,6 +1,6 @@
 """How much val usage can any codebook have at a given point of a run?
 
-    python -m experiments.usage_bound --workdir RUN [--steps 23,49,69] [--out F]
+    python -m experiments.results.usage_bound.usage_bound --workdir RUN [--steps 23,49,69] [--out F]
 
 A run's val usage (distinct codes among the whole-image val tokens / K) can
 be low because its codebook lags behind the encoder, or because the encoder's
@@ -102,7 +102,7 @@ def bounds_at(dataset, setup, state, fns, seed: int = 0) -> Dict[str, float]:
 
 
 def main(argv=None) -> int:
-  ap = json_rows.parser('experiments.usage_bound', __doc__)
+  ap = json_rows.parser('experiments.results.usage_bound.usage_bound', __doc__)
   ap.add_argument('--steps', default='', help='checkpoint steps (default: all saved)')
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
