@@ -253,3 +253,28 @@ def test_meanmax_features_are_the_tokens_mean_then_their_max():
   np.testing.assert_allclose(both[:, :d], tokens.mean(1), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(both[:, d:], tokens.max(1), rtol=1e-6)
   np.testing.assert_allclose(sb.encoder_features(setup, params, images), both[:, :d], rtol=1e-6)
+
+
+def test_object_pool_averages_the_tokens_inside_the_main_object():
+  import jax  # noqa: PLC0415
+  from experiments.results.representation import shapes_baselines as sb
+  from jepa_jax import data as data_lib
+  from jepa_jax.data import shapes
+  from jepa_jax.train import step as step_lib
+  cfg = set_overrides(load('no_vq_gentle', 'shapes,tiny'), SMALL)
+  ds = data_lib.load_dataset(cfg)
+  w = sb.object_token_weights(cfg, 1, 8)
+  patch, gw = cfg.model.patch_size, cfg.data.image_size[1] // cfg.model.patch_size
+  p = shapes.Params.from_config(cfg.data)
+  for i in range(8):
+    np.testing.assert_allclose(w[i].sum(), 1.0, rtol=1e-6)
+    o = shapes.draw_scene(p, cfg.data.split_seed, 1, i)['objects'][0]
+    for t in np.flatnonzero(w[i]):            # each chosen patch centre is inside the circle
+      cy, cx = (t // gw + 0.5) * patch, (t % gw + 0.5) * patch
+      assert np.hypot(cx - o['cx'], cy - o['cy']) <= o['r'] or np.count_nonzero(w[i]) == 1
+  setup = step_lib.make_setup(cfg, ds)
+  params = step_lib.init_state(setup, ds.image_shape, cfg.seed)['target_params']
+  images = ds.val_images[:8]
+  tokens = np.asarray(jax.jit(lambda p, x: setup.encoder.apply(p, x, None, None))(params, images))
+  np.testing.assert_allclose(sb.encoder_features(setup, params, images, pool='object', weights=w),
+                             np.einsum('nt,ntd->nd', w, tokens), rtol=1e-5, atol=1e-6)

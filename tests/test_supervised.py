@@ -17,15 +17,17 @@ def test_supervised_ceiling_starts_where_the_jepa_run_starts_and_learns(tmp_path
   """Its step-0 probe is the JEPA run's (same architecture, seed and probe
   subset); it writes every point and its loss falls below ln(10)."""
   out = tmp_path / 'sup.json'
-  sup = _run('experiments.results.representation.supervised', '--config=configs/ijepa.py:tiny', '--seed', '0',
-             '--probe_every', '2', '--out', str(out))
+  sup = _run('experiments.results.representation.supervised', '--config=configs/ijepa.py:tiny',
+             '--config.train.num_epochs=3', '--seed', '0', '--probe_every', '2', '--out', str(out))
   assert sup.returncode == 0, sup.stderr[-2000:]
   res = json.loads(out.read_text())
   steps = [p['step'] for p in res['trajectory']]
   assert steps[0] == 0 and steps[-1] == res['steps'] and steps == sorted(set(steps))
   run = _run('jepa_jax.main', '--config=configs/ijepa.py:tiny', f'--workdir={tmp_path / "w"}',
-             '--config.train.probe_every_steps=2')
+             '--config.train.num_epochs=3', '--config.train.probe_every_steps=2')
   assert run.returncode == 0, run.stderr[-2000:]
+  summary = json.loads((tmp_path / 'w' / 'summary.json').read_text())
+  assert res['steps'] == summary['steps']          # the override reached both
   first = json.loads((tmp_path / 'w' / 'probe_metrics.jsonl').read_text().splitlines()[0])
   assert first['step'] == 0
   assert abs(res['trajectory'][0]['linear'] - first['linear_target']) < 1e-9
@@ -38,3 +40,12 @@ def test_supervised_ceiling_refuses_data_without_classes_in_one_line(tmp_path):
   lines = [l for l in sup.stderr.splitlines() if l.strip()]
   assert sup.returncode == 2 and len(lines) == 1 and 'data.name' in lines[0], sup.stderr
   assert not (tmp_path / 'x.json').exists()
+
+
+def test_supervised_ceiling_names_a_bad_override_in_one_line(tmp_path, capsys):
+  from experiments.results.representation import supervised  # noqa: PLC0415
+  out = tmp_path / 'x.json'
+  assert supervised.main(['--config=configs/ijepa.py:tiny', '--config.train.no_such_key=1',
+                          '--out', str(out)]) == 2
+  err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+  assert len(err) == 1 and 'train.no_such_key' in err[0] and not out.exists()

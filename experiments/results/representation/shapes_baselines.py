@@ -23,7 +23,11 @@ images and scores it on the first `--val` val images, for:
 
 `--pool meanmax` (a diagnostic; `evaluate` pools by the mean) gives the
 encoders' features as the mean and the max over tokens, concatenated: does
-the class sit in the tokens but wash out of their mean?
+the class sit in the tokens but wash out of their mean? `--pool object`
+(a diagnostic that reads the scene's ground truth, no encoder could) takes
+the mean of the tokens whose patch centre lies inside the main object's
+circle (its centre's token when none does): does the class sit in the
+object's own tokens?
 
 Only the first --train / --val images are generated: image i of a split is
 a function of (seed, split, i) alone, so they are exactly those of the
@@ -61,22 +65,47 @@ def chance(train_y, val_y) -> float:
   return float(np.mean(val_y == np.bincount(train_y).argmax()))
 
 
-POOLS = ('mean', 'meanmax')
+POOLS = ('mean', 'meanmax', 'object')
+
+
+def object_token_weights(cfg, split: int, n: int) -> np.ndarray:
+  """(n, T) weights, each row summing to 1, over the tokens whose patch centre
+  lies inside image i's main object (radius r around (cx, cy)), or on the
+  token holding its centre when no patch centre does (`--pool object`)."""
+  from jepa_jax.data import shapes  # noqa: PLC0415
+  p = shapes.Params.from_config(cfg.data)
+  patch = int(cfg.model.patch_size)
+  gh, gw = p.size[0] // patch, p.size[1] // patch
+  cy, cx = np.meshgrid((np.arange(gh) + 0.5) * patch, (np.arange(gw) + 0.5) * patch,
+                       indexing='ij')
+  w = np.zeros((n, gh * gw), np.float32)
+  for i in range(n):
+    o = shapes.draw_scene(p, int(cfg.data.split_seed), split, i)['objects'][0]
+    inside = (np.hypot(cx - o['cx'], cy - o['cy']) <= o['r']).reshape(-1)
+    if not inside.any():
+      inside[min(int(o['cy']) // patch, gh - 1) * gw + min(int(o['cx']) // patch, gw - 1)] = True
+    w[i] = inside / inside.sum()
+  return w
 
 
 def encoder_features(setup, params, images, batch: int = 500,
-                     pool: str = 'mean') -> np.ndarray:
+                     pool: str = 'mean', weights=None) -> np.ndarray:
   """The encoder's output on whole images pooled over tokens: their mean
-  (N, D), or with pool='meanmax' their mean and max concatenated (N, 2D)."""
+  (N, D); with pool='meanmax' their mean and max concatenated (N, 2D); with
+  pool='object' their mean under `weights` (N, T), `object_token_weights`."""
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
 
-  def pooled(p, x):
+  def pooled(p, x, w):
     t = setup.encoder.apply(p, x, None, None)
+    if pool == 'object':
+      return jnp.einsum('nt,ntd->nd', w, t)
     return t.mean(axis=1) if pool == 'mean' else jnp.concatenate([t.mean(1), t.max(1)], -1)
 
   encode = jax.jit(pooled)
-  return np.concatenate([np.asarray(encode(params, images[i:i + batch]))
+  if weights is None:
+    weights = np.zeros((len(images), 1), np.float32)
+  return np.concatenate([np.asarray(encode(params, images[i:i + batch], weights[i:i + batch]))
                          for i in range(0, len(images), batch)])
 
 
@@ -115,9 +144,12 @@ def feature_sets(cfg, ds, workdir=None, pixels: bool = True,
     from jepa_jax.run import trained as final_state  # noqa: PLC0415
     target = jax.eval_shape(lambda: step_lib.init_state(setup, ds.image_shape, cfg.seed))
     params['trained_encoder'] = final_state.load(workdir, target)['target_params']
+  weights = ((object_token_weights(cfg, 0, len(train_images)),
+              object_token_weights(cfg, 1, len(ds.val_images))) if pool == 'object'
+             else (None, None))
   for name, p in params.items():
-    sets[name] = (encoder_features(setup, p, train_images, pool=pool),
-                  encoder_features(setup, p, ds.val_images, pool=pool))
+    sets[name] = (encoder_features(setup, p, train_images, pool=pool, weights=weights[0]),
+                  encoder_features(setup, p, ds.val_images, pool=pool, weights=weights[1]))
   return sets
 
 
@@ -161,8 +193,9 @@ def main(argv=None) -> int:
   ap.add_argument('--no_pixels', action='store_true',
                   help='skip the pixel probes (the slowest: 3,072 features)')
   ap.add_argument('--pool', choices=POOLS, default='mean',
-                  help="the encoders' features: the tokens' mean (as evaluate), or "
-                  'their mean and max concatenated (a diagnostic)')
+                  help="the encoders' features: the tokens' mean (as evaluate); "
+                  'diagnostics: their mean and max concatenated, or the mean of the '
+                  "main object's tokens (located from the scene's ground truth)")
   ap.add_argument('--out', default=None, help='write the result as JSON here')
   args = ap.parse_args(argv)
   for flag, value in (('--train', args.train), ('--val', args.val)):

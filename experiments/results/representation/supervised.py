@@ -1,7 +1,7 @@
 """The supervised ceiling: the run's encoder architecture trained on the labels.
 
     python -m experiments.results.representation.supervised --config=configs/ijepa.py:shapes \
-        [--seed 0] [--probe_every 400] [--cv] [--out FILE.json]
+        [--config.KEY=VALUE ...] [--seed 0] [--probe_every 400] [--cv] [--out FILE.json]
 
 Trains the config's encoder (`step.make_setup(cfg, ds).encoder`, initialised
 as a run of that seed starts, `step.init_state`) and a linear head on the
@@ -38,6 +38,7 @@ import optax
 
 from jepa_jax import data as data_lib
 from jepa_jax import evaluate
+from jepa_jax.config import flags as config_flags
 from jepa_jax.config import load as config_lib
 from jepa_jax.eval import probes
 from jepa_jax.eval import trajectory as probe_trajectory
@@ -142,8 +143,15 @@ def main(argv=None) -> int:
   ap.add_argument('--probe_every', type=int, default=400)
   ap.add_argument('--cv', action='store_true', help="also evaluate's 5-fold probe")
   ap.add_argument('--out', default='')
-  args = ap.parse_args(argv)
-  cfg = config_lib.load_config(args.config)
+  args, overrides = ap.parse_known_args(argv)
+  for flag in overrides:
+    if not flag.startswith('--config.'):
+      ap.error(f'unrecognized arguments: {flag}')
+  try:      # --config.KEY=VALUE as jepa_jax.main reads them
+    cfg = config_flags.config_of(['supervised', f'--config={args.config}', *overrides])
+  except config_lib.InputError as err:
+    print(f'config error: {err}', file=sys.stderr)
+    return 2
   cfg.seed = args.seed
   if cfg.data.name not in ('digits', 'shapes'):
     print(f'error: data.name={cfg.data.name!r}: the supervised ceiling needs class '
