@@ -231,6 +231,11 @@ def test_baselines_script_probes_every_factor():
     assert set(row) == {'chance', 'pixels', 'random_encoder'}
     assert all(0.0 <= v <= 1.0 for v in row.values())
   assert sb.table(out).splitlines()[0] == '| factor | chance | pixels | random_encoder |'
+  bigger = sb.load('configs/no_vq_gentle.py:shapes,tiny', 64, 32,
+                   overrides=['--config.data.shapes_scale_range=(0.3,0.4)'])[0]
+  assert tuple(bigger.data.shapes_scale_range) == (0.3, 0.4)
+  assert sb.main(['--config=configs/no_vq_gentle.py:shapes,tiny', '--train=64', '--val=32',
+                  '--config.data.no_such_key=1']) == 2
   both = sb.run('configs/no_vq_gentle.py:shapes,tiny', 64, 32, factors=['shape'],
                 pixels=False, pool='meanmax')
   assert both['pool'] == 'meanmax' and set(both['probe']['shape']) == {'chance',

@@ -2,6 +2,7 @@
 label raw pixels and an untrained encoder already give.
 
     python -m experiments.results.representation.shapes_baselines [--config configs/no_vq_gentle.py:shapes]
+        [--config.KEY=VALUE ...]
         [--train 5000] [--val 2000] [--workdir RUN] [--factors shape,count]
         [--no_pixels] [--pool mean|meanmax] [--out FILE.json]
 
@@ -37,6 +38,7 @@ encoder at most 50% on `shape`.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -109,10 +111,13 @@ def encoder_features(setup, params, images, batch: int = 500,
                          for i in range(0, len(images), batch)])
 
 
-def load(config: str, n_train: int, n_val: int, workdir=None):
+def load(config: str, n_train: int, n_val: int, workdir=None, overrides=()):
   """(cfg, dataset) of `config` (or of the run in `workdir`: its
-  config.json) with the shapes splits cut to n_train / n_val."""
+  config.json) with the shapes splits cut to n_train / n_val and the
+  `--config.KEY=VALUE` strings of `overrides` set (VALUE read as a Python
+  literal, else kept as a string)."""
   from jepa_jax import data  # noqa: PLC0415
+  from jepa_jax.config import keys as config_keys  # noqa: PLC0415
   from jepa_jax.config import load as config_lib  # noqa: PLC0415
   from jepa_jax.run import files as run_files  # noqa: PLC0415
   if workdir:
@@ -122,6 +127,15 @@ def load(config: str, n_train: int, n_val: int, workdir=None):
     config = workdir
   else:
     cfg = config_lib.load_config(config)
+  for flag in overrides:
+    key, _, text = flag[len('--config.'):].partition('=')
+    if not config_keys.has(cfg, key):
+      raise config_lib.ConfigError(key, text, 'no such key')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    config_keys.put(cfg, key, value)
   cfg.data.shapes_train_size, cfg.data.shapes_val_size = n_train, n_val
   config_lib.validate(cfg)
   if cfg.data.name != 'shapes':
@@ -154,11 +168,11 @@ def feature_sets(cfg, ds, workdir=None, pixels: bool = True,
 
 
 def run(config: str, n_train: int, n_val: int, workdir=None, factors=None,
-        pixels: bool = True, pool: str = 'mean') -> Dict:
-  cfg, ds = load(config, n_train, n_val, workdir)
+        pixels: bool = True, pool: str = 'mean', overrides=()) -> Dict:
+  cfg, ds = load(config, n_train, n_val, workdir, overrides)
   sets = feature_sets(cfg, ds, workdir, pixels, pool)
-  out = {'config': workdir or config, 'train': n_train, 'val': n_val, 'pool': pool,
-         'probe': {}}
+  out = {'config': workdir or config, 'overrides': list(overrides), 'train': n_train,
+         'val': n_val, 'pool': pool, 'probe': {}}
   for factor in factors or ds.train_factors:
     ty, vy = ds.train_factors[factor], ds.val_factors[factor]
     row = {'chance': chance(ty, vy)}
@@ -197,7 +211,10 @@ def main(argv=None) -> int:
                   'diagnostics: their mean and max concatenated, or the mean of the '
                   "main object's tokens (located from the scene's ground truth)")
   ap.add_argument('--out', default=None, help='write the result as JSON here')
-  args = ap.parse_args(argv)
+  args, overrides = ap.parse_known_args(argv)
+  for flag in overrides:
+    if not flag.startswith('--config.'):
+      ap.error(f'unrecognized arguments: {flag}')
   for flag, value in (('--train', args.train), ('--val', args.val)):
     if value < 2:
       ap.error(f'argument {flag}: {value} must be >= 2')
@@ -206,12 +223,12 @@ def main(argv=None) -> int:
   for f in factors or ():
     if f not in shapes.FACTORS:
       ap.error(f'argument --factors: {f!r} is not one of {", ".join(shapes.FACTORS)}')
-  from jepa_jax.errors import ConfigError  # noqa: PLC0415
+  from jepa_jax.errors import ConfigError, InputError  # noqa: PLC0415
   try:
     result = run(args.config, args.train, args.val, args.workdir, factors,
-                 not args.no_pixels, args.pool)
-  except ConfigError as err:      # e.g. --train below the config's batch size
-    print(f'error: {err}', file=sys.stderr)
+                 not args.no_pixels, args.pool, overrides)
+  except (ConfigError, InputError) as err:   # e.g. --train below the batch size, a bad key
+    print(f'config error: {err}', file=sys.stderr)
     return 2
   print(table(result))
   if args.out:
