@@ -170,9 +170,13 @@ def test_a_run_with_its_progress_bar_says_it_is_compiling_before_the_bar(tmp_pat
   tests count their stderr lines)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   out = subprocess.run([sys.executable, '-m', 'jepa_jax.main', '--config=configs/gentle.py:tiny',
-                        f'--workdir={tmp_path / "w"}', '--config.train.progress_bar=True'],
+                        f'--workdir={tmp_path / "w"}', '--config.train.progress_bar=True',
+                        '--config.vq.commitment_cost=0.2'],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
+  # The run completes and a --config.KEY=VALUE override reaches the config.
+  assert 'completed' in out.stdout
+  assert json.load(open(tmp_path / 'w' / 'config.json'))['vq']['commitment_cost'] == 0.2
   err = out.stderr
   said, done = err.find('compiling the train step'), re.search(r'compiled in \d+ s\n', err)
   assert 0 <= said < done.start() < err.find('%|'), err[-3000:]
