@@ -1,4 +1,5 @@
-"""experiments/results/representation/supervised.py, the supervised ceiling, run as a user runs it."""
+"""The supervised ceiling (experiments/results/representation/supervised.py),
+run as a user runs it."""
 import json
 import os
 import subprocess
@@ -35,8 +36,8 @@ def test_supervised_ceiling_starts_where_the_jepa_run_starts_and_learns(tmp_path
 
 
 def test_supervised_ceiling_refuses_data_without_classes_in_one_line(tmp_path):
-  sup = _run('experiments.results.representation.supervised', '--config=configs/ijepa.py:arc', '--out',
-             str(tmp_path / 'x.json'))
+  sup = _run('experiments.results.representation.supervised', '--config=configs/ijepa.py:arc',
+             '--out', str(tmp_path / 'x.json'))
   lines = [l for l in sup.stderr.splitlines() if l.strip()]
   assert sup.returncode == 2 and len(lines) == 1 and 'data.name' in lines[0], sup.stderr
   assert not (tmp_path / 'x.json').exists()

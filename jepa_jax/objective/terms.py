@@ -223,7 +223,8 @@ def make_loss_fn(setup, axis_name=None, snap=True):
   snap=False (a diagnostic, never used in training): the predictor sees
   decode(u), the tokens' image in the quantizer space without the snap to
   their nearest codes, so the loss tells what the snap costs the same
-  weights (`experiments/results/loss_gap/vq_bypass.py`). Every term is otherwise unchanged.
+  weights (`experiments/results/loss_gap/vq_bypass.py`). Every term is
+  otherwise unchanged.
 
   aux: 'u' / 'codes' are the device's rows, 'u_global' the gathered u
   (quantizer space; None without VQ); with `vq.update_source='target'` also

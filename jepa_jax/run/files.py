@@ -18,10 +18,10 @@
       .lock                        held while a process trains in the folder
       stage1/, stage2/             a two-stage run's stages, each a run folder
 
-Only names live here; the modules that write the files own their formats.
-What does live here: run records (atomic JSON files and append-only JSON-lines
-logs) and the workdir lock, one process per workdir (an advisory lock on
-WORKDIR/.lock).
+The names live here; the modules that write the files own their formats.
+Besides the names: how run records are written (atomic JSON files,
+append-only JSON-lines logs, TensorBoard scalars) and the workdir lock, one
+process per workdir (an advisory lock on WORKDIR/.lock).
 
 `hold(workdir)` takes an exclusive `fcntl.flock` on `WORKDIR/.lock` without
 waiting and writes `host <name> pid <pid>` into it. A second process (or a

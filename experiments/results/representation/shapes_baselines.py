@@ -1,8 +1,8 @@
 """Linear-probe baselines of the procedural `shapes` images: how much of each
 label raw pixels and an untrained encoder already give.
 
-    python -m experiments.results.representation.shapes_baselines [--config configs/no_vq_gentle.py:shapes]
-        [--config.KEY=VALUE ...]
+    python -m experiments.results.representation.shapes_baselines \
+        [--config configs/no_vq_gentle.py:shapes] [--config.KEY=VALUE ...]
         [--train 5000] [--val 2000] [--workdir RUN] [--factors shape,count]
         [--no_pixels] [--pool mean|meanmax] [--out FILE.json]
 
