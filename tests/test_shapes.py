@@ -283,3 +283,19 @@ def test_object_pool_averages_the_tokens_inside_the_main_object():
   tokens = np.asarray(jax.jit(lambda p, x: setup.encoder.apply(p, x, None, None))(params, images))
   np.testing.assert_allclose(sb.encoder_features(setup, params, images, pool='object', weights=w),
                              np.einsum('nt,ntd->nd', w, tokens), rtol=1e-5, atol=1e-6)
+
+
+def test_attentive_probe_finds_the_one_token_that_carries_the_class():
+  from experiments.results.representation import attentive_probe as ap
+  rng = np.random.default_rng(0)
+  n, t, d, classes = 600, 16, 8, 4
+  y = rng.integers(classes, size=n)
+  x = rng.normal(size=(n, t, d)).astype(np.float32)
+  where = rng.integers(t, size=n)              # one token per sample, at a random place
+  x[np.arange(n), where, :classes] += 6.0 * np.eye(classes, dtype=np.float32)[y]
+  x[np.arange(n), where, -1] += 6.0            # ... marked so a query can find it
+  assert ap.attentive_probe(x[:400], y[:400], x[400:], y[400:], steps=300) > 0.9
+  images = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+  p = ap.patches(images, 2)
+  assert p.shape == (2, 4, 12)
+  np.testing.assert_array_equal(p[1, 3], images[1, 2:, 2:].reshape(-1))
