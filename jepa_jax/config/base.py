@@ -207,6 +207,16 @@ def _loss_and_train(c) -> None:
   # batch's (instance discrimination, SimCLR / MoCo v3), with the learnable
   # temperature of loss.temperature_*.
   c.loss.global_infonce_weight = 0.0
+  # The same pair under DINO's self-distillation (0: off; Caron et al. 2021):
+  # a projection head on each encoder's mean token (the target's is its EMA)
+  # scores dino_prototypes prototypes; the context view's softmax at the
+  # student temperature must match the whole image's, sharpened by the
+  # teacher temperature and balanced over the batch by Sinkhorn-Knopp
+  # (DINOv2's centring). Temperatures are DINO's defaults.
+  c.loss.global_dino_weight = 0.0
+  c.loss.dino_prototypes = 256
+  c.loss.dino_student_temperature = 0.1
+  c.loss.dino_teacher_temperature = 0.04
   c.loss.sigreg_input = 'tokens'
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
   c.loss.entropy_temperature = 1.0      # T of its soft assignments softmax(-d / T)
@@ -313,7 +323,8 @@ ADDED = (
     'monitor.option_b', 'monitor.option_b_epoch', 'monitor.option_b_usage',
     'monitor.option_b_rank', 'vq.reanchor_steps', 'data.prefetch_to_device',
     'init_from_skip', 'vq.identity_gradient', 'loss.global_weight', 'loss.sigreg_input',
-    'loss.global_infonce_weight',
+    'loss.global_infonce_weight', 'loss.global_dino_weight', 'loss.dino_prototypes',
+    'loss.dino_student_temperature', 'loss.dino_teacher_temperature',
     'train.probe_every_steps', 'train.probe_train_images', 'train.probe_val_images',
     'model.dtype', 'train.usage_train_images',
     'data.shapes_train_size', 'data.shapes_val_size', 'data.shapes_classes',

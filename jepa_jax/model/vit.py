@@ -231,7 +231,9 @@ class ViTEncoder(nn.Module):
   E[id] (E has num_colours + 1 rows, the last for padding) then the strided
   convolution over the (B, H, W, colour_dim) cell embeddings.
   `dtype`: the blocks' computation dtype; the output is float32 (the final
-  LayerNorm runs in float32).
+  LayerNorm runs in float32). With `with_head=True` (needs
+  `head_prototypes` > 0): (tokens, `ProjectionHead` of their mean over the
+  valid tokens).
   """
   patch_size: int
   embed_dim: int
@@ -243,10 +245,11 @@ class ViTEncoder(nn.Module):
   colour_dim: int = 16
   attention: str = 'flax'
   dtype: Any = jnp.float32
+  head_prototypes: int = 0  # > 0: a `ProjectionHead` with that many prototypes
 
   @nn.compact
   def __call__(self, images, token_idx: Optional[jax.Array] = None,
-               token_valid: Optional[jax.Array] = None):
+               token_valid: Optional[jax.Array] = None, with_head: bool = False):
     b, h, w, _ = images.shape
     p = self.patch_size
     if self.patch_embed == 'colour':
@@ -266,7 +269,40 @@ class ViTEncoder(nn.Module):
     for i in range(self.depth):
       x = Block(self.num_heads, self.mlp_ratio, self.attention, self.dtype,
                 name=f'block_{i}')(x, mask)
-    return nn.LayerNorm(dtype=jnp.float32, name='norm')(x)
+    x = nn.LayerNorm(dtype=jnp.float32, name='norm')(x)
+    if not with_head:
+      return x
+    head = ProjectionHead(4 * self.embed_dim, self.embed_dim, self.head_prototypes,
+                          name='head')
+    return x, head(pool_tokens(x, token_valid, 1))
+
+
+class ProjectionHead(nn.Module):
+  """DINO's projection head, float32: (B, D) -> (B, K) prototype scores.
+
+      h = W3 gelu(W2 gelu(W1 x))            MLP to a bottleneck
+      s_k = <h / ||h||, c_k / ||c_k||>       cosine with prototype c_k
+
+  The cosine is DINO's weight-normalised last layer with its norm fixed at 1
+  (Caron et al. 2021, Sec. 3.1 and appendix: 3 layers of hidden width 2048,
+  bottleneck 256; here `hidden` and `bottleneck` are the caller's, scaled to
+  the encoder's width). Built inside the encoder (`ViTEncoder.head_prototypes`)
+  so the target encoder's EMA carries the teacher's head with it.
+  """
+  hidden: int
+  bottleneck: int
+  prototypes: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.gelu(nn.Dense(self.hidden, name='dense_0')(x))
+    x = nn.gelu(nn.Dense(self.hidden, name='dense_1')(x))
+    h = nn.Dense(self.bottleneck, name='bottleneck')(x)
+    c = self.param('prototypes', nn.initializers.lecun_normal(),
+                   (self.bottleneck, self.prototypes))
+    unit = lambda v, axis: v * jax.lax.rsqrt(
+        jnp.maximum(jnp.sum(jnp.square(v), axis, keepdims=True), 1e-12))
+    return unit(h, -1) @ unit(c, 0)
 
 
 class Predictor(nn.Module):
@@ -315,13 +351,14 @@ class Predictor(nn.Module):
     return x.reshape(b, m, t, self.embed_dim)
 
 
-def make_encoder(m) -> ViTEncoder:
-  """The encoder of `m`, a config's `model` group."""
+def make_encoder(m, head_prototypes: int = 0) -> ViTEncoder:
+  """The encoder of `m`, a config's `model` group (with a projection head of
+  `head_prototypes` prototypes when > 0: the training objective's)."""
   return ViTEncoder(patch_size=m.patch_size, embed_dim=m.embed_dim, depth=m.depth,
                     num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
                     patch_embed=m.patch_embed, num_colours=m.num_colours,
                     colour_dim=m.colour_dim, attention=m.attention,
-                    dtype=compute_dtype(m.dtype))
+                    dtype=compute_dtype(m.dtype), head_prototypes=head_prototypes)
 
 
 def make_predictor(m, grid) -> Predictor:

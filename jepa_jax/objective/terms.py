@@ -148,7 +148,9 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
   tokens of the whole image t_full (b, N, D, no gradient) and their target
   blocks tgt (b, M, T, D); with the validity flags of padded data (else None).
   With `setup.context_augment` the context encoder sees `context_view`'s
-  images (keys: the mask key folded with a tag), the target the originals."""
+  images (keys: the mask key folded with a tag), the target the originals.
+  With `LossSpec.global_dino` also both encoders' head scores of their mean
+  tokens, z_head and t_head (b, prototypes; else None)."""
   if setup.padded:
     valid = model_lib.token_validity(images, setup.encoder.patch_size)   # (b, N)
     ctx_idx, tgt_idx, ctx_valid, tgt_valid = masking.sample_masks_valid(
@@ -158,17 +160,21 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
     ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
                                             setup.masking)
   ctx_images = context_view(setup.context_augment, mask_key, sample_ids, images)
-  z = setup.encoder.apply(params['encoder'], ctx_images, ctx_idx, ctx_valid)  # (b, K, D)
+  heads = bool(setup.loss.global_dino)       # static: the heads' scores too
+  z = setup.encoder.apply(params['encoder'], ctx_images, ctx_idx, ctx_valid,
+                          with_head=heads)                       # (b, K, D)
   t_full = jax.lax.stop_gradient(
-      setup.encoder.apply(target_params, images, None, valid))         # (b, N, D)
+      setup.encoder.apply(target_params, images, None, valid, with_head=heads))
+  (z, z_head), (t_full, t_head) = (z, t_full) if heads else ((z, None), (t_full, None))
   b, m, t = tgt_idx.shape
-  tgt = model_lib.gather_tokens(t_full, tgt_idx.reshape(b, m * t))
+  tgt = model_lib.gather_tokens(t_full, tgt_idx.reshape(b, m * t))    # t_full (b, N, D)
   return dict(z=z, t_full=t_full, tgt=tgt.reshape(b, m, t, -1), ctx_idx=ctx_idx,
-              tgt_idx=tgt_idx, valid=valid, ctx_valid=ctx_valid, tgt_valid=tgt_valid)
+              tgt_idx=tgt_idx, valid=valid, ctx_valid=ctx_valid, tgt_valid=tgt_valid,
+              z_head=z_head, t_head=t_head)
 
 
 def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
-                w_ctx, w_tgt, sig_key) -> Dict[str, jax.Array]:
+                w_ctx, w_tgt, sig_key, heads_g=None) -> Dict[str, jax.Array]:
   """The JEPA loss terms on the global batch (unweighted; `LossSpec.weights`):
   InfoNCE and MSE of predictions vs targets, SIGReg of the context tokens,
   relational matching of pooled predictions / targets and of the pooled
@@ -177,7 +183,10 @@ def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
   LeJEPA's prediction term with the masked context as the view); with
   `LossSpec.global_infonce` > 0 the InfoNCE of the same pair over the batch
   ('global_infonce': each image's context view must pick its own whole image
-  among the batch's, the instance discrimination of SimCLR / MoCo)."""
+  among the batch's, the instance discrimination of SimCLR / MoCo); with
+  `LossSpec.global_dino` > 0 DINO's cross-entropy of the context view's head
+  scores against the whole image's, Sinkhorn-centred and sharpened
+  ('global_dino'; `heads_g` = the gathered (z_head, t_head))."""
   lc = setup.loss
   d = z_g.shape[-1]
   p_flat, t_flat = pred_g.reshape(-1, d), tgt_g.reshape(-1, d)
@@ -199,6 +208,8 @@ def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
     parts['global'] = losses.invariance_loss(z_pool, t_pool_g, **_w(w_img))
   if lc.global_infonce:
     parts['global_infonce'] = losses.infonce_loss(z_pool, t_pool_g, temperature, **_w(w_img))
+  if lc.global_dino:
+    parts['global_dino'] = losses.dino_loss(*heads_g, *lc.dino_temperatures, **_w(w_img))
   return parts
 
 
@@ -209,6 +220,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
         + w_rel·Rel(pool(pred), pool(tgt)) + w_ctx·Rel(pool(z), pool(t_full))
         [+ w_glob·MSE(pool(z), pool(t_full))]
         [+ w_gnce·InfoNCE(pool(z), pool(t_full); τ)]
+        [+ w_dino·DINO(head(pool(z)), head_target(pool(t_full)))]
         + β·commit(u, q) [+ codebook(u, q) in gradient mode / SimVQ]
         [+ w_ent·entropy(u, E)]
   where z are the context encoder's tokens (SIGReg reads pool(z), one row
@@ -262,8 +274,10 @@ def make_loss_fn(setup, axis_name=None, snap=True):
       parts.update(quantizer_lib.losses(spec, u_g, gather(vq_aux['quantized']),
                                         vq_aux['codebook'], w_ctx))
       weights.update(spec.loss_weights)
+    heads_g = ((gather(v['z_head']), gather(v['t_head'])) if setup.loss.global_dino
+               else None)
     parts.update(_jepa_terms(setup, params['temperature'], z_g, pred_g, tgt_g,
-                             t_pool_g, cv_g, tv_g, w_ctx, w_tgt, keys[1]))
+                             t_pool_g, cv_g, tv_g, w_ctx, w_tgt, keys[1], heads_g))
     total = sum(weights[k] * x for k, x in parts.items())
     sg = jax.lax.stop_gradient
     aux = {'parts': parts, 'codes': codes,

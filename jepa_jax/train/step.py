@@ -70,7 +70,8 @@ from jepa_jax.vq import quantizer as quantizer_lib
 
 # Loss components logged per epoch as train_<name>_mean / val_<name>_mean.
 LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
-                   'relational_context', 'global', 'global_infonce', 'commitment',
+                   'relational_context', 'global', 'global_infonce', 'global_dino',
+                   'commitment',
                    'codebook', 'entropy')
 
 
@@ -90,6 +91,9 @@ class LossSpec:
   temperature_max: float
   global_: float = 0.0                # 'global': pooled context -> pooled target MSE
   global_infonce: float = 0.0         # 'global_infonce': the same pair, InfoNCE
+  global_dino: float = 0.0            # 'global_dino': DINO on the pair's head scores
+  dino_prototypes: int = 0            # the head's prototypes (0 without the term)
+  dino_temperatures: Tuple[float, float] = (0.1, 0.04)   # student, teacher
   sigreg_input: str = 'tokens'        # SIGReg on the context tokens or their image means
 
   @classmethod
@@ -104,6 +108,10 @@ class LossSpec:
                temperature_init=lc.temperature_init,
                temperature_min=lc.temperature_min, temperature_max=lc.temperature_max,
                global_=lc.global_weight, global_infonce=lc.global_infonce_weight,
+               global_dino=lc.global_dino_weight,
+               dino_prototypes=lc.dino_prototypes if lc.global_dino_weight else 0,
+               dino_temperatures=(lc.dino_student_temperature,
+                                  lc.dino_teacher_temperature),
                sigreg_input=lc.sigreg_input)
 
   @property
@@ -112,7 +120,8 @@ class LossSpec:
             'invariance': self.invariance, 'relational': self.relational,
             'relational_context': self.relational_context,
             **({'global': self.global_} if self.global_ else {}),
-            **({'global_infonce': self.global_infonce} if self.global_infonce else {})}
+            **({'global_infonce': self.global_infonce} if self.global_infonce else {}),
+            **({'global_dino': self.global_dino} if self.global_dino else {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,11 +179,13 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
   tx = objective.make_tx(schedule, weight_decay=tc.weight_decay,
                          grad_clip_norm=tc.grad_clip_norm, frozen=frozen,
                          codebook_schedule=codebook_schedule)
-  return Setup(cfg=cfg, grid=grid, encoder=model_lib.make_encoder(cfg.model),
+  loss = LossSpec.from_config(cfg.loss)
+  return Setup(cfg=cfg, grid=grid,
+               encoder=model_lib.make_encoder(cfg.model, loss.dino_prototypes),
                predictor=model_lib.make_predictor(cfg.model, grid), tx=tx,
                lr_schedule=schedule, peak_learning_rate=tc.learning_rate,
                warmup_steps=warmup, steps_per_epoch=spe, total_steps=total,
-               masking=cfg.masking, loss=LossSpec.from_config(cfg.loss), frozen=frozen,
+               masking=cfg.masking, loss=loss, frozen=frozen,
                freeze_target='target_encoder' in tc.frozen,
                momentum=(tc.ema_momentum_start, tc.ema_momentum_end),
                quantizer=quantizer_lib.make_spec(cfg),
@@ -200,7 +211,8 @@ def init_state(setup: Setup, image_shape, seed: int):
     m, t = mc.num_target_blocks, int(np.prod(mc.target_block_size))
     ctx_idx = jnp.zeros((1, mc.num_context_tokens), jnp.int32)
     tgt_idx = jnp.zeros((1, m, t), jnp.int32)
-    enc = setup.encoder.init(k_enc, images, ctx_idx)
+    enc = setup.encoder.init(k_enc, images, ctx_idx,
+                             with_head=bool(setup.encoder.head_prototypes))
     ctx = jnp.zeros((1, mc.num_context_tokens, setup.encoder.embed_dim))
     pred = setup.predictor.init(k_pred, ctx, ctx_idx, tgt_idx)
     params = {'encoder': enc, 'predictor': pred,
