@@ -1,5 +1,5 @@
 """The global terms: loss.global_weight (LeJEPA-style), loss.global_infonce_weight
-(instance discrimination) and loss.sigreg_input."""
+(instance discrimination), loss.global_dino_weight (DINO) and loss.sigreg_input."""
 import dataclasses
 import types
 
@@ -85,3 +85,90 @@ def test_the_config_keys_reach_the_loss_spec_and_are_validated():
   with pytest.raises(ConfigError) as err:
     config_checks.validate(cfg)
   assert err.value.key == 'loss.sigreg_input'
+
+
+def _sinkhorn_by_hand(teacher, eps, iters):
+  """SwAV's probability-domain Sinkhorn-Knopp (prototypes, then samples),
+  rows of the result summing to 1: an independent derivation."""
+  q = np.exp((teacher - teacher.max()) / eps).T              # (K, B)
+  k, b = q.shape
+  q /= q.sum()
+  for _ in range(iters):
+    q /= q.sum(1, keepdims=True) * k
+    q /= q.sum(0, keepdims=True) * b
+  return (q * b).T
+
+
+def test_dino_loss_is_cross_entropy_against_the_sinkhorn_centred_teacher():
+  rng = np.random.default_rng(1)
+  s, t = rng.normal(size=(2, 6, 5)).astype(np.float32)
+  q = _sinkhorn_by_hand(t.astype(np.float64), 0.5, 3)
+  log_s = s / 0.1 - np.log(np.exp(s / 0.1).sum(1, keepdims=True))
+  want = -np.mean((q * log_s).sum(1))
+  got = losses.dino_loss(jnp.asarray(s), jnp.asarray(t), 0.1, 0.5)
+  assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_dino_teacher_is_balanced_over_the_batch_and_gets_no_gradient():
+  rng = np.random.default_rng(2)
+  s, t = (jnp.asarray(x) for x in rng.normal(size=(2, 8, 4)).astype(np.float32))
+  t = t.at[:, 0].add(3.0)                   # one prototype dominates every image
+  g_s, g_t = jax.grad(lambda a, b: losses.dino_loss(a, b, 0.1, 0.5, num_iters=50),
+                      argnums=(0, 1))(s, t)
+  assert float(jnp.abs(g_t).max()) == 0.0 and float(jnp.abs(g_s).max()) > 0.0
+  # The student's best answer is the teacher's target: its mass per prototype is 1/K.
+  q = _sinkhorn_by_hand(np.asarray(t, np.float64), 0.5, 50)
+  np.testing.assert_allclose(q.mean(0), np.full(4, 0.25), atol=1e-4)
+  np.testing.assert_allclose(q.sum(1), 1.0, atol=1e-6)
+
+
+def test_dino_loss_with_zero_weights_is_the_loss_of_the_valid_rows():
+  rng = np.random.default_rng(3)
+  s, t = rng.normal(size=(2, 7, 5)).astype(np.float32)
+  w = np.array([1, 1, 0, 1, 1, 0, 1], np.float32)
+  got = losses.dino_loss(s, t, 0.1, 0.04, weights=w)
+  want = losses.dino_loss(s[w > 0], t[w > 0], 0.1, 0.04)
+  assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_dino_config_trains_a_head_whose_teacher_is_the_targets_ema():
+  """configs/dino.py at :tiny: the head lives in the encoder's tree (so the
+  target encoder's EMA is the teacher's head), one step gives a finite
+  'global_dino' term, the student head moves and the teacher follows by
+  1 - 0.996 of the gap; the probe's encoder (no head) reads the same tree."""
+  from jepa_jax import data as data_lib
+  from jepa_jax.model import vit
+  from conftest import load
+  cfg = load('dino', 'tiny')
+  cfg.train.warmup_epochs = 0                      # a step-0 learning rate above 0
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  head = state['params']['encoder']['params']['head']
+  assert head['prototypes'].shape == (cfg.model.embed_dim, 256)
+  images = jnp.asarray(ds.train_images[:16])
+  new, metrics = jax.jit(step_lib.make_train_step(setup))(
+      state, images, jnp.arange(16, dtype=jnp.int32))
+  assert np.isfinite(float(metrics['global_dino'])) and float(metrics['global_dino']) > 0
+  old_c = np.asarray(head['prototypes'])
+  new_c = np.asarray(new['params']['encoder']['params']['head']['prototypes'])
+  tgt_c = np.asarray(new['target_params']['params']['head']['prototypes'])
+  assert np.abs(new_c - old_c).max() > 0
+  np.testing.assert_allclose(tgt_c - old_c, (1 - 0.996) * (new_c - old_c), atol=1e-7)
+  plain = vit.make_encoder(cfg.model)                  # what evaluate builds
+  toks = plain.apply(new['target_params'], images)
+  assert toks.shape == (16, ds.image_shape[0] // cfg.model.patch_size
+                        * (ds.image_shape[1] // cfg.model.patch_size), cfg.model.embed_dim)
+
+
+def test_dino_keys_are_validated():
+  from jepa_jax.config import checks as config_checks
+  from jepa_jax.errors import ConfigError
+  from conftest import load
+  for key, bad in (('loss.dino_teacher_temperature', 0.0), ('loss.dino_prototypes', 0),
+                   ('loss.global_dino_weight', -1.0)):
+    cfg = load('dino', 'tiny')
+    cfg[key.split('.')[0]][key.split('.')[1]] = bad
+    with pytest.raises(ConfigError) as err:
+      config_checks.validate(cfg)
+    assert err.value.key == key
