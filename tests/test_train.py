@@ -426,3 +426,29 @@ def test_context_augment_changes_the_loss_only_through_the_context_view():
   lejepa_state = step_lib.init_state(lejepa, ds.image_shape, lejepa_cfg.seed)
   cropped = jax.jit(step_lib.make_train_step(lejepa))(lejepa_state, images, ids)[1]['loss']
   assert np.isfinite(float(cropped))
+
+
+def test_target_augment_jitters_the_target_view_with_a_draw_of_its_own():
+  """data.target_augment='colour': the target encoder reads its own colour
+  jitter of the image (keyed by the mask key folded with TARGET_TAG), not the
+  image and not the context's draw; 'crop' is refused (tokens would move)."""
+  from jepa_jax.errors import ConfigError
+  from jepa_jax.objective import terms as objective
+  cfg, ds, setup, state, images, ids = _setup_and_state('no_vq_gentle')
+  cfg = set_overrides(cfg, {'data.target_augment': 'colour',
+                            'data.context_augment': 'colour'})
+  aug = step_lib.make_setup(cfg, ds)
+  key = jax.random.PRNGKey(5)
+  v = objective._views(aug, state['params'], state['target_params'], images, ids, key)
+  enc = lambda x: setup.encoder.apply(state['target_params'], x, None, None)
+  own = objective.context_view('colour', jax.random.fold_in(key, objective.TARGET_TAG),
+                               ids, images)
+  np.testing.assert_allclose(np.asarray(v['t_full']), np.asarray(enc(own)), atol=1e-6)
+  ctx_draw = objective.colour_jitter(jax.random.fold_in(key, objective.AUGMENT_TAG), ids, images)
+  for other in (images, ctx_draw):
+    assert np.abs(np.asarray(v['t_full']) - np.asarray(enc(other))).max() > 1e-3
+  plain = objective._views(setup, state['params'], state['target_params'], images, ids, key)
+  np.testing.assert_array_equal(np.asarray(plain['t_full']), np.asarray(enc(images)))
+  with pytest.raises(ConfigError) as err:
+    config_lib.validate(set_overrides(cfg, {'data.target_augment': 'crop'}))
+  assert err.value.key == 'data.target_augment'

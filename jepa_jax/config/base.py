@@ -92,6 +92,11 @@ def _data_and_model(c) -> None:
   # random: objective.crop_flip; pooled terms only) or 'colour+crop'; the
   # target encoder sees the image. Pixel data only.
   c.data.context_augment = ''
+  # The target encoder's view: '' (the image) or 'colour' (its colours
+  # jittered as the context's 'colour', with a draw of its own: the
+  # prediction must then do without the colours, BYOL's and DINO's two
+  # independently distorted views). Pixel data only.
+  c.data.target_augment = ''
   c.data.pipeline = 'memory'
   c.data.read_threads = 4
   c.data.workers = 0
@@ -330,7 +335,7 @@ ADDED = (
     'data.shapes_train_size', 'data.shapes_val_size', 'data.shapes_classes',
     'data.shapes_scale_range', 'data.shapes_max_rotation', 'data.shapes_max_distractors',
     'data.shapes_distractor_scale_range', 'data.shapes_backgrounds',
-    'data.context_augment',
+    'data.context_augment', 'data.target_augment',
     'vq.ibq_temperature', 'vq.assignment', 'vq.sinkhorn_epsilon', 'vq.sinkhorn_iters',
     'vq.update_source',
 )

@@ -66,6 +66,7 @@ def _w(weights):
 # std) and the probability of a grey image.
 COLOUR_GAIN, COLOUR_OFFSET, GREY_PROB = (0.6, 1.4), 0.4, 0.2
 AUGMENT_TAG = 0xC01
+TARGET_TAG = 0x7A6     # the target view's own draw (`data.target_augment`)
 
 
 def colour_jitter(key, sample_ids, images):
@@ -148,7 +149,8 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
   tokens of the whole image t_full (b, N, D, no gradient) and their target
   blocks tgt (b, M, T, D); with the validity flags of padded data (else None).
   With `setup.context_augment` the context encoder sees `context_view`'s
-  images (keys: the mask key folded with a tag), the target the originals.
+  images (keys: the mask key folded with a tag), the target the originals,
+  or with `setup.target_augment` its own draw of the same augmentation.
   With `LossSpec.global_dino` also both encoders' head scores of their mean
   tokens, z_head and t_head (b, prototypes; else None)."""
   if setup.padded:
@@ -163,8 +165,10 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
   heads = bool(setup.loss.global_dino)       # static: the heads' scores too
   z = setup.encoder.apply(params['encoder'], ctx_images, ctx_idx, ctx_valid,
                           with_head=heads)                       # (b, K, D)
+  tgt_images = context_view(setup.target_augment, jax.random.fold_in(mask_key, TARGET_TAG),
+                            sample_ids, images)
   t_full = jax.lax.stop_gradient(
-      setup.encoder.apply(target_params, images, None, valid, with_head=heads))
+      setup.encoder.apply(target_params, tgt_images, None, valid, with_head=heads))
   (z, z_head), (t_full, t_head) = (z, t_full) if heads else ((z, None), (t_full, None))
   b, m, t = tgt_idx.shape
   tgt = model_lib.gather_tokens(t_full, tgt_idx.reshape(b, m * t))    # t_full (b, N, D)

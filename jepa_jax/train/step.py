@@ -145,6 +145,7 @@ class Setup:
   momentum: Tuple[float, float]  # target-encoder EMA momentum, start and end
   quantizer: Any = None     # quantizer.Spec, None without VQ
   context_augment: str = ''  # data.context_augment: the context view's augmentation
+  target_augment: str = ''   # data.target_augment: the target view's ('' or 'colour')
 
   @property
   def vq_enabled(self) -> bool:
@@ -189,7 +190,8 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
                freeze_target='target_encoder' in tc.frozen,
                momentum=(tc.ema_momentum_start, tc.ema_momentum_end),
                quantizer=quantizer_lib.make_spec(cfg),
-               context_augment=cfg.data.context_augment)
+               context_augment=cfg.data.context_augment,
+               target_augment=cfg.data.target_augment)
 
 
 def trainables_of(setup: Setup, state) -> Dict[str, Any]:
