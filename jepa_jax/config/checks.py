@@ -64,7 +64,7 @@ def _data(cfg, check) -> None:
   check('data.target_augment', d.target_augment in ('', 'colour') and not (
       d.target_augment and cfg.model.patch_embed == 'colour'),
         "must be '' or 'colour' (pixel data only; a crop would move the target's "
-        "tokens off the predictions')")
+        "tokens off the predictions)")
   if 'crop' in d.context_augment:
     token_terms = [k for k, w in (('loss.infonce_weight', cfg.loss.infonce_weight),
                                   ('loss.invariance_weight', cfg.loss.invariance_weight),
