@@ -1,0 +1,76 @@
+"""The `ijepa.py` shapes screen over seeds: paired gains over random init.
+
+    python -m experiments.results.representation.seeds_table [--seeds 0,1,2,3,4]
+
+Reads, per seed S, the files this study keeps (`shapes_s0/` for seed 0,
+`shapes_s1_s2/` for the others): the in-run holdout trajectory
+(`ijepa_sS_probe_metrics.jsonl`, end against step 0), and the
+`shapes_baselines` probes of the final target encoder against the random
+init of the same seed on the mean token, on the main object's own tokens,
+and on the mean token of bigger objects than it was trained on
+(`mean_pool_`, `object_pool_`, `big_scale_5000_mean_pool_ijepa_sS.json`).
+Prints one markdown row per probe: each seed's gain in points, their mean
+with its 95% bootstrap interval and the worst seed
+(`jepa_jax.eval.metrics.paired`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from jepa_jax.eval import metrics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROBES = (('mean token, 2,000 / 1,000', 'mean_pool'),
+          ('main object\'s own tokens, 2,000 / 1,000', 'object_pool'),
+          ('mean token on bigger objects, 5,000 / 2,000', 'big_scale_5000_mean_pool'))
+
+
+def _folder(seed: int) -> str:
+  return os.path.join(HERE, 'shapes_s0' if seed == 0 else 'shapes_s1_s2')
+
+
+def _probe(seed: int, prefix: str):
+  """(trained, random init) of one shapes_baselines file, in %."""
+  with open(os.path.join(_folder(seed), f'{prefix}_ijepa_s{seed}.json')) as f:
+    shape = json.load(f)['probe']['shape']
+  return 100 * shape['trained_encoder'], 100 * shape['random_encoder']
+
+
+def _trajectory(seed: int):
+  """(end, step 0) of the in-run trajectory's target encoder, in %."""
+  with open(os.path.join(_folder(seed), f'ijepa_s{seed}_probe_metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return 100 * rows[-1]['linear_target'], 100 * rows[0]['linear_target']
+
+
+def rows(seeds):
+  """[(probe name, {seed: (trained, init)})] for every probe of the table."""
+  out = [('in-run trajectory, end (target)', {s: _trajectory(s) for s in seeds})]
+  for name, prefix in PROBES:
+    out.append((name, {s: _probe(s, prefix) for s in seeds}))
+  return out
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--seeds', default='0,1,2,3,4')
+  seeds = [int(s) for s in ap.parse_args(argv).seeds.split(',')]
+  print('| probe | ' + ' | '.join(f'seed {s}' for s in seeds)
+        + ' | mean gain [95% CI] (worst seed) |')
+  print('|---' * (len(seeds) + 2) + '|')
+  for name, values in rows(seeds):
+    gain = metrics.paired({s: v[0] for s, v in values.items()},
+                          {s: v[1] for s, v in values.items()})
+    cells = [f'{values[s][0]:.1f} vs {values[s][1]:.1f} ({values[s][0] - values[s][1]:+.1f})'
+             for s in seeds]
+    low, high = gain['ci']
+    print(f'| {name} | ' + ' | '.join(cells) + f" | {gain['mean']:+.1f} [{low:+.1f}, "
+          f"{high:+.1f}] ({gain['worst']:+.1f}, seed {gain['worst_seed']}) |")
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
