@@ -3,7 +3,7 @@
     python -m experiments.results.representation.seeds_table [--seeds 0,1,2,3,4]
 
 Reads, per seed S, the files this study keeps (`shapes_s0/` for seed 0,
-`shapes_s1_s2/` for the others): the in-run holdout trajectory
+`shapes_s1_s4/` for the others): the in-run holdout trajectory
 (`ijepa_sS_probe_metrics.jsonl`, end against step 0), and the
 `shapes_baselines` probes of the final target encoder against the random
 init of the same seed on the mean token, on the main object's own tokens,
@@ -29,7 +29,7 @@ PROBES = (('mean token, 2,000 / 1,000', 'mean_pool'),
 
 
 def _folder(seed: int) -> str:
-  return os.path.join(HERE, 'shapes_s0' if seed == 0 else 'shapes_s1_s2')
+  return os.path.join(HERE, 'shapes_s0' if seed == 0 else 'shapes_s1_s4')
 
 
 def _probe(seed: int, prefix: str):
