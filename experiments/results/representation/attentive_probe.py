@@ -88,25 +88,12 @@ def main(argv=None) -> int:
   ap.add_argument('--steps', type=int, default=3_000)
   ap.add_argument('--out', default='')
   args = ap.parse_args(argv)
-  import jax  # noqa: PLC0415
   from experiments.results.representation import shapes_baselines  # noqa: PLC0415
-  from jepa_jax.run import trained  # noqa: PLC0415
-  from jepa_jax.train import step as step_lib  # noqa: PLC0415
   cfg, ds = shapes_baselines.load(None, args.train, args.val, args.workdir)
-  setup = step_lib.make_setup(cfg, ds)
-  init = step_lib.init_state(setup, ds.image_shape, cfg.seed)
-  final = trained.load(args.workdir, jax.eval_shape(
-      lambda: step_lib.init_state(setup, ds.image_shape, cfg.seed)))
-  encode = jax.jit(lambda p, x: setup.encoder.apply(p, x, None, None))
   images = (np.asarray(ds.train_images[:]), np.asarray(ds.val_images))
-
-  def tokens(params):
-    return [np.concatenate([np.asarray(encode(params, im[i:i + 500]))
-                            for i in range(0, len(im), 500)]) for im in images]
-
-  sets = {'pixels': [patches(im, cfg.model.patch_size) for im in images],
-          'random_encoder': tokens(init['target_params']),
-          'trained_encoder': tokens(final['target_params'])}
+  sets = {'pixels': [patches(im, cfg.model.patch_size) for im in images]}
+  sets.update(shapes_baselines.feature_sets(cfg, ds, args.workdir, pixels=False,
+                                            pool='tokens'))
   labels = (ds.train_factors['shape'], ds.val_factors['shape'])
   out = {'workdir': args.workdir, 'train': args.train, 'val': args.val, 'steps': args.steps}
   for name, (tr, va) in sets.items():

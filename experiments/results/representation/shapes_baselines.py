@@ -94,12 +94,15 @@ def encoder_features(setup, params, images, batch: int = 500,
                      pool: str = 'mean', weights=None) -> np.ndarray:
   """The encoder's output on whole images pooled over tokens: their mean
   (N, D); with pool='meanmax' their mean and max concatenated (N, 2D); with
-  pool='object' their mean under `weights` (N, T), `object_token_weights`."""
+  pool='object' their mean under `weights` (N, T), `object_token_weights`;
+  pool='tokens' leaves them unpooled (N, T, D), for `attentive_probe`."""
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
 
   def pooled(p, x, w):
     t = setup.encoder.apply(p, x, None, None)
+    if pool == 'tokens':
+      return t
     if pool == 'object':
       return jnp.einsum('nt,ntd->nd', w, t)
     return t.mean(axis=1) if pool == 'mean' else jnp.concatenate([t.mean(1), t.max(1)], -1)
