@@ -59,7 +59,12 @@ def test_seeds_table_pairs_each_seed_with_its_own_random_init(capsys):
   29.4 - 20.2)."""
   from experiments.results.representation import seeds_table
   assert seeds_table.main(['--seeds', '0,1,2']) == 0
-  row = next(l for l in capsys.readouterr().out.splitlines()
-             if l.startswith('| mean token, 2,000'))
+  out = capsys.readouterr().out.splitlines()
+  row = next(l for l in out if l.startswith('| mean token, 2,000'))
   assert '30.4 vs 22.0 (+8.4)' in row and '25.7 vs 22.0 (+3.7)' in row
   assert row.endswith('(+3.7, seed 1) |') and '| +7.1 [' in row
+  # The share of the ceiling: the trajectory's end over the supervised run's
+  # end at the same seed (27.7 / 66.2, 25.3 / 66.4, 27.2 / 65.5).
+  share = next(l for l in out if l.startswith('| trajectory end, % of the supervised'))
+  assert '41.8 (27.7 of 66.2)' in share and '38.1 (25.3 of 66.4)' in share
+  assert share.endswith('(38.1, seed 1) |')

@@ -11,7 +11,10 @@ and on the mean token of bigger objects than it was trained on
 (`mean_pool_`, `object_pool_`, `big_scale_5000_mean_pool_ijepa_sS.json`).
 Prints one markdown row per probe: each seed's gain in points, their mean
 with its 95% bootstrap interval and the worst seed
-(`jepa_jax.eval.metrics.paired`).
+(`jepa_jax.eval.metrics.paired`); then the trajectory's end as a share of
+the supervised ceiling of the same seed (`supervised_sS.json`: the same
+architecture trained on the labels, probed on the same holdout rows), with
+its mean, interval and worst seed (`metrics.summarize`).
 """
 from __future__ import annotations
 
@@ -46,6 +49,13 @@ def _trajectory(seed: int):
   return 100 * rows[-1]['linear_target'], 100 * rows[0]['linear_target']
 
 
+def _ceiling_share(seed: int):
+  """(trajectory end, supervised ceiling's end), in %, same holdout rows."""
+  with open(os.path.join(_folder(seed), f'supervised_s{seed}.json')) as f:
+    ceiling = 100 * json.load(f)['trajectory'][-1]['linear']
+  return _trajectory(seed)[0], ceiling
+
+
 def rows(seeds):
   """[(probe name, {seed: (trained, init)})] for every probe of the table."""
   out = [('in-run trajectory, end (target)', {s: _trajectory(s) for s in seeds})]
@@ -69,6 +79,13 @@ def main(argv=None) -> int:
     low, high = gain['ci']
     print(f'| {name} | ' + ' | '.join(cells) + f" | {gain['mean']:+.1f} [{low:+.1f}, "
           f"{high:+.1f}] ({gain['worst']:+.1f}, seed {gain['worst_seed']}) |")
+  shares = {s: _ceiling_share(s) for s in seeds}
+  share = metrics.summarize([100 * e / c for e, c in shares.values()], list(shares))
+  cells = [f'{100 * e / c:.1f} ({e:.1f} of {c:.1f})' for e, c in shares.values()]
+  low, high = share['ci']
+  print(f'| trajectory end, % of the supervised ceiling | ' + ' | '.join(cells)
+        + f" | {share['mean']:.1f} [{low:.1f}, {high:.1f}] ({share['worst']:.1f}, "
+        f"seed {share['worst_seed']}) |")
   return 0
 
 
