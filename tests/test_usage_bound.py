@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments.results.goal_gaps import churn_sources
+from experiments.results.reference_fidelity import trajectory_table, usage_definitions
 from experiments.results.usage_bound import usage_bound
 from experiments.results.loss_gap import vq_bypass
 from jepa_jax.vq import health
@@ -62,6 +63,43 @@ def test_bounds_of_a_tiny_run_checkpoint(tiny_run, tmp_path, capsys):
   with pytest.raises(SystemExit):
     usage_bound.main(['--workdir', workdir, '--steps', '99999'])
   assert 'no checkpoint at step(s) [99999]' in capsys.readouterr().err
+
+
+def test_usage_definitions_by_hand():
+  # usage 0, 1, 10, 89: mean 25, the refresh rule's line at 0.05 x 25 = 1.25.
+  shares = usage_definitions.state_shares([0, 1, 10, 89], [1e-6, 1e-4, 0.5, 2.0], 0.05,
+                                          (1e-5, 1e-3, 0.1))
+  assert shares == {'ever': 0.75, 'not_dead': 0.5, 'ema>1e-05': 0.75, 'ema>0.001': 0.5,
+                    'ema>0.1': 0.5}
+  # Nothing counted yet: nothing is dead; a gradient codebook has no EMA sizes.
+  assert usage_definitions.state_shares([0, 0], None, 0.05, (0.1,)) == {
+      'ever': 0.0, 'not_dead': 1.0}
+
+
+@pytest.mark.slow          # the tiny run of the fixture
+def test_usage_definitions_of_a_tiny_run_recompute_the_logged_usage(tiny_run, tmp_path):
+  out = str(tmp_path / 'defs.jsonl')
+  assert usage_definitions.main(['--workdir', tiny_run, '--steps', '3,5', '--out', out]) == 0
+  rows = {json.loads(line)['step']: json.loads(line) for line in open(out)}
+  logged = {json.loads(line)['step']: json.loads(line)['vq_usage_ratio']
+            for line in open(f'{tiny_run}/embedding_metrics.jsonl')}
+  for step in (3, 5):
+    assert rows[step]['val'] == pytest.approx(logged[step])
+    assert 0 < rows[step]['train'] <= 1 and 0 < rows[step]['ever'] <= 1
+    assert {'ema>1e-05', 'ema>0.001', 'ema>0.1'} <= set(rows[step])
+
+
+def test_trajectory_table_reads_the_point_at_or_before_each_step(tmp_path, capsys):
+  path = tmp_path / 'run_embedding_metrics.jsonl'
+  rows = [{'step': 50, 'vq_usage_ratio': 0.5, 'context_effective_rank': 3.0,
+           'target_effective_rank': 6.0},
+          {'step': 250, 'vq_usage_ratio': 0.125, 'context_effective_rank': 2.0,
+           'target_effective_rank': 4.0}]
+  path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  assert trajectory_table.main([str(path), '--steps', '10,200,250,400']) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[-1] == '| run | – | 50.0 | 12.5 | 12.5 | 3.00 → 2.00 | 6.00 → 4.00 |'
+  assert out[2].startswith('| reference (assessment) | – | 17.7 | – | 16.4 |')
 
 
 def test_churn_sources_by_hand():

@@ -101,10 +101,12 @@ def bounds_at(dataset, setup, state, fns, seed: int = 0) -> Dict[str, float]:
   }
 
 
-def main(argv=None) -> int:
-  ap = json_rows.parser('experiments.results.usage_bound.usage_bound', __doc__)
-  ap.add_argument('--steps', default='', help='checkpoint steps (default: all saved)')
-  args = ap.parse_args(argv)
+def checkpoints(ap, args):
+  """(cfg, dataset, setup, [(step, restore)]) of the run in `args.workdir`:
+  its saved checkpoints (or `args.steps`), each `restore()` giving the
+  state; `ap.error` (one line, status 2) for a folder that is not a run,
+  has no learned codebook, holds padded data, or lacks a step asked for.
+  Shared with the other scripts that walk a run's checkpoints."""
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
   cfg, dataset, setup, abstract = trained.run_setup(args.workdir)
@@ -120,10 +122,18 @@ def main(argv=None) -> int:
   missing = sorted(set(steps) - set(saved))
   if missing:
     ap.error(f'no checkpoint at step(s) {missing} in {args.workdir} (saved: {saved})')
+  return cfg, dataset, setup, [(s, lambda s=s: ckpts.restore(s, abstract).state)
+                               for s in steps]
+
+
+def main(argv=None) -> int:
+  ap = json_rows.parser('experiments.results.usage_bound.usage_bound', __doc__)
+  ap.add_argument('--steps', default='', help='checkpoint steps (default: all saved)')
+  args = ap.parse_args(argv)
+  cfg, dataset, setup, saved = checkpoints(ap, args)
   rows, fns = [], make_fns(setup, cfg.seed)
-  for s in steps:
-    state = ckpts.restore(s, abstract).state
-    row = {'step': s, **bounds_at(dataset, setup, state, fns)}
+  for s, restore in saved:
+    row = {'step': s, **bounds_at(dataset, setup, restore(), fns)}
     json_rows.show(row)
     rows.append(row)
   json_rows.save(rows, args.out)
