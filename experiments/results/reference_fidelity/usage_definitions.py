@@ -88,13 +88,8 @@ def main(argv=None) -> int:
     ap.error(f'--thresholds {args.thresholds}: comma-separated numbers, e.g. 1e-5,0.1')
   cfg, dataset, setup, saved = usage_bound.checkpoints(ap, args)
   fns = usage_bound.make_fns(setup, cfg.seed)
-  rows = []
-  for step, restore in saved:
-    row = {'step': step, **definitions_at(dataset, setup, restore(), fns,
-                                          cfg.vq.refresh_usage_threshold, thresholds)}
-    json_rows.show(row)
-    rows.append(row)
-  json_rows.save(rows, args.out)
+  usage_bound.walk(saved, lambda state: definitions_at(
+      dataset, setup, state, fns, cfg.vq.refresh_usage_threshold, thresholds), args.out)
   return 0
 
 

@@ -126,17 +126,23 @@ def checkpoints(ap, args):
                                for s in steps]
 
 
+def walk(saved, measure, out) -> None:
+  """Each checkpoint of `checkpoints`' list as a row {'step', **measure(state)},
+  printed as it comes and saved to `out` at the end (`json_rows`)."""
+  rows = []
+  for step, restore in saved:
+    rows.append({'step': step, **measure(restore())})
+    json_rows.show(rows[-1])
+  json_rows.save(rows, out)
+
+
 def main(argv=None) -> int:
   ap = json_rows.parser('experiments.results.usage_bound.usage_bound', __doc__)
   ap.add_argument('--steps', default='', help='checkpoint steps (default: all saved)')
   args = ap.parse_args(argv)
   cfg, dataset, setup, saved = checkpoints(ap, args)
-  rows, fns = [], make_fns(setup, cfg.seed)
-  for s, restore in saved:
-    row = {'step': s, **bounds_at(dataset, setup, restore(), fns)}
-    json_rows.show(row)
-    rows.append(row)
-  json_rows.save(rows, args.out)
+  fns = make_fns(setup, cfg.seed)
+  walk(saved, lambda state: bounds_at(dataset, setup, state, fns), args.out)
   return 0
 
 
