@@ -1,20 +1,22 @@
 """The `ijepa.py` shapes screen over seeds: paired gains over random init.
 
-    python -m experiments.results.representation.seeds_table [--seeds 0,1,2,3,4]
+    python -m experiments.results.representation.seeds_table [--seeds 0,1,2,3,4] [--run ijepa]
 
 Reads, per seed S, the files this study keeps (`shapes_s0/` for seed 0,
 `shapes_s1_s4/` for the others): the in-run holdout trajectory
-(`ijepa_sS_probe_metrics.jsonl`, end against step 0), and the
+(`RUN_sS_probe_metrics.jsonl`, RUN = `--run`: `ijepa` for the 3-epoch
+runs, `ijepa_6ep` for the 6-epoch ones; end against step 0), and the
 `shapes_baselines` probes of the final target encoder against the random
 init of the same seed on the mean token, on the main object's own tokens,
 and on the mean token of bigger objects than it was trained on
-(`mean_pool_`, `object_pool_`, `big_scale_5000_mean_pool_ijepa_sS.json`).
+(`mean_pool_`, `object_pool_`, `big_scale_5000_mean_pool_RUN_sS.json`).
 Prints one markdown row per probe: each seed's gain in points, their mean
 with its 95% bootstrap interval and the worst seed
 (`jepa_jax.eval.metrics.paired`); then the trajectory's end as a share of
 the supervised ceiling of the same seed (`supervised_sS.json`: the same
 architecture trained on the labels, probed on the same holdout rows), with
-its mean, interval and worst seed (`metrics.summarize`).
+its mean, interval and worst seed (`metrics.summarize`); the ceiling is
+trained for 3 epochs, the budget of the `ijepa` runs.
 """
 from __future__ import annotations
 
@@ -35,43 +37,45 @@ def _folder(seed: int) -> str:
   return os.path.join(HERE, 'shapes_s0' if seed == 0 else 'shapes_s1_s4')
 
 
-def _probe(seed: int, prefix: str):
+def _probe(seed: int, prefix: str, run: str):
   """(trained, random init) of one shapes_baselines file, in %."""
-  with open(os.path.join(_folder(seed), f'{prefix}_ijepa_s{seed}.json')) as f:
+  with open(os.path.join(_folder(seed), f'{prefix}_{run}_s{seed}.json')) as f:
     shape = json.load(f)['probe']['shape']
   return 100 * shape['trained_encoder'], 100 * shape['random_encoder']
 
 
-def _trajectory(seed: int):
+def _trajectory(seed: int, run: str):
   """(end, step 0) of the in-run trajectory's target encoder, in %."""
-  with open(os.path.join(_folder(seed), f'ijepa_s{seed}_probe_metrics.jsonl')) as f:
+  with open(os.path.join(_folder(seed), f'{run}_s{seed}_probe_metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   return 100 * rows[-1]['linear_target'], 100 * rows[0]['linear_target']
 
 
-def _ceiling_share(seed: int):
+def _ceiling_share(seed: int, run: str):
   """(trajectory end, supervised ceiling's end), in %, same holdout rows."""
   with open(os.path.join(_folder(seed), f'supervised_s{seed}.json')) as f:
     ceiling = 100 * json.load(f)['trajectory'][-1]['linear']
-  return _trajectory(seed)[0], ceiling
+  return _trajectory(seed, run)[0], ceiling
 
 
-def rows(seeds):
+def rows(seeds, run: str = 'ijepa'):
   """[(probe name, {seed: (trained, init)})] for every probe of the table."""
-  out = [('in-run trajectory, end (target)', {s: _trajectory(s) for s in seeds})]
+  out = [('in-run trajectory, end (target)', {s: _trajectory(s, run) for s in seeds})]
   for name, prefix in PROBES:
-    out.append((name, {s: _probe(s, prefix) for s in seeds}))
+    out.append((name, {s: _probe(s, prefix, run) for s in seeds}))
   return out
 
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--seeds', default='0,1,2,3,4')
-  seeds = [int(s) for s in ap.parse_args(argv).seeds.split(',')]
+  ap.add_argument('--run', default='ijepa', help="the runs' name before _sS: ijepa, ijepa_6ep")
+  args = ap.parse_args(argv)
+  seeds = [int(s) for s in args.seeds.split(',')]
   print('| probe | ' + ' | '.join(f'seed {s}' for s in seeds)
         + ' | mean gain [95% CI] (worst seed) |')
   print('|---' * (len(seeds) + 2) + '|')
-  for name, values in rows(seeds):
+  for name, values in rows(seeds, args.run):
     gain = metrics.paired({s: v[0] for s, v in values.items()},
                           {s: v[1] for s, v in values.items()})
     cells = [f'{values[s][0]:.1f} vs {values[s][1]:.1f} ({values[s][0] - values[s][1]:+.1f})'
@@ -79,11 +83,11 @@ def main(argv=None) -> int:
     low, high = gain['ci']
     print(f'| {name} | ' + ' | '.join(cells) + f" | {gain['mean']:+.1f} [{low:+.1f}, "
           f"{high:+.1f}] ({gain['worst']:+.1f}, seed {gain['worst_seed']}) |")
-  shares = {s: _ceiling_share(s) for s in seeds}
+  shares = {s: _ceiling_share(s, args.run) for s in seeds}
   share = metrics.summarize([100 * e / c for e, c in shares.values()], list(shares))
   cells = [f'{100 * e / c:.1f} ({e:.1f} of {c:.1f})' for e, c in shares.values()]
   low, high = share['ci']
-  print(f'| trajectory end, % of the supervised ceiling | ' + ' | '.join(cells)
+  print(f'| trajectory end, % of the supervised ceiling (3 epochs) | ' + ' | '.join(cells)
         + f" | {share['mean']:.1f} [{low:.1f}, {high:.1f}] ({share['worst']:.1f}, "
         f"seed {share['worst_seed']}) |")
   return 0
