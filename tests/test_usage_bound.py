@@ -100,6 +100,10 @@ def test_trajectory_table_reads_the_point_at_or_before_each_step(tmp_path, capsy
   out = capsys.readouterr().out.splitlines()
   assert out[-1] == '| run | – | 50.0 | 12.5 | 12.5 | 3.00 → 2.00 | 6.00 → 4.00 |'
   assert out[2].startswith('| reference (assessment) | – | 17.7 | – | 16.4 |')
+  # A path that is no run: one error line naming it, nothing printed to stdout.
+  with pytest.raises(SystemExit) as stop:
+    trajectory_table.main([str(path), str(tmp_path / 'missing')])
+  assert stop.value.code == 2 and capsys.readouterr().out == ''
 
 
 def test_churn_sources_by_hand():

@@ -46,11 +46,19 @@ def row(name: str, rows, steps) -> str:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  ap = argparse.ArgumentParser(prog='python -m experiments.results.reference_fidelity.'
+                               'trajectory_table', description=__doc__.split('\n\n')[0])
   ap.add_argument('runs', nargs='+', help='run folders or embedding_metrics.jsonl files')
   ap.add_argument('--steps', default=','.join(map(str, STEPS)))
   args = ap.parse_args(argv)
   steps = [int(s) for s in args.steps.split(',')]
+  runs = []
+  for path in args.runs:
+    try:
+      runs.append((os.path.basename(os.path.normpath(path)).replace(
+          '_embedding_metrics.jsonl', ''), read(path)))
+    except (OSError, ValueError, KeyError) as err:
+      ap.error(f'{path}: not a run folder or embedding_metrics.jsonl ({err})')
   print('| run | ' + ' | '.join(f'step {s}' for s in steps)
         + ' | context rank | target rank |')
   print('|---' * (len(steps) + 3) + '|')
@@ -58,9 +66,8 @@ def main(argv=None) -> int:
   print('| reference (assessment) | ' + ' | '.join(
       ref + [f'{a:.2f} → {b:.2f}' for a, b in (REFERENCE['context'], REFERENCE['target'])])
         + ' |')
-  for path in args.runs:
-    name = os.path.basename(os.path.normpath(path)).replace('_embedding_metrics.jsonl', '')
-    print(row(name, read(path), steps))
+  for name, rows in runs:
+    print(row(name, rows, steps))
   return 0
 
 
