@@ -13,9 +13,10 @@ typed in from its assessment (`REFERENCE`), for the comparison.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+
+from jepa_jax.run import files as run_files
 
 STEPS = (200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000, 2850)
 # The reference's no-refresh run, as its assessment reports it: usage (%) at
@@ -26,11 +27,11 @@ REFERENCE = {'usage': dict(zip(STEPS, (17.7, 16.4, 14.8, 13.8, 11.3, 9.5, 8.7, 7
 
 
 def read(path: str):
-  """The rows of a run's embedding_metrics.jsonl (folder or file)."""
+  """The rows of a run's embedding_metrics.jsonl (folder or file); [] when
+  there is none (`jepa_jax.run.files.read_jsonl`)."""
   if os.path.isdir(path):
-    path = os.path.join(path, 'embedding_metrics.jsonl')
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    path = os.path.join(path, run_files.EMBEDDING_METRICS)
+  return run_files.read_jsonl(path)
 
 
 def row(name: str, rows, steps) -> str:
@@ -55,10 +56,13 @@ def main(argv=None) -> int:
   runs = []
   for path in args.runs:
     try:
-      runs.append((os.path.basename(os.path.normpath(path)).replace(
-          '_embedding_metrics.jsonl', ''), read(path)))
-    except (OSError, ValueError, KeyError) as err:
+      rows = read(path)
+    except (OSError, ValueError) as err:
       ap.error(f'{path}: not a run folder or embedding_metrics.jsonl ({err})')
+    if not rows:
+      ap.error(f'{path}: not a run folder or embedding_metrics.jsonl (no points)')
+    runs.append((os.path.basename(os.path.normpath(path)).replace(
+        '_embedding_metrics.jsonl', ''), rows))
   print('| run | ' + ' | '.join(f'step {s}' for s in steps)
         + ' | context rank | target rank |')
   print('|---' * (len(steps) + 3) + '|')

@@ -57,21 +57,11 @@ def state_shares(usage, cluster_size, refresh_threshold: float,
 def definitions_at(dataset, setup, state, fns, refresh_threshold: float,
                    thresholds: Sequence[float]) -> Dict[str, float]:
   """Every share of the module docstring for one train state (`fns` from
-  `usage_bound.make_fns`)."""
-  import jax.numpy as jnp  # noqa: PLC0415
-  from jepa_jax.vq import codebook as vq_lib  # noqa: PLC0415
-  from jepa_jax.vq import quantizer as quantizer_lib  # noqa: PLC0415
-  spec = setup.quantizer
-  device_fn, tokens = fns
-  val_codes = np.asarray(device_fn(state, dataset.val_images)['codes'])
-  ids = jnp.arange(len(dataset.train_images), dtype=jnp.int32)
-  tr_whole, _ = tokens(state, dataset.train_images, ids)
-  codebook = quantizer_lib.codebook(spec, state['vq'].codebook, state.get('vq_params'))
-  flat = np.asarray(tr_whole, np.float32).reshape(-1, tr_whole.shape[-1])
-  tr_codes = np.asarray(vq_lib.nearest_codes(codebook, jnp.asarray(flat))[0])
-  vq = state['vq']
-  return {'val': len(np.unique(val_codes)) / spec.num_codes,
-          'train': len(np.unique(tr_codes)) / spec.num_codes,
+  `usage_bound.make_fns`; the codes from `usage_bound.state_codes`)."""
+  spec, vq = setup.quantizer, state['vq']
+  codes = usage_bound.state_codes(dataset, setup, state, fns)
+  return {'val': len(np.unique(codes['val_codes'])) / spec.num_codes,
+          'train': len(np.unique(codes['train_codes'])) / spec.num_codes,
           **state_shares(vq.usage, vq.cluster_size if spec.ema else None,
                          refresh_threshold, thresholds)}
 

@@ -26,6 +26,7 @@ import os
 import sys
 
 from jepa_jax.eval import metrics
+from jepa_jax.run import files as run_files
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROBES = (('mean token, 2,000 / 1,000', 'mean_pool'),
@@ -46,16 +47,14 @@ def _probe(seed: int, prefix: str, run: str):
 
 def _trajectory(seed: int, run: str):
   """(end, step 0) of the in-run trajectory's target encoder, in %."""
-  with open(os.path.join(_folder(seed), f'{run}_s{seed}_probe_metrics.jsonl')) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  rows = run_files.read_jsonl(os.path.join(_folder(seed), f'{run}_s{seed}_probe_metrics.jsonl'))
   return 100 * rows[-1]['linear_target'], 100 * rows[0]['linear_target']
 
 
-def _ceiling_share(seed: int, run: str):
-  """(trajectory end, supervised ceiling's end), in %, same holdout rows."""
+def _ceiling(seed: int) -> float:
+  """The supervised ceiling's end, in %, on the trajectory's holdout rows."""
   with open(os.path.join(_folder(seed), f'supervised_s{seed}.json')) as f:
-    ceiling = 100 * json.load(f)['trajectory'][-1]['linear']
-  return _trajectory(seed, run)[0], ceiling
+    return 100 * json.load(f)['trajectory'][-1]['linear']
 
 
 def rows(seeds, run: str = 'ijepa'):
@@ -75,7 +74,8 @@ def main(argv=None) -> int:
   print('| probe | ' + ' | '.join(f'seed {s}' for s in seeds)
         + ' | mean gain [95% CI] (worst seed) |')
   print('|---' * (len(seeds) + 2) + '|')
-  for name, values in rows(seeds, args.run):
+  table = rows(seeds, args.run)
+  for name, values in table:
     gain = metrics.paired({s: v[0] for s, v in values.items()},
                           {s: v[1] for s, v in values.items()})
     cells = [f'{values[s][0]:.1f} vs {values[s][1]:.1f} ({values[s][0] - values[s][1]:+.1f})'
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     low, high = gain['ci']
     print(f'| {name} | ' + ' | '.join(cells) + f" | {gain['mean']:+.1f} [{low:+.1f}, "
           f"{high:+.1f}] ({gain['worst']:+.1f}, seed {gain['worst_seed']}) |")
-  shares = {s: _ceiling_share(s, args.run) for s in seeds}
+  shares = {s: (end, _ceiling(s)) for s, (end, _) in table[0][1].items()}
   share = metrics.summarize([100 * e / c for e, c in shares.values()], list(shares))
   cells = [f'{100 * e / c:.1f} ({e:.1f} of {c:.1f})' for e, c in shares.values()]
   low, high = share['ci']

@@ -79,25 +79,37 @@ def make_fns(setup, seed: int):
   return jax.jit(measure.make_device_fn(setup, seed)), jax.jit(tokens)
 
 
+def state_codes(dataset, setup, state, fns) -> Dict[str, np.ndarray]:
+  """One train state's codes and tokens (`fns` from `make_fns`): 'val_codes'
+  (the embedding metrics' val codes), 'train_codes' (the train split's
+  whole-image tokens at their nearest code of the run's codebook), and the
+  tokens as (rows, d) arrays in the quantizer's space: 'train_whole',
+  'train_ctx' (masked context), 'val_whole'."""
+  spec = setup.quantizer
+  device_fn, tokens = fns
+  ids = lambda x: jnp.arange(len(x), dtype=jnp.int32)  # noqa: E731
+  flat = lambda x: np.asarray(x, np.float32).reshape(-1, x.shape[-1])  # noqa: E731
+  tr_whole, tr_ctx = tokens(state, dataset.train_images, ids(dataset.train_images))
+  val_whole, _ = tokens(state, dataset.val_images, ids(dataset.val_images))
+  codebook = quantizer_lib.codebook(spec, state['vq'].codebook, state.get('vq_params'))
+  tr_whole = flat(tr_whole)
+  return {'val_codes': np.asarray(device_fn(state, dataset.val_images)['codes']),
+          'train_codes': np.asarray(vq_lib.nearest_codes(codebook, jnp.asarray(tr_whole))[0]),
+          'train_whole': tr_whole, 'train_ctx': flat(tr_ctx), 'val_whole': flat(val_whole)}
+
+
 def bounds_at(dataset, setup, state, fns, seed: int = 0) -> Dict[str, float]:
   """The four usages of the module docstring for one train state
   (`fns` from `make_fns`)."""
   spec = setup.quantizer
   k = spec.num_codes
-  device_fn, tokens = fns
-  val_codes = np.asarray(device_fn(state, dataset.val_images)['codes'])
-  ids = lambda x: jnp.arange(len(x), dtype=jnp.int32)  # noqa: E731
-  tr_whole, tr_ctx = tokens(state, dataset.train_images, ids(dataset.train_images))
-  val_whole, _ = tokens(state, dataset.val_images, ids(dataset.val_images))
-  flat = lambda x: np.asarray(x, np.float32).reshape(-1, x.shape[-1])  # noqa: E731
-  codebook = quantizer_lib.codebook(spec, state['vq'].codebook, state.get('vq_params'))
-  tr_codes = np.asarray(vq_lib.nearest_codes(codebook, jnp.asarray(flat(tr_whole)))[0])
-  counts = np.bincount(tr_codes.reshape(-1), minlength=k)
+  c = state_codes(dataset, setup, state, fns)
+  counts = np.bincount(c['train_codes'].reshape(-1), minlength=k)
   return {
-      'run': len(np.unique(val_codes)) / k,
-      'kmeans_ctx': kmeans_usage(flat(tr_ctx), flat(val_whole), k, spec.l2, seed),
-      'kmeans_whole': kmeans_usage(flat(tr_whole), flat(val_whole), k, spec.l2, seed),
-      'sampling': health.expected_usage(counts, val_codes.size),
+      'run': len(np.unique(c['val_codes'])) / k,
+      'kmeans_ctx': kmeans_usage(c['train_ctx'], c['val_whole'], k, spec.l2, seed),
+      'kmeans_whole': kmeans_usage(c['train_whole'], c['val_whole'], k, spec.l2, seed),
+      'sampling': health.expected_usage(counts, c['val_codes'].size),
   }
 
 
