@@ -134,3 +134,20 @@ def test_the_quantizer_spec_carries_every_quantizer_key(key):
   assert quantizer_spec.make_spec(changed) != quantizer_spec.make_spec(cfg)
   assert set(SPEC_KEYS) | {'vq.enabled', 'vq.codebook_learning_rate'} == {
       f'vq.{k}' for k in cfg.vq} | {'loss.entropy_weight', 'loss.entropy_temperature'}
+
+
+def test_ijepa_vq_is_ijepa_with_the_recommended_quantizer_and_ijepa_its_baseline():
+  """configs/ijepa_vq.py: ijepa.py outside `vq`, early_refresh_settled's
+  quantizer inside it but for the 200-step warm-up; the assessment's matched
+  baseline of it is ijepa.py."""
+  from experiments import report_health
+  for arg in (None, 'shapes'):
+    vq, ij, ers = (_leaves(load(n, arg).to_dict())
+                   for n in ('ijepa_vq', 'ijepa', 'early_refresh_settled'))
+    assert {k: v for k, v in vq.items() if not k.startswith('vq.') and k != 'variant'} == {
+        k: v for k, v in ij.items() if not k.startswith('vq.') and k != 'variant'}
+    assert {k: v for k, v in vq.items() if k.startswith('vq.')} == {
+        **{k: v for k, v in ers.items() if k.startswith('vq.')}, 'vq.refresh_warmup_steps': 200}
+    assert vq['vq.enabled'] and not ij['vq.enabled']
+    assert report_health._matchable(load('ijepa_vq', arg).to_dict()) == report_health._matchable(
+        load('ijepa', arg).to_dict())
