@@ -1,0 +1,82 @@
+"""A VQ variant against its matched no-VQ run on the in-run probe trajectory, paired by seed.
+
+    python -m experiments.results.codebook_shapes.trajectory_pairs \
+        --workdir experiments/results/codebook_shapes/logs --variant ijepa_vq \
+        --baseline ijepa --seeds 0,1,2,3,4
+
+Reads WORKDIR/VARIANT/seed_S/probe_metrics.jsonl (the holdout linear probe
+of a fixed subset that training logs, `train.probe_every_steps`) for both
+variants and prints one markdown row per quantity: the target encoder's
+probe at the end, its best over the run and end − best, per seed (variant vs
+baseline, %), and the paired difference variant − baseline in points with its
+mean, 95% bootstrap interval and worst seed (`jepa_jax.eval.metrics.paired`).
+A missing or empty log is one error line, exit status 2, before anything is
+printed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Tuple
+
+from jepa_jax.eval import metrics
+from jepa_jax.run import files as run_files
+
+KEY = 'linear_target'
+
+
+def _trajectory(workdir: str, variant: str, seed: int) -> List[float]:
+  path = os.path.join(workdir, variant, f'seed_{seed}', run_files.PROBE_METRICS)
+  rows = run_files.read_jsonl(path) if os.path.exists(path) else []
+  if not rows:
+    raise ValueError(f'{path}: no probe trajectory (missing or empty)')
+  return [100 * r[KEY] for r in rows]
+
+
+def quantities(traj: List[float]) -> Dict[str, float]:
+  """The end, the best and end - best of one trajectory (points)."""
+  return {'end': traj[-1], 'best': max(traj), 'end - best': traj[-1] - max(traj)}
+
+
+def rows(workdir: str, variant: str, baseline: str, seeds: List[int]
+         ) -> List[Tuple[str, Dict[int, Tuple[float, float]], Dict]]:
+  """[(quantity, {seed: (variant, baseline)}, paired summary)]."""
+  a = {s: quantities(_trajectory(workdir, variant, s)) for s in seeds}
+  b = {s: quantities(_trajectory(workdir, baseline, s)) for s in seeds}
+  out = []
+  for name in ('end', 'best', 'end - best'):
+    values = {s: (a[s][name], b[s][name]) for s in seeds}
+    diff = metrics.paired({s: v[0] for s, v in values.items()},
+                          {s: v[1] for s, v in values.items()})
+    out.append((name, values, diff))
+  return out
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog='python -m experiments.results.codebook_shapes.trajectory_pairs',
+                               description=__doc__.split('\n')[0])
+  ap.add_argument('--workdir', required=True)
+  ap.add_argument('--variant', required=True)
+  ap.add_argument('--baseline', required=True)
+  ap.add_argument('--seeds', default='0,1,2,3,4')
+  args = ap.parse_args(argv)
+  try:
+    seeds = [int(s) for s in args.seeds.split(',')]
+    table = rows(args.workdir, args.variant, args.baseline, seeds)
+  except ValueError as err:
+    ap.exit(2, f'error: {err}\n')
+  print(f'| target probe, % ({args.variant} vs {args.baseline}) | '
+        + ' | '.join(f'seed {s}' for s in seeds) + ' | paired Δ, points: mean [95% CI] (worst) |')
+  print('|---' * (len(seeds) + 2) + '|')
+  for name, values, d in table:
+    cells = [f'{values[s][0]:.1f} vs {values[s][1]:.1f} ({values[s][0] - values[s][1]:+.1f})'
+             for s in seeds]
+    low, high = d['ci']
+    print(f'| {name} | ' + ' | '.join(cells) + f" | {d['mean']:+.1f} [{low:+.1f}, {high:+.1f}] "
+          f"({d['worst']:+.1f}, seed {d['worst_seed']}) |")
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
