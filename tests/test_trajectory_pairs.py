@@ -27,6 +27,8 @@ def test_paired_end_best_and_fall_match_a_hand_computation(tmp_path, capsys):
   assert d['mean'] == pytest.approx(0.5) and d['worst'] == pytest.approx(-1.0)
   assert d['worst_seed'] == 1
   assert table['end - best'][0][0] == pytest.approx((-1.0, 0.0))
+  assert table['end - step 0'][0][1] == pytest.approx((6.0, 7.0))   # 26 - 20, 27 - 20
+  assert table['end - step 0'][1]['mean'] == pytest.approx(0.5)     # (+2 - 1) / 2
   assert trajectory_pairs.main(['--workdir', str(tmp_path), '--variant', 'vq',
                                 '--baseline', 'base', '--seeds', '0,1']) == 0
   out = capsys.readouterr().out

@@ -7,8 +7,8 @@
 Reads WORKDIR/VARIANT/seed_S/probe_metrics.jsonl (the holdout linear probe
 of a fixed subset that training logs, `train.probe_every_steps`) for both
 variants and prints one markdown row per quantity: the target encoder's
-probe at the end, its best over the run and end − best, per seed (variant vs
-baseline, %), and the paired difference variant − baseline in points with its
+probe at the end, its best over the run, end − best and end − step 0 (the
+gain over the run's random init), per seed (variant vs baseline, %), and the paired difference variant − baseline in points with its
 mean, 95% bootstrap interval and worst seed (`jepa_jax.eval.metrics.paired`).
 A missing or empty log is one error line, exit status 2, before anything is
 printed.
@@ -35,8 +35,10 @@ def _trajectory(workdir: str, variant: str, seed: int) -> List[float]:
 
 
 def quantities(traj: List[float]) -> Dict[str, float]:
-  """The end, the best and end - best of one trajectory (points)."""
-  return {'end': traj[-1], 'best': max(traj), 'end - best': traj[-1] - max(traj)}
+  """The end, the best, end - best and end - step 0 (the gain over the
+  run's random init, its first point) of one trajectory (points)."""
+  return {'end': traj[-1], 'best': max(traj), 'end - best': traj[-1] - max(traj),
+          'end - step 0': traj[-1] - traj[0]}
 
 
 def rows(workdir: str, variant: str, baseline: str, seeds: List[int]
@@ -45,7 +47,7 @@ def rows(workdir: str, variant: str, baseline: str, seeds: List[int]
   a = {s: quantities(_trajectory(workdir, variant, s)) for s in seeds}
   b = {s: quantities(_trajectory(workdir, baseline, s)) for s in seeds}
   out = []
-  for name in ('end', 'best', 'end - best'):
+  for name in ('end', 'best', 'end - best', 'end - step 0'):
     values = {s: (a[s][name], b[s][name]) for s in seeds}
     diff = metrics.paired({s: v[0] for s, v in values.items()},
                           {s: v[1] for s, v in values.items()})
