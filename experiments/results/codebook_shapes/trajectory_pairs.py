@@ -21,31 +21,30 @@ import sys
 from typing import Dict, List, Tuple
 
 from jepa_jax.eval import metrics
+from jepa_jax.eval import trajectory
 from jepa_jax.run import files as run_files
 
 KEY = 'linear_target'
 
 
-def _trajectory(workdir: str, variant: str, seed: int) -> List[float]:
-  path = os.path.join(workdir, variant, f'seed_{seed}', run_files.PROBE_METRICS)
-  rows = run_files.read_jsonl(path) if os.path.exists(path) else []
-  if not rows:
-    raise ValueError(f'{path}: no probe trajectory (missing or empty)')
-  return [100 * r[KEY] for r in rows]
-
-
-def quantities(traj: List[float]) -> Dict[str, float]:
-  """The end, the best, end - best and end - step 0 (the gain over the
-  run's random init, its first point) of one trajectory (points)."""
-  return {'end': traj[-1], 'best': max(traj), 'end - best': traj[-1] - max(traj),
-          'end - step 0': traj[-1] - traj[0]}
+def quantities(workdir: str, variant: str, seed: int) -> Dict[str, float]:
+  """The end, the best, end - best and end - step 0 (the gain over the run's
+  random init, its first point) of one run's target trajectory, in points
+  (`jepa_jax.eval.trajectory.summary` of its logged points)."""
+  run = os.path.join(workdir, variant, f'seed_{seed}')
+  p = trajectory.summary(trajectory.points(run))
+  if not p:
+    raise ValueError(f'{os.path.join(run, run_files.PROBE_METRICS)}: no probe trajectory '
+                     '(missing or empty)')
+  end, best, start = (100 * p[f'{KEY}_{k}'] for k in ('end', 'best', 'start'))
+  return {'end': end, 'best': best, 'end - best': end - best, 'end - step 0': end - start}
 
 
 def rows(workdir: str, variant: str, baseline: str, seeds: List[int]
          ) -> List[Tuple[str, Dict[int, Tuple[float, float]], Dict]]:
   """[(quantity, {seed: (variant, baseline)}, paired summary)]."""
-  a = {s: quantities(_trajectory(workdir, variant, s)) for s in seeds}
-  b = {s: quantities(_trajectory(workdir, baseline, s)) for s in seeds}
+  a = {s: quantities(workdir, variant, s) for s in seeds}
+  b = {s: quantities(workdir, baseline, s) for s in seeds}
   out = []
   for name in ('end', 'best', 'end - best', 'end - step 0'):
     values = {s: (a[s][name], b[s][name]) for s in seeds}
