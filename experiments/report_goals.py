@@ -22,7 +22,15 @@ values is coarse, that of 1 value is the value itself).
 | probe | target-encoder linear probe, paired difference to the baseline | CI low end >= -1 point (`seed_stats.within`) |
 | val loss | val loss without the VQ terms, paired relative gap a_s / b_s - 1 | CI high end <= 5% |
 | AMI | code-label AMI minus k-means' AMI on the same tokens (the run's eval.json `kmeans`; runs evaluated before it: the baseline's at the same seed, marked) | CI low end > 0 |
+| NMI over shuffle | the same comparison on NMI minus its image-shuffle baseline (eval.json's `code_label_nmi` − `code_label_nmi_shuffled`, the run's and k-means') | CI low end > 0 |
 | alerts | monitor alerts and red flags replayed on the logs; status | none, none aborted |
+
+Why the second code-label row: each image gives T tokens that share its
+label, so tokens are not independent samples, and the AMI's chance
+correction (scikit-learn's, which assumes they are) misses what the
+grouping alone gives. The shuffle baseline permutes the images' labels with
+each image's tokens kept together, so NMI minus it counts only what the
+codes say about the label beyond which image a token came from.
 
 Shown, not judged: val usage at the end next to its sampling ceiling (the
 val usage the train shares predict for the val token count) and the train
@@ -53,9 +61,18 @@ def goal_values(run: diagnose.Run) -> Dict[str, Any]:
       'val': v.get('final_val_jepa'), 'probe': v.get('tgt_probe'),
       'ami': v.get('code_label_ami'), 'kmeans_ami': v.get('kmeans_ami'),
       'own_kmeans': own_km is not None,
+      'nmi_excess': nmi_excess(ev) if run.vq_enabled else None,
+      'kmeans_nmi_excess': nmi_excess(ev.get('kmeans') or {}),
       'alerts': sum(diagnose.alert_counts(run).values()) + len(diagnose.red_flags(run)),
       'aborted': run.status in ('aborted', 'failed'),
   }
+
+
+def nmi_excess(section: Dict[str, Any]) -> Optional[float]:
+  """NMI minus its image-shuffle baseline of an eval.json code section (the
+  run's top level or its `kmeans`); None when either is missing."""
+  nmi, shuffled = section.get('code_label_nmi'), section.get('code_label_nmi_shuffled')
+  return None if nmi is None or shuffled is None else float(nmi) - float(shuffled)
 
 
 def _pct(x) -> str:
@@ -133,13 +150,13 @@ def judge(var: str, vals: List[Dict[str, Any]], base: Optional[List[Dict[str, An
   cells['val'] = ('–' if not (a and bv) else 'no common seed' if not gap else _stat_cell(
       gap, False, lambda x: f'{100 * x:+.1f}%',
       lambda s: seed_stats.within(s, goals.VAL_GAP_GOAL, higher_is_better=False)))
-  km = {v['seed']: v['kmeans_ami'] for v in vals
-        if v.get('own_kmeans') and v.get('kmeans_ami') is not None}
-  borrowed = {s: x for s, x in b('kmeans_ami').items() if s not in km}
-  ami = _by_seed(vals, 'ami')
-  cells['ami'] = _paired(ami, {**borrowed, **km}, lambda x: f'{x:+.3f}',
-                         lambda s: s['ci'][0] > 0,
-                         ' (k-means of the baseline)' if set(borrowed) & set(ami) else '')
+  for key, own, fmt in (('ami', 'kmeans_ami', lambda x: f'{x:+.3f}'),
+                        ('nmi_excess', 'kmeans_nmi_excess', lambda x: f'{x:+.4f}')):
+    km = {v['seed']: v[own] for v in vals if v.get('own_kmeans') and v.get(own) is not None}
+    borrowed = {s: x for s, x in b(own).items() if s not in km}
+    mine = _by_seed(vals, key)
+    cells[key] = _paired(mine, {**borrowed, **km}, fmt, lambda s: s['ci'][0] > 0,
+                         ' (k-means of the baseline)' if set(borrowed) & set(mine) else '')
   n_alert = sum(v['alerts'] for v in vals)
   n_abort = sum(v['aborted'] for v in vals)
   cells['alerts'] = f'{n_alert} / {n_abort}' + _mark(n_alert == 0 and n_abort == 0)
@@ -151,7 +168,9 @@ COLUMNS = (('usage', 'Usage min after epoch 1, train tokens'),
            ('perplexity', 'Perplexity min / K, train tokens'),
            ('restarts', 'Restarts / K, whole run'), ('churn', 'Churn, last epoch'),
            ('probe', 'Probe Δ (paired)'), ('val', 'Val-loss gap, no VQ terms (paired)'),
-           ('ami', 'AMI − k-means AMI (paired)'), ('alerts', 'Alerts / aborted'),
+           ('ami', 'AMI − k-means AMI (paired)'),
+           ('nmi_excess', 'NMI over image shuffle − k-means\' (paired)'),
+           ('alerts', 'Alerts / aborted'),
            ('end', 'Usage at the end: val (ceiling) / train'))
 
 
@@ -168,7 +187,9 @@ def goals_section(runs: Dict[str, List[diagnose.Run]]) -> List[str]:
            'perplexity >= 50% of K; restarts over the whole run <= 1x K (after the '
            'warm-up shown); churn over the last epoch <= 5%; paired against the matched no-VQ run at the same '
            'seeds: probe within 1 point, JEPA val-loss gap <= 5%, AMI above k-means\' on '
-           f'the same tokens; no alert, no abort. Fewer than {MIN_SEEDS} seeds: coarse '
+           'the same tokens, and NMI over its image-shuffle baseline above k-means\' (the '
+           "AMI's chance correction takes tokens as independent; the shuffle keeps each "
+           f'image\'s tokens together); no alert, no abort. Fewer than {MIN_SEEDS} seeds: coarse '
            'intervals, marked.', '',
            '| Variant (seeds) | Baseline | ' + ' | '.join(label for _, label in COLUMNS) + ' |',
            '|---|---|' + '---|' * len(COLUMNS)]

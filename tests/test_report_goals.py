@@ -10,19 +10,20 @@ def _vals(seed=0, **kw):
   v = {'seed': seed, 'k': 768, 'train_usage_min': 0.95, 'window_usage_min': 0.93,
        'perplexity_min': 0.6, 'restarts': 0.5, 'restarts_after_warmup': 0.1,
        'churn': 0.03, 'churn_span_epochs': 2.0, 'val': 3.6, 'probe': 0.78, 'ami': 0.16,
-       'kmeans_ami': 0.15, 'own_kmeans': True, 'alerts': 0, 'aborted': False,
+       'kmeans_ami': 0.15, 'own_kmeans': True, 'nmi_excess': 0.010,
+       'kmeans_nmi_excess': 0.005, 'alerts': 0, 'aborted': False,
        'val_usage_end': 0.9, 'val_ceiling_end': 0.95, 'train_usage_end': 1.0}
   v.update(kw)
   return v
 
 
 def _base(seed=0, **kw):
-  return _vals(seed, **{'val': 3.5, 'probe': 0.785, 'ami': None, **kw})
+  return _vals(seed, **{'val': 3.5, 'probe': 0.785, 'ami': None, 'nmi_excess': None, **kw})
 
 
 BASE = [_base(s) for s in SEEDS]
 JUDGED = ('usage', 'window', 'perplexity', 'restarts', 'churn', 'probe', 'val', 'ami',
-          'alerts')
+          'nmi_excess', 'alerts')
 
 
 def test_a_variant_meeting_every_goal_passes_all():
@@ -56,7 +57,8 @@ def test_each_goal_fails_just_past_its_threshold():
   bad = {'usage': dict(train_usage_min=0.899), 'window': dict(window_usage_min=0.899),
          'perplexity': dict(perplexity_min=0.499), 'restarts': dict(restarts=1.01),
          'churn': dict(churn=0.051), 'probe': dict(probe=0.7749),
-         'val': dict(val=3.5 * 1.051), 'ami': dict(ami=0.149), 'alerts': dict(alerts=1)}
+         'val': dict(val=3.5 * 1.051), 'ami': dict(ami=0.149),
+         'nmi_excess': dict(nmi_excess=0.0049), 'alerts': dict(alerts=1)}
   for goal, kw in bad.items():
     cells = goals.judge('x', [_vals(s, **kw) for s in SEEDS], BASE)
     assert cells[goal].endswith('❌'), (goal, cells[goal])
@@ -83,3 +85,23 @@ def test_without_a_baseline_the_paired_goals_are_not_judged():
   cells = goals.judge('x', [_vals()], None)
   for goal in ('probe', 'val'):
     assert cells[goal] == '–', cells[goal]
+
+
+def test_codes_above_kmeans_by_ami_but_not_beyond_the_image_shuffle_fail_the_nmi_goal():
+  # The numbers of a shapes run (seed 0's eval.json): the codes' AMI beats
+  # k-means', but their NMI is 0.002 over its image-shuffle baseline against
+  # k-means' 0.006, so the excess over the shuffle judges them below k-means.
+  run = {'code_label_ami': 0.1661, 'code_label_nmi': 0.1702, 'code_label_nmi_shuffled': 0.1683}
+  km = {'code_label_ami': 0.1358, 'code_label_nmi': 0.1400, 'code_label_nmi_shuffled': 0.1343}
+  assert goals.nmi_excess(run) == 0.1702 - 0.1683
+  assert goals.nmi_excess({'code_label_nmi': 0.17}) is None
+  vals = [_vals(s, ami=run['code_label_ami'], kmeans_ami=km['code_label_ami'],
+                nmi_excess=goals.nmi_excess(run), kmeans_nmi_excess=goals.nmi_excess(km))
+          for s in SEEDS]
+  cells = goals.judge('x', vals, BASE)
+  assert cells['ami'].startswith('+0.030') and cells['ami'].endswith('✅')
+  assert cells['nmi_excess'].startswith('-0.0038') and cells['nmi_excess'].endswith('❌')
+  # Without the run's own k-means, the baseline's at the same seed, marked.
+  vals = [_vals(s, own_kmeans=False, kmeans_nmi_excess=None) for s in SEEDS]
+  cell = goals.judge('x', vals, [_base(s, kmeans_nmi_excess=0.02) for s in SEEDS])['nmi_excess']
+  assert cell.startswith('-0.0100') and 'k-means of the baseline' in cell and cell.endswith('❌')
