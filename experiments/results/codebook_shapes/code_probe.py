@@ -1,0 +1,98 @@
+"""Do a run's codes carry the class? A linear probe on each image's bag of codes.
+
+    python -m experiments.results.codebook_shapes.code_probe --workdir RUN [--out FILE]
+
+For a finished run with class labels, on `evaluate`'s probe set (the same
+images, `jepa_jax.eval.probes.restrict` at the run's seed): every context-
+encoder token's code (`TrainedRun.codes`, the codes `evaluate` scores) and
+the codes of a k-means fit with as many centres on the train images' tokens
+(`probes.kmeans_codes`, `evaluate`'s `kmeans` baseline; a run without VQ
+gets that baseline alone, with `vq.codebook_size` centres). Each image becomes
+its bag of codes, h_k = (tokens with code k) / T, and `evaluate`'s 5-fold
+linear probe (`probes.probe_scores`) is fitted on h. Printed per source:
+that accuracy, the code-label AMI, NMI and NMI with the images' labels
+shuffled (`probes.code_metrics`, which `evaluate` reports as means over its
+label sets), and chance (the most frequent class).
+
+Why: the token-level AMI counts each token as a sample, though an image's T
+tokens share its label; the bag-of-codes probe asks per image, with a plain
+chance level, whether the codes tell the class, the use the codes are for.
+A run without class labels is one error line, exit status 2.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+import numpy as np
+
+from experiments import json_rows
+from jepa_jax.eval import probes
+from jepa_jax.run import files as run_files
+from jepa_jax.run import trained
+
+KNN_K = 20
+
+
+def bag_of_codes(codes, num_codes: int) -> np.ndarray:
+  """(N, K) float32: each image's share of its T tokens per code, from codes (N, T)."""
+  codes = np.asarray(codes)
+  rows = np.repeat(np.arange(len(codes)), codes.shape[1])
+  bag = np.zeros((len(codes), num_codes), np.float32)
+  np.add.at(bag, (rows, codes.reshape(-1)), 1.0)
+  return bag / codes.shape[1]
+
+
+def scores(train_codes, train_y, val_codes, val_y, num_codes: int) -> Dict[str, float]:
+  """The bag-of-codes probe (5-fold over train and val together) and the
+  token-level code metrics of the val codes."""
+  probe = probes.probe_scores(bag_of_codes(train_codes, num_codes), train_y,
+                              bag_of_codes(val_codes, num_codes), val_y, k=KNN_K)
+  return {'bag_linear_probe_acc': probe['linear_probe_acc'],
+          'bag_linear_probe_ci95': probe['linear_probe_ci95'],
+          **probes.code_metrics(val_codes, val_y)}
+
+
+def code_probe(workdir: str) -> Dict[str, Any]:
+  """{'chance', 'run': scores, 'kmeans': scores} of a finished run (no 'run'
+  without VQ: k-means with `vq.codebook_size` centres, as `evaluate`)."""
+  run = trained.load_run(workdir)
+  if run.setup.padded or run.dataset.train_labels is None:
+    raise ValueError(f'{workdir}: dataset {run.config.data.name!r} has no class labels '
+                     '(bags of codes need one label per image)')
+  ds, _ = probes.restrict(run.dataset, probes.MAX_IMAGES, run.config.seed)
+  k = run.quantizer.num_codes if run.quantizer else int(run.config.vq.codebook_size)
+  train_tokens = run.encode(ds.train_images).tokens
+  val_tokens = run.encode(ds.val_images).tokens
+  km = probes.kmeans_codes(train_tokens.reshape(-1, train_tokens.shape[-1]),
+                           np.concatenate([train_tokens, val_tokens]), k)   # one fit
+  km_train, km_val = km[:len(train_tokens)], km[len(train_tokens):]
+  ytr, yva = ds.train_labels, ds.val_labels
+  out = {'workdir': workdir, 'num_codes': k, 'images': len(ytr) + len(yva),
+         'chance': probes.chance(np.concatenate([ytr, yva])),
+         'kmeans': scores(km_train, ytr, km_val, yva, k)}
+  if run.quantizer is not None:
+    out['run'] = scores(run.codes(ds.train_images), ytr, run.codes(ds.val_images), yva, k)
+  return out
+
+
+def main(argv=None) -> int:
+  ap = json_rows.parser('experiments.results.codebook_shapes.code_probe', __doc__)
+  args = ap.parse_args(argv)
+  if not os.path.exists(os.path.join(args.workdir, run_files.FINAL_STATE)):
+    ap.error(f'--workdir {args.workdir}: no {run_files.FINAL_STATE} (not a finished run)')
+  try:
+    out = code_probe(args.workdir)
+  except ValueError as err:
+    ap.error(str(err))
+  row = {key: val for key, val in out.items() if not isinstance(val, dict)}
+  for source in ('run', 'kmeans'):
+    if source in out:
+      row.update({f'{source}_{key}': val for key, val in out[source].items()})
+  json_rows.show(row)
+  json_rows.save([row], args.out)
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""experiments/results/codebook_shapes/code_probe: bags of codes, their probe,
+and the same codes and k-means baseline as `evaluate` on a trained run."""
+import json
+
+import numpy as np
+import pytest
+
+from experiments.results.codebook_shapes import code_probe as cp
+from jepa_jax import evaluate
+from jepa_jax.train import loop as train
+from conftest import load, set_overrides
+
+
+def test_a_bag_of_codes_is_each_images_share_of_tokens_per_code():
+  bag = cp.bag_of_codes(np.array([[0, 0, 2, 1], [3, 3, 3, 3]]), 5)
+  np.testing.assert_array_equal(bag, [[0.5, 0.25, 0.25, 0, 0], [0, 0, 0, 1, 0]])
+
+
+def test_codes_that_tell_the_class_probe_perfectly_and_random_codes_near_chance():
+  rng = np.random.default_rng(0)
+  y = np.arange(200) % 4
+  # Class c: half the tokens take code 10 + c, the rest random codes 0-9.
+  codes = np.where(np.arange(8) < 4, 10 + y[:, None], rng.integers(0, 10, (200, 8)))
+  good = cp.scores(codes[:150], y[:150], codes[150:], y[150:], 14)
+  assert good['bag_linear_probe_acc'] == 1.0
+  noise = rng.integers(0, 14, (200, 8))
+  bad = cp.scores(noise[:150], y[:150], noise[150:], y[150:], 14)
+  assert bad['bag_linear_probe_acc'] < 0.45                 # chance 0.25, 200 images
+  assert good['nmi'] > bad['nmi'] and set(good) == {
+      'bag_linear_probe_acc', 'bag_linear_probe_ci95', 'nmi', 'nmi_shuffled', 'ami'}
+
+
+def _trained(name, path):
+  cfg = set_overrides(load(name, 'shapes,tiny'),
+                      {'data.shapes_train_size': 300, 'data.shapes_val_size': 40})
+  train.train_and_evaluate(cfg, str(path))
+  return cfg, evaluate.evaluate_run(str(path))
+
+
+@pytest.mark.slow
+def test_the_runs_codes_and_kmeans_are_those_evaluate_scores(tmp_path, capsys):
+  cfg, ev = _trained('gentle', tmp_path)
+  out = cp.code_probe(str(tmp_path))
+  assert out['images'] == ev['probe_images'] and out['chance'] == ev['chance']
+  assert out['run']['ami'] == pytest.approx(ev['code_label_ami'], abs=1e-12)
+  assert out['kmeans']['ami'] == pytest.approx(ev['kmeans']['code_label_ami'], abs=1e-12)
+  assert 0 <= out['run']['bag_linear_probe_acc'] <= 1
+  assert cp.main(['--workdir', str(tmp_path)]) == 0
+  row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert row['num_codes'] == cfg.vq.codebook_size and 'kmeans_bag_linear_probe_acc' in row
+
+
+@pytest.mark.slow
+def test_a_run_without_vq_gets_the_kmeans_baseline_alone(tmp_path):
+  _, ev = _trained('no_vq_gentle', tmp_path)
+  out = cp.code_probe(str(tmp_path))
+  assert 'run' not in out and out['num_codes'] == ev['kmeans']['num_codes']
+  assert out['kmeans']['ami'] == pytest.approx(ev['kmeans']['code_label_ami'], abs=1e-12)
+
+
+def test_a_folder_without_final_weights_is_one_error_line(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exc:
+    cp.main(['--workdir', str(tmp_path)])
+  assert exc.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].endswith(f'--workdir {tmp_path}: no final_state.msgpack (not a finished run)')
