@@ -64,3 +64,31 @@ def test_a_folder_without_final_weights_is_one_error_line(tmp_path, capsys):
   assert exc.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert err[-1].endswith(f'--workdir {tmp_path}: no final_state.msgpack (not a finished run)')
+
+
+def _row(path, **values):
+  path.mkdir(parents=True)
+  (path / cp.ROW_FILE).write_text(json.dumps(values) + '\n')
+
+
+def test_the_table_pairs_the_saved_rows_by_seed(tmp_path, capsys):
+  for s in (0, 1):
+    _row(tmp_path / 'vq' / f'seed_{s}', chance=0.125, run_bag_linear_probe_acc=0.13 + 0.01 * s,
+         kmeans_bag_linear_probe_acc=0.21, run_nmi=0.17, run_nmi_shuffled=0.168,
+         kmeans_nmi=0.14, kmeans_nmi_shuffled=0.134, run_ami=0.166, kmeans_ami=0.136)
+    _row(tmp_path / 'base' / f'seed_{s}', chance=0.125, kmeans_bag_linear_probe_acc=0.25,
+         kmeans_nmi=0.15, kmeans_nmi_shuffled=0.14, kmeans_ami=0.15)
+  assert cp.main(['--workdir', str(tmp_path), '--table', 'vq,base', '--seeds', '0,1']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == '| (vq vs base) | seed 0 | seed 1 | paired Δ: mean [95% CI] (worst) |'
+  assert lines[2] == '| chance, % | 12.5 | 12.5 | |'
+  assert lines[3].startswith('| bag probe, %: codes vs k-means of the same tokens | 13.0 vs 21.0 '
+                             '| 14.0 vs 21.0 | -7.5 [-8.0, -7.0] (-8.0, seed 0) |')
+  assert lines[6] == ('| NMI − shuffled NMI (x100): codes vs k-means of the same tokens | '
+                      '0.20 vs 0.60 | 0.20 vs 0.60 | -0.40 [-0.40, -0.40] (-0.40, seed 0) |')
+  with pytest.raises(SystemExit) as exc:
+    cp.main(['--workdir', str(tmp_path), '--table', 'vq,base', '--seeds', '0,2'])
+  assert exc.value.code == 2
+  assert capsys.readouterr().err.strip().endswith(
+      f'{tmp_path}/vq/seed_2/code_probe.jsonl: no saved row '
+      f'(run --workdir RUN --out {tmp_path}/vq/seed_2/code_probe.jsonl)')

@@ -1,6 +1,8 @@
 """Do a run's codes carry the class? A linear probe on each image's bag of codes.
 
     python -m experiments.results.codebook_shapes.code_probe --workdir RUN [--out FILE]
+    python -m experiments.results.codebook_shapes.code_probe --workdir LOGS \
+        --table ijepa_vq,ijepa [--seeds 0,1,2,3,4]
 
 For a finished run with class labels, on `evaluate`'s probe set (the same
 images, `jepa_jax.eval.probes.restrict` at the run's seed): every context-
@@ -18,15 +20,23 @@ Why: the token-level AMI counts each token as a sample, though an image's T
 tokens share its label; the bag-of-codes probe asks per image, with a plain
 chance level, whether the codes tell the class, the use the codes are for.
 A run without class labels is one error line, exit status 2.
+
+--table VARIANT,BASELINE reads the saved rows LOGS/NAME/seed_S/code_probe.jsonl
+and prints one markdown row per comparison, per seed and paired by seed
+(mean [95% bootstrap CI] (worst seed), `jepa_jax.eval.metrics.paired`): the
+VQ variant's codes against k-means of its own tokens, and each against
+k-means of the baseline's tokens; a missing row file is one error line.
 """
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 
 from experiments import json_rows
+from jepa_jax.eval import metrics
 from jepa_jax.eval import probes
 from jepa_jax.run import files as run_files
 from jepa_jax.run import trained
@@ -76,9 +86,66 @@ def code_probe(workdir: str) -> Dict[str, Any]:
   return out
 
 
+ROW_FILE = 'code_probe.jsonl'
+# (label, (name, key) of a, (name, key) of b): name 0 the variant, 1 the baseline.
+COMPARISONS = (
+    ('bag probe, %: codes vs k-means of the same tokens',
+     (0, 'run_bag_linear_probe_acc'), (0, 'kmeans_bag_linear_probe_acc')),
+    ('bag probe, %: codes vs k-means of the baseline\'s tokens',
+     (0, 'run_bag_linear_probe_acc'), (1, 'kmeans_bag_linear_probe_acc')),
+    ('bag probe, %: k-means of the variant\'s vs of the baseline\'s tokens',
+     (0, 'kmeans_bag_linear_probe_acc'), (1, 'kmeans_bag_linear_probe_acc')),
+    ('NMI − shuffled NMI (x100): codes vs k-means of the same tokens',
+     (0, 'run_excess'), (0, 'kmeans_excess')),
+    ('AMI (x100): codes vs k-means of the same tokens', (0, 'run_ami'), (0, 'kmeans_ami')),
+)
+
+
+def _saved(workdir: str, name: str, seed: int) -> Dict[str, float]:
+  path = os.path.join(workdir, name, f'seed_{seed}', ROW_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f'{path}: no saved row (run --workdir RUN --out {path})')
+  with open(path) as f:
+    row = json.loads(f.readline())
+  for src in ('run', 'kmeans'):
+    if f'{src}_nmi' in row:
+      row[f'{src}_excess'] = row[f'{src}_nmi'] - row[f'{src}_nmi_shuffled']
+  return row
+
+
+def table(workdir: str, names: List[str], seeds: List[int]) -> List[str]:
+  """The markdown lines of --table (module docstring)."""
+  rows = [{s: _saved(workdir, n, s) for s in seeds} for n in names]
+  lines = [f'| ({names[0]} vs {names[1]}) | ' + ' | '.join(f'seed {s}' for s in seeds)
+           + ' | paired Δ: mean [95% CI] (worst) |', '|---' * (len(seeds) + 2) + '|',
+           '| chance, % | ' + ' | '.join(f"{100 * rows[0][s]['chance']:.1f}" for s in seeds)
+           + ' | |']
+  for label, (ia, ka), (ib, kb) in COMPARISONS:
+    a = {s: 100 * rows[ia][s][ka] for s in seeds}
+    b = {s: 100 * rows[ib][s][kb] for s in seeds}
+    d = metrics.paired(a, b)
+    fmt = '.2f' if 'NMI' in label or 'AMI' in label else '.1f'
+    cells = [f'{a[s]:{fmt}} vs {b[s]:{fmt}}' for s in seeds]
+    low, high = d['ci']
+    lines.append(f'| {label} | ' + ' | '.join(cells) + f" | {d['mean']:+{fmt}} [{low:+{fmt}}, "
+                 f"{high:+{fmt}}] ({d['worst']:+{fmt}}, seed {d['worst_seed']}) |")
+  return lines
+
+
 def main(argv=None) -> int:
   ap = json_rows.parser('experiments.results.codebook_shapes.code_probe', __doc__)
+  ap.add_argument('--table', help='VARIANT,BASELINE: the table of the saved rows under --workdir')
+  ap.add_argument('--seeds', default='0,1,2,3,4')
   args = ap.parse_args(argv)
+  if args.table:
+    names = args.table.split(',')
+    if len(names) != 2:
+      ap.error(f'--table {args.table}: give VARIANT,BASELINE')
+    try:
+      print('\n'.join(table(args.workdir, names, [int(s) for s in args.seeds.split(',')])))
+    except ValueError as err:
+      ap.error(str(err))
+    return 0
   if not os.path.exists(os.path.join(args.workdir, run_files.FINAL_STATE)):
     ap.error(f'--workdir {args.workdir}: no {run_files.FINAL_STATE} (not a finished run)')
   try:
