@@ -45,6 +45,9 @@ def test_the_runs_codes_and_kmeans_are_those_evaluate_scores(tmp_path, capsys):
   assert out['run']['ami'] == pytest.approx(ev['code_label_ami'], abs=1e-12)
   assert out['kmeans']['ami'] == pytest.approx(ev['kmeans']['code_label_ami'], abs=1e-12)
   assert 0 <= out['run']['bag_linear_probe_acc'] <= 1
+  # gentle's quantizer neither projects nor normalises: its space is the tokens'.
+  assert not cfg.vq.l2_normalize and cfg.vq.codebook_dim is None
+  assert out['kmeans_space'] == out['kmeans']
   assert cp.main(['--workdir', str(tmp_path)]) == 0
   row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert row['num_codes'] == cfg.vq.codebook_size and 'kmeans_bag_linear_probe_acc' in row
@@ -74,7 +77,7 @@ def _row(path, **values):
 def test_the_table_pairs_the_saved_rows_by_seed(tmp_path, capsys):
   for s in (0, 1):
     _row(tmp_path / 'vq' / f'seed_{s}', chance=0.125, run_bag_linear_probe_acc=0.13 + 0.01 * s,
-         kmeans_bag_linear_probe_acc=0.21, run_nmi=0.17, run_nmi_shuffled=0.168,
+         kmeans_bag_linear_probe_acc=0.21, kmeans_space_bag_linear_probe_acc=0.2, run_nmi=0.17, run_nmi_shuffled=0.168,
          kmeans_nmi=0.14, kmeans_nmi_shuffled=0.134, run_ami=0.166, kmeans_ami=0.136)
     _row(tmp_path / 'base' / f'seed_{s}', chance=0.125, kmeans_bag_linear_probe_acc=0.25,
          kmeans_nmi=0.15, kmeans_nmi_shuffled=0.14, kmeans_ami=0.15)
@@ -84,7 +87,9 @@ def test_the_table_pairs_the_saved_rows_by_seed(tmp_path, capsys):
   assert lines[2] == '| chance, % | 12.5 | 12.5 | |'
   assert lines[3].startswith('| bag probe, %: codes vs k-means of the same tokens | 13.0 vs 21.0 '
                              '| 14.0 vs 21.0 | -7.5 [-8.0, -7.0] (-8.0, seed 0) |')
-  assert lines[6] == ('| NMI − shuffled NMI (x100): codes vs k-means of the same tokens | '
+  assert lines[5].startswith("| bag probe, %: codes vs k-means in the quantizer's space | "
+                             '13.0 vs 20.0 |')
+  assert lines[7] == ('| NMI − shuffled NMI (x100): codes vs k-means of the same tokens | '
                       '0.20 vs 0.60 | 0.20 vs 0.60 | -0.40 [-0.40, -0.40] (-0.40, seed 0) |')
   with pytest.raises(SystemExit) as exc:
     cp.main(['--workdir', str(tmp_path), '--table', 'vq,base', '--seeds', '0,2'])

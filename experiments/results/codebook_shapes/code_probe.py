@@ -9,7 +9,12 @@ images, `jepa_jax.eval.probes.restrict` at the run's seed): every context-
 encoder token's code (`TrainedRun.codes`, the codes `evaluate` scores) and
 the codes of a k-means fit with as many centres on the train images' tokens
 (`probes.kmeans_codes`, `evaluate`'s `kmeans` baseline; a run without VQ
-gets that baseline alone, with `vq.codebook_size` centres). Each image becomes
+gets that baseline alone, with `vq.codebook_size` centres); with VQ also
+k-means in the quantizer's own space (`kmeans_space`: the tokens through
+the layer's projection and normalisation, `quantizer.encode`, assigned by
+cosine when the codes are l2-normalised, as
+`experiments/results/goal_gaps/ami_sources.py` fits it), which tells a
+codebook that assigns badly from a space that lost the class. Each image becomes
 its bag of codes, h_k = (tokens with code k) / T, and `evaluate`'s 5-fold
 linear probe (`probes.probe_scores`) is fitted on h. Printed per source:
 that accuracy, the code-label AMI, NMI and NMI with the images' labels
@@ -33,6 +38,7 @@ import json
 import os
 from typing import Any, Dict, List
 
+import jax
 import numpy as np
 
 from experiments import json_rows
@@ -40,6 +46,7 @@ from jepa_jax.eval import metrics
 from jepa_jax.eval import probes
 from jepa_jax.run import files as run_files
 from jepa_jax.run import trained
+from jepa_jax.vq import quantizer as quantizer_lib
 
 KNN_K = 20
 
@@ -71,18 +78,23 @@ def code_probe(workdir: str) -> Dict[str, Any]:
     raise ValueError(f'{workdir}: dataset {run.config.data.name!r} has no class labels '
                      '(bags of codes need one label per image)')
   ds, _ = probes.restrict(run.dataset, probes.MAX_IMAGES, run.config.seed)
-  k = run.quantizer.num_codes if run.quantizer else int(run.config.vq.codebook_size)
-  train_tokens = run.encode(ds.train_images).tokens
-  val_tokens = run.encode(ds.val_images).tokens
-  km = probes.kmeans_codes(train_tokens.reshape(-1, train_tokens.shape[-1]),
-                           np.concatenate([train_tokens, val_tokens]), k)   # one fit
-  km_train, km_val = km[:len(train_tokens)], km[len(train_tokens):]
+  spec = run.quantizer
+  k = spec.num_codes if spec else int(run.config.vq.codebook_size)
   ytr, yva = ds.train_labels, ds.val_labels
+  tokens = [run.encode(ds.train_images).tokens, run.encode(ds.val_images).tokens]
+
+  def kmeans(train, val, cosine=False):     # one fit on train tokens, both splits coded
+    km = probes.kmeans_codes(train.reshape(-1, train.shape[-1]),
+                             np.concatenate([train, val]), k, cosine=cosine)
+    return scores(km[:len(train)], ytr, km[len(train):], yva, k)
+
   out = {'workdir': workdir, 'num_codes': k, 'images': len(ytr) + len(yva),
-         'chance': probes.chance(np.concatenate([ytr, yva])),
-         'kmeans': scores(km_train, ytr, km_val, yva, k)}
-  if run.quantizer is not None:
+         'chance': probes.chance(np.concatenate([ytr, yva])), 'kmeans': kmeans(*tokens)}
+  if spec is not None:
     out['run'] = scores(run.codes(ds.train_images), ytr, run.codes(ds.val_images), yva, k)
+    if spec.has_state:
+      to_space = jax.jit(lambda z: quantizer_lib.encode(spec, run.state.get('vq_params'), z))
+      out['kmeans_space'] = kmeans(*(np.asarray(to_space(t)) for t in tokens), cosine=spec.l2)
   return out
 
 
@@ -93,6 +105,8 @@ COMPARISONS = (
      (0, 'run_bag_linear_probe_acc'), (0, 'kmeans_bag_linear_probe_acc')),
     ('bag probe, %: codes vs k-means of the baseline\'s tokens',
      (0, 'run_bag_linear_probe_acc'), (1, 'kmeans_bag_linear_probe_acc')),
+    ('bag probe, %: codes vs k-means in the quantizer\'s space',
+     (0, 'run_bag_linear_probe_acc'), (0, 'kmeans_space_bag_linear_probe_acc')),
     ('bag probe, %: k-means of the variant\'s vs of the baseline\'s tokens',
      (0, 'kmeans_bag_linear_probe_acc'), (1, 'kmeans_bag_linear_probe_acc')),
     ('NMI − shuffled NMI (x100): codes vs k-means of the same tokens',
@@ -153,7 +167,7 @@ def main(argv=None) -> int:
   except ValueError as err:
     ap.error(str(err))
   row = {key: val for key, val in out.items() if not isinstance(val, dict)}
-  for source in ('run', 'kmeans'):
+  for source in ('run', 'kmeans', 'kmeans_space'):
     if source in out:
       row.update({f'{source}_{key}': val for key, val in out[source].items()})
   json_rows.show(row)
