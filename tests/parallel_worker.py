@@ -23,7 +23,7 @@ from jepa_jax.train import loop_state as epoch_end  # noqa: E402
 from jepa_jax.train import step as step_lib  # noqa: E402
 
 LONG_STEPS = 100       # replica identity, refresh firing every 2 steps
-LAYOUTS = (('pmap', 1), ('pmap', 2), ('pmap', 8), ('jit', 1), ('jit', 2), ('jit', 8))
+LAYOUTS = (('pmap', 1), ('pmap', 8), ('jit', 1), ('jit', 2), ('jit', 8))   # pmap on 2: pmap on 1 and 8 and jit on 2 cover it
 METRICS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
            'relational_context', 'commitment', 'codebook', 'entropy', 'grad_norm',
            'vq_batch_usage_ratio', 'temperature')

@@ -49,7 +49,7 @@ from conftest import ROOT, load
 pytestmark = pytest.mark.slow
 
 FAST_COMPILE = '--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0'
-LAYOUTS = ('ema_pmap_1', 'ema_pmap_2', 'ema_pmap_8', 'ema_jit_1', 'ema_jit_2',
+LAYOUTS = ('ema_pmap_1', 'ema_pmap_8', 'ema_jit_1', 'ema_jit_2',
            'ema_jit_8', 'grad_jit_8', 'arc_jit_8', 'ac_jit_2')
 # The worker's tiny_config overrides, as command-line flags.
 TWO_PROCESS_FLAGS = ('--config=configs/gentle.py:tiny', '--config.train.warmup_epochs=0',
