@@ -23,6 +23,7 @@ values is coarse, that of 1 value is the value itself).
 | val loss | val loss without the VQ terms, paired relative gap a_s / b_s - 1 | CI high end <= 5% |
 | AMI | code-label AMI minus k-means' AMI on the same tokens (the run's eval.json `kmeans`; runs evaluated before it: the baseline's at the same seed, marked) | CI low end > 0 |
 | NMI over shuffle | the same comparison on NMI minus its image-shuffle baseline (eval.json's `code_label_nmi` − `code_label_nmi_shuffled`, the run's and k-means') | CI low end > 0 |
+| bag probe | the same comparison on the linear probe of each image's bag of codes (eval.json's `code_label_bag_probe`) | CI low end > 0 |
 | alerts | monitor alerts and red flags replayed on the logs; status | none, none aborted |
 
 Why the second code-label row: each image gives T tokens that share its
@@ -30,7 +31,8 @@ label, so tokens are not independent samples, and the AMI's chance
 correction (scikit-learn's, which assumes they are) misses what the
 grouping alone gives. The shuffle baseline permutes the images' labels with
 each image's tokens kept together, so NMI minus it counts only what the
-codes say about the label beyond which image a token came from.
+codes say about the label beyond which image a token came from; the bag
+probe asks per image, with a plain chance level.
 
 Shown, not judged: val usage at the end next to its sampling ceiling (the
 val usage the train shares predict for the val token count) and the train
@@ -63,6 +65,8 @@ def goal_values(run: diagnose.Run) -> Dict[str, Any]:
       'own_kmeans': own_km is not None,
       'nmi_excess': nmi_excess(ev) if run.vq_enabled else None,
       'kmeans_nmi_excess': nmi_excess(ev.get('kmeans') or {}),
+      'bag_probe': ev.get('code_label_bag_probe') if run.vq_enabled else None,
+      'kmeans_bag_probe': (ev.get('kmeans') or {}).get('code_label_bag_probe'),
       'alerts': sum(diagnose.alert_counts(run).values()) + len(diagnose.red_flags(run)),
       'aborted': run.status in ('aborted', 'failed'),
   }
@@ -151,7 +155,8 @@ def judge(var: str, vals: List[Dict[str, Any]], base: Optional[List[Dict[str, An
       gap, False, lambda x: f'{100 * x:+.1f}%',
       lambda s: seed_stats.within(s, goals.VAL_GAP_GOAL, higher_is_better=False)))
   for key, own, fmt in (('ami', 'kmeans_ami', lambda x: f'{x:+.3f}'),
-                        ('nmi_excess', 'kmeans_nmi_excess', lambda x: f'{x:+.4f}')):
+                        ('nmi_excess', 'kmeans_nmi_excess', lambda x: f'{x:+.4f}'),
+                        ('bag_probe', 'kmeans_bag_probe', _pts)):
     km = {v['seed']: v[own] for v in vals if v.get('own_kmeans') and v.get(own) is not None}
     borrowed = {s: x for s, x in b(own).items() if s not in km}
     mine = _by_seed(vals, key)
@@ -170,6 +175,7 @@ COLUMNS = (('usage', 'Usage min after epoch 1, train tokens'),
            ('probe', 'Probe Δ (paired)'), ('val', 'Val-loss gap, no VQ terms (paired)'),
            ('ami', 'AMI − k-means AMI (paired)'),
            ('nmi_excess', 'NMI over image shuffle − k-means\' (paired)'),
+           ('bag_probe', 'Bag-of-codes probe − k-means\' (paired)'),
            ('alerts', 'Alerts / aborted'),
            ('end', 'Usage at the end: val (ceiling) / train'))
 
@@ -189,7 +195,8 @@ def goals_section(runs: Dict[str, List[diagnose.Run]]) -> List[str]:
            'seeds: probe within 1 point, JEPA val-loss gap <= 5%, AMI above k-means\' on '
            'the same tokens, and NMI over its image-shuffle baseline above k-means\' (the '
            "AMI's chance correction takes tokens as independent; the shuffle keeps each "
-           f'image\'s tokens together); no alert, no abort. Fewer than {MIN_SEEDS} seeds: coarse '
+           "image's tokens together) and the linear probe of each image's bag of codes "
+           f"above k-means'; no alert, no abort. Fewer than {MIN_SEEDS} seeds: coarse "
            'intervals, marked.', '',
            '| Variant (seeds) | Baseline | ' + ' | '.join(label for _, label in COLUMNS) + ' |',
            '|---|---|' + '---|' * len(COLUMNS)]

@@ -36,7 +36,13 @@ val images of the probe set: at most --max_images of them):
                     codes and tokens
   code_label_ami    adjusted mutual information (scikit-learn's
                     `adjusted_mutual_info_score`): 0 at chance, 1 at a
-                    perfect match; the number to compare across variants
+                    perfect match, for independent samples; an image's
+                    tokens share its label, so NMI minus its shuffled
+                    value, or the bag probe, is the fairer comparison
+  code_label_bag_probe
+                    the 5-fold linear probe of each image's bag of codes
+                    (its share of tokens per code; `probes.bag_of_codes`),
+                    over the probe set's train and val images
   codes_used_val    distinct codes among those tokens, and `codebook` the
                     usage summary of `jepa_jax.vq.health` with
                     `sorted_counts`, the usage histogram (largest first)
@@ -276,17 +282,20 @@ def evaluate_run(workdir: str, knn_k: int = 20, max_images: int = probes.MAX_IMA
   label_sets = trained.label_sets(ds)
   if val_codes is not None:
     k = setup.quantizer.num_codes
-    out.update(probes.codes_section(val_codes, val_valid, label_sets, k))
     train_codes = np.asarray(quantizer_lib.assign(
         setup.quantizer, state.get('vq'), state.get('vq_params'), tokens[0]))
+    out.update(probes.codes_section(val_codes, val_valid, label_sets, k,
+                                    train=(train_codes, train_valid)))
     out['codebook'].update(probes.train_usage(train_codes, train_valid, val_codes,
                                                  val_valid, k))
   # The k-means baseline of these tokens (with VQ: the same tokens the codes label).
   k = setup.quantizer.num_codes if setup.vq_enabled else int(cfg.vq.codebook_size)
   tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
   say(f'k-means baseline of the tokens ({k} codes)...')
-  km = kmeans_codes(tr, tokens[1], k)
-  out['kmeans'] = {'num_codes': k, **probes.codes_section(km, val_valid, label_sets, k)}
+  km = kmeans_codes(tr, np.concatenate(tokens), k)      # one fit, both splits coded
+  km_train, km_val = km[:len(tokens[0])], km[len(tokens[0]):]
+  out['kmeans'] = {'num_codes': k, **probes.codes_section(
+      km_val, val_valid, label_sets, k, train=(km_train, train_valid))}
   run_files.write_json(os.path.join(workdir, run_files.EVAL), out)
   return out
 
@@ -312,7 +321,9 @@ def main(argv=None) -> int:
   line = ', '.join(f"{n} probe {out[n]['linear_probe_acc']:.1%} / kNN {out[n]['knn_acc']:.1%}"
                    for n in ('target_encoder', 'context_encoder', 'random_init', 'pixels'))
   nmi = (f", code-label AMI {out['code_label_ami']:.3f} (NMI {out['code_label_nmi']:.3f}, "
-         f"shuffled {out['code_label_nmi_shuffled']:.3f})" if 'code_label_ami' in out else '')
+         f"shuffled {out['code_label_nmi_shuffled']:.3f}), bag-of-codes probe "
+         f"{out['code_label_bag_probe']:.1%} (k-means {out['kmeans']['code_label_bag_probe']:.1%})"
+         if 'code_label_ami' in out else '')
   what = ' (means over the grid-property probes)' if 'probes' in out else ''
   gain = out['learned']
   learned = (f"; {gain['encoder']} vs pixels {gain['linear_probe_over_pixels_points']:+.1f}, "

@@ -11,11 +11,6 @@ from jepa_jax.train import loop as train
 from conftest import load, set_overrides
 
 
-def test_a_bag_of_codes_is_each_images_share_of_tokens_per_code():
-  bag = cp.bag_of_codes(np.array([[0, 0, 2, 1], [3, 3, 3, 3]]), 5)
-  np.testing.assert_array_equal(bag, [[0.5, 0.25, 0.25, 0, 0], [0, 0, 0, 1, 0]])
-
-
 def test_codes_that_tell_the_class_probe_perfectly_and_random_codes_near_chance():
   rng = np.random.default_rng(0)
   y = np.arange(200) % 4
@@ -44,6 +39,8 @@ def test_the_runs_codes_and_kmeans_are_those_evaluate_scores(tmp_path, capsys):
   assert out['images'] == ev['probe_images'] and out['chance'] == ev['chance']
   assert out['run']['ami'] == pytest.approx(ev['code_label_ami'], abs=1e-12)
   assert out['kmeans']['ami'] == pytest.approx(ev['kmeans']['code_label_ami'], abs=1e-12)
+  assert out['run']['bag_linear_probe_acc'] == ev['code_label_bag_probe']
+  assert out['kmeans']['bag_linear_probe_acc'] == ev['kmeans']['code_label_bag_probe']
   assert 0 <= out['run']['bag_linear_probe_acc'] <= 1
   # gentle's quantizer neither projects nor normalises: its space is the tokens'.
   assert not cfg.vq.l2_normalize and cfg.vq.codebook_dim is None

@@ -73,6 +73,36 @@ def test_probe_scores_cross_validate_with_interval():
   assert abs(noise['linear_probe_acc'] - 0.5) < 3 * noise['linear_probe_ci95']
 
 
+def test_a_bag_of_codes_is_each_images_share_of_its_valid_tokens_per_code():
+  from jepa_jax.eval import probes  # noqa: PLC0415
+  codes = np.array([[0, 0, 2, 1], [3, 3, 3, 0]])
+  np.testing.assert_array_equal(probes.bag_of_codes(codes, 5),
+                                [[0.5, 0.25, 0.25, 0, 0], [0.25, 0, 0, 0.75, 0]])
+  valid = np.array([[True, True, True, False], [True, True, False, False]])
+  np.testing.assert_array_equal(probes.bag_of_codes(codes, 5, valid),
+                                [[2 / 3, 0, 1 / 3, 0, 0], [0, 0, 0, 1, 0]])
+
+
+def test_the_bag_probe_reads_codes_that_tell_the_class_per_image_not_per_token():
+  # Each image's tokens take codes unique to the image (as a codebook that
+  # tells images apart), and the class decides nothing: the token AMI reads
+  # far above zero while the bag probe stays at chance. Codes that carry the
+  # class in half the tokens probe perfectly.
+  from jepa_jax.eval import probes  # noqa: PLC0415
+  rng = np.random.default_rng(5)
+  y = np.arange(300) % 3
+  per_image = (np.arange(300)[:, None] * 2 + rng.integers(0, 2, (300, 8))) % 600
+  sets = {'label': (y[:200], y[200:])}
+  noise = probes.codes_section(per_image[200:], None, sets, 600, train=(per_image[:200], None))
+  assert noise['code_label_ami'] > 0.1
+  assert noise['code_label_nmi'] - noise['code_label_nmi_shuffled'] < 0.02
+  assert abs(noise['code_label_bag_probe'] - 1 / 3) < 0.1
+  told = np.where(np.arange(8) < 4, 600 + y[:, None], per_image)
+  good = probes.codes_section(told[200:], None, sets, 603, train=(told[:200], None))
+  assert good['code_label_bag_probe'] == 1.0
+  assert 'code_label_bag_probe' not in probes.codes_section(told[200:], None, sets, 603)
+
+
 def test_probe_cache_returns_the_stored_scores_and_keys_on_every_input(tmp_path, monkeypatch):
   """probe_cache.cached: the first call computes and stores, an identical call
   reads the same scores back without computing; another array, label or

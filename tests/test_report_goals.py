@@ -11,19 +11,20 @@ def _vals(seed=0, **kw):
        'perplexity_min': 0.6, 'restarts': 0.5, 'restarts_after_warmup': 0.1,
        'churn': 0.03, 'churn_span_epochs': 2.0, 'val': 3.6, 'probe': 0.78, 'ami': 0.16,
        'kmeans_ami': 0.15, 'own_kmeans': True, 'nmi_excess': 0.010,
-       'kmeans_nmi_excess': 0.005, 'alerts': 0, 'aborted': False,
+       'kmeans_nmi_excess': 0.005, 'bag_probe': 0.30, 'kmeans_bag_probe': 0.25, 'alerts': 0, 'aborted': False,
        'val_usage_end': 0.9, 'val_ceiling_end': 0.95, 'train_usage_end': 1.0}
   v.update(kw)
   return v
 
 
 def _base(seed=0, **kw):
-  return _vals(seed, **{'val': 3.5, 'probe': 0.785, 'ami': None, 'nmi_excess': None, **kw})
+  return _vals(seed, **{'val': 3.5, 'probe': 0.785, 'ami': None, 'nmi_excess': None,
+                        'bag_probe': None, **kw})
 
 
 BASE = [_base(s) for s in SEEDS]
 JUDGED = ('usage', 'window', 'perplexity', 'restarts', 'churn', 'probe', 'val', 'ami',
-          'nmi_excess', 'alerts')
+          'nmi_excess', 'bag_probe', 'alerts')
 
 
 def test_a_variant_meeting_every_goal_passes_all():
@@ -58,7 +59,8 @@ def test_each_goal_fails_just_past_its_threshold():
          'perplexity': dict(perplexity_min=0.499), 'restarts': dict(restarts=1.01),
          'churn': dict(churn=0.051), 'probe': dict(probe=0.7749),
          'val': dict(val=3.5 * 1.051), 'ami': dict(ami=0.149),
-         'nmi_excess': dict(nmi_excess=0.0049), 'alerts': dict(alerts=1)}
+         'nmi_excess': dict(nmi_excess=0.0049), 'bag_probe': dict(bag_probe=0.2499),
+         'alerts': dict(alerts=1)}
   for goal, kw in bad.items():
     cells = goals.judge('x', [_vals(s, **kw) for s in SEEDS], BASE)
     assert cells[goal].endswith('❌'), (goal, cells[goal])
@@ -101,6 +103,9 @@ def test_codes_above_kmeans_by_ami_but_not_beyond_the_image_shuffle_fail_the_nmi
   cells = goals.judge('x', vals, BASE)
   assert cells['ami'].startswith('+0.030') and cells['ami'].endswith('✅')
   assert cells['nmi_excess'].startswith('-0.0038') and cells['nmi_excess'].endswith('❌')
+  # The bags of seed 0's codes probe 13.3% where k-means' read 21.0%.
+  vals = [_vals(s, bag_probe=0.1328, kmeans_bag_probe=0.2102) for s in SEEDS]
+  assert goals.judge('x', vals, BASE)['bag_probe'].startswith('-7.7 pts [-7.7 pts, -7.7 pts]')
   # Without the run's own k-means, the baseline's at the same seed, marked.
   vals = [_vals(s, own_kmeans=False, kmeans_nmi_excess=None) for s in SEEDS]
   cell = goals.judge('x', vals, [_base(s, kmeans_nmi_excess=0.02) for s in SEEDS])['nmi_excess']

@@ -55,6 +55,11 @@ codebook's usage on the val and train splits.
                 (images' labels permuted, mean of NUM_SHUFFLES) and AMI of
                 token codes against their images' labels (scikit-learn)
   kmeans_codes  codes of val tokens under k-means fitted on train tokens
+  bag probe     `probe_scores`' linear probe of each image's bag of codes,
+                h_k = (valid tokens with code k) / (valid tokens), fitted
+                and scored per image: a plain chance level, where the token
+                metrics count an image's tokens, which share its label, as
+                independent samples
 """
 from __future__ import annotations
 
@@ -98,10 +103,11 @@ def _rows(x) -> np.ndarray:
 
 
 def probe_scores(train_x, train_y, val_x, val_y, k: int,
-                 folds: int = NUM_FOLDS) -> Dict[str, float]:
+                 folds: int = NUM_FOLDS, knn: bool = True) -> Dict[str, float]:
   """Linear-probe and k-NN (k neighbours, at most the rows a fold fits on)
   accuracy of features, cross-validated over train and val together
-  (module docstring): {linear_probe_acc, linear_probe_ci95, knn_acc, knn_ci95}."""
+  (module docstring): {linear_probe_acc, linear_probe_ci95, knn_acc, knn_ci95}
+  (knn=False: the linear probe's alone)."""
   from sklearn.model_selection import KFold, cross_val_predict  # noqa: PLC0415
   from sklearn.neighbors import KNeighborsClassifier  # noqa: PLC0415
   x = np.concatenate([_rows(train_x), _rows(val_x)])
@@ -109,9 +115,10 @@ def probe_scores(train_x, train_y, val_x, val_y, k: int,
   cv = KFold(folds, shuffle=True, random_state=0)
   n_fit = len(x) * (folds - 1) // folds
   out = {}
-  for name, model in (
-      ('linear_probe', _linear_model()),
-      ('knn', KNeighborsClassifier(n_neighbors=min(k, n_fit), metric='cosine'))):
+  models = [('linear_probe', _linear_model())]
+  if knn:
+    models.append(('knn', KNeighborsClassifier(n_neighbors=min(k, n_fit), metric='cosine')))
+  for name, model in models:
     acc = float(np.mean(cross_val_predict(model, x, y, cv=cv) == y))
     out[f'{name}_acc'], out[f'{name}_ci95'] = acc, ci95(acc, len(y))
   return out
@@ -303,10 +310,28 @@ def kmeans_codes(train_tokens, val_tokens, num_codes: int, max_fit: int = 20_000
   return np.asarray(codes).reshape(shape)
 
 
-def codes_section(codes, valid, label_sets, num_codes) -> Dict[str, Any]:
-  """Code metrics of val codes (means over the label sets), usage summary."""
+def bag_of_codes(codes, num_codes: int, valid=None) -> np.ndarray:
+  """(N, K) float32: each image's share of its valid tokens per code, from
+  codes (N, T) (valid (N, T) bool; None: every token)."""
+  codes = np.asarray(codes)
+  keep = np.ones(codes.shape, bool) if valid is None else np.asarray(valid, bool)
+  rows = np.broadcast_to(np.arange(len(codes))[:, None], codes.shape)
+  bag = np.zeros((len(codes), num_codes), np.float32)
+  np.add.at(bag, (rows[keep], codes[keep]), 1.0)
+  return bag / np.maximum(keep.sum(axis=1, keepdims=True), 1)
+
+
+def codes_section(codes, valid, label_sets, num_codes, train=None) -> Dict[str, Any]:
+  """Code metrics of val codes (means over the label sets), usage summary;
+  train = (train codes, train validity): also `code_label_bag_probe`, the
+  bag probe (module docstring) over train and val images."""
   per = [code_metrics(codes, va, valid) for _, va in label_sets.values()]
   out = {f'code_label_{k}': float(np.mean([p[k] for p in per])) for k in CODE_METRICS}
+  if train is not None:
+    bags = bag_of_codes(train[0], num_codes, train[1]), bag_of_codes(codes, num_codes, valid)
+    out['code_label_bag_probe'] = float(np.mean([
+        probe_scores(bags[0], tr, bags[1], va, k=1, knn=False)['linear_probe_acc']
+        for tr, va in label_sets.values()]))
   counts = health.code_counts(codes, num_codes, valid)
   out['codes_used_val'] = int((counts > 0).sum())
   out['codebook'] = {**health.usage_summary(counts, 'vq'),

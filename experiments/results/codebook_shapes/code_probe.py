@@ -15,8 +15,10 @@ the layer's projection and normalisation, `quantizer.encode`, assigned by
 cosine when the codes are l2-normalised, as
 `experiments/results/goal_gaps/ami_sources.py` fits it), which tells a
 codebook that assigns badly from a space that lost the class. Each image becomes
-its bag of codes, h_k = (tokens with code k) / T, and `evaluate`'s 5-fold
-linear probe (`probes.probe_scores`) is fitted on h. Printed per source:
+its bag of codes, h_k = (tokens with code k) / T (`probes.bag_of_codes`),
+and `evaluate`'s 5-fold linear probe is fitted on h: the numbers `evaluate`
+writes as `code_label_bag_probe` since 2026-12-05, here with k-means in the
+quantizer's space beside them and paired tables over seeds. Printed per source:
 that accuracy, the code-label AMI, NMI and NMI with the images' labels
 shuffled (`probes.code_metrics`, which `evaluate` reports as means over its
 label sets), and chance (the most frequent class).
@@ -48,23 +50,12 @@ from jepa_jax.run import files as run_files
 from jepa_jax.run import trained
 from jepa_jax.vq import quantizer as quantizer_lib
 
-KNN_K = 20
-
-
-def bag_of_codes(codes, num_codes: int) -> np.ndarray:
-  """(N, K) float32: each image's share of its T tokens per code, from codes (N, T)."""
-  codes = np.asarray(codes)
-  rows = np.repeat(np.arange(len(codes)), codes.shape[1])
-  bag = np.zeros((len(codes), num_codes), np.float32)
-  np.add.at(bag, (rows, codes.reshape(-1)), 1.0)
-  return bag / codes.shape[1]
-
 
 def scores(train_codes, train_y, val_codes, val_y, num_codes: int) -> Dict[str, float]:
   """The bag-of-codes probe (5-fold over train and val together) and the
   token-level code metrics of the val codes."""
-  probe = probes.probe_scores(bag_of_codes(train_codes, num_codes), train_y,
-                              bag_of_codes(val_codes, num_codes), val_y, k=KNN_K)
+  probe = probes.probe_scores(probes.bag_of_codes(train_codes, num_codes), train_y,
+                              probes.bag_of_codes(val_codes, num_codes), val_y, k=1, knn=False)
   return {'bag_linear_probe_acc': probe['linear_probe_acc'],
           'bag_linear_probe_ci95': probe['linear_probe_ci95'],
           **probes.code_metrics(val_codes, val_y)}
