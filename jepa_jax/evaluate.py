@@ -282,6 +282,7 @@ def evaluate_run(workdir: str, knn_k: int = 20, max_images: int = probes.MAX_IMA
   label_sets = trained.label_sets(ds)
   if val_codes is not None:
     k = setup.quantizer.num_codes
+    say(f'scoring the codes ({k}): code-label NMI and AMI, bag-of-codes probe...')
     train_codes = np.asarray(quantizer_lib.assign(
         setup.quantizer, state.get('vq'), state.get('vq_params'), tokens[0]))
     out.update(probes.codes_section(val_codes, val_valid, label_sets, k,
@@ -291,7 +292,7 @@ def evaluate_run(workdir: str, knn_k: int = 20, max_images: int = probes.MAX_IMA
   # The k-means baseline of these tokens (with VQ: the same tokens the codes label).
   k = setup.quantizer.num_codes if setup.vq_enabled else int(cfg.vq.codebook_size)
   tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
-  say(f'k-means baseline of the tokens ({k} codes)...')
+  say(f'k-means baseline of the tokens ({k} codes), scored the same way...')
   km = kmeans_codes(tr, np.concatenate(tokens), k)      # one fit, both splits coded
   km_train, km_val = km[:len(tokens[0])], km[len(tokens[0]):]
   out['kmeans'] = {'num_codes': k, **probes.codes_section(

@@ -29,7 +29,12 @@ def _trained(name, path):
   cfg = set_overrides(load(name, 'shapes,tiny'),
                       {'data.shapes_train_size': 300, 'data.shapes_val_size': 40})
   train.train_and_evaluate(cfg, str(path))
-  return cfg, evaluate.evaluate_run(str(path))
+  said = []
+  ev = evaluate.evaluate_run(str(path), say=said.append)
+  scoring = f'scoring the codes ({cfg.vq.codebook_size}): code-label NMI and AMI, ' \
+            'bag-of-codes probe...'
+  assert (scoring in said) == cfg.vq.enabled          # said before the codes are scored
+  return cfg, ev
 
 
 @pytest.mark.slow

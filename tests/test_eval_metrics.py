@@ -286,5 +286,5 @@ def test_the_command_says_each_long_part_as_it_starts(tiny_run, tmp_path, capsys
   assert out.err.splitlines() == [
       'encoding 200 images with the context, target and random-init encoders...',
       'probing each encoder and the pixels (5-fold linear probe and k-NN)...',
-      'k-means baseline of the tokens (32 codes)...']   # tiny's codebook size
+      'k-means baseline of the tokens (32 codes), scored the same way...']   # tiny's K
   assert out.out.count('\n') == 1 and out.out.startswith('target_encoder probe ')
