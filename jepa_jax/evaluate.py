@@ -293,8 +293,7 @@ def evaluate_run(workdir: str, knn_k: int = 20, max_images: int = probes.MAX_IMA
   k = setup.quantizer.num_codes if setup.vq_enabled else int(cfg.vq.codebook_size)
   tr = tokens[0][train_valid] if padded else tokens[0].reshape(-1, tokens[0].shape[-1])
   say(f'k-means baseline of the tokens ({k} codes), scored the same way...')
-  km = kmeans_codes(tr, np.concatenate(tokens), k)      # one fit, both splits coded
-  km_train, km_val = km[:len(tokens[0])], km[len(tokens[0]):]
+  km_train, km_val = kmeans_codes(tr, tuple(tokens), k)      # one fit, both splits coded
   out['kmeans'] = {'num_codes': k, **probes.codes_section(
       km_val, val_valid, label_sets, k, train=(km_train, train_valid))}
   run_files.write_json(os.path.join(workdir, run_files.EVAL), out)

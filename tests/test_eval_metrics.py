@@ -59,6 +59,20 @@ def test_kmeans_codes_cosine_assigns_to_the_nearest_normalised_centre():
   assert cosine[0, 0] == cosine[1, 0] == euclid[1, 0]   # with (10, 0)
 
 
+def test_kmeans_codes_of_a_tuple_come_from_one_fit_in_chunks(monkeypatch):
+  from jepa_jax.eval import probes  # noqa: PLC0415
+  rng = np.random.default_rng(6)
+  train, a, b = rng.normal(size=(300, 4)), rng.normal(size=(7, 5, 4)), rng.normal(size=(3, 5, 4))
+  for cosine in (False, True):
+    whole = [evaluate.kmeans_codes(train, x, 6, cosine=cosine) for x in (a, b)]
+    monkeypatch.setattr(probes, 'PREDICT_ROWS', 4)          # 35 and 15 rows: ragged chunks
+    parts = evaluate.kmeans_codes(train, (a, b), 6, cosine=cosine)
+    monkeypatch.undo()
+    assert isinstance(parts, tuple) and len(parts) == 2
+    for got, want in zip(parts, whole):
+      np.testing.assert_array_equal(got, want)
+
+
 def test_probe_scores_cross_validate_with_interval():
   rng = np.random.default_rng(3)
   y = rng.integers(0, 2, 200)

@@ -287,10 +287,15 @@ def code_metrics(codes, labels, valid=None, num_shuffles: int = NUM_SHUFFLES,
           'ami': float(adjusted_mutual_info_score(tok(labels), flat))}
 
 
+PREDICT_ROWS = 65_536   # tokens k-means assigns at once (bounds the float64 copy)
+
+
 def kmeans_codes(train_tokens, val_tokens, num_codes: int, max_fit: int = 20_000,
                  cosine: bool = False):
   """Codes of val tokens (N, T, D) under k-means with `num_codes` centres
-  fitted on train tokens (M, D) (at most max_fit of them, seed 0).
+  fitted on train tokens (M, D) (at most max_fit of them, seed 0); given a
+  tuple of token arrays, a tuple of their codes from the one fit. Tokens are
+  assigned `PREDICT_ROWS` at a time.
 
   cosine=True: the same fit, then each val token goes to its nearest
   l2-normalised centre (`vq.nearest_codes`, float32), the assignment of a
@@ -301,13 +306,22 @@ def kmeans_codes(train_tokens, val_tokens, num_codes: int, max_fit: int = 20_000
   fit = train_tokens[rng.permutation(len(train_tokens))[:max_fit]].astype(np.float64)
   km = KMeans(n_clusters=min(num_codes, len(fit)), n_init=1, max_iter=100,
               random_state=0).fit(fit)
-  shape, flat = val_tokens.shape[:-1], val_tokens.reshape(-1, val_tokens.shape[-1])
-  if not cosine:
-    return km.predict(flat.astype(np.float64)).reshape(shape)
   centres = km.cluster_centers_
-  centres = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-  codes = vq_lib.nearest_codes(jnp.asarray(centres, jnp.float32), jnp.asarray(flat))[0]
-  return np.asarray(codes).reshape(shape)
+  centres = jnp.asarray(centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True),
+                                             1e-12), jnp.float32)
+
+  def assign(rows):
+    if cosine:
+      return np.asarray(vq_lib.nearest_codes(centres, jnp.asarray(rows))[0])
+    return km.predict(rows.astype(np.float64))
+
+  def codes(tokens):
+    flat = tokens.reshape(-1, tokens.shape[-1])
+    parts = [assign(flat[i:i + PREDICT_ROWS]) for i in range(0, len(flat), PREDICT_ROWS)]
+    return (np.concatenate(parts) if parts else np.zeros(0, np.int32)).reshape(
+        tokens.shape[:-1])
+
+  return tuple(map(codes, val_tokens)) if isinstance(val_tokens, tuple) else codes(val_tokens)
 
 
 def bag_of_codes(codes, num_codes: int, valid=None) -> np.ndarray:

@@ -75,9 +75,9 @@ def code_probe(workdir: str) -> Dict[str, Any]:
   tokens = [run.encode(ds.train_images).tokens, run.encode(ds.val_images).tokens]
 
   def kmeans(train, val, cosine=False):     # one fit on train tokens, both splits coded
-    km = probes.kmeans_codes(train.reshape(-1, train.shape[-1]),
-                             np.concatenate([train, val]), k, cosine=cosine)
-    return scores(km[:len(train)], ytr, km[len(train):], yva, k)
+    km_train, km_val = probes.kmeans_codes(train.reshape(-1, train.shape[-1]), (train, val), k,
+                                           cosine=cosine)
+    return scores(km_train, ytr, km_val, yva, k)
 
   out = {'workdir': workdir, 'num_codes': k, 'images': len(ytr) + len(yva),
          'chance': probes.chance(np.concatenate([ytr, yva])), 'kmeans': kmeans(*tokens)}
