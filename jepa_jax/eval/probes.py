@@ -306,9 +306,10 @@ def kmeans_codes(train_tokens, val_tokens, num_codes: int, max_fit: int = 20_000
   fit = train_tokens[rng.permutation(len(train_tokens))[:max_fit]].astype(np.float64)
   km = KMeans(n_clusters=min(num_codes, len(fit)), n_init=1, max_iter=100,
               random_state=0).fit(fit)
-  centres = km.cluster_centers_
-  centres = jnp.asarray(centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True),
-                                             1e-12), jnp.float32)
+  if cosine:
+    centres = km.cluster_centers_
+    centres = jnp.asarray(centres / np.maximum(
+        np.linalg.norm(centres, axis=1, keepdims=True), 1e-12), jnp.float32)
 
   def assign(rows):
     if cosine:

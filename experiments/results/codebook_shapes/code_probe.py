@@ -53,12 +53,14 @@ from jepa_jax.vq import quantizer as quantizer_lib
 
 def scores(train_codes, train_y, val_codes, val_y, num_codes: int) -> Dict[str, float]:
   """The bag-of-codes probe (5-fold over train and val together) and the
-  token-level code metrics of the val codes."""
-  probe = probes.probe_scores(probes.bag_of_codes(train_codes, num_codes), train_y,
-                              probes.bag_of_codes(val_codes, num_codes), val_y, k=1, knn=False)
-  return {'bag_linear_probe_acc': probe['linear_probe_acc'],
-          'bag_linear_probe_ci95': probe['linear_probe_ci95'],
-          **probes.code_metrics(val_codes, val_y)}
+  token-level code metrics of the val codes: `probes.codes_section`, the
+  scoring `evaluate` does, under this script's key names."""
+  sec = probes.codes_section(val_codes, None, {'label': (train_y, val_y)}, num_codes,
+                             train=(train_codes, None))
+  acc = sec['code_label_bag_probe']
+  return {'bag_linear_probe_acc': acc,
+          'bag_linear_probe_ci95': probes.ci95(acc, len(train_y) + len(val_y)),
+          **{key: sec[f'code_label_{key}'] for key in probes.CODE_METRICS}}
 
 
 def code_probe(workdir: str) -> Dict[str, Any]:
