@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jepa_jax.objective import losses
+from jepa_jax.objective import prototypes
 from jepa_jax.objective import terms as objective
 from jepa_jax.train import step as step_lib
 
@@ -105,7 +106,7 @@ def test_dino_loss_is_cross_entropy_against_the_sinkhorn_centred_teacher():
   q = _sinkhorn_by_hand(t.astype(np.float64), 0.5, 3)
   log_s = s / 0.1 - np.log(np.exp(s / 0.1).sum(1, keepdims=True))
   want = -np.mean((q * log_s).sum(1))
-  got = losses.dino_loss(jnp.asarray(s), jnp.asarray(t), 0.1, 0.5)
+  got = prototypes.dino_loss(jnp.asarray(s), jnp.asarray(t), 0.1, 0.5)
   assert float(got) == pytest.approx(want, rel=1e-5)
 
 
@@ -113,7 +114,7 @@ def test_dino_teacher_is_balanced_over_the_batch_and_gets_no_gradient():
   rng = np.random.default_rng(2)
   s, t = (jnp.asarray(x) for x in rng.normal(size=(2, 8, 4)).astype(np.float32))
   t = t.at[:, 0].add(3.0)                   # one prototype dominates every image
-  g_s, g_t = jax.grad(lambda a, b: losses.dino_loss(a, b, 0.1, 0.5, num_iters=50),
+  g_s, g_t = jax.grad(lambda a, b: prototypes.dino_loss(a, b, 0.1, 0.5, num_iters=50),
                       argnums=(0, 1))(s, t)
   assert float(jnp.abs(g_t).max()) == 0.0 and float(jnp.abs(g_s).max()) > 0.0
   # The student's best answer is the teacher's target: its mass per prototype is 1/K.
@@ -126,8 +127,8 @@ def test_dino_loss_with_zero_weights_is_the_loss_of_the_valid_rows():
   rng = np.random.default_rng(3)
   s, t = rng.normal(size=(2, 7, 5)).astype(np.float32)
   w = np.array([1, 1, 0, 1, 1, 0, 1], np.float32)
-  got = losses.dino_loss(s, t, 0.1, 0.04, weights=w)
-  want = losses.dino_loss(s[w > 0], t[w > 0], 0.1, 0.04)
+  got = prototypes.dino_loss(s, t, 0.1, 0.04, weights=w)
+  want = prototypes.dino_loss(s[w > 0], t[w > 0], 0.1, 0.04)
   assert float(got) == pytest.approx(float(want), rel=1e-5)
 
 

@@ -222,6 +222,16 @@ def _loss_and_train(c) -> None:
   c.loss.dino_prototypes = 256
   c.loss.dino_student_temperature = 0.1
   c.loss.dino_teacher_temperature = 0.04
+  # CAPI (0: off; Darcet et al. 2025): the predictor's outputs at the target
+  # positions, through a cosine head, must predict the clusters of the target
+  # encoder's tokens there; the clusters are capi_clusters prototypes learned
+  # online on those tokens, their targets balanced per position over the
+  # batch by Sinkhorn-Knopp. Temperatures are CAPI's defaults.
+  c.loss.capi_weight = 0.0
+  c.loss.capi_clusters = 256
+  c.loss.capi_student_temperature = 0.12
+  c.loss.capi_target_temperature = 0.06
+  c.loss.capi_clustering_temperature = 0.12
   c.loss.sigreg_input = 'tokens'
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
   c.loss.entropy_temperature = 1.0      # T of its soft assignments softmax(-d / T)
@@ -337,7 +347,9 @@ ADDED = (
     'data.shapes_distractor_scale_range', 'data.shapes_backgrounds',
     'data.context_augment', 'data.target_augment',
     'vq.ibq_temperature', 'vq.assignment', 'vq.sinkhorn_epsilon', 'vq.sinkhorn_iters',
-    'vq.update_source',
+    'vq.update_source', 'loss.capi_weight', 'loss.capi_clusters',
+    'loss.capi_student_temperature', 'loss.capi_target_temperature',
+    'loss.capi_clustering_temperature',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

@@ -132,12 +132,15 @@ def _loss_and_schedule(cfg, check) -> None:
   for key in ('loss.infonce_weight', 'loss.sigreg_weight', 'loss.invariance_weight',
               'loss.relational_loss.weight',
               'loss.relational_loss.context_self_weight', 'loss.global_weight',
-              'loss.global_infonce_weight', 'loss.global_dino_weight',
+              'loss.global_infonce_weight', 'loss.global_dino_weight', 'loss.capi_weight',
               'train.weight_decay', 'train.min_learning_rate'):
     check(key, check.number(key) >= 0, 'must be >= 0')
-  for key in ('loss.dino_student_temperature', 'loss.dino_teacher_temperature'):
+  for key in ('loss.dino_student_temperature', 'loss.dino_teacher_temperature',
+              'loss.capi_student_temperature', 'loss.capi_target_temperature',
+              'loss.capi_clustering_temperature'):
     check(key, check.number(key) > 0, 'must be > 0')
   check.positive_int('loss.dino_prototypes')
+  check.positive_int('loss.capi_clusters')
   check('loss.sigreg_input', cfg.loss.sigreg_input in ('tokens', 'pooled'),
         "must be 'tokens' or 'pooled'")
   check('train.learning_rate', check.number('train.learning_rate') > 0, 'must be > 0')

@@ -1,5 +1,6 @@
 """What training minimises: the loss terms as pure functions with their
 formulas and sources (`losses`: InfoNCE with a clamped temperature, SIGReg,
-invariance, relational terms), and their composition into the JEPA loss with
+invariance, relational terms; `prototypes`: DINO's and CAPI's cross-entropies
+against Sinkhorn-balanced prototype targets), and their composition into the JEPA loss with
 the quantizer's terms, with the optimizer and learning-rate schedule that
 minimise it (`terms`)."""

@@ -14,8 +14,6 @@ Contents (formula and source in each docstring):
   `sigreg_loss`       - LeJEPA's sliced Epps-Pulley regulariser (SIGReg).
 * `invariance_loss`   - VICReg's invariance (MSE) term.
 * `relational_loss`   - relational (pairwise cosine-similarity) matching.
-* `dino_loss`         - DINO's self-distillation of prototype scores, with
-                        DINOv2's Sinkhorn-Knopp centring of the teacher.
 * `commitment_loss`,
   `codebook_loss`     - the two VQ-VAE bottleneck terms.
 
@@ -32,7 +30,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jepa_jax.vq import assignment
 
 _NORM_EPS = 1e-6
 
@@ -334,46 +331,3 @@ def codebook_loss(z, z_q, weights=None, reduction='sum'):
   Source: van den Oord et al. 2017 (VQ-VAE), second term of Eq. 3.
   """
   return _row_sq_dist(jax.lax.stop_gradient(z), z_q, weights, reduction)
-
-
-# --------------------------------------------------------------------------
-# Self-distillation (DINO)
-# --------------------------------------------------------------------------
-
-DINO_SINKHORN_ITERS = 3     # DINOv2's Sinkhorn-Knopp iterations on the teacher
-
-
-def dino_loss(student_logits, teacher_logits, student_temperature,
-              teacher_temperature, weights=None, num_iters=DINO_SINKHORN_ITERS):
-  """DINO's cross-entropy of the student's prototype scores against the
-  teacher's, the teacher centred by Sinkhorn-Knopp over the batch.
-
-  student_logits, teacher_logits: (N, K), one row per image (scores of K
-  prototypes, e.g. `model.vit.ProjectionHead`'s cosines).
-
-      Q = Sinkhorn-Knopp plan of exp(teacher_logits / tau_t) with uniform
-          marginals (every image mass 1/N, every prototype 1/K; num_iters
-          iterations, `assignment.sinkhorn_log_plan`), rows renormalised:
-      q_i = Q_i / sum_k Q_ik                (no gradient)
-      loss = mean_i  -sum_k q_ik log softmax_k(student_logits_i / tau_s)
-
-  The teacher is sharpened (tau_t < tau_s) and centred: where DINO subtracts
-  a running mean of the teacher's scores, DINOv2 balances the prototypes
-  within the batch by Sinkhorn-Knopp (from SwAV), which needs no state.
-  With weights w (N,): rows with w_i = 0 carry no teacher mass and no loss;
-  the loss is sum_i w_i CE_i / sum_i w_i.
-
-  Sources: Caron et al. 2021, "Emerging Properties in Self-Supervised Vision
-  Transformers" (DINO), eq. 1 (tau_s = 0.1, tau_t = 0.04); Oquab et al. 2024,
-  "DINOv2", Sec. 4 (Sinkhorn-Knopp centring, 3 iterations); Caron et al.
-  2020, "Unsupervised Learning of Visual Features by Contrasting Cluster
-  Assignments" (SwAV), Sec. 3.1.
-  """
-  t = jax.lax.stop_gradient(_f32(teacher_logits))
-  log_plan = assignment.sinkhorn_log_plan(-t, teacher_temperature, num_iters, weights)
-  q = jax.lax.stop_gradient(jax.nn.softmax(log_plan, axis=-1))
-  log_s = jax.nn.log_softmax(_f32(student_logits) / student_temperature, axis=-1)
-  ce = -jnp.sum(q * log_s, axis=-1)
-  if weights is None:
-    return jnp.mean(ce)
-  return _weighted_mean(ce, weights)

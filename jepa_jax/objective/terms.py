@@ -42,6 +42,7 @@ import optax
 from jepa_jax.model import masking
 from jepa_jax.model import vit as model_lib
 from jepa_jax.objective import losses
+from jepa_jax.objective import prototypes
 from jepa_jax.vq import quantizer as quantizer_lib
 
 
@@ -213,7 +214,7 @@ def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
   if lc.global_infonce:
     parts['global_infonce'] = losses.infonce_loss(z_pool, t_pool_g, temperature, **_w(w_img))
   if lc.global_dino:
-    parts['global_dino'] = losses.dino_loss(*heads_g, *lc.dino_temperatures, **_w(w_img))
+    parts['global_dino'] = prototypes.dino_loss(*heads_g, *lc.dino_temperatures, **_w(w_img))
   return parts
 
 
@@ -225,6 +226,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
         [+ w_glob·MSE(pool(z), pool(t_full))]
         [+ w_gnce·InfoNCE(pool(z), pool(t_full); τ)]
         [+ w_dino·DINO(head(pool(z)), head_target(pool(t_full)))]
+        [+ w_capi·CAPI(pred; clusters(t_full)) + clustering(t_full)]
         + β·commit(u, q) [+ codebook(u, q) in gradient mode / SimVQ]
         [+ w_ent·entropy(u, E)]
   where z are the context encoder's tokens (SIGReg reads pool(z), one row
@@ -282,6 +284,11 @@ def make_loss_fn(setup, axis_name=None, snap=True):
                else None)
     parts.update(_jepa_terms(setup, params['temperature'], z_g, pred_g, tgt_g,
                              t_pool_g, cv_g, tv_g, w_ctx, w_tgt, keys[1], heads_g))
+    if setup.loss.capi:
+      parts.update(prototypes.capi_losses(
+          params['capi'], pred_g, gather(v['t_full']), gather(v['tgt_idx']),
+          None if v['valid'] is None else gather(v['valid']), tv_g,
+          setup.loss.capi_temperatures))
     total = sum(weights[k] * x for k, x in parts.items())
     sg = jax.lax.stop_gradient
     aux = {'parts': parts, 'codes': codes,
@@ -308,10 +315,11 @@ def warmup_cosine(peak: float, end: float, warmup: int, decay_steps: int) -> Cal
 
 def _weight_decay_mask(trainables):
   """Decay only weight matrices/kernels; never biases, norms, the temperature,
-  the mask token, the codebook or the SimVQ map (the codebook's factor)."""
+  the mask token, the codebook, the SimVQ map (the codebook's factor) or
+  CAPI's clustering (its scale sets the targets' sharpness)."""
   def keep(path, leaf):
     names = [getattr(p, 'key', '') for p in path]
-    return leaf.ndim >= 2 and 'codebook' not in names and 'simvq_map' not in names
+    return leaf.ndim >= 2 and not {'codebook', 'simvq_map', 'clusters'} & set(names)
   return jax.tree_util.tree_map_with_path(keep, trainables)
 
 

@@ -64,6 +64,7 @@ from jepa_jax import data as data_lib
 from jepa_jax.config import checks as config_checks
 from jepa_jax.errors import ConfigError
 from jepa_jax.model import vit as model_lib
+from jepa_jax.objective import prototypes
 from jepa_jax.objective import terms as objective
 from jepa_jax.vq import codebook as vq_lib
 from jepa_jax.vq import quantizer as quantizer_lib
@@ -71,8 +72,7 @@ from jepa_jax.vq import quantizer as quantizer_lib
 # Loss components logged per epoch as train_<name>_mean / val_<name>_mean.
 LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
                    'relational_context', 'global', 'global_infonce', 'global_dino',
-                   'commitment',
-                   'codebook', 'entropy')
+                   'capi', 'capi_clustering', 'commitment', 'codebook', 'entropy')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +94,9 @@ class LossSpec:
   global_dino: float = 0.0            # 'global_dino': DINO on the pair's head scores
   dino_prototypes: int = 0            # the head's prototypes (0 without the term)
   dino_temperatures: Tuple[float, float] = (0.1, 0.04)   # student, teacher
+  capi: float = 0.0                   # 'capi': predict the target tokens' clusters
+  capi_clusters: int = 0              # their clusters (0 without the term)
+  capi_temperatures: Tuple[float, float, float] = (0.12, 0.06, 0.12)  # student, target, clustering
   sigreg_input: str = 'tokens'        # SIGReg on the context tokens or their image means
 
   @classmethod
@@ -112,6 +115,11 @@ class LossSpec:
                dino_prototypes=lc.dino_prototypes if lc.global_dino_weight else 0,
                dino_temperatures=(lc.dino_student_temperature,
                                   lc.dino_teacher_temperature),
+               capi=lc.capi_weight,
+               capi_clusters=lc.capi_clusters if lc.capi_weight else 0,
+               capi_temperatures=(lc.capi_student_temperature,
+                                  lc.capi_target_temperature,
+                                  lc.capi_clustering_temperature),
                sigreg_input=lc.sigreg_input)
 
   @property
@@ -121,7 +129,8 @@ class LossSpec:
             'relational_context': self.relational_context,
             **({'global': self.global_} if self.global_ else {}),
             **({'global_infonce': self.global_infonce} if self.global_infonce else {}),
-            **({'global_dino': self.global_dino} if self.global_dino else {})}
+            **({'global_dino': self.global_dino} if self.global_dino else {}),
+            **({'capi': self.capi, 'capi_clustering': 1.0} if self.capi else {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +228,9 @@ def init_state(setup: Setup, image_shape, seed: int):
     pred = setup.predictor.init(k_pred, ctx, ctx_idx, tgt_idx)
     params = {'encoder': enc, 'predictor': pred,
               'temperature': jnp.asarray(setup.loss.temperature_init, jnp.float32)}
+    if setup.loss.capi:
+      params['capi'] = prototypes.init_capi(jax.random.fold_in(k_pred, 1),
+                                            setup.encoder.embed_dim, setup.loss.capi_clusters)
     state = {'step': jnp.zeros((), jnp.int32), 'params': params,
              'target_params': jax.tree.map(lambda x: x + 0.0, enc),
              'rng': k_train}
