@@ -4,6 +4,7 @@ jittable functions of arrays (formula and source in each docstring).
 * `dino_loss`      - DINO's self-distillation of one image-level score vector
                      per view, DINOv2's Sinkhorn-Knopp centring of the teacher.
 * `init_capi`,
+  `capi_targets`,
   `capi_losses`    - CAPI's masked prediction of the target encoder's online
                      token clusters, and the clustering's own loss.
 
@@ -89,6 +90,24 @@ def _soft_cross_entropy(q, logits, temperature, weights):
   return jnp.mean(ce) if weights is None else _weighted_mean(ce, weights)
 
 
+def capi_targets(params, t_full, target_temperature, valid=None,
+                 num_iters=CAPI_SINKHORN_ITERS):
+  """(l, q): the online clustering's scores l (B, N, K) of the tokens t_full
+  (B, N, D; no gradient reaches them) and their Sinkhorn-balanced targets q
+  (B, N, K, no gradient; rows sum to 1), as `capi_losses` defines them;
+  argmax_k q_bnk is token (b, n)'s cluster. valid (B, N): tokens with 0
+  carry no mass."""
+  logits = l2_normalize(_f32(jax.lax.stop_gradient(t_full))) @ params['clusters']
+  logits = logits + params['clusters_bias']
+
+  def plan(scores, w):               # (B, K) at one position -> log Q (B, K)
+    return assignment.sinkhorn_log_plan(-jax.lax.stop_gradient(scores),
+                                        target_temperature, num_iters, w)
+  log_q = jax.vmap(plan, in_axes=(1, None if valid is None else 1), out_axes=1)(
+      logits, valid)
+  return logits, jax.lax.stop_gradient(jax.nn.softmax(log_q, axis=-1))
+
+
 def capi_losses(params, pred, t_full, tgt_idx, valid=None, tgt_valid=None,
                 temperatures=(0.12, 0.06, 0.12), num_iters=CAPI_SINKHORN_ITERS):
   """CAPI's two losses: {'capi': the student's, 'capi_clustering': the
@@ -118,16 +137,8 @@ def capi_losses(params, pred, t_full, tgt_idx, valid=None, tgt_valid=None,
   (tau_s = tau_c = 0.12, tau_t = 0.06, 3 Sinkhorn-Knopp iterations).
   """
   tau_s, tau_t, tau_c = temperatures
-  b, m, t, d = pred.shape
-  logits = l2_normalize(_f32(jax.lax.stop_gradient(t_full))) @ params['clusters']
-  logits = logits + params['clusters_bias']                          # (B, N, K)
-
-  def plan(scores, w):               # (B, K) at one position -> log Q (B, K)
-    return assignment.sinkhorn_log_plan(-jax.lax.stop_gradient(scores), tau_t,
-                                        num_iters, w)
-  log_q = jax.vmap(plan, in_axes=(1, None if valid is None else 1), out_axes=1)(
-      logits, valid)
-  q = jax.lax.stop_gradient(jax.nn.softmax(log_q, axis=-1))           # (B, N, K)
+  b, m, t, _ = pred.shape
+  logits, q = capi_targets(params, t_full, tau_t, valid, num_iters)
   k = logits.shape[-1]
   w_tok = None if valid is None else valid.reshape(-1)
   clustering = _soft_cross_entropy(q.reshape(-1, k), logits.reshape(-1, k), tau_c, w_tok)

@@ -1,0 +1,127 @@
+"""CAPI's objective (`objective.prototypes.capi_losses`, `configs/capi.py`):
+the losses against a re-derivation in numpy, where the gradients go, padded
+rows, and one training step of the config."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jepa_jax.objective import prototypes
+from jepa_jax.objective import terms as objective
+from jepa_jax.train import step as step_lib
+
+TEMPS = (0.12, 0.06, 0.12)
+
+
+def _capi_by_hand(params, pred, t_full, tgt_idx, temps, iters):
+  """CAPI's losses in float64 numpy, Sinkhorn-Knopp in its multiplicative form
+  per position (the authors' order: over the batch, then over the clusters)."""
+  tau_s, tau_t, tau_c = temps
+  unit = lambda x, a=-1: x / np.linalg.norm(x, axis=a, keepdims=True)
+  logits = unit(t_full) @ params['clusters'] + params['clusters_bias']   # (B, N, K)
+  m = np.exp((logits - logits.max()) / tau_t)
+  for _ in range(iters):
+    m = m / m.sum(axis=0, keepdims=True)          # each cluster's mass over the batch
+    m = m / m.sum(axis=-1, keepdims=True)         # each token's over the clusters
+  log_softmax = lambda x: x - x.max(-1, keepdims=True) - np.log(
+      np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+  clustering = -np.mean((m * log_softmax(logits / tau_c)).sum(-1))
+  b, mb, t, _ = pred.shape
+  q_tgt = np.stack([m[i, tgt_idx[i].reshape(-1)] for i in range(b)])      # (B, M*T, K)
+  scores = unit(pred.reshape(b, mb * t, -1)) @ unit(params['head'], 0)
+  student = -np.mean((q_tgt * log_softmax(scores / tau_s)).sum(-1))
+  return student, clustering
+
+
+def _example(seed, b=6, n=9, d=5, k=7, m=2, t=3):
+  rng = np.random.default_rng(seed)
+  params = {kk: np.asarray(v, np.float64) for kk, v in
+            prototypes.init_capi(jax.random.PRNGKey(seed), d, k).items()}
+  params['clusters_bias'] = rng.normal(size=k) * 0.1       # not zero: the bias is used
+  pred = rng.normal(size=(b, m, t, d))
+  t_full = rng.normal(size=(b, n, d))
+  tgt_idx = rng.integers(0, n, size=(b, m, t))
+  return params, pred, t_full, tgt_idx
+
+
+def _jnp(params):
+  return {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+
+
+def test_capi_losses_match_a_numpy_re_derivation():
+  params, pred, t_full, tgt_idx = _example(0)
+  got = prototypes.capi_losses(_jnp(params), jnp.asarray(pred, jnp.float32),
+                               jnp.asarray(t_full, jnp.float32), jnp.asarray(tgt_idx),
+                               temperatures=TEMPS, num_iters=3)
+  student, clustering = _capi_by_hand(params, pred, t_full, tgt_idx, TEMPS, 3)
+  assert float(got['capi']) == pytest.approx(student, rel=1e-4)
+  assert float(got['capi_clustering']) == pytest.approx(clustering, rel=1e-4)
+
+
+def test_capi_gradients_reach_only_their_own_parameters():
+  """The clustering's loss trains the clustering alone; the student's loss
+  trains the head and the predictions, never the clustering; the target
+  tokens get no gradient from either."""
+  params, pred, t_full, tgt_idx = (_example(1)[0],) + tuple(
+      jnp.asarray(x, jnp.float32 if x.dtype.kind == 'f' else jnp.int32) for x in _example(1)[1:])
+
+  def loss(which):
+    return lambda p, pr, t: prototypes.capi_losses(p, pr, t, tgt_idx)[which]
+  g_p, g_pred, g_t = jax.grad(loss('capi_clustering'), argnums=(0, 1, 2))(
+      _jnp(params), pred, t_full)
+  assert float(jnp.abs(g_p['clusters']).max()) > 0 and float(jnp.abs(g_p['clusters_bias']).max()) > 0
+  assert float(jnp.abs(g_p['head']).max()) == 0 and float(jnp.abs(g_pred).max()) == 0
+  assert float(jnp.abs(g_t).max()) == 0
+  g_p, g_pred, g_t = jax.grad(loss('capi'), argnums=(0, 1, 2))(_jnp(params), pred, t_full)
+  assert float(jnp.abs(g_p['head']).max()) > 0 and float(jnp.abs(g_pred).max()) > 0
+  assert float(jnp.abs(g_p['clusters']).max()) == 0 and float(jnp.abs(g_t).max()) == 0
+
+
+def test_capi_targets_are_balanced_per_position():
+  """With many iterations, at every position each cluster gets 1/K of the
+  batch's mass, though one cluster dominates every token's scores (it would
+  take most of the mass without the balancing); rows sum to 1."""
+  params, _, t_full, _ = _example(2, b=16, k=4)
+  params['clusters_bias'] = np.array([3.0, 0.0, 0.0, 0.0])
+  logits, q = prototypes.capi_targets(_jnp(params), jnp.asarray(t_full, jnp.float32),
+                                      TEMPS[1], num_iters=200)
+  assert float(jax.nn.softmax(logits / TEMPS[1], -1)[..., 0].mean()) > 0.9
+  np.testing.assert_allclose(np.asarray(q).mean(0), 0.25, atol=5e-3)
+  np.testing.assert_allclose(np.asarray(q).sum(-1), 1.0, atol=1e-5)
+
+
+def test_capi_losses_with_padded_images_are_the_losses_of_the_valid_ones():
+  params, pred, t_full, tgt_idx = _example(3, b=7)
+  keep = np.array([1, 1, 0, 1, 1, 0, 1], bool)
+  valid = np.broadcast_to(keep[:, None], t_full.shape[:2])
+  tgt_valid = np.broadcast_to(keep[:, None, None], tgt_idx.shape)
+  f = lambda *a, **kw: prototypes.capi_losses(
+      _jnp(params), *(jnp.asarray(x, jnp.float32) for x in a[:2]), jnp.asarray(a[2]), **kw)
+  got = f(pred, t_full, tgt_idx, valid=jnp.asarray(valid), tgt_valid=jnp.asarray(tgt_valid))
+  want = f(pred[keep], t_full[keep], tgt_idx[keep])
+  for k in ('capi', 'capi_clustering'):
+    assert float(got[k]) == pytest.approx(float(want[k]), rel=1e-5)
+
+
+def test_capi_config_trains_the_clustering_without_weight_decay():
+  """configs/capi.py at :tiny: one step gives finite CAPI terms, moves the
+  clustering and the head; weight decay skips the clustering only."""
+  from jepa_jax import data as data_lib
+  from conftest import load
+  cfg = load('capi', 'tiny')
+  cfg.train.warmup_epochs = 0
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  capi = state['params']['capi']
+  assert capi['clusters'].shape == capi['head'].shape == (cfg.model.embed_dim, 256)
+  images = jnp.asarray(ds.train_images[:16])
+  new, metrics = jax.jit(step_lib.make_train_step(setup))(
+      state, images, jnp.arange(16, dtype=jnp.int32))
+  for k in ('capi', 'capi_clustering'):
+    assert np.isfinite(float(metrics[k])) and float(metrics[k]) > 0
+  for k in ('clusters', 'head'):
+    assert np.abs(np.asarray(new['params']['capi'][k]) - np.asarray(capi[k])).max() > 0
+  assert float(metrics['invariance']) > 0       # logged, though weighted 0
+  mask = objective._weight_decay_mask({'params': state['params']})['params']['capi']
+  assert mask == {'clusters': False, 'clusters_bias': False, 'head': True}
