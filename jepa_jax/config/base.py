@@ -232,6 +232,9 @@ def _loss_and_train(c) -> None:
   c.loss.capi_student_temperature = 0.12
   c.loss.capi_target_temperature = 0.06
   c.loss.capi_clustering_temperature = 0.12
+  # MAE's target (0: off; He et al. 2022): a linear head on the predictor's
+  # outputs regresses the target patches' pixels, each patch normalised.
+  c.loss.pixel_weight = 0.0
   c.loss.sigreg_input = 'tokens'
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
   c.loss.entropy_temperature = 1.0      # T of its soft assignments softmax(-d / T)
@@ -349,7 +352,7 @@ ADDED = (
     'vq.ibq_temperature', 'vq.assignment', 'vq.sinkhorn_epsilon', 'vq.sinkhorn_iters',
     'vq.update_source', 'loss.capi_weight', 'loss.capi_clusters',
     'loss.capi_student_temperature', 'loss.capi_target_temperature',
-    'loss.capi_clustering_temperature',
+    'loss.capi_clustering_temperature', 'loss.pixel_weight',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

@@ -65,9 +65,12 @@ def _data(cfg, check) -> None:
       d.target_augment and cfg.model.patch_embed == 'colour'),
         "must be '' or 'colour' (pixel data only; a crop would move the target's "
         "tokens off the predictions)")
+  check('loss.pixel_weight', not (cfg.loss.pixel_weight and cfg.model.patch_embed == 'colour'),
+        'pixel data only (colour ids have no pixels to regress)')
   if 'crop' in d.context_augment:
     token_terms = [k for k, w in (('loss.infonce_weight', cfg.loss.infonce_weight),
                                   ('loss.invariance_weight', cfg.loss.invariance_weight),
+                                  ('loss.pixel_weight', cfg.loss.pixel_weight),
                                   ('loss.relational_loss.weight', cfg.loss.relational_loss.weight))
                    if w]
     check('data.context_augment', not token_terms,
@@ -133,6 +136,7 @@ def _loss_and_schedule(cfg, check) -> None:
               'loss.relational_loss.weight',
               'loss.relational_loss.context_self_weight', 'loss.global_weight',
               'loss.global_infonce_weight', 'loss.global_dino_weight', 'loss.capi_weight',
+              'loss.pixel_weight',
               'train.weight_decay', 'train.min_learning_rate'):
     check(key, check.number(key) >= 0, 'must be >= 0')
   for key in ('loss.dino_student_temperature', 'loss.dino_teacher_temperature',

@@ -14,6 +14,7 @@ Contents (formula and source in each docstring):
   `sigreg_loss`       - LeJEPA's sliced Epps-Pulley regulariser (SIGReg).
 * `invariance_loss`   - VICReg's invariance (MSE) term.
 * `relational_loss`   - relational (pairwise cosine-similarity) matching.
+* `pixel_loss`        - MAE's regression of normalised target-patch pixels.
 * `commitment_loss`,
   `codebook_loss`     - the two VQ-VAE bottleneck terms.
 
@@ -234,6 +235,23 @@ def invariance_loss(pred, target, weights=None):
   if weights is None:
     return jnp.mean(sq)
   return _weighted_mean(jnp.mean(sq, axis=-1), weights)
+
+
+def pixel_loss(pred, patches, weights=None, eps=1e-6):
+  """MAE's pixel target: the mean squared error of predicted pixels against
+  each target patch's pixels normalised by that patch's own mean and variance.
+
+      t_n = (x_n - mean(x_n)) / sqrt(var(x_n) + eps)     (x_n: patch n's P values)
+      loss = (1/(N P)) sum_{n,p} (pred_np - t_np)^2
+
+  pred, patches: (N, P); weights (N,) as `invariance_loss`. Source: He et al.
+  2022, "Masked Autoencoders Are Scalable Vision Learners", Sec. 3
+  ("normalized pixels as target", their `norm_pix_loss`, eps 1e-6).
+  """
+  x = _f32(jax.lax.stop_gradient(patches))
+  mu = jnp.mean(x, axis=-1, keepdims=True)
+  t = (x - mu) * jax.lax.rsqrt(jnp.var(x, axis=-1, keepdims=True) + eps)
+  return invariance_loss(pred, t, weights)
 
 
 def _cosine_similarity_matrix(x):

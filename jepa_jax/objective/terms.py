@@ -175,7 +175,16 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
   tgt = model_lib.gather_tokens(t_full, tgt_idx.reshape(b, m * t))    # t_full (b, N, D)
   return dict(z=z, t_full=t_full, tgt=tgt.reshape(b, m, t, -1), ctx_idx=ctx_idx,
               tgt_idx=tgt_idx, valid=valid, ctx_valid=ctx_valid, tgt_valid=tgt_valid,
-              z_head=z_head, t_head=t_head)
+              z_head=z_head, t_head=t_head, tgt_images=tgt_images)
+
+
+def _target_patches(images, tgt_idx, p):
+  """The pixels of the target tokens' patches: images (b, H, W, C), tgt_idx
+  (b, M, T) row-major token positions -> (b, M, T, p * p * C)."""
+  b, h, w, c = images.shape
+  x = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(b, (h // p) * (w // p), p * p * c)
+  return model_lib.gather_tokens(x, tgt_idx.reshape(b, -1)).reshape(tgt_idx.shape + (-1,))
 
 
 def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
@@ -227,6 +236,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
         [+ w_gnce·InfoNCE(pool(z), pool(t_full); τ)]
         [+ w_dino·DINO(head(pool(z)), head_target(pool(t_full)))]
         [+ w_capi·CAPI(pred; clusters(t_full)) + clustering(t_full)]
+        [+ w_pix·MSE(head(pred), normalised target-patch pixels)]
         + β·commit(u, q) [+ codebook(u, q) in gradient mode / SimVQ]
         [+ w_ent·entropy(u, E)]
   where z are the context encoder's tokens (SIGReg reads pool(z), one row
@@ -284,6 +294,12 @@ def make_loss_fn(setup, axis_name=None, snap=True):
                else None)
     parts.update(_jepa_terms(setup, params['temperature'], z_g, pred_g, tgt_g,
                              t_pool_g, cv_g, tv_g, w_ctx, w_tgt, keys[1], heads_g))
+    if setup.loss.pixel:          # MAE's target: the target patches' pixels
+      head = params['pixel_head']
+      patches = _target_patches(v['tgt_images'], v['tgt_idx'], setup.encoder.patch_size)
+      parts['pixel'] = losses.pixel_loss(
+          gather(pred @ head['kernel'] + head['bias']).reshape(-1, head['bias'].shape[0]),
+          gather(patches).reshape(-1, head['bias'].shape[0]), **_w(w_tgt))
     if setup.loss.capi:
       parts.update(prototypes.capi_losses(
           params['capi'], pred_g, gather(v['t_full']), gather(v['tgt_idx']),

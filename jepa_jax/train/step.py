@@ -72,7 +72,7 @@ from jepa_jax.vq import quantizer as quantizer_lib
 # Loss components logged per epoch as train_<name>_mean / val_<name>_mean.
 LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
                    'relational_context', 'global', 'global_infonce', 'global_dino',
-                   'capi', 'capi_clustering', 'commitment', 'codebook', 'entropy')
+                   'capi', 'capi_clustering', 'pixel', 'commitment', 'codebook', 'entropy')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +97,7 @@ class LossSpec:
   capi: float = 0.0                   # 'capi': predict the target tokens' clusters
   capi_clusters: int = 0              # their clusters (0 without the term)
   capi_temperatures: Tuple[float, float, float] = (0.12, 0.06, 0.12)  # student, target, clustering
+  pixel: float = 0.0                  # 'pixel': MAE's target, the target patches' pixels
   sigreg_input: str = 'tokens'        # SIGReg on the context tokens or their image means
 
   @classmethod
@@ -115,7 +116,7 @@ class LossSpec:
                dino_prototypes=lc.dino_prototypes if lc.global_dino_weight else 0,
                dino_temperatures=(lc.dino_student_temperature,
                                   lc.dino_teacher_temperature),
-               capi=lc.capi_weight,
+               capi=lc.capi_weight, pixel=lc.pixel_weight,
                capi_clusters=lc.capi_clusters if lc.capi_weight else 0,
                capi_temperatures=(lc.capi_student_temperature,
                                   lc.capi_target_temperature,
@@ -130,7 +131,8 @@ class LossSpec:
             **({'global': self.global_} if self.global_ else {}),
             **({'global_infonce': self.global_infonce} if self.global_infonce else {}),
             **({'global_dino': self.global_dino} if self.global_dino else {}),
-            **({'capi': self.capi, 'capi_clustering': 1.0} if self.capi else {})}
+            **({'capi': self.capi, 'capi_clustering': 1.0} if self.capi else {}),
+            **({'pixel': self.pixel} if self.pixel else {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +230,13 @@ def init_state(setup: Setup, image_shape, seed: int):
     pred = setup.predictor.init(k_pred, ctx, ctx_idx, tgt_idx)
     params = {'encoder': enc, 'predictor': pred,
               'temperature': jnp.asarray(setup.loss.temperature_init, jnp.float32)}
+    if setup.loss.pixel:       # a linear head: predictor output -> patch pixels
+      e = setup.encoder
+      out = e.patch_size ** 2 * image_shape[-1]
+      params['pixel_head'] = {
+          'kernel': nn.initializers.xavier_uniform()(jax.random.fold_in(k_pred, 2),
+                                                     (e.embed_dim, out)),
+          'bias': jnp.zeros((out,), jnp.float32)}
     if setup.loss.capi:
       params['capi'] = prototypes.init_capi(jax.random.fold_in(k_pred, 1),
                                             setup.encoder.embed_dim, setup.loss.capi_clusters)
