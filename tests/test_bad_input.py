@@ -76,6 +76,9 @@ def test_cli_broken_config_file_and_workdir_that_is_a_file(tmp_path):
     ({'loss.temperature_min': 0.0}, 'loss.temperature_min'),
     ({'loss.entropy_temperature': 1e-45}, 'loss.entropy_temperature'),
     ({'data.context_augment': 'blur'}, 'data.context_augment'),
+    ({'loss.capi_clusters': 0}, 'loss.capi_clusters'),
+    ({'loss.capi_target_temperature': 0.0}, 'loss.capi_target_temperature'),
+    ({'loss.pixel_weight': -1.0}, 'loss.pixel_weight'),
 ])
 def test_validate_refuses_out_of_range_and_misordered_keys(overrides, key):
   cfg = set_overrides(load('gentle', 'tiny'), overrides)

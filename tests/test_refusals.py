@@ -291,3 +291,12 @@ def test_a_crop_view_with_token_level_terms_is_refused_naming_them(tmp_path):
   assert line.startswith("config error: config.data.context_augment='crop': "), line
   assert 'loss.invariance_weight must be 0' in line, line
   assert not (tmp_path / 'w').exists()
+
+
+def test_a_pixel_target_on_colour_ids_is_refused_naming_the_key(tmp_path):
+  """ARC grids are colour ids, not pixels: MAE's target there is one line
+  naming loss.pixel_weight, nothing written."""
+  out = _run('jepa_jax.main', '--config=configs/mae.py:tiny,arc', f'--workdir={tmp_path / "w"}')
+  line = _one_line(out, 2)
+  assert line.startswith('config error: config.loss.pixel_weight=1.0: pixel data only'), line
+  assert not (tmp_path / 'w').exists()

@@ -207,33 +207,23 @@ def _loss_and_train(c) -> None:
   # mean token of the whole image (0: off), and SIGReg on 'tokens' (every
   # context token, the reference) or 'pooled' (one mean token per image).
   c.loss.global_weight = 0.0
-  # The same pair under InfoNCE over the batch (0: off): the context view of
-  # an image must pick out that image's whole-image mean token among the
-  # batch's (instance discrimination, SimCLR / MoCo v3), with the learnable
-  # temperature of loss.temperature_*.
+  # The same pair under InfoNCE over the batch (0: off; instance
+  # discrimination, SimCLR / MoCo v3) at the learnable temperature.
   c.loss.global_infonce_weight = 0.0
-  # The same pair under DINO's self-distillation (0: off; Caron et al. 2021):
-  # a projection head on each encoder's mean token (the target's is its EMA)
-  # scores dino_prototypes prototypes; the context view's softmax at the
-  # student temperature must match the whole image's, sharpened by the
-  # teacher temperature and balanced over the batch by Sinkhorn-Knopp
-  # (DINOv2's centring). Temperatures are DINO's defaults.
+  # The same pair under DINO's self-distillation (0: off; Caron et al. 2021;
+  # DINOv2's Sinkhorn-Knopp centring, DINO's temperatures; docs/configs.md).
   c.loss.global_dino_weight = 0.0
   c.loss.dino_prototypes = 256
   c.loss.dino_student_temperature = 0.1
   c.loss.dino_teacher_temperature = 0.04
-  # CAPI (0: off; Darcet et al. 2025): the predictor's outputs at the target
-  # positions, through a cosine head, must predict the clusters of the target
-  # encoder's tokens there; the clusters are capi_clusters prototypes learned
-  # online on those tokens, their targets balanced per position over the
-  # batch by Sinkhorn-Knopp. Temperatures are CAPI's defaults.
+  # CAPI (0: off; Darcet et al. 2025): the predictions must give the online
+  # clusters of the target tokens, CAPI's temperatures (docs/configs.md).
   c.loss.capi_weight = 0.0
   c.loss.capi_clusters = 256
   c.loss.capi_student_temperature = 0.12
   c.loss.capi_target_temperature = 0.06
   c.loss.capi_clustering_temperature = 0.12
-  # MAE's target (0: off; He et al. 2022): a linear head on the predictor's
-  # outputs regresses the target patches' pixels, each patch normalised.
+  # MAE's target (0: off; He et al. 2022): the target patches' pixels.
   c.loss.pixel_weight = 0.0
   c.loss.sigreg_input = 'tokens'
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)

@@ -1,11 +1,14 @@
-"""CAPI's objective (`objective.prototypes.capi_losses`, `configs/capi.py`):
-the losses against a re-derivation in numpy, where the gradients go, padded
-rows, and one training step of the config."""
+"""The token targets beside the latent regression: CAPI's clusters
+(`objective.prototypes.capi_losses`, `configs/capi.py`) and MAE's pixels
+(`losses.pixel_loss`, `configs/mae.py`): the losses against re-derivations
+in numpy, where the gradients go, padded rows, one training step of each
+config."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jepa_jax.objective import losses
 from jepa_jax.objective import prototypes
 from jepa_jax.objective import terms as objective
 from jepa_jax.train import step as step_lib
@@ -125,3 +128,53 @@ def test_capi_config_trains_the_clustering_without_weight_decay():
   assert float(metrics['invariance']) > 0       # logged, though weighted 0
   mask = objective._weight_decay_mask({'params': state['params']})['params']['capi']
   assert mask == {'clusters': False, 'clusters_bias': False, 'head': True}
+
+
+def test_pixel_loss_regresses_each_patch_normalised_by_its_own_statistics():
+  rng = np.random.default_rng(4)
+  pred, patches = rng.normal(size=(2, 6, 12))
+  patches = 3.0 * patches + 5.0
+  t = (patches - patches.mean(-1, keepdims=True)) / np.sqrt(patches.var(-1, keepdims=True) + 1e-6)
+  got = losses.pixel_loss(jnp.asarray(pred, jnp.float32), jnp.asarray(patches, jnp.float32))
+  assert float(got) == pytest.approx(np.mean((pred - t) ** 2), rel=1e-5)
+  w = np.array([1, 0, 1, 1, 0, 1], np.float32)
+  got_w = losses.pixel_loss(jnp.asarray(pred, jnp.float32), jnp.asarray(patches, jnp.float32), w)
+  assert float(got_w) == pytest.approx(np.mean((pred - t)[w > 0] ** 2), rel=1e-5)
+
+
+def test_target_patches_are_the_pixels_under_the_target_tokens():
+  """Token n of an (H/p, W/p) row-major grid is the p x p block at
+  (n // (W/p), n % (W/p)), channels last, flattened row by row."""
+  rng = np.random.default_rng(5)
+  images = rng.normal(size=(2, 8, 12, 3)).astype(np.float32)      # grid 2 x 3 at p = 4
+  tgt_idx = np.array([[[0, 5]], [[4, 2]]])                         # (b, M=1, T=2)
+  got = np.asarray(objective._target_patches(jnp.asarray(images), jnp.asarray(tgt_idx), 4))
+  assert got.shape == (2, 1, 2, 48)
+  for b in range(2):
+    for j, n in enumerate(tgt_idx[b, 0]):
+      r, c = divmod(int(n), 3)
+      np.testing.assert_array_equal(got[b, 0, j], images[b, 4 * r:4 * r + 4, 4 * c:4 * c + 4].reshape(-1))
+
+
+def test_mae_config_trains_its_pixel_head_and_the_context_encoder():
+  """configs/mae.py at :tiny: the head maps the encoder width to a patch's
+  pixels; one step gives a finite 'pixel' term and moves the head and the
+  context encoder."""
+  from jepa_jax import data as data_lib
+  from conftest import load
+  cfg = load('mae', 'tiny')
+  cfg.train.warmup_epochs = 0
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  head = state['params']['pixel_head']
+  p, c = cfg.model.patch_size, ds.image_shape[-1]
+  assert head['kernel'].shape == (cfg.model.embed_dim, p * p * c)
+  images = jnp.asarray(ds.train_images[:16])
+  new, metrics = jax.jit(step_lib.make_train_step(setup))(
+      state, images, jnp.arange(16, dtype=jnp.int32))
+  assert np.isfinite(float(metrics['pixel'])) and float(metrics['pixel']) > 0
+  assert np.abs(np.asarray(new['params']['pixel_head']['kernel']) - np.asarray(head['kernel'])).max() > 0
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                       new['params']['encoder'], state['params']['encoder'])
+  assert max(jax.tree.leaves(moved)) > 0
