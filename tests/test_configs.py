@@ -116,7 +116,7 @@ SPEC_KEYS = {
     'vq.estimator': 'rotation', 'vq.identity_gradient': True, 'vq.reanchor': False, 'vq.reanchor_strength': 5.0,
     'vq.reanchor_threshold': 0.5, 'vq.reanchor_decay': 0.5, 'vq.reanchor_steps': 4,
     'vq.assignment': 'sinkhorn', 'vq.sinkhorn_epsilon': 0.5, 'vq.sinkhorn_iters': 3,
-    'vq.ibq_temperature': 3.0, 'vq.update_source': 'target',
+    'vq.ibq_temperature': 3.0, 'vq.update_source': 'target', 'vq.placement': 'beside',
     'loss.entropy_weight': 0.3, 'loss.entropy_temperature': 2.0,
 }
 

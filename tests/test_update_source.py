@@ -1,6 +1,8 @@
 """`vq.update_source='target'`: the EMA codebook learns from the target
-encoder's whole-image tokens (jepa_jax/quantizer.py `update_state`)."""
+encoder's whole-image tokens (jepa_jax/quantizer.py `update_state`); and
+`vq.placement='beside'`: the codebook is a read-out beside the encoder."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -64,3 +66,50 @@ def test_bad_update_source_is_refused_naming_the_key(overrides):
   with pytest.raises(config_lib.ConfigError) as err:
     config_lib.validate(cfg)
   assert err.value.key == 'vq.update_source'
+
+
+def _three_steps(name):
+  """(initial state, state after three :tiny steps, the last step's metrics)."""
+  from jepa_jax import data as data_lib  # noqa: PLC0415
+  from jepa_jax.train import step as step_lib  # noqa: PLC0415
+  cfg = set_overrides(load(name, 'tiny'), {'train.warmup_epochs': 0})
+  ds = data_lib.load_dataset(cfg)
+  setup = step_lib.make_setup(cfg, ds)
+  s0 = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  codebook0 = np.asarray(s0['vq'].codebook) if 'vq' in s0 else None
+  step = jax.jit(step_lib.make_train_step(setup))
+  state = s0
+  for i in range(3):
+    state, metrics = step(state, jnp.asarray(ds.train_images[16 * i:16 * i + 16]),
+                          jnp.arange(16 * i, 16 * i + 16, dtype=jnp.int32))
+  return codebook0, state, metrics
+
+
+def test_a_codebook_beside_the_encoder_leaves_its_training_unchanged():
+  """configs/ijepa_vq_beside.py: the predictor sees the unquantized tokens and
+  no VQ term reaches the encoder, so three steps give ijepa.py's encoder and
+  loss bit for bit; the codebook still learns (its EMA moves it). The same
+  codebook in the encoder's path (ijepa_vq.py) changes the encoder."""
+  _, base, m_base = _three_steps('ijepa')
+  codebook0, beside, m_beside = _three_steps('ijepa_vq_beside')
+  _, inside, _ = _three_steps('ijepa_vq')
+  same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)),
+                      base['params']['encoder'], beside['params']['encoder'])
+  assert all(jax.tree.leaves(same)) and float(m_base['loss']) == float(m_beside['loss'])
+  assert float(m_beside['commitment']) == 0.0
+  assert np.abs(np.asarray(beside['vq'].codebook) - codebook0).max() > 0
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                       base['params']['encoder'], inside['params']['encoder'])
+  assert max(jax.tree.leaves(moved)) > 0
+
+
+@pytest.mark.parametrize('overrides', [
+    {'vq.placement': 'aside', 'vq.codebook_dim': None},
+    {'vq.placement': 'beside', 'vq.codebook_dim': 8},        # nothing would train the projection
+    {'vq.placement': 'beside', 'vq.codebook_dim': None, 'vq.ema_decay': None},
+])
+def test_bad_placement_is_refused_naming_the_key(overrides):
+  cfg = set_overrides(load('gentle', 'tiny'), overrides)
+  with pytest.raises(config_lib.ConfigError) as err:
+    config_lib.validate(cfg)
+  assert err.value.key == 'vq.placement'

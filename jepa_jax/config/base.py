@@ -174,9 +174,10 @@ def _vq(c) -> None:
   c.vq.assignment = 'nearest'
   c.vq.sinkhorn_epsilon = 0.1
   c.vq.sinkhorn_iters = 5
-  # 'context', or 'target': the EMA codebook learns from the target encoder's
-  # whole-image tokens (the codes' population) instead of the masked context.
+  # 'target': the EMA codebook learns from the target encoder's whole-image
+  # tokens (the codes' population) instead of the masked context.
   c.vq.update_source = 'context'
+  c.vq.placement = 'bottleneck'   # 'beside': the predictor sees unquantized tokens
   # The encoder also gets the predictor's gradient unchanged, around the
   # projection and snap (out = decode(q) + z - sg(z)); projected or cosine layers.
   c.vq.identity_gradient = False
@@ -342,7 +343,7 @@ ADDED = (
     'vq.ibq_temperature', 'vq.assignment', 'vq.sinkhorn_epsilon', 'vq.sinkhorn_iters',
     'vq.update_source', 'loss.capi_weight', 'loss.capi_clusters',
     'loss.capi_student_temperature', 'loss.capi_target_temperature',
-    'loss.capi_clustering_temperature', 'loss.pixel_weight',
+    'loss.capi_clustering_temperature', 'loss.pixel_weight', 'vq.placement',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

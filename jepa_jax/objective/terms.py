@@ -246,7 +246,9 @@ def make_loss_fn(setup, axis_name=None, snap=True):
   quantized codes, E the codebook (the predictor sees the layer's output when
   VQ is on), t_full the target encoder's tokens of the whole image and tgt
   their target-block subset. The w are `LossSpec.weights`, β and w_ent the
-  quantizer's `Spec.loss_weights`.
+  quantizer's `Spec.loss_weights`. With `vq.placement='beside'` the predictor
+  sees z and no VQ term is added: the codebook is a read-out of the tokens,
+  learned by its EMA update alone.
 
   snap=False (a diagnostic, never used in training): the predictor sees
   decode(u), the tokens' image in the quantizer space without the snap to
@@ -275,6 +277,8 @@ def make_loss_fn(setup, axis_name=None, snap=True):
           trainables.get('vq_params'), v['z'], weights=flat(v['ctx_valid']))
       if not snap:
         pred_in = quantizer_lib.decode(spec, trainables.get('vq_params'), vq_aux['u'])
+      if spec.placement == 'beside':      # a read-out: the predictor sees z itself
+        pred_in = v['z']
     pred = setup.predictor.apply(params['predictor'], pred_in, v['ctx_idx'],
                                  v['tgt_idx'], v['ctx_valid'], v['tgt_valid'])
 
@@ -287,6 +291,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
     parts, weights, u_g = {}, dict(setup.loss.weights), None
     if setup.vq_enabled:
       u_g = gather(vq_aux['u'])
+    if setup.vq_enabled and spec.placement == 'bottleneck':
       parts.update(quantizer_lib.losses(spec, u_g, gather(vq_aux['quantized']),
                                         vq_aux['codebook'], w_ctx))
       weights.update(spec.loss_weights)

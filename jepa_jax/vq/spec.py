@@ -81,6 +81,7 @@ class Spec:
   loss_reduction: str     # 'mean' over elements or 'sum' over D
   entropy_weight: float   # assignment-entropy loss (0: off)
   entropy_temperature: float
+  placement: str = 'bottleneck'   # or 'beside': the predictor sees the unquantized tokens
 
   @property
   def has_state(self) -> bool:
@@ -149,7 +150,7 @@ def make_spec(cfg) -> Optional[Spec]:
               epsilon=v.epsilon, refresh=refresh, reanchor=reanchor,
               commitment_cost=v.commitment_cost, loss_reduction=v.loss_reduction,
               entropy_weight=cfg.loss.entropy_weight,
-              entropy_temperature=cfg.loss.entropy_temperature)
+              entropy_temperature=cfg.loss.entropy_temperature, placement=v.placement)
 
 
 # The config's checks of the layer's keys -----------------------------------
@@ -243,6 +244,14 @@ def _assignment(cfg, check) -> None:
     check('vq.update_source', v.quantizer == 'vq' and v.ema_decay is not None,
           "'target' feeds the EMA codebook update; it needs vq.quantizer='vq' and "
           "an EMA codebook (vq.ema_decay not None): use 'context'")
+  check('vq.placement', v.placement in ('bottleneck', 'beside'),
+        "must be 'bottleneck' or 'beside'")
+  if v.placement == 'beside':
+    check('vq.placement', v.quantizer == 'vq' and v.ema_decay is not None
+          and v.codebook_dim is None and not v.simvq,
+          "'beside' takes no loss, so only an EMA codebook of the encoder's own "
+          "width learns: it needs vq.quantizer='vq', vq.ema_decay not None, "
+          'vq.codebook_dim=None and vq.simvq=False')
   if v.estimator == 'ibq':
     check('vq.ibq_temperature', check.number('vq.ibq_temperature') > 0, 'must be > 0')
     check('vq.estimator', v.ema_decay is None or v.quantizer == 'fsq',
