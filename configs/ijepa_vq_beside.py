@@ -5,12 +5,12 @@ update from the target encoder's whole-image tokens (`vq.placement='beside'`,
 `vq.update_source='target'`), as CAPI and BEiT v2 learn their codes from a
 teacher's tokens of the whole image.
 
-So the encoder trains as `ijepa.py`'s does (the quantizer only consumes
-random draws of its own), and the question this config asks is only about
-the codes: do they stay used and stable, and do they tell what the tokens
+So the encoder's loss and gradient are `ijepa.py`'s (to float32 rounding:
+the compiled step differs, and rounding differences may grow over a run),
+and the question this config asks is only about the codes: do they stay used and stable, and do they tell what the tokens
 tell? The codebook: 768 cosine codes of the encoder's width (no projection:
-nothing would train it), balanced assignment (`vq.assignment='sinkhorn'`,
-OptVQ's) and no restarts, the EMA step following the learning rate as in
+nothing would train it), balanced assignment of the target tokens it learns
+from (`vq.assignment='sinkhorn'`, OptVQ's) and no restarts, the EMA step following the learning rate as in
 `ijepa_vq.py`. Its matched baseline is `ijepa.py` at the same seeds.
 """
 from configs import base, ijepa_vq

@@ -348,16 +348,21 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
   simvq_map: SimVQ's learned map W after this step (SimVQ only): refresh
   then restarts codes in the code space, see `_refresh_simvq`.
   update_tokens (..., d) / update_weights: with `vq.update_source='target'`,
-  the tokens the EMA update learns from, with their nearest codes, instead
-  of u and its codes (the target encoder's whole-image tokens); the usage
+  the tokens the EMA update learns from, with their codes (nearest, or
+  balanced over this device's tokens by `assignment.sinkhorn_codes` with
+  `vq.assignment='sinkhorn'`), instead of u and its codes (the target
+  encoder's whole-image tokens); the usage
   counts, and so refresh's dead-code test, then count those tokens' codes.
   """
   before = state
   if spec.ema:
     decay = spec.ema_decay if ema_decay is None else ema_decay
-    if update_tokens is not None:       # the target tokens and their nearest codes
+    if update_tokens is not None:       # the target tokens and their codes
       u, weights = update_tokens, update_weights
-      codes = vq_lib.nearest_codes(state.codebook, jax.lax.stop_gradient(u))[0]
+      codes = (assignment_lib.sinkhorn_codes(
+          jax.lax.stop_gradient(u), state.codebook, spec.sinkhorn_epsilon,
+          spec.sinkhorn_iters, weights) if spec.assignment == 'sinkhorn'
+               else vq_lib.nearest_codes(state.codebook, jax.lax.stop_gradient(u))[0])
     state = vq_lib.ema_update(state, u, codes, decay, spec.epsilon,
                               axis_name=axis_name, weights=weights)
   else:
