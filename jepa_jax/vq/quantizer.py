@@ -249,9 +249,12 @@ def _out(spec: Spec, decoded, z):
 
 def assign(spec: Spec, state, params, z) -> jax.Array:
   """Codes (...,) of tokens z (..., D) with the current layer (no gradient,
-  state unchanged): the codes the step would choose. Used by the embedding
-  metrics and `jepa_jax.evaluate`, so usage is counted the same way for every
-  quantizer (FSQ codes index its prod(fsq_levels) grid points)."""
+  state unchanged): each token's nearest code (FSQ: its grid point, an index
+  into prod(fsq_levels)). With `vq.assignment='sinkhorn'` the step's codes
+  are balanced over its batch instead; an assignment that depends on the
+  batch is not a code of the token, so the measurements use the nearest
+  code for every quantizer. Used by the embedding metrics and
+  `jepa_jax.evaluate`."""
   u = encode(spec, params, jax.lax.stop_gradient(z))
   if spec.kind == 'fsq':
     return ac.fsq_quantize(u, spec.levels)[1]
