@@ -23,8 +23,7 @@ from configs import ijepa
 def build():
   c = ijepa.build()
   c.variant = 'capi'
-  c.loss.invariance_weight = 0.0
-  c.loss.capi_weight = 1.0
+  c.loss.invariance_weight, c.loss.capi_weight = 0.0, 1.0    # clusters, not tokens
   return c
 
 

@@ -20,8 +20,7 @@ from configs import ijepa
 def build():
   c = ijepa.build()
   c.variant = 'mae'
-  c.loss.invariance_weight = 0.0
-  c.loss.pixel_weight = 1.0
+  c.loss.update(invariance_weight=0.0, pixel_weight=1.0)   # pixels, not tokens
   return c
 
 

@@ -106,21 +106,27 @@ def test_capi_losses_with_padded_images_are_the_losses_of_the_valid_ones():
     assert float(got[k]) == pytest.approx(float(want[k]), rel=1e-5)
 
 
-def test_capi_config_trains_the_clustering_without_weight_decay():
-  """configs/capi.py at :tiny: one step gives finite CAPI terms, moves the
-  clustering and the head; weight decay skips the clustering only."""
-  from jepa_jax import data as data_lib
-  from conftest import load
-  cfg = load('capi', 'tiny')
+def _one_step(name):
+  """(cfg, data, initial state, state after one :tiny step, its metrics) of
+  configs/NAME.py, warm-up off so the step's learning rate is above 0."""
+  from jepa_jax import data as data_lib  # noqa: PLC0415
+  from conftest import load  # noqa: PLC0415
+  cfg = load(name, 'tiny')
   cfg.train.warmup_epochs = 0
   ds = data_lib.load_dataset(cfg)
   setup = step_lib.make_setup(cfg, ds)
   state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  new, metrics = jax.jit(step_lib.make_train_step(setup))(
+      state, jnp.asarray(ds.train_images[:16]), jnp.arange(16, dtype=jnp.int32))
+  return cfg, ds, state, new, metrics
+
+
+def test_capi_config_trains_the_clustering_without_weight_decay():
+  """configs/capi.py at :tiny: one step gives finite CAPI terms, moves the
+  clustering and the head; weight decay skips the clustering only."""
+  cfg, _, state, new, metrics = _one_step('capi')
   capi = state['params']['capi']
   assert capi['clusters'].shape == capi['head'].shape == (cfg.model.embed_dim, 256)
-  images = jnp.asarray(ds.train_images[:16])
-  new, metrics = jax.jit(step_lib.make_train_step(setup))(
-      state, images, jnp.arange(16, dtype=jnp.int32))
   for k in ('capi', 'capi_clustering'):
     assert np.isfinite(float(metrics[k])) and float(metrics[k]) > 0
   for k in ('clusters', 'head'):
@@ -160,19 +166,10 @@ def test_mae_config_trains_its_pixel_head_and_the_context_encoder():
   """configs/mae.py at :tiny: the head maps the encoder width to a patch's
   pixels; one step gives a finite 'pixel' term and moves the head and the
   context encoder."""
-  from jepa_jax import data as data_lib
-  from conftest import load
-  cfg = load('mae', 'tiny')
-  cfg.train.warmup_epochs = 0
-  ds = data_lib.load_dataset(cfg)
-  setup = step_lib.make_setup(cfg, ds)
-  state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+  cfg, ds, state, new, metrics = _one_step('mae')
   head = state['params']['pixel_head']
   p, c = cfg.model.patch_size, ds.image_shape[-1]
   assert head['kernel'].shape == (cfg.model.embed_dim, p * p * c)
-  images = jnp.asarray(ds.train_images[:16])
-  new, metrics = jax.jit(step_lib.make_train_step(setup))(
-      state, images, jnp.arange(16, dtype=jnp.int32))
   assert np.isfinite(float(metrics['pixel'])) and float(metrics['pixel']) > 0
   assert np.abs(np.asarray(new['params']['pixel_head']['kernel']) - np.asarray(head['kernel'])).max() > 0
   moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
