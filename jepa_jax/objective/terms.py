@@ -187,6 +187,28 @@ def _target_patches(images, tgt_idx, p):
   return model_lib.gather_tokens(x, tgt_idx.reshape(b, -1)).reshape(tgt_idx.shape + (-1,))
 
 
+def _token_target_terms(setup, params, v, pred, gather, tv_g) -> Dict[str, jax.Array]:
+  """The targets of the predictions other than the target tokens, on the
+  global batch: with `LossSpec.pixel` MAE's normalised pixels of the target
+  patches ('pixel', through the linear `pixel_head`); with `LossSpec.capi`
+  CAPI's online clusters of the target tokens ('capi', 'capi_clustering').
+  `v`: `_views`' dict; pred (b, M, T, D) this device's predictions."""
+  parts = {}
+  if setup.loss.pixel:
+    head = params['pixel_head']
+    p = head['bias'].shape[0]
+    patches = _target_patches(v['tgt_images'], v['tgt_idx'], setup.encoder.patch_size)
+    parts['pixel'] = losses.pixel_loss(
+        gather(pred @ head['kernel'] + head['bias']).reshape(-1, p),
+        gather(patches).reshape(-1, p), **_w(flat(tv_g)))
+  if setup.loss.capi:
+    parts.update(prototypes.capi_losses(
+        params['capi'], gather(pred), gather(v['t_full']), gather(v['tgt_idx']),
+        None if v['valid'] is None else gather(v['valid']), tv_g,
+        setup.loss.capi_temperatures))
+  return parts
+
+
 def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
                 w_ctx, w_tgt, sig_key, heads_g=None) -> Dict[str, jax.Array]:
   """The JEPA loss terms on the global batch (unweighted; `LossSpec.weights`):
@@ -235,31 +257,27 @@ def make_loss_fn(setup, axis_name=None, snap=True):
         [+ w_glob·MSE(pool(z), pool(t_full))]
         [+ w_gnce·InfoNCE(pool(z), pool(t_full); τ)]
         [+ w_dino·DINO(head(pool(z)), head_target(pool(t_full)))]
-        [+ w_capi·CAPI(pred; clusters(t_full)) + clustering(t_full)]
-        [+ w_pix·MSE(head(pred), normalised target-patch pixels)]
+        [+ w_capi·CAPI(pred; clusters(t_full)) + clustering] [+ w_pix·MSE(head(pred), pixels)]
         + β·commit(u, q) [+ codebook(u, q) in gradient mode / SimVQ]
         [+ w_ent·entropy(u, E)]
   where z are the context encoder's tokens (SIGReg reads pool(z), one row
   per image, with `LossSpec.sigreg_input='pooled'`, as LeJEPA regularises
-  the views' embeddings), u = z in the quantizer space
-  (u = z unless the config projects or normalises, see `quantizer`), q their
-  quantized codes, E the codebook (the predictor sees the layer's output when
-  VQ is on), t_full the target encoder's tokens of the whole image and tgt
-  their target-block subset. The w are `LossSpec.weights`, β and w_ent the
-  quantizer's `Spec.loss_weights`. With `vq.placement='beside'` the predictor
-  sees z and no VQ term is added: the codebook is a read-out of the tokens,
-  learned by its EMA update alone.
+  the views' embeddings), u = z in the quantizer space (unless the config
+  projects or normalises, see `quantizer`), q their quantized codes, E the
+  codebook (the predictor sees the layer's output when VQ is on), t_full the
+  target encoder's tokens of the whole image and tgt their target-block
+  subset. The w are `LossSpec.weights`, β and w_ent the quantizer's
+  `Spec.loss_weights`. With `vq.placement='beside'` the predictor sees z and
+  no VQ term is added (a read-out codebook, learned by its EMA alone).
 
   snap=False (a diagnostic, never used in training): the predictor sees
   decode(u), the tokens' image in the quantizer space without the snap to
-  their nearest codes, so the loss tells what the snap costs the same
-  weights (`experiments/results/loss_gap/vq_bypass.py`). Every term is
-  otherwise unchanged.
+  their codes, so the loss tells what the snap costs the same weights
+  (`experiments/results/loss_gap/vq_bypass.py`); every term is unchanged.
 
-  aux: 'u' / 'codes' are the device's rows, 'u_global' the gathered u
-  (quantizer space; None without VQ); with `vq.update_source='target'` also
-  'update_tokens' / 'update_weights': the device's t_full in the quantizer
-  space and their validity (None for pixel data).
+  aux: 'u' / 'codes' are the device's rows, 'u_global' the gathered u (None
+  without VQ); with `vq.update_source='target'` also 'update_tokens' /
+  'update_weights': the device's t_full in the quantizer space, validity.
 
   The global batch and padded data: the module docstring.
   """
@@ -277,8 +295,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
           trainables.get('vq_params'), v['z'], weights=flat(v['ctx_valid']))
       if not snap:
         pred_in = quantizer_lib.decode(spec, trainables.get('vq_params'), vq_aux['u'])
-      if spec.placement == 'beside':      # a read-out: the predictor sees z itself
-        pred_in = v['z']
+      pred_in = v['z'] if spec.placement == 'beside' else pred_in   # a read-out
     pred = setup.predictor.apply(params['predictor'], pred_in, v['ctx_idx'],
                                  v['tgt_idx'], v['ctx_valid'], v['tgt_valid'])
 
@@ -288,28 +305,16 @@ def make_loss_fn(setup, axis_name=None, snap=True):
     cv_g = None if v['ctx_valid'] is None else gather(v['ctx_valid'])      # (B, K)
     tv_g = None if v['tgt_valid'] is None else gather(v['tgt_valid'])      # (B, M, T)
     w_ctx, w_tgt = flat(cv_g), flat(tv_g)
-    parts, weights, u_g = {}, dict(setup.loss.weights), None
-    if setup.vq_enabled:
-      u_g = gather(vq_aux['u'])
+    parts, weights = {}, dict(setup.loss.weights)
+    u_g = gather(vq_aux['u']) if setup.vq_enabled else None
     if setup.vq_enabled and spec.placement == 'bottleneck':
       parts.update(quantizer_lib.losses(spec, u_g, gather(vq_aux['quantized']),
                                         vq_aux['codebook'], w_ctx))
       weights.update(spec.loss_weights)
-    heads_g = ((gather(v['z_head']), gather(v['t_head'])) if setup.loss.global_dino
-               else None)
+    heads_g = (gather(v['z_head']), gather(v['t_head'])) if setup.loss.global_dino else None
     parts.update(_jepa_terms(setup, params['temperature'], z_g, pred_g, tgt_g,
                              t_pool_g, cv_g, tv_g, w_ctx, w_tgt, keys[1], heads_g))
-    if setup.loss.pixel:          # MAE's target: the target patches' pixels
-      head = params['pixel_head']
-      patches = _target_patches(v['tgt_images'], v['tgt_idx'], setup.encoder.patch_size)
-      parts['pixel'] = losses.pixel_loss(
-          gather(pred @ head['kernel'] + head['bias']).reshape(-1, head['bias'].shape[0]),
-          gather(patches).reshape(-1, head['bias'].shape[0]), **_w(w_tgt))
-    if setup.loss.capi:
-      parts.update(prototypes.capi_losses(
-          params['capi'], pred_g, gather(v['t_full']), gather(v['tgt_idx']),
-          None if v['valid'] is None else gather(v['valid']), tv_g,
-          setup.loss.capi_temperatures))
+    parts.update(_token_target_terms(setup, params, v, pred, gather, tv_g))
     total = sum(weights[k] * x for k, x in parts.items())
     sg = jax.lax.stop_gradient
     aux = {'parts': parts, 'codes': codes,

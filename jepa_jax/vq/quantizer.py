@@ -1,10 +1,8 @@
-"""The quantizer layer a config asks for: `vq.py`'s VQ and the anti-collapse
-options of `anticollapse.py`, wired together.
+"""The quantizer layer a config asks for: `vq.py`'s VQ and `anticollapse.py`'s options.
 
 `make_spec(cfg)` (`quantizer_spec`) reads `config.vq` (and `loss.entropy_*`)
-once into a static `Spec` that carries every setting of the layer, its
-losses' weights and its codebook updates; the functions below take it (never
-the config) and are pure and jittable. The EMA-versus-gradient choice is
+once into a static `Spec` of every setting of the layer; the functions below
+take it (never the config) and are pure and jittable. The EMA-versus-gradient choice is
 made there, once (`Spec.update`), and read only here: `trainables` hands the optimizer the
 codebook rows in gradient mode, `raw_codebook` / `with_trained` read and
 write them, `update_state` runs the EMA update or the usage bookkeeping.
@@ -25,10 +23,9 @@ For encoder tokens z (..., D) the layer computes
   fsq: q~, k = fsq_quantize(u)       codes index the prod(fsq_levels) grid points
   out = q~ W_out + b_out             project out (back to D) when projected in
 
-and the predictor sees `out`. The commitment / codebook / entropy losses
-(`losses`, weighted by `Spec.loss_weights`) compare u with q in the quantizer
-space. With every option off (the default)
-u = z, E = C, out = q~ and the computation is exactly `vq.quantize`.
+and the predictor sees `out` (z with `vq.placement='beside'`). The commitment /
+codebook / entropy losses (`losses`, weighted by `Spec.loss_weights`) compare
+u with q. With every option off u = z, E = C, out = q~: exactly `vq.quantize`.
 
 Trainables of the layer (`init_params`, the train state's 'vq_params', absent
 when empty): proj_in / proj_out {'kernel', 'bias'} and the SimVQ map
@@ -248,13 +245,10 @@ def _out(spec: Spec, decoded, z):
 
 
 def assign(spec: Spec, state, params, z) -> jax.Array:
-  """Codes (...,) of tokens z (..., D) with the current layer (no gradient,
-  state unchanged): each token's nearest code (FSQ: its grid point, an index
-  into prod(fsq_levels)). With `vq.assignment='sinkhorn'` the step's codes
-  are balanced over its batch instead; an assignment that depends on the
-  batch is not a code of the token, so the measurements use the nearest
-  code for every quantizer. Used by the embedding metrics and
-  `jepa_jax.evaluate`."""
+  """Codes (...,) of tokens z (..., D), no gradient, state unchanged: each
+  token's nearest code (FSQ: its grid point), also where the step balances
+  its batch's codes by Sinkhorn (a batch's assignment is not the token's
+  code). The embedding metrics and `jepa_jax.evaluate` use it."""
   u = encode(spec, params, jax.lax.stop_gradient(z))
   if spec.kind == 'fsq':
     return ac.fsq_quantize(u, spec.levels)[1]
@@ -351,21 +345,19 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
   simvq_map: SimVQ's learned map W after this step (SimVQ only): refresh
   then restarts codes in the code space, see `_refresh_simvq`.
   update_tokens (..., d) / update_weights: with `vq.update_source='target'`,
-  the tokens the EMA update learns from, with their codes (nearest, or
-  balanced over this device's tokens by `assignment.sinkhorn_codes` with
-  `vq.assignment='sinkhorn'`), instead of u and its codes (the target
-  encoder's whole-image tokens); the usage
+  the tokens the EMA update learns from (nearest codes, or this device's
+  Sinkhorn codes with `vq.assignment='sinkhorn'`), instead of u and its
+  codes (the target encoder's whole-image tokens); the usage
   counts, and so refresh's dead-code test, then count those tokens' codes.
   """
   before = state
   if spec.ema:
     decay = spec.ema_decay if ema_decay is None else ema_decay
     if update_tokens is not None:       # the target tokens and their codes
-      u, weights = update_tokens, update_weights
-      codes = (assignment_lib.sinkhorn_codes(
-          jax.lax.stop_gradient(u), state.codebook, spec.sinkhorn_epsilon,
-          spec.sinkhorn_iters, weights) if spec.assignment == 'sinkhorn'
-               else vq_lib.nearest_codes(state.codebook, jax.lax.stop_gradient(u))[0])
+      u, weights = jax.lax.stop_gradient(update_tokens), update_weights
+      codes = (assignment_lib.sinkhorn_codes(u, state.codebook, spec.sinkhorn_epsilon,
+                                             spec.sinkhorn_iters, weights)
+               if spec.assignment == 'sinkhorn' else vq_lib.nearest_codes(state.codebook, u)[0])
     state = vq_lib.ema_update(state, u, codes, decay, spec.epsilon,
                               axis_name=axis_name, weights=weights)
   else:
