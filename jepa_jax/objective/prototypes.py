@@ -27,6 +27,21 @@ from jepa_jax.vq import assignment
 DINO_SINKHORN_ITERS = 3     # DINOv2's Sinkhorn-Knopp iterations on the teacher
 
 
+def _balanced_targets(scores, temperature, num_iters, weights=None):
+  """q (N, K), no gradient: the Sinkhorn-Knopp plan of exp(scores / T) with
+  uniform marginals (`assignment.sinkhorn_log_plan`), rows renormalised."""
+  log_plan = assignment.sinkhorn_log_plan(-jax.lax.stop_gradient(_f32(scores)), temperature,
+                                          num_iters, weights)
+  return jax.lax.stop_gradient(jax.nn.softmax(log_plan, axis=-1))
+
+
+def _soft_cross_entropy(q, logits, temperature, weights):
+  """Mean over rows of -sum_k q_k log softmax_k(logits / temperature)
+  (weighted by `weights` when given)."""
+  ce = -jnp.sum(q * jax.nn.log_softmax(_f32(logits) / temperature, axis=-1), axis=-1)
+  return jnp.mean(ce) if weights is None else _weighted_mean(ce, weights)
+
+
 def dino_loss(student_logits, teacher_logits, student_temperature,
               teacher_temperature, weights=None, num_iters=DINO_SINKHORN_ITERS):
   """DINO's cross-entropy of the student's prototype scores against the
@@ -53,14 +68,8 @@ def dino_loss(student_logits, teacher_logits, student_temperature,
   2020, "Unsupervised Learning of Visual Features by Contrasting Cluster
   Assignments" (SwAV), Sec. 3.1.
   """
-  t = jax.lax.stop_gradient(_f32(teacher_logits))
-  log_plan = assignment.sinkhorn_log_plan(-t, teacher_temperature, num_iters, weights)
-  q = jax.lax.stop_gradient(jax.nn.softmax(log_plan, axis=-1))
-  log_s = jax.nn.log_softmax(_f32(student_logits) / student_temperature, axis=-1)
-  ce = -jnp.sum(q * log_s, axis=-1)
-  if weights is None:
-    return jnp.mean(ce)
-  return _weighted_mean(ce, weights)
+  q = _balanced_targets(teacher_logits, teacher_temperature, num_iters, weights)
+  return _soft_cross_entropy(q, student_logits, student_temperature, weights)
 
 
 # --------------------------------------------------------------------------
@@ -84,12 +93,6 @@ def init_capi(key, dim: int, clusters: int):
               k_h, -2.0, 2.0, (dim, clusters), jnp.float32)}
 
 
-def _soft_cross_entropy(q, logits, temperature, weights):
-  """Mean over rows of -sum_k q_k log softmax_k(logits / temperature)."""
-  ce = -jnp.sum(q * jax.nn.log_softmax(logits / temperature, axis=-1), axis=-1)
-  return jnp.mean(ce) if weights is None else _weighted_mean(ce, weights)
-
-
 def capi_targets(params, t_full, target_temperature, valid=None,
                  num_iters=CAPI_SINKHORN_ITERS):
   """(l, q): the online clustering's scores l (B, N, K) of the tokens t_full
@@ -99,13 +102,9 @@ def capi_targets(params, t_full, target_temperature, valid=None,
   carry no mass."""
   logits = l2_normalize(_f32(jax.lax.stop_gradient(t_full))) @ params['clusters']
   logits = logits + params['clusters_bias']
-
-  def plan(scores, w):               # (B, K) at one position -> log Q (B, K)
-    return assignment.sinkhorn_log_plan(-jax.lax.stop_gradient(scores),
-                                        target_temperature, num_iters, w)
-  log_q = jax.vmap(plan, in_axes=(1, None if valid is None else 1), out_axes=1)(
-      logits, valid)
-  return logits, jax.lax.stop_gradient(jax.nn.softmax(log_q, axis=-1))
+  q = jax.vmap(lambda s, w: _balanced_targets(s, target_temperature, num_iters, w),
+               in_axes=(1, None if valid is None else 1), out_axes=1)(logits, valid)
+  return logits, q                   # one Sinkhorn-Knopp plan per position
 
 
 def capi_losses(params, pred, t_full, tgt_idx, valid=None, tgt_valid=None,

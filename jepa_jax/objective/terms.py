@@ -187,23 +187,23 @@ def _target_patches(images, tgt_idx, p):
   return model_lib.gather_tokens(x, tgt_idx.reshape(b, -1)).reshape(tgt_idx.shape + (-1,))
 
 
-def _token_target_terms(setup, params, v, pred, gather, tv_g) -> Dict[str, jax.Array]:
+def _token_target_terms(setup, params, v, pred_g, gather, tv_g) -> Dict[str, jax.Array]:
   """The targets of the predictions other than the target tokens, on the
   global batch: with `LossSpec.pixel` MAE's normalised pixels of the target
   patches ('pixel', through the linear `pixel_head`); with `LossSpec.capi`
   CAPI's online clusters of the target tokens ('capi', 'capi_clustering').
-  `v`: `_views`' dict; pred (b, M, T, D) this device's predictions."""
+  `v`: `_views`' dict; pred_g (B, M, T, D) the gathered predictions."""
   parts = {}
   if setup.loss.pixel:
     head = params['pixel_head']
     p = head['bias'].shape[0]
     patches = _target_patches(v['tgt_images'], v['tgt_idx'], setup.encoder.patch_size)
     parts['pixel'] = losses.pixel_loss(
-        gather(pred @ head['kernel'] + head['bias']).reshape(-1, p),
+        (pred_g @ head['kernel'] + head['bias']).reshape(-1, p),
         gather(patches).reshape(-1, p), **_w(flat(tv_g)))
   if setup.loss.capi:
     parts.update(prototypes.capi_losses(
-        params['capi'], gather(pred), gather(v['t_full']), gather(v['tgt_idx']),
+        params['capi'], pred_g, gather(v['t_full']), gather(v['tgt_idx']),
         None if v['valid'] is None else gather(v['valid']), tv_g,
         setup.loss.capi_temperatures))
   return parts
@@ -314,7 +314,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
     heads_g = (gather(v['z_head']), gather(v['t_head'])) if setup.loss.global_dino else None
     parts.update(_jepa_terms(setup, params['temperature'], z_g, pred_g, tgt_g,
                              t_pool_g, cv_g, tv_g, w_ctx, w_tgt, keys[1], heads_g))
-    parts.update(_token_target_terms(setup, params, v, pred, gather, tv_g))
+    parts.update(_token_target_terms(setup, params, v, pred_g, gather, tv_g))
     total = sum(weights[k] * x for k, x in parts.items())
     sg = jax.lax.stop_gradient
     aux = {'parts': parts, 'codes': codes,

@@ -210,10 +210,7 @@ def quantize(spec: Spec, raw_codebook, params, z, weights=None, nearest: bool = 
     return _out(spec, decode(spec, params, q_st), z), codes, {
         'u': u, 'quantized': aux['quantized'], 'codebook': None}
   e = codebook(spec, raw_codebook, params)
-  given = None
-  if spec.assignment == 'sinkhorn' and not nearest:
-    given = assignment_lib.sinkhorn_codes(u, e, spec.sinkhorn_epsilon,
-                                          spec.sinkhorn_iters, weights)
+  given = None if nearest else _balanced_codes(spec, e, u, weights)
   q_st, codes, aux = vq_lib.quantize(
       vq_lib.VQState(codebook=e, cluster_size=None, embed_sum=None, usage=None,
                      step=None), u, codes=given)
@@ -242,6 +239,12 @@ def _out(spec: Spec, decoded, z):
     return decoded
   z = jnp.asarray(z, jnp.float32)
   return decoded + (z - jax.lax.stop_gradient(z))
+
+
+def _balanced_codes(spec: Spec, e, u, weights):
+  """The batch's Sinkhorn codes of u against E (`vq.assignment='sinkhorn'`), else None."""
+  return (assignment_lib.sinkhorn_codes(u, e, spec.sinkhorn_epsilon, spec.sinkhorn_iters,
+                                        weights) if spec.assignment == 'sinkhorn' else None)
 
 
 def assign(spec: Spec, state, params, z) -> jax.Array:
@@ -344,20 +347,17 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
   `Spec.ema_decay_schedule='learning_rate'`); None: `Spec.ema_decay`.
   simvq_map: SimVQ's learned map W after this step (SimVQ only): refresh
   then restarts codes in the code space, see `_refresh_simvq`.
-  update_tokens (..., d) / update_weights: with `vq.update_source='target'`,
-  the tokens the EMA update learns from (nearest codes, or this device's
-  Sinkhorn codes with `vq.assignment='sinkhorn'`), instead of u and its
-  codes (the target encoder's whole-image tokens); the usage
-  counts, and so refresh's dead-code test, then count those tokens' codes.
+  update_tokens (..., d) / update_weights (`vq.update_source='target'`): the target
+  encoder's whole-image tokens, coded as the step codes (on this device), replace u
+  and its codes in the EMA update and the usage counts (so refresh's dead-code test).
   """
   before = state
   if spec.ema:
     decay = spec.ema_decay if ema_decay is None else ema_decay
     if update_tokens is not None:       # the target tokens and their codes
       u, weights = jax.lax.stop_gradient(update_tokens), update_weights
-      codes = (assignment_lib.sinkhorn_codes(u, state.codebook, spec.sinkhorn_epsilon,
-                                             spec.sinkhorn_iters, weights)
-               if spec.assignment == 'sinkhorn' else vq_lib.nearest_codes(state.codebook, u)[0])
+      codes = _balanced_codes(spec, state.codebook, u, weights)
+      codes = vq_lib.nearest_codes(state.codebook, u)[0] if codes is None else codes
     state = vq_lib.ema_update(state, u, codes, decay, spec.epsilon,
                               axis_name=axis_name, weights=weights)
   else:
