@@ -210,13 +210,8 @@ def test_bad_key_on_the_command_line_writes_nothing(tmp_path):
   assert not workdir.exists()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('name', ['no_vq_gentle', 'gentle'])
-def test_shapes_tiny_trains_end_to_end(name, tmp_path):
-  cfg = set_overrides(load(name, 'shapes,tiny'), SMALL)
-  summary = train.train_and_evaluate(cfg, str(tmp_path))
-  assert summary['status'] == 'completed' and summary['steps'] == 6
-  assert np.isfinite(summary['final_metrics']['val_loss_mean'])
+# The shapes variant's end-to-end training (tiny, with and without VQ) is
+# tests/test_code_probe.py's `_trained`, which evaluates the runs too.
 
 
 def test_baselines_script_probes_every_factor():
