@@ -27,7 +27,7 @@ at most |u_B - u_A| between the points, so margins of that size are decided
 by the movement.
 
 --kmeans K1,K2,...: the encoder's part for codebooks of other sizes, each a
-k-means fit with K centres on A's tokens in the same space (`probes.
+k-means fit with K centres on A's tokens in the same space (20,000 of them) (`probes.
 kmeans_codes`, assigned by cosine), held fixed: the share of tokens whose
 centre changed from A to B (`kmeans_K_encoder_part`), the churn the
 encoder's movement alone causes at that codebook size.
