@@ -1,12 +1,10 @@
 """experiments/results/codebook_shapes/code_probe: bags of codes, their probe,
 and the same codes and k-means baseline as `evaluate` on a trained run."""
 import json
-import os
 
 import numpy as np
 import pytest
 
-from experiments.results.codebook_shapes import churn_parts
 from experiments.results.codebook_shapes import code_probe as cp
 from jepa_jax import evaluate
 from jepa_jax.train import loop as train
@@ -57,35 +55,6 @@ def test_the_runs_codes_and_kmeans_are_those_evaluate_scores(tmp_path, capsys):
   assert cp.main(['--workdir', str(tmp_path)]) == 0
   row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert row['num_codes'] == cfg.vq.codebook_size and 'kmeans_bag_linear_probe_acc' in row
-  # churn_parts on two kept checkpoints: the parts bound the churn; one
-  # checkpoint against itself changes nothing.
-  steps = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit())
-  assert churn_parts.main(['--workdir', str(tmp_path), '--steps', f'{steps[0]},{steps[-1]}']) == 0
-  row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-  assert row['images'] == cfg.data.shapes_val_size
-  assert row['churn'] <= row['encoder_part'] + row['codebook_part'] + 1e-9
-  same = churn_parts.churn_parts(str(tmp_path), steps[-1], steps[-1])
-  assert same['churn'] == same['encoder_part'] == same['codebook_part'] == 0
-  with pytest.raises(SystemExit):
-    churn_parts.main(['--workdir', str(tmp_path), '--steps', f'{steps[-1] + 1},{steps[-1]}'])
-  assert f'no checkpoint {steps[-1] + 1}' in capsys.readouterr().err
-  with pytest.raises(SystemExit):      # gentle's codes are not l2-normalised
-    churn_parts.main(['--workdir', str(tmp_path), '--steps', f'{steps[-1]},{steps[-1]}',
-                      '--kmeans', '4'])
-  assert '--kmeans needs l2-normalised codes' in capsys.readouterr().err
-
-
-def test_churn_parts_split_the_churn_into_the_encoders_and_the_codebooks():
-  a = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
-  m = np.array([[0, 1, 9, 3], [4, 5, 6, 9]])    # the encoder moved 2 tokens
-  b = np.array([[0, 8, 9, 3], [4, 5, 6, 7]])    # then the codebook moved 2, one back
-  out = churn_parts.parts(a, m, b)
-  assert out == {'churn': 2 / 8, 'encoder_part': 2 / 8, 'codebook_part': 2 / 8}
-  valid = np.array([[True] * 4, [False] * 4])
-  assert churn_parts.parts(a, m, b, valid)['churn'] == 2 / 4
-  codes = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-  u = np.array([[0.8, 0.6], [0.6, -0.8]])
-  np.testing.assert_allclose(churn_parts.margins(u, codes), [0.2, 1.2])
 
 
 @pytest.mark.slow

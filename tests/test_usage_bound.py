@@ -121,6 +121,16 @@ def test_churn_sources_by_hand():
   assert got['codebook_only'] == got['total'] == pytest.approx(1 / 3)
   assert got['encoder_only'] == got['can_switch'] == 0.0
   assert got['median_code_move'] == pytest.approx(0.3)
+  # A frozen k-means codebook: two clusters at 0 and 1 on u_a; the tokens
+  # near 0.5 decide the churn.
+  u = np.array([[0.0, 0.0], [0.05, 0.0], [0.4, 0.0], [0.6, 0.0], [0.95, 0.0], [1.0, 0.0]])
+  same = churn_sources.kmeans_encoder_only(u, u, [2], cosine=False)
+  assert same == {'kmeans_2_encoder_only': 0.0}
+  crossed = u.copy()
+  crossed[2, 0] = 0.9                                # the token at 0.4 crosses to 1's side
+  got = churn_sources.kmeans_encoder_only(u, crossed, [2, 6], cosine=False)
+  assert got['kmeans_2_encoder_only'] == pytest.approx(1 / 6)
+  assert set(got) == {'kmeans_2_encoder_only', 'kmeans_6_encoder_only'}
 
 
 def test_two_nearest_distances_against_brute_force():
@@ -135,8 +145,10 @@ def test_two_nearest_distances_against_brute_force():
 @pytest.mark.slow          # uses the tiny run
 def test_churn_sources_total_is_the_logged_churn(tiny_run, tmp_path, capsys):
   out = str(tmp_path / 'churn.json')
-  assert churn_sources.main(['--workdir', tiny_run, '--steps', '3,5', '--out', out]) == 0
+  assert churn_sources.main(['--workdir', tiny_run, '--steps', '3,5', '--kmeans', '4',
+                             '--out', out]) == 0
   row = json.loads(open(out).read())
+  assert 0.0 <= row['kmeans_4_encoder_only'] <= 1.0
   logged = {json.loads(line)['step']: json.loads(line)['vq_churn']
             for line in open(f'{tiny_run}/embedding_metrics.jsonl')}
   assert row['total'] == pytest.approx(logged[5])            # churn logged at 5, since 3
@@ -144,6 +156,9 @@ def test_churn_sources_total_is_the_logged_churn(tiny_run, tmp_path, capsys):
   with pytest.raises(SystemExit):
     churn_sources.main(['--workdir', tiny_run, '--steps', '3'])
   assert 'give two checkpoint steps' in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    churn_sources.main(['--workdir', tiny_run, '--steps', '3,5', '--kmeans', '0'])
+  assert "--kmeans '0': give codebook sizes" in capsys.readouterr().err
 
 
 def test_unsnapped_loss_of_an_unprojected_layer_is_the_no_vq_loss():

@@ -1,6 +1,7 @@
 """Where does code churn come from: the encoder moving, or the codebook?
 
-    python -m experiments.results.goal_gaps.churn_sources --workdir RUN --steps A,B [--out F]
+    python -m experiments.results.goal_gaps.churn_sources --workdir RUN --steps A,B \
+        [--kmeans K1,K2,...] [--out F]
 
 Churn (`codebook_health.churn`) is the share of whole-image val tokens whose
 code at checkpoint B differs from their code at checkpoint A. With tokens
@@ -20,6 +21,11 @@ and c(C, u) the nearest code as the layer assigns it:
 
 `encoder_only` is about what a codebook frozen from A on would show (the
 encoder's training would differ only by the commitment gradients).
+--kmeans K1,K2,...: the same for codebooks of other sizes, each a k-means
+fit with K centres on (20,000 of) the valid tokens u_A and held fixed
+(`probes.kmeans_codes`; assigned by cosine when the layer's codes are
+l2-normalised): kmeans_K_encoder_only, the churn the encoder's movement
+alone gives a frozen codebook of K codes.
 Padded data (ARC): only valid tokens count, as in the metric.
 """
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 
 from experiments import json_rows
 from jepa_jax.eval import measure
+from jepa_jax.eval import probes
 from jepa_jax.model import vit as model_lib
 from jepa_jax.run import checkpoint as ckpt_lib
 from jepa_jax.run import files as run_files
@@ -63,13 +70,17 @@ def _nearest(book: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 def two_nearest_distances(book: np.ndarray, u: np.ndarray):
   """(d1, d2): Euclidean distances of each row of u to its nearest and
-  second-nearest row of book (float64)."""
+  second-nearest row of book (float64). Candidates by |u|^2 - 2 u.b + |b|^2
+  (a matmul), the three nearest of them measured again as |u - b|."""
   u64, b64 = u.astype(np.float64), book.astype(np.float64)
+  near = min(3, len(b64))
   d1, d2 = np.empty(len(u)), np.empty(len(u))
   for lo in range(0, len(u), 4096):
-    sq = ((u64[lo:lo + 4096, None, :] - b64[None]) ** 2).sum(-1)
-    part = np.sqrt(np.maximum(np.partition(sq, 1, axis=1)[:, :2], 0.0))
-    d1[lo:lo + 4096], d2[lo:lo + 4096] = part[:, 0], part[:, 1]
+    x = u64[lo:lo + 4096]
+    sq = (x ** 2).sum(1)[:, None] - 2.0 * x @ b64.T + (b64 ** 2).sum(1)[None]
+    idx = np.argpartition(sq, near - 1, axis=1)[:, :near]
+    exact = np.sort(np.linalg.norm(x[:, None, :] - b64[idx], axis=-1), axis=1)
+    d1[lo:lo + 4096], d2[lo:lo + 4096] = exact[:, 0], exact[:, 1]
   return d1, d2
 
 
@@ -94,9 +105,21 @@ def decompose(u_a, book_a, u_b, book_b) -> Dict[str, float]:
   }
 
 
-def sources_between(dataset, setup, state_a, state_b, tokens_fn) -> Dict[str, float]:
-  """`decompose` on the val split's whole-image tokens of two train states;
-  checks that the codes at A are the embedding metrics' codes."""
+def kmeans_encoder_only(u_a, u_b, sizes, cosine: bool) -> Dict[str, float]:
+  """{'kmeans_K_encoder_only'}: the share of tokens whose centre changes from
+  u_a to u_b (n, d) under a k-means fit with K centres on u_a (docstring)."""
+  out = {}
+  for k in sizes:
+    km_a, km_b = probes.kmeans_codes(u_a, (u_a, u_b), k, cosine=cosine)
+    out[f'kmeans_{k}_encoder_only'] = float(np.mean(km_a != km_b))
+  return out
+
+
+def sources_between(dataset, setup, state_a, state_b, tokens_fn,
+                    kmeans_sizes=()) -> Dict[str, float]:
+  """`decompose` (and `kmeans_encoder_only`) on the val split's whole-image
+  tokens of two train states; checks that the codes at A are the embedding
+  metrics' codes."""
   u_a, book_a, valid = (np.asarray(x) if x is not None else None
                         for x in tokens_fn(state_a, dataset.val_images))
   u_b, book_b, _ = (np.asarray(x) if x is not None else None
@@ -106,12 +129,14 @@ def sources_between(dataset, setup, state_a, state_b, tokens_fn) -> Dict[str, fl
   logged = np.asarray(jax.jit(measure.make_device_fn(setup, 0))(state_a, dataset.val_images)['codes'])
   if not np.array_equal(logged.reshape(-1)[keep], _nearest(book_a, flat(u_a))):
     raise AssertionError('codes recomputed here differ from the embedding metrics\' codes')
-  return decompose(flat(u_a), book_a, flat(u_b), book_b)
+  return {**decompose(flat(u_a), book_a, flat(u_b), book_b),
+          **kmeans_encoder_only(flat(u_a), flat(u_b), kmeans_sizes, setup.quantizer.l2)}
 
 
 def main(argv=None) -> int:
   ap = json_rows.parser('experiments.results.goal_gaps.churn_sources', __doc__)
   ap.add_argument('--steps', required=True, help='A,B: two saved checkpoint steps')
+  ap.add_argument('--kmeans', default='', help='K1,K2,...: frozen k-means codebook sizes')
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
@@ -119,6 +144,9 @@ def main(argv=None) -> int:
     step_a, step_b = (int(s) for s in args.steps.split(','))
   except ValueError:
     ap.error(f'--steps {args.steps!r}: give two checkpoint steps, e.g. 667,690')
+  sizes = [k for k in args.kmeans.split(',') if k]
+  if not all(k.isdigit() and int(k) > 0 for k in sizes):
+    ap.error(f'--kmeans {args.kmeans!r}: give codebook sizes, e.g. 64,256')
   _, dataset, setup, abstract = trained.run_setup(args.workdir)
   if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
     ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
@@ -134,7 +162,8 @@ def main(argv=None) -> int:
   finally:
     ckpts.close()
   row = {'workdir': args.workdir, 'from_step': step_a, 'to_step': step_b,
-         **sources_between(dataset, setup, state_a, state_b, make_tokens_fn(setup))}
+         **sources_between(dataset, setup, state_a, state_b, make_tokens_fn(setup),
+                          [int(k) for k in sizes])}
   json_rows.show(row)
   json_rows.save([row], args.out)
   return 0
