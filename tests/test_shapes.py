@@ -13,7 +13,6 @@ from jepa_jax import data
 from jepa_jax.config import load as config_lib
 from jepa_jax.data import shapes
 from jepa_jax.data import shapes_render as render_lib
-from jepa_jax.train import loop as train
 from conftest import ROOT, load, set_overrides
 
 SMALL = {'data.shapes_train_size': 300, 'data.shapes_val_size': 40}

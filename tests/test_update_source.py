@@ -122,7 +122,8 @@ def test_a_codebook_beside_the_encoder_leaves_its_loss_and_gradient_unchanged():
   """configs/ijepa_vq_beside.py: the predictor sees the unquantized tokens and
   no VQ term enters the loss, so at the same state and batch its loss and the
   encoder's gradient are ijepa.py's (to float32 rounding: the compiled
-  programs differ); the codebook still learns (one step's EMA moves it). The same codebook in the encoder's path (ijepa_vq.py) changes both."""
+  programs differ); the codebook still learns (one step's EMA moves it). The
+  same codebook in the encoder's path (ijepa_vq.py) changes both."""
   loss, _, g_base, _ = _grads_and_codebook('ijepa')
   loss_b, parts_b, g_beside, (before, after) = _grads_and_codebook('ijepa_vq_beside', steps=1)
   loss_i, _, g_inside, _ = _grads_and_codebook('ijepa_vq')

@@ -147,6 +147,7 @@ def main(argv=None) -> int:
   sizes = [k for k in args.kmeans.split(',') if k]
   if not all(k.isdigit() and int(k) > 0 for k in sizes):
     ap.error(f'--kmeans {args.kmeans!r}: give codebook sizes, e.g. 64,256')
+  sizes = [int(k) for k in sizes]
   _, dataset, setup, abstract = trained.run_setup(args.workdir)
   if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
     ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
@@ -162,8 +163,7 @@ def main(argv=None) -> int:
   finally:
     ckpts.close()
   row = {'workdir': args.workdir, 'from_step': step_a, 'to_step': step_b,
-         **sources_between(dataset, setup, state_a, state_b, make_tokens_fn(setup),
-                          [int(k) for k in sizes])}
+         **sources_between(dataset, setup, state_a, state_b, make_tokens_fn(setup), sizes)}
   json_rows.show(row)
   json_rows.save([row], args.out)
   return 0
