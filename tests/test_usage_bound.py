@@ -1,11 +1,13 @@
-"""The usage-bound, churn-sources and VQ-bypass experiments
-(experiments/results/usage_bound/usage_bound.py, churn_sources.py, vq_bypass.py): their measures
-by hand, and checkpoints of one tiny run end to end."""
+"""The usage-bound, churn-sources, token-shares and VQ-bypass experiments
+(experiments/results/usage_bound/usage_bound.py, churn_sources.py,
+codebook_arc/token_shares.py, vq_bypass.py): their measures by hand, and
+checkpoints of one tiny run end to end."""
 import json
 
 import numpy as np
 import pytest
 
+from experiments.results.codebook_arc import token_shares
 from experiments.results.goal_gaps import churn_sources
 from experiments.results.reference_fidelity import trajectory_table, usage_definitions
 from experiments.results.usage_bound import usage_bound
@@ -31,6 +33,26 @@ def test_kmeans_usage_counts_the_centres_val_tokens_reach():
   # Cosine: the same directions on the unit circle.
   unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
   assert usage_bound.kmeans_usage(unit(fit), unit(val), 4, l2=True) == pytest.approx(0.5)
+
+
+def test_token_shares_by_hand():
+  codes = np.array([[0, 0, 1, -1], [2, 0, 1, 3]])          # -1: a padding token
+  keys = np.array([[5, 5, 6, 0], [5, 7, 6, 8]], np.int8)[..., None]
+  got = token_shares.code_shares(codes, 5)
+  p = np.array([3, 2, 1, 1]) / 7                              # codes 0, 1, 2, 3; code 4 unused
+  assert got == pytest.approx({'tokens': 7, 'code_usage': 0.8, 'top_code_share': 3 / 7,
+                               'code_perplexity': np.exp(-(p * np.log(p)).sum()) / 5})
+  got = token_shares.input_shares(codes, keys, 5)
+  q = np.array([3, 2, 1, 1]) / 7                              # inputs 5, 6, 7, 8
+  # Input 5 (3 of 7 tokens) falls in codes 0, 0, 2.
+  assert got == pytest.approx({
+      'input_kinds': 4, 'input_perplexity': np.exp(-(q * np.log(q)).sum()) / 5,
+      'top_input_share': 3 / 7, 'top_input_codes': 2,
+      'top_input_code_perplexity': np.exp(-(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)))})
+  # ARC patches: 3x3 cells row-major over the canvas, token (r, c) at r * 10 + c.
+  canvas = np.zeros((1, 30, 30, 1), np.float32)
+  canvas[0, 3:6, 6:9, 0] = np.arange(9).reshape(3, 3)
+  assert list(token_shares.patch_keys(canvas, 3)[0, 1 * 10 + 2]) == list(range(9))
 
 
 @pytest.fixture(scope='module')
@@ -153,12 +175,51 @@ def test_churn_sources_total_is_the_logged_churn(tiny_run, tmp_path, capsys):
             for line in open(f'{tiny_run}/embedding_metrics.jsonl')}
   assert row['total'] == pytest.approx(logged[5])            # churn logged at 5, since 3
   assert row['encoder_only'] <= row['can_switch']
+  # --encoder target: the churn of the target (EMA) encoder's codes, by hand.
+  assert churn_sources.main(['--workdir', tiny_run, '--steps', '3,5', '--encoder', 'target',
+                             '--out', out]) == 0
+  row = json.loads(open(out).read())
+  assert row['encoder'] == 'target' and row['total'] == pytest.approx(
+      _target_churn_by_hand(tiny_run, 3, 5))
   with pytest.raises(SystemExit):
     churn_sources.main(['--workdir', tiny_run, '--steps', '3'])
   assert 'give two checkpoint steps' in capsys.readouterr().err
   with pytest.raises(SystemExit):
     churn_sources.main(['--workdir', tiny_run, '--steps', '3,5', '--kmeans', '0'])
   assert "--kmeans '0': give codebook sizes" in capsys.readouterr().err
+
+
+@pytest.mark.slow          # uses the tiny run
+def test_token_shares_of_a_tiny_run_count_both_encoders(tiny_run, tmp_path):
+  out = str(tmp_path / 'shares.jsonl')
+  assert token_shares.main(['--workdir', tiny_run, '--split', 'val', '--max_images', '40',
+                            '--out', out]) == 0
+  row = json.loads(open(out).read())
+  assert (row['split'], row['images']) == ('val', 40)
+  for encoder in ('context', 'target'):
+    assert row[encoder]['tokens'] == 40 * 16 and 0 < row[encoder]['code_usage'] <= 1
+    assert 'input_kinds' not in row[encoder]               # digits: no colour-id inputs
+
+
+def _target_churn_by_hand(workdir, step_a, step_b):
+  """Share of val tokens whose nearest code (squared distance in the
+  quantizer's space) changes between two checkpoints, with the tokens of the
+  target encoder (target_params) rather than the context encoder."""
+  import os  # noqa: PLC0415
+  from jepa_jax.run import checkpoint as ckpt_lib  # noqa: PLC0415
+  from jepa_jax.run import trained  # noqa: PLC0415
+  from jepa_jax.vq import quantizer as qz  # noqa: PLC0415
+  _, ds, setup, abstract = trained.run_setup(workdir)
+  ckpts = ckpt_lib.RunCheckpoints(os.path.join(workdir, 'checkpoints'), read_only=True)
+  codes = []
+  for step in (step_a, step_b):
+    state = ckpts.restore(step, abstract).state
+    z = setup.encoder.apply(state['target_params'], ds.val_images)
+    u = np.asarray(qz.encode(setup.quantizer, state.get('vq_params'), z))
+    book = np.asarray(qz.codebook(setup.quantizer, state['vq'].codebook, state.get('vq_params')))
+    codes.append(((u[..., None, :] - book) ** 2).sum(-1).argmin(-1))
+  ckpts.close()
+  return float(np.mean(codes[0] != codes[1]))
 
 
 def test_unsnapped_loss_of_an_unprojected_layer_is_the_no_vq_loss():

@@ -47,8 +47,16 @@ def test_encode_pools_the_tokens_and_codes_are_the_nearest_codes(tiny_run):
   assert codes.dtype == np.int32 and codes.shape == (40, 16)
   np.testing.assert_array_equal(codes, dist.argmin(-1))
   assert run.codebook.shape == (run.quantizer.num_codes, u.shape[-1])
-  with pytest.raises(InputError, match="encoder='student': one of context, target"):
-    run.encode(images, encoder='student')
+  # The target (EMA) encoder's tokens, coded the same way.
+  tgt = run.encode(images, encoder='target').tokens
+  u_tgt = np.asarray(qz.encode(run.quantizer, run.state.get('vq_params'), tgt))
+  target_codes = run.codes(images, encoder='target', batch=16)
+  np.testing.assert_array_equal(
+      target_codes, ((u_tgt[..., None, :] - run.codebook) ** 2).sum(-1).argmin(-1))
+  assert not np.array_equal(target_codes, codes)      # two encoders, two codings
+  for method in (run.encode, run.codes):
+    with pytest.raises(InputError, match="encoder='student': one of context, target"):
+      method(images, encoder='student')
 
 
 def test_export_writes_what_the_api_gives(tiny_run, tmp_path):

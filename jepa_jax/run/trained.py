@@ -252,14 +252,16 @@ class TrainedRun:
         t, None if valid is None else valid[i:i + len(t)]))
     return Embeddings(pooled, None, valid)
 
-  def codes(self, images, batch: int = BATCH) -> np.ndarray:
-    """(N, T) int32: the code of every context-encoder token of `images`
-    (-1 at padding tokens). InputError without VQ."""
+  def codes(self, images, encoder: str = 'context', batch: int = BATCH) -> np.ndarray:
+    """(N, T) int32: the code of every token of `images` by the 'context'
+    encoder (the tokens the quantizer's layer sees) or the 'target' (EMA)
+    encoder (the tokens a codebook beside the encoder learns from;
+    `vq.update_source`); -1 at padding tokens. InputError without VQ."""
     if self.quantizer is None:
       raise InputError(f'{self.workdir}: the run has no VQ layer (vq.enabled is False)')
     spec, vq_state, vq_params = self.quantizer, self.state.get('vq'), self.state.get('vq_params')
     assign = jax.jit(lambda t: quantizer_lib.assign(spec, vq_state, vq_params, t))
-    params, out = self.params('context'), []
+    params, out = self.params(encoder), []
     for i in range(0, len(images), batch):
       out.append(np.asarray(assign(self._encode(params, images[i:i + batch]))))
     codes = np.concatenate(out).astype(np.int32)

@@ -1,7 +1,7 @@
 """Where does code churn come from: the encoder moving, or the codebook?
 
     python -m experiments.results.goal_gaps.churn_sources --workdir RUN --steps A,B \
-        [--kmeans K1,K2,...] [--out F]
+        [--kmeans K1,K2,...] [--encoder context|target] [--out F]
 
 Churn (`codebook_health.churn`) is the share of whole-image val tokens whose
 code at checkpoint B differs from their code at checkpoint A. With tokens
@@ -26,6 +26,10 @@ fit with K centres on (20,000 of) the valid tokens u_A and held fixed
 (`probes.kmeans_codes`; assigned by cosine when the layer's codes are
 l2-normalised): kmeans_K_encoder_only, the churn the encoder's movement
 alone gives a frozen codebook of K codes.
+--encoder target: the tokens u are the target (EMA) encoder's instead of
+the context encoder's (the logged metric's): the tokens a codebook beside the
+encoder learns from (`vq.update_source='target'`) and the encoder `evaluate`
+probes first; `total` is then that encoder's churn, not the logged one.
 Padded data (ARC): only valid tokens count, as in the metric.
 """
 from __future__ import annotations
@@ -48,15 +52,17 @@ from jepa_jax.vq import codebook as vq_lib
 from jepa_jax.vq import quantizer as quantizer_lib
 
 
-def make_tokens_fn(setup):
+def make_tokens_fn(setup, encoder: str = 'context'):
   """jitted fn(state, images) -> (u (N, T, d) in the quantizer's space,
-  codebook (K, d) in that space, valid (N, T) or None)."""
+  codebook (K, d) in that space, valid (N, T) or None); u from the 'context'
+  or the 'target' encoder's tokens."""
   enc, spec = setup.encoder, setup.quantizer
 
   def fn(state, images):
     valid = (model_lib.token_validity(images, enc.patch_size)
              if setup.padded else None)
-    z = enc.apply(state['params']['encoder'], images, None, valid)
+    params = state['params']['encoder'] if encoder == 'context' else state['target_params']
+    z = enc.apply(params, images, None, valid)
     u = quantizer_lib.encode(spec, state.get('vq_params'), z)
     book = quantizer_lib.codebook(spec, state['vq'].codebook, state.get('vq_params'))
     return u, book, valid
@@ -116,19 +122,21 @@ def kmeans_encoder_only(u_a, u_b, sizes, cosine: bool) -> Dict[str, float]:
 
 
 def sources_between(dataset, setup, state_a, state_b, tokens_fn,
-                    kmeans_sizes=()) -> Dict[str, float]:
+                    kmeans_sizes=(), check_logged: bool = True) -> Dict[str, float]:
   """`decompose` (and `kmeans_encoder_only`) on the val split's whole-image
-  tokens of two train states; checks that the codes at A are the embedding
-  metrics' codes."""
+  tokens of two train states; with check_logged (the context encoder's
+  tokens), checks that the codes at A are the embedding metrics' codes."""
   u_a, book_a, valid = (np.asarray(x) if x is not None else None
                         for x in tokens_fn(state_a, dataset.val_images))
   u_b, book_b, _ = (np.asarray(x) if x is not None else None
                     for x in tokens_fn(state_b, dataset.val_images))
   keep = (np.ones(u_a.shape[:2], bool) if valid is None else valid.astype(bool)).reshape(-1)
   flat = lambda x: x.reshape(-1, x.shape[-1])[keep]  # noqa: E731
-  logged = np.asarray(jax.jit(measure.make_device_fn(setup, 0))(state_a, dataset.val_images)['codes'])
-  if not np.array_equal(logged.reshape(-1)[keep], _nearest(book_a, flat(u_a))):
-    raise AssertionError('codes recomputed here differ from the embedding metrics\' codes')
+  if check_logged:
+    logged = np.asarray(jax.jit(measure.make_device_fn(setup, 0))(
+        state_a, dataset.val_images)['codes'])
+    if not np.array_equal(logged.reshape(-1)[keep], _nearest(book_a, flat(u_a))):
+      raise AssertionError('codes recomputed here differ from the embedding metrics\' codes')
   return {**decompose(flat(u_a), book_a, flat(u_b), book_b),
           **kmeans_encoder_only(flat(u_a), flat(u_b), kmeans_sizes, setup.quantizer.l2)}
 
@@ -137,6 +145,9 @@ def main(argv=None) -> int:
   ap = json_rows.parser('experiments.results.goal_gaps.churn_sources', __doc__)
   ap.add_argument('--steps', required=True, help='A,B: two saved checkpoint steps')
   ap.add_argument('--kmeans', default='', help='K1,K2,...: frozen k-means codebook sizes')
+  ap.add_argument('--encoder', choices=('context', 'target'), default='context',
+                  help='whose whole-image tokens are coded '
+                       '(default %(default)s: the logged metric)')
   args = ap.parse_args(argv)
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
@@ -163,7 +174,10 @@ def main(argv=None) -> int:
   finally:
     ckpts.close()
   row = {'workdir': args.workdir, 'from_step': step_a, 'to_step': step_b,
-         **sources_between(dataset, setup, state_a, state_b, make_tokens_fn(setup), sizes)}
+         'encoder': args.encoder,
+         **sources_between(dataset, setup, state_a, state_b,
+                           make_tokens_fn(setup, args.encoder), sizes,
+                           check_logged=args.encoder == 'context')}
   json_rows.show(row)
   json_rows.save([row], args.out)
   return 0
