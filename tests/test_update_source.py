@@ -1,5 +1,6 @@
-"""`vq.update_source='target'`: the EMA codebook learns from the target
-encoder's whole-image tokens (jepa_jax/quantizer.py `update_state`); and
+"""`vq.update_source` 'target' / 'context_whole': the EMA codebook learns
+from the target / context encoder's whole-image tokens (jepa_jax/vq/quantizer.py
+`update_state`, jepa_jax/objective/terms.py); and
 `vq.placement='beside'`: the codebook is a read-out beside the encoder."""
 import jax
 import jax.numpy as jnp
@@ -67,23 +68,51 @@ def test_with_sinkhorn_assignment_the_target_tokens_get_balanced_codes():
 
 def test_train_step_counts_the_whole_image_tokens():
   """One JEPA step: the codebook's usage counts every whole-image token of
-  the batch (16 images x 16 tokens) with 'target', the 16 x 8 context tokens
-  with 'context'."""
+  the batch (16 images x 16 tokens) with 'target' and 'context_whole', the
+  16 x 8 context tokens with 'context'."""
   from test_quantizer import _run  # noqa: PLC0415  (the tiny step runner)
   counts = {}
-  for source in ('context', 'target'):
+  for source in ('context', 'target', 'context_whole'):
     cfg = _tiny(**{'vq.update_source': source, 'vq.refresh_enabled': False})
     setup, s0, states, metrics, ds, _ = _run(cfg, num_steps=1)
     assert np.isfinite(metrics[0]['loss'])
     counts[source] = float(states[0]['vq'].usage.sum())
   tokens = (ds.image_shape[0] // cfg.model.patch_size) * (ds.image_shape[1] // cfg.model.patch_size)
   assert counts['context'] == cfg.train.batch_size * cfg.masking.num_context_tokens
-  assert counts['target'] == cfg.train.batch_size * tokens
+  assert counts['target'] == counts['context_whole'] == cfg.train.batch_size * tokens
+
+
+def test_context_whole_updates_from_the_context_encoders_whole_image_tokens():
+  """The loss's update tokens: the context encoder's tokens of the unmasked
+  images in the quantizer space ('context_whole'), the target encoder's
+  ('target'); told apart at a state whose target encoder differs."""
+  from jepa_jax import data as data_lib  # noqa: PLC0415
+  from jepa_jax.objective import terms as objective  # noqa: PLC0415
+  from jepa_jax.train import step as step_lib  # noqa: PLC0415
+  got = {}
+  for source in ('context_whole', 'target'):
+    cfg = _tiny(**{'vq.update_source': source, 'vq.refresh_enabled': False})
+    ds = data_lib.load_dataset(cfg)
+    setup = step_lib.make_setup(cfg, ds)
+    state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+    state['target_params'] = jax.tree.map(lambda x: 0.9 * x, state['target_params'])
+    images, ids = jnp.asarray(ds.train_images[:16]), jnp.arange(16, dtype=jnp.int32)
+    _, aux = objective.make_loss_fn(setup)(step_lib.trainables_of(setup, state), state,
+                                           images, ids, jax.random.split(jax.random.PRNGKey(7), 3))
+    got[source] = np.asarray(aux['update_tokens'])
+    by_hand = {name: np.asarray(qz.encode(setup.quantizer, state.get('vq_params'),
+                                          setup.encoder.apply(p, images, None, None)))
+               for name, p in (('context_whole', state['params']['encoder']),
+                               ('target', state['target_params']))}
+    np.testing.assert_allclose(got[source], by_hand[source], rtol=1e-5, atol=1e-6)
+  assert got['target'].shape == got['context_whole'].shape == (16, 16, setup.quantizer.dim)
+  assert not np.allclose(got['target'], got['context_whole'], atol=1e-3)
 
 
 @pytest.mark.parametrize('overrides', [
     {'vq.update_source': 'full'},
     {'vq.update_source': 'target', 'vq.ema_decay': None},
+    {'vq.update_source': 'context_whole', 'vq.ema_decay': None},
 ])
 def test_bad_update_source_is_refused_naming_the_key(overrides):
   cfg = set_overrides(load('gentle', 'tiny'), overrides)

@@ -174,8 +174,8 @@ def _vq(c) -> None:
   c.vq.assignment = 'nearest'
   c.vq.sinkhorn_epsilon = 0.1
   c.vq.sinkhorn_iters = 5
-  # 'target': the EMA codebook learns from the target encoder's whole-image
-  # tokens (the codes' population) instead of the masked context.
+  # 'target' / 'context_whole': the EMA codebook learns from the target /
+  # context encoder's whole-image tokens instead of the masked context.
   c.vq.update_source = 'context'
   c.vq.placement = 'bottleneck'   # 'beside': the predictor sees unquantized tokens
   # The encoder also gets the predictor's gradient unchanged, around the

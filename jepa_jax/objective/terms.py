@@ -276,8 +276,10 @@ def make_loss_fn(setup, axis_name=None, snap=True):
   (`experiments/results/loss_gap/vq_bypass.py`); every term is unchanged.
 
   aux: 'u' / 'codes' are the device's rows, 'u_global' the gathered u (None
-  without VQ); with `vq.update_source='target'` also 'update_tokens' /
-  'update_weights': the device's t_full in the quantizer space, validity.
+  without VQ); with `vq.update_source` 'target' or 'context_whole' also
+  'update_tokens' / 'update_weights': the device's whole-image tokens of that
+  encoder (t_full; the context encoder on the unmasked images) in the
+  quantizer space, validity.
 
   The global batch and padded data: the module docstring.
   """
@@ -321,10 +323,11 @@ def make_loss_fn(setup, axis_name=None, snap=True):
            'u': sg(vq_aux['u']) if setup.vq_enabled else None,
            'u_global': None if u_g is None else sg(u_g),
            'ctx_weights': flat(v['ctx_valid']), 'ctx_weights_global': w_ctx}
-    if setup.vq_enabled and spec.update_source == 'target':
-      # The codebook's EMA update reads the target encoder's whole-image tokens.
-      aux['update_tokens'] = sg(quantizer_lib.encode(
-          spec, trainables.get('vq_params'), v['t_full']))
+    if setup.vq_enabled and spec.update_source != 'context':
+      # The codebook's EMA update reads an encoder's whole-image tokens.
+      whole = v['t_full'] if spec.update_source == 'target' else sg(
+          setup.encoder.apply(params['encoder'], images, None, v['valid']))
+      aux['update_tokens'] = sg(quantizer_lib.encode(spec, trainables.get('vq_params'), whole))
       aux['update_weights'] = flat(v['valid'])
     return total, aux
 

@@ -35,7 +35,7 @@ its codebook is the frozen basis C.
 
 After each step `update_state` applies, in this order: the EMA update
 (`vq.ema_update`; on the target encoder's whole-image tokens with
-`vq.update_source='target'`) or the gradient-mode bookkeeping (`vq.count_usage`);
+`vq.update_source` 'target' / 'context_whole') or the gradient-mode bookkeeping (`vq.count_usage`);
 interval refresh (`vq.refresh`, or `anticollapse.refresh_far`; on the
 `anticollapse.refresh_due` schedule with a warm-up); CVQ re-anchoring (`anticollapse.update_usage_ema`,
 `anticollapse.reanchor`); l2 normalisation of an EMA codebook
@@ -347,14 +347,14 @@ def update_state(spec: Spec, state: vq_lib.VQState, *, u, codes, u_global,
   `Spec.ema_decay_schedule='learning_rate'`); None: `Spec.ema_decay`.
   simvq_map: SimVQ's learned map W after this step (SimVQ only): refresh
   then restarts codes in the code space, see `_refresh_simvq`.
-  update_tokens (..., d) / update_weights (`vq.update_source='target'`): the target
-  encoder's whole-image tokens, coded as the step codes (on this device), replace u
+  update_tokens (..., d) / update_weights (`vq.update_source` 'target' or
+  'context_whole'): that encoder's whole-image tokens, coded as the step codes, replace u
   and its codes in the EMA update and the usage counts (so refresh's dead-code test).
   """
   before = state
   if spec.ema:
     decay = spec.ema_decay if ema_decay is None else ema_decay
-    if update_tokens is not None:       # the target tokens and their codes
+    if update_tokens is not None:       # the whole-image tokens and their codes
       u, weights = jax.lax.stop_gradient(update_tokens), update_weights
       codes = _balanced_codes(spec, state.codebook, u, weights)
       codes = vq_lib.nearest_codes(state.codebook, u)[0] if codes is None else codes

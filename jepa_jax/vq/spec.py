@@ -65,7 +65,7 @@ class Spec:
   assignment: str         # 'nearest', or 'sinkhorn' (`assignment.sinkhorn_codes`)
   sinkhorn_epsilon: float
   sinkhorn_iters: int
-  update_source: str      # EMA update from 'context' tokens or 'target' whole-image tokens
+  update_source: str      # EMA update from 'context' tokens, 'target' or 'context_whole' whole-image tokens
   identity_gradient: bool  # out = decode(q) + z - sg(z): z gets the gradient unchanged too
   levels: Tuple[int, ...]  # FSQ levels
   init_scale: float       # e_k ~ N(0, init_scale^2 I) at initialisation
@@ -227,6 +227,14 @@ def check_quantizer_keys(cfg, check) -> None:
           're-anchoring would move the frozen SimVQ basis: set it to False')
 
 
+# vq.update_source: the tokens the EMA codebook update reads. 'context': the
+# masked-context tokens the layer codes in the step; 'target': the target
+# encoder's whole-image tokens; 'context_whole': the context encoder's
+# whole-image tokens (one more forward pass, no gradient), the tokens the
+# layer codes at inference and the usage on train tokens counts.
+UPDATE_SOURCES = ('context', 'target', 'context_whole')
+
+
 def _assignment(cfg, check) -> None:
   """vq.assignment / sinkhorn_*, the IBQ estimator (jepa_jax/assignment.py)
   and vq.update_source (quantizer.update_state)."""
@@ -238,11 +246,11 @@ def _assignment(cfg, check) -> None:
     check.positive_int('vq.sinkhorn_iters')
     check('vq.assignment', v.quantizer == 'vq',
           "does not apply to vq.quantizer='fsq' (no codebook): use 'nearest'")
-  check('vq.update_source', v.update_source in ('context', 'target'),
-        "must be 'context' or 'target'")
-  if v.update_source == 'target':
+  check('vq.update_source', v.update_source in UPDATE_SOURCES,
+        "must be 'context', 'target' or 'context_whole'")
+  if v.update_source != 'context':
     check('vq.update_source', v.quantizer == 'vq' and v.ema_decay is not None,
-          "'target' feeds the EMA codebook update; it needs vq.quantizer='vq' and "
+          f"{v.update_source!r} feeds the EMA codebook update; it needs vq.quantizer='vq' and "
           "an EMA codebook (vq.ema_decay not None): use 'context'")
   check('vq.placement', v.placement in ('bottleneck', 'beside'),
         "must be 'bottleneck' or 'beside'")
