@@ -34,12 +34,12 @@ FSQ, which has no codebook): a `vq.VQState` in the quantizer space; with SimVQ
 its codebook is the frozen basis C.
 
 After each step `update_state` applies, in this order: the EMA update
-(`vq.ema_update`; on the target encoder's whole-image tokens with
-`vq.update_source` 'target' / 'context_whole') or the gradient-mode bookkeeping (`vq.count_usage`);
-interval refresh (`vq.refresh`, or `anticollapse.refresh_far`; on the
-`anticollapse.refresh_due` schedule with a warm-up); CVQ re-anchoring (`anticollapse.update_usage_ema`,
-`anticollapse.reanchor`); l2 normalisation of an EMA codebook
-(`anticollapse.l2_normalize_state`).
+(`vq.ema_update`; on whole-image tokens with `vq.update_source` 'target' /
+'context_whole') or the gradient-mode bookkeeping (`vq.count_usage`); interval
+refresh (`vq.refresh`, or `anticollapse.refresh_far`; on the
+`anticollapse.refresh_due` schedule with a warm-up); CVQ re-anchoring
+(`anticollapse.update_usage_ema`, `anticollapse.reanchor`); l2 normalisation
+of an EMA codebook (`anticollapse.l2_normalize_state`).
 """
 from __future__ import annotations
 

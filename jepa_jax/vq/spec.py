@@ -65,7 +65,7 @@ class Spec:
   assignment: str         # 'nearest', or 'sinkhorn' (`assignment.sinkhorn_codes`)
   sinkhorn_epsilon: float
   sinkhorn_iters: int
-  update_source: str      # EMA update from 'context' tokens, 'target' or 'context_whole' whole-image tokens
+  update_source: str      # the EMA update's tokens: one of UPDATE_SOURCES
   identity_gradient: bool  # out = decode(q) + z - sg(z): z gets the gradient unchanged too
   levels: Tuple[int, ...]  # FSQ levels
   init_scale: float       # e_k ~ N(0, init_scale^2 I) at initialisation
