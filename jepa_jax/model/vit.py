@@ -80,6 +80,14 @@ def gather_tokens(x: jax.Array, idx: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, idx[..., None], axis=1)
 
 
+def patches(images, p: int):
+  """(B, H, W, C) -> (B, N, p * p * C): each token's patch of pixels (or
+  cells), tokens row-major as the encoder cuts them; NumPy or JAX arrays."""
+  b, h, w, c = images.shape
+  x = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
 def token_validity(images: jax.Array, patch_size: int) -> jax.Array:
   """(B, H, W, 1) colour ids (padding < 0) -> (B, N) bool, row-major tokens.
 

@@ -181,10 +181,8 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
 def _target_patches(images, tgt_idx, p):
   """The pixels of the target tokens' patches: images (b, H, W, C), tgt_idx
   (b, M, T) row-major token positions -> (b, M, T, p * p * C)."""
-  b, h, w, c = images.shape
-  x = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-  x = x.reshape(b, (h // p) * (w // p), p * p * c)
-  return model_lib.gather_tokens(x, tgt_idx.reshape(b, -1)).reshape(tgt_idx.shape + (-1,))
+  x = model_lib.patches(images, p)
+  return model_lib.gather_tokens(x, tgt_idx.reshape(len(x), -1)).reshape(tgt_idx.shape + (-1,))
 
 
 def _token_target_terms(setup, params, v, pred_g, gather, tv_g) -> Dict[str, jax.Array]:
@@ -325,8 +323,8 @@ def make_loss_fn(setup, axis_name=None, snap=True):
            'ctx_weights': flat(v['ctx_valid']), 'ctx_weights_global': w_ctx}
     if setup.vq_enabled and spec.update_source != 'context':
       # The codebook's EMA update reads an encoder's whole-image tokens.
-      whole = v['t_full'] if spec.update_source == 'target' else sg(
-          setup.encoder.apply(params['encoder'], images, None, v['valid']))
+      whole = v['t_full'] if spec.update_source == 'target' else setup.encoder.apply(
+          params['encoder'], images, None, v['valid'])
       aux['update_tokens'] = sg(quantizer_lib.encode(spec, trainables.get('vq_params'), whole))
       aux['update_weights'] = flat(v['valid'])
     return total, aux

@@ -39,6 +39,7 @@ import sys
 import numpy as np
 
 import jepa_jax
+from jepa_jax.model import vit as model_lib
 
 
 def entropy(counts) -> float:
@@ -60,12 +61,9 @@ def code_shares(codes, num_codes: int):
 
 
 def patch_keys(images, patch: int):
-  """(N, T) keys of each token's input: the bytes of its patch of cell ids,
-  patches taken row-major over the canvas, as the encoder's patching."""
-  x = np.asarray(images)[..., 0].astype(np.int8)
-  n, h, w = x.shape
-  t = x.reshape(n, h // patch, patch, w // patch, patch).transpose(0, 1, 3, 2, 4)
-  return t.reshape(n, (h // patch) * (w // patch), patch * patch)
+  """(N, T, patch * patch) int8: each token's patch of cell ids, tokens
+  row-major as the encoder cuts them (`vit.patches`)."""
+  return model_lib.patches(np.asarray(images)[..., :1], patch).astype(np.int8)
 
 
 def input_shares(codes, keys, num_codes: int):
