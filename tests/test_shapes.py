@@ -281,6 +281,7 @@ def test_object_pool_averages_the_tokens_inside_the_main_object():
 
 def test_attentive_probe_finds_the_one_token_that_carries_the_class():
   from experiments.results.representation import attentive_probe as ap
+  from jepa_jax.model import vit
   rng = np.random.default_rng(0)
   n, t, d, classes = 600, 16, 8, 4
   y = rng.integers(classes, size=n)
@@ -290,6 +291,6 @@ def test_attentive_probe_finds_the_one_token_that_carries_the_class():
   x[np.arange(n), where, -1] += 6.0            # ... marked so a query can find it
   assert ap.attentive_probe(x[:400], y[:400], x[400:], y[400:], steps=300) > 0.9
   images = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
-  p = ap.patches(images, 2)
+  p = vit.patches(images, 2)            # the probe's pixel tokens
   assert p.shape == (2, 4, 12)
   np.testing.assert_array_equal(p[1, 3], images[1, 2:, 2:].reshape(-1))

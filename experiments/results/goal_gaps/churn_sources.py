@@ -90,10 +90,12 @@ def two_nearest_distances(book: np.ndarray, u: np.ndarray):
   return d1, d2
 
 
-def decompose(u_a, book_a, u_b, book_b) -> Dict[str, float]:
+def decompose(u_a, book_a, u_b, book_b, codes_a=None) -> Dict[str, float]:
   """The module docstring's shares for valid tokens u_a, u_b (n, d) and the
-  codebooks book_a, book_b (K, d), all NumPy."""
-  c_aa, c_bb = _nearest(book_a, u_a), _nearest(book_b, u_b)
+  codebooks book_a, book_b (K, d), all NumPy; codes_a: u_a's nearest codes
+  in book_a when already computed."""
+  c_aa = _nearest(book_a, u_a) if codes_a is None else codes_a
+  c_bb = _nearest(book_b, u_b)
   c_ab, c_ba = _nearest(book_a, u_b), _nearest(book_b, u_a)
   d1, d2 = two_nearest_distances(book_a, u_a)
   moved = np.linalg.norm(u_b.astype(np.float64) - u_a.astype(np.float64), axis=1)
@@ -132,12 +134,14 @@ def sources_between(dataset, setup, state_a, state_b, tokens_fn,
                     for x in tokens_fn(state_b, dataset.val_images))
   keep = (np.ones(u_a.shape[:2], bool) if valid is None else valid.astype(bool)).reshape(-1)
   flat = lambda x: x.reshape(-1, x.shape[-1])[keep]  # noqa: E731
+  codes_a = None
   if check_logged:
     logged = np.asarray(jax.jit(measure.make_device_fn(setup, 0))(
         state_a, dataset.val_images)['codes'])
-    if not np.array_equal(logged.reshape(-1)[keep], _nearest(book_a, flat(u_a))):
+    codes_a = _nearest(book_a, flat(u_a))
+    if not np.array_equal(logged.reshape(-1)[keep], codes_a):
       raise AssertionError('codes recomputed here differ from the embedding metrics\' codes')
-  return {**decompose(flat(u_a), book_a, flat(u_b), book_b),
+  return {**decompose(flat(u_a), book_a, flat(u_b), book_b, codes_a),
           **kmeans_encoder_only(flat(u_a), flat(u_b), kmeans_sizes, setup.quantizer.l2)}
 
 

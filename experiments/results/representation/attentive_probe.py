@@ -72,13 +72,6 @@ def attentive_probe(train_x, train_y, val_x, val_y, steps: int, seed: int = 0) -
   return float(np.mean(pred == val_y))
 
 
-def patches(images: np.ndarray, size: int) -> np.ndarray:
-  """(N, H, W, C) images -> (N, H/size * W/size, size * size * C) patches."""
-  n, h, w, c = images.shape
-  x = images.reshape(n, h // size, size, w // size, size, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(n, (h // size) * (w // size), size * size * c)
-
-
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(prog='python -m experiments.results.representation.attentive_probe',
                                description=__doc__.split('\n')[0])
@@ -89,9 +82,10 @@ def main(argv=None) -> int:
   ap.add_argument('--out', default='')
   args = ap.parse_args(argv)
   from experiments.results.representation import shapes_baselines  # noqa: PLC0415
+  from jepa_jax.model import vit  # noqa: PLC0415
   cfg, ds = shapes_baselines.load(None, args.train, args.val, args.workdir)
   images = (np.asarray(ds.train_images[:]), np.asarray(ds.val_images))
-  sets = {'pixels': [patches(im, cfg.model.patch_size) for im in images]}
+  sets = {'pixels': [vit.patches(im, cfg.model.patch_size) for im in images]}
   sets.update(shapes_baselines.feature_sets(cfg, ds, args.workdir, pixels=False,
                                             pool='tokens'))
   labels = (ds.train_factors['shape'], ds.val_factors['shape'])

@@ -8,12 +8,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jepa_jax.model import vit
+
 
 def patchify(x, p: int = 2):
   """(B, H, W, 1) -> (B, H/p, W/p, p*p): each token's p x p pixels."""
   b, h, w, _ = x.shape
-  x = x.reshape(b, h // p, p, w // p, p)
-  return x.transpose(0, 1, 3, 2, 4).reshape(b, h // p, w // p, p * p)
+  return vit.patches(x, p).reshape(b, h // p, w // p, p * p)
 
 
 def unpatchify(t, p: int = 2):
