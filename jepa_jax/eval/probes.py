@@ -356,7 +356,7 @@ def codes_section(codes, valid, label_sets, num_codes, train=None) -> Dict[str, 
 
 def train_usage(train_codes, train_valid, val_codes, val_valid, num_codes):
   """Train-split usage and the val usage expected from the train shares
-  (`codebook_health.expected_usage`): the ceiling the val split's size puts
+  (`health.expected_usage`): the ceiling the val split's size puts
   on val usage."""
   train = health.code_counts(train_codes, num_codes, train_valid)
   n_val = int(health.code_counts(val_codes, num_codes, val_valid).sum())

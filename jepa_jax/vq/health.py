@@ -81,7 +81,9 @@ def expected_usage(counts, n: int) -> float:
   Feller, An Introduction to Probability Theory, vol. 1, ch. II). With the
   train split's counts and n = the val tokens, it is the val usage that a
   codebook used exactly as on train would show: the ceiling of val usage
-  set by the val split's size, not by the codebook.
+  set by the val split's size, not by the codebook. Estimated from a train
+  sample, it is biased low when n exceeds the sample's tokens: codes the
+  sample missed count as p_k = 0 (docs/assessment.md).
   """
   c = np.asarray(counts, np.float64)
   total = c.sum()
