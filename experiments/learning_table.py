@@ -23,6 +23,9 @@ or `python -m jepa_jax.evaluate`) and prints, per variant, over its seeds:
                      target encoder over BASE's at the same seeds (points)
 
 Every number is a mean over the seeds the variant has; a row names its seeds.
+With `--label NAME` the probes are those of one label of eval.json's
+`probes` (e.g. an ARC grid property or a shapes factor) instead of their
+mean, and end - best is left out (the trajectory is the mean's).
 """
 from __future__ import annotations
 
@@ -56,6 +59,19 @@ def load(workdir: str, variant: str) -> Dict[int, Dict]:
     if match and evals:
       with open(evals[-1]) as f:
         out[int(match.group(1))] = json.load(f)
+  return out
+
+
+def for_label(evals: Dict[int, Dict], label: str) -> Dict[int, Dict]:
+  """{seed: eval.json} with the probes of `probes[label]` in place of the
+  mean ones (no trajectory); KeyError naming the first seed without it."""
+  out = {}
+  for seed, ev in evals.items():
+    entry = (ev.get('probes') or {}).get(label)
+    if not isinstance(entry, dict):
+      raise KeyError(f'seed {seed} has no probe of label {label!r} '
+                     f'(labels: {", ".join(sorted(ev.get("probes") or {})) or "none"})')
+    out[seed] = dict(entry)
   return out
 
 
@@ -128,6 +144,7 @@ def main(argv=None) -> int:
   ap.add_argument('--workdir', required=True, help='an assessment folder')
   ap.add_argument('--variants', help='comma-separated (default: every folder that has runs)')
   ap.add_argument('--versus', help='a variant every row is paired against (its target probe)')
+  ap.add_argument('--label', help="one label's probes (eval.json's `probes`), not their mean")
   ap.add_argument('--out', help='also write the table (Markdown) and rows (JSON) here')
   args = ap.parse_args(argv)
   if not os.path.isdir(args.workdir):
@@ -136,6 +153,11 @@ def main(argv=None) -> int:
               else sorted(d for d in os.listdir(args.workdir)
                           if os.path.isdir(os.path.join(args.workdir, d))))
   evals = {v: ev for v in variants if (ev := load(args.workdir, v))}
+  if args.label:
+    try:
+      evals = {v: for_label(ev, args.label) for v, ev in evals.items()}
+    except KeyError as e:
+      ap.error(f'--label {args.label}: {e.args[0]}')
   rows = [row(v, ev) for v, ev in evals.items()]
   if not rows:
     ap.error(f'--workdir {args.workdir}: no eval.json under <variant>/seed_<s>/')

@@ -68,3 +68,26 @@ def test_versus_pairs_each_variant_with_the_base_at_common_seeds(workdir):
   out = subprocess.run([sys.executable, '-m', 'experiments.learning_table',
                         f'--workdir={workdir}', '--versus=nope'], capture_output=True, text=True)
   assert out.returncode == 2 and '--versus nope' in out.stderr and 'Traceback' not in out.stderr
+
+
+def test_label_reads_one_labels_probes_and_names_a_missing_one(workdir):
+  for seed, shift in ((0, 0.0), (1, 0.02), (2, 0.05)):
+    path = workdir / 'no_vq' / f'seed_{seed}' / 'eval.json'
+    ev = json.loads(path.read_text())
+    ev['probes'] = {'count': {**_eval(0.40 + shift, 0.30, 0.35, [])}}
+    path.write_text(json.dumps(ev))
+  r = learning_table.row('no_vq', learning_table.for_label(
+      learning_table.load(str(workdir), 'no_vq'), 'count'))
+  assert r['target']['values'] == {0: pytest.approx(0.40), 1: pytest.approx(0.42),
+                                   2: pytest.approx(0.45)}
+  assert r['over_random_init']['mean'] == pytest.approx((0.10 + 0.12 + 0.15) / 3)
+  assert r['end_minus_best_points'] is None          # the trajectory is the mean's
+  out = subprocess.run([sys.executable, '-m', 'experiments.learning_table',
+                        f'--workdir={workdir}', '--label=count'], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  assert '| no_vq | 0,1,2 | 42.3 [' in out.stdout
+  bad = subprocess.run([sys.executable, '-m', 'experiments.learning_table',
+                        f'--workdir={workdir}', '--label=colour'], capture_output=True, text=True)
+  assert bad.returncode == 2
+  assert "--label colour: seed 0 has no probe of label 'colour' (labels: count)" in bad.stderr
+  assert 'Traceback' not in bad.stderr
