@@ -67,11 +67,11 @@ def for_label(evals: Dict[int, Dict], label: str) -> Dict[int, Dict]:
   mean ones (no trajectory); KeyError naming the first seed without it."""
   out = {}
   for seed, ev in evals.items():
-    entry = (ev.get('probes') or {}).get(label)
-    if not isinstance(entry, dict):
+    probes = ev.get('probes') or {}
+    if not isinstance(probes.get(label), dict):
       raise KeyError(f'seed {seed} has no probe of label {label!r} '
-                     f'(labels: {", ".join(sorted(ev.get("probes") or {})) or "none"})')
-    out[seed] = dict(entry)
+                     f'(labels: {", ".join(sorted(probes)) or "none"})')
+    out[seed] = probes[label]
   return out
 
 

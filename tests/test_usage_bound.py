@@ -260,3 +260,22 @@ def test_vq_bypass_of_a_tiny_run(tiny_run, tmp_path, capsys):
   with pytest.raises(SystemExit):
     vq_bypass.main(['--workdir', tiny_run, '--baseline', tiny_run])
   assert 'a VQ run' in capsys.readouterr().err
+
+
+def test_codebook_arc_paired_subtracts_b_from_a_per_seed(tmp_path, capsys):
+  from experiments.results.codebook_arc import paired
+  for variant, ami in (('a', (0.15, 0.14)), ('b', (0.10, 0.13))):
+    for seed, value in zip((1, 2), ami):
+      run = tmp_path / variant / f'seed_{seed}'
+      run.mkdir(parents=True)
+      (run / 'eval.json').write_text(json.dumps(
+          {'code_label_ami': value, 'code_label_bag_probe': 0.5}))
+      last = {'vq_train_usage_ratio': 0.9, 'vq_train_perplexity_ratio': 0.8,
+              'vq_usage_ratio': 0.7, 'vq_churn_epoch': 0.1}
+      (run / 'embedding_metrics.jsonl').write_text(
+          json.dumps({'step': 1}) + '\n' + json.dumps(last) + '\n')
+  assert paired.values(str(tmp_path), 'a', 2)['code_label_ami'] == 0.14
+  assert paired.main(['--workdir', str(tmp_path), '--a', 'a', '--b', 'b', '--seeds', '1,2']) == 0
+  out = capsys.readouterr().out
+  assert 'code_label_ami               +0.0300' in out          # (0.05 + 0.01) / 2
+  assert 'churn_last_epoch             +0.0000' in out
