@@ -8,8 +8,22 @@ import tempfile
 # subprocesses (which inherit the environment). A persistent compilation cache
 # private to this test session makes each program compile once; a cached
 # executable is the same program, so results are unchanged.
-_JIT_CACHE = tempfile.mkdtemp(prefix='jepa_jax_test_jit_cache_')
-atexit.register(shutil.rmtree, _JIT_CACHE, ignore_errors=True)
+def _private_folder(var, prefix):
+  """A temporary folder private to this process, removed at its exit, and
+  the same folder if conftest is imported again in the process (as
+  `tests.conftest` beside `conftest`): a second folder would start empty and
+  compile every program again (114 programs twice in one suite run)."""
+  owner = f'{os.getpid()}:'
+  held = os.environ.get(var, '')
+  if held.startswith(owner):
+    return held[len(owner):]
+  path = tempfile.mkdtemp(prefix=prefix)
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  os.environ[var] = owner + path
+  return path
+
+
+_JIT_CACHE = _private_folder('JEPA_JAX_TEST_JIT_CACHE', 'jepa_jax_test_jit_cache_')
 os.environ['JAX_COMPILATION_CACHE_DIR'] = _JIT_CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
@@ -29,8 +43,7 @@ for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
   os.environ.setdefault(_var, '1')
 # evaluate's probe-score cache (jepa_jax.eval.probes), private to the session
 # too, so no test reads scores another run of the suite stored.
-_PROBE_CACHE = tempfile.mkdtemp(prefix='jepa_jax_test_probe_cache_')
-atexit.register(shutil.rmtree, _PROBE_CACHE, ignore_errors=True)
+_PROBE_CACHE = _private_folder('JEPA_JAX_TEST_PROBE_CACHE', 'jepa_jax_test_probe_cache_')
 os.environ['JEPA_JAX_PROBE_CACHE'] = _PROBE_CACHE
 
 import jax  # noqa: E402  (after the environment it reads)

@@ -158,7 +158,7 @@ def _encode(setup, params, images, batch):
 def tiny_run(tmp_path_factory):
   """A tiny no-VQ digits run, trained and evaluated: (cfg, folder, eval.json)."""
   from jepa_jax.train import loop as train  # noqa: PLC0415
-  from tests.conftest import load  # noqa: PLC0415
+  from conftest import load  # noqa: PLC0415
   cfg = load('no_vq', 'tiny')
   cfg.train.probe_every_steps = 4                  # points at steps 0, 4, 6
   path = str(tmp_path_factory.mktemp('tiny_run'))

@@ -10,7 +10,7 @@ from jepa_jax.config import load as config_lib
 from jepa_jax.model import vit as model_lib
 from jepa_jax.objective import terms as objective
 from jepa_jax.train import step as step_lib
-from tests.conftest import load, set_overrides
+from conftest import load, set_overrides
 
 # Tolerances, from measurements on gentle:tiny (the fixed batch of seeds 0-3,
 # flax and fused attention) and arc,tiny on the dev CPU: the bf16 total loss

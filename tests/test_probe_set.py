@@ -11,7 +11,7 @@ from jepa_jax.eval import probes as probe_set
 from jepa_jax.train import start as start_state
 from jepa_jax.train import step as step_lib
 from jepa_jax.vq import quantizer as quantizer_lib
-from tests.conftest import load
+from conftest import load
 
 
 class CountingImages:
