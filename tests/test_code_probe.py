@@ -25,6 +25,22 @@ def test_codes_that_tell_the_class_probe_perfectly_and_random_codes_near_chance(
       'bag_linear_probe_acc', 'bag_linear_probe_ci95', 'nmi', 'nmi_shuffled', 'ami'}
 
 
+def test_lloyd_moves_each_code_to_the_mean_of_its_nearest_or_balanced_tokens():
+  u = np.array([[0, 0], [0, 2], [10, 0], [10, 2]], np.float32)
+  # Nearest: tokens 0-1 go to code 0, 2-3 to code 1; each code moves to their mean.
+  np.testing.assert_allclose(cp.lloyd(u, np.array([[0, 1], [1, 1]], np.float32), 1, False),
+                             [[0, 1], [10, 1]])
+  far = np.array([[0, 1], [100, 1]], np.float32)
+  # Every token is nearest code 0 (mean (5, 1)); code 1 gets none and keeps its row.
+  np.testing.assert_allclose(cp.lloyd(u, far, 1, False), [[5, 1], [100, 1]])
+  # Balanced (Sinkhorn, two tokens a code): the two right tokens go to code 1.
+  np.testing.assert_allclose(cp.lloyd(u, far, 1, False, balanced=(0.1, 5)), [[0, 1], [10, 1]])
+  # l2: the means, normalised; zero steps: the codebook as given.
+  np.testing.assert_allclose(cp.lloyd(u, far, 1, True, balanced=(0.1, 5)),
+                             [[0, 1], [10 / np.sqrt(101), 1 / np.sqrt(101)]], rtol=1e-6)
+  np.testing.assert_array_equal(cp.lloyd(u, far, 0, False), far)
+
+
 def _trained(name, path):
   cfg = set_overrides(load(name, 'shapes,tiny'),
                       {'data.shapes_train_size': 300, 'data.shapes_val_size': 40})
@@ -55,6 +71,14 @@ def test_the_runs_codes_and_kmeans_are_those_evaluate_scores(tmp_path, capsys):
   assert cp.main(['--workdir', str(tmp_path)]) == 0
   row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert row['num_codes'] == cfg.vq.codebook_size and 'kmeans_bag_linear_probe_acc' in row
+  assert 'lloyd_ami' not in row
+  # --refine N: the codebook after N Lloyd steps, nearest and balanced, scored the same way.
+  assert cp.main(['--workdir', str(tmp_path), '--refine', '2']) == 0
+  refined = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert {k: v for k, v in refined.items() if not k.startswith('lloyd')} == row
+  for source in ('lloyd', 'lloyd_balanced'):
+    assert 0 <= refined[f'{source}_bag_linear_probe_acc'] <= 1
+    assert refined[f'{source}_ami'] <= refined[f'{source}_nmi']
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Do a run's codes carry the class? A linear probe on each image's bag of codes.
 
-    python -m experiments.results.codebook_shapes.code_probe --workdir RUN [--out FILE]
+    python -m experiments.results.codebook_shapes.code_probe --workdir RUN [--out FILE] [--refine N]
     python -m experiments.results.codebook_shapes.code_probe --workdir LOGS \
         --table ijepa_vq,ijepa [--seeds 0,1,2,3,4]
 
@@ -28,6 +28,14 @@ tokens share its label; the bag-of-codes probe asks per image, with a plain
 chance level, whether the codes tell the class, the use the codes are for.
 A run without class labels is one error line, exit status 2.
 
+--refine N asks why a codebook's codes tell the class less than k-means':
+the run's codebook after N Lloyd steps on the final train tokens (`lloyd`),
+with nearest codes ('lloyd', k-means from the run's codebook) and with the
+training step's Sinkhorn codes ('lloyd_balanced', the EMA update's fixed
+point on frozen tokens), each scored as the codes are. run -> lloyd_balanced
+is the codebook's lag behind the final encoder, lloyd_balanced -> lloyd
+what balance costs, lloyd -> kmeans_space the starting point's share.
+
 --table VARIANT,BASELINE reads the saved rows LOGS/NAME/seed_S/code_probe.jsonl
 and prints one markdown row per comparison, per seed and paired by seed
 (mean [95% bootstrap CI] (worst seed), `jepa_jax.eval.metrics.paired`): the
@@ -41,6 +49,7 @@ import os
 from typing import Any, Dict, List
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from experiments import json_rows
@@ -48,6 +57,7 @@ from jepa_jax.eval import metrics
 from jepa_jax.eval import probes
 from jepa_jax.run import files as run_files
 from jepa_jax.run import trained
+from jepa_jax.vq import assignment
 from jepa_jax.vq import quantizer as quantizer_lib
 
 
@@ -63,9 +73,10 @@ def scores(train_codes, train_y, val_codes, val_y, num_codes: int) -> Dict[str, 
           **{key: sec[f'code_label_{key}'] for key in probes.CODE_METRICS}}
 
 
-def code_probe(workdir: str) -> Dict[str, Any]:
+def code_probe(workdir: str, refine: int = 0) -> Dict[str, Any]:
   """{'chance', 'run': scores, 'kmeans': scores} of a finished run (no 'run'
-  without VQ: k-means with `vq.codebook_size` centres, as `evaluate`)."""
+  without VQ: k-means with `vq.codebook_size` centres, as `evaluate`);
+  refine > 0 adds `refined`'s two sources (a codebook with state only)."""
   run = trained.load_run(workdir)
   if run.setup.padded or run.dataset.train_labels is None:
     raise ValueError(f'{workdir}: dataset {run.config.data.name!r} has no class labels '
@@ -88,7 +99,67 @@ def code_probe(workdir: str) -> Dict[str, Any]:
     if spec.has_state:
       to_space = jax.jit(lambda z: quantizer_lib.encode(spec, run.state.get('vq_params'), z))
       out['kmeans_space'] = kmeans(*(np.asarray(to_space(t)) for t in tokens), cosine=spec.l2)
+      if refine:
+        out.update(refined(run, tokens, ytr, yva, refine))
   return out
+
+
+def lloyd(u, codebook, iters: int, l2: bool, balanced=None, chunk: int = 4096):
+  """The codebook after `iters` Lloyd steps on the tokens u (M, d) of the
+  quantizer's space, starting from `codebook` (K, d):
+
+    k_i = argmin_k ||u_i - e_k||        (balanced=(epsilon, iters): the
+                                         Sinkhorn codes the training step
+                                         uses, `assignment.sinkhorn_codes`,
+                                         `chunk` tokens at a time)
+    e_k = mean of the u_i with k_i = k  (a code with none keeps its row)
+
+  then l2-normalised when the layer normalises its codes. The balanced
+  steps are the EMA update's fixed point on frozen tokens (decay -> 1),
+  the nearest steps k-means' (Lloyd 1982) from the run's codebook."""
+  u = jnp.asarray(u, jnp.float32)
+  e = jnp.asarray(codebook, jnp.float32)
+  for _ in range(iters):
+    if balanced is None:
+      codes = jnp.concatenate([assignment.nearest_codes(e, u[i:i + chunk])[0]
+                               for i in range(0, len(u), chunk)])
+    else:
+      codes = jnp.concatenate([assignment.sinkhorn_codes(u[i:i + chunk], e, *balanced)
+                               for i in range(0, len(u), chunk)])
+    sums = jax.ops.segment_sum(u, codes, num_segments=len(e))
+    counts = jax.ops.segment_sum(jnp.ones(len(u)), codes, num_segments=len(e))[:, None]
+    e = jnp.where(counts > 0, sums / jnp.maximum(counts, 1), e)
+    if l2:
+      e = e / jnp.maximum(jnp.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+  return e
+
+
+def refined(run, tokens, ytr, yva, iters: int) -> Dict[str, Dict[str, float]]:
+  """Scores of the run's codebook after `iters` Lloyd steps on the final
+  train tokens (`lloyd`; the 20,000 tokens `probes.kmeans_codes` fits, seed
+  0), nearest ('lloyd') and Sinkhorn-balanced ('lloyd_balanced'), every
+  token then coded by its nearest refined code: what the codebook's lag
+  behind the final encoder and its balanced assignment each cost."""
+  spec, params = run.quantizer, run.state.get('vq_params')
+  u = [np.asarray(jax.jit(lambda z: quantizer_lib.encode(spec, params, z))(t)) for t in tokens]
+  flat = u[0].reshape(-1, u[0].shape[-1])
+  fit = flat[np.random.default_rng(0).permutation(len(flat))[:20_000]]
+  e0 = quantizer_lib.codebook(spec, run.state['vq'].codebook, params)
+  out = {}
+  for name, balanced in (('lloyd', None),
+                         ('lloyd_balanced', (spec.sinkhorn_epsilon, spec.sinkhorn_iters))):
+    e = lloyd(fit, e0, iters, spec.l2, balanced)
+    coded = [np.asarray(nearest_in_chunks(e, x)) for x in u]
+    out[name] = scores(coded[0], ytr, coded[1], yva, len(e))
+  return out
+
+
+def nearest_in_chunks(codebook, u, rows: int = 65_536):
+  """(N, T) nearest codes of tokens u (N, T, d), `rows` tokens at a time."""
+  flat = u.reshape(-1, u.shape[-1])
+  codes = [assignment.nearest_codes(codebook, jnp.asarray(flat[i:i + rows]))[0]
+           for i in range(0, len(flat), rows)]
+  return np.concatenate([np.asarray(c) for c in codes]).reshape(u.shape[:-1])
 
 
 ROW_FILE = 'code_probe.jsonl'
@@ -143,6 +214,9 @@ def main(argv=None) -> int:
   ap = json_rows.parser('experiments.results.codebook_shapes.code_probe', __doc__)
   ap.add_argument('--table', help='VARIANT,BASELINE: the table of the saved rows under --workdir')
   ap.add_argument('--seeds', default='0,1,2,3,4')
+  ap.add_argument('--refine', type=int, default=0,
+                  help='N > 0: also score the codebook after N Lloyd steps on the final '
+                       "train tokens, nearest and balanced ('lloyd', 'lloyd_balanced')")
   args = ap.parse_args(argv)
   if args.table:
     names = args.table.split(',')
@@ -156,11 +230,11 @@ def main(argv=None) -> int:
   if not os.path.exists(os.path.join(args.workdir, run_files.FINAL_STATE)):
     ap.error(f'--workdir {args.workdir}: no {run_files.FINAL_STATE} (not a finished run)')
   try:
-    out = code_probe(args.workdir)
+    out = code_probe(args.workdir, args.refine)
   except ValueError as err:
     ap.error(str(err))
   row = {key: val for key, val in out.items() if not isinstance(val, dict)}
-  for source in ('run', 'kmeans', 'kmeans_space'):
+  for source in ('run', 'kmeans', 'kmeans_space', 'lloyd', 'lloyd_balanced'):
     if source in out:
       row.update({f'{source}_{key}': val for key, val in out[source].items()})
   json_rows.show(row)
