@@ -119,6 +119,21 @@ def test_the_table_pairs_the_saved_rows_by_seed(tmp_path, capsys):
                              '13.0 vs 20.0 |')
   assert lines[7] == ('| NMI − shuffled NMI (x100): codes vs k-means of the same tokens | '
                       '0.20 vs 0.60 | 0.20 vs 0.60 | -0.40 [-0.40, -0.40] (-0.40, seed 0) |')
+  assert len(lines) == 9                        # no refined rows saved: no refined lines
+  # Rows saved with --refine add the refined codebook's lines.
+  for s in (0, 1):
+    path = tmp_path / 'vq' / f'seed_{s}' / cp.ROW_FILE
+    row = json.loads(path.read_text())
+    row.update(lloyd_balanced_bag_linear_probe_acc=0.2 + 0.01 * s, lloyd_bag_linear_probe_acc=0.19,
+               lloyd_balanced_ami=0.15, lloyd_ami=0.14)
+    path.write_text(json.dumps(row) + '\n')
+  assert cp.main(['--workdir', str(tmp_path), '--table', 'vq,base', '--seeds', '0,1']) == 0
+  refined = capsys.readouterr().out.splitlines()
+  assert refined[:9] == lines and len(refined) == 15
+  assert refined[9] == ('| bag probe, %: refined (balanced) vs the codes | 20.0 vs 13.0 | '
+                        '21.0 vs 14.0 | +7.0 [+7.0, +7.0] (+7.0, seed 0) |')
+  assert refined[14] == ('| AMI (x100): refined, balanced vs nearest | 15.00 vs 14.00 | '
+                         '15.00 vs 14.00 | +1.00 [+1.00, +1.00] (+1.00, seed 0) |')
   with pytest.raises(SystemExit) as exc:
     cp.main(['--workdir', str(tmp_path), '--table', 'vq,base', '--seeds', '0,2'])
   assert exc.value.code == 2

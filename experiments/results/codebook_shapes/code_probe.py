@@ -40,7 +40,8 @@ what balance costs, lloyd -> kmeans_space the starting point's share.
 and prints one markdown row per comparison, per seed and paired by seed
 (mean [95% bootstrap CI] (worst seed), `jepa_jax.eval.metrics.paired`): the
 VQ variant's codes against k-means of its own tokens, and each against
-k-means of the baseline's tokens; a missing row file is one error line.
+k-means of the baseline's tokens (rows saved with --refine add the refined
+codebook's comparisons); a missing row file is one error line.
 """
 from __future__ import annotations
 
@@ -177,6 +178,19 @@ COMPARISONS = (
      (0, 'run_excess'), (0, 'kmeans_excess')),
     ('AMI (x100): codes vs k-means of the same tokens', (0, 'run_ami'), (0, 'kmeans_ami')),
 )
+# Rows saved with --refine: the codebook after its own (balanced) Lloyd steps.
+REFINE_COMPARISONS = (
+    ('bag probe, %: refined (balanced) vs the codes', (0, 'lloyd_balanced_bag_linear_probe_acc'),
+     (0, 'run_bag_linear_probe_acc')),
+    ('bag probe, %: refined (balanced) vs k-means of the same tokens',
+     (0, 'lloyd_balanced_bag_linear_probe_acc'), (0, 'kmeans_bag_linear_probe_acc')),
+    ('bag probe, %: refined, balanced vs nearest', (0, 'lloyd_balanced_bag_linear_probe_acc'),
+     (0, 'lloyd_bag_linear_probe_acc')),
+    ('AMI (x100): refined (balanced) vs the codes', (0, 'lloyd_balanced_ami'), (0, 'run_ami')),
+    ('AMI (x100): refined (balanced) vs k-means of the same tokens', (0, 'lloyd_balanced_ami'),
+     (0, 'kmeans_ami')),
+    ('AMI (x100): refined, balanced vs nearest', (0, 'lloyd_balanced_ami'), (0, 'lloyd_ami')),
+)
 
 
 def _saved(workdir: str, name: str, seed: int) -> Dict[str, float]:
@@ -198,7 +212,8 @@ def table(workdir: str, names: List[str], seeds: List[int]) -> List[str]:
            + ' | paired Δ: mean [95% CI] (worst) |', '|---' * (len(seeds) + 2) + '|',
            '| chance, % | ' + ' | '.join(f"{100 * rows[0][s]['chance']:.1f}" for s in seeds)
            + ' | |']
-  for label, (ia, ka), (ib, kb) in COMPARISONS:
+  refined_rows = all('lloyd_ami' in row for row in rows[0].values())
+  for label, (ia, ka), (ib, kb) in COMPARISONS + (REFINE_COMPARISONS if refined_rows else ()):
     a = {s: 100 * rows[ia][s][ka] for s in seeds}
     b = {s: 100 * rows[ib][s][kb] for s in seeds}
     d = metrics.paired(a, b)
