@@ -151,3 +151,26 @@ def test_ijepa_vq_is_ijepa_with_the_recommended_quantizer_and_ijepa_its_baseline
     assert vq['vq.enabled'] and not ij['vq.enabled']
     assert report_health._matchable(load('ijepa_vq', arg).to_dict()) == report_health._matchable(
         load('ijepa', arg).to_dict())
+
+
+def test_ijepa_vq_whole_is_the_logged_context_whole_runs_config_and_ijepa_its_baseline():
+  """configs/ijepa_vq_whole.py is, but for its name, the config the study's
+  `ijepa_vq_beside_cw` runs logged (experiments/results/codebook_shapes/logs:
+  ijepa_vq_beside.py:shapes with vq.update_source='context_whole', seeds
+  0-4), so its numbers are those runs'; its matched baseline is ijepa.py."""
+  import json  # noqa: PLC0415
+  from experiments import report_health  # noqa: PLC0415
+  whole = _leaves(load('ijepa_vq_whole', 'shapes').to_dict())
+  beside = _leaves(load('ijepa_vq_beside', 'shapes').to_dict())
+  assert whole == {**beside, 'variant': 'ijepa_vq_whole', 'vq.update_source': 'context_whole'}
+  logs = os.path.join(ROOT, 'experiments', 'results', 'codebook_shapes', 'logs',
+                      'ijepa_vq_beside_cw')
+  # The study's command line: measurement points every 400 steps, the seed.
+  study = json.loads(json.dumps({**whole, 'train.probe_every_steps': 400,
+                                 'train.embedding_metrics_every_steps': 400}))   # tuples -> lists
+  for seed in range(5):
+    with open(os.path.join(logs, f'seed_{seed}', 'config.json')) as f:
+      logged = _leaves(json.load(f))
+    assert {**logged, 'variant': 'ijepa_vq_whole'} == {**study, 'seed': seed}, seed
+  assert report_health._matchable(load('ijepa_vq_whole').to_dict()) == report_health._matchable(
+      load('ijepa', None).to_dict())
