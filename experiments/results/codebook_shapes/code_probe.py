@@ -115,9 +115,9 @@ def lloyd(u, codebook, iters: int, l2: bool, balanced=None, chunk: int = 4096):
                                          `chunk` tokens at a time)
     e_k = mean of the u_i with k_i = k  (a code with none keeps its row)
 
-  then l2-normalised when the layer normalises its codes. The balanced
-  steps are the EMA update's fixed point on frozen tokens (decay -> 1),
-  the nearest steps k-means' (Lloyd 1982) from the run's codebook."""
+  then l2-normalised when the layer normalises its codes. Iterated, the
+  balanced steps seek the EMA update's fixed point on frozen tokens, the
+  nearest steps k-means' (Lloyd 1982) from the run's codebook."""
   u = jnp.asarray(u, jnp.float32)
   e = jnp.asarray(codebook, jnp.float32)
   for _ in range(iters):
@@ -137,8 +137,9 @@ def lloyd(u, codebook, iters: int, l2: bool, balanced=None, chunk: int = 4096):
 
 def refined(run, tokens, ytr, yva, iters: int) -> Dict[str, Dict[str, float]]:
   """Scores of the run's codebook after `iters` Lloyd steps on the final
-  train tokens (`lloyd`; the 20,000 tokens `probes.kmeans_codes` fits, seed
-  0), nearest ('lloyd') and Sinkhorn-balanced ('lloyd_balanced'), every
+  train tokens of the context encoder (`lloyd`; the 20,000 that
+  `probes.kmeans_codes` fits, seed 0), nearest ('lloyd') and Sinkhorn-
+  balanced ('lloyd_balanced'), every
   token then coded by its nearest refined code: what the codebook's lag
   behind the final encoder and its balanced assignment each cost."""
   spec, params = run.quantizer, run.state.get('vq_params')
