@@ -31,7 +31,7 @@ A "within X" goal holds when the interval's far end is inside X
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -234,6 +234,19 @@ def paired(a: Dict[int, float], b: Dict[int, float],
     raise ValueError('paired: the two runs share no seed')
   diff = [float(a[s]) - float(b[s]) for s in common]
   return summarize(diff, common, higher_is_better, level)
+
+
+def paired_by_name(a: Dict[int, Dict[str, float]], b: Dict[int, Dict[str, float]],
+                   names: Sequence[str]) -> List[Tuple[str, Dict[int, Tuple[float, float]], Dict]]:
+  """For each quantity name: (name, {seed: (a value, b value)}, `paired` of
+  a - b), from {seed: {name: value}} of a method and of its matched baseline
+  at the same seeds (a study's paired table, one row per quantity)."""
+  out = []
+  for name in names:
+    values = {s: (a[s][name], b[s][name]) for s in a}
+    out.append((name, values, paired({s: v[0] for s, v in values.items()},
+                                     {s: v[1] for s, v in values.items()})))
+  return out
 
 
 def within(summary: Dict, bound: float, higher_is_better: bool = True) -> bool:

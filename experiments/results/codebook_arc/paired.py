@@ -50,8 +50,7 @@ def main(argv=None) -> int:
   seeds = [int(s) for s in args.seeds.split(',')]
   a = {s: values(args.workdir, args.a, s) for s in seeds}
   b = {s: values(args.workdir, args.b, s) for s in seeds}
-  for name in QUANTITIES:
-    p = metrics.paired({s: a[s][name] for s in seeds}, {s: b[s][name] for s in seeds})
+  for name, _, p in metrics.paired_by_name(a, b, list(QUANTITIES)):
     print(f"{name:<28} {p['mean']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}] "
           f"worst {p['worst']:+.4f} (seed {p['worst_seed']})")
   return 0

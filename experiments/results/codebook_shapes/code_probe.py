@@ -99,9 +99,10 @@ def code_probe(workdir: str, refine: int = 0) -> Dict[str, Any]:
     out['run'] = scores(run.codes(ds.train_images), ytr, run.codes(ds.val_images), yva, k)
     if spec.has_state:
       to_space = jax.jit(lambda z: quantizer_lib.encode(spec, run.state.get('vq_params'), z))
-      out['kmeans_space'] = kmeans(*(np.asarray(to_space(t)) for t in tokens), cosine=spec.l2)
+      space = [np.asarray(to_space(t)) for t in tokens]
+      out['kmeans_space'] = kmeans(*space, cosine=spec.l2)
       if refine:
-        out.update(refined(run, tokens, ytr, yva, refine))
+        out.update(refined(run, space, ytr, yva, refine))
   return out
 
 
@@ -135,33 +136,29 @@ def lloyd(u, codebook, iters: int, l2: bool, balanced=None, chunk: int = 4096):
   return e
 
 
-def refined(run, tokens, ytr, yva, iters: int) -> Dict[str, Dict[str, float]]:
+def refined(run, space, ytr, yva, iters: int) -> Dict[str, Dict[str, float]]:
   """Scores of the run's codebook after `iters` Lloyd steps on the final
   train tokens of the context encoder (`lloyd`; the 20,000 that
   `probes.kmeans_codes` fits, seed 0), nearest ('lloyd') and Sinkhorn-
   balanced ('lloyd_balanced'), every
   token then coded by its nearest refined code: what the codebook's lag
-  behind the final encoder and its balanced assignment each cost."""
-  spec, params = run.quantizer, run.state.get('vq_params')
-  u = [np.asarray(jax.jit(lambda z: quantizer_lib.encode(spec, params, z))(t)) for t in tokens]
-  flat = u[0].reshape(-1, u[0].shape[-1])
+  behind the final encoder and its balanced assignment each cost. `space`:
+  the train and val tokens (N, T, d) in the quantizer's space."""
+  spec = run.quantizer
+  flat = space[0].reshape(-1, space[0].shape[-1])
   fit = flat[np.random.default_rng(0).permutation(len(flat))[:20_000]]
-  e0 = quantizer_lib.codebook(spec, run.state['vq'].codebook, params)
+  e0 = quantizer_lib.codebook(spec, run.state['vq'].codebook, run.state.get('vq_params'))
   out = {}
   for name, balanced in (('lloyd', None),
                          ('lloyd_balanced', (spec.sinkhorn_epsilon, spec.sinkhorn_iters))):
     e = lloyd(fit, e0, iters, spec.l2, balanced)
-    coded = [np.asarray(nearest_in_chunks(e, x)) for x in u]
+    coded = [np.asarray(assignment.nearest_codes(e, x, max_elements=NEAREST_ROWS * len(e))[0])
+             for x in space]
     out[name] = scores(coded[0], ytr, coded[1], yva, len(e))
   return out
 
 
-def nearest_in_chunks(codebook, u, rows: int = 65_536):
-  """(N, T) nearest codes of tokens u (N, T, d), `rows` tokens at a time."""
-  flat = u.reshape(-1, u.shape[-1])
-  codes = [assignment.nearest_codes(codebook, jnp.asarray(flat[i:i + rows]))[0]
-           for i in range(0, len(flat), rows)]
-  return np.concatenate([np.asarray(c) for c in codes]).reshape(u.shape[:-1])
+NEAREST_ROWS = 65_536     # tokens `refined` assigns at once (bounds the distance block)
 
 
 ROW_FILE = 'code_probe.jsonl'

@@ -43,15 +43,9 @@ def quantities(workdir: str, variant: str, seed: int) -> Dict[str, float]:
 def rows(workdir: str, variant: str, baseline: str, seeds: List[int]
          ) -> List[Tuple[str, Dict[int, Tuple[float, float]], Dict]]:
   """[(quantity, {seed: (variant, baseline)}, paired summary)]."""
-  a = {s: quantities(workdir, variant, s) for s in seeds}
-  b = {s: quantities(workdir, baseline, s) for s in seeds}
-  out = []
-  for name in ('end', 'best', 'end - best', 'end - step 0'):
-    values = {s: (a[s][name], b[s][name]) for s in seeds}
-    diff = metrics.paired({s: v[0] for s, v in values.items()},
-                          {s: v[1] for s, v in values.items()})
-    out.append((name, values, diff))
-  return out
+  return metrics.paired_by_name({s: quantities(workdir, variant, s) for s in seeds},
+                                {s: quantities(workdir, baseline, s) for s in seeds},
+                                ('end', 'best', 'end - best', 'end - step 0'))
 
 
 def main(argv=None) -> int:
