@@ -29,6 +29,12 @@ setup(
         "tqdm>=4.66",
         "tensorboardX>=2.6",
         "PyYAML>=5.1",                 # YAML configs (jepa_jax/config/yaml_io.py)
+        # jax's own dtype package, required by jax (>=0.5.0) and named here
+        # only to skip one release: ml_dtypes 0.7.0 takes 0.55 s to import
+        # beside numpy 2.4 (0.01 s for 0.6.0; `python -X importtime -c
+        # "import numpy, ml_dtypes"`, 2-core dev VM, 2026-12-06), paid by
+        # every command at its start.
+        "ml_dtypes>=0.5.0,!=0.7.0",
     ],
     extras_require={
         "cuda12": ["jax[cuda12]>=0.6.1"],

@@ -44,8 +44,11 @@ def test_a_folder_jax_was_given_stays_and_off_turns_the_cache_off(tmp_path):
 def test_without_a_jax_folder_the_run_caches_in_its_own_and_restores(tmp_path):
   before = _settings()
   folder = tmp_path / 'xla'
+  min_secs = jax.config.jax_persistent_cache_min_compile_time_secs
   try:
     jax.config.update('jax_compilation_cache_dir', None)
+    # Every program is written here, however fast (conftest keeps the slow ones).
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
     jax_cache.reset_cache()
     with compile_cache.persistent_cache(str(folder)) as used:
       assert used == str(folder)
@@ -55,6 +58,7 @@ def test_without_a_jax_folder_the_run_caches_in_its_own_and_restores(tmp_path):
     assert folder.is_dir() and os.listdir(folder)           # the executable was written
   finally:
     jax.config.update('jax_compilation_cache_dir', before[0])
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', min_secs)
     jax_cache.reset_cache()
   assert _settings() == before
 
@@ -91,7 +95,9 @@ def test_a_folder_that_cannot_be_made_is_a_warning_and_no_cache(tmp_path, capfd)
 @pytest.mark.slow
 def test_a_second_run_loads_the_first_runs_executables_and_computes_the_same(tmp_path):
   # JAX_LOG_COMPILES: JAX says, for each program, whether it came from the cache.
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_LOG_COMPILES='1')
+  # Every program is cached, however fast (conftest keeps only the slow ones).
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_LOG_COMPILES='1',
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
   env.pop('JAX_COMPILATION_CACHE_DIR')            # the key's folder, not the session's
   cache = tmp_path / 'xla'
   hits = []
