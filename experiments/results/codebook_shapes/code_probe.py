@@ -136,6 +136,9 @@ def lloyd(u, codebook, iters: int, l2: bool, balanced=None, chunk: int = 4096):
   return e
 
 
+NEAREST_ROWS = 65_536     # tokens `refined` assigns at once (bounds the distance block)
+
+
 def refined(run, space, ytr, yva, iters: int) -> Dict[str, Dict[str, float]]:
   """Scores of the run's codebook after `iters` Lloyd steps on the final
   train tokens of the context encoder (`lloyd`; the 20,000 that
@@ -156,9 +159,6 @@ def refined(run, space, ytr, yva, iters: int) -> Dict[str, Dict[str, float]]:
              for x in space]
     out[name] = scores(coded[0], ytr, coded[1], yva, len(e))
   return out
-
-
-NEAREST_ROWS = 65_536     # tokens `refined` assigns at once (bounds the distance block)
 
 
 ROW_FILE = 'code_probe.jsonl'
