@@ -42,7 +42,7 @@ from experiments import report
 from experiments import report_health
 from experiments import report_learning
 from experiments import report_plots
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax import diagnose
 from jepa_jax.config import load as config_files
 from jepa_jax.run import files as run_files
@@ -170,13 +170,13 @@ def machine() -> str:
 
 
 def main(argv=None) -> int:
-  ap = cli.ArgumentParser(prog='python -m experiments.assess',
+  ap = errors.ArgumentParser(prog='python -m experiments.assess',
                                description=__doc__.split('\n\n')[0])
   ap.add_argument('--variants', default=DEFAULT_VARIANTS)
   ap.add_argument('--workdir', required=True)
-  ap.add_argument('--seeds', type=cli.seed_list, default='0',
+  ap.add_argument('--seeds', type=errors.seed_list, default='0',
                   help='comma-separated, e.g. 0,1,2')
-  ap.add_argument('--jobs', type=cli.positive_int, default=min(2, os.cpu_count() or 1),
+  ap.add_argument('--jobs', type=errors.positive_int, default=min(2, os.cpu_count() or 1),
                   help='runs trained at the same time (processes)')
   ap.add_argument('--config_arg', default='',
                   help="variant string for every config, e.g. 'tiny'")

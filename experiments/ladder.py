@@ -37,7 +37,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from experiments import assess
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax import diagnose
 from jepa_jax.config import flags as flag_parsing
 from jepa_jax.config import load as config_lib
@@ -194,7 +194,7 @@ def markdown(out: Dict[str, Any]) -> str:
 
 
 def main(argv=None) -> int:
-  ap = cli.ArgumentParser(prog='python -m experiments.ladder',
+  ap = errors.ArgumentParser(prog='python -m experiments.ladder',
                           description=__doc__.split('\n\n')[0])
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--config_arg', default='', help="variant string, e.g. 'tiny'")
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
                   help='extra --config.KEY=VALUE for every run (repeatable)')
   ap.add_argument('--baseline', help='no-VQ run folder(s), comma-separated: '
                   'relative val-loss bound')
-  ap.add_argument('--val_loss_bound', type=cli.finite_float)
+  ap.add_argument('--val_loss_bound', type=errors.finite_float)
   ap.add_argument('--no_evaluate', action='store_true',
                   help='skip jepa_jax.evaluate (eval.json) for each run')
   args = ap.parse_args(argv)
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     print(f'error: {err}', file=sys.stderr)
     return err.status
   except Exception as err:  # pylint: disable=broad-except
-    status = cli.refused(err, also=(ValueError, OSError))
+    status = errors.refused(err, also=(ValueError, OSError))
     if status is None:
       raise
     return status

@@ -35,7 +35,7 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax.eval import metrics as seed_stats
 
 
@@ -139,7 +139,7 @@ def markdown(rows: List[Dict], base: Optional[str] = None) -> str:
 
 
 def main(argv=None) -> int:
-  ap = cli.ArgumentParser(prog='python -m experiments.learning_table',
+  ap = errors.ArgumentParser(prog='python -m experiments.learning_table',
                           description=__doc__.split('\n\n')[0])
   ap.add_argument('--workdir', required=True, help='an assessment folder')
   ap.add_argument('--variants', help='comma-separated (default: every folder that has runs)')

@@ -16,7 +16,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax.config import flags as flag_parsing
 from jepa_jax.config import load as config_lib
 from jepa_jax.config import yaml_io as yaml_config
@@ -53,7 +53,7 @@ def main(argv):
     with open(_OUT.value, 'w') as f:
       f.write(text)
   except Exception as err:  # pylint: disable=broad-except
-    status = cli.refused(err)     # --out a folder, unwritable: one line
+    status = errors.refused(err)     # --out a folder, unwritable: one line
     if status is None:
       raise
     sys.exit(status)

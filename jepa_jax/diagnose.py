@@ -73,7 +73,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax.eval import goals
 from jepa_jax.run import files as records
 from jepa_jax.train import monitor
@@ -360,12 +360,12 @@ def baseline_val_loss(paths: Sequence[str]) -> float:
 
 
 def main(argv=None) -> int:
-  ap = cli.ArgumentParser(prog='python -m jepa_jax.diagnose',
+  ap = errors.ArgumentParser(prog='python -m jepa_jax.diagnose',
                                description=__doc__.split('\n\n')[0])
   ap.add_argument('runs', nargs='+', metavar='RUN_DIR')
   ap.add_argument('--json', action='store_true', help='print JSON instead of text')
-  ap.add_argument('--val_loss_bound', type=cli.finite_float)
-  ap.add_argument('--val_loss_nice_bound', type=cli.finite_float)
+  ap.add_argument('--val_loss_bound', type=errors.finite_float)
+  ap.add_argument('--val_loss_nice_bound', type=errors.finite_float)
   ap.add_argument('--baseline', help='comma-separated no-VQ run folders for relative '
                   'val-loss bounds')
   ap.add_argument('--option_b', action='store_true',
@@ -381,7 +381,7 @@ def main(argv=None) -> int:
       criteria = criteria.with_baseline(baseline_val_loss(args.baseline.split(',')))
     results = [check_run(load_run(p), criteria, args.option_b) for p in args.runs]
   except Exception as err:  # pylint: disable=broad-except
-    status = cli.refused(err, also=(ValueError, OSError))
+    status = errors.refused(err, also=(ValueError, OSError))
     if status is None:
       raise
     return status

@@ -91,7 +91,7 @@ from typing import Any, Callable, Dict
 
 import numpy as np
 
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax.eval import probes
 from jepa_jax.eval import trajectory as probe_trajectory
 from jepa_jax.run import files as run_files
@@ -301,12 +301,12 @@ def evaluate_run(workdir: str, knn_k: int = 20, max_images: int = probes.MAX_IMA
 
 
 def main(argv=None) -> int:
-  ap = cli.ArgumentParser(prog='python -m jepa_jax.evaluate',
+  ap = errors.ArgumentParser(prog='python -m jepa_jax.evaluate',
                                description='Linear-probe / k-NN accuracy and '
                                'code-label NMI of a trained run -> eval.json')
   ap.add_argument('--workdir', required=True)
-  ap.add_argument('--knn_k', type=cli.positive_int, default=20)
-  ap.add_argument('--max_images', type=cli.positive_int, default=probes.MAX_IMAGES,
+  ap.add_argument('--knn_k', type=errors.positive_int, default=20)
+  ap.add_argument('--max_images', type=errors.positive_int, default=probes.MAX_IMAGES,
                   help='labelled images probed at most (a seed-chosen subset of '
                   'larger data; default %(default)s)')
   args = ap.parse_args(argv)
@@ -314,7 +314,7 @@ def main(argv=None) -> int:
     out = evaluate_run(args.workdir, args.knn_k, args.max_images,
                        say=lambda line: print(line, file=sys.stderr, flush=True))
   except Exception as err:  # pylint: disable=broad-except
-    status = cli.refused(err, also=(ValueError, OSError))
+    status = errors.refused(err, also=(ValueError, OSError))
     if status is None:
       raise
     return status

@@ -26,7 +26,7 @@ from typing import Dict
 
 import numpy as np
 
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax.run import files as records
 from jepa_jax.run import trained
 
@@ -57,14 +57,14 @@ def export(workdir: str, out_path: str, encoder: str = 'context',
            tokens: bool = False) -> Dict[str, np.ndarray]:
   """Writes `arrays(load_run(workdir), ...)` to `out_path` (atomically);
   returns them."""
-  cli.check_out_file(out_path, '.npz')
+  errors.check_out_file(out_path, '.npz')
   found = arrays(trained.load_run(workdir), encoder, tokens)
   records.write_atomically(out_path, lambda f: np.savez(f, **found), 'wb')
   return found
 
 
 def main(argv=None) -> int:
-  ap = cli.ArgumentParser(prog='python -m jepa_jax.export',
+  ap = errors.ArgumentParser(prog='python -m jepa_jax.export',
                           description='Per-image embeddings, per-token codes and '
                           'labels of a trained run -> a .npz file')
   ap.add_argument('--workdir', required=True, help='a finished run folder')
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
   try:
     found = export(args.workdir, args.out, args.encoder, args.tokens)
   except Exception as err:  # pylint: disable=broad-except
-    status = cli.refused(err, also=(ValueError, OSError))
+    status = errors.refused(err, also=(ValueError, OSError))
     if status is None:
       raise
     return status

@@ -21,7 +21,7 @@ try:          # a requirement missing (not installed): one line, not a traceback
   from absl import logging
   from ml_collections import config_flags
 
-  from jepa_jax import cli
+  from jepa_jax import errors
   from jepa_jax.config import flags as flag_parsing
   from jepa_jax.train import stages
   from jepa_jax.train import loop as train
@@ -86,7 +86,7 @@ def main(argv):
           file=sys.stderr)
     sys.exit(128 + stop.signum)
   except Exception as err:  # pylint: disable=broad-except
-    status = cli.refused(err)     # one line, its exit status (docs/errors.md)
+    status = errors.refused(err)     # one line, its exit status (docs/errors.md)
     if status is None:
       raise                       # a bug: keep its traceback
     sys.exit(status)

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import List
 
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax.errors import InputError
 from jepa_jax.run import files as records
 from jepa_jax.run import reader
@@ -71,7 +71,7 @@ def plot(workdir: str, out_path: str = '') -> str:
   if not os.path.isdir(workdir):
     raise InputError(f'--workdir={workdir}: no such folder')
   out_path = out_path or os.path.join(workdir, DEFAULT_NAME)
-  cli.check_out_file(out_path, '.png')
+  errors.check_out_file(out_path, '.png')
   try:
     import matplotlib  # noqa: PLC0415  (an optional dependency)
   except ImportError:
@@ -88,7 +88,7 @@ def plot(workdir: str, out_path: str = '') -> str:
 
 
 def main(argv=None) -> int:
-  ap = cli.ArgumentParser(prog='python -m jepa_jax.plot',
+  ap = errors.ArgumentParser(prog='python -m jepa_jax.plot',
                           description='The curves of one run (loss, probe, ranks, '
                           'usage) -> one PNG')
   ap.add_argument('--workdir', required=True, help='a run folder (finished or not)')
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
   try:
     path = plot(args.workdir, args.out)
   except Exception as err:  # pylint: disable=broad-except
-    status = cli.refused(err, also=(ValueError,))
+    status = errors.refused(err, also=(ValueError,))
     if status is None:
       raise
     return status

@@ -191,7 +191,7 @@ import asyncio, errno, sys
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.path import async_path
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax.run import checkpoint
 from jepa_jax.train import interrupts
 
@@ -212,7 +212,7 @@ def command():
   try:
     ckpts.close()
   except OSError as err:
-    sys.exit(cli.refused(err))
+    sys.exit(errors.refused(err))
 
 interrupts.run_and_exit(command)
 '''

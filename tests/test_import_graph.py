@@ -15,8 +15,8 @@ PACKAGE = os.path.join(ROOT, 'jepa_jax')
 
 # Bottom up. A module may import from its own layer (acyclically) and below.
 LAYERS = (
-    ('foundation: no jepa_jax imports but run_files', {
-        'cli', 'config.keys', 'errors', 'eval', 'jepa_jax', 'model', 'objective',
+    ('foundation: no jepa_jax imports but errors', {
+        'config.keys', 'errors', 'eval', 'jepa_jax', 'model', 'objective',
         'run', 'run.files', 'train', 'train.interrupts', 'vq'}),
     ('maths: pure functions of arrays, models, the optimizer', {
         'eval.metrics', 'eval.probes', 'model.masking', 'model.vit',

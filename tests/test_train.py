@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jepa_jax import errors
 from jepa_jax.config import load as config_lib
 from jepa_jax import data as data_lib
 from jepa_jax.eval import measure
@@ -300,7 +301,7 @@ def test_failing_final_weights_and_summary_writes_are_each_reported(tmp_path, mo
   cfg.train.num_epochs = 1
   with pytest.raises(OSError) as err:
     train.train_and_evaluate(cfg, str(tmp_path))
-  assert records.one_line_error(err.value) == f'No space left on device: {weights}'
+  assert errors.one_line_error(err.value) == f'No space left on device: {weights}'
   out = capfd.readouterr().err
   assert f'warning: writing the final weights failed: No space left on device: {weights}' in out
   assert f'warning: writing {summary_path} failed: No space left on device: {summary_path}.tmp' in out
@@ -319,7 +320,7 @@ def test_a_checkpoint_folder_that_takes_no_writes_fails_at_once_with_its_path(
   cfg = load('no_vq', 'tiny')
   with pytest.raises(OSError) as err:
     train.train_and_evaluate(cfg, str(tmp_path))
-  line = records.one_line_error(err.value)
+  line = errors.one_line_error(err.value)
   assert line.startswith(f'Read-only file system: {tmp_path}/checkpoints/.write_probe_')
   assert not (tmp_path / 'summary.json').exists() and not (tmp_path / '.lock').exists()
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from jepa_jax import errors
 from jepa_jax.run import files as workdir_lock
 from conftest import ROOT
 
@@ -50,7 +51,7 @@ def test_second_process_is_refused_with_one_line_before_writing(holder):
 
 def test_lock_of_a_killed_process_is_taken_over(holder, capfd):
   workdir, proc = holder
-  with pytest.raises(workdir_lock.WorkdirLocked, match=f'pid {proc.pid}'):
+  with pytest.raises(errors.WorkdirLocked, match=f'pid {proc.pid}'):
     workdir_lock.Lock(workdir).acquire()
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -65,7 +66,7 @@ def test_lock_of_a_killed_process_is_taken_over(holder, capfd):
 def test_same_process_twice_is_refused_and_a_made_folder_is_removed(tmp_path):
   workdir = str(tmp_path / 'new')
   with workdir_lock.hold(workdir):
-    with pytest.raises(workdir_lock.WorkdirLocked, match=f'pid {os.getpid()}'):
+    with pytest.raises(errors.WorkdirLocked, match=f'pid {os.getpid()}'):
       workdir_lock.Lock(workdir).acquire()
   assert not os.path.exists(workdir)       # made by the lock, empty: removed
   with workdir_lock.hold(workdir, enabled=False):

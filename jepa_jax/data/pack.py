@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from jepa_jax import cli
+from jepa_jax import errors
 from jepa_jax import data
 from jepa_jax.data import arrayrecord
 from jepa_jax.data import files
@@ -84,7 +84,7 @@ def pack(folder: str, out: str, num_shards: int) -> dict:
 
 
 def main(argv=None) -> int:
-  parser = cli.ArgumentParser(prog='python -m jepa_jax.data.pack',
+  parser = errors.ArgumentParser(prog='python -m jepa_jax.data.pack',
                               description=__doc__.splitlines()[0])
   parser.add_argument('--folder', required=True, help='image folder, one subfolder per class')
   parser.add_argument('--out', required=True, help='output folder for the shards')
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
   try:
     index = pack(os.path.expanduser(args.folder), os.path.expanduser(args.out), args.shards)
   except Exception as err:  # pylint: disable=broad-except
-    status = cli.refused(err)
+    status = errors.refused(err)
     if status is None:
       raise
     return status

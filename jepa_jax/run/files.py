@@ -26,7 +26,7 @@ process per workdir (an advisory lock on WORKDIR/.lock).
 `hold(workdir)` takes an exclusive `fcntl.flock` on `WORKDIR/.lock` without
 waiting and writes `host <name> pid <pid>` into it. A second process (or a
 second call in the same process) asking for the same workdir gets
-`WorkdirLocked`, whose one-line message names the holder. The kernel drops a
+`errors.WorkdirLocked`, whose one-line message names the holder. The kernel drops a
 flock when its holder exits in any way, kill -9 included, so a lock file left
 behind by a killed run is simply taken over (with a note naming the old
 holder). On release the lock file is removed, and the workdir too when the
@@ -46,6 +46,8 @@ import time
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
+
+from jepa_jax.errors import WorkdirLocked, one_line_error
 
 
 CONFIG = 'config.json'
@@ -122,26 +124,6 @@ def write_json(path: str, obj: Mapping) -> None:
   """Writes `obj` to `path` atomically (`write_atomically`)."""
   write_atomically(path, lambda f: f.write(
       json.dumps(to_builtin(obj), indent=2, sort_keys=True) + '\n'))
-
-
-def os_error_of(err: BaseException) -> Optional[OSError]:
-  """`err` if it is an OSError, else the first OSError it was raised from."""
-  seen = set()
-  while err is not None and not isinstance(err, OSError) and id(err) not in seen:
-    seen.add(id(err))
-    err = err.__cause__ or err.__context__
-  return err if isinstance(err, OSError) else None
-
-
-def one_line_error(err: BaseException) -> str:
-  """An error as one line: an OSError (or one it was raised from) as
-  'STRERROR: PATH', anything else as its message's first line (or its type)."""
-  cause = os_error_of(err)
-  if cause is not None and cause.strerror:
-    where = f': {cause.filename}' if cause.filename else ''
-    return f'{cause.strerror}{where}'
-  text = str(err).strip().splitlines()
-  return text[0] if text else type(err).__name__
 
 
 def run_each(steps, say) -> Optional[BaseException]:
@@ -286,10 +268,6 @@ class NullWriter:
 
 
 # The workdir lock ----------------------------------------------------------
-
-class WorkdirLocked(RuntimeError):
-  """Another process holds the workdir. One-line message."""
-
 
 def _holder(fd: int) -> str:
   os.lseek(fd, 0, os.SEEK_SET)

@@ -24,7 +24,7 @@ quantizer space (None for FSQ or without VQ).
 
 A folder that is not a run, or a run without final weights, raises
 `errors.InputError` naming it (a command prints it as one line,
-`cli.refused`).
+`errors.refused`).
 
 The trained weights of a finished run: WORKDIR/final_state.msgpack.
 

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from jepa_jax import data as data_lib
+from jepa_jax import errors
 from jepa_jax.config import load as config_lib
 from jepa_jax.eval import measure
 from jepa_jax.eval import trajectory as probe_trajectory
@@ -205,7 +206,7 @@ class Training:
     except BaseException as err:  # pylint: disable=broad-except
       error = err                 # raised once everything is closed
       damaged = run_open.damaged_resume(self.opened, self.step, self.tc.log_every_steps, err)
-      summary['reason'] = run_files.one_line_error(damaged or err)
+      summary['reason'] = errors.one_line_error(damaged or err)
     cleanup_error = self._finish(status, summary, t_start)
     if damaged is not None:
       run_open.set_aside_resumed(self.opened, self.step)
@@ -382,7 +383,7 @@ class Training:
     cleanup_error = run_files.run_each(steps, ckpt_lib.say)
     if cleanup_error is not None and status != 'failed':
       status = 'failed'
-      summary['reason'] = run_files.one_line_error(cleanup_error)
+      summary['reason'] = errors.one_line_error(cleanup_error)
     self.timer.stop()
     run_summary.fill(summary, self.loop, status, self.step, self.last_epoch_line,
                      self.last_emb)
