@@ -1,4 +1,5 @@
 """End to end: every variant trains a few steps and writes its logs; CLI; failures."""
+import dataclasses
 import json
 import os
 import shutil
@@ -97,6 +98,42 @@ def _setup_and_state(variant, **overrides):
   images, ids = next(data_lib.epoch_batches(ds.train_images, cfg.train.batch_size,
                                             cfg.seed, 0, 1))
   return cfg, ds, setup, state, images, ids
+
+
+def test_a_setup_made_again_from_the_same_config_reuses_its_init_program():
+  """init_state keys its jitted init by the Setup's signature (the whole
+  config and the data's sizes): a setup made again from an equal config traces
+  no new init and gives the same state bit for bit; another config (here one
+  masking key, changed after the first setup was made) or another split size
+  gets a program of its own, which the first setup does not see."""
+  traced = []
+
+  def on_event(event, duration, **kw):
+    if event.endswith('jaxpr_trace_duration') and kw.get('fun_name') == 'init':
+      traced.append(duration)
+
+  cfg = load('gentle', 'tiny')
+  ds = data_lib.load_dataset(cfg)
+  first = step_lib.make_setup(cfg, ds)
+  jax.monitoring.register_event_duration_secs_listener(on_event)
+  try:
+    a = step_lib.init_state(first, ds.image_shape, 3)
+    n = len(traced)
+    b = step_lib.init_state(step_lib.make_setup(load('gentle', 'tiny'), ds), ds.image_shape, 3)
+    assert len(traced) == n
+    chex.assert_trees_all_equal(a, b)
+    cfg.masking.num_context_tokens -= 1       # after `first` was made: not its setup
+    other = step_lib.make_setup(cfg, ds)
+    assert other.signature != first.signature
+    assert first.masking.num_context_tokens == cfg.masking.num_context_tokens + 1
+    step_lib.init_state(other, ds.image_shape, 3)
+    assert len(traced) == n + 1
+    fewer = dataclasses.replace(ds, train_images=ds.train_images[:-1])
+    assert step_lib.make_setup(load('gentle', 'tiny'), fewer).signature != first.signature
+    chex.assert_trees_all_equal(step_lib.init_state(first, ds.image_shape, 3), a)
+    assert len(traced) == n + 1
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_event)
 
 
 def test_gradient_mode_codebook_changes_only_through_optimizer():

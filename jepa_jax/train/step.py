@@ -52,11 +52,13 @@ or a VQ usage. Pixel data takes the unweighted path, unchanged.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable, Dict, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -107,27 +109,23 @@ class LossSpec:
     return cls(infonce=lc.infonce_weight, sigreg=lc.sigreg_weight,
                invariance=lc.invariance_weight, relational=rel.weight,
                relational_context=rel.context_self_weight,
-               sigreg_num_slices=lc.sigreg_num_slices,
-               sigreg_num_points=lc.sigreg_num_points,
+               sigreg_num_slices=lc.sigreg_num_slices, sigreg_num_points=lc.sigreg_num_points,
                temperature_init=lc.temperature_init,
                temperature_min=lc.temperature_min, temperature_max=lc.temperature_max,
                global_=lc.global_weight, global_infonce=lc.global_infonce_weight,
                global_dino=lc.global_dino_weight,
                dino_prototypes=lc.dino_prototypes if lc.global_dino_weight else 0,
-               dino_temperatures=(lc.dino_student_temperature,
-                                  lc.dino_teacher_temperature),
+               dino_temperatures=(lc.dino_student_temperature, lc.dino_teacher_temperature),
                capi=lc.capi_weight, pixel=lc.pixel_weight,
                capi_clusters=lc.capi_clusters if lc.capi_weight else 0,
-               capi_temperatures=(lc.capi_student_temperature,
-                                  lc.capi_target_temperature,
+               capi_temperatures=(lc.capi_student_temperature, lc.capi_target_temperature,
                                   lc.capi_clustering_temperature),
                sigreg_input=lc.sigreg_input)
 
   @property
   def weights(self) -> Dict[str, float]:
-    return {'infonce': self.infonce, 'sigreg': self.sigreg,
-            'invariance': self.invariance, 'relational': self.relational,
-            'relational_context': self.relational_context,
+    return {'infonce': self.infonce, 'sigreg': self.sigreg, 'invariance': self.invariance,
+            'relational': self.relational, 'relational_context': self.relational_context,
             **({'global': self.global_} if self.global_ else {}),
             **({'global_infonce': self.global_infonce} if self.global_infonce else {}),
             **({'global_dino': self.global_dino} if self.global_dino else {}),
@@ -157,6 +155,7 @@ class Setup:
   quantizer: Any = None     # quantizer.Spec, None without VQ
   context_augment: str = ''  # data.context_augment: the context view's augmentation
   target_augment: str = ''   # data.target_augment: the target view's ('' or 'colour')
+  signature: str = ''       # the config and data sizes it was made from (`_INITS`)
 
   @property
   def vq_enabled(self) -> bool:
@@ -197,12 +196,14 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
                predictor=model_lib.make_predictor(cfg.model, grid), tx=tx,
                lr_schedule=schedule, peak_learning_rate=tc.learning_rate,
                warmup_steps=warmup, steps_per_epoch=spe, total_steps=total,
-               masking=cfg.masking, loss=loss, frozen=frozen,
+               masking=ml_collections.FrozenConfigDict(cfg.masking), loss=loss, frozen=frozen,
                freeze_target='target_encoder' in tc.frozen,
                momentum=(tc.ema_momentum_start, tc.ema_momentum_end),
                quantizer=quantizer_lib.make_spec(cfg),
                context_augment=cfg.data.context_augment,
-               target_augment=cfg.data.target_augment)
+               target_augment=cfg.data.target_augment,
+               signature=json.dumps([cfg.to_dict(), list(dataset.image_shape), dataset.num_colours,
+                                     n_train, n_val], sort_keys=True, default=repr))
 
 
 def trainables_of(setup: Setup, state) -> Dict[str, Any]:
@@ -214,8 +215,21 @@ def trainables_of(setup: Setup, state) -> Dict[str, Any]:
   return t
 
 
+_INITS: Dict[Tuple[str, tuple], Callable] = {}     # jitted inits by Setup signature
+
+
 def init_state(setup: Setup, image_shape, seed: int):
-  """Fresh train state (jitted, so every leaf owns its buffer and can be donated)."""
+  """Fresh train state (jitted, so every leaf owns its buffer and can be
+  donated). A setup made again from the same config and data (a resume,
+  `evaluate`'s baselines, the tests) reuses its traced and compiled init."""
+  key = (setup.signature, tuple(image_shape))
+  if not setup.signature or key not in _INITS:
+    _INITS[key] = jax.jit(_init_fn(setup, image_shape))
+  return _INITS[key](jax.random.PRNGKey(seed))
+
+
+def _init_fn(setup: Setup, image_shape):
+  """init(rng) -> the fresh train state of `setup` (`init_state`)."""
   mc = setup.masking
 
   def init(rng):
@@ -253,7 +267,7 @@ def init_state(setup: Setup, image_shape, seed: int):
     state['opt_state'] = setup.tx.init(trainables_of(setup, state))
     return state
 
-  return jax.jit(init)(jax.random.PRNGKey(seed))
+  return init
 
 
 def _step_keys(rng, step):
