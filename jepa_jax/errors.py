@@ -57,6 +57,12 @@ class WorkdirLocked(RuntimeError):
   """Another process holds the workdir (run/files.py's lock). One-line message."""
 
 
+def _line(err: BaseException) -> str:
+  """The first line of `err`'s message, or its type's name."""
+  text = str(err).strip().splitlines()
+  return text[0] if text else type(err).__name__
+
+
 def os_error_of(err: BaseException) -> Optional[OSError]:
   """`err` if it is an OSError, else the first OSError it was raised from."""
   seen = set()
@@ -73,8 +79,7 @@ def one_line_error(err: BaseException) -> str:
   if cause is not None and cause.strerror:
     where = f': {cause.filename}' if cause.filename else ''
     return f'{cause.strerror}{where}'
-  text = str(err).strip().splitlines()
-  return text[0] if text else type(err).__name__
+  return _line(err)
 
 
 # The refusals of the layers above this one: (module, class, prefix of the
@@ -122,11 +127,6 @@ def refused(err: BaseException, also=()) -> Optional[int]:
     return None
   print(found[0], file=sys.stderr)
   return found[1]
-
-
-def _line(err: BaseException) -> str:
-  text = str(err).strip().splitlines()
-  return text[0] if text else type(err).__name__
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -105,7 +105,8 @@ def test_a_setup_made_again_from_the_same_config_reuses_its_init_program():
   config and the data's sizes): a setup made again from an equal config traces
   no new init and gives the same state bit for bit; another config (here one
   masking key, changed after the first setup was made) or another split size
-  gets a program of its own, which the first setup does not see."""
+  gets a program of its own, which the first setup does not see. The memo
+  holds 32 programs at most."""
   traced = []
 
   def on_event(event, duration, **kw):
@@ -132,6 +133,10 @@ def test_a_setup_made_again_from_the_same_config_reuses_its_init_program():
     assert step_lib.make_setup(load('gentle', 'tiny'), fewer).signature != first.signature
     chex.assert_trees_all_equal(step_lib.init_state(first, ds.image_shape, 3), a)
     assert len(traced) == n + 1
+    for i in range(32 - len(step_lib._INITS)):       # a full memo is emptied first
+      step_lib._INITS[('filler', (i,))] = None
+    chex.assert_trees_all_equal(step_lib.init_state(first, ds.image_shape, 3), a)
+    assert list(step_lib._INITS) == [(first.signature, tuple(ds.image_shape))]
   finally:
     jax.monitoring.unregister_event_duration_listener(on_event)
 

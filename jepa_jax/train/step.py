@@ -58,7 +58,6 @@ from typing import Any, Callable, Dict, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -119,8 +118,7 @@ class LossSpec:
                capi=lc.capi_weight, pixel=lc.pixel_weight,
                capi_clusters=lc.capi_clusters if lc.capi_weight else 0,
                capi_temperatures=(lc.capi_student_temperature, lc.capi_target_temperature,
-                                  lc.capi_clustering_temperature),
-               sigreg_input=lc.sigreg_input)
+                                  lc.capi_clustering_temperature), sigreg_input=lc.sigreg_input)
 
   @property
   def weights(self) -> Dict[str, float]:
@@ -196,7 +194,7 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
                predictor=model_lib.make_predictor(cfg.model, grid), tx=tx,
                lr_schedule=schedule, peak_learning_rate=tc.learning_rate,
                warmup_steps=warmup, steps_per_epoch=spe, total_steps=total,
-               masking=ml_collections.FrozenConfigDict(cfg.masking), loss=loss, frozen=frozen,
+               masking=cfg.masking.copy_and_resolve_references(), loss=loss, frozen=frozen,
                freeze_target='target_encoder' in tc.frozen,
                momentum=(tc.ema_momentum_start, tc.ema_momentum_end),
                quantizer=quantizer_lib.make_spec(cfg),
@@ -223,6 +221,8 @@ def init_state(setup: Setup, image_shape, seed: int):
   donated). A setup made again from the same config and data (a resume,
   `evaluate`'s baselines, the tests) reuses its traced and compiled init."""
   key = (setup.signature, tuple(image_shape))
+  if len(_INITS) >= 32:          # bounded: a sweep of many configs in one process
+    _INITS.clear()
   if not setup.signature or key not in _INITS:
     _INITS[key] = jax.jit(_init_fn(setup, image_shape))
   return _INITS[key](jax.random.PRNGKey(seed))
