@@ -42,8 +42,8 @@ from experiments import report
 from experiments import report_health
 from experiments import report_learning
 from experiments import report_plots
-from jepa_jax import errors
 from jepa_jax import diagnose
+from jepa_jax import errors
 from jepa_jax.config import load as config_files
 from jepa_jax.run import files as run_files
 
@@ -171,7 +171,7 @@ def machine() -> str:
 
 def main(argv=None) -> int:
   ap = errors.ArgumentParser(prog='python -m experiments.assess',
-                               description=__doc__.split('\n\n')[0])
+                             description=__doc__.split('\n\n')[0])
   ap.add_argument('--variants', default=DEFAULT_VARIANTS)
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--seeds', type=errors.seed_list, default='0',

@@ -37,8 +37,8 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from experiments import assess
-from jepa_jax import errors
 from jepa_jax import diagnose
+from jepa_jax import errors
 from jepa_jax.config import flags as flag_parsing
 from jepa_jax.config import load as config_lib
 from jepa_jax.run import files as run_files
@@ -195,7 +195,7 @@ def markdown(out: Dict[str, Any]) -> str:
 
 def main(argv=None) -> int:
   ap = errors.ArgumentParser(prog='python -m experiments.ladder',
-                          description=__doc__.split('\n\n')[0])
+                             description=__doc__.split('\n\n')[0])
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--config_arg', default='', help="variant string, e.g. 'tiny'")
   ap.add_argument('--seed', type=int, default=0)

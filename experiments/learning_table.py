@@ -140,7 +140,7 @@ def markdown(rows: List[Dict], base: Optional[str] = None) -> str:
 
 def main(argv=None) -> int:
   ap = errors.ArgumentParser(prog='python -m experiments.learning_table',
-                          description=__doc__.split('\n\n')[0])
+                             description=__doc__.split('\n\n')[0])
   ap.add_argument('--workdir', required=True, help='an assessment folder')
   ap.add_argument('--variants', help='comma-separated (default: every folder that has runs)')
   ap.add_argument('--versus', help='a variant every row is paired against (its target probe)')

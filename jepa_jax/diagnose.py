@@ -361,7 +361,7 @@ def baseline_val_loss(paths: Sequence[str]) -> float:
 
 def main(argv=None) -> int:
   ap = errors.ArgumentParser(prog='python -m jepa_jax.diagnose',
-                               description=__doc__.split('\n\n')[0])
+                             description=__doc__.split('\n\n')[0])
   ap.add_argument('runs', nargs='+', metavar='RUN_DIR')
   ap.add_argument('--json', action='store_true', help='print JSON instead of text')
   ap.add_argument('--val_loss_bound', type=errors.finite_float)

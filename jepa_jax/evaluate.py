@@ -302,8 +302,8 @@ def evaluate_run(workdir: str, knn_k: int = 20, max_images: int = probes.MAX_IMA
 
 def main(argv=None) -> int:
   ap = errors.ArgumentParser(prog='python -m jepa_jax.evaluate',
-                               description='Linear-probe / k-NN accuracy and '
-                               'code-label NMI of a trained run -> eval.json')
+                             description='Linear-probe / k-NN accuracy and '
+                             'code-label NMI of a trained run -> eval.json')
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--knn_k', type=errors.positive_int, default=20)
   ap.add_argument('--max_images', type=errors.positive_int, default=probes.MAX_IMAGES,

@@ -65,8 +65,8 @@ def export(workdir: str, out_path: str, encoder: str = 'context',
 
 def main(argv=None) -> int:
   ap = errors.ArgumentParser(prog='python -m jepa_jax.export',
-                          description='Per-image embeddings, per-token codes and '
-                          'labels of a trained run -> a .npz file')
+                             description='Per-image embeddings, per-token codes and '
+                             'labels of a trained run -> a .npz file')
   ap.add_argument('--workdir', required=True, help='a finished run folder')
   ap.add_argument('--out', required=True, help='the .npz file to write')
   ap.add_argument('--encoder', choices=trained.ENCODERS, default='context',

@@ -20,7 +20,6 @@ import sys
 from typing import List
 
 from jepa_jax import errors
-from jepa_jax.errors import InputError
 from jepa_jax.run import files as records
 from jepa_jax.run import reader
 from jepa_jax.train import monitor
@@ -69,13 +68,13 @@ def plot(workdir: str, out_path: str = '') -> str:
   """Writes the figure of the run in `workdir` to `out_path` (default
   WORKDIR/curves.png, atomically); returns the path."""
   if not os.path.isdir(workdir):
-    raise InputError(f'--workdir={workdir}: no such folder')
+    raise errors.InputError(f'--workdir={workdir}: no such folder')
   out_path = out_path or os.path.join(workdir, DEFAULT_NAME)
   errors.check_out_file(out_path, '.png')
   try:
     import matplotlib  # noqa: PLC0415  (an optional dependency)
   except ImportError:
-    raise InputError('python -m jepa_jax.plot needs matplotlib: '
+    raise errors.InputError('python -m jepa_jax.plot needs matplotlib: '
                      'pip install matplotlib') from None
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # noqa: PLC0415
@@ -89,8 +88,8 @@ def plot(workdir: str, out_path: str = '') -> str:
 
 def main(argv=None) -> int:
   ap = errors.ArgumentParser(prog='python -m jepa_jax.plot',
-                          description='The curves of one run (loss, probe, ranks, '
-                          'usage) -> one PNG')
+                             description='The curves of one run (loss, probe, ranks, '
+                             'usage) -> one PNG')
   ap.add_argument('--workdir', required=True, help='a run folder (finished or not)')
   ap.add_argument('--out', default='',
                   help=f'the .png file to write (default WORKDIR/{DEFAULT_NAME})')

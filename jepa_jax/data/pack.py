@@ -18,8 +18,8 @@ import sys
 
 import numpy as np
 
-from jepa_jax import errors
 from jepa_jax import data
+from jepa_jax import errors
 from jepa_jax.data import arrayrecord
 from jepa_jax.data import files
 
@@ -85,7 +85,7 @@ def pack(folder: str, out: str, num_shards: int) -> dict:
 
 def main(argv=None) -> int:
   parser = errors.ArgumentParser(prog='python -m jepa_jax.data.pack',
-                              description=__doc__.splitlines()[0])
+                                 description=__doc__.splitlines()[0])
   parser.add_argument('--folder', required=True, help='image folder, one subfolder per class')
   parser.add_argument('--out', required=True, help='output folder for the shards')
   parser.add_argument('--shards', type=int, default=1, help='number of shards')
