@@ -178,3 +178,43 @@ def test_experiments_have_no_import_cycle():
     graph[name] = deps
   assert 'experiments.report_goals' in graph['experiments.report']
   assert _cycles(graph) == []
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+
+
+def _oversized(path):
+  """'path: N lines' for a module over MAX_MODULE_LINES and 'path: f() N
+  lines' for each function (docstring and nested functions included) over
+  MAX_FUNCTION_LINES."""
+  with open(path) as f:
+    source = f.read()
+  rel = os.path.relpath(path, ROOT)
+  out = []
+  if len(source.splitlines()) > MAX_MODULE_LINES:
+    out.append(f'{rel}: {len(source.splitlines())} lines')
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      n = node.end_lineno - node.lineno + 1
+      if n > MAX_FUNCTION_LINES:
+        out.append(f'{rel}: {node.name}() {n} lines')
+  return out
+
+
+def test_no_module_over_400_lines_and_no_function_over_80():
+  """The house's size rules, over the package, experiments/ and configs/."""
+  found = []
+  for top in ('jepa_jax', 'experiments', 'configs'):
+    for where, _, files in os.walk(os.path.join(ROOT, top)):
+      found += [x for f in sorted(files) if f.endswith('.py')
+                for x in _oversized(os.path.join(where, f))]
+  assert found == []
+
+
+def test_the_size_check_sees_a_long_module_and_a_long_function(tmp_path):
+  body = '\n'.join(f'  x{i} = {i}' for i in range(MAX_FUNCTION_LINES))
+  path = tmp_path / 'long.py'
+  path.write_text('def f():\n' + body + '\n' + '\n' * MAX_MODULE_LINES)
+  assert [s.split(': ', 1)[1] for s in _oversized(str(path))] == [
+      f'{MAX_MODULE_LINES + MAX_FUNCTION_LINES + 1} lines',
+      f'f() {MAX_FUNCTION_LINES + 1} lines']

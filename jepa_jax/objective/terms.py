@@ -247,6 +247,21 @@ def _jepa_terms(setup, temperature, z_g, pred_g, tgt_g, t_pool_g, cv_g, tv_g,
   return parts
 
 
+def _quantize_context(setup, trainables, state, v, snap):
+  """(pred_in, codes, vq_aux): the predictor's input, the context tokens' codes
+  and the quantizer's aux; (z, None, None) without VQ. With snap=False the
+  input is decode(u), with `placement='beside'` z itself (a read-out)."""
+  spec = setup.quantizer
+  if not setup.vq_enabled:
+    return v['z'], None, None
+  pred_in, codes, vq_aux = quantizer_lib.quantize(
+      spec, quantizer_lib.raw_codebook(spec, state.get('vq'), trainables),
+      trainables.get('vq_params'), v['z'], weights=flat(v['ctx_valid']))
+  if not snap:
+    pred_in = quantizer_lib.decode(spec, trainables.get('vq_params'), vq_aux['u'])
+  return (v['z'] if spec.placement == 'beside' else pred_in), codes, vq_aux
+
+
 def make_loss_fn(setup, axis_name=None, snap=True):
   """loss_fn(trainables, state, images, sample_ids, keys) -> (total, aux).
 
@@ -288,14 +303,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
     params = {k: jax.lax.stop_gradient(v) if k in setup.frozen else v
               for k, v in trainables['params'].items()}
     v = _views(setup, params, state['target_params'], images, sample_ids, keys[0])
-    pred_in, codes = v['z'], None
-    if setup.vq_enabled:
-      pred_in, codes, vq_aux = quantizer_lib.quantize(
-          spec, quantizer_lib.raw_codebook(spec, state.get('vq'), trainables),
-          trainables.get('vq_params'), v['z'], weights=flat(v['ctx_valid']))
-      if not snap:
-        pred_in = quantizer_lib.decode(spec, trainables.get('vq_params'), vq_aux['u'])
-      pred_in = v['z'] if spec.placement == 'beside' else pred_in   # a read-out
+    pred_in, codes, vq_aux = _quantize_context(setup, trainables, state, v, snap)
     pred = setup.predictor.apply(params['predictor'], pred_in, v['ctx_idx'],
                                  v['tgt_idx'], v['ctx_valid'], v['tgt_valid'])
 
