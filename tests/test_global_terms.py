@@ -18,7 +18,7 @@ def _spec(**kw):
   base = dict(infonce=1.0, sigreg=0.02, invariance=0.1, relational=0.05,
               relational_context=0.025, sigreg_num_slices=16, sigreg_num_points=17,
               temperature_init=0.1, temperature_min=0.07, temperature_max=0.15)
-  return step_lib.LossSpec(**{**base, **kw})
+  return objective.LossSpec(**{**base, **kw})
 
 
 def _terms(spec):
@@ -75,7 +75,7 @@ def test_the_config_keys_reach_the_loss_spec_and_are_validated():
   cfg = no_vq_gentle.get_config('tiny')
   cfg.loss.global_weight, cfg.loss.sigreg_input = 0.3, 'pooled'
   cfg.loss.global_infonce_weight = 0.7
-  spec = step_lib.LossSpec.from_config(cfg.loss)
+  spec = objective.LossSpec.from_config(cfg.loss)
   assert (spec.global_, spec.global_infonce, spec.sigreg_input) == (0.3, 0.7, 'pooled')
   cfg.loss.global_infonce_weight = -1.0
   with pytest.raises(ConfigError) as err:

@@ -100,43 +100,57 @@ def _setup_and_state(variant, **overrides):
   return cfg, ds, setup, state, images, ids
 
 
-def test_a_setup_made_again_from_the_same_config_reuses_its_init_program():
-  """init_state keys its jitted init by the Setup's signature (the whole
-  config and the data's sizes): a setup made again from an equal config traces
-  no new init and gives the same state bit for bit; another config (here one
-  masking key, changed after the first setup was made) or another split size
-  gets a program of its own, which the first setup does not see. The memo
-  holds 32 programs at most."""
-  traced = []
+def test_a_setup_made_again_from_the_same_config_reuses_its_programs():
+  """init_state, make_train_step and make_eval_step are `built` once per Setup
+  signature (the whole config and the data's sizes): a setup made again from
+  an equal config traces no new init, train or eval step and gives the same
+  state bit for bit; another config (here one masking key, changed after the
+  first setup was made) or another split size gets programs of its own, which
+  the first setup does not see. The memo holds BUILT_MAX entries at most."""
+  traced = []      # programs lowered (a cache hit still reports a trace of ~0 s)
 
   def on_event(event, duration, **kw):
-    if event.endswith('jaxpr_trace_duration') and kw.get('fun_name') == 'init':
-      traced.append(duration)
+    if event.endswith('jaxpr_to_mlir_module_duration'):
+      traced.append(kw.get('fun_name', '').removeprefix('jit(').removesuffix(')'))
 
   cfg = load('gentle', 'tiny')
   ds = data_lib.load_dataset(cfg)
   first = step_lib.make_setup(cfg, ds)
+  images, ids = next(data_lib.epoch_batches(ds.train_images, cfg.train.batch_size, 0, 0, 1))
+
+  def programs(setup):
+    state = step_lib.init_state(setup, ds.image_shape, 3)
+    out = jax.jit(step_lib.make_train_step(setup)).lower(state, images, ids).compile()(
+        state, images, ids)
+    jax.jit(step_lib.make_eval_step(setup, 3)).lower(state, images, ids).compile()
+    return state, out
+
   jax.monitoring.register_event_duration_secs_listener(on_event)
   try:
-    a = step_lib.init_state(first, ds.image_shape, 3)
+    a, stepped = programs(first)
+    assert {'init', 'train_step', 'eval_step'} <= set(traced)
     n = len(traced)
-    b = step_lib.init_state(step_lib.make_setup(load('gentle', 'tiny'), ds), ds.image_shape, 3)
-    assert len(traced) == n
-    chex.assert_trees_all_equal(a, b)
+    b, stepped_again = programs(step_lib.make_setup(load('gentle', 'tiny'), ds))
+    assert traced[n:] == []
+    chex.assert_trees_all_equal((a, stepped), (b, stepped_again))
     cfg.masking.num_context_tokens -= 1       # after `first` was made: not its setup
     other = step_lib.make_setup(cfg, ds)
     assert other.signature != first.signature
     assert first.masking.num_context_tokens == cfg.masking.num_context_tokens + 1
-    step_lib.init_state(other, ds.image_shape, 3)
-    assert len(traced) == n + 1
+    programs(other)
+    assert {'init', 'train_step', 'eval_step'} <= set(traced[n:])
+    n = len(traced)
     fewer = dataclasses.replace(ds, train_images=ds.train_images[:-1])
-    assert step_lib.make_setup(load('gentle', 'tiny'), fewer).signature != first.signature
+    third = step_lib.make_setup(load('gentle', 'tiny'), fewer)
+    assert third.signature != first.signature
     chex.assert_trees_all_equal(step_lib.init_state(first, ds.image_shape, 3), a)
-    assert len(traced) == n + 1
-    for i in range(32 - len(step_lib._INITS)):       # a full memo is emptied first
-      step_lib._INITS[('filler', (i,))] = None
+    assert traced[n:] == []
+    for i in range(step_lib.BUILT_MAX - len(step_lib._BUILT)):
+      step_lib._BUILT[('filler', i)] = None
     chex.assert_trees_all_equal(step_lib.init_state(first, ds.image_shape, 3), a)
-    assert list(step_lib._INITS) == [(first.signature, tuple(ds.image_shape))]
+    assert len(step_lib._BUILT) == step_lib.BUILT_MAX       # a hit keeps a full memo
+    step_lib.init_state(third, ds.image_shape, 3)           # a miss empties it first
+    assert list(step_lib._BUILT) == [(third.signature, 'init', tuple(ds.image_shape))]
   finally:
     jax.monitoring.unregister_event_duration_listener(on_event)
 
@@ -214,6 +228,7 @@ def test_nonfinite_loss_stops_run_with_clear_message(tmp_path, monkeypatch):
   import jax.numpy as jnp
   from jepa_jax.objective import losses
   monkeypatch.setattr(losses, 'infonce_loss', lambda p, t, tau: jnp.nan * tau)
+  monkeypatch.setattr(step_lib, '_BUILT', {})   # the patched step lives in this test only
   with pytest.raises(epoch_end.TrainingError, match='non-finite loss'):
     train.train_and_evaluate(load('gentle', 'tiny'), str(tmp_path))
   summary = json.load(open(tmp_path / 'summary.json'))
@@ -401,17 +416,17 @@ def test_a_start_from_scratch_logs_the_step_0_probe_point_once(tmp_path):
 
 
 def test_colour_jitter_changes_colours_per_sample_keeps_geometry_and_is_keyed():
-  from jepa_jax.objective import terms as objective
+  from jepa_jax.model import masking
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(64, 8, 8, 3)), jnp.float32)
   ids = jnp.arange(64, dtype=jnp.int32)
   key = jax.random.PRNGKey(3)
-  out = np.asarray(objective.colour_jitter(key, ids, images))
-  again = np.asarray(objective.colour_jitter(key, ids, images))
+  out = np.asarray(masking.colour_jitter(key, ids, images))
+  again = np.asarray(masking.colour_jitter(key, ids, images))
   np.testing.assert_array_equal(out, again)                  # a function of key and ids
   assert not np.allclose(out, np.asarray(images))
   # An image's result depends on its id only, not on its place in the batch.
-  swapped = np.asarray(objective.colour_jitter(key, ids[::-1], images[::-1]))
+  swapped = np.asarray(masking.colour_jitter(key, ids[::-1], images[::-1]))
   np.testing.assert_allclose(swapped[::-1], out, rtol=1e-6)
   # Per pixel, each output channel is an affine map of one input channel (or
   # of the mean of the affine maps, for grey images): the spatial pattern of
@@ -427,32 +442,32 @@ def test_colour_jitter_changes_colours_per_sample_keeps_geometry_and_is_keyed():
 
 
 def test_crop_flip_is_the_image_at_full_area_a_mirror_when_flipped_and_keyed(monkeypatch):
-  from jepa_jax.objective import terms as objective
+  from jepa_jax.model import masking
   rng = np.random.default_rng(1)
   images = jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32)
   ids = jnp.arange(16, dtype=jnp.int32)
   key = jax.random.PRNGKey(5)
-  out = np.asarray(objective.crop_flip(key, ids, images))
+  out = np.asarray(masking.crop_flip(key, ids, images))
   assert out.shape == images.shape and not np.allclose(out, np.asarray(images))
-  np.testing.assert_array_equal(out, np.asarray(objective.crop_flip(key, ids, images)))
-  swapped = np.asarray(objective.crop_flip(key, ids[::-1], images[::-1]))
+  np.testing.assert_array_equal(out, np.asarray(masking.crop_flip(key, ids, images)))
+  swapped = np.asarray(masking.crop_flip(key, ids[::-1], images[::-1]))
   np.testing.assert_allclose(swapped[::-1], out, rtol=1e-6)  # per sample id
   # The whole image at aspect 1: the image itself, or its mirror.
-  monkeypatch.setattr(objective, 'CROP_AREA', (1.0, 1.0))
-  monkeypatch.setattr(objective, 'CROP_RATIO', (1.0, 1.0))
+  monkeypatch.setattr(masking, 'CROP_AREA', (1.0, 1.0))
+  monkeypatch.setattr(masking, 'CROP_RATIO', (1.0, 1.0))
   for flip, expect in ((0.0, images), (1.0, images[:, :, ::-1])):
-    monkeypatch.setattr(objective, 'FLIP_PROB', flip)
-    np.testing.assert_allclose(np.asarray(objective.crop_flip(key, ids, images)),
+    monkeypatch.setattr(masking, 'FLIP_PROB', flip)
+    np.testing.assert_allclose(np.asarray(masking.crop_flip(key, ids, images)),
                                np.asarray(expect), atol=1e-5)
   # A quarter of the area: a 4x4 window blown up to 8x8, whose pixel means
   # match the window's (bilinear interpolation keeps constant images).
-  monkeypatch.setattr(objective, 'CROP_AREA', (0.25, 0.25))
-  monkeypatch.setattr(objective, 'FLIP_PROB', 0.0)
+  monkeypatch.setattr(masking, 'CROP_AREA', (0.25, 0.25))
+  monkeypatch.setattr(masking, 'FLIP_PROB', 0.0)
   flat = jnp.ones((2, 8, 8, 1)) * jnp.arange(2.0)[:, None, None, None]
-  np.testing.assert_allclose(np.asarray(objective.crop_flip(key, ids[:2], flat)),
+  np.testing.assert_allclose(np.asarray(masking.crop_flip(key, ids[:2], flat)),
                              np.asarray(flat), atol=1e-5)
   ramp = jnp.broadcast_to(jnp.arange(8.0)[None, None, :, None], (1, 8, 8, 1))
-  row = np.asarray(objective.crop_flip(key, ids[:1], ramp))[0, 0, :, 0]
+  row = np.asarray(masking.crop_flip(key, ids[:1], ramp))[0, 0, :, 0]
   assert np.all(np.diff(row) > 0) and row[-1] - row[0] < 5   # a stretched part of the ramp
 
 
@@ -476,6 +491,7 @@ def test_target_augment_jitters_the_target_view_with_a_draw_of_its_own():
   jitter of the image (keyed by the mask key folded with TARGET_TAG), not the
   image and not the context's draw; 'crop' is refused (tokens would move)."""
   from jepa_jax.errors import ConfigError
+  from jepa_jax.model import masking
   from jepa_jax.objective import terms as objective
   cfg, ds, setup, state, images, ids = _setup_and_state('no_vq_gentle')
   cfg = set_overrides(cfg, {'data.target_augment': 'colour',
@@ -484,10 +500,10 @@ def test_target_augment_jitters_the_target_view_with_a_draw_of_its_own():
   key = jax.random.PRNGKey(5)
   v = objective._views(aug, state['params'], state['target_params'], images, ids, key)
   enc = lambda x: setup.encoder.apply(state['target_params'], x, None, None)
-  own = objective.context_view('colour', jax.random.fold_in(key, objective.TARGET_TAG),
-                               ids, images)
+  own = masking.context_view('colour', jax.random.fold_in(key, masking.TARGET_TAG),
+                             ids, images)
   np.testing.assert_allclose(np.asarray(v['t_full']), np.asarray(enc(own)), atol=1e-6)
-  ctx_draw = objective.colour_jitter(jax.random.fold_in(key, objective.AUGMENT_TAG), ids, images)
+  ctx_draw = masking.colour_jitter(jax.random.fold_in(key, masking.AUGMENT_TAG), ids, images)
   for other in (images, ctx_draw):
     assert np.abs(np.asarray(v['t_full']) - np.asarray(enc(other))).max() > 1e-3
   plain = objective._views(setup, state['params'], state['target_params'], images, ids, key)

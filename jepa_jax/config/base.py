@@ -88,8 +88,8 @@ def _data_and_model(c) -> None:
   # reader threads, and worker processes decoding (0: none).
   # The context encoder's view: '' (the image, as I-JEPA), 'colour' (its
   # colours jittered per image: channel order, gain, offset, grey;
-  # objective.colour_jitter), 'crop' (a random resized crop, mirrored at
-  # random: objective.crop_flip; pooled terms only) or 'colour+crop'; the
+  # masking.colour_jitter), 'crop' (a random resized crop, mirrored at
+  # random: masking.crop_flip; pooled terms only) or 'colour+crop'; the
   # target encoder sees the image. Pixel data only.
   c.data.context_augment = ''
   # The target encoder's view: '' (the image) or 'colour' (its colours

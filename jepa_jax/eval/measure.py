@@ -64,6 +64,7 @@ import numpy as np
 from jepa_jax.eval import metrics as metrics_lib
 from jepa_jax.model import masking
 from jepa_jax.model import vit as model_lib
+from jepa_jax.train import step as step_lib
 from jepa_jax.vq import anticollapse as ac
 from jepa_jax.vq import health
 from jepa_jax.vq import quantizer as quantizer_lib
@@ -178,8 +179,13 @@ def make_device_fn(setup, seed: int, chunk: int = CHUNK):
   tokens under the validation masks (`step.make_eval_step`'s key),
   'ctx_valid' or None, and with `train_images` 'train_codes' / 'train_valid'
   their whole-image codes (context encoder, unmasked). Padded data: codes of
-  invalid tokens (padding, empty slots) are -1. Reads only the `step.Setup`.
+  invalid tokens (padding, empty slots) are -1. Reads only the `step.Setup`;
+  one function per setup signature (`step.built`).
   """
+  return step_lib.built(setup, ('measure', seed, chunk), lambda: _device_fn(setup, seed, chunk))
+
+
+def _device_fn(setup, seed: int, chunk: int):
   enc = setup.encoder
   validity = lambda x: (model_lib.token_validity(x, enc.patch_size)  # noqa: E731
                         if setup.padded else None)

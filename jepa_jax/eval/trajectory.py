@@ -138,12 +138,14 @@ class Prober:
     """The prober of a config (`train.probe_*`), its function compiled for
     `state` (single-device)."""
     import jax  # noqa: PLC0415
+    from jepa_jax.train import step as step_lib  # noqa: PLC0415
     tc = cfg.train
     pset = (probe_set(dataset, tc.probe_train_images, tc.probe_val_images, cfg.seed)
             if tc.probe_every_steps else None)
     if pset is None:
       return cls(0, setup.total_steps)
-    fn = jax.jit(make_device_fn(setup)).lower(state, pset.images[:pset.batch]).compile()
+    fn = jax.jit(step_lib.built(setup, ('probe',), lambda: make_device_fn(setup))).lower(
+        state, pset.images[:pset.batch]).compile()
     return cls(tc.probe_every_steps, setup.total_steps, pset, fn)
 
   def due(self, step: int) -> bool:

@@ -20,6 +20,11 @@ tokens (those covering real grid cells) may be context or target. Shapes stay
 the same; every slot carries a validity flag instead, False where it could
 not be filled (a 1x1 grid has one valid token: one context slot is valid and
 no target slot is). See `sample_one_valid`.
+
+The views (`context_view`, `data.context_augment` / `data.target_augment`):
+the images an encoder sees, changed per sample by a keyed colour jitter
+(`colour_jitter`) and / or a random resized crop (`crop_flip`), the
+distortions of joint-embedding recipes; I-JEPA uses none.
 """
 from __future__ import annotations
 
@@ -154,3 +159,86 @@ def sample_masks_valid(rng, sample_ids, grid, mask_cfg, token_valid):
       k, v, tuple(grid), mask_cfg.num_target_blocks,
       tuple(mask_cfg.target_block_size), tuple(mask_cfg.context_block_size),
       mask_cfg.num_context_tokens))(keys, token_valid)
+
+
+# Context colour augmentation (`data.context_augment='colour'`): ranges of the
+# per-channel gain and offset (offsets in units of the standardised channel's
+# std) and the probability of a grey image.
+COLOUR_GAIN, COLOUR_OFFSET, GREY_PROB = (0.6, 1.4), 0.4, 0.2
+AUGMENT_TAG = 0xC01
+TARGET_TAG = 0x7A6     # the target view's own draw (`data.target_augment`)
+
+
+def colour_jitter(key, sample_ids, images):
+  """Each image's colours changed at random, per sample (`fold_in(key, id)`):
+  channels permuted (3-channel images), then x_c -> g_c x_c + o_c with
+  g_c ~ U(COLOUR_GAIN), o_c ~ U(+-COLOUR_OFFSET), then with probability
+  GREY_PROB every channel replaced by their mean. Geometry is untouched, so
+  the masks' tokens still cover the same pixels. The colour distortions of
+  joint-embedding recipes (SimCLR, Chen et al. 2020; the views of DINO and
+  LeJEPA) in a form for standardised images; I-JEPA uses none."""
+  c = images.shape[-1]
+
+  def one(k, x):
+    kp, kg, ko, ks = jax.random.split(k, 4)
+    if c > 1:
+      x = x[..., jax.random.permutation(kp, c)]
+    g = jax.random.uniform(kg, (c,), minval=COLOUR_GAIN[0], maxval=COLOUR_GAIN[1])
+    o = jax.random.uniform(ko, (c,), minval=-COLOUR_OFFSET, maxval=COLOUR_OFFSET)
+    x = x * g + o
+    grey = jax.random.bernoulli(ks, GREY_PROB)
+    return jnp.where(grey, jnp.broadcast_to(x.mean(-1, keepdims=True), x.shape), x)
+
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(sample_ids)
+  return jax.vmap(one)(keys, images).astype(images.dtype)
+
+
+# Context crop (`data.context_augment` with 'crop'): the crop's share of the
+# image's area and the log-uniform range of its aspect ratio (those of
+# random-resized-crop, SimCLR / DINO / LeJEPA's global views use (0.3, 1)
+# or (0.4, 1)); every crop is resized to the image's size and mirrored
+# left-right with probability FLIP_PROB.
+CROP_AREA, CROP_RATIO, FLIP_PROB = (0.3, 1.0), (3 / 4, 4 / 3), 0.5
+CROP_TAG = 0xC20
+
+
+def crop_flip(key, sample_ids, images):
+  """Each image (b, H, W, C) replaced by a random crop of it, resized back
+  to (H, W) by bilinear interpolation, mirrored with probability FLIP_PROB,
+  per sample (`fold_in(key, id)`): area share a ~ U(CROP_AREA), aspect
+  ratio r log-uniform in CROP_RATIO, crop (h, w) = (H sqrt(a/r), W sqrt(a r))
+  capped at the image, its corner uniform. Random-resized-crop of
+  joint-embedding recipes (SimCLR, Chen et al. 2020; DINO; LeJEPA's views),
+  with static shapes. The tokens of the result no longer sit on the
+  original's pixels: only pooled terms may compare it with the target."""
+  _, hh, ww, _ = images.shape
+
+  def one(k, x):
+    ka, kr, ky, kx, kf = jax.random.split(k, 5)
+    area = jax.random.uniform(ka, (), minval=CROP_AREA[0], maxval=CROP_AREA[1])
+    log_r = jax.random.uniform(kr, (), minval=jnp.log(CROP_RATIO[0]),
+                               maxval=jnp.log(CROP_RATIO[1]))
+    h = jnp.minimum(1.0, jnp.sqrt(area / jnp.exp(log_r))) * hh
+    w = jnp.minimum(1.0, jnp.sqrt(area * jnp.exp(log_r))) * ww
+    y0 = jax.random.uniform(ky, ()) * (hh - h)
+    x0 = jax.random.uniform(kx, ()) * (ww - w)
+    scale = jnp.stack([hh / h, ww / w])
+    out = jax.image.scale_and_translate(
+        x.astype(jnp.float32), x.shape, (0, 1), scale, -jnp.stack([y0, x0]) * scale,
+        method='linear', antialias=False)
+    return jnp.where(jax.random.bernoulli(kf, FLIP_PROB), out[:, ::-1], out)
+
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(sample_ids)
+  return jax.vmap(one)(keys, images).astype(images.dtype)
+
+
+def context_view(augment: str, key, sample_ids, images):
+  """The context encoder's images under `data.context_augment`: '' the
+  images, 'colour' `colour_jitter`, 'crop' `crop_flip`, 'colour+crop' both
+  (crop first)."""
+  parts = augment.split('+') if augment else []
+  if 'crop' in parts:
+    images = crop_flip(jax.random.fold_in(key, CROP_TAG), sample_ids, images)
+  if 'colour' in parts:
+    images = colour_jitter(jax.random.fold_in(key, AUGMENT_TAG), sample_ids, images)
+  return images

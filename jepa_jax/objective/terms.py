@@ -1,9 +1,10 @@
 """The training objective: the JEPA loss on the global batch, with the
 quantizer layer's terms (`make_loss_fn`).
 
-It reads only a `step.Setup` (the models, the grid, the masking, `LossSpec`,
-the quantizer's `Spec`), never the config. Loss terms and their formulas:
-`losses` (JEPA terms) and `quantizer.losses` (commitment, codebook, entropy).
+It reads only a `step.Setup` (the models, the grid, the masking, the
+`LossSpec` defined here, the quantizer's `Spec`), never the config. Loss
+terms and their formulas: `losses` (JEPA terms) and `quantizer.losses`
+(commitment, codebook, entropy).
 
 The optimizer of the trainables: global-norm clipping, then AdamW on a
 warm-up cosine schedule; frozen parameter groups get no update.
@@ -33,7 +34,8 @@ the VQ update (None for pixel data).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+import dataclasses
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +46,61 @@ from jepa_jax.model import vit as model_lib
 from jepa_jax.objective import losses
 from jepa_jax.objective import prototypes
 from jepa_jax.vq import quantizer as quantizer_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  """The JEPA terms of the loss (`config.loss`): their weights, SIGReg's
+  sampling and the learnable temperature's start and bounds."""
+  infonce: float
+  sigreg: float
+  invariance: float
+  relational: float
+  relational_context: float
+  sigreg_num_slices: int
+  sigreg_num_points: int
+  temperature_init: float
+  temperature_min: float
+  temperature_max: float
+  global_: float = 0.0                # 'global': pooled context -> pooled target MSE
+  global_infonce: float = 0.0         # 'global_infonce': the same pair, InfoNCE
+  global_dino: float = 0.0            # 'global_dino': DINO on the pair's head scores
+  dino_prototypes: int = 0            # the head's prototypes (0 without the term)
+  dino_temperatures: Tuple[float, float] = (0.1, 0.04)   # student, teacher
+  capi: float = 0.0                   # 'capi': predict the target tokens' clusters
+  capi_clusters: int = 0              # their clusters (0 without the term)
+  capi_temperatures: Tuple[float, float, float] = (0.12, 0.06, 0.12)  # student, target, clustering
+  pixel: float = 0.0                  # 'pixel': MAE's target, the target patches' pixels
+  sigreg_input: str = 'tokens'        # SIGReg on the context tokens or their image means
+
+  @classmethod
+  def from_config(cls, lc) -> 'LossSpec':
+    """From `lc`, a config's `loss` group."""
+    rel = lc.relational_loss
+    return cls(infonce=lc.infonce_weight, sigreg=lc.sigreg_weight,
+               invariance=lc.invariance_weight, relational=rel.weight,
+               relational_context=rel.context_self_weight,
+               sigreg_num_slices=lc.sigreg_num_slices, sigreg_num_points=lc.sigreg_num_points,
+               temperature_init=lc.temperature_init,
+               temperature_min=lc.temperature_min, temperature_max=lc.temperature_max,
+               global_=lc.global_weight, global_infonce=lc.global_infonce_weight,
+               global_dino=lc.global_dino_weight,
+               dino_prototypes=lc.dino_prototypes if lc.global_dino_weight else 0,
+               dino_temperatures=(lc.dino_student_temperature, lc.dino_teacher_temperature),
+               capi=lc.capi_weight, pixel=lc.pixel_weight,
+               capi_clusters=lc.capi_clusters if lc.capi_weight else 0,
+               capi_temperatures=(lc.capi_student_temperature, lc.capi_target_temperature,
+                                  lc.capi_clustering_temperature), sigreg_input=lc.sigreg_input)
+
+  @property
+  def weights(self) -> Dict[str, float]:
+    return {'infonce': self.infonce, 'sigreg': self.sigreg, 'invariance': self.invariance,
+            'relational': self.relational, 'relational_context': self.relational_context,
+            **({'global': self.global_} if self.global_ else {}),
+            **({'global_infonce': self.global_infonce} if self.global_infonce else {}),
+            **({'global_dino': self.global_dino} if self.global_dino else {}),
+            **({'capi': self.capi, 'capi_clustering': 1.0} if self.capi else {}),
+            **({'pixel': self.pixel} if self.pixel else {})}
 
 
 def gather_fn(axis_name):
@@ -62,94 +119,11 @@ def _w(weights):
   return {} if weights is None else {'weights': weights}
 
 
-# Context colour augmentation (`data.context_augment='colour'`): ranges of the
-# per-channel gain and offset (offsets in units of the standardised channel's
-# std) and the probability of a grey image.
-COLOUR_GAIN, COLOUR_OFFSET, GREY_PROB = (0.6, 1.4), 0.4, 0.2
-AUGMENT_TAG = 0xC01
-TARGET_TAG = 0x7A6     # the target view's own draw (`data.target_augment`)
-
-
-def colour_jitter(key, sample_ids, images):
-  """Each image's colours changed at random, per sample (`fold_in(key, id)`):
-  channels permuted (3-channel images), then x_c -> g_c x_c + o_c with
-  g_c ~ U(COLOUR_GAIN), o_c ~ U(+-COLOUR_OFFSET), then with probability
-  GREY_PROB every channel replaced by their mean. Geometry is untouched, so
-  the masks' tokens still cover the same pixels. The colour distortions of
-  joint-embedding recipes (SimCLR, Chen et al. 2020; the views of DINO and
-  LeJEPA) in a form for standardised images; I-JEPA uses none."""
-  c = images.shape[-1]
-
-  def one(k, x):
-    kp, kg, ko, ks = jax.random.split(k, 4)
-    if c > 1:
-      x = x[..., jax.random.permutation(kp, c)]
-    g = jax.random.uniform(kg, (c,), minval=COLOUR_GAIN[0], maxval=COLOUR_GAIN[1])
-    o = jax.random.uniform(ko, (c,), minval=-COLOUR_OFFSET, maxval=COLOUR_OFFSET)
-    x = x * g + o
-    grey = jax.random.bernoulli(ks, GREY_PROB)
-    return jnp.where(grey, jnp.broadcast_to(x.mean(-1, keepdims=True), x.shape), x)
-
-  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(sample_ids)
-  return jax.vmap(one)(keys, images).astype(images.dtype)
-
-
-# Context crop (`data.context_augment` with 'crop'): the crop's share of the
-# image's area and the log-uniform range of its aspect ratio (those of
-# random-resized-crop, SimCLR / DINO / LeJEPA's global views use (0.3, 1)
-# or (0.4, 1)); every crop is resized to the image's size and mirrored
-# left-right with probability FLIP_PROB.
-CROP_AREA, CROP_RATIO, FLIP_PROB = (0.3, 1.0), (3 / 4, 4 / 3), 0.5
-CROP_TAG = 0xC20
-
-
-def crop_flip(key, sample_ids, images):
-  """Each image (b, H, W, C) replaced by a random crop of it, resized back
-  to (H, W) by bilinear interpolation, mirrored with probability FLIP_PROB,
-  per sample (`fold_in(key, id)`): area share a ~ U(CROP_AREA), aspect
-  ratio r log-uniform in CROP_RATIO, crop (h, w) = (H sqrt(a/r), W sqrt(a r))
-  capped at the image, its corner uniform. Random-resized-crop of
-  joint-embedding recipes (SimCLR, Chen et al. 2020; DINO; LeJEPA's views),
-  with static shapes. The tokens of the result no longer sit on the
-  original's pixels: only pooled terms may compare it with the target."""
-  _, hh, ww, _ = images.shape
-
-  def one(k, x):
-    ka, kr, ky, kx, kf = jax.random.split(k, 5)
-    area = jax.random.uniform(ka, (), minval=CROP_AREA[0], maxval=CROP_AREA[1])
-    log_r = jax.random.uniform(kr, (), minval=jnp.log(CROP_RATIO[0]),
-                               maxval=jnp.log(CROP_RATIO[1]))
-    h = jnp.minimum(1.0, jnp.sqrt(area / jnp.exp(log_r))) * hh
-    w = jnp.minimum(1.0, jnp.sqrt(area * jnp.exp(log_r))) * ww
-    y0 = jax.random.uniform(ky, ()) * (hh - h)
-    x0 = jax.random.uniform(kx, ()) * (ww - w)
-    scale = jnp.stack([hh / h, ww / w])
-    out = jax.image.scale_and_translate(
-        x.astype(jnp.float32), x.shape, (0, 1), scale, -jnp.stack([y0, x0]) * scale,
-        method='linear', antialias=False)
-    return jnp.where(jax.random.bernoulli(kf, FLIP_PROB), out[:, ::-1], out)
-
-  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(sample_ids)
-  return jax.vmap(one)(keys, images).astype(images.dtype)
-
-
-def context_view(augment: str, key, sample_ids, images):
-  """The context encoder's images under `data.context_augment`: '' the
-  images, 'colour' `colour_jitter`, 'crop' `crop_flip`, 'colour+crop' both
-  (crop first)."""
-  parts = augment.split('+') if augment else []
-  if 'crop' in parts:
-    images = crop_flip(jax.random.fold_in(key, CROP_TAG), sample_ids, images)
-  if 'colour' in parts:
-    images = colour_jitter(jax.random.fold_in(key, AUGMENT_TAG), sample_ids, images)
-  return images
-
-
 def _views(setup, params, target_params, images, sample_ids, mask_key):
   """Masks, the context encoder's tokens z (b, K, D), the target encoder's
   tokens of the whole image t_full (b, N, D, no gradient) and their target
   blocks tgt (b, M, T, D); with the validity flags of padded data (else None).
-  With `setup.context_augment` the context encoder sees `context_view`'s
+  With `setup.context_augment` the context encoder sees `masking.context_view`'s
   images (keys: the mask key folded with a tag), the target the originals,
   or with `setup.target_augment` its own draw of the same augmentation.
   With `LossSpec.global_dino` also both encoders' head scores of their mean
@@ -162,12 +136,12 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
     valid = ctx_valid = tgt_valid = None
     ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
                                             setup.masking)
-  ctx_images = context_view(setup.context_augment, mask_key, sample_ids, images)
+  ctx_images = masking.context_view(setup.context_augment, mask_key, sample_ids, images)
   heads = bool(setup.loss.global_dino)       # static: the heads' scores too
   z = setup.encoder.apply(params['encoder'], ctx_images, ctx_idx, ctx_valid,
                           with_head=heads)                       # (b, K, D)
-  tgt_images = context_view(setup.target_augment, jax.random.fold_in(mask_key, TARGET_TAG),
-                            sample_ids, images)
+  tgt_images = masking.context_view(
+      setup.target_augment, jax.random.fold_in(mask_key, masking.TARGET_TAG), sample_ids, images)
   t_full = jax.lax.stop_gradient(
       setup.encoder.apply(target_params, tgt_images, None, valid, with_head=heads))
   (z, z_head), (t_full, t_head) = (z, t_full) if heads else ((z, None), (t_full, None))

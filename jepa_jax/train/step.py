@@ -13,7 +13,7 @@ The train state is a plain dict pytree:
    'rng':           PRNGKey; the step's key is fold_in(rng, step)}
 
 Setup: `make_setup` is where the config is read, once, into a `Setup` (the
-models, the optimizer, the schedule, `LossSpec`, the quantizer's
+models, the optimizer, the schedule, `objective.LossSpec`, the quantizer's
 `quantizer.Spec`); the step functions and the loss (`objective`) read only
 the Setup. A loss weight travels in four hops, e.g. the commitment cost:
   1. `vq.commitment_cost` in a config file (jepa_jax/config/base.py's 0.3, or the
@@ -77,61 +77,6 @@ LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
 
 
 @dataclasses.dataclass(frozen=True)
-class LossSpec:
-  """The JEPA terms of the loss (`config.loss`): their weights, SIGReg's
-  sampling and the learnable temperature's start and bounds."""
-  infonce: float
-  sigreg: float
-  invariance: float
-  relational: float
-  relational_context: float
-  sigreg_num_slices: int
-  sigreg_num_points: int
-  temperature_init: float
-  temperature_min: float
-  temperature_max: float
-  global_: float = 0.0                # 'global': pooled context -> pooled target MSE
-  global_infonce: float = 0.0         # 'global_infonce': the same pair, InfoNCE
-  global_dino: float = 0.0            # 'global_dino': DINO on the pair's head scores
-  dino_prototypes: int = 0            # the head's prototypes (0 without the term)
-  dino_temperatures: Tuple[float, float] = (0.1, 0.04)   # student, teacher
-  capi: float = 0.0                   # 'capi': predict the target tokens' clusters
-  capi_clusters: int = 0              # their clusters (0 without the term)
-  capi_temperatures: Tuple[float, float, float] = (0.12, 0.06, 0.12)  # student, target, clustering
-  pixel: float = 0.0                  # 'pixel': MAE's target, the target patches' pixels
-  sigreg_input: str = 'tokens'        # SIGReg on the context tokens or their image means
-
-  @classmethod
-  def from_config(cls, lc) -> 'LossSpec':
-    """From `lc`, a config's `loss` group."""
-    rel = lc.relational_loss
-    return cls(infonce=lc.infonce_weight, sigreg=lc.sigreg_weight,
-               invariance=lc.invariance_weight, relational=rel.weight,
-               relational_context=rel.context_self_weight,
-               sigreg_num_slices=lc.sigreg_num_slices, sigreg_num_points=lc.sigreg_num_points,
-               temperature_init=lc.temperature_init,
-               temperature_min=lc.temperature_min, temperature_max=lc.temperature_max,
-               global_=lc.global_weight, global_infonce=lc.global_infonce_weight,
-               global_dino=lc.global_dino_weight,
-               dino_prototypes=lc.dino_prototypes if lc.global_dino_weight else 0,
-               dino_temperatures=(lc.dino_student_temperature, lc.dino_teacher_temperature),
-               capi=lc.capi_weight, pixel=lc.pixel_weight,
-               capi_clusters=lc.capi_clusters if lc.capi_weight else 0,
-               capi_temperatures=(lc.capi_student_temperature, lc.capi_target_temperature,
-                                  lc.capi_clustering_temperature), sigreg_input=lc.sigreg_input)
-
-  @property
-  def weights(self) -> Dict[str, float]:
-    return {'infonce': self.infonce, 'sigreg': self.sigreg, 'invariance': self.invariance,
-            'relational': self.relational, 'relational_context': self.relational_context,
-            **({'global': self.global_} if self.global_ else {}),
-            **({'global_infonce': self.global_infonce} if self.global_infonce else {}),
-            **({'global_dino': self.global_dino} if self.global_dino else {}),
-            **({'capi': self.capi, 'capi_clustering': 1.0} if self.capi else {}),
-            **({'pixel': self.pixel} if self.pixel else {})}
-
-
-@dataclasses.dataclass(frozen=True)
 class Setup:
   """Everything static about a run: derived once from config and data by
   `make_setup`; the step functions read these fields, never the config."""
@@ -146,14 +91,14 @@ class Setup:
   steps_per_epoch: int
   total_steps: int
   masking: Any              # config.masking (block sizes, context size)
-  loss: LossSpec
+  loss: objective.LossSpec
   frozen: Tuple[str, ...]   # frozen groups of params (config.train.frozen)
   freeze_target: bool       # 'target_encoder' frozen: no EMA update
   momentum: Tuple[float, float]  # target-encoder EMA momentum, start and end
   quantizer: Any = None     # quantizer.Spec, None without VQ
   context_augment: str = ''  # data.context_augment: the context view's augmentation
   target_augment: str = ''   # data.target_augment: the target view's ('' or 'colour')
-  signature: str = ''       # the config and data sizes it was made from (`_INITS`)
+  signature: str = ''       # the config and data sizes it was made from (`built`)
 
   @property
   def vq_enabled(self) -> bool:
@@ -188,7 +133,7 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
   tx = objective.make_tx(schedule, weight_decay=tc.weight_decay,
                          grad_clip_norm=tc.grad_clip_norm, frozen=frozen,
                          codebook_schedule=codebook_schedule)
-  loss = LossSpec.from_config(cfg.loss)
+  loss = objective.LossSpec.from_config(cfg.loss)
   return Setup(cfg=cfg, grid=grid,
                encoder=model_lib.make_encoder(cfg.model, loss.dino_prototypes),
                predictor=model_lib.make_predictor(cfg.model, grid), tx=tx,
@@ -213,19 +158,35 @@ def trainables_of(setup: Setup, state) -> Dict[str, Any]:
   return t
 
 
-_INITS: Dict[Tuple[str, tuple], Callable] = {}     # jitted inits by Setup signature
+_BUILT: Dict[tuple, Any] = {}      # what `built` made, by Setup signature and key
+BUILT_MAX = 64                     # bounded: a sweep of many configs in one process
+
+
+def built(setup: Setup, key: tuple, build: Callable[[], Any]):
+  """build() once per (setup.signature, key) in this process, then the same
+  object again: a setup made again from an equal config and data (a resume,
+  `evaluate`'s baselines, the tests) gets the same step function back, and
+  JAX's in-memory caches of its traced, lowered and compiled programs hit
+  where a new closure would be traced and lowered again. A Setup without a
+  signature (made by hand) is never memoised. As with any jitted function,
+  what the step calls is read once, when traced: a test that patches it
+  gives the patch a memo of its own (monkeypatch `_BUILT` with {})."""
+  if not setup.signature:
+    return build()
+  key = (setup.signature,) + tuple(key)
+  if key not in _BUILT:
+    if len(_BUILT) >= BUILT_MAX:
+      _BUILT.clear()
+    _BUILT[key] = build()
+  return _BUILT[key]
 
 
 def init_state(setup: Setup, image_shape, seed: int):
   """Fresh train state (jitted, so every leaf owns its buffer and can be
-  donated). A setup made again from the same config and data (a resume,
-  `evaluate`'s baselines, the tests) reuses its traced and compiled init."""
-  key = (setup.signature, tuple(image_shape))
-  if len(_INITS) >= 32:          # bounded: a sweep of many configs in one process
-    _INITS.clear()
-  if not setup.signature or key not in _INITS:
-    _INITS[key] = jax.jit(_init_fn(setup, image_shape))
-  return _INITS[key](jax.random.PRNGKey(seed))
+  donated); its program is `built` once per setup."""
+  image_shape = tuple(image_shape)
+  init = built(setup, ('init', image_shape), lambda: jax.jit(_init_fn(setup, image_shape)))
+  return init(jax.random.PRNGKey(seed))
 
 
 def _init_fn(setup: Setup, image_shape):
@@ -337,6 +298,10 @@ def make_train_step(setup: Setup, axis_name=None):
       the global sample index);
     * metrics are global-batch values (usage from psum-ed counts).
   """
+  return built(setup, ('train_step', axis_name), lambda: _train_step(setup, axis_name))
+
+
+def _train_step(setup: Setup, axis_name):
   loss_fn = objective.make_loss_fn(setup, axis_name)
   lc = setup.loss
 
@@ -387,6 +352,10 @@ def make_eval_step(setup: Setup, seed: int, snap: bool = True):
   loss is measured on the same masked views. snap=False: the predictor sees
   the tokens without their snap to the nearest code (`objective.make_loss_fn`).
   """
+  return built(setup, ('eval_step', seed, snap), lambda: _eval_step(setup, seed, snap))
+
+
+def _eval_step(setup: Setup, seed: int, snap: bool):
   loss_fn = objective.make_loss_fn(setup, snap=snap)
   eval_keys = jax.random.split(jax.random.PRNGKey(seed + 1_000_003), 3)
 

@@ -45,13 +45,13 @@ from jepa_jax.train import loop_state as epoch_end
 from jepa_jax.train import step as step_lib
 from jepa_jax.vq import quantizer as quantizer_lib
 
-# The rows' order; the terms themselves are `step.LossSpec.weights`' keys.
+# The rows' order; the terms themselves are `objective.terms.LossSpec.weights`' keys.
 JEPA_TERMS = ('infonce', 'sigreg', 'invariance', 'relational', 'relational_context')
 
 
 def jepa_loss(parts: Dict[str, float], weights: Dict[str, float]) -> float:
   """The loss without the VQ terms: sum of w_k * part_k over the JEPA terms'
-  weights (`step.LossSpec.weights`, as the objective weighs them)."""
+  weights (`objective.terms.LossSpec.weights`, as the objective weighs them)."""
   return float(sum(w * parts[k] for k, w in weights.items()))
 
 
