@@ -15,8 +15,9 @@ with its 95% bootstrap interval and the worst seed
 (`jepa_jax.eval.metrics.paired`); then the trajectory's end as a share of
 the supervised ceiling of the same seed (`supervised_sS.json`: the same
 architecture trained on the labels, probed on the same holdout rows), with
-its mean, interval and worst seed (`metrics.summarize`); the ceiling is
-trained for 3 epochs, the budget of the `ijepa` runs.
+its mean, interval and worst seed (`metrics.summarize`); `--ceiling`
+names it: `supervised` is trained for 3 epochs at width 64, the budget of
+the `ijepa` runs, `supervised_w128_6ep` for 6 epochs at width 128.
 """
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ def _trajectory(seed: int, run: str):
   return 100 * rows[-1]['linear_target'], 100 * rows[0]['linear_target']
 
 
-def _ceiling(seed: int) -> float:
-  """The supervised ceiling's end, in %, on the trajectory's holdout rows."""
-  with open(os.path.join(_folder(seed), f'supervised_s{seed}.json')) as f:
+def _ceiling(seed: int, name: str = 'supervised') -> float:
+  """The supervised ceiling's end, in %, on the trajectory's holdout rows
+  (`NAME_sS.json`)."""
+  with open(os.path.join(_folder(seed), f'{name}_s{seed}.json')) as f:
     return 100 * json.load(f)['trajectory'][-1]['linear']
 
 
@@ -68,7 +70,11 @@ def rows(seeds, run: str = 'ijepa'):
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--seeds', default='0,1,2,3,4')
-  ap.add_argument('--run', default='ijepa', help="the runs' name before _sS: ijepa, ijepa_6ep")
+  ap.add_argument('--run', default='ijepa',
+                  help="the runs' name before _sS: ijepa, ijepa_6ep, ijepa_w128_6ep")
+  ap.add_argument('--ceiling', default='supervised',
+                  help="the supervised runs' name before _sS: supervised (3 epochs, 64 wide), "
+                       "supervised_w128_6ep")
   args = ap.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(',')]
   print('| probe | ' + ' | '.join(f'seed {s}' for s in seeds)
@@ -83,11 +89,11 @@ def main(argv=None) -> int:
     low, high = gain['ci']
     print(f'| {name} | ' + ' | '.join(cells) + f" | {gain['mean']:+.1f} [{low:+.1f}, "
           f"{high:+.1f}] ({gain['worst']:+.1f}, seed {gain['worst_seed']}) |")
-  shares = {s: (end, _ceiling(s)) for s, (end, _) in table[0][1].items()}
+  shares = {s: (end, _ceiling(s, args.ceiling)) for s, (end, _) in table[0][1].items()}
   share = metrics.summarize([100 * e / c for e, c in shares.values()], list(shares))
   cells = [f'{100 * e / c:.1f} ({e:.1f} of {c:.1f})' for e, c in shares.values()]
   low, high = share['ci']
-  print(f'| trajectory end, % of the supervised ceiling (3 epochs) | ' + ' | '.join(cells)
+  print(f'| trajectory end, % of the supervised ceiling (`{args.ceiling}`) | ' + ' | '.join(cells)
         + f" | {share['mean']:.1f} [{low:.1f}, {high:.1f}] ({share['worst']:.1f}, "
         f"seed {share['worst_seed']}) |")
   return 0
