@@ -29,6 +29,7 @@ def test_supervised_ceiling_starts_where_the_jepa_run_starts_and_learns(tmp_path
   assert run.returncode == 0, run.stderr[-2000:]
   summary = json.loads((tmp_path / 'w' / 'summary.json').read_text())
   assert res['steps'] == summary['steps']          # the override reached both
+  assert res['overrides'] == ['--config.train.num_epochs=3']   # and is recorded
   first = json.loads((tmp_path / 'w' / 'probe_metrics.jsonl').read_text().splitlines()[0])
   assert first['step'] == 0
   assert abs(res['trajectory'][0]['linear'] - first['linear_target']) < 1e-9

@@ -22,7 +22,8 @@ encoder's frozen pooled features (the head is discarded):
               images, 5-fold cross-validation, linear and k-NN), eval.json's
               numbers for the supervised encoder
 and `head_val_acc`, the trained head's own accuracy on the subset's val rows.
-Prints one line and writes the JSON to --out (default: stdout only).
+Prints one line and writes the JSON to --out (default: stdout only), with
+the config file and its `--config.KEY=VALUE` overrides.
 """
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ def main(argv=None) -> int:
     return 2
   t0 = time.time()
   ds, setup, tr, traj, head_acc = train(cfg, args.seed, args.probe_every)
-  out = {'config': args.config, 'seed': args.seed, 'steps': setup.total_steps,
+  out = {'config': args.config, 'overrides': overrides, 'seed': args.seed,
+         'steps': setup.total_steps,
          'trajectory': traj, 'head_val_acc': head_acc,
          'train_seconds': round(time.time() - t0, 1)}
   if args.cv:
