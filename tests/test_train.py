@@ -38,7 +38,8 @@ PROBE_KEYS = {'step', 'epoch', 'linear_target', 'linear_context'}
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
-def test_variant_trains_and_writes_logs(variant, tmp_path):
+def test_variant_trains_and_writes_logs(variant, tmp_path, monkeypatch):
+  monkeypatch.setattr(step_lib, '_BUILT', {})    # the config's first run in this process
   cfg = load(variant, 'tiny')
   summary = train.train_and_evaluate(cfg, str(tmp_path))
   assert summary['status'] == 'completed'
@@ -72,7 +73,8 @@ def test_variant_trains_and_writes_logs(variant, tmp_path):
   stored = json.load(open(tmp_path / 'summary.json'))
   assert stored['status'] == 'completed' and stored['best_epoch'] in (0, 1)
   assert stored['final_metrics']['val_loss_mean'] == epochs[-1]['val_loss_mean']
-  # Each function compiles once, ahead of the loop; nothing compiles in it.
+  # Each function compiles once, ahead of the loop; nothing compiles in it
+  # (a run of the same config again in this process compiles nothing: `step.built`).
   compiles = stored['time_breakdown']['compiles']
   # compile_eval: eval step and embedding metrics (+ the eval keys' PRNG split
   # when this process has not compiled it yet).
@@ -100,13 +102,14 @@ def _setup_and_state(variant, **overrides):
   return cfg, ds, setup, state, images, ids
 
 
-def test_a_setup_made_again_from_the_same_config_reuses_its_programs():
+def test_a_setup_made_again_from_the_same_config_reuses_its_programs(monkeypatch):
   """init_state, make_train_step and make_eval_step are `built` once per Setup
   signature (the whole config and the data's sizes): a setup made again from
   an equal config traces no new init, train or eval step and gives the same
   state bit for bit; another config (here one masking key, changed after the
   first setup was made) or another split size gets programs of its own, which
   the first setup does not see. The memo holds BUILT_MAX entries at most."""
+  monkeypatch.setattr(step_lib, '_BUILT', {})    # whatever other tests built before
   traced = []      # programs lowered (a cache hit still reports a trace of ~0 s)
 
   def on_event(event, duration, **kw):
