@@ -75,7 +75,7 @@ def plot(workdir: str, out_path: str = '') -> str:
     import matplotlib  # noqa: PLC0415  (an optional dependency)
   except ImportError:
     raise errors.InputError('python -m jepa_jax.plot needs matplotlib: '
-                     'pip install matplotlib') from None
+                            'pip install matplotlib') from None
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # noqa: PLC0415
   fig = draw(reader.load_run(workdir), plt)
