@@ -106,19 +106,38 @@ def test_a_second_ctrl_c_exits_at_once(monkeypatch, capsys):
   assert 'Ctrl-C again: exit at once' in err and 'second Ctrl-C: exiting now' in err
 
 
+# A config file that marks its loading (flag parsing: the CLI's start-up) and
+# then waits there, so the signal lands in start-up on any machine: a fixed
+# delay (1 s) once landed in set-up after the workdir was written (CI).
+_SLOW_CONFIG = '''
+import pathlib, time
+from configs import gentle
+def get_config(arg=None):
+  pathlib.Path({marker!r}).write_text('parsing')
+  time.sleep(120)
+  return gentle.get_config('tiny')
+'''
+
+
 def test_cli_ctrl_c_at_start_up_is_one_line_without_traceback(tmp_path):
+  marker, config = tmp_path / 'parsing', tmp_path / 'slow_config.py'
+  config.write_text(_SLOW_CONFIG.format(marker=str(marker)))
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   proc = subprocess.Popen([sys.executable, '-m', 'jepa_jax.main',
-                           '--config=configs/gentle.py:tiny', f'--workdir={tmp_path / "run"}'],
+                           f'--config={config}', f'--workdir={tmp_path / "run"}'],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
-  time.sleep(1.0)                                    # importing, parsing or setting up
+  deadline = time.time() + 240
+  while not marker.exists() and time.time() < deadline:
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(0.01)
   proc.send_signal(signal.SIGINT)
   out, err = proc.communicate(timeout=300)
   assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err[-3000:]
   assert proc.returncode == 130, (proc.returncode, err[-3000:])
   lines = [l for l in err.splitlines() if l.strip()]
-  assert len(lines) == 1 and 'SIGINT' in lines[0], err
+  assert lines == ['SIGINT: stopped before a run started; nothing written'], err
+  assert not (tmp_path / 'run').exists()
 
 
 def test_cli_sigterm_once_the_workdir_is_set_up_leaves_a_preempted_summary(tmp_path):
