@@ -69,3 +69,19 @@ def test_seeds_table_pairs_each_seed_with_its_own_random_init(capsys):
   share = next(l for l in out if l.startswith('| trajectory end, % of the supervised ceiling (`supervised`)'))
   assert '41.8 (27.7 of 66.2)' in share and '38.1 (25.3 of 66.4)' in share
   assert share.endswith('(38.1, seed 1) |')
+
+
+def test_seeds_table_against_pairs_two_recipes_at_each_probe_point(capsys):
+  """`--against`: two recipes' in-run trajectories, paired per seed at each
+  shared probe point (checked by hand against the kept files: the target
+  EMA screen ends 30.9 / 25.3 / 29.6 against `ijepa.py`'s 27.7 / 25.3 /
+  27.2 at seeds 0-2; both start from the same random init)."""
+  from experiments.results.representation import seeds_table
+  assert seeds_table.main(['--seeds', '0,1,2', '--run', 'ijepa_ema99', '--against', 'ijepa']) == 0
+  out = capsys.readouterr().out.splitlines()
+  start = next(l for l in out if l.startswith('| target, step 0 |'))
+  assert start.endswith('| +0.0 [+0.0, +0.0] (+0.0, seed 0) |')
+  end = next(l for l in out if l.startswith('| target, step 2343 |'))
+  assert '30.9 vs 27.7 (+3.2)' in end and '25.3 vs 25.3 (+0.0)' in end
+  assert end.endswith('(+0.0, seed 1) |') and '| +1.9 [' in end
+  assert not any(l.startswith('| target, end') for l in out)   # the last point is shared
