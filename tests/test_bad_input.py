@@ -79,6 +79,8 @@ def test_cli_broken_config_file_and_workdir_that_is_a_file(tmp_path):
     ({'loss.capi_clusters': 0}, 'loss.capi_clusters'),
     ({'loss.capi_target_temperature': 0.0}, 'loss.capi_target_temperature'),
     ({'loss.pixel_weight': -1.0}, 'loss.pixel_weight'),
+    ({'loss.target_layers': 0}, 'loss.target_layers'),
+    ({'loss.target_layers': 2}, 'loss.target_layers'),     # tiny: 1 block
 ])
 def test_validate_refuses_out_of_range_and_misordered_keys(overrides, key):
   cfg = set_overrides(load('gentle', 'tiny'), overrides)

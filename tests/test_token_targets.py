@@ -175,3 +175,41 @@ def test_mae_config_trains_its_pixel_head_and_the_context_encoder():
   moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
                        new['params']['encoder'], state['params']['encoder'])
   assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_top_layers_target_is_the_mean_of_the_blocks_outputs_each_normalised():
+  """`loss.target_layers` K > 1 (data2vec's target): the encoder returns the
+  mean over its last K blocks' outputs of (h - mean h) / sqrt(var h + 1e-6),
+  per token, re-derived in numpy from the blocks' outputs (flax's
+  `capture_intermediates`); K = 1 is the final LayerNorm's output, unchanged."""
+  from jepa_jax.model import vit  # noqa: PLC0415
+  enc = vit.ViTEncoder(patch_size=2, embed_dim=8, depth=3, num_heads=2)
+  x = jnp.asarray(np.random.default_rng(6).normal(size=(2, 4, 4, 1)), jnp.float32)
+  params = enc.init(jax.random.PRNGKey(0), x)
+  final, inter = enc.apply(params, x, capture_intermediates=True, mutable=['intermediates'])
+  blocks = [np.asarray(inter['intermediates'][f'block_{i}']['__call__'][0], np.float64)
+            for i in range(3)]
+  norm = lambda h: (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6)
+  got = np.asarray(enc.apply(params, x, top_layers=2))
+  np.testing.assert_allclose(got, (norm(blocks[1]) + norm(blocks[2])) / 2, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(enc.apply(params, x, top_layers=1)), np.asarray(final))
+  assert not np.allclose(got, np.asarray(final), atol=1e-3)
+
+
+def test_top_layers_targets_train_and_differ_from_the_final_norm():
+  """configs/ijepa.py at :tiny, two blocks: with `loss.target_layers=2` one
+  step regresses other targets (another loss) from the same state."""
+  from conftest import load  # noqa: PLC0415
+  from jepa_jax import data as data_lib  # noqa: PLC0415
+  losses_by_k = {}
+  for k in (1, 2):
+    cfg = load('ijepa', 'tiny')
+    cfg.model.depth, cfg.loss.target_layers, cfg.train.warmup_epochs = 2, k, 0
+    ds = data_lib.load_dataset(cfg)
+    setup = step_lib.make_setup(cfg, ds)
+    state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
+    _, metrics = jax.jit(step_lib.make_train_step(setup))(
+        state, jnp.asarray(ds.train_images[:16]), jnp.arange(16, dtype=jnp.int32))
+    losses_by_k[k] = float(metrics['invariance'])
+  assert all(np.isfinite(v) and v > 0 for v in losses_by_k.values())
+  assert losses_by_k[1] != pytest.approx(losses_by_k[2], rel=1e-3)

@@ -203,10 +203,9 @@ def _loss_and_train(c) -> None:
   c.loss.relational_loss = ml_collections.ConfigDict()
   c.loss.relational_loss.weight = 0.05
   c.loss.relational_loss.context_self_weight = 0.025
-  # LeJEPA-style global terms (Balestriero & LeCun 2025): the MSE of the
-  # context encoder's mean token (the masked view) to the target encoder's
-  # mean token of the whole image (0: off), and SIGReg on 'tokens' (every
-  # context token, the reference) or 'pooled' (one mean token per image).
+  # LeJEPA-style global terms (Balestriero & LeCun 2025): the MSE of the context
+  # encoder's mean token (the masked view) to the target encoder's mean token of
+  # the whole image (0: off); SIGReg on 'tokens' (every context token) or 'pooled'.
   c.loss.global_weight = 0.0
   # The same pair under InfoNCE over the batch (0: off; instance
   # discrimination, SimCLR / MoCo v3) at the learnable temperature.
@@ -224,9 +223,9 @@ def _loss_and_train(c) -> None:
   c.loss.capi_student_temperature = 0.12
   c.loss.capi_target_temperature = 0.06
   c.loss.capi_clustering_temperature = 0.12
-  # MAE's target (0: off; He et al. 2022): the target patches' pixels.
-  c.loss.pixel_weight = 0.0
+  c.loss.pixel_weight = 0.0             # MAE's target (0: off; He et al. 2022): the pixels
   c.loss.sigreg_input = 'tokens'
+  c.loss.target_layers = 1              # > 1: data2vec's mean of the top K blocks as targets
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
   c.loss.entropy_temperature = 1.0      # T of its soft assignments softmax(-d / T)
 
@@ -344,6 +343,7 @@ ADDED = (
     'vq.update_source', 'loss.capi_weight', 'loss.capi_clusters',
     'loss.capi_student_temperature', 'loss.capi_target_temperature',
     'loss.capi_clustering_temperature', 'loss.pixel_weight', 'vq.placement',
+    'loss.target_layers',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

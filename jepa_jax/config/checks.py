@@ -147,6 +147,9 @@ def _loss_and_schedule(cfg, check) -> None:
   check.positive_int('loss.capi_clusters')
   check('loss.sigreg_input', cfg.loss.sigreg_input in ('tokens', 'pooled'),
         "must be 'tokens' or 'pooled'")
+  check.integer('loss.target_layers', 1, 'must be an integer >= 1 (1: the final norm)')
+  check('loss.target_layers', cfg.loss.target_layers <= cfg.model.depth,
+        f'must be <= model.depth ({cfg.model.depth}): the blocks it averages')
   check('train.learning_rate', check.number('train.learning_rate') > 0, 'must be > 0')
   check('train.grad_clip_norm', check.number('train.grad_clip_norm') > 0, 'must be > 0')
   check('train.warmup_epochs', check.number('train.warmup_epochs') >= 0, 'must be >= 0')

@@ -16,8 +16,7 @@ padding's values never matter) and a strided convolution over the cell
 embeddings makes the patch tokens. A token is valid if any of its cells is a
 real grid cell (`token_validity`). Given token validity flags, encoder and
 predictor attention ignore invalid keys, so the outputs at valid tokens do
-not depend on padding at all. Without flags (pixel images) every token is
-valid and attention is unmasked, exactly as before.
+not depend on padding at all; without flags (pixel images) none is masked.
 
 Computation dtype (`model.dtype`, see `compute_dtype`). Every module takes a
 flax `dtype`: the dtype its activations are computed in. Parameters are
@@ -239,7 +238,8 @@ class ViTEncoder(nn.Module):
   E[id] (E has num_colours + 1 rows, the last for padding) then the strided
   convolution over the (B, H, W, colour_dim) cell embeddings.
   `dtype`: the blocks' computation dtype; the output is float32 (the final
-  LayerNorm runs in float32). With `with_head=True` (needs
+  LayerNorm runs in float32). `top_layers` K > 1: `top_layers_mean` of the
+  last K blocks instead (`loss.target_layers`). With `with_head=True` (needs
   `head_prototypes` > 0): (tokens, `ProjectionHead` of their mean over the
   valid tokens).
   """
@@ -257,7 +257,8 @@ class ViTEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, images, token_idx: Optional[jax.Array] = None,
-               token_valid: Optional[jax.Array] = None, with_head: bool = False):
+               token_valid: Optional[jax.Array] = None, with_head: bool = False,
+               top_layers: int = 1):
     b, h, w, _ = images.shape
     p = self.patch_size
     if self.patch_embed == 'colour':
@@ -274,15 +275,27 @@ class ViTEncoder(nn.Module):
     if token_idx is not None:
       x = gather_tokens(x, token_idx)
     mask = key_mask(token_valid)
+    outputs = []
     for i in range(self.depth):
       x = Block(self.num_heads, self.mlp_ratio, self.attention, self.dtype,
                 name=f'block_{i}')(x, mask)
+      outputs.append(x)
     x = nn.LayerNorm(dtype=jnp.float32, name='norm')(x)
+    if top_layers > 1:                      # the final norm's parameters stay in the tree
+      x = top_layers_mean(outputs[-top_layers:])
     if not with_head:
       return x
     head = ProjectionHead(4 * self.embed_dim, self.embed_dim, self.head_prototypes,
                           name='head')
     return x, head(pool_tokens(x, token_valid, 1))
+
+
+def top_layers_mean(outputs) -> jax.Array:
+  """data2vec's target (Baevski et al. 2022, section 3.3): the top K blocks'
+  outputs h_k (B, N, D), each normalised without parameters, averaged in
+  float32: (1/K) sum_k (h_k - mean_D h_k) / sqrt(var_D h_k + 1e-6)."""
+  return sum((h - h.mean(-1, keepdims=True)) * jax.lax.rsqrt(h.var(-1, keepdims=True) + 1e-6)
+             for h in (o.astype(jnp.float32) for o in outputs)) / len(outputs)
 
 
 class ProjectionHead(nn.Module):
@@ -363,9 +376,8 @@ def make_encoder(m, head_prototypes: int = 0) -> ViTEncoder:
   """The encoder of `m`, a config's `model` group (with a projection head of
   `head_prototypes` prototypes when > 0: the training objective's)."""
   return ViTEncoder(patch_size=m.patch_size, embed_dim=m.embed_dim, depth=m.depth,
-                    num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
-                    patch_embed=m.patch_embed, num_colours=m.num_colours,
-                    colour_dim=m.colour_dim, attention=m.attention,
+                    num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, patch_embed=m.patch_embed,
+                    num_colours=m.num_colours, colour_dim=m.colour_dim, attention=m.attention,
                     dtype=compute_dtype(m.dtype), head_prototypes=head_prototypes)
 
 

@@ -72,6 +72,7 @@ class LossSpec:
   capi_temperatures: Tuple[float, float, float] = (0.12, 0.06, 0.12)  # student, target, clustering
   pixel: float = 0.0                  # 'pixel': MAE's target, the target patches' pixels
   sigreg_input: str = 'tokens'        # SIGReg on the context tokens or their image means
+  target_layers: int = 1              # targets: the final norm's tokens, or data2vec's top K
 
   @classmethod
   def from_config(cls, lc) -> 'LossSpec':
@@ -90,7 +91,8 @@ class LossSpec:
                capi=lc.capi_weight, pixel=lc.pixel_weight,
                capi_clusters=lc.capi_clusters if lc.capi_weight else 0,
                capi_temperatures=(lc.capi_student_temperature, lc.capi_target_temperature,
-                                  lc.capi_clustering_temperature), sigreg_input=lc.sigreg_input)
+                                  lc.capi_clustering_temperature), sigreg_input=lc.sigreg_input,
+               target_layers=lc.target_layers)
 
   @property
   def weights(self) -> Dict[str, float]:
@@ -121,8 +123,9 @@ def _w(weights):
 
 def _views(setup, params, target_params, images, sample_ids, mask_key):
   """Masks, the context encoder's tokens z (b, K, D), the target encoder's
-  tokens of the whole image t_full (b, N, D, no gradient) and their target
-  blocks tgt (b, M, T, D); with the validity flags of padded data (else None).
+  tokens of the whole image t_full (b, N, D, no gradient; with
+  `LossSpec.target_layers` K > 1 data2vec's mean of its top K blocks,
+  `model.vit.top_layers_mean`) and their target blocks tgt (b, M, T, D); with the validity flags of padded data (else None).
   With `setup.context_augment` the context encoder sees `masking.context_view`'s
   images (keys: the mask key folded with a tag), the target the originals,
   or with `setup.target_augment` its own draw of the same augmentation.
@@ -142,8 +145,9 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
                           with_head=heads)                       # (b, K, D)
   tgt_images = masking.context_view(
       setup.target_augment, jax.random.fold_in(mask_key, masking.TARGET_TAG), sample_ids, images)
-  t_full = jax.lax.stop_gradient(
-      setup.encoder.apply(target_params, tgt_images, None, valid, with_head=heads))
+  t_full = jax.lax.stop_gradient(setup.encoder.apply(
+      target_params, tgt_images, None, valid, with_head=heads,
+      top_layers=setup.loss.target_layers))
   (z, z_head), (t_full, t_head) = (z, t_full) if heads else ((z, None), (t_full, None))
   b, m, t = tgt_idx.shape
   tgt = model_lib.gather_tokens(t_full, tgt_idx.reshape(b, m * t))    # t_full (b, N, D)
