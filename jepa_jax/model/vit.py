@@ -291,9 +291,9 @@ class ViTEncoder(nn.Module):
 
 
 def top_layers_mean(outputs) -> jax.Array:
-  """data2vec's target (Baevski et al. 2022, section 3.3): the top K blocks'
-  outputs h_k (B, N, D), each normalised without parameters, averaged in
-  float32: (1/K) sum_k (h_k - mean_D h_k) / sqrt(var_D h_k + 1e-6)."""
+  """data2vec's target (Baevski et al. 2022, 'Training targets'): the top K
+  blocks' outputs h_k (B, N, D), each normalised without parameters, averaged
+  in float32: (1/K) sum_k (h_k - mean_D h_k) / sqrt(var_D h_k + 1e-6)."""
   return sum((h - h.mean(-1, keepdims=True)) * jax.lax.rsqrt(h.var(-1, keepdims=True) + 1e-6)
              for h in (o.astype(jnp.float32) for o in outputs)) / len(outputs)
 

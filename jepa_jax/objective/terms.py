@@ -125,7 +125,8 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
   """Masks, the context encoder's tokens z (b, K, D), the target encoder's
   tokens of the whole image t_full (b, N, D, no gradient; with
   `LossSpec.target_layers` K > 1 data2vec's mean of its top K blocks,
-  `model.vit.top_layers_mean`) and their target blocks tgt (b, M, T, D); with the validity flags of padded data (else None).
+  `model.vit.top_layers_mean`) and their target blocks tgt (b, M, T, D);
+  with the validity flags of padded data (else None).
   With `setup.context_augment` the context encoder sees `masking.context_view`'s
   images (keys: the mask key folded with a tag), the target the originals,
   or with `setup.target_augment` its own draw of the same augmentation.

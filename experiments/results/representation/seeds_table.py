@@ -23,8 +23,9 @@ the `ijepa` runs, `supervised_w128_6ep` for 6 epochs at width 128.
 `--against BASE` compares two recipes instead (a screen's runs that have
 no `shapes_baselines` probes): the in-run trajectories of RUN and BASE at
 the same seeds, one row per probe point they share (and one for their
-ends when those differ), target and context encoders; each cell RUN vs BASE, the paired difference
-RUN - BASE with its interval and worst seed.
+ends when those differ), target and context encoders; each cell RUN vs
+BASE, then the paired difference RUN - BASE with its interval and worst
+seed.
 """
 from __future__ import annotations
 
