@@ -39,6 +39,8 @@ def _one_line(out):
      'error: flag --config.train.num_epochs=abc: invalid literal'),
     (('--config=configs/gentle.py:tiny', '--config.seed=-1'),
      'config error: config.seed=-1: must be an integer in [0, 2**62]'),
+    (('--config=configs/lejepa_views.py:tiny', '--config.loss.views=1'),
+     'config error: config.loss.views=1: must be 0 (off) or >= 2'),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(args, expected, tmp_path):
   workdir = tmp_path / 'run'

@@ -173,7 +173,8 @@ def test_ijepa_vq_whole_is_the_logged_context_whole_runs_config_and_ijepa_its_ba
     with open(os.path.join(logs, f'seed_{seed}', 'config.json')) as f:
       logged = _leaves(json.load(f))
     # Keys added since the runs: read as a run written before them reads them.
-    logged = {**{k: v for k, v in config_base.added_keys().items() if k in study}, **logged}
+    logged = {**json.loads(json.dumps(    # tuples -> lists, as in the logged file
+        {k: v for k, v in config_base.added_keys().items() if k in study})), **logged}
     assert {**logged, 'variant': 'ijepa_vq_whole'} == {**study, 'seed': seed}, seed
   assert report_health._matchable(load('ijepa_vq_whole').to_dict()) == report_health._matchable(
       load('ijepa', None).to_dict())

@@ -20,7 +20,8 @@ LAYERS = (
         'run', 'run.files', 'train', 'train.interrupts', 'vq'}),
     ('maths: pure functions of arrays, models, the optimizer', {
         'eval.metrics', 'eval.probes', 'model.masking', 'model.vit',
-        'objective.losses', 'objective.prototypes', 'vq.anticollapse', 'vq.codebook',
+        'objective.losses', 'objective.multiview', 'objective.prototypes', 'vq.anticollapse',
+        'vq.codebook',
         'vq.health', 'vq.assignment'}),
     ('data sources', {
         'data', 'data.arc', 'data.arrayrecord', 'data.batches', 'data.dataset',

@@ -83,20 +83,15 @@ def _data_and_model(c) -> None:
   c.data.shapes_max_distractors = 4           # smaller objects, 0..this per image
   c.data.shapes_distractor_scale_range = (0.07, 0.11)  # their radius / image side
   c.data.shapes_backgrounds = ('flat', 'gradient', 'stripes', 'checker', 'noise')
+  # The encoders' views (pixel data only; masking.context_view): the context
+  # encoder's '' (the image, as I-JEPA), 'colour' (colours jittered per image),
+  # 'crop' (a random resized crop, mirrored; pooled terms only) or 'colour+crop';
+  # the target encoder's '' or 'colour' (a draw of its own, as BYOL / DINO).
+  c.data.context_augment = ''
+  c.data.target_augment = ''
   # Input pipeline: 'memory' (batches cut from in-memory arrays) or 'grain'
   # (the same batches through Grain; `folder` then decodes lazily). grain:
   # reader threads, and worker processes decoding (0: none).
-  # The context encoder's view: '' (the image, as I-JEPA), 'colour' (its
-  # colours jittered per image: channel order, gain, offset, grey;
-  # masking.colour_jitter), 'crop' (a random resized crop, mirrored at
-  # random: masking.crop_flip; pooled terms only) or 'colour+crop'; the
-  # target encoder sees the image. Pixel data only.
-  c.data.context_augment = ''
-  # The target encoder's view: '' (the image) or 'colour' (its colours
-  # jittered as the context's 'colour', with a draw of its own: the
-  # prediction must then do without the colours, BYOL's and DINO's two
-  # independently distorted views). Pixel data only.
-  c.data.target_augment = ''
   c.data.pipeline = 'memory'
   c.data.read_threads = 4
   c.data.workers = 0
@@ -126,7 +121,6 @@ def _data_and_model(c) -> None:
   c.masking.target_block_size = (2, 2)
   c.masking.context_block_size = (3, 3)
   c.masking.num_context_tokens = 8
-
 
 
 def _vq(c) -> None:
@@ -226,6 +220,12 @@ def _loss_and_train(c) -> None:
   c.loss.pixel_weight = 0.0             # MAE's target (0: off; He et al. 2022): the pixels
   c.loss.sigreg_input = 'tokens'
   c.loss.target_layers = 1              # > 1: data2vec's mean of the top K blocks as targets
+  # LeJEPA's own objective (0: off; objective/multiview.py): V views of each image
+  # under data.context_augment, one encoder, a projector of these widths, and
+  # (1 - lambda) x the views' spread + lambda x SIGReg; replaces the terms above.
+  c.loss.views = 0
+  c.loss.views_lambda = 0.02
+  c.loss.views_projector = (256, 256, 16)
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
   c.loss.entropy_temperature = 1.0      # T of its soft assignments softmax(-d / T)
 
@@ -343,7 +343,7 @@ ADDED = (
     'vq.update_source', 'loss.capi_weight', 'loss.capi_clusters',
     'loss.capi_student_temperature', 'loss.capi_target_temperature',
     'loss.capi_clustering_temperature', 'loss.pixel_weight', 'vq.placement',
-    'loss.target_layers',
+    'loss.target_layers', 'loss.views', 'loss.views_lambda', 'loss.views_projector',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

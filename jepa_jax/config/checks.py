@@ -28,7 +28,7 @@ def validate(cfg) -> None:
   """Raises ConfigError naming the first bad key; returns None if cfg is sane."""
   check = config_keys.KeyChecks(cfg)
   for section in (_complete, _data, _model, vq_spec.check_codebook_keys,
-                  vq_spec.check_quantizer_keys, _loss_and_schedule, _parallel, _monitor,
+                  vq_spec.check_quantizer_keys, _loss_and_schedule, _views, _parallel, _monitor,
                   _init_and_checkpoints, _seeds_and_ranges, _masking):
     section(cfg, check)
 
@@ -155,6 +155,34 @@ def _loss_and_schedule(cfg, check) -> None:
   check('train.warmup_epochs', check.number('train.warmup_epochs') >= 0, 'must be >= 0')
   for key in ('train.ema_momentum_start', 'train.ema_momentum_end'):
     check(key, 0.0 <= check.number(key) <= 1.0, 'must be in [0, 1]')
+
+
+# The terms LeJEPA's objective replaces (`loss.views`): each must be 0 beside it.
+MASKED_TERMS = ('loss.infonce_weight', 'loss.sigreg_weight', 'loss.invariance_weight',
+                'loss.relational_loss.weight', 'loss.relational_loss.context_self_weight',
+                'loss.global_weight', 'loss.global_infonce_weight', 'loss.global_dino_weight',
+                'loss.capi_weight', 'loss.pixel_weight')
+
+
+def _views(cfg, check) -> None:
+  """LeJEPA's objective (`loss.views`, objective/multiview.py)."""
+  lc = cfg.loss
+  check.integer('loss.views', 0, 'must be an integer >= 0 (0: off)')
+  check('loss.views', lc.views != 1, 'must be 0 (off) or >= 2: one view has nothing to agree with')
+  if not lc.views:
+    return
+  check('loss.views_lambda', 0.0 < check.number('loss.views_lambda') < 1.0, 'must be in (0, 1)')
+  sizes = lc.views_projector
+  check('loss.views_projector', isinstance(sizes, (tuple, list)) and len(sizes) >= 1 and all(
+      isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes),
+        'must be a non-empty tuple of positive integers (the layer widths)')
+  check('data.context_augment', bool(cfg.data.context_augment),
+        "must not be '' with loss.views: identical views teach nothing")
+  check('vq.enabled', not cfg.vq.enabled,
+        'must be False with loss.views (LeJEPA\'s views have no masked context to quantize)')
+  for key in MASKED_TERMS:
+    check(key, config_keys.get(cfg, key) == 0,
+          "must be 0 with loss.views (LeJEPA's objective replaces it)")
 
 
 def _parallel(cfg, check) -> None:

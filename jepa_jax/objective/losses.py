@@ -13,6 +13,8 @@ Contents (formula and source in each docstring):
   `sigreg_directions`,
   `sigreg_loss`       - LeJEPA's sliced Epps-Pulley regulariser (SIGReg).
 * `invariance_loss`   - VICReg's invariance (MSE) term.
+* `views_prediction_loss`,
+  `views_sigreg_loss` - LeJEPA's own terms on V views of each image.
 * `relational_loss`   - relational (pairwise cosine-similarity) matching.
 * `pixel_loss`        - MAE's regression of normalised target-patch pixels.
 * `commitment_loss`,
@@ -235,6 +237,37 @@ def invariance_loss(pred, target, weights=None):
   if weights is None:
     return jnp.mean(sq)
   return _weighted_mean(jnp.mean(sq, axis=-1), weights)
+
+
+def views_prediction_loss(proj):
+  """LeJEPA's prediction term: every view's embedding regressed onto the mean
+  embedding of its image's views, the gradient passing through both.
+
+      c_bd = (1/V) sum_v z_vbd
+      loss = (1/(V B d)) sum_{v,b,d} (c_bd - z_vbd)^2
+
+  proj: (V, B, d), the V views' projected embeddings of B images. Every view
+  counts as a 'global' one (the centre averages all V), as in the authors'
+  minimal example; the paper's local views would be regressed without
+  entering the centre. Source: Balestriero & LeCun 2025, "LeJEPA"
+  (arXiv:2511.08544), Sec. 5 (the prediction loss), and rbalestr-lab/lejepa
+  MINIMAL.md.
+  """
+  z = _f32(proj)
+  return jnp.mean(jnp.square(jnp.mean(z, axis=0, keepdims=True) - z))
+
+
+def views_sigreg_loss(proj, rng, num_slices=256, num_points=17, t_max=3.0):
+  """SIGReg of each view's embeddings over the batch, averaged over views:
+
+      (1/V) sum_v SIGReg(proj_v)        (proj (V, B, d); `sigreg_loss`)
+
+  with the same slice directions for every view (one key), as LeJEPA
+  regularises each view's batch of embeddings (same sources as
+  `views_prediction_loss`).
+  """
+  return jnp.mean(jax.vmap(lambda x: sigreg_loss(x, rng, num_slices, num_points, t_max))(
+      _f32(proj)))
 
 
 def pixel_loss(pred, patches, weights=None, eps=1e-6):

@@ -44,6 +44,7 @@ import optax
 from jepa_jax.model import masking
 from jepa_jax.model import vit as model_lib
 from jepa_jax.objective import losses
+from jepa_jax.objective import multiview
 from jepa_jax.objective import prototypes
 from jepa_jax.vq import quantizer as quantizer_lib
 
@@ -73,6 +74,9 @@ class LossSpec:
   pixel: float = 0.0                  # 'pixel': MAE's target, the target patches' pixels
   sigreg_input: str = 'tokens'        # SIGReg on the context tokens or their image means
   target_layers: int = 1              # targets: the final norm's tokens, or data2vec's top K
+  views: int = 0                      # > 0: LeJEPA's objective on that many views (`multiview`)
+  views_lambda: float = 0.02          # its SIGReg weight lambda (prediction: 1 - lambda)
+  views_projector: Tuple[int, ...] = ()   # its projector's layer widths
 
   @classmethod
   def from_config(cls, lc) -> 'LossSpec':
@@ -92,10 +96,13 @@ class LossSpec:
                capi_clusters=lc.capi_clusters if lc.capi_weight else 0,
                capi_temperatures=(lc.capi_student_temperature, lc.capi_target_temperature,
                                   lc.capi_clustering_temperature), sigreg_input=lc.sigreg_input,
-               target_layers=lc.target_layers)
+               target_layers=lc.target_layers, views=lc.views, views_lambda=lc.views_lambda,
+               views_projector=tuple(lc.views_projector) if lc.views else ())
 
   @property
   def weights(self) -> Dict[str, float]:
+    if self.views:
+      return {'views_pred': 1.0 - self.views_lambda, 'views_sigreg': self.views_lambda}
     return {'infonce': self.infonce, 'sigreg': self.sigreg, 'invariance': self.invariance,
             'relational': self.relational, 'relational_context': self.relational_context,
             **({'global': self.global_} if self.global_ else {}),
@@ -261,6 +268,7 @@ def make_loss_fn(setup, axis_name=None, snap=True):
   subset. The w are `LossSpec.weights`, β and w_ent the quantizer's
   `Spec.loss_weights`. With `vq.placement='beside'` the predictor sees z and
   no VQ term is added (a read-out codebook, learned by its EMA alone).
+  With `LossSpec.views` > 0 the loss is LeJEPA's objective alone (`multiview`).
 
   snap=False (a diagnostic, never used in training): the predictor sees
   decode(u), the tokens' image in the quantizer space without the snap to
@@ -281,6 +289,8 @@ def make_loss_fn(setup, axis_name=None, snap=True):
   def loss_fn(trainables, state, images, sample_ids, keys):
     params = {k: jax.lax.stop_gradient(v) if k in setup.frozen else v
               for k, v in trainables['params'].items()}
+    if setup.loss.views:         # LeJEPA's objective alone (no VQ: config checks)
+      return multiview.loss_and_aux(setup, params, images, sample_ids, keys, gather)
     v = _views(setup, params, state['target_params'], images, sample_ids, keys[0])
     pred_in, codes, vq_aux = _quantize_context(setup, trainables, state, v, snap)
     pred = setup.predictor.apply(params['predictor'], pred_in, v['ctx_idx'],

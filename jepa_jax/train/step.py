@@ -65,6 +65,7 @@ from jepa_jax import data as data_lib
 from jepa_jax.config import checks as config_checks
 from jepa_jax.errors import ConfigError
 from jepa_jax.model import vit as model_lib
+from jepa_jax.objective import multiview
 from jepa_jax.objective import prototypes
 from jepa_jax.objective import terms as objective
 from jepa_jax.vq import codebook as vq_lib
@@ -73,7 +74,8 @@ from jepa_jax.vq import quantizer as quantizer_lib
 # Loss components logged per epoch as train_<name>_mean / val_<name>_mean.
 LOSS_COMPONENTS = ('loss', 'infonce', 'sigreg', 'invariance', 'relational',
                    'relational_context', 'global', 'global_infonce', 'global_dino',
-                   'capi', 'capi_clustering', 'pixel', 'commitment', 'codebook', 'entropy')
+                   'capi', 'capi_clustering', 'pixel', 'views_pred', 'views_sigreg',
+                   'commitment', 'codebook', 'entropy')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +214,9 @@ def _init_fn(setup: Setup, image_shape):
           'kernel': nn.initializers.xavier_uniform()(jax.random.fold_in(k_pred, 2),
                                                      (e.embed_dim, out)),
           'bias': jnp.zeros((out,), jnp.float32)}
+    if setup.loss.views:       # LeJEPA's projector on the mean token
+      params['projector'] = multiview.init_projector(
+          jax.random.fold_in(k_pred, 3), setup.encoder.embed_dim, setup.loss.views_projector)
     if setup.loss.capi:
       params['capi'] = prototypes.init_capi(jax.random.fold_in(k_pred, 1),
                                             setup.encoder.embed_dim, setup.loss.capi_clusters)
