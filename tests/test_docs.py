@@ -4,7 +4,8 @@ README.md, docs/*.md and the study READMEs under experiments/results/: every
 relative link points to an existing file and, with `#anchor`, to a heading
 that exists there (GitHub's anchor rules). README.md and docs/*.md: no commit
 hashes, issue numbers, load averages or paths outside the clone; the README
-stays at most 250 lines and carries the test command CI runs.
+stays at most 250 lines and carries the test command CI runs. Every text
+file under experiments/results/: no path of a developer's machine.
 """
 import pathlib
 import re
@@ -105,6 +106,27 @@ def test_every_docs_page_is_in_the_index():
   assert pages <= linked
 
 
+# A path on a developer's machine (the checkout's or the runs' parent, a home
+# folder): committed logs name run folders relative to the clone (runs/...).
+_MACHINE_PATH = re.compile(r'(?<![\w.~])/(?:work|root|home/[^/\s"]+|Users/[^/\s"]+)/')
+RESULT_SUFFIXES = ('.md', '.json', '.jsonl', '.py', '.txt', '.csv', '.yaml')
+
+
+def machine_paths(path) -> list:
+  """'line N: ...' for each line of `path` that names a machine path."""
+  return [f'line {i}: {m.group(0)}' for i, line in enumerate(
+      path.read_text(encoding='utf-8', errors='replace').splitlines(), 1)
+          for m in [_MACHINE_PATH.search(line)] if m]
+
+
+def test_committed_results_name_no_machine_paths():
+  """Every text file under experiments/results/ (logs, reports, study code)
+  names run folders relative to the clone, never a developer's machine."""
+  found = {_rel(p): machine_paths(p)[:3] for p in sorted((ROOT / 'experiments' / 'results').rglob('*'))
+           if p.suffix in RESULT_SUFFIXES and p.is_file()}
+  assert {k: v for k, v in found.items() if v} == {}
+
+
 def test_the_checks_catch_what_they_look_for(tmp_path):
   (tmp_path / 'b.md').write_text('# Real heading\n\n```\n# not a heading\n```\n')
   page = tmp_path / 'a.md'
@@ -119,3 +141,8 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
   assert github_anchor('What is left, and why the < 5% target is not met') == \
       'what-is-left-and-why-the--5-target-is-not-met'
   assert github_anchor('`summary.json`') == 'summaryjson'
+  logged = tmp_path / 'log.jsonl'
+  logged.write_text('{"workdir": "runs/s2/a"}\n{"workdir": "/work/runs/s2/a"}\n'
+                    'cd /root/x; see ~/notes and /tmp/run and a/work/b\n'
+                    '"path": "/home/ana/runs"\n')
+  assert machine_paths(logged) == ['line 2: /work/', 'line 3: /root/', 'line 4: /home/ana/']
