@@ -13,6 +13,8 @@ itself (EMA momentum 0: its copy is refreshed every step) behind a
 stop-gradient, where LeJEPA passes the gradient through both views — the
 deviation this trainer's two-encoder design imposes. The token predictor is
 trained by nothing and unused. Learning rate as base.py, ending at 1e-6.
+This mapping ends below its random init on `:shapes` (seed 0); LeJEPA as its authors
+run it (augmented views, a projector, no target encoder) is `lejepa_views.py`.
 """
 from configs import base
 
