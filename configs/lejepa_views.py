@@ -24,24 +24,18 @@ trainer (the masked context as the view, the whole image as the target);
 this file is the method as published.
 """
 from configs import base
+from configs import lejepa
 
 
 def build():
-  c = base.build()
+  c = lejepa.build()      # no VQ, token terms off, no EMA, final LR 1e-6, 30 epochs
   c.variant = 'lejepa_views'
-  c.vq.enabled = False
-  c.loss.infonce_weight = 0.0
-  c.loss.sigreg_weight = 0.0
-  c.loss.invariance_weight = 0.0
-  c.loss.relational_loss.weight = 0.0
-  c.loss.relational_loss.context_self_weight = 0.0
+  # lejepa.py's masked-context pair off: the views' own terms replace it.
+  c.loss.global_weight, c.loss.sigreg_weight, c.loss.sigreg_input = 0.0, 0.0, 'tokens'
   c.loss.views = 4
   c.loss.views_lambda = 0.02
   c.loss.views_projector = (256, 256, 16)
   c.data.context_augment = 'colour+crop'
-  c.train.ema_momentum_start, c.train.ema_momentum_end = 0.0, 0.0
-  c.train.min_learning_rate = 1e-6
-  c.train.num_epochs = 30
   return c
 
 
