@@ -135,3 +135,28 @@ def test_bad_views_settings_are_refused_naming_the_key(overrides, key):
   with pytest.raises(config_lib.ConfigError) as err:
     config_lib.validate(cfg)
   assert err.value.key == key and '\n' not in str(err.value)
+
+
+def test_two_replicas_see_the_global_batch_as_one_device_does():
+  """Split over two replicas (`jax.vmap` with an axis name stands in for the
+  devices: the same all_gather), each replica's loss is the one-device loss
+  of the whole batch, the projector's batch norm included, and the mean of
+  their gradients is the one-device gradient."""
+  _, ds, setup, state = _tiny_setup()
+  images = jnp.asarray(ds.train_images[:8])
+  ids = jnp.arange(8, dtype=jnp.int32)
+  keys = jax.random.split(jax.random.PRNGKey(5), 3)
+  trainables = step_lib.trainables_of(setup, state)
+  one = objective.make_loss_fn(setup)
+  two = objective.make_loss_fn(setup, axis_name='data')
+
+  def replica(x, i):
+    (total, _), g = jax.value_and_grad(two, has_aux=True)(trainables, state, x, i, keys)
+    return total, jax.lax.pmean(g, 'data')
+
+  totals, grads = jax.vmap(replica, axis_name='data')(images.reshape((2, 4) + images.shape[1:]),
+                                                      ids.reshape(2, 4))
+  (want, _), want_g = jax.value_and_grad(one, has_aux=True)(trainables, state, images, ids, keys)
+  np.testing.assert_allclose(np.asarray(totals), [float(want)] * 2, rtol=1e-5)
+  for got, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(want_g)):
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(ref), rtol=1e-3, atol=1e-6)
