@@ -101,7 +101,7 @@ def test_gradient_reaches_the_encoder_and_projector_not_the_predictor_and_a_step
   images = jnp.asarray(ds.train_images[:16])
   ids = jnp.arange(16, dtype=jnp.int32)
   keys = jax.random.split(jax.random.PRNGKey(1), 3)
-  grads = jax.grad(lambda t: objective.make_loss_fn(setup)(t, state, images, ids, keys)[0])(
+  grads = jax.jit(jax.grad(lambda t: objective.make_loss_fn(setup)(t, state, images, ids, keys)[0]))(
       step_lib.trainables_of(setup, state))['params']
   largest = lambda tree: max(float(jnp.abs(g).max()) for g in jax.tree.leaves(tree))
   assert largest(grads['encoder']) > 0 and largest(grads['projector']) > 0
@@ -154,9 +154,10 @@ def test_two_replicas_see_the_global_batch_as_one_device_does():
     (total, _), g = jax.value_and_grad(two, has_aux=True)(trainables, state, x, i, keys)
     return total, jax.lax.pmean(g, 'data')
 
-  totals, grads = jax.vmap(replica, axis_name='data')(images.reshape((2, 4) + images.shape[1:]),
-                                                      ids.reshape(2, 4))
-  (want, _), want_g = jax.value_and_grad(one, has_aux=True)(trainables, state, images, ids, keys)
+  totals, grads = jax.jit(jax.vmap(replica, axis_name='data'))(
+      images.reshape((2, 4) + images.shape[1:]), ids.reshape(2, 4))
+  (want, _), want_g = jax.jit(jax.value_and_grad(one, has_aux=True))(
+      trainables, state, images, ids, keys)
   np.testing.assert_allclose(np.asarray(totals), [float(want)] * 2, rtol=1e-5)
   for got, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(want_g)):
     np.testing.assert_allclose(np.asarray(got[0]), np.asarray(ref), rtol=1e-3, atol=1e-6)
