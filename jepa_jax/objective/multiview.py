@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jepa_jax.model import masking
+from jepa_jax.model import vit as model_lib
 from jepa_jax.objective import losses
 
 BN_EPS = 1e-5
@@ -86,7 +87,7 @@ def loss_terms(setup, params, images, sample_ids, keys, gather) -> Dict[str, jax
   lc, b = setup.loss, images.shape[0]
   views = view_images(setup.context_augment, keys[0], sample_ids, images, lc.views)
   tokens = setup.encoder.apply(params['encoder'], views, None, None)     # (V b, N, D)
-  emb = jnp.mean(tokens.astype(jnp.float32), axis=1).reshape(lc.views, b, -1)
+  emb = model_lib.pool_tokens(tokens.astype(jnp.float32), None, 1).reshape(lc.views, b, -1)
   emb_g = jnp.swapaxes(gather(jnp.swapaxes(emb, 0, 1)), 0, 1)             # (V, B, D)
   v, n, d = emb_g.shape
   proj = project(params['projector'], emb_g.reshape(v * n, d)).reshape(v, n, -1)
