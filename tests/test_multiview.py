@@ -63,9 +63,11 @@ def test_projector_matches_a_numpy_re_derivation_and_normalises_over_the_batch()
   np.testing.assert_allclose(shifted, got, rtol=1e-3, atol=1e-3)
 
 
-def _tiny_setup(**loss):
+def _tiny_setup(crop_area=None, **loss):
   cfg = load('lejepa_views', 'tiny')
   cfg.train.warmup_epochs = 0
+  if crop_area is not None:
+    cfg.data.crop_area = crop_area
   for key, value in loss.items():
     setattr(cfg.loss, key, value)
   config_lib.validate(cfg)
@@ -74,15 +76,19 @@ def _tiny_setup(**loss):
   return cfg, ds, setup, step_lib.init_state(setup, ds.image_shape, cfg.seed)
 
 
-def test_loss_is_the_weighted_terms_on_the_encoders_views_computed_by_hand():
-  cfg, ds, setup, state = _tiny_setup()
+@pytest.mark.parametrize('crop_area', [None, (0.08, 0.2)])
+def test_loss_is_the_weighted_terms_on_the_encoders_views_computed_by_hand(crop_area):
+  cfg, ds, setup, state = _tiny_setup(crop_area)
   images = jnp.asarray(ds.train_images[:8])
   ids = jnp.arange(8, dtype=jnp.int32)
   keys = jax.random.split(jax.random.PRNGKey(9), 3)
   total, aux = objective.make_loss_fn(setup)(step_lib.trainables_of(setup, state), state,
                                              images, ids, keys)
-  views = multiview.view_images('colour+crop', keys[0], ids, images, 4)
+  views = multiview.view_images('colour+crop', keys[0], ids, images, 4, crop_area)
   assert views.shape == (32,) + images.shape[1:]
+  if crop_area is not None:   # data.crop_area reaches the views: not the default's crops
+    assert setup.crop_area == crop_area
+    assert not np.allclose(views, multiview.view_images('colour+crop', keys[0], ids, images, 4))
   v = np.asarray(views).reshape(4, 8, -1)
   assert all(not np.allclose(v[i], v[j]) for i in range(4) for j in range(i))  # 4 draws
   tokens = np.asarray(setup.encoder.apply(state['params']['encoder'], views), np.float64)

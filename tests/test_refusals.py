@@ -293,6 +293,17 @@ def test_a_crop_view_with_token_level_terms_is_refused_naming_them(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+def test_a_crop_area_without_a_crop_is_refused_naming_the_key(tmp_path):
+  """data.crop_area changes nothing unless the context view is cropped: one
+  line naming the key, exit 2, nothing written."""
+  out = _run('jepa_jax.main', '--config=configs/ijepa.py:tiny', f'--workdir={tmp_path / "w"}',
+             '--config.data.crop_area=(0.08,1.0)')
+  line = _one_line(out, 2)
+  assert line == ("config error: config.data.crop_area=(0.08, 1.0): "
+                  "has no effect without 'crop' in data.context_augment"), line
+  assert not (tmp_path / 'w').exists()
+
+
 def test_a_pixel_target_on_colour_ids_is_refused_naming_the_key(tmp_path):
   """ARC grids are colour ids, not pixels: MAE's target there is one line
   naming loss.pixel_weight, nothing written."""

@@ -474,6 +474,45 @@ def test_crop_flip_is_the_image_at_full_area_a_mirror_when_flipped_and_keyed(mon
   assert np.all(np.diff(row) > 0) and row[-1] - row[0] < 5   # a stretched part of the ramp
 
 
+def test_crop_area_sets_each_crops_share_of_the_image():
+  """On images whose two channels are the pixel's row and column, a crop's
+  values span h (1 - 1/H) rows and w (1 - 1/W) columns (bilinear sampling of
+  a ramp is exact), so each crop's share of the area can be read back."""
+  from jepa_jax.model import masking
+  hh = ww = 32
+  rows, cols = np.meshgrid(np.arange(hh), np.arange(ww), indexing='ij')
+  images = jnp.asarray(np.repeat(np.stack([rows, cols], -1)[None], 64, 0), jnp.float32)
+  ids, key = jnp.arange(64, dtype=jnp.int32), jax.random.PRNGKey(0)
+
+  def shares(area):
+    out = np.asarray(masking.crop_flip(key, ids, images, area))
+    span = out.max((1, 2)) - out.min((1, 2))                     # (64, 2)
+    return span[:, 0] * hh / (hh - 1) * span[:, 1] * ww / (ww - 1) / (hh * ww)
+
+  for a in (0.08, 0.3, 0.5):                 # no side reaches the border's cap
+    np.testing.assert_allclose(shares((a, a)), a, atol=0.005)
+  wide = shares((0.08, 1.0))
+  assert wide.min() < 0.2 and wide.max() > 0.8 and wide.min() >= 0.075
+  default = shares(None)
+  assert default.min() >= masking.CROP_AREA[0] - 0.005
+  np.testing.assert_array_equal(np.asarray(masking.crop_flip(key, ids, images)),
+                                np.asarray(masking.crop_flip(key, ids, images, masking.CROP_AREA)))
+
+
+def test_crop_area_is_checked_and_needs_a_crop():
+  from jepa_jax.model import masking
+  cfg = load('lejepa_views', 'tiny')
+  assert tuple(cfg.data.crop_area) == masking.CROP_AREA     # base.py's default is the constant's
+  for bad in ((0.0, 1.0), (0.5, 0.3), (0.3, 1.2), (0.3,), ('a', 1.0)):
+    with pytest.raises(config_lib.ConfigError) as err:
+      config_lib.validate(set_overrides(load('lejepa_views', 'tiny'), {'data.crop_area': bad}))
+    assert err.value.key == 'data.crop_area' and '0 < lo <= hi <= 1' in str(err.value)
+  with pytest.raises(config_lib.ConfigError, match="no effect without 'crop'") as err:
+    config_lib.validate(set_overrides(load('ijepa', 'tiny'), {'data.crop_area': (0.08, 1.0)}))
+  assert err.value.key == 'data.crop_area'
+  config_lib.validate(set_overrides(load('lejepa_views', 'tiny'), {'data.crop_area': (0.08, 1.0)}))
+
+
 def test_context_augment_changes_the_loss_only_through_the_context_view():
   cfg, ds, setup, state, images, ids = _setup_and_state('no_vq_gentle')
   aug = step_lib.make_setup(set_overrides(cfg, {'data.context_augment': 'colour'}), ds)

@@ -14,9 +14,6 @@ jepa_jax has them. Every config file of the repository's `configs/` defines
 (`from configs import gentle`); `configs/base.py` re-exports this module.
 The variant strings (`:tiny`, `:arc`, ...) are in `variants.py`.
 
-The default of every config key, from the one place it is written:
-jepa_jax/config/base.py (re-exported by the repository's configs/base.py).
-
 `base()` is that file's config, every key at its default. Code below the
 config files reads every key from the config it is given, never a default of
 its own; a config that lacks keys is completed here first:
@@ -85,10 +82,12 @@ def _data_and_model(c) -> None:
   c.data.shapes_backgrounds = ('flat', 'gradient', 'stripes', 'checker', 'noise')
   # The encoders' views (pixel data only; masking.context_view): the context
   # encoder's '' (the image, as I-JEPA), 'colour' (colours jittered per image),
-  # 'crop' (a random resized crop, mirrored; pooled terms only) or 'colour+crop';
-  # the target encoder's '' or 'colour' (a draw of its own, as BYOL / DINO).
+  # 'crop' (a random resized crop, mirrored; pooled terms only; its share of
+  # the area uniform in crop_area: SimCLR and LeJEPA's example take (0.08, 1))
+  # or 'colour+crop'; the target encoder's '' or 'colour' (a draw of its own).
   c.data.context_augment = ''
   c.data.target_augment = ''
+  c.data.crop_area = (0.3, 1.0)
   # Input pipeline: 'memory' (batches cut from in-memory arrays) or 'grain'
   # (the same batches through Grain; `folder` then decodes lazily). grain:
   # reader threads, and worker processes decoding (0: none).
@@ -344,6 +343,7 @@ ADDED = (
     'loss.capi_student_temperature', 'loss.capi_target_temperature',
     'loss.capi_clustering_temperature', 'loss.pixel_weight', 'vq.placement',
     'loss.target_layers', 'loss.views', 'loss.views_lambda', 'loss.views_projector',
+    'data.crop_area',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

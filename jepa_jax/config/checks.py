@@ -14,6 +14,7 @@ from jepa_jax import data
 from jepa_jax.config import base as config_defaults
 from jepa_jax.config import keys as config_keys
 from jepa_jax.errors import ConfigError
+from jepa_jax.model import masking
 from jepa_jax.model import vit as model
 from jepa_jax.vq import spec as vq_spec
 
@@ -67,6 +68,14 @@ def _data(cfg, check) -> None:
         "tokens off the predictions)")
   check('loss.pixel_weight', not (cfg.loss.pixel_weight and cfg.model.patch_embed == 'colour'),
         'pixel data only (colour ids have no pixels to regress)')
+  area = d.crop_area
+  check('data.crop_area', isinstance(area, (tuple, list)) and len(area) == 2 and all(
+      isinstance(a, (int, float)) and not isinstance(a, bool) for a in area)
+        and 0.0 < area[0] <= area[1] <= 1.0,
+        'must be a pair (lo, hi) of area shares with 0 < lo <= hi <= 1')
+  check('data.crop_area', 'crop' in d.context_augment
+        or tuple(area) == masking.CROP_AREA,
+        "has no effect without 'crop' in data.context_augment")
   if 'crop' in d.context_augment:
     token_terms = [k for k, w in (('loss.infonce_weight', cfg.loss.infonce_weight),
                                   ('loss.invariance_weight', cfg.loss.invariance_weight),

@@ -193,29 +193,31 @@ def colour_jitter(key, sample_ids, images):
   return jax.vmap(one)(keys, images).astype(images.dtype)
 
 
-# Context crop (`data.context_augment` with 'crop'): the crop's share of the
-# image's area and the log-uniform range of its aspect ratio (those of
-# random-resized-crop, SimCLR / DINO / LeJEPA's global views use (0.3, 1)
-# or (0.4, 1)); every crop is resized to the image's size and mirrored
-# left-right with probability FLIP_PROB.
+# Context crop (`data.context_augment` with 'crop'): the default range of the
+# crop's share of the image's area (`data.crop_area`; random-resized-crop's
+# global views in DINO use (0.4, 1), SimCLR and LeJEPA's minimal example
+# (0.08, 1)) and the log-uniform range of its aspect ratio; every crop is
+# resized to the image's size and mirrored left-right with probability FLIP_PROB.
 CROP_AREA, CROP_RATIO, FLIP_PROB = (0.3, 1.0), (3 / 4, 4 / 3), 0.5
 CROP_TAG = 0xC20
 
 
-def crop_flip(key, sample_ids, images):
+def crop_flip(key, sample_ids, images, area=None):
   """Each image (b, H, W, C) replaced by a random crop of it, resized back
   to (H, W) by bilinear interpolation, mirrored with probability FLIP_PROB,
-  per sample (`fold_in(key, id)`): area share a ~ U(CROP_AREA), aspect
+  per sample (`fold_in(key, id)`): area share a ~ U(area) (default
+  CROP_AREA), aspect
   ratio r log-uniform in CROP_RATIO, crop (h, w) = (H sqrt(a/r), W sqrt(a r))
   capped at the image, its corner uniform. Random-resized-crop of
   joint-embedding recipes (SimCLR, Chen et al. 2020; DINO; LeJEPA's views),
   with static shapes. The tokens of the result no longer sit on the
   original's pixels: only pooled terms may compare it with the target."""
   _, hh, ww, _ = images.shape
+  lo, hi = CROP_AREA if area is None else area
 
   def one(k, x):
     ka, kr, ky, kx, kf = jax.random.split(k, 5)
-    area = jax.random.uniform(ka, (), minval=CROP_AREA[0], maxval=CROP_AREA[1])
+    area = jax.random.uniform(ka, (), minval=lo, maxval=hi)
     log_r = jax.random.uniform(kr, (), minval=jnp.log(CROP_RATIO[0]),
                                maxval=jnp.log(CROP_RATIO[1]))
     h = jnp.minimum(1.0, jnp.sqrt(area / jnp.exp(log_r))) * hh
@@ -232,13 +234,13 @@ def crop_flip(key, sample_ids, images):
   return jax.vmap(one)(keys, images).astype(images.dtype)
 
 
-def context_view(augment: str, key, sample_ids, images):
+def context_view(augment: str, key, sample_ids, images, crop_area=None):
   """The context encoder's images under `data.context_augment`: '' the
-  images, 'colour' `colour_jitter`, 'crop' `crop_flip`, 'colour+crop' both
-  (crop first)."""
+  images, 'colour' `colour_jitter`, 'crop' `crop_flip` (area share in
+  `crop_area`, `data.crop_area`), 'colour+crop' both (crop first)."""
   parts = augment.split('+') if augment else []
   if 'crop' in parts:
-    images = crop_flip(jax.random.fold_in(key, CROP_TAG), sample_ids, images)
+    images = crop_flip(jax.random.fold_in(key, CROP_TAG), sample_ids, images, crop_area)
   if 'colour' in parts:
     images = colour_jitter(jax.random.fold_in(key, AUGMENT_TAG), sample_ids, images)
   return images

@@ -15,9 +15,9 @@ Linear-BatchNorm-ReLU hidden layers and a linear output, its batch norm over
 every view of the batch; lambda 0.02. Deviations: the embedding is the
 encoder's mean token (this project's encoders have no class token; the
 probes read the same mean); the views are `data.context_augment`'s
-(`masking.context_view`: crops of 30-100% of the area, resized to the full
-image, and this project's colour jitter) rather than crops of 8-100% with
-blur and solarisation; the projector's batch norm uses the batch's own
+(`masking.context_view`: crops of 30-100% of the area by default,
+`data.crop_area`, resized to the full image, and this project's colour
+jitter) rather than crops of 8-100% with blur and solarisation; the projector's batch norm uses the batch's own
 statistics and keeps no running ones (it is used in training only).
 """
 from __future__ import annotations
@@ -71,11 +71,12 @@ def project(params, x):
   return x
 
 
-def view_images(augment: str, key, sample_ids, images, num_views: int):
+def view_images(augment: str, key, sample_ids, images, num_views: int, crop_area=None):
   """(V * b, H, W, C): view v of every image is `masking.context_view`
-  under `augment` with the key fold_in(key, v), views stacked view-major."""
+  under `augment` (crops' area share in `crop_area`) with the key
+  fold_in(key, v), views stacked view-major."""
   return jnp.concatenate([masking.context_view(augment, jax.random.fold_in(key, v),
-                                               sample_ids, images)
+                                               sample_ids, images, crop_area)
                           for v in range(num_views)])
 
 
@@ -85,7 +86,8 @@ def loss_terms(setup, params, images, sample_ids, keys, gather) -> Dict[str, jax
   (B, V, D over devices), projected with the batch norm over all V * B rows;
   the views' draws from keys[0], SIGReg's slices from keys[1]."""
   lc, b = setup.loss, images.shape[0]
-  views = view_images(setup.context_augment, keys[0], sample_ids, images, lc.views)
+  views = view_images(setup.context_augment, keys[0], sample_ids, images, lc.views,
+                      setup.crop_area)
   tokens = setup.encoder.apply(params['encoder'], views, None, None)     # (V b, N, D)
   emb = model_lib.pool_tokens(tokens.astype(jnp.float32), None, 1).reshape(lc.views, b, -1)
   emb_g = jnp.swapaxes(gather(jnp.swapaxes(emb, 0, 1)), 0, 1)             # (V, B, D)

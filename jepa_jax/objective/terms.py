@@ -147,7 +147,8 @@ def _views(setup, params, target_params, images, sample_ids, mask_key):
     valid = ctx_valid = tgt_valid = None
     ctx_idx, tgt_idx = masking.sample_masks(mask_key, sample_ids, setup.grid,
                                             setup.masking)
-  ctx_images = masking.context_view(setup.context_augment, mask_key, sample_ids, images)
+  ctx_images = masking.context_view(setup.context_augment, mask_key, sample_ids, images,
+                                    setup.crop_area)
   heads = bool(setup.loss.global_dino)       # static: the heads' scores too
   z = setup.encoder.apply(params['encoder'], ctx_images, ctx_idx, ctx_valid,
                           with_head=heads)                       # (b, K, D)

@@ -64,6 +64,7 @@ import optax
 from jepa_jax import data as data_lib
 from jepa_jax.config import checks as config_checks
 from jepa_jax.errors import ConfigError
+from jepa_jax.model import masking
 from jepa_jax.model import vit as model_lib
 from jepa_jax.objective import multiview
 from jepa_jax.objective import prototypes
@@ -99,6 +100,7 @@ class Setup:
   momentum: Tuple[float, float]  # target-encoder EMA momentum, start and end
   quantizer: Any = None     # quantizer.Spec, None without VQ
   context_augment: str = ''  # data.context_augment: the context view's augmentation
+  crop_area: Tuple[float, float] = masking.CROP_AREA  # data.crop_area: its crops' area share
   target_augment: str = ''   # data.target_augment: the target view's ('' or 'colour')
   signature: str = ''       # the config and data sizes it was made from (`built`)
 
@@ -146,6 +148,7 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
                momentum=(tc.ema_momentum_start, tc.ema_momentum_end),
                quantizer=quantizer_lib.make_spec(cfg),
                context_augment=cfg.data.context_augment,
+               crop_area=tuple(float(a) for a in cfg.data.crop_area),
                target_augment=cfg.data.target_augment,
                signature=json.dumps([cfg.to_dict(), list(dataset.image_shape), dataset.num_colours,
                                      n_train, n_val], sort_keys=True, default=repr))
