@@ -12,8 +12,9 @@ a linear output of 16, here 256, 256, 16 on the 64-wide encoder's mean token;
 its weight decay 0.05 (base.py's). Deviations, each kept for a reason (the
 module docstring has them all): the mean token is the embedding (no class
 token; the probes read the same mean); the views are
-`data.context_augment='colour+crop'` (crops of 30-100% of the area: at 32x32
-an 8% crop is 9x9 pixels, smaller than most objects; this project's colour
+`data.context_augment='colour+crop'` (crops of 30-100% of the area,
+`data.crop_area` (0.3, 1): at 32x32 an 8% crop is 9x9 pixels, smaller
+than most objects; this project's colour
 jitter, no blur or solarisation); the learning rate is base.py's (peak 1e-3)
 ending at 1e-6 as `ijepa.py`'s, not the example's 2e-3 at a batch of 256
 ending at 1e-3. The target encoder is a copy of the encoder (EMA momentum 0)
