@@ -206,8 +206,8 @@ def crop_flip(key, sample_ids, images, area=None):
   """Each image (b, H, W, C) replaced by a random crop of it, resized back
   to (H, W) by bilinear interpolation, mirrored with probability FLIP_PROB,
   per sample (`fold_in(key, id)`): area share a ~ U(area) (default
-  CROP_AREA), aspect
-  ratio r log-uniform in CROP_RATIO, crop (h, w) = (H sqrt(a/r), W sqrt(a r))
+  CROP_AREA), aspect ratio r log-uniform in CROP_RATIO, crop
+  (h, w) = (H sqrt(a/r), W sqrt(a r))
   capped at the image, its corner uniform. Random-resized-crop of
   joint-embedding recipes (SimCLR, Chen et al. 2020; DINO; LeJEPA's views),
   with static shapes. The tokens of the result no longer sit on the
@@ -217,11 +217,11 @@ def crop_flip(key, sample_ids, images, area=None):
 
   def one(k, x):
     ka, kr, ky, kx, kf = jax.random.split(k, 5)
-    area = jax.random.uniform(ka, (), minval=lo, maxval=hi)
+    a = jax.random.uniform(ka, (), minval=lo, maxval=hi)
     log_r = jax.random.uniform(kr, (), minval=jnp.log(CROP_RATIO[0]),
                                maxval=jnp.log(CROP_RATIO[1]))
-    h = jnp.minimum(1.0, jnp.sqrt(area / jnp.exp(log_r))) * hh
-    w = jnp.minimum(1.0, jnp.sqrt(area * jnp.exp(log_r))) * ww
+    h = jnp.minimum(1.0, jnp.sqrt(a / jnp.exp(log_r))) * hh
+    w = jnp.minimum(1.0, jnp.sqrt(a * jnp.exp(log_r))) * ww
     y0 = jax.random.uniform(ky, ()) * (hh - h)
     x0 = jax.random.uniform(kx, ()) * (ww - w)
     scale = jnp.stack([hh / h, ww / w])

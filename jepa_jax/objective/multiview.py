@@ -17,8 +17,9 @@ encoder's mean token (this project's encoders have no class token; the
 probes read the same mean); the views are `data.context_augment`'s
 (`masking.context_view`: crops of 30-100% of the area by default,
 `data.crop_area`, resized to the full image, and this project's colour
-jitter) rather than crops of 8-100% with blur and solarisation; the projector's batch norm uses the batch's own
-statistics and keeps no running ones (it is used in training only).
+jitter) rather than crops of 8-100% with blur and solarisation; the
+projector's batch norm uses the batch's own statistics and keeps no running
+ones (it is used in training only).
 """
 from __future__ import annotations
 
