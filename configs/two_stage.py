@@ -30,7 +30,7 @@ def build():
   s2.vq.refresh_usage_threshold = 0.01
   s2.train = ml_collections.ConfigDict()
   s2.train.num_epochs = 10
-  s2.train.warmup_epochs = 1
+  s2.train.warmup_epochs = 1.0
   s2.train.frozen = ('encoder', 'target_encoder')
   return c
 

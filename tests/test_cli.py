@@ -134,13 +134,30 @@ def test_flag_parsing_config_of_reads_none_as_main_does():
   assert cfg.train.steps_per_epoch is None
 
 
+def test_a_fractional_warmup_from_the_command_line_is_rounded_to_steps():
+  """`train.warmup_epochs` takes a fraction of an epoch (a warm-up shorter
+  than one epoch): parsed as given, then rounded to steps by the setup."""
+  from jepa_jax import data as data_lib  # noqa: PLC0415
+  from jepa_jax.config import flags as flag_parsing  # noqa: PLC0415
+  from jepa_jax.train import step as step_lib  # noqa: PLC0415
+  cfg = flag_parsing.config_of(['x', '--config=configs/gentle.py:tiny',
+                                '--config.train.steps_per_epoch=10',
+                                '--config.train.warmup_epochs=0.46'])
+  assert cfg.train.warmup_epochs == 0.46
+  setup = step_lib.make_setup(cfg, data_lib.load_dataset(cfg))
+  assert (setup.steps_per_epoch, setup.warmup_steps) == (10, 5)
+  peak = cfg.train.learning_rate
+  assert float(setup.lr_schedule(4)) < peak
+  assert float(setup.lr_schedule(5)) == pytest.approx(peak)
+
+
 def test_the_ladder_shortens_a_default_warmup_as_main_does():
   """A smoke ladder with one epoch per run: the configs' default warm-up (2
   epochs) no longer refuses it; an explicit one still does."""
   from experiments import ladder  # noqa: PLC0415
   from jepa_jax.config import load as config_lib  # noqa: PLC0415
   ladder.check_options('', 0, ['--config.train.num_epochs=1'])
-  with pytest.raises(config_lib.ConfigError, match='train.warmup_epochs=2: longer than'):
+  with pytest.raises(config_lib.ConfigError, match='train.warmup_epochs=2.0: longer than'):
     ladder.check_options('', 0, ['--config.train.num_epochs=1',
                                  '--config.train.warmup_epochs=2'])
 

@@ -233,7 +233,7 @@ def _loss_and_train(c) -> None:
   c.train.batch_size = 64
   c.train.steps_per_epoch = config_dict.placeholder(int)  # None: full epochs
   c.train.learning_rate = 1e-3
-  c.train.warmup_epochs = 2
+  c.train.warmup_epochs = 2.0          # may be a fraction of an epoch (rounded to steps)
   c.train.min_learning_rate = 1e-5
   c.train.weight_decay = 0.05
   c.train.grad_clip_norm = 1.0

@@ -143,9 +143,10 @@ def fit_warmup(cfg, keys):
       continue
     epochs = train['num_epochs'] if 'num_epochs' in train else base['num_epochs']
     warm = train['warmup_epochs']
-    if isinstance(warm, int) and isinstance(epochs, int) and 0 <= epochs < warm:
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (warm, epochs))
+    if numbers and 0 <= epochs < warm:
       train['warmup_epochs'] = epochs // 2
-      notes.append(f'note: {prefix}train.warmup_epochs={warm} is longer than the run '
+      notes.append(f'note: {prefix}train.warmup_epochs={warm:g} is longer than the run '
                    f'({prefix}train.num_epochs={epochs}): shortened to {epochs // 2}; '
                    f'--config.{prefix}train.warmup_epochs sets it')
   return notes
