@@ -68,13 +68,9 @@ def _data(cfg, check) -> None:
         "tokens off the predictions)")
   check('loss.pixel_weight', not (cfg.loss.pixel_weight and cfg.model.patch_embed == 'colour'),
         'pixel data only (colour ids have no pixels to regress)')
-  area = d.crop_area
-  check('data.crop_area', isinstance(area, (tuple, list)) and len(area) == 2 and all(
-      isinstance(a, (int, float)) and not isinstance(a, bool) for a in area)
-        and 0.0 < area[0] <= area[1] <= 1.0,
-        'must be a pair (lo, hi) of area shares with 0 < lo <= hi <= 1')
+  check.pair('data.crop_area', 0.0, 1.0, ' of area shares')
   check('data.crop_area', 'crop' in d.context_augment
-        or tuple(area) == masking.CROP_AREA,
+        or tuple(d.crop_area) == masking.CROP_AREA,
         "has no effect without 'crop' in data.context_augment")
   if 'crop' in d.context_augment:
     token_terms = [k for k, w in (('loss.infonce_weight', cfg.loss.infonce_weight),

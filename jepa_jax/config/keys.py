@@ -66,7 +66,7 @@ def put(cfg, key: str, value, make_group=None) -> None:
 
 class KeyChecks:
   """The checks of `config.checks`: check(key, ok, why) raises ConfigError(key) unless ok; number /
-  positive_int / integer / flag check a key's type and return its value."""
+  positive_int / integer / flag check a key's type and return its value; pair checks a range."""
 
   def __init__(self, cfg):
     self.cfg = cfg
@@ -88,6 +88,14 @@ class KeyChecks:
 
   def positive_int(self, key: str):
     return self.integer(key, 1, 'must be an integer >= 1')
+
+  def pair(self, key: str, low: float, high: float, what: str = '') -> None:
+    """`key` is (lo, hi), finite numbers with low < lo <= hi <= high."""
+    v = get(self.cfg, key)
+    self(key, isinstance(v, (tuple, list)) and len(v) == 2 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        for x in v) and low < v[0] <= v[1] <= high,
+         f'must be a pair (lo, hi){what} with {low:g} < lo <= hi <= {high:g}')
 
   def flag(self, key: str) -> None:
     self(key, isinstance(get(self.cfg, key), bool), 'must be True or False')

@@ -210,15 +210,6 @@ def split_factors(p: Params, seed: int, split: int, n: int) -> Dict[str, np.ndar
   return {f: np.asarray([r[f] for r in rows], np.int32) for f in FACTORS}
 
 
-def _pair(cfg, check, key: str, low: float, high: float) -> None:
-  """Config key `key` is (lo, hi), numbers with low < lo <= hi <= high."""
-  v = cfg.data[key.split('.')[1]]
-  check(key, isinstance(v, (tuple, list)) and len(v) == 2 and all(
-      isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-      for x in v) and low < v[0] <= v[1] <= high,
-        f'must be a pair (lo, hi) with {low} < lo <= hi <= {high}')
-
-
 def check_config(cfg, check) -> None:
   """Checks this source's config keys before anything is drawn (called by
   `config_checks.validate`); `check(key, ok, why)` raises the ConfigError
@@ -232,8 +223,8 @@ def check_config(cfg, check) -> None:
   n = len(render_lib.SHAPES)
   check.integer('data.shapes_classes', 2, f'must be an integer in [2, {n}]')
   check('data.shapes_classes', d.shapes_classes <= n, f'must be an integer in [2, {n}]')
-  _pair(cfg, check, 'data.shapes_scale_range', 0.0, 0.4)
-  _pair(cfg, check, 'data.shapes_distractor_scale_range', 0.0, 0.4)
+  check.pair('data.shapes_scale_range', 0.0, 0.4)
+  check.pair('data.shapes_distractor_scale_range', 0.0, 0.4)
   lo = d.shapes_scale_range[0]
   check('data.shapes_distractor_scale_range', d.shapes_distractor_scale_range[1] < lo,
         f'distractors must be smaller than the main object: hi must be < the '
