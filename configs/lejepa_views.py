@@ -18,7 +18,9 @@ than most objects; this project's colour
 jitter, no blur or solarisation); the learning rate is base.py's (peak 1e-3)
 ending at 1e-6 as `ijepa.py`'s, not the example's 2e-3 at a batch of 256
 ending at 1e-3. The target encoder is a copy of the encoder (EMA momentum 0)
-so the probes read the same weights in both.
+so the probes read the same weights in both. The paper's local views
+(`loss.views_local`: smaller crops regressed onto the global views' mean)
+are off, as in the minimal example.
 
 `lejepa.py` is the earlier mapping of LeJEPA onto the masked-context
 trainer (the masked context as the view, the whole image as the target);

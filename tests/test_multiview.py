@@ -26,6 +26,34 @@ def test_views_prediction_loss_is_the_spread_about_the_views_mean():
   assert float(losses.views_prediction_loss(jnp.asarray(same, jnp.float32))) == 0.0
 
 
+def test_local_views_are_regressed_onto_the_global_views_centre_without_entering_it():
+  z = np.random.default_rng(3).normal(size=(5, 6, 3))        # 2 global, 3 local views
+  centre = z[:2].mean(0, keepdims=True)
+  got = float(losses.views_prediction_loss(jnp.asarray(z, jnp.float32), 2))
+  assert got == pytest.approx(np.mean((centre - z) ** 2), rel=1e-5)
+  moved = z.copy()
+  moved[2:] = centre                  # local views on the centre: only the globals' spread
+  got = float(losses.views_prediction_loss(jnp.asarray(moved, jnp.float32), 2))
+  assert got == pytest.approx(np.sum((centre - z[:2]) ** 2) / z.size, rel=1e-5)
+  assert float(losses.views_prediction_loss(jnp.asarray(z, jnp.float32), 5)) == pytest.approx(
+      float(losses.views_prediction_loss(jnp.asarray(z, jnp.float32))), rel=1e-7)
+
+
+def test_positions_of_a_smaller_view_spread_over_the_full_grid():
+  from jepa_jax.model import vit  # noqa: PLC0415
+  full = vit.sincos_pos_embed_2d(16, 8, 8)
+  np.testing.assert_array_equal(vit.sincos_pos_embed_2d(16, 8, 8, (8, 8)), full)
+  small = vit.sincos_pos_embed_2d(16, 4, 4, (8, 8)).reshape(4, 4, 16)
+  omega = 1.0 / 10000 ** (np.arange(4) / 4)
+  for i in range(4):              # cell i of 4 sits at 2 i + 1/2 on the 8-cell grid
+    pos = (i + 0.5) * 2 - 0.5
+    want = np.concatenate([np.sin(pos * omega), np.cos(pos * omega)])
+    np.testing.assert_allclose(small[i, 0, :8], want, rtol=1e-6, atol=1e-7)    # rows
+    np.testing.assert_allclose(small[0, i, 8:], want, rtol=1e-6, atol=1e-7)    # columns
+  # the spread grid's mean position is the full grid's (3.5 on 0..7)
+  np.testing.assert_allclose(small.reshape(16, 16).mean(0), full.mean(0), atol=0.05)
+
+
 def test_views_sigreg_is_the_mean_of_each_views_sigreg_with_one_set_of_slices():
   z = jnp.asarray(np.random.default_rng(1).normal(size=(3, 32, 5)), jnp.float32)
   key = jax.random.PRNGKey(4)
@@ -102,6 +130,43 @@ def test_loss_is_the_weighted_terms_on_the_encoders_views_computed_by_hand(crop_
   assert set(aux['parts']) == {'views_pred', 'views_sigreg'}
 
 
+def test_local_views_enter_the_loss_as_computed_by_hand_and_a_step_trains():
+  """2 global views and 2 local ones of 4 x 4 pixels (digits: 8 x 8 images,
+  2-pixel patches): the local views through the encoder with their positions
+  spread over the 4 x 4 grid, the centre the global views' mean."""
+  cfg, ds, setup, state = _tiny_setup(views=2, views_local=2, views_local_size=4)
+  images = jnp.asarray(ds.train_images[:8])
+  ids = jnp.arange(8, dtype=jnp.int32)
+  keys = jax.random.split(jax.random.PRNGKey(3), 3)
+  total, aux = objective.make_loss_fn(setup)(step_lib.trainables_of(setup, state), state,
+                                             images, ids, keys)
+  enc = lambda x, **kw: np.asarray(setup.encoder.apply(state['params']['encoder'], x, **kw),
+                                   np.float64).mean(1)
+  globals_ = multiview.view_images('colour+crop', keys[0], ids, images, 2)
+  local = multiview.local_view_images('colour+crop', keys[0], ids, images, 2, 2,
+                                      (0.05, 0.3), 4)
+  assert local.shape == (16, 4, 4, 1)
+  # the local views' keys continue the global ones (fold_in(key, 2), fold_in(key, 3))
+  from jepa_jax.model import masking  # noqa: PLC0415
+  for v in (2, 3):
+    np.testing.assert_array_equal(np.asarray(local[(v - 2) * 8:(v - 1) * 8]), np.asarray(
+        masking.context_view('colour+crop', jax.random.fold_in(keys[0], v), ids, images,
+                             (0.05, 0.3), (4, 4))))
+  emb = np.concatenate([enc(globals_), enc(local, pos_span=(4, 4))])
+  assert not np.allclose(enc(local), enc(local, pos_span=(4, 4)))    # the positions matter
+  proj = _project_by_hand(state['params']['projector'], emb).reshape(4, 8, -1)
+  pred = np.mean((proj[:2].mean(0, keepdims=True) - proj) ** 2)
+  sig = float(losses.views_sigreg_loss(jnp.asarray(proj, jnp.float32), keys[1],
+                                       cfg.loss.sigreg_num_slices, cfg.loss.sigreg_num_points))
+  assert float(aux['parts']['views_pred']) == pytest.approx(pred, rel=1e-3)
+  assert float(aux['parts']['views_sigreg']) == pytest.approx(sig, rel=1e-3)
+  assert float(total) == pytest.approx(0.98 * pred + 0.02 * sig, rel=1e-3)
+  new, metrics = jax.jit(step_lib.make_train_step(setup))(state, images, ids)
+  assert np.isfinite(float(metrics['loss']))
+  assert any(not np.allclose(a, b) for a, b in zip(
+      jax.tree.leaves(new['params']['encoder']), jax.tree.leaves(state['params']['encoder'])))
+
+
 def test_gradient_reaches_the_encoder_and_projector_not_the_predictor_and_a_step_trains():
   cfg, ds, setup, state = _tiny_setup(views_lambda=0.3)
   images = jnp.asarray(ds.train_images[:16])
@@ -134,6 +199,12 @@ def test_gradient_reaches_the_encoder_and_projector_not_the_predictor_and_a_step
     ({'vq.enabled': True}, 'vq.enabled'),
     ({'loss.sigreg_weight': 0.05}, 'loss.sigreg_weight'),
     ({'loss.global_weight': 1.0}, 'loss.global_weight'),
+    ({'loss.views_local': -1}, 'loss.views_local'),
+    ({'loss.views_local': 2, 'loss.views_local_size': 3}, 'loss.views_local_size'),
+    ({'loss.views_local': 2, 'loss.views_local_size': 0}, 'loss.views_local_size'),
+    ({'loss.views_local': 2, 'loss.views_local_area': (0.3, 0.05)}, 'loss.views_local_area'),
+    ({'loss.views_local': 2, 'data.context_augment': 'colour'}, 'data.context_augment'),
+    ({'loss.views': 0, 'loss.views_local': 2, 'loss.views_lambda': 0.02}, 'loss.views_local'),
 ])
 def test_bad_views_settings_are_refused_naming_the_key(overrides, key):
   from conftest import set_overrides  # noqa: PLC0415

@@ -304,6 +304,17 @@ def test_a_crop_area_without_a_crop_is_refused_naming_the_key(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+def test_local_views_larger_than_the_images_are_refused_before_anything_is_written(tmp_path):
+  """The image size is known once the data loads: still one line naming the
+  key, exit 2, and no workdir."""
+  out = _run('jepa_jax.main', '--config=configs/lejepa_views.py:tiny', f'--workdir={tmp_path / "w"}',
+             '--config.loss.views_local=2', '--config.loss.views_local_size=16')
+  line = _one_line(out, 2)
+  assert line == ("config error: config.loss.views_local_size=16: "
+                  'larger than the images (8 pixels a side)'), line
+  assert not (tmp_path / 'w').exists()
+
+
 def test_a_pixel_target_on_colour_ids_is_refused_naming_the_key(tmp_path):
   """ARC grids are colour ids, not pixels: MAE's target there is one line
   naming loss.pixel_weight, nothing written."""

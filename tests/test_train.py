@@ -484,13 +484,17 @@ def test_crop_area_sets_each_crops_share_of_the_image():
   images = jnp.asarray(np.repeat(np.stack([rows, cols], -1)[None], 64, 0), jnp.float32)
   ids, key = jnp.arange(64, dtype=jnp.int32), jax.random.PRNGKey(0)
 
-  def shares(area):
-    out = np.asarray(masking.crop_flip(key, ids, images, area))
+  def shares(area, size=None):
+    out = np.asarray(masking.crop_flip(key, ids, images, area, size))
+    oh, ow = size or (hh, ww)
+    assert out.shape == (64, oh, ow, 2)
     span = out.max((1, 2)) - out.min((1, 2))                     # (64, 2)
-    return span[:, 0] * hh / (hh - 1) * span[:, 1] * ww / (ww - 1) / (hh * ww)
+    return span[:, 0] * oh / (oh - 1) * span[:, 1] * ow / (ow - 1) / (hh * ww)
 
   for a in (0.08, 0.3, 0.5):                 # no side reaches the border's cap
     np.testing.assert_allclose(shares((a, a)), a, atol=0.005)
+  for a in (0.05, 0.3):                      # local views: resized to 8 x 8 pixels
+    np.testing.assert_allclose(shares((a, a), (8, 8)), a, atol=0.005)
   wide = shares((0.08, 1.0))
   assert wide.min() < 0.2 and wide.max() > 0.8 and wide.min() >= 0.075
   default = shares(None)

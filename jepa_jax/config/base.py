@@ -10,9 +10,8 @@ embedded digits data so a run fits a laptop CPU.
 The one place every default is written, inside the package, so an installed
 jepa_jax has them. Every config file of the repository's `configs/` defines
 `build()` (its config, no variant) and `get_config(arg=None)`,
-`with_variant(build(), arg)`, building on each other by ordinary imports
-(`from configs import gentle`); `configs/base.py` re-exports this module.
-The variant strings (`:tiny`, `:arc`, ...) are in `variants.py`.
+`with_variant(build(), arg)` (variant strings: `variants.py`), building on
+each other by imports; `configs/base.py` re-exports this module.
 
 `base()` is that file's config, every key at its default. Code below the
 config files reads every key from the config it is given, never a default of
@@ -49,9 +48,8 @@ def build():
   # optimizer and VQ state): PATH (a workdir or its checkpoints/, latest step)
   # or PATH/STEP. '' = from scratch. Ignored once the run has checkpoints.
   c.init_from = ''
-  # Param groups init_from leaves at their fresh initialisation (any of
-  # 'encoder', 'target_encoder', 'predictor', 'temperature'), e.g. a fresh
-  # predictor on another run's encoders.
+  # Param groups init_from leaves fresh ('encoder', 'target_encoder',
+  # 'predictor', 'temperature'), e.g. a fresh predictor on another's encoders.
   c.init_from_skip = ()
 
   for group in (_data_and_model, _vq, _loss_and_train, _devices_monitor_checkpoints):
@@ -70,8 +68,7 @@ def _data_and_model(c) -> None:
   c.data.canvas_size = 30                     # arc: grids padded to a 30x30 canvas
   c.data.image_size = (32, 32)                # folder, arrayrecord: resized to (rows, cols)
   c.data.channels = 1                         # folder, arrayrecord: 1 grayscale, 3 RGB
-  # shapes (procedural images, jepa_jax/data/shapes.py; data.image_size,
-  # data.channels and data.split_seed, its generator's seed, apply too):
+  # shapes (jepa_jax/data/shapes.py; image_size, channels, split_seed apply too):
   c.data.shapes_train_size = 50_000           # images per split
   c.data.shapes_val_size = 12_800            # 819,200 tokens at 64 a image: 100 a code at K = 8,192
   c.data.shapes_classes = 8                   # object classes (2..10)
@@ -88,14 +85,12 @@ def _data_and_model(c) -> None:
   c.data.context_augment = ''
   c.data.target_augment = ''
   c.data.crop_area = (0.3, 1.0)
-  # Input pipeline: 'memory' (batches cut from in-memory arrays) or 'grain'
-  # (the same batches through Grain; `folder` then decodes lazily). grain:
-  # reader threads, and worker processes decoding (0: none).
+  # Input pipeline: 'memory' (batches cut from in-memory arrays) or 'grain' (the
+  # same batches through Grain; reader threads, worker processes decoding).
   c.data.pipeline = 'memory'
   c.data.read_threads = 4
   c.data.workers = 0
-  # Batches placed on the devices ahead of the step that uses them (0: each
-  # batch placed when the step asks for it); never changes the results.
+  # Batches placed on the devices ahead of their step (0: none); never changes results.
   c.data.prefetch_to_device = 2
 
   c.model = ml_collections.ConfigDict()
@@ -225,6 +220,9 @@ def _loss_and_train(c) -> None:
   c.loss.views = 0
   c.loss.views_lambda = 0.02
   c.loss.views_projector = (256, 256, 16)
+  c.loss.views_local = 0                # its local views (0: none), regressed onto the V's mean:
+  c.loss.views_local_size = 16          # their side in pixels, their crops' area shares
+  c.loss.views_local_area = (0.05, 0.3)
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
   c.loss.entropy_temperature = 1.0      # T of its soft assignments softmax(-d / T)
 
@@ -343,7 +341,7 @@ ADDED = (
     'loss.capi_student_temperature', 'loss.capi_target_temperature',
     'loss.capi_clustering_temperature', 'loss.pixel_weight', 'vq.placement',
     'loss.target_layers', 'loss.views', 'loss.views_lambda', 'loss.views_projector',
-    'data.crop_area',
+    'data.crop_area', 'loss.views_local', 'loss.views_local_size', 'loss.views_local_area',
 )
 # Added keys whose value for older runs is not their base.py default.
 OLD_VALUES = {'vq.loss_reduction': 'sum', 'monitor.usage_from_epoch': 0,

@@ -175,6 +175,7 @@ def _views(cfg, check) -> None:
   check.integer('loss.views', 0, 'must be an integer >= 0 (0: off)')
   check('loss.views', lc.views != 1, 'must be 0 (off) or >= 2: one view has nothing to agree with')
   if not lc.views:
+    check('loss.views_local', lc.views_local == 0, 'has no effect without loss.views')
     return
   check('loss.views_lambda', 0.0 < check.number('loss.views_lambda') < 1.0, 'must be in (0, 1)')
   sizes = lc.views_projector
@@ -183,6 +184,13 @@ def _views(cfg, check) -> None:
         'must be a non-empty tuple of positive integers (the layer widths)')
   check('data.context_augment', bool(cfg.data.context_augment),
         "must not be '' with loss.views: identical views teach nothing")
+  if check.integer('loss.views_local', 0, 'must be an integer >= 0 (0: no local views)'):
+    check('data.context_augment', 'crop' in cfg.data.context_augment,
+          "needs 'crop' with loss.views_local (local views are crops)")
+    size = check.positive_int('loss.views_local_size')
+    check('loss.views_local_size', size % cfg.model.patch_size == 0,
+          f'must be a multiple of model.patch_size ({cfg.model.patch_size})')
+    check.pair('loss.views_local_area', 0.0, 1.0, ' of area shares')
   check('vq.enabled', not cfg.vq.enabled,
         'must be False with loss.views (LeJEPA\'s views have no masked context to quantize)')
   for key in MASKED_TERMS:

@@ -202,9 +202,10 @@ CROP_AREA, CROP_RATIO, FLIP_PROB = (0.3, 1.0), (3 / 4, 4 / 3), 0.5
 CROP_TAG = 0xC20
 
 
-def crop_flip(key, sample_ids, images, area=None):
-  """Each image (b, H, W, C) replaced by a random crop of it, resized back
-  to (H, W) by bilinear interpolation, mirrored with probability FLIP_PROB,
+def crop_flip(key, sample_ids, images, area=None, size=None):
+  """Each image (b, H, W, C) replaced by a random crop of it, resized to
+  (H, W) (or `size` (h', w'): a smaller view, LeJEPA's and DINO's local
+  crops) by bilinear interpolation, mirrored with probability FLIP_PROB,
   per sample (`fold_in(key, id)`): area share a ~ U(area) (default
   CROP_AREA), aspect ratio r log-uniform in CROP_RATIO, crop
   (h, w) = (H sqrt(a/r), W sqrt(a r))
@@ -212,8 +213,9 @@ def crop_flip(key, sample_ids, images, area=None):
   joint-embedding recipes (SimCLR, Chen et al. 2020; DINO; LeJEPA's views),
   with static shapes. The tokens of the result no longer sit on the
   original's pixels: only pooled terms may compare it with the target."""
-  _, hh, ww, _ = images.shape
+  _, hh, ww, cc = images.shape
   lo, hi = CROP_AREA if area is None else area
+  oh, ow = size or (hh, ww)
 
   def one(k, x):
     ka, kr, ky, kx, kf = jax.random.split(k, 5)
@@ -224,9 +226,9 @@ def crop_flip(key, sample_ids, images, area=None):
     w = jnp.minimum(1.0, jnp.sqrt(a * jnp.exp(log_r))) * ww
     y0 = jax.random.uniform(ky, ()) * (hh - h)
     x0 = jax.random.uniform(kx, ()) * (ww - w)
-    scale = jnp.stack([hh / h, ww / w])
+    scale = jnp.stack([oh / h, ow / w])
     out = jax.image.scale_and_translate(
-        x.astype(jnp.float32), x.shape, (0, 1), scale, -jnp.stack([y0, x0]) * scale,
+        x.astype(jnp.float32), (oh, ow, cc), (0, 1), scale, -jnp.stack([y0, x0]) * scale,
         method='linear', antialias=False)
     return jnp.where(jax.random.bernoulli(kf, FLIP_PROB), out[:, ::-1], out)
 
@@ -234,13 +236,15 @@ def crop_flip(key, sample_ids, images, area=None):
   return jax.vmap(one)(keys, images).astype(images.dtype)
 
 
-def context_view(augment: str, key, sample_ids, images, crop_area=None):
+def context_view(augment: str, key, sample_ids, images, crop_area=None, size=None):
   """The context encoder's images under `data.context_augment`: '' the
   images, 'colour' `colour_jitter`, 'crop' `crop_flip` (area share in
-  `crop_area`, `data.crop_area`), 'colour+crop' both (crop first)."""
+  `crop_area`, `data.crop_area`; resized to `size`), 'colour+crop' both
+  (crop first)."""
   parts = augment.split('+') if augment else []
   if 'crop' in parts:
-    images = crop_flip(jax.random.fold_in(key, CROP_TAG), sample_ids, images, crop_area)
+    images = crop_flip(jax.random.fold_in(key, CROP_TAG), sample_ids, images, crop_area,
+                       size)
   if 'colour' in parts:
     images = colour_jitter(jax.random.fold_in(key, AUGMENT_TAG), sample_ids, images)
   return images

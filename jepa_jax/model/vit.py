@@ -31,8 +31,7 @@ path casts the probabilities back to bfloat16; flax's MHA with
 product); the last layers (the encoder's final LayerNorm, the predictor's
 final LayerNorm and output projection) run in float32, so both modules
 return float32 and every loss, VQ distance and statistic downstream is
-float32. With float32 (the default) every cast is the identity and the
-computation is unchanged.
+float32. With float32 (the default) every cast is the identity.
 """
 from __future__ import annotations
 
@@ -54,18 +53,23 @@ def compute_dtype(name: str):
   return jnp.dtype(name)
 
 
-def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
+def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int, span=None) -> np.ndarray:
   """Fixed 2-D sin-cos positional embedding, shape (grid_h * grid_w, dim).
 
   Half the channels encode the row, half the column; each half is
   [sin(pos * w_k), cos(pos * w_k)] with w_k = 10000^(-k / (dim/4)),
   k = 0..dim/4-1 (Vaswani et al. 2017, 2-D form of MAE, He et al. 2022).
+  pos = 0..g-1; with `span` (S_h, S_w) the g cells spread over a grid of S:
+  pos_i = (i + 1/2) S / g - 1/2 (a smaller view's positions resampled to the
+  training grid, as DINO interpolates its table; S = g gives 0..g-1).
   """
   if dim % 4:
     raise ValueError(f'embed dim must be divisible by 4 for 2-D sin-cos, got {dim}')
   quarter = dim // 4
   omega = 1.0 / (10000 ** (np.arange(quarter, dtype=np.float64) / quarter))
-  rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing='ij')
+  axes = [np.arange(g) if span is None else (np.arange(g) + 0.5) * big / g - 0.5
+          for g, big in zip((grid_h, grid_w), span or (grid_h, grid_w))]
+  rows, cols = np.meshgrid(*axes, indexing='ij')
 
   def encode(pos):
     angles = pos.reshape(-1)[:, None] * omega[None, :]
@@ -88,12 +92,9 @@ def patches(images, p: int):
 
 
 def token_validity(images: jax.Array, patch_size: int) -> jax.Array:
-  """(B, H, W, 1) colour ids (padding < 0) -> (B, N) bool, row-major tokens.
-
-  A token is valid iff at least one cell of its patch is a grid cell (>= 0).
-  """
-  b, h, w = images.shape[:3]
-  p = patch_size
+  """(B, H, W, 1) colour ids (padding < 0) -> (B, N) bool, row-major tokens:
+  a token is valid iff at least one cell of its patch is a grid cell (>= 0)."""
+  (b, h, w), p = images.shape[:3], patch_size
   cells = images[..., 0] >= 0
   return cells.reshape(b, h // p, p, w // p, p).any(axis=(2, 4)).reshape(b, -1)
 
@@ -189,10 +190,8 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    d = x.shape[-1]
-    x = nn.Dense(self.hidden, dtype=self.dtype)(x)
-    x = nn.gelu(x)
-    return nn.Dense(d, dtype=self.dtype)(x)
+    x_in = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+    return nn.Dense(x.shape[-1], dtype=self.dtype)(x_in)
 
 
 class Block(nn.Module):
@@ -231,7 +230,8 @@ class ViTEncoder(nn.Module):
   `__call__(images, token_idx=None, token_valid=None)`: images (B, H, W, C);
   token_idx (B, K) selects which patch tokens the encoder sees (None: all N);
   token_valid (B, K) (or (B, N) without token_idx) bool flags the tokens
-  attention may use as keys (None: all). Returns (B, K, D).
+  attention may use as keys (None: all). Returns (B, K, D). `pos_span`: the
+  grid a smaller image's positions spread over (`sincos_pos_embed_2d`).
 
   patch_embed='conv': a strided convolution of the pixel values.
   patch_embed='colour': images hold colour ids (padding < 0); cell embedding
@@ -258,7 +258,7 @@ class ViTEncoder(nn.Module):
   @nn.compact
   def __call__(self, images, token_idx: Optional[jax.Array] = None,
                token_valid: Optional[jax.Array] = None, with_head: bool = False,
-               top_layers: int = 1):
+               top_layers: int = 1, pos_span=None):
     b, h, w, _ = images.shape
     p = self.patch_size
     if self.patch_embed == 'colour':
@@ -271,7 +271,7 @@ class ViTEncoder(nn.Module):
                 dtype=self.dtype, name='patch_embed')(images)
     gh, gw = h // p, w // p
     x = x.reshape(b, gh * gw, self.embed_dim)
-    x = x + jnp.asarray(sincos_pos_embed_2d(self.embed_dim, gh, gw), self.dtype)[None]
+    x = x + jnp.asarray(sincos_pos_embed_2d(self.embed_dim, gh, gw, pos_span), self.dtype)[None]
     if token_idx is not None:
       x = gather_tokens(x, token_idx)
     mask = key_mask(token_valid)

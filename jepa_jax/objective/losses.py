@@ -239,22 +239,23 @@ def invariance_loss(pred, target, weights=None):
   return _weighted_mean(jnp.mean(sq, axis=-1), weights)
 
 
-def views_prediction_loss(proj):
+def views_prediction_loss(proj, num_global=None):
   """LeJEPA's prediction term: every view's embedding regressed onto the mean
-  embedding of its image's views, the gradient passing through both.
+  embedding of its image's global views, the gradient passing through both.
 
-      c_bd = (1/V) sum_v z_vbd
+      c_bd = (1/G) sum_{v < G} z_vbd
       loss = (1/(V B d)) sum_{v,b,d} (c_bd - z_vbd)^2
 
-  proj: (V, B, d), the V views' projected embeddings of B images. Every view
-  counts as a 'global' one (the centre averages all V), as in the authors'
-  minimal example; the paper's local views would be regressed without
-  entering the centre. Source: Balestriero & LeCun 2025, "LeJEPA"
-  (arXiv:2511.08544), Sec. 5 (the prediction loss), and rbalestr-lab/lejepa
-  MINIMAL.md.
+  proj: (V, B, d), the V views' projected embeddings of B images, the G =
+  `num_global` global views first (None: G = V, every view global, as in the
+  authors' minimal example); the others are the paper's local views, regressed
+  onto the centre without entering it. Source: Balestriero & LeCun 2025,
+  "LeJEPA" (arXiv:2511.08544), Sec. 5 (the prediction loss), and
+  rbalestr-lab/lejepa MINIMAL.md and README (2 global and 6 local views).
   """
   z = _f32(proj)
-  return jnp.mean(jnp.square(jnp.mean(z, axis=0, keepdims=True) - z))
+  g = z.shape[0] if num_global is None else num_global
+  return jnp.mean(jnp.square(jnp.mean(z[:g], axis=0, keepdims=True) - z))
 
 
 def views_sigreg_loss(proj, rng, num_slices=256, num_points=17, t_max=3.0):

@@ -8,6 +8,13 @@ on the projections P (V, B, d) of the global batch (`losses`); no predictor,
 no teacher, no stop-gradient. It replaces the masked-prediction terms of
 `terms` (the config checks that their weights are 0).
 
+Local views (`loss.views_local` = L > 0, the paper's multi-crop: 2 global
+and 6 local views in its recommended set-up): L more crops of
+`loss.views_local_area` shares at `loss.views_local_size` pixels, through the
+same encoder with their positions spread over the full grid; each is
+regressed onto the centre of the V global views, which they do not enter,
+and SIGReg averages over all V + L views.
+
 What it keeps from the paper's minimal example (rbalestr-lab/lejepa,
 MINIMAL.md): V views of one kind, each view's embedding regressed onto the
 mean of all V; SIGReg per view with 256 slices and 17 nodes; a projector of
@@ -81,20 +88,45 @@ def view_images(augment: str, key, sample_ids, images, num_views: int, crop_area
                           for v in range(num_views)])
 
 
+def local_view_images(augment: str, key, sample_ids, images, first: int, num_views: int,
+                      area, size: int):
+  """(L * b, size, size, C): local view l of every image is a crop of `area`
+  shares resized to size x size (`masking.context_view`, colour jitter as
+  `augment`), key fold_in(key, first + l): the global views' keys continued."""
+  return jnp.concatenate([masking.context_view(augment, jax.random.fold_in(key, first + v),
+                                               sample_ids, images, area, (size, size))
+                          for v in range(num_views)])
+
+
+def mean_embeddings(setup, params, images, sample_ids, key) -> jax.Array:
+  """(V + L, b, D): the mean token of each global view, then of each local
+  view (its positions spread over the full image's grid: `pos_span`)."""
+  lc, b = setup.loss, images.shape[0]
+  views = view_images(setup.context_augment, key, sample_ids, images, lc.views,
+                      setup.crop_area)
+  runs = [setup.encoder.apply(params['encoder'], views, None, None)]     # (V b, N, D)
+  if lc.views_local:
+    p = setup.encoder.patch_size
+    small = local_view_images(setup.context_augment, key, sample_ids, images, lc.views,
+                              lc.views_local, lc.views_local_area, lc.views_local_size)
+    runs.append(setup.encoder.apply(params['encoder'], small, None, None,
+                                    pos_span=(images.shape[1] // p, images.shape[2] // p)))
+  return jnp.concatenate([model_lib.pool_tokens(t.astype(jnp.float32), None, 1)
+                          for t in runs]).reshape(lc.views + lc.views_local, b, -1)
+
+
 def loss_terms(setup, params, images, sample_ids, keys, gather) -> Dict[str, jax.Array]:
   """{'views_pred', 'views_sigreg'} on the global batch: the device's views
   through `params['encoder']` (every token), their mean tokens gathered
-  (B, V, D over devices), projected with the batch norm over all V * B rows;
-  the views' draws from keys[0], SIGReg's slices from keys[1]."""
-  lc, b = setup.loss, images.shape[0]
-  views = view_images(setup.context_augment, keys[0], sample_ids, images, lc.views,
-                      setup.crop_area)
-  tokens = setup.encoder.apply(params['encoder'], views, None, None)     # (V b, N, D)
-  emb = model_lib.pool_tokens(tokens.astype(jnp.float32), None, 1).reshape(lc.views, b, -1)
-  emb_g = jnp.swapaxes(gather(jnp.swapaxes(emb, 0, 1)), 0, 1)             # (V, B, D)
+  (B, V + L, D over devices), projected with the batch norm over all
+  (V + L) * B rows; the views' draws from keys[0], SIGReg's slices from
+  keys[1]. The centre is the V global views' mean; SIGReg averages all."""
+  emb = mean_embeddings(setup, params, images, sample_ids, keys[0])
+  emb_g = jnp.swapaxes(gather(jnp.swapaxes(emb, 0, 1)), 0, 1)             # (V + L, B, D)
   v, n, d = emb_g.shape
+  lc = setup.loss
   proj = project(params['projector'], emb_g.reshape(v * n, d)).reshape(v, n, -1)
-  return {'views_pred': losses.views_prediction_loss(proj),
+  return {'views_pred': losses.views_prediction_loss(proj, lc.views),
           'views_sigreg': losses.views_sigreg_loss(
               proj, keys[1], lc.sigreg_num_slices, lc.sigreg_num_points)}
 

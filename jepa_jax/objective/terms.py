@@ -77,6 +77,9 @@ class LossSpec:
   views: int = 0                      # > 0: LeJEPA's objective on that many views (`multiview`)
   views_lambda: float = 0.02          # its SIGReg weight lambda (prediction: 1 - lambda)
   views_projector: Tuple[int, ...] = ()   # its projector's layer widths
+  views_local: int = 0                # its local views (`multiview`): how many,
+  views_local_size: int = 16          # their side in pixels,
+  views_local_area: Tuple[float, float] = (0.05, 0.3)   # their crops' area shares
 
   @classmethod
   def from_config(cls, lc) -> 'LossSpec':
@@ -97,7 +100,10 @@ class LossSpec:
                capi_temperatures=(lc.capi_student_temperature, lc.capi_target_temperature,
                                   lc.capi_clustering_temperature), sigreg_input=lc.sigreg_input,
                target_layers=lc.target_layers, views=lc.views, views_lambda=lc.views_lambda,
-               views_projector=tuple(lc.views_projector) if lc.views else ())
+               views_projector=tuple(lc.views_projector) if lc.views else (),
+               views_local=lc.views_local if lc.views else 0,
+               views_local_size=lc.views_local_size,
+               views_local_area=tuple(float(a) for a in lc.views_local_area))
 
   @property
   def weights(self) -> Dict[str, float]:

@@ -125,6 +125,10 @@ def make_setup(cfg, dataset: data_lib.Dataset) -> Setup:
   if n_val < 2:
     raise ConfigError('data.val_fraction', cfg.data.val_fraction,
                       f'leaves {n_val} validation samples (need >= 2)')
+  side = min(dataset.image_shape[:2])
+  if cfg.loss.views and cfg.loss.views_local and cfg.loss.views_local_size > side:
+    raise ConfigError('loss.views_local_size', cfg.loss.views_local_size,
+                      f'larger than the images ({side} pixels a side)')
   spe = data_lib.steps_per_epoch(n_train, tc.batch_size, tc.steps_per_epoch)
   total = spe * tc.num_epochs
   warmup = min(int(round(tc.warmup_epochs * spe)), max(total - 1, 0))
