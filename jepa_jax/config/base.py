@@ -220,7 +220,7 @@ def _loss_and_train(c) -> None:
   c.loss.views = 0
   c.loss.views_lambda = 0.02
   c.loss.views_projector = (256, 256, 16)
-  c.loss.views_local = 0                # its local views (0: none), regressed onto the V's mean:
+  c.loss.views_local = 0                # local views (0: none), regressed on the V views' mean:
   c.loss.views_local_size = 16          # their side in pixels, their crops' area shares
   c.loss.views_local_area = (0.05, 0.3)
   c.loss.entropy_weight = 0.0           # assignment-entropy regulariser (0: off)
