@@ -143,8 +143,8 @@ def test_local_views_enter_the_loss_as_computed_by_hand_and_a_step_trains():
   enc = lambda x, **kw: np.asarray(setup.encoder.apply(state['params']['encoder'], x, **kw),
                                    np.float64).mean(1)
   globals_ = multiview.view_images('colour+crop', keys[0], ids, images, 2)
-  local = multiview.local_view_images('colour+crop', keys[0], ids, images, 2, 2,
-                                      (0.05, 0.3), 4)
+  local = multiview.view_images('colour+crop', keys[0], ids, images, 2, (0.05, 0.3), (4, 4),
+                                first=2)
   assert local.shape == (16, 4, 4, 1)
   # the local views' keys continue the global ones (fold_in(key, 2), fold_in(key, 3))
   from jepa_jax.model import masking  # noqa: PLC0415

@@ -67,7 +67,7 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int, span=None) -> np.nda
     raise ValueError(f'embed dim must be divisible by 4 for 2-D sin-cos, got {dim}')
   quarter = dim // 4
   omega = 1.0 / (10000 ** (np.arange(quarter, dtype=np.float64) / quarter))
-  axes = [np.arange(g) if span is None else (np.arange(g) + 0.5) * big / g - 0.5
+  axes = [(np.arange(g) + 0.5) * big / g - 0.5          # exactly 0..g-1 when big = g
           for g, big in zip((grid_h, grid_w), span or (grid_h, grid_w))]
   rows, cols = np.meshgrid(*axes, indexing='ij')
 

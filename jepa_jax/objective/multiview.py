@@ -79,22 +79,15 @@ def project(params, x):
   return x
 
 
-def view_images(augment: str, key, sample_ids, images, num_views: int, crop_area=None):
+def view_images(augment: str, key, sample_ids, images, num_views: int, crop_area=None,
+                size=None, first: int = 0):
   """(V * b, H, W, C): view v of every image is `masking.context_view`
-  under `augment` (crops' area share in `crop_area`) with the key
-  fold_in(key, v), views stacked view-major."""
-  return jnp.concatenate([masking.context_view(augment, jax.random.fold_in(key, v),
-                                               sample_ids, images, crop_area)
-                          for v in range(num_views)])
-
-
-def local_view_images(augment: str, key, sample_ids, images, first: int, num_views: int,
-                      area, size: int):
-  """(L * b, size, size, C): local view l of every image is a crop of `area`
-  shares resized to size x size (`masking.context_view`, colour jitter as
-  `augment`), key fold_in(key, first + l): the global views' keys continued."""
+  under `augment` (crops' area share in `crop_area`, resized to `size`
+  (h, w) if given) with the key fold_in(key, first + v), views stacked
+  view-major. Local views: `first` = the number of global views, so their
+  keys continue the global ones'."""
   return jnp.concatenate([masking.context_view(augment, jax.random.fold_in(key, first + v),
-                                               sample_ids, images, area, (size, size))
+                                               sample_ids, images, crop_area, size)
                           for v in range(num_views)])
 
 
@@ -107,8 +100,9 @@ def mean_embeddings(setup, params, images, sample_ids, key) -> jax.Array:
   runs = [setup.encoder.apply(params['encoder'], views, None, None)]     # (V b, N, D)
   if lc.views_local:
     p = setup.encoder.patch_size
-    small = local_view_images(setup.context_augment, key, sample_ids, images, lc.views,
-                              lc.views_local, lc.views_local_area, lc.views_local_size)
+    side = lc.views_local_size
+    small = view_images(setup.context_augment, key, sample_ids, images, lc.views_local,
+                        lc.views_local_area, (side, side), first=lc.views)
     runs.append(setup.encoder.apply(params['encoder'], small, None, None,
                                     pos_span=(images.shape[1] // p, images.shape[2] // p)))
   return jnp.concatenate([model_lib.pool_tokens(t.astype(jnp.float32), None, 1)
