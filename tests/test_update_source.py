@@ -97,8 +97,9 @@ def test_context_whole_updates_from_the_context_encoders_whole_image_tokens():
     state = step_lib.init_state(setup, ds.image_shape, cfg.seed)
     state['target_params'] = jax.tree.map(lambda x: 0.9 * x, state['target_params'])
     images, ids = jnp.asarray(ds.train_images[:16]), jnp.arange(16, dtype=jnp.int32)
-    _, aux = objective.make_loss_fn(setup)(step_lib.trainables_of(setup, state), state,
-                                           images, ids, jax.random.split(jax.random.PRNGKey(7), 3))
+    _, aux = jax.jit(objective.make_loss_fn(setup))(
+        step_lib.trainables_of(setup, state), state, images, ids,
+        jax.random.split(jax.random.PRNGKey(7), 3))
     got[source] = np.asarray(aux['update_tokens'])
     by_hand = {name: np.asarray(qz.encode(setup.quantizer, state.get('vq_params'),
                                           setup.encoder.apply(p, images, None, None)))
@@ -134,8 +135,8 @@ def _grads_and_codebook(name, steps=0):
   images, ids = jnp.asarray(ds.train_images[:16]), jnp.arange(16, dtype=jnp.int32)
   keys = jax.random.split(jax.random.PRNGKey(7), 3)
   loss_fn = objective.make_loss_fn(setup)
-  (loss, aux), grads = jax.value_and_grad(
-      lambda t: loss_fn(t, state, images, ids, keys), has_aux=True)(
+  (loss, aux), grads = jax.jit(jax.value_and_grad(
+      lambda t: loss_fn(t, state, images, ids, keys), has_aux=True))(
           step_lib.trainables_of(setup, state))
   codebooks = None
   if steps:
