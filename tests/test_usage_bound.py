@@ -138,11 +138,22 @@ def test_churn_sources_by_hand():
   # Only the third token moved (0.1) more than half its margin ((0.55 - 0.45) / 2).
   assert got['can_switch'] == pytest.approx(1 / 3)
   assert got['chance'] == pytest.approx(1 - (1 / 9 + 4 / 9))     # shares 1/3, 2/3 at B
+  assert got['usage_a'] == got['usage_b'] == got['usage_codebook_held'] == 1.0
+  # Tokens that all move next to code 1: only the held codebook's usage sees it.
+  near_1 = np.array([[0.9, 0.0], [0.95, 0.0], [1.1, 0.0]])
+  got = churn_sources.decompose(u_a, book, near_1, book)
+  assert got['usage_a'] == got['usage_tokens_held'] == 1.0
+  assert got['usage_b'] == got['usage_codebook_held'] == 0.5
   moved = np.array([[0.0, 0.0], [0.4, 0.0]])                       # code 1 moves to 0.4
   got = churn_sources.decompose(u_a, book, u_a, moved)
   assert got['codebook_only'] == got['total'] == pytest.approx(1 / 3)
   assert got['encoder_only'] == got['can_switch'] == 0.0
   assert got['median_code_move'] == pytest.approx(0.3)
+  # Code 0 moves far away: no token of A or B reaches it any more.
+  gone = np.array([[-5.0, 0.0], [1.0, 0.0]])
+  got = churn_sources.decompose(u_a, book, u_a, gone)
+  assert got['usage_tokens_held'] == got['usage_b'] == 0.5
+  assert got['usage_a'] == got['usage_codebook_held'] == 1.0
   # A frozen k-means codebook: two clusters at 0 and 1 on u_a; the tokens
   # near 0.5 decide the churn.
   u = np.array([[0.0, 0.0], [0.05, 0.0], [0.4, 0.0], [0.6, 0.0], [0.95, 0.0], [1.0, 0.0]])

@@ -19,6 +19,14 @@ and c(C, u) the nearest code as the layer assigns it:
   chance         1 - sum_k p_k^2 with p_k the code shares at B: the churn
                  of codes drawn at random with the same shares
 
+The same four pairings give the share of the K codes that the tokens hit
+(usage, as `codebook_health` counts it): usage_a = U(C_A, u_A) and usage_b =
+U(C_B, u_B) (the logged usage at A and at B), usage_codebook_held = U(C_A,
+u_B) (the encoder moved, the codebook held at A) and usage_tokens_held =
+U(C_B, u_A) (the codebook moved, the tokens held at A). A usage fall from A
+to B that usage_codebook_held shows too comes from the encoder's movement;
+one that usage_tokens_held shows, from the codebook's.
+
 `encoder_only` is about what a codebook frozen from A on would show (the
 encoder's training would differ only by the commitment gradients).
 --kmeans K1,K2,...: the same for codebooks of other sizes, each a k-means
@@ -100,6 +108,7 @@ def decompose(u_a, book_a, u_b, book_b, codes_a=None) -> Dict[str, float]:
   d1, d2 = two_nearest_distances(book_a, u_a)
   moved = np.linalg.norm(u_b.astype(np.float64) - u_a.astype(np.float64), axis=1)
   shares = np.bincount(c_bb, minlength=len(book_b)) / len(c_bb)
+  usage = lambda codes, book: len(np.unique(codes)) / len(book)  # noqa: E731
   return {
       'total': float(np.mean(c_bb != c_aa)),
       'encoder_only': float(np.mean(c_ab != c_aa)),
@@ -110,6 +119,8 @@ def decompose(u_a, book_a, u_b, book_b, codes_a=None) -> Dict[str, float]:
       'median_half_margin': float(np.median((d2 - d1) / 2)),
       'median_code_move': float(np.median(np.linalg.norm(
           book_b.astype(np.float64) - book_a.astype(np.float64), axis=1))),
+      'usage_a': usage(c_aa, book_a), 'usage_b': usage(c_bb, book_b),
+      'usage_codebook_held': usage(c_ab, book_a), 'usage_tokens_held': usage(c_ba, book_b),
   }
 
 
