@@ -154,6 +154,10 @@ def test_churn_sources_by_hand():
   got = churn_sources.decompose(u_a, book, u_a, gone)
   assert got['usage_tokens_held'] == got['usage_b'] == 0.5
   assert got['usage_a'] == got['usage_codebook_held'] == 1.0
+  assert got['near_origin_a'] == 0.5 and got['near_origin_b'] == 0.0   # |0| < 0.01 * 0.45 < 1
+  shrunk = np.array([[-0.004, 0.0], [1.0, 0.0]])                  # 0.004 < 0.01 * 0.45: near
+  assert churn_sources.decompose(u_a, shrunk, u_a, gone)['near_origin_a'] == 0.5
+  assert churn_sources.decompose(u_a, gone, u_a, gone)['near_origin_a'] == 0.0
   # A frozen k-means codebook: two clusters at 0 and 1 on u_a; the tokens
   # near 0.5 decide the churn.
   u = np.array([[0.0, 0.0], [0.05, 0.0], [0.4, 0.0], [0.6, 0.0], [0.95, 0.0], [1.0, 0.0]])

@@ -25,7 +25,10 @@ U(C_B, u_B) (the logged usage at A and at B), usage_codebook_held = U(C_A,
 u_B) (the encoder moved, the codebook held at A) and usage_tokens_held =
 U(C_B, u_A) (the codebook moved, the tokens held at A). A usage fall from A
 to B that usage_codebook_held shows too comes from the encoder's movement;
-one that usage_tokens_held shows, from the codebook's.
+one that usage_tokens_held shows, from the codebook's. near_origin_a / _b:
+the share of codes whose norm is below 1% of the tokens' median norm at A /
+B (an EMA code unused for long shrinks towards 0 once its smoothed count
+reaches the Laplace epsilon: `codebook.ema_update`).
 
 `encoder_only` is about what a codebook frozen from A on would show (the
 encoder's training would differ only by the commitment gradients).
@@ -109,6 +112,8 @@ def decompose(u_a, book_a, u_b, book_b, codes_a=None) -> Dict[str, float]:
   moved = np.linalg.norm(u_b.astype(np.float64) - u_a.astype(np.float64), axis=1)
   shares = np.bincount(c_bb, minlength=len(book_b)) / len(c_bb)
   usage = lambda codes, book: len(np.unique(codes)) / len(book)  # noqa: E731
+  near_origin = lambda book, u: float(np.mean(  # noqa: E731
+      np.linalg.norm(book, axis=1) < 0.01 * np.median(np.linalg.norm(u, axis=1))))
   return {
       'total': float(np.mean(c_bb != c_aa)),
       'encoder_only': float(np.mean(c_ab != c_aa)),
@@ -121,6 +126,7 @@ def decompose(u_a, book_a, u_b, book_b, codes_a=None) -> Dict[str, float]:
           book_b.astype(np.float64) - book_a.astype(np.float64), axis=1))),
       'usage_a': usage(c_aa, book_a), 'usage_b': usage(c_bb, book_b),
       'usage_codebook_held': usage(c_ab, book_a), 'usage_tokens_held': usage(c_ba, book_b),
+      'near_origin_a': near_origin(book_a, u_a), 'near_origin_b': near_origin(book_b, u_b),
   }
 
 
