@@ -168,6 +168,14 @@ def test_unused_codes_keep_direction_and_never_become_zero():
   # N_2 and m_2 both decayed by .9^60; e_2 = m_2 / N'_2 is their smoothed ratio.
   np.testing.assert_allclose(s.cluster_size[2], .9 ** 60, rtol=1e-4)
   np.testing.assert_allclose(s.embed_sum[2], .9 ** 60 * e2, rtol=1e-4, atol=1e-9)
+  # While N_2 = .9^60 >> eps it keeps its place; once N_2 << eps (.9^160 ~ 5e-8
+  # against 1e-5), N'_2 ~ eps and e_2 shrinks by the decay a step.
+  assert np.linalg.norm(e2_new) == pytest.approx(np.linalg.norm(e2), rel=0.01)
+  for _ in range(100):
+    s = step(s)
+  before = np.linalg.norm(np.asarray(s.codebook[2]))
+  after = np.linalg.norm(np.asarray(step(s).codebook[2]))
+  assert before < 0.01 * np.linalg.norm(e2) and after / before == pytest.approx(0.9, rel=1e-2)
 
 
 def test_ema_update_psum_over_shards_matches_whole_batch():

@@ -213,9 +213,9 @@ def ema_update(state: VQState, z, codes, decay, eps=1e-5,
     e_k   = m_k / N'_k
     usage_k += n_k,  step += 1
 
-  No zero-debiasing (see `init_state`): a code with n_k = 0 has both m_k and
-  N_k scaled by decay, so e_k keeps its direction and, thanks to the Laplace
-  smoothing, stays finite. All inputs are stop-gradient'ed.
+  No zero-debiasing (`init_state`): an unused code (n_k = 0) has m_k and N_k
+  scaled by decay; it keeps its place while N_k >> eps, then (N'_k ~ eps)
+  shrinks towards 0 by decay a step. All inputs are stop-gradient'ed.
 
   Source: van den Oord et al. 2017 (VQ-VAE), appendix A.1, Eqs. 6-8;
   Razavi et al. 2019 (VQ-VAE-2); Laplace smoothing as in Sonnet/Haiku's
