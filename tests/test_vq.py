@@ -139,7 +139,7 @@ def test_laplace_smoothing_gives_finite_code_for_empty_cluster():
   np.testing.assert_allclose(new.codebook[0], .9 * 1e-3 / expect_ns0 * np.ones(2), rtol=1e-4)
 
 
-def test_unused_codes_keep_direction_and_never_become_zero():
+def test_unused_codes_keep_direction_and_place_then_shrink_once_below_eps():
   key = jax.random.PRNGKey(1)
   s0 = vq.init_state(key, 3, 4)
   z = jax.random.normal(jax.random.PRNGKey(2), (6, 4))

@@ -27,8 +27,8 @@ U(C_B, u_A) (the codebook moved, the tokens held at A). A usage fall from A
 to B that usage_codebook_held shows too comes from the encoder's movement;
 one that usage_tokens_held shows, from the codebook's. near_origin_a / _b:
 the share of codes whose norm is below 1% of the tokens' median norm at A /
-B (an EMA code unused for long shrinks towards 0 once its smoothed count
-reaches the Laplace epsilon: `codebook.ema_update`).
+B (an EMA code unused for long shrinks towards 0 once its count N_k falls
+below the Laplace epsilon: `codebook.ema_update`).
 
 `encoder_only` is about what a codebook frozen from A on would show (the
 encoder's training would differ only by the commitment gradients).
