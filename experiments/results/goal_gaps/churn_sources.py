@@ -20,7 +20,7 @@ and c(C, u) the nearest code as the layer assigns it:
                  of codes drawn at random with the same shares
 
 The same four pairings give the share of the K codes that the tokens hit
-(usage, as `codebook_health` counts it): usage_a = U(C_A, u_A) and usage_b =
+(usage, counted by `vq.health.usage_summary`): usage_a = U(C_A, u_A) and usage_b =
 U(C_B, u_B) (the logged usage at A and at B), usage_codebook_held = U(C_A,
 u_B) (the encoder moved, the codebook held at A) and usage_tokens_held =
 U(C_B, u_A) (the codebook moved, the tokens held at A). A usage fall from A
@@ -60,6 +60,7 @@ from jepa_jax.run import checkpoint as ckpt_lib
 from jepa_jax.run import files as run_files
 from jepa_jax.run import trained
 from jepa_jax.vq import codebook as vq_lib
+from jepa_jax.vq import health
 from jepa_jax.vq import quantizer as quantizer_lib
 
 
@@ -111,7 +112,8 @@ def decompose(u_a, book_a, u_b, book_b, codes_a=None) -> Dict[str, float]:
   d1, d2 = two_nearest_distances(book_a, u_a)
   moved = np.linalg.norm(u_b.astype(np.float64) - u_a.astype(np.float64), axis=1)
   shares = np.bincount(c_bb, minlength=len(book_b)) / len(c_bb)
-  usage = lambda codes, book: len(np.unique(codes)) / len(book)  # noqa: E731
+  usage = lambda codes, book: health.usage_summary(  # noqa: E731
+      health.code_counts(codes, len(book)))['vq_usage_ratio']
   near_origin = lambda book, u: float(np.mean(  # noqa: E731
       np.linalg.norm(book, axis=1) < 0.01 * np.median(np.linalg.norm(u, axis=1))))
   return {
