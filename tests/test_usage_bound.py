@@ -1,6 +1,6 @@
 """The usage-bound, churn-sources, token-shares and VQ-bypass experiments
 (experiments/results/usage_bound/usage_bound.py, churn_sources.py,
-codebook_arc/token_shares.py, vq_bypass.py): their measures by hand, and
+subset_usage.py, codebook_arc/token_shares.py, vq_bypass.py): their measures by hand, and
 checkpoints of one tiny run end to end."""
 import json
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.results.codebook_arc import token_shares
-from experiments.results.goal_gaps import churn_sources
+from experiments.results.goal_gaps import churn_sources, subset_usage
 from experiments.results.reference_fidelity import trajectory_table, usage_definitions
 from experiments.results.usage_bound import usage_bound
 from experiments.results.loss_gap import vq_bypass
@@ -294,3 +294,44 @@ def test_codebook_arc_paired_subtracts_b_from_a_per_seed(tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'code_label_ami               +0.0300' in out          # (0.05 + 0.01) / 2
   assert 'churn_last_epoch             +0.0000' in out
+
+
+def test_subset_usage_by_hand():
+  # Image 0 puts its 4 tokens in code 0; image 1 in codes 1, 2, 2, 3 (one
+  # padding token in image 2). K = 8.
+  codes = np.array([[0, 0, 0, 0], [1, 2, 2, 3], [4, 5, 6, -1]])
+  assert subset_usage.distinct_share(codes) == pytest.approx((1 / 4 + 3 / 4 + 3 / 3) / 3)
+  rows = subset_usage.split_rows('val', codes, 8, [1, 3, 99], draws=40, seed=0)
+  one, whole, summary = rows                    # 99 > 3 images: no row
+  # One image of three: usage 1/8 or 3/8 or 3/8, so the draws' mean lies
+  # between and both ends are seen in 40 draws.
+  assert (one['usage_min'], one['usage_max']) == (1 / 8, 3 / 8)
+  assert 1 / 8 < one['usage_mean'] < 3 / 8 and one['draws'] == 40
+  p = np.array([4, 1, 2, 1, 1, 1, 1, 0]) / 11   # shares of the 11 valid tokens
+  assert one['iid_expected'] == pytest.approx(np.mean(1 - (1 - p) ** 4))   # 11/3 -> 4 tokens
+  assert whole['draws'] == 1 and whole['usage_mean'] == whole['usage_min'] == 7 / 8
+  assert whole['iid_expected'] == pytest.approx(np.mean(1 - (1 - p) ** 11))
+  assert summary['perplexity_ratio'] == pytest.approx(
+      np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()) / 8)
+
+
+@pytest.mark.slow          # uses the tiny run
+def test_subset_usage_of_a_tiny_run_recomputes_the_logged_train_usage(tiny_run, tmp_path, capsys):
+  out = str(tmp_path / 'subsets.jsonl')
+  assert subset_usage.main(['--workdir', tiny_run, '--step', '3', '--images', '4,8',
+                            '--draws', '2', '--train-images', '16', '--out', out]) == 0
+  rows = [json.loads(line) for line in open(out)]
+  logged = rows[0]
+  assert logged['split'] == 'train_logged' and logged['logged'] is not None
+  assert logged['usage_mean'] == pytest.approx(logged['logged'])
+  splits = [(r['split'], r['images'], 'perplexity_ratio' in r) for r in rows[1:]]
+  assert splits[:2] == [('val', 4, False), ('val', 8, False)] and splits[2][2]   # val summary
+  assert splits[3:] == [('train', 4, False), ('train', 8, False), ('train', 16, True)]
+  assert all(0 < r['usage_min'] <= r['usage_mean'] <= r['usage_max'] <= 1 for r in rows[2:]
+             if 'usage_min' in r)
+  with pytest.raises(SystemExit):
+    subset_usage.main(['--workdir', tiny_run, '--step', '99999'])
+  assert 'no checkpoint at step 99999' in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    subset_usage.main(['--workdir', tiny_run, '--step', '3', '--images', '0'])
+  assert "--images '0': give subset sizes" in capsys.readouterr().err
