@@ -318,7 +318,7 @@ def test_subset_usage_by_hand():
 @pytest.mark.slow          # uses the tiny run
 def test_subset_usage_of_a_tiny_run_recomputes_the_logged_train_usage(tiny_run, tmp_path, capsys):
   out = str(tmp_path / 'subsets.jsonl')
-  assert subset_usage.main(['--workdir', tiny_run, '--step', '3', '--images', '4,8',
+  assert subset_usage.main(['--workdir', tiny_run, '--steps', '3', '--images', '4,8',
                             '--draws', '2', '--train-images', '16', '--out', out]) == 0
   rows = [json.loads(line) for line in open(out)]
   logged = rows[0]
@@ -330,8 +330,11 @@ def test_subset_usage_of_a_tiny_run_recomputes_the_logged_train_usage(tiny_run, 
   assert all(0 < r['usage_min'] <= r['usage_mean'] <= r['usage_max'] <= 1 for r in rows[2:]
              if 'usage_min' in r)
   with pytest.raises(SystemExit):
-    subset_usage.main(['--workdir', tiny_run, '--step', '99999'])
-  assert 'no checkpoint at step 99999' in capsys.readouterr().err
+    subset_usage.main(['--workdir', tiny_run, '--steps', '99999'])
+  assert 'no checkpoint at step(s) [99999]' in capsys.readouterr().err
   with pytest.raises(SystemExit):
-    subset_usage.main(['--workdir', tiny_run, '--step', '3', '--images', '0'])
+    subset_usage.main(['--workdir', tiny_run, '--steps', '3', '--images', '0'])
   assert "--images '0': give subset sizes" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    subset_usage.main(['--workdir', tiny_run, '--steps', '3,x'])
+  assert "--steps '3,x': give checkpoint steps" in capsys.readouterr().err

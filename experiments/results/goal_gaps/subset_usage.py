@@ -1,13 +1,13 @@
 """Usage of image subsets of each split: is a low train-subset usage the split or the count?
 
-    python -m experiments.results.goal_gaps.subset_usage --workdir RUN --step S \
+    python -m experiments.results.goal_gaps.subset_usage --workdir RUN [--steps S1,S2,...] \
         [--images 1024,4096,12800] [--draws 5] [--train-images 12800] [--out F]
 
 The embedding metrics count the codes of a fixed train subset
 (`train.usage_train_images` images, `measure.train_subset`) beside the whole
 val split. At K = 8,192 a 1,024-image subset holds 8 tokens a code, the val
 split 100, and the two usages differ. This script codes, with the state of
-checkpoint S and as the metrics do (context encoder, unmasked,
+each checkpoint S (default: every saved one) and as the metrics do (context encoder, unmasked,
 `measure.make_device_fn`), the whole val split, the logged train subset and
 `--train-images` other train images drawn at random, then reports for each
 split and each subset size n (images):
@@ -38,10 +38,9 @@ import jax
 import numpy as np
 
 from experiments import json_rows
+from experiments.results.usage_bound import usage_bound
 from jepa_jax.eval import measure
-from jepa_jax.run import checkpoint as ckpt_lib
 from jepa_jax.run import files as run_files
-from jepa_jax.run import trained
 from jepa_jax.vq import health
 
 
@@ -87,44 +86,35 @@ def _logged(workdir: str, step: int):
 
 def main(argv=None) -> int:
   ap = json_rows.parser('experiments.results.goal_gaps.subset_usage', __doc__)
-  ap.add_argument('--step', type=int, required=True, help='a saved checkpoint step')
+  ap.add_argument('--steps', help='checkpoint steps S1,S2,... (default: every saved one)')
   ap.add_argument('--images', default='1024,4096,12800', help='subset sizes n (images)')
   ap.add_argument('--draws', type=int, default=5, help='random subsets of each size')
   ap.add_argument('--train-images', type=int, default=12800,
                   help='train images coded beside the logged subset (drawn at random)')
   args = ap.parse_args(argv)
-  if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
-    ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
   sizes = [s for s in args.images.split(',') if s]
   if not sizes or not all(s.isdigit() and int(s) > 0 for s in sizes):
     ap.error(f'--images {args.images!r}: give subset sizes in images, e.g. 1024,4096')
   if args.draws < 1 or args.train_images < 1:
     ap.error('--draws and --train-images: give positive counts')
-  cfg, dataset, setup, abstract = trained.run_setup(args.workdir)
-  if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
-    ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
-  ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),
-                                  read_only=True)
-  try:
-    if args.step not in ckpts.steps():
-      ap.error(f'no checkpoint at step {args.step} in {args.workdir} (saved: {ckpts.steps()})')
-    state = ckpts.restore(args.step, abstract).state
-  finally:
-    ckpts.close()
+  cfg, dataset, setup, saved = usage_bound.checkpoints(ap, args, padded_ok=True)
   _, logged_subset = measure.point_images(dataset, cfg.train.usage_train_images, cfg.seed, True)
   n_train = len(dataset.train_images)
   others = np.random.default_rng([cfg.seed, 8]).permutation(n_train)[:args.train_images]
+  train_images = np.concatenate([logged_subset, dataset.train_images[others]])
   fn = jax.jit(measure.make_device_fn(setup, cfg.seed))
-  out = fn(state, dataset.val_images, np.concatenate([logged_subset, dataset.train_images[others]]))
-  codes, train = np.asarray(out['codes']), np.asarray(out['train_codes'])
-  k, m = setup.quantizer.num_codes, len(logged_subset)
-  rows = [{'split': 'train_logged', 'images': m, 'usage_mean': _usage(train[:m], k),
-           'logged': _logged(args.workdir, args.step)}]
-  rows += split_rows('val', codes, k, [int(s) for s in sizes], args.draws, cfg.seed)
-  rows += split_rows('train', train[m:], k, [int(s) for s in sizes], args.draws, cfg.seed)
-  for r in rows:
-    json_rows.show({'step': args.step, **r})
-  json_rows.save([{'workdir': args.workdir, 'step': args.step, **r} for r in rows], args.out)
+  k, m, rows = setup.quantizer.num_codes, len(logged_subset), []
+  for step, restore in saved:
+    out = fn(restore(), dataset.val_images, train_images)
+    codes, train = np.asarray(out['codes']), np.asarray(out['train_codes'])
+    now = [{'split': 'train_logged', 'images': m, 'usage_mean': _usage(train[:m], k),
+            'logged': _logged(args.workdir, step)}]
+    now += split_rows('val', codes, k, [int(s) for s in sizes], args.draws, cfg.seed)
+    now += split_rows('train', train[m:], k, [int(s) for s in sizes], args.draws, cfg.seed)
+    for r in now:
+      json_rows.show({'step': step, **r})
+    rows += [{'workdir': args.workdir, 'step': step, **r} for r in now]
+  json_rows.save(rows, args.out)
   return 0
 
 

@@ -113,24 +113,28 @@ def bounds_at(dataset, setup, state, fns, seed: int = 0) -> Dict[str, float]:
   }
 
 
-def checkpoints(ap, args):
+def checkpoints(ap, args, padded_ok: bool = False):
   """(cfg, dataset, setup, [(step, restore)]) of the run in `args.workdir`:
   its saved checkpoints (or `args.steps`), each `restore()` giving the
   state; `ap.error` (one line, status 2) for a folder that is not a run,
-  has no learned codebook, holds padded data, or lacks a step asked for.
+  has no learned codebook, holds padded data (unless padded_ok: the caller
+  counts valid tokens only), or lacks a step asked for.
   Shared with the other scripts that walk a run's checkpoints."""
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
   cfg, dataset, setup, abstract = trained.run_setup(args.workdir)
   if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
     ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
-  if setup.padded:     # the tokens below ignore validity; whole-split forward passes
+  if setup.padded and not padded_ok:     # the tokens below ignore validity; whole-split forward passes
     ap.error(f'--workdir {args.workdir}: padded data (ARC grids) is not supported: '
              'this script counts every token slot, padding included')
   ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),
                                   read_only=True)
   saved = ckpts.steps()
-  steps: List[int] = ([int(s) for s in args.steps.split(',')] if args.steps else saved)
+  asked = [s.strip() for s in (args.steps or '').split(',') if s.strip()]
+  if not all(s.isdigit() for s in asked):
+    ap.error(f'--steps {args.steps!r}: give checkpoint steps, e.g. 200,400')
+  steps: List[int] = [int(s) for s in asked] if asked else saved
   missing = sorted(set(steps) - set(saved))
   if missing:
     ap.error(f'no checkpoint at step(s) {missing} in {args.workdir} (saved: {saved})')
