@@ -170,6 +170,14 @@ def test_churn_sources_by_hand():
   assert set(got) == {'kmeans_2_encoder_only', 'kmeans_6_encoder_only'}
 
 
+def test_nearest_codes_in_chunks_are_the_nearest_codes():
+  rng = np.random.default_rng(3)
+  book, u = rng.standard_normal((7, 4)), rng.standard_normal((50, 4))
+  brute = np.argmin(((u[:, None] - book[None]) ** 2).sum(-1), axis=1)
+  assert np.array_equal(churn_sources._nearest(book, u, chunk=8), brute)   # 7 chunks, last of 2
+  assert np.array_equal(churn_sources._nearest(book, u), brute)
+
+
 def test_two_nearest_distances_against_brute_force():
   rng = np.random.default_rng(1)
   book, u = rng.standard_normal((50, 4)), rng.standard_normal((5000, 4))

@@ -82,8 +82,12 @@ def make_tokens_fn(setup, encoder: str = 'context'):
   return jax.jit(fn)
 
 
-def _nearest(book: np.ndarray, u: np.ndarray) -> np.ndarray:
-  return np.asarray(vq_lib.nearest_codes(jnp.asarray(book), jnp.asarray(u))[0])
+def _nearest(book: np.ndarray, u: np.ndarray, chunk: int = 32768) -> np.ndarray:
+  """Nearest code of each row of u (n, d), `chunk` rows at a time: the
+  distances of all val tokens at K = 8,192 at once would take ~27 GB."""
+  near = lambda x: np.asarray(vq_lib.nearest_codes(jnp.asarray(book), jnp.asarray(x))[0])  # noqa: E731
+  return np.concatenate([near(u[i:i + chunk]) for i in range(0, len(u), chunk)] or
+                        [np.zeros(0, np.int32)])
 
 
 def two_nearest_distances(book: np.ndarray, u: np.ndarray):
