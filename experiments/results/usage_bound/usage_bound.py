@@ -122,6 +122,9 @@ def checkpoints(ap, args, padded_ok: bool = False):
   Shared with the other scripts that walk a run's checkpoints."""
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
+  asked = [s.strip() for s in (args.steps or '').split(',') if s.strip()]
+  if not all(s.isdigit() for s in asked):
+    ap.error(f'--steps {args.steps!r}: give checkpoint steps, e.g. 200,400')
   cfg, dataset, setup, abstract = trained.run_setup(args.workdir)
   if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
     ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
@@ -131,9 +134,6 @@ def checkpoints(ap, args, padded_ok: bool = False):
   ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),
                                   read_only=True)
   saved = ckpts.steps()
-  asked = [s.strip() for s in (args.steps or '').split(',') if s.strip()]
-  if not all(s.isdigit() for s in asked):
-    ap.error(f'--steps {args.steps!r}: give checkpoint steps, e.g. 200,400')
   steps: List[int] = [int(s) for s in asked] if asked else saved
   missing = sorted(set(steps) - set(saved))
   if missing:
