@@ -30,7 +30,6 @@ point its usage is the logged vq_train_usage_ratio (`logged`).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Sequence
 
@@ -78,12 +77,6 @@ def split_rows(split: str, codes: np.ndarray, num_codes: int, sizes: Sequence[in
   return rows
 
 
-def _logged(workdir: str, step: int):
-  path = os.path.join(workdir, run_files.EMBEDDING_METRICS)
-  rows = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
-  return next((r.get('vq_train_usage_ratio') for r in rows if r['step'] == step), None)
-
-
 def main(argv=None) -> int:
   ap = json_rows.parser('experiments.results.goal_gaps.subset_usage', __doc__)
   ap.add_argument('--steps', help='checkpoint steps S1,S2,... (default: every saved one)')
@@ -95,6 +88,7 @@ def main(argv=None) -> int:
   sizes = [s for s in args.images.split(',') if s]
   if not sizes or not all(s.isdigit() and int(s) > 0 for s in sizes):
     ap.error(f'--images {args.images!r}: give subset sizes in images, e.g. 1024,4096')
+  sizes = [int(s) for s in sizes]
   if args.draws < 1 or args.train_images < 1:
     ap.error('--draws and --train-images: give positive counts')
   cfg, dataset, setup, saved = usage_bound.checkpoints(ap, args, padded_ok=True)
@@ -104,13 +98,15 @@ def main(argv=None) -> int:
   train_images = np.concatenate([logged_subset, dataset.train_images[others]])
   fn = jax.jit(measure.make_device_fn(setup, cfg.seed))
   k, m, rows = setup.quantizer.num_codes, len(logged_subset), []
+  logged = {r['step']: r.get('vq_train_usage_ratio') for r in run_files.read_jsonl(
+      os.path.join(args.workdir, run_files.EMBEDDING_METRICS))}
   for step, restore in saved:
     out = fn(restore(), dataset.val_images, train_images)
     codes, train = np.asarray(out['codes']), np.asarray(out['train_codes'])
     now = [{'split': 'train_logged', 'images': m, 'usage_mean': _usage(train[:m], k),
-            'logged': _logged(args.workdir, step)}]
-    now += split_rows('val', codes, k, [int(s) for s in sizes], args.draws, cfg.seed)
-    now += split_rows('train', train[m:], k, [int(s) for s in sizes], args.draws, cfg.seed)
+            'logged': logged.get(step)}]
+    now += split_rows('val', codes, k, sizes, args.draws, cfg.seed)
+    now += split_rows('train', train[m:], k, sizes, args.draws, cfg.seed)
     for r in now:
       json_rows.show({'step': step, **r})
     rows += [{'workdir': args.workdir, 'step': step, **r} for r in now]
