@@ -8,8 +8,10 @@ Measured (experiments/results/codebook_shapes, `:shapes`, seeds 0-4, run as
 code used from the first measurement on, perplexity >= 82% of K, and an
 image's bag of codes probing 0.6 points [0.1, 1.0] above k-means of the same
 tokens (3.0 [1.8, 4.2] above `ijepa_vq_beside.py`'s); the code-label AMI
-0.013 below k-means', and 70-80% of the codes changing over the last epoch
-as the encoder still moves. The encoder is `ijepa.py`'s, its matched baseline.
+0.013 below k-means', and 70-80% of the codes changing over the last epoch,
+about half of it the encoder's movement (on the encoder held at its final
+state, `--config.train.frozen`, seeds 2-3: 28-40%, the codebook's own
+movement). The encoder is `ijepa.py`'s, its matched baseline.
 """
 from configs import base, ijepa_vq_beside
 

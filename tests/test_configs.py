@@ -178,3 +178,23 @@ def test_ijepa_vq_whole_is_the_logged_context_whole_runs_config_and_ijepa_its_ba
     assert {**logged, 'variant': 'ijepa_vq_whole'} == {**study, 'seed': seed}, seed
   assert report_health._matchable(load('ijepa_vq_whole').to_dict()) == report_health._matchable(
       load('ijepa', None).to_dict())
+
+
+def test_the_frozen_encoder_runs_logged_ijepa_vq_whole_with_the_encoder_held():
+  """The study's `ijepa_vq_whole_frozen` runs (seeds 2-3) logged the README's
+  command: ijepa_vq_whole.py:shapes (but for its name) started from the
+  8,192-code run's last checkpoint with encoder, target encoder and
+  predictor frozen, every checkpoint kept; nothing else differs."""
+  import json  # noqa: PLC0415
+  whole = _leaves(load('ijepa_vq_whole', 'shapes').to_dict())
+  logs = os.path.join(ROOT, 'experiments', 'results', 'codebook_shapes', 'logs',
+                      'ijepa_vq_whole_frozen')
+  for seed in (2, 3):
+    with open(os.path.join(logs, f'seed_{seed}', 'config.json')) as f:
+      logged = _leaves(json.load(f))
+    command = json.loads(json.dumps({    # tuples -> lists, as in the logged file
+        **whole, 'train.probe_every_steps': 400, 'train.embedding_metrics_every_steps': 400,
+        'init_from': f'runs/k8192cw/seed_{seed}/checkpoints/2343',
+        'train.frozen': ('encoder', 'target_encoder', 'predictor'),
+        'checkpoint.keep': 100, 'train.progress_bar': False, 'seed': seed}))
+    assert {**logged, 'variant': 'ijepa_vq_whole'} == command, seed

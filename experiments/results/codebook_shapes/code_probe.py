@@ -31,10 +31,12 @@ A run without class labels is one error line, exit status 2.
 --refine N asks why a codebook's codes tell the class less than k-means':
 the run's codebook after N Lloyd steps on the final train tokens (`lloyd`),
 with nearest codes ('lloyd', k-means from the run's codebook) and with the
-training step's Sinkhorn codes ('lloyd_balanced', the EMA update's fixed
-point on frozen tokens), each scored as the codes are. run -> lloyd_balanced
-is the codebook's lag behind the final encoder, lloyd_balanced -> lloyd
-what balance costs, lloyd -> kmeans_space the starting point's share.
+training step's Sinkhorn codes ('lloyd_balanced', the EMA update's rule
+taken in full steps on frozen tokens), each scored as the codes are. run -> lloyd_balanced
+is what a refit on the final tokens adds to the online codebook (not its
+lag behind the encoder: a codebook trained a whole run on a frozen encoder
+gains as much, README), lloyd_balanced -> lloyd what balance costs,
+lloyd -> kmeans_space the starting point's share.
 
 --table VARIANT,BASELINE reads the saved rows LOGS/NAME/seed_S/code_probe.jsonl
 and prints one markdown row per comparison, per seed and paired by seed
@@ -144,8 +146,8 @@ def refined(run, space, ytr, yva, iters: int) -> Dict[str, Dict[str, float]]:
   train tokens of the context encoder (`lloyd`; the 20,000 that
   `probes.kmeans_codes` fits, seed 0), nearest ('lloyd') and Sinkhorn-
   balanced ('lloyd_balanced'), every
-  token then coded by its nearest refined code: what the codebook's lag
-  behind the final encoder and its balanced assignment each cost. `space`:
+  token then coded by its nearest refined code: what a refit on the final
+  tokens and the balanced assignment each change. `space`:
   the train and val tokens (N, T, d) in the quantizer's space."""
   spec = run.quantizer
   flat = space[0].reshape(-1, space[0].shape[-1])
