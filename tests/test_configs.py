@@ -184,17 +184,19 @@ def test_the_frozen_encoder_runs_logged_ijepa_vq_whole_with_the_encoder_held():
   """The study's `ijepa_vq_whole_frozen` runs (seeds 2-3) logged the README's
   command: ijepa_vq_whole.py:shapes (but for its name) started from the
   8,192-code run's last checkpoint with encoder, target encoder and
-  predictor frozen, every checkpoint kept; nothing else differs."""
+  predictor frozen, every checkpoint kept; nothing else differs. The
+  `_nearest` run (seed 2) adds nearest codes and a k-means++ start."""
   import json  # noqa: PLC0415
   whole = _leaves(load('ijepa_vq_whole', 'shapes').to_dict())
-  logs = os.path.join(ROOT, 'experiments', 'results', 'codebook_shapes', 'logs',
-                      'ijepa_vq_whole_frozen')
-  for seed in (2, 3):
-    with open(os.path.join(logs, f'seed_{seed}', 'config.json')) as f:
+  logs = os.path.join(ROOT, 'experiments', 'results', 'codebook_shapes', 'logs')
+  nearest = {'vq.assignment': 'nearest', 'vq.init': 'kmeans'}
+  for folder, seed, extra in (('ijepa_vq_whole_frozen', 2, {}), ('ijepa_vq_whole_frozen', 3, {}),
+                              ('ijepa_vq_whole_frozen_nearest', 2, nearest)):
+    with open(os.path.join(logs, folder, f'seed_{seed}', 'config.json')) as f:
       logged = _leaves(json.load(f))
     command = json.loads(json.dumps({    # tuples -> lists, as in the logged file
         **whole, 'train.probe_every_steps': 400, 'train.embedding_metrics_every_steps': 400,
         'init_from': f'runs/k8192cw/seed_{seed}/checkpoints/2343',
         'train.frozen': ('encoder', 'target_encoder', 'predictor'),
-        'checkpoint.keep': 100, 'train.progress_bar': False, 'seed': seed}))
-    assert {**logged, 'variant': 'ijepa_vq_whole'} == command, seed
+        'checkpoint.keep': 100, 'train.progress_bar': False, 'seed': seed, **extra}))
+    assert {**logged, 'variant': 'ijepa_vq_whole'} == command, (folder, seed)
