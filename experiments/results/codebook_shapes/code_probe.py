@@ -32,11 +32,12 @@ A run without class labels is one error line, exit status 2.
 the run's codebook after N Lloyd steps on the final train tokens (`lloyd`),
 with nearest codes ('lloyd', k-means from the run's codebook) and with the
 training step's Sinkhorn codes ('lloyd_balanced', the EMA update's rule
-taken in full steps on frozen tokens), each scored as the codes are. run -> lloyd_balanced
-is what a refit on the final tokens adds to the online codebook (not its
-lag behind the encoder: a codebook trained a whole run on a frozen encoder
-gains as much, README), lloyd_balanced -> lloyd what balance costs,
-lloyd -> kmeans_space the starting point's share.
+taken in full steps on frozen tokens), each scored as the codes are.
+run -> lloyd_balanced is what a refit on the final tokens adds to the
+online codebook (not its lag behind the encoder: a codebook trained a
+whole run on a frozen encoder gains as much or more, README),
+lloyd_balanced -> lloyd what balance costs, lloyd -> kmeans_space the
+starting point's share.
 
 --table VARIANT,BASELINE reads the saved rows LOGS/NAME/seed_S/code_probe.jsonl
 and prints one markdown row per comparison, per seed and paired by seed
