@@ -185,13 +185,14 @@ def test_the_frozen_encoder_runs_logged_ijepa_vq_whole_with_the_encoder_held():
   command: ijepa_vq_whole.py:shapes (but for its name) started from the
   8,192-code run's last checkpoint with encoder, target encoder and
   predictor frozen, every checkpoint kept; nothing else differs. The
-  `_nearest` run (seed 2) adds nearest codes and a k-means++ start."""
+  `_nearest` runs (seeds 2-4) add nearest codes and a k-means++ start."""
   import json  # noqa: PLC0415
   whole = _leaves(load('ijepa_vq_whole', 'shapes').to_dict())
   logs = os.path.join(ROOT, 'experiments', 'results', 'codebook_shapes', 'logs')
   nearest = {'vq.assignment': 'nearest', 'vq.init': 'kmeans'}
-  for folder, seed, extra in (('ijepa_vq_whole_frozen', 2, {}), ('ijepa_vq_whole_frozen', 3, {}),
-                              ('ijepa_vq_whole_frozen_nearest', 2, nearest)):
+  runs = [('ijepa_vq_whole_frozen', seed, {}) for seed in (2, 3)] + [
+      ('ijepa_vq_whole_frozen_nearest', seed, nearest) for seed in (2, 3, 4)]
+  for folder, seed, extra in runs:
     with open(os.path.join(logs, folder, f'seed_{seed}', 'config.json')) as f:
       logged = _leaves(json.load(f))
     command = json.loads(json.dumps({    # tuples -> lists, as in the logged file
