@@ -184,7 +184,8 @@ def test_the_frozen_encoder_runs_logged_ijepa_vq_whole_with_the_encoder_held():
   """The study's `ijepa_vq_whole_frozen` runs (seeds 2-3) logged the README's
   command: ijepa_vq_whole.py:shapes (but for its name) started from the
   8,192-code run's last checkpoint with encoder, target encoder and
-  predictor frozen, every checkpoint kept; nothing else differs. The
+  predictor frozen, every checkpoint kept, the progress bar off; nothing
+  else differs. The
   `_nearest` runs (seeds 2-4) add nearest codes and a k-means++ start."""
   import json  # noqa: PLC0415
   whole = _leaves(load('ijepa_vq_whole', 'shapes').to_dict())
