@@ -186,13 +186,15 @@ def test_the_frozen_encoder_runs_logged_ijepa_vq_whole_with_the_encoder_held():
   8,192-code run's last checkpoint with encoder, target encoder and
   predictor frozen, every checkpoint kept, the progress bar off; nothing
   else differs. The
-  `_nearest` runs (seeds 2-4) add nearest codes and a k-means++ start."""
+  `_nearest` runs (seeds 2-4) add nearest codes and a k-means++ start,
+  `_nearest_only` (seed 2) nearest codes alone."""
   import json  # noqa: PLC0415
   whole = _leaves(load('ijepa_vq_whole', 'shapes').to_dict())
   logs = os.path.join(ROOT, 'experiments', 'results', 'codebook_shapes', 'logs')
   nearest = {'vq.assignment': 'nearest', 'vq.init': 'kmeans'}
   runs = [('ijepa_vq_whole_frozen', seed, {}) for seed in (2, 3)] + [
-      ('ijepa_vq_whole_frozen_nearest', seed, nearest) for seed in (2, 3, 4)]
+      ('ijepa_vq_whole_frozen_nearest', seed, nearest) for seed in (2, 3, 4)] + [
+      ('ijepa_vq_whole_frozen_nearest_only', 2, {'vq.assignment': 'nearest'})]
   for folder, seed, extra in runs:
     with open(os.path.join(logs, folder, f'seed_{seed}', 'config.json')) as f:
       logged = _leaves(json.load(f))
