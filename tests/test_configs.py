@@ -154,6 +154,16 @@ def test_ijepa_vq_is_ijepa_with_the_recommended_quantizer_and_ijepa_its_baseline
         load('ijepa', arg).to_dict())
 
 
+def _shapes_study_config(variant, seed):
+  """The leaves of config.json logged by the codebook_shapes study's run
+  logs/VARIANT/seed_SEED (experiments/results/codebook_shapes/)."""
+  import json  # noqa: PLC0415
+  path = os.path.join(ROOT, 'experiments', 'results', 'codebook_shapes', 'logs', variant,
+                      f'seed_{seed}', 'config.json')
+  with open(path) as f:
+    return _leaves(json.load(f))
+
+
 def test_ijepa_vq_whole_is_the_logged_context_whole_runs_config_and_ijepa_its_baseline():
   """configs/ijepa_vq_whole.py is, but for its name, the config the study's
   `ijepa_vq_beside_cw` runs logged (experiments/results/codebook_shapes/logs:
@@ -164,14 +174,11 @@ def test_ijepa_vq_whole_is_the_logged_context_whole_runs_config_and_ijepa_its_ba
   whole = _leaves(load('ijepa_vq_whole', 'shapes').to_dict())
   beside = _leaves(load('ijepa_vq_beside', 'shapes').to_dict())
   assert whole == {**beside, 'variant': 'ijepa_vq_whole', 'vq.update_source': 'context_whole'}
-  logs = os.path.join(ROOT, 'experiments', 'results', 'codebook_shapes', 'logs',
-                      'ijepa_vq_beside_cw')
   # The study's command line: measurement points every 400 steps, the seed.
   study = json.loads(json.dumps({**whole, 'train.probe_every_steps': 400,
                                  'train.embedding_metrics_every_steps': 400}))   # tuples -> lists
   for seed in range(5):
-    with open(os.path.join(logs, f'seed_{seed}', 'config.json')) as f:
-      logged = _leaves(json.load(f))
+    logged = _shapes_study_config('ijepa_vq_beside_cw', seed)
     # Keys added since the runs: read as a run written before them reads them.
     logged = {**json.loads(json.dumps(    # tuples -> lists, as in the logged file
         {k: v for k, v in config_base.added_keys().items() if k in study})), **logged}
@@ -185,19 +192,16 @@ def test_the_frozen_encoder_runs_logged_ijepa_vq_whole_with_the_encoder_held():
   command: ijepa_vq_whole.py:shapes (but for its name) started from the
   8,192-code run's last checkpoint with encoder, target encoder and
   predictor frozen, every checkpoint kept, the progress bar off; nothing
-  else differs. The
-  `_nearest` runs (seeds 2-4) add nearest codes and a k-means++ start,
-  `_nearest_only` (seed 2) nearest codes alone."""
+  else differs. The `_nearest` runs (seeds 2-4) add nearest codes and a
+  k-means++ start, `_nearest_only` (seed 2) nearest codes alone."""
   import json  # noqa: PLC0415
   whole = _leaves(load('ijepa_vq_whole', 'shapes').to_dict())
-  logs = os.path.join(ROOT, 'experiments', 'results', 'codebook_shapes', 'logs')
   nearest = {'vq.assignment': 'nearest', 'vq.init': 'kmeans'}
   runs = [('ijepa_vq_whole_frozen', seed, {}) for seed in (2, 3)] + [
       ('ijepa_vq_whole_frozen_nearest', seed, nearest) for seed in (2, 3, 4)] + [
       ('ijepa_vq_whole_frozen_nearest_only', 2, {'vq.assignment': 'nearest'})]
   for folder, seed, extra in runs:
-    with open(os.path.join(logs, folder, f'seed_{seed}', 'config.json')) as f:
-      logged = _leaves(json.load(f))
+    logged = _shapes_study_config(folder, seed)
     command = json.loads(json.dumps({    # tuples -> lists, as in the logged file
         **whole, 'train.probe_every_steps': 400, 'train.embedding_metrics_every_steps': 400,
         'init_from': f'runs/k8192cw/seed_{seed}/checkpoints/2343',
