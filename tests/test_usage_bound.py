@@ -346,3 +346,29 @@ def test_subset_usage_of_a_tiny_run_recomputes_the_logged_train_usage(tiny_run, 
   with pytest.raises(SystemExit):
     subset_usage.main(['--workdir', tiny_run, '--steps', '3,x'])
   assert "--steps '3,x': give checkpoint steps" in capsys.readouterr().err
+
+
+@pytest.mark.slow          # uses the tiny run
+def test_scripts_walking_checkpoints_close_them_however_they_end(tiny_run, tmp_path,
+                                                                 monkeypatch, capsys):
+  """usage_bound.checkpoints (shared by the four scripts) closes the run's
+  checkpoints when the caller's block ends: after a measurement, after a
+  missing step's one-line error, and after a measurement that fails."""
+  from jepa_jax.run import checkpoint as ckpt_lib  # noqa: PLC0415
+  opened, closed = [], []
+  real_init, real_close = ckpt_lib.RunCheckpoints.__init__, ckpt_lib.RunCheckpoints.close
+  monkeypatch.setattr(ckpt_lib.RunCheckpoints, '__init__',
+                      lambda self, *a, **k: (opened.append(self), real_init(self, *a, **k))[1])
+  monkeypatch.setattr(ckpt_lib.RunCheckpoints, 'close',
+                      lambda self: (closed.append(self), real_close(self))[1])
+  out = str(tmp_path / 'churn.json')
+  assert churn_sources.main(['--workdir', tiny_run, '--steps', '3,5', '--out', out]) == 0
+  assert len(opened) == 1 and closed == opened
+  with pytest.raises(SystemExit):
+    churn_sources.main(['--workdir', tiny_run, '--steps', '3,99999'])
+  assert 'no checkpoint at step(s) [99999]' in capsys.readouterr().err
+  assert len(opened) == 2 and closed == opened
+  monkeypatch.setattr(subset_usage, '_walk', lambda *a: 1 / 0)
+  with pytest.raises(ZeroDivisionError):
+    subset_usage.main(['--workdir', tiny_run, '--steps', '3'])
+  assert len(opened) == 3 and closed == opened

@@ -45,7 +45,6 @@ Padded data (ARC): only valid tokens count, as in the metric.
 """
 from __future__ import annotations
 
-import os
 from typing import Dict
 
 import jax
@@ -53,12 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import json_rows
+from experiments.results.usage_bound import usage_bound
 from jepa_jax.eval import measure
 from jepa_jax.eval import probes
 from jepa_jax.model import vit as model_lib
-from jepa_jax.run import checkpoint as ckpt_lib
-from jepa_jax.run import files as run_files
-from jepa_jax.run import trained
 from jepa_jax.vq import codebook as vq_lib
 from jepa_jax.vq import health
 from jepa_jax.vq import quantizer as quantizer_lib
@@ -176,8 +173,6 @@ def main(argv=None) -> int:
                   help='whose whole-image tokens are coded '
                        '(default %(default)s: the logged metric)')
   args = ap.parse_args(argv)
-  if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
-    ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
   try:
     step_a, step_b = (int(s) for s in args.steps.split(','))
   except ValueError:
@@ -186,20 +181,9 @@ def main(argv=None) -> int:
   if not all(k.isdigit() and int(k) > 0 for k in sizes):
     ap.error(f'--kmeans {args.kmeans!r}: give codebook sizes, e.g. 64,256')
   sizes = [int(k) for k in sizes]
-  _, dataset, setup, abstract = trained.run_setup(args.workdir)
-  if not setup.vq_enabled or setup.quantizer.kind == 'fsq':
-    ap.error(f'--workdir {args.workdir}: the run has no learned codebook')
-  ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),
-                                  read_only=True)
-  try:
-    saved = ckpts.steps()
-    missing = sorted({step_a, step_b} - set(saved))
-    if missing:
-      ap.error(f'no checkpoint at step(s) {missing} in {args.workdir} (saved: {saved})')
-    state_a = ckpts.restore(step_a, abstract).state
-    state_b = ckpts.restore(step_b, abstract).state
-  finally:
-    ckpts.close()
+  with usage_bound.checkpoints(ap, args, padded_ok=True) as (_, dataset, setup, saved):
+    (_, restore_a), (_, restore_b) = saved
+    state_a, state_b = restore_a(), restore_b()
   row = {'workdir': args.workdir, 'from_step': step_a, 'to_step': step_b,
          'encoder': args.encoder,
          **sources_between(dataset, setup, state_a, state_b,

@@ -91,7 +91,14 @@ def main(argv=None) -> int:
   sizes = [int(s) for s in sizes]
   if args.draws < 1 or args.train_images < 1:
     ap.error('--draws and --train-images: give positive counts')
-  cfg, dataset, setup, saved = usage_bound.checkpoints(ap, args, padded_ok=True)
+  with usage_bound.checkpoints(ap, args, padded_ok=True) as (cfg, dataset, setup, saved):
+    rows = _walk(args, cfg, dataset, setup, saved, sizes)
+  json_rows.save(rows, args.out)
+  return 0
+
+
+def _walk(args, cfg, dataset, setup, saved, sizes) -> List[Dict]:
+  """Each checkpoint's rows (the module docstring's), printed as they come."""
   _, logged_subset = measure.point_images(dataset, cfg.train.usage_train_images, cfg.seed, True)
   n_train = len(dataset.train_images)
   others = np.random.default_rng([cfg.seed, 8]).permutation(n_train)[:args.train_images]
@@ -110,8 +117,7 @@ def main(argv=None) -> int:
     for r in now:
       json_rows.show({'step': step, **r})
     rows += [{'workdir': args.workdir, 'step': step, **r} for r in now]
-  json_rows.save(rows, args.out)
-  return 0
+  return rows
 
 
 if __name__ == '__main__':

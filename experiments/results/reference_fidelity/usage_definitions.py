@@ -76,10 +76,10 @@ def main(argv=None) -> int:
     thresholds = [float(t) for t in args.thresholds.split(',') if t.strip()]
   except ValueError:
     ap.error(f'--thresholds {args.thresholds}: comma-separated numbers, e.g. 1e-5,0.1')
-  cfg, dataset, setup, saved = usage_bound.checkpoints(ap, args)
-  fns = usage_bound.make_fns(setup, cfg.seed)
-  usage_bound.walk(saved, lambda state: definitions_at(
-      dataset, setup, state, fns, cfg.vq.refresh_usage_threshold, thresholds), args.out)
+  with usage_bound.checkpoints(ap, args) as (cfg, dataset, setup, saved):
+    fns = usage_bound.make_fns(setup, cfg.seed)
+    usage_bound.walk(saved, lambda state: definitions_at(
+        dataset, setup, state, fns, cfg.vq.refresh_usage_threshold, thresholds), args.out)
   return 0
 
 

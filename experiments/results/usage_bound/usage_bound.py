@@ -31,6 +31,7 @@ are assigned by the nearest centre, as the layer does.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Dict, List
 
@@ -113,13 +114,15 @@ def bounds_at(dataset, setup, state, fns, seed: int = 0) -> Dict[str, float]:
   }
 
 
+@contextlib.contextmanager
 def checkpoints(ap, args, padded_ok: bool = False):
-  """(cfg, dataset, setup, [(step, restore)]) of the run in `args.workdir`:
-  its saved checkpoints (or `args.steps`), each `restore()` giving the
-  state; `ap.error` (one line, status 2) for a folder that is not a run,
-  has no learned codebook, holds padded data (unless padded_ok: the caller
-  counts valid tokens only), or lacks a step asked for.
-  Shared with the other scripts that walk a run's checkpoints."""
+  """`with checkpoints(ap, args) as (cfg, dataset, setup, saved)`: the run in
+  `args.workdir` and `saved`, [(step, restore)] for its saved checkpoints
+  (or `args.steps`), each `restore()` giving the state; the checkpoints are
+  closed when the block ends, however it ends. `ap.error` (one line, status
+  2) for a folder that is not a run, has no learned codebook, holds padded
+  data (unless padded_ok: the caller counts valid tokens only), or lacks a
+  step asked for. Shared with the other scripts that walk a run's checkpoints."""
   if not os.path.exists(os.path.join(args.workdir, run_files.CONFIG)):
     ap.error(f'--workdir {args.workdir}: not a run folder (no config.json)')
   asked = [s.strip() for s in (args.steps or '').split(',') if s.strip()]
@@ -133,13 +136,16 @@ def checkpoints(ap, args, padded_ok: bool = False):
              'this script counts every token slot, padding included')
   ckpts = ckpt_lib.RunCheckpoints(os.path.join(args.workdir, run_files.CHECKPOINTS),
                                   read_only=True)
-  saved = ckpts.steps()
-  steps: List[int] = [int(s) for s in asked] if asked else saved
-  missing = sorted(set(steps) - set(saved))
-  if missing:
-    ap.error(f'no checkpoint at step(s) {missing} in {args.workdir} (saved: {saved})')
-  return cfg, dataset, setup, [(s, lambda s=s: ckpts.restore(s, abstract).state)
-                               for s in steps]
+  try:
+    saved = ckpts.steps()
+    steps: List[int] = [int(s) for s in asked] if asked else saved
+    missing = sorted(set(steps) - set(saved))
+    if missing:
+      ap.error(f'no checkpoint at step(s) {missing} in {args.workdir} (saved: {saved})')
+    yield cfg, dataset, setup, [(s, lambda s=s: ckpts.restore(s, abstract).state)
+                                for s in steps]
+  finally:
+    ckpts.close()
 
 
 def walk(saved, measure, out) -> None:
@@ -156,9 +162,9 @@ def main(argv=None) -> int:
   ap = json_rows.parser('experiments.results.usage_bound.usage_bound', __doc__)
   ap.add_argument('--steps', default='', help='checkpoint steps (default: all saved)')
   args = ap.parse_args(argv)
-  cfg, dataset, setup, saved = checkpoints(ap, args)
-  fns = make_fns(setup, cfg.seed)
-  walk(saved, lambda state: bounds_at(dataset, setup, state, fns), args.out)
+  with checkpoints(ap, args) as (cfg, dataset, setup, saved):
+    fns = make_fns(setup, cfg.seed)
+    walk(saved, lambda state: bounds_at(dataset, setup, state, fns), args.out)
   return 0
 
 
