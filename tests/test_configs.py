@@ -192,19 +192,22 @@ def test_the_frozen_encoder_runs_logged_ijepa_vq_whole_with_the_encoder_held():
   command: ijepa_vq_whole.py:shapes (but for its name) started from the
   8,192-code run's last checkpoint with encoder, target encoder and
   predictor frozen, every checkpoint kept, the progress bar off; nothing
-  else differs. The `_nearest` runs (seeds 2-4) add nearest codes and a
-  k-means++ start, `_nearest_only` (seed 2) nearest codes alone."""
+  else differs. The `_nearest` runs (seeds 0-4) add nearest codes and a
+  k-means++ start (seeds 0-1 from `ijepa.py`'s last checkpoint, whose
+  encoder the 8,192-code run's equals), `_nearest_only` (seed 2) nearest
+  codes alone."""
   import json  # noqa: PLC0415
   whole = _leaves(load('ijepa_vq_whole', 'shapes').to_dict())
   nearest = {'vq.assignment': 'nearest', 'vq.init': 'kmeans'}
   runs = [('ijepa_vq_whole_frozen', seed, {}) for seed in (2, 3)] + [
-      ('ijepa_vq_whole_frozen_nearest', seed, nearest) for seed in (2, 3, 4)] + [
+      ('ijepa_vq_whole_frozen_nearest', seed, nearest) for seed in (0, 1, 2, 3, 4)] + [
       ('ijepa_vq_whole_frozen_nearest_only', 2, {'vq.assignment': 'nearest'})]
   for folder, seed, extra in runs:
     logged = _shapes_study_config(folder, seed)
+    stage1 = 'ijepa' if seed < 2 else 'k8192cw'
     command = json.loads(json.dumps({    # tuples -> lists, as in the logged file
         **whole, 'train.probe_every_steps': 400, 'train.embedding_metrics_every_steps': 400,
-        'init_from': f'runs/k8192cw/seed_{seed}/checkpoints/2343',
+        'init_from': f'runs/{stage1}/seed_{seed}/checkpoints/2343',
         'train.frozen': ('encoder', 'target_encoder', 'predictor'),
         'checkpoint.keep': 100, 'train.progress_bar': False, 'seed': seed, **extra}))
     assert {**logged, 'variant': 'ijepa_vq_whole'} == command, (folder, seed)
