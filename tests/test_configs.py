@@ -211,3 +211,26 @@ def test_the_frozen_encoder_runs_logged_ijepa_vq_whole_with_the_encoder_held():
         'train.frozen': ('encoder', 'target_encoder', 'predictor'),
         'checkpoint.keep': 100, 'train.progress_bar': False, 'seed': seed, **extra}))
     assert {**logged, 'variant': 'ijepa_vq_whole'} == command, (folder, seed)
+
+
+def test_ijepa_two_stage_is_ijepa_then_the_logged_frozen_codebook_runs():
+  """configs/ijepa_two_stage.py: stage 1 is ijepa.py but for its name; stage
+  2 is, but for its name and the command's measurement keys, the config the
+  study's `ijepa_vq_whole_frozen_nearest_decay99` runs logged (seeds 0-4:
+  ijepa_vq_whole.py:shapes, the encoder, target encoder and predictor held,
+  nearest codes from a k-means++ start, EMA decay 0.99), so its numbers are
+  those runs'."""
+  import json  # noqa: PLC0415
+  from jepa_jax.train import stages  # noqa: PLC0415
+  cfg = load('ijepa_two_stage', 'shapes')
+  assert _leaves(stages.stage_config(cfg, 1).to_dict()) == {
+      **_leaves(load('ijepa', 'shapes').to_dict()), 'variant': 'ijepa_two_stage_stage1', 'stage': 1}
+  for seed in range(5):
+    stage1 = 'ijepa' if seed < 2 else 'k8192cw'
+    s2 = _leaves(stages.stage_config(
+        cfg, 2, init_from=f'runs/{stage1}/seed_{seed}/checkpoints/2343').to_dict())
+    command = json.loads(json.dumps({    # tuples -> lists, as in the logged file
+        **s2, 'train.probe_every_steps': 400, 'train.embedding_metrics_every_steps': 400,
+        'checkpoint.keep': 100, 'train.progress_bar': False, 'seed': seed}))
+    logged = _shapes_study_config('ijepa_vq_whole_frozen_nearest_decay99', seed)
+    assert {**logged, 'variant': 'ijepa_two_stage_stage2', 'stage': 2} == command, seed
