@@ -164,6 +164,17 @@ def _shapes_study_config(variant, seed):
     return _leaves(json.load(f))
 
 
+def _frozen_run_keys(seed):
+  """The keys the study's frozen-encoder runs at `seed` set on the command
+  line but `train.frozen`: measurement points every 400 steps, stage 1 (the
+  last checkpoint of `ijepa.py`'s run at seeds 0-1, of the 8,192-code run's
+  at 2-4), every checkpoint kept, the progress bar off."""
+  stage1 = 'ijepa' if seed < 2 else 'k8192cw'
+  return {'train.probe_every_steps': 400, 'train.embedding_metrics_every_steps': 400,
+          'init_from': f'runs/{stage1}/seed_{seed}/checkpoints/2343',
+          'checkpoint.keep': 100, 'train.progress_bar': False, 'seed': seed}
+
+
 def test_ijepa_vq_whole_is_the_logged_context_whole_runs_config_and_ijepa_its_baseline():
   """configs/ijepa_vq_whole.py is, but for its name, the config the study's
   `ijepa_vq_beside_cw` runs logged (experiments/results/codebook_shapes/logs:
@@ -204,12 +215,9 @@ def test_the_frozen_encoder_runs_logged_ijepa_vq_whole_with_the_encoder_held():
       ('ijepa_vq_whole_frozen_nearest_only', 2, {'vq.assignment': 'nearest'})]
   for folder, seed, extra in runs:
     logged = _shapes_study_config(folder, seed)
-    stage1 = 'ijepa' if seed < 2 else 'k8192cw'
     command = json.loads(json.dumps({    # tuples -> lists, as in the logged file
-        **whole, 'train.probe_every_steps': 400, 'train.embedding_metrics_every_steps': 400,
-        'init_from': f'runs/{stage1}/seed_{seed}/checkpoints/2343',
-        'train.frozen': ('encoder', 'target_encoder', 'predictor'),
-        'checkpoint.keep': 100, 'train.progress_bar': False, 'seed': seed, **extra}))
+        **whole, **_frozen_run_keys(seed),
+        'train.frozen': ('encoder', 'target_encoder', 'predictor'), **extra}))
     assert {**logged, 'variant': 'ijepa_vq_whole'} == command, (folder, seed)
 
 
@@ -226,11 +234,8 @@ def test_ijepa_two_stage_is_ijepa_then_the_logged_frozen_codebook_runs():
   assert _leaves(stages.stage_config(cfg, 1).to_dict()) == {
       **_leaves(load('ijepa', 'shapes').to_dict()), 'variant': 'ijepa_two_stage_stage1', 'stage': 1}
   for seed in range(5):
-    stage1 = 'ijepa' if seed < 2 else 'k8192cw'
-    s2 = _leaves(stages.stage_config(
-        cfg, 2, init_from=f'runs/{stage1}/seed_{seed}/checkpoints/2343').to_dict())
-    command = json.loads(json.dumps({    # tuples -> lists, as in the logged file
-        **s2, 'train.probe_every_steps': 400, 'train.embedding_metrics_every_steps': 400,
-        'checkpoint.keep': 100, 'train.progress_bar': False, 'seed': seed}))
+    keys = _frozen_run_keys(seed)
+    s2 = _leaves(stages.stage_config(cfg, 2, init_from=keys['init_from']).to_dict())
+    command = json.loads(json.dumps({**s2, **keys}))   # tuples -> lists, as in the logged file
     logged = _shapes_study_config('ijepa_vq_whole_frozen_nearest_decay99', seed)
     assert {**logged, 'variant': 'ijepa_two_stage_stage2', 'stage': 2} == command, seed
